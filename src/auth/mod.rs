@@ -1,0 +1,9 @@
+//! SASL authentication: SCRAM-SHA-1/-256 and PLAIN mechanisms plus stored credentials.
+
+pub mod credentials;
+pub mod sasl;
+pub mod scram;
+
+pub use credentials::{CredentialError, Credentials, ScramKeys};
+pub use sasl::{Mechanism, PlainCredentials, SaslError, decode_b64, encode_b64, parse_plain};
+pub use scram::{ClientFirst, ScramClient, ScramHash, ScramServer};

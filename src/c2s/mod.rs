@@ -1,0 +1,112 @@
+//! Client-to-server: the listeners, one task per connection, negotiation, then the session.
+
+pub mod negotiate;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::BufReader;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+
+use crate::core::Core;
+use crate::xmpp::parser::StreamParser;
+use negotiate::{Negotiation, Outcome, unauth_limits};
+
+/// Read buffer per connection; small to keep idle sessions cheap.
+const READ_BUFFER: usize = 4096;
+
+/// Accepts client connections until shutdown; `direct_tls` selects XEP-0368 direct TLS.
+pub async fn serve(
+    core: Arc<Core>,
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    direct_tls: bool,
+    tracker: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(core.config.load().c2s.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = core.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; refusing");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let core = core.clone();
+        let tls = tls.clone();
+        tracker.spawn(async move {
+            connection(core, tcp, peer, tls, direct_tls).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    core: Arc<Core>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: TlsAcceptor,
+    direct_tls: bool,
+) {
+    let mut neg = Negotiation::new(core.clone(), peer.to_string(), direct_tls);
+    let limits = unauth_limits(&neg.config);
+    let tcp = if direct_tls {
+        tcp
+    } else {
+        let (r, w) = tcp.into_split();
+        let parser = StreamParser::new(BufReader::with_capacity(READ_BUFFER, r), limits);
+        match neg.run(parser, w, None).await {
+            Outcome::Closed => return,
+            Outcome::Bound {
+                parser,
+                writer,
+                session,
+                ..
+            } => {
+                // Plaintext session (only when `require_encryption = false`).
+                session::run(core, parser, writer, session).await;
+                return;
+            }
+            Outcome::StartTls(parser, w) => match parser.into_inner().into_inner().reunite(w) {
+                Ok(tcp) => tcp,
+                Err(_) => return,
+            },
+        }
+    };
+    let handshake = tokio::time::timeout_at(neg.deadline, tls.accept(tcp)).await;
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    neg.upgraded();
+    let (r, w) = tokio::io::split(stream);
+    let parser = StreamParser::new(BufReader::with_capacity(READ_BUFFER, r), limits);
+    match neg.run(parser, w, None).await {
+        Outcome::Bound {
+            parser,
+            writer,
+            session,
+            ..
+        } => session::run(core, parser, writer, session).await,
+        Outcome::StartTls(..) | Outcome::Closed => {}
+    }
+}

@@ -1,0 +1,605 @@
+//! Stream negotiation (RFC 6120 §4–7): stream headers, STARTTLS, SASL, resource binding.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::auth::sasl::{self, Mechanism, SaslError};
+use crate::auth::scram::ScramServer;
+use crate::config::Config;
+use crate::core::Core;
+use crate::core::sessions::{BindError, BoundSession, random_resource};
+use crate::xmpp::element::escape;
+use crate::xmpp::error::{
+    StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition as C,
+};
+use crate::xmpp::jid::{self, Jid};
+use crate::xmpp::parser::{Limits, ParseError, StreamEvent, StreamHeader, StreamParser};
+use crate::xmpp::{Element, ns, stanza};
+
+/// SASL failures tolerated on one connection before it is closed.
+const MAX_AUTH_FAILURES: u32 = 3;
+
+/// A buffered reader that can tell whether it holds unread bytes (the STARTTLS injection check).
+pub trait Pending {
+    /// Whether bytes were read from the socket but not yet consumed.
+    fn has_pending(&self) -> bool;
+}
+
+impl<T: tokio::io::AsyncRead> Pending for tokio::io::BufReader<T> {
+    fn has_pending(&self) -> bool {
+        !self.buffer().is_empty()
+    }
+}
+
+/// How negotiation ended.
+pub enum Outcome<R, W> {
+    /// The client asked for TLS; `<proceed/>` was sent and no plaintext is pending.
+    StartTls(StreamParser<R>, W),
+    /// A resource was bound; the session can start.
+    Bound {
+        /// The parser, positioned after the bind request.
+        parser: StreamParser<R>,
+        /// The write half.
+        writer: W,
+        /// The bound session.
+        session: BoundSession,
+        /// The stream's host.
+        host: String,
+    },
+    /// The stream ended (error sent or peer gone).
+    Closed,
+}
+
+/// Per-connection negotiation state.
+pub struct Negotiation {
+    /// The server.
+    pub core: Arc<Core>,
+    /// The config snapshot taken at accept.
+    pub config: Arc<Config>,
+    /// Remote address, for logs and the session.
+    pub peer: String,
+    /// Whether the transport is encrypted.
+    pub secure: bool,
+    /// When negotiation must be complete.
+    pub deadline: Instant,
+    /// Whether a stream header was already sent on this connection.
+    header_sent: bool,
+}
+
+/// Limits before authentication.
+pub fn unauth_limits(cfg: &Config) -> Limits {
+    Limits {
+        max_stanza_bytes: cfg.c2s.max_stanza_size_unauthenticated,
+        ..Limits::default()
+    }
+}
+
+/// Limits once authenticated.
+pub fn auth_limits(cfg: &Config) -> Limits {
+    Limits {
+        max_stanza_bytes: cfg.c2s.max_stanza_size,
+        ..Limits::default()
+    }
+}
+
+/// Writes `data` and flushes.
+pub async fn write<W: AsyncWrite + Unpin>(w: &mut W, data: &str) -> std::io::Result<()> {
+    w.write_all(data.as_bytes()).await?;
+    w.flush().await
+}
+
+/// The server's stream header.
+pub fn stream_header(host: &str, id: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}' version='1.0' xml:lang='en'>",
+        ns::CLIENT,
+        ns::STREAM,
+        escape(id, true),
+        escape(host, true)
+    )
+}
+
+fn stream_id() -> String {
+    use rand::Rng;
+    let n: u128 = rand::rng().random();
+    format!("{n:032x}")
+}
+
+fn limits_feature(max_bytes: usize) -> Element {
+    Element::new("limits", ns::STREAM_LIMITS)
+        .child(Element::new("max-bytes", ns::STREAM_LIMITS).text(max_bytes.to_string()))
+}
+
+fn sasl_failure(e: &SaslError) -> String {
+    Element::new("failure", ns::SASL)
+        .child(Element::new(e.condition(), ns::SASL))
+        .to_xml(ns::CLIENT)
+}
+
+enum Step<R, W> {
+    Restart(StreamParser<R>, W, Jid),
+    Done(Outcome<R, W>),
+}
+
+impl Negotiation {
+    /// Runs negotiation on one transport until TLS upgrade, bind, or close.
+    pub async fn run<R, W>(
+        &mut self,
+        mut parser: StreamParser<R>,
+        mut writer: W,
+        mut authenticated: Option<Jid>,
+    ) -> Outcome<R, W>
+    where
+        R: AsyncBufRead + Pending + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            match self.one_stream(parser, writer, authenticated.clone()).await {
+                Step::Restart(p, w, jid) => {
+                    authenticated = Some(jid);
+                    let limits = auth_limits(&self.config);
+                    // Stream restart without reading in between: the same buffered reader, a fresh parser.
+                    parser = StreamParser::new(p.into_inner(), limits);
+                    writer = w;
+                }
+                Step::Done(outcome) => return outcome,
+            }
+        }
+    }
+
+    async fn next<R: AsyncBufRead + Unpin>(
+        &self,
+        parser: &mut StreamParser<R>,
+    ) -> Result<StreamEvent, ParseError> {
+        match tokio::time::timeout_at(self.deadline, parser.next()).await {
+            Ok(r) => r,
+            Err(_) => Err(ParseError::Stream(StreamError::with_text(
+                C::ConnectionTimeout,
+                "negotiation took too long",
+            ))),
+        }
+    }
+
+    /// Sends a stream error (with a header first if none was sent) and closes the stream.
+    async fn fail<W: AsyncWrite + Unpin>(&mut self, writer: &mut W, host: &str, err: StreamError) {
+        tracing::debug!(peer = %self.peer, error = %err, "closing stream during negotiation");
+        let mut out = String::new();
+        if !self.header_sent {
+            out.push_str(&stream_header(host, &stream_id()));
+            self.header_sent = true;
+        }
+        out.push_str(&err.to_element().to_xml(ns::CLIENT));
+        out.push_str("</stream:stream>");
+        let _ = tokio::time::timeout(Duration::from_secs(5), write(writer, &out)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+    }
+
+    async fn one_stream<R, W>(
+        &mut self,
+        mut parser: StreamParser<R>,
+        mut writer: W,
+        authenticated: Option<Jid>,
+    ) -> Step<R, W>
+    where
+        R: AsyncBufRead + Pending + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let default_host = self.config.default_host().to_string();
+        let header = match self.next(&mut parser).await {
+            Ok(StreamEvent::Header(h)) => h,
+            Ok(_) => {
+                self.fail(&mut writer, &default_host, C::BadFormat.into())
+                    .await;
+                return Step::Done(Outcome::Closed);
+            }
+            Err(ParseError::Stream(e)) => {
+                self.fail(&mut writer, &default_host, e).await;
+                return Step::Done(Outcome::Closed);
+            }
+            Err(_) => return Step::Done(Outcome::Closed),
+        };
+        let host = match self.check_header(&header, authenticated.as_ref()) {
+            Ok(h) => h,
+            Err(e) => {
+                self.fail(&mut writer, &default_host, e).await;
+                return Step::Done(Outcome::Closed);
+            }
+        };
+        // Header and features in one write.
+        let mut out = stream_header(&host, &stream_id());
+        self.header_sent = true;
+        out.push_str(&self.features(authenticated.is_some()).to_xml(ns::CLIENT));
+        if write(&mut writer, &out).await.is_err() {
+            return Step::Done(Outcome::Closed);
+        }
+        let mut failures = 0;
+        loop {
+            let el = match self.next(&mut parser).await {
+                Ok(StreamEvent::Stanza(el)) => el,
+                Ok(StreamEvent::Close) => {
+                    let _ = write(&mut writer, "</stream:stream>").await;
+                    return Step::Done(Outcome::Closed);
+                }
+                Ok(StreamEvent::Header(_)) => {
+                    self.fail(&mut writer, &host, C::BadFormat.into()).await;
+                    return Step::Done(Outcome::Closed);
+                }
+                Err(ParseError::Stream(e)) => {
+                    self.fail(&mut writer, &host, e).await;
+                    return Step::Done(Outcome::Closed);
+                }
+                Err(_) => return Step::Done(Outcome::Closed),
+            };
+            if el.is("starttls", ns::TLS) && !self.secure && authenticated.is_none() {
+                if parser.get_ref().has_pending() {
+                    // Plaintext pipelined after <starttls/> must never reach the TLS layer.
+                    self.fail(
+                        &mut writer,
+                        &host,
+                        StreamError::with_text(C::PolicyViolation, "data sent after starttls"),
+                    )
+                    .await;
+                    return Step::Done(Outcome::Closed);
+                }
+                let proceed = Element::new("proceed", ns::TLS).to_xml(ns::CLIENT);
+                if write(&mut writer, &proceed).await.is_err() {
+                    return Step::Done(Outcome::Closed);
+                }
+                return Step::Done(Outcome::StartTls(parser, writer));
+            }
+            if el.is("auth", ns::SASL) && authenticated.is_none() {
+                match self.sasl(&el, &host, &mut parser, &mut writer).await {
+                    Ok(Some((jid, success))) => {
+                        if write(&mut writer, &success).await.is_err() {
+                            return Step::Done(Outcome::Closed);
+                        }
+                        tracing::info!(peer = %self.peer, %jid, "authenticated");
+                        return Step::Restart(parser, writer, jid);
+                    }
+                    Ok(None) => return Step::Done(Outcome::Closed),
+                    Err(e) => {
+                        failures += 1;
+                        tracing::info!(peer = %self.peer, condition = e.condition(), "authentication failed");
+                        if write(&mut writer, &sasl_failure(&e)).await.is_err() {
+                            return Step::Done(Outcome::Closed);
+                        }
+                        if failures >= MAX_AUTH_FAILURES {
+                            self.fail(
+                                &mut writer,
+                                &host,
+                                StreamError::with_text(
+                                    C::PolicyViolation,
+                                    "too many failed authentication attempts",
+                                ),
+                            )
+                            .await;
+                            return Step::Done(Outcome::Closed);
+                        }
+                        continue;
+                    }
+                }
+            }
+            if let Some(jid) = &authenticated
+                && el.is("iq", ns::CLIENT)
+                && el.get_attr("type") == Some("set")
+                && let Some(bind) = el.get_child("bind", ns::BIND)
+            {
+                let requested = bind
+                    .get_child("resource", ns::BIND)
+                    .map(|r| r.text_content())
+                    .filter(|r| !r.is_empty());
+                let resource = match requested.map(|r| jid::normalize_resource(&r)) {
+                    None => random_resource(),
+                    Some(Ok(r)) => r,
+                    Some(Err(_)) => {
+                        let reply = stanza::error_reply(
+                            &el,
+                            &StanzaError::new(StanzaErrorCondition::BadRequest),
+                        );
+                        if let Some(r) = reply
+                            && write(&mut writer, &r.to_xml(ns::CLIENT)).await.is_err()
+                        {
+                            return Step::Done(Outcome::Closed);
+                        }
+                        continue;
+                    }
+                };
+                let c2s = &self.config.c2s;
+                match self.core.sessions.bind(
+                    jid,
+                    &resource,
+                    c2s.resource_conflict,
+                    c2s.send_queue,
+                    self.peer.clone(),
+                    self.secure,
+                ) {
+                    Ok(session) => {
+                        let mut result = stanza::iq_result(&el, None);
+                        result.set_attr("from", None);
+                        result.push(Element::new("bind", ns::BIND).child(
+                            Element::new("jid", ns::BIND).text(session.handle.jid.to_string()),
+                        ));
+                        if write(&mut writer, &result.to_xml(ns::CLIENT))
+                            .await
+                            .is_err()
+                        {
+                            self.core.sessions.unbind(&session.handle);
+                            return Step::Done(Outcome::Closed);
+                        }
+                        tracing::info!(peer = %self.peer, jid = %session.handle.jid, "resource bound");
+                        return Step::Done(Outcome::Bound {
+                            parser,
+                            writer,
+                            session,
+                            host,
+                        });
+                    }
+                    Err(e) => {
+                        let cond = match e {
+                            BindError::Conflict => StanzaErrorCondition::Conflict,
+                            BindError::ResourceConstraint => {
+                                StanzaErrorCondition::ResourceConstraint
+                            }
+                        };
+                        if let Some(r) = stanza::error_reply(&el, &StanzaError::new(cond))
+                            && write(&mut writer, &r.to_xml(ns::CLIENT)).await.is_err()
+                        {
+                            return Step::Done(Outcome::Closed);
+                        }
+                        continue;
+                    }
+                }
+            }
+            // Anything else before binding is out of order.
+            let err = if authenticated.is_none() {
+                StreamError::with_text(C::NotAuthorized, "authenticate first")
+            } else {
+                StreamError::with_text(C::NotAuthorized, "bind a resource first")
+            };
+            self.fail(&mut writer, &host, err).await;
+            return Step::Done(Outcome::Closed);
+        }
+    }
+
+    fn check_header(
+        &self,
+        h: &StreamHeader,
+        authenticated: Option<&Jid>,
+    ) -> Result<String, StreamError> {
+        if h.default_ns.as_deref() != Some(ns::CLIENT) {
+            return Err(StreamError::with_text(
+                C::InvalidNamespace,
+                "expected jabber:client",
+            ));
+        }
+        let to = h.to.as_deref().ok_or_else(|| {
+            StreamError::with_text(C::HostUnknown, "the stream header needs a 'to'")
+        })?;
+        let host = jid::normalize_domain(to).map_err(|_| StreamError::new(C::HostUnknown))?;
+        if self.core.host(&host).is_none() {
+            return Err(StreamError::with_text(
+                C::HostUnknown,
+                format!("{host} is not served here"),
+            ));
+        }
+        if let Some(j) = authenticated
+            && j.domain() != host
+        {
+            return Err(StreamError::new(C::HostUnknown));
+        }
+        match h.version.as_deref() {
+            Some(v) if v.split('.').next().and_then(|m| m.parse::<u32>().ok()) == Some(1) => {
+                Ok(host)
+            }
+            _ => Err(StreamError::with_text(
+                C::UnsupportedVersion,
+                "version 1.0 is required",
+            )),
+        }
+    }
+
+    fn mechanisms(&self) -> Vec<Mechanism> {
+        self.config
+            .c2s
+            .sasl_mechanisms
+            .iter()
+            .filter_map(|m| Mechanism::from_name(m))
+            .filter(|m| *m != Mechanism::Plain || self.secure)
+            .collect()
+    }
+
+    fn features(&self, authenticated: bool) -> Element {
+        let mut f = Element::new("features", ns::STREAM);
+        let c2s = &self.config.c2s;
+        if authenticated {
+            f.push(Element::new("bind", ns::BIND));
+            f.push(
+                Element::new("session", ns::SESSION).child(Element::new("optional", ns::SESSION)),
+            );
+            f.push(limits_feature(c2s.max_stanza_size));
+            return f;
+        }
+        if !self.secure {
+            let mut tls = Element::new("starttls", ns::TLS);
+            if c2s.require_encryption {
+                tls.push(Element::new("required", ns::TLS));
+            }
+            f.push(tls);
+        }
+        if self.secure || !c2s.require_encryption {
+            let mut mechs = Element::new("mechanisms", ns::SASL);
+            for m in self.mechanisms() {
+                mechs.push(Element::new("mechanism", ns::SASL).text(m.name()));
+            }
+            f.push(mechs);
+        }
+        f.push(limits_feature(c2s.max_stanza_size_unauthenticated));
+        f
+    }
+
+    /// Runs one SASL exchange. `Ok(Some)` = success (jid, `<success/>` to send); `Ok(None)` = stream ended.
+    async fn sasl<R, W>(
+        &mut self,
+        auth: &Element,
+        host: &str,
+        parser: &mut StreamParser<R>,
+        writer: &mut W,
+    ) -> Result<Option<(Jid, String)>, SaslError>
+    where
+        R: AsyncBufRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if self.config.c2s.require_encryption && !self.secure {
+            return Err(SaslError::EncryptionRequired);
+        }
+        let mech = auth
+            .get_attr("mechanism")
+            .and_then(Mechanism::from_name)
+            .filter(|m| self.mechanisms().contains(m));
+        let Some(mech) = mech else {
+            if auth.get_attr("mechanism") == Some("PLAIN") && !self.secure {
+                return Err(SaslError::EncryptionRequired);
+            }
+            return Err(SaslError::InvalidMechanism);
+        };
+        let text = auth.text_content();
+        let mut initial = if text.trim().is_empty() {
+            None
+        } else {
+            Some(sasl::decode_b64(text.trim())?)
+        };
+        if initial.is_none() {
+            match self.challenge(parser, writer, b"").await? {
+                Some(r) => initial = Some(r),
+                None => return Ok(None),
+            }
+        }
+        let first = initial.unwrap_or_default();
+        match mech.scram_hash() {
+            None => {
+                let creds = sasl::parse_plain(&first)?;
+                let jid = self.login_jid(&creds.authcid, creds.authzid.as_deref(), host)?;
+                let ok = self
+                    .core
+                    .accounts
+                    .verify_password(&jid, &creds.password)
+                    .await
+                    .map_err(|_| SaslError::TemporaryAuthFailure)?;
+                if !ok {
+                    return Err(SaslError::NotAuthorized);
+                }
+                Ok(Some((
+                    jid,
+                    Element::new("success", ns::SASL).to_xml(ns::CLIENT),
+                )))
+            }
+            Some(hash) => {
+                let mut server = ScramServer::new(hash);
+                let cf = server.client_first(&first)?;
+                let jid = self.login_jid(&cf.username, cf.authzid.as_deref(), host);
+                let record = match &jid {
+                    Ok(j) => self
+                        .core
+                        .accounts
+                        .get(j)
+                        .await
+                        .map_err(|_| SaslError::TemporaryAuthFailure)?,
+                    Err(SaslError::InvalidAuthzid) => return Err(SaslError::InvalidAuthzid),
+                    Err(_) => None,
+                };
+                let keys = record.as_ref().map(|r| r.credentials.scram(hash));
+                let server_first = server.server_first(keys);
+                let Some(response) = self.challenge(parser, writer, &server_first).await? else {
+                    return Ok(None);
+                };
+                let server_final = server.client_final(&response)?;
+                let jid = jid?;
+                let success = Element::new("success", ns::SASL)
+                    .text(sasl::encode_b64(&server_final))
+                    .to_xml(ns::CLIENT);
+                Ok(Some((jid, success)))
+            }
+        }
+    }
+
+    fn login_jid(
+        &self,
+        username: &str,
+        authzid: Option<&str>,
+        host: &str,
+    ) -> Result<Jid, SaslError> {
+        let node = jid::normalize_node(username).map_err(|_| SaslError::NotAuthorized)?;
+        let jid = Jid::new(Some(&node), host, None).map_err(|_| SaslError::NotAuthorized)?;
+        if let Some(z) = authzid
+            && !z.is_empty()
+            && Jid::parse(z).ok().as_ref() != Some(&jid)
+        {
+            return Err(SaslError::InvalidAuthzid);
+        }
+        Ok(jid)
+    }
+
+    /// Sends a challenge and reads the response; `Ok(None)` if the stream ended.
+    async fn challenge<R, W>(
+        &mut self,
+        parser: &mut StreamParser<R>,
+        writer: &mut W,
+        data: &[u8],
+    ) -> Result<Option<Vec<u8>>, SaslError>
+    where
+        R: AsyncBufRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut ch = Element::new("challenge", ns::SASL);
+        if !data.is_empty() {
+            ch.push_text(sasl::encode_b64(data));
+        }
+        if write(writer, &ch.to_xml(ns::CLIENT)).await.is_err() {
+            return Ok(None);
+        }
+        match self.next(parser).await {
+            Ok(StreamEvent::Stanza(el)) if el.is("response", ns::SASL) => {
+                let t = el.text_content();
+                Ok(Some(if t.trim().is_empty() {
+                    Vec::new()
+                } else {
+                    sasl::decode_b64(t.trim())?
+                }))
+            }
+            Ok(StreamEvent::Stanza(el)) if el.is("abort", ns::SASL) => Err(SaslError::Aborted),
+            Ok(StreamEvent::Stanza(_)) => Err(SaslError::MalformedRequest),
+            Ok(_) => Ok(None),
+            Err(ParseError::Stream(e)) => {
+                let host = self.config.default_host().to_string();
+                self.fail(writer, &host, e).await;
+                Ok(None)
+            }
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+impl Negotiation {
+    /// A negotiation for a new connection.
+    pub fn new(core: Arc<Core>, peer: String, secure: bool) -> Self {
+        let config = core.config.load_full();
+        let deadline = Instant::now() + Duration::from_secs(config.c2s.negotiation_timeout_secs);
+        Negotiation {
+            core,
+            config,
+            peer,
+            secure,
+            deadline,
+            header_sent: false,
+        }
+    }
+
+    /// Marks the transport as encrypted (after STARTTLS) and expects a fresh stream header.
+    pub fn upgraded(&mut self) {
+        self.secure = true;
+        self.header_sent = false;
+    }
+}

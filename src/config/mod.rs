@@ -1,0 +1,468 @@
+//! Configuration: TOML loading, defaults (the embedded "just works" set-up) and validation that names the key.
+//!
+//! `config/oxpecker.toml` in the repository documents every option; keep the two in step.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::xmpp::jid::{self, Jid};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or a key has the wrong type (the message names the key and line).
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// A key has an unacceptable value.
+    #[error("invalid config: `{key}`: {reason}")]
+    Invalid {
+        /// The dotted key path.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// What to do when a client binds a resource that is already online (Prosody's `conflict_resolve`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceConflict {
+    /// Disconnect the existing session with a `conflict` stream error (RFC 6120 §7.7.2.2, Prosody's default).
+    #[default]
+    KickOld,
+    /// Give the new session a server-generated resource instead.
+    Random,
+    /// Refuse the new bind with a `conflict` stanza error.
+    Refuse,
+}
+
+/// The whole server configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Virtual hosts, in order; the first is the default host.
+    #[serde(rename = "host")]
+    pub hosts: Vec<HostConfig>,
+    /// Accounts with admin rights (bare JIDs).
+    pub admins: Vec<String>,
+    /// Where the embedded store, certificates and the control socket live.
+    pub data_dir: PathBuf,
+    /// Modules loaded on every host unless a host overrides the list.
+    pub modules_enabled: Vec<String>,
+    /// Modules never loaded on any host.
+    pub modules_disabled: Vec<String>,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// Client-to-server listener settings.
+    pub c2s: C2sConfig,
+    /// HTTP listener settings.
+    pub http: HttpConfig,
+    /// TLS certificate settings.
+    pub tls: TlsConfig,
+    /// Credential settings.
+    pub auth: AuthConfig,
+    /// Storage settings.
+    pub storage: StorageConfig,
+}
+
+/// One virtual host.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// The domain served.
+    pub name: String,
+    /// Replaces the global `modules_enabled` for this host.
+    #[serde(default)]
+    pub modules_enabled: Option<Vec<String>>,
+    /// Added to the global `modules_disabled` for this host.
+    #[serde(default)]
+    pub modules_disabled: Vec<String>,
+}
+
+/// Client-to-server settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct C2sConfig {
+    /// Addresses for STARTTLS client connections (port 5222 by convention).
+    pub listen: Vec<SocketAddr>,
+    /// Addresses for direct-TLS client connections (XEP-0368, port 5223 by convention).
+    pub direct_tls_listen: Vec<SocketAddr>,
+    /// Refuse authentication until the stream is encrypted.
+    pub require_encryption: bool,
+    /// Largest stanza in bytes once authenticated; advertised per XEP-0478.
+    pub max_stanza_size: usize,
+    /// Largest stanza in bytes before authentication.
+    pub max_stanza_size_unauthenticated: usize,
+    /// Seconds a client may take to finish negotiation (TLS, SASL, bind).
+    pub negotiation_timeout_secs: u64,
+    /// Seconds of silence after which an authenticated client is disconnected (0 = never).
+    pub idle_timeout_secs: u64,
+    /// SASL mechanisms offered, in this order (PLAIN only ever over TLS).
+    pub sasl_mechanisms: Vec<String>,
+    /// Policy when a bound resource is taken.
+    pub resource_conflict: ResourceConflict,
+    /// Outbound queue length per session; a client that falls this far behind is disconnected.
+    pub send_queue: usize,
+    /// Most simultaneous client connections.
+    pub max_connections: usize,
+}
+
+impl Default for C2sConfig {
+    fn default() -> Self {
+        C2sConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5222))],
+            direct_tls_listen: Vec::new(),
+            require_encryption: true,
+            max_stanza_size: 256 * 1024,
+            max_stanza_size_unauthenticated: 10 * 1024,
+            negotiation_timeout_secs: 30,
+            idle_timeout_secs: 0,
+            sasl_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-1".into(), "PLAIN".into()],
+            resource_conflict: ResourceConflict::KickOld,
+            send_queue: 1024,
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// HTTP settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Plain-HTTP listen addresses.
+    pub listen: Vec<SocketAddr>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5280))],
+        }
+    }
+}
+
+/// TLS certificate settings.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; unset = a self-signed certificate made in `data_dir/tls/` on first start.
+    pub certificate: Option<PathBuf>,
+    /// PEM private key (required with `certificate`).
+    pub key: Option<PathBuf>,
+}
+
+/// Credential settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// PBKDF2 iteration count for new SCRAM keys (at least 4096).
+    pub scram_iterations: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            scram_iterations: 10_000,
+        }
+    }
+}
+
+/// Storage settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Page cache of the embedded store, in MiB.
+    pub cache_capacity_mb: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            cache_capacity_mb: 64,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hosts: vec![HostConfig {
+                name: "localhost".into(),
+                ..HostConfig::default()
+            }],
+            admins: Vec::new(),
+            data_dir: PathBuf::from("./data"),
+            modules_enabled: vec!["ping".into(), "disco".into()],
+            modules_disabled: Vec::new(),
+            log_level: "info".into(),
+            c2s: C2sConfig::default(),
+            http: HttpConfig::default(),
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates a TOML file; relative paths in it are taken relative to the file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Config::parse(&text)?;
+        if let Some(dir) = path.parent() {
+            cfg.resolve_paths(dir);
+        }
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text (paths stay as written).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut cfg: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        if let Some(p) = self.tls.certificate.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.tls.key.as_mut() {
+            fix(p);
+        }
+    }
+
+    /// Checks values and normalises host names and admin JIDs; errors name the offending key.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.hosts.is_empty() {
+            return Err(invalid("host", "at least one [[host]] is required"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, h) in self.hosts.iter_mut().enumerate() {
+            h.name = jid::normalize_domain(&h.name)
+                .map_err(|e| invalid(format!("host[{i}].name"), e.to_string()))?;
+            if !seen.insert(h.name.clone()) {
+                return Err(invalid(
+                    format!("host[{i}].name"),
+                    format!("host {} is listed twice", h.name),
+                ));
+            }
+        }
+        for (i, a) in self.admins.iter_mut().enumerate() {
+            let j = Jid::parse(a).map_err(|e| invalid(format!("admins[{i}]"), e.to_string()))?;
+            if j.node().is_none() || j.resource().is_some() {
+                return Err(invalid(
+                    format!("admins[{i}]"),
+                    "must be a bare account JID like admin@example.com",
+                ));
+            }
+            *a = j.to_string();
+        }
+        let known = crate::modules::builtin_names();
+        let check_modules = |key: &str, list: &[String]| -> Result<(), ConfigError> {
+            for m in list {
+                if !known.contains(&m.as_str()) {
+                    return Err(invalid(
+                        key,
+                        format!("unknown module `{m}` (known: {})", known.join(", ")),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        check_modules("modules_enabled", &self.modules_enabled)?;
+        check_modules("modules_disabled", &self.modules_disabled)?;
+        for (i, h) in self.hosts.iter().enumerate() {
+            if let Some(list) = &h.modules_enabled {
+                check_modules(&format!("host[{i}].modules_enabled"), list)?;
+            }
+            check_modules(&format!("host[{i}].modules_disabled"), &h.modules_disabled)?;
+        }
+        let c = &self.c2s;
+        if c.max_stanza_size < 10_000 {
+            return Err(invalid(
+                "c2s.max_stanza_size",
+                "must be at least 10000 bytes (RFC 6120 §13.12)",
+            ));
+        }
+        if c.max_stanza_size_unauthenticated < 1024 {
+            return Err(invalid(
+                "c2s.max_stanza_size_unauthenticated",
+                "must be at least 1024 bytes",
+            ));
+        }
+        if c.negotiation_timeout_secs == 0 {
+            return Err(invalid("c2s.negotiation_timeout_secs", "must be positive"));
+        }
+        if c.send_queue == 0 {
+            return Err(invalid("c2s.send_queue", "must be positive"));
+        }
+        if c.max_connections == 0 {
+            return Err(invalid("c2s.max_connections", "must be positive"));
+        }
+        if c.sasl_mechanisms.is_empty() {
+            return Err(invalid(
+                "c2s.sasl_mechanisms",
+                "at least one mechanism is required",
+            ));
+        }
+        for m in &c.sasl_mechanisms {
+            if crate::auth::sasl::Mechanism::from_name(m).is_none() {
+                return Err(invalid(
+                    "c2s.sasl_mechanisms",
+                    format!("unknown mechanism `{m}` (known: SCRAM-SHA-256, SCRAM-SHA-1, PLAIN)"),
+                ));
+            }
+        }
+        if self.auth.scram_iterations < crate::auth::credentials::MIN_ITERATIONS {
+            return Err(invalid(
+                "auth.scram_iterations",
+                format!(
+                    "must be at least {} (RFC 7677)",
+                    crate::auth::credentials::MIN_ITERATIONS
+                ),
+            ));
+        }
+        if self.tls.certificate.is_some() != self.tls.key.is_some() {
+            return Err(invalid(
+                "tls",
+                "set both `certificate` and `key`, or neither for a self-signed certificate",
+            ));
+        }
+        if self.storage.cache_capacity_mb == 0 {
+            return Err(invalid("storage.cache_capacity_mb", "must be positive"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(invalid("log_level", e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// The default (first) host.
+    pub fn default_host(&self) -> &str {
+        self.hosts
+            .first()
+            .map(|h| h.name.as_str())
+            .unwrap_or("localhost")
+    }
+
+    /// The modules to load on `host`, in order.
+    pub fn modules_for(&self, host: &HostConfig) -> Vec<String> {
+        let base = host
+            .modules_enabled
+            .as_ref()
+            .unwrap_or(&self.modules_enabled);
+        base.iter()
+            .filter(|m| !self.modules_disabled.contains(m) && !host.modules_disabled.contains(m))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `jid` (a bare JID string) is an admin.
+    pub fn is_admin(&self, jid: &str) -> bool {
+        self.admins.iter().any(|a| a == jid)
+    }
+
+    /// The directory for the embedded store.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_embedded_default() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.default_host(), "localhost");
+        assert!(c.c2s.require_encryption);
+        assert_eq!(c.c2s.max_stanza_size, 262144);
+        assert_eq!(c.auth.scram_iterations, 10000);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("[c2s]\nmax_stanza_sise = 5\n").unwrap_err();
+        assert!(e.to_string().contains("max_stanza_sise"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = Config::parse("[c2s]\nrequire_encryption = \"yes\"\n").unwrap_err();
+        assert!(e.to_string().contains("require_encryption"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (text, key) in [
+            ("[auth]\nscram_iterations = 100\n", "auth.scram_iterations"),
+            ("[c2s]\nmax_stanza_size = 10\n", "c2s.max_stanza_size"),
+            ("admins = [\"not a jid@@\"]\n", "admins[0]"),
+            ("modules_enabled = [\"nope\"]\n", "modules_enabled"),
+            ("[[host]]\nname = \"\"\n", "host[0].name"),
+            (
+                "[c2s]\nsasl_mechanisms = [\"DIGEST-MD5\"]\n",
+                "c2s.sasl_mechanisms",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn per_host_modules() {
+        let c = Config::parse(
+            "modules_enabled = [\"ping\", \"disco\"]\n[[host]]\nname = \"a.example\"\nmodules_disabled = [\"ping\"]\n[[host]]\nname = \"B.Example\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.modules_for(&c.hosts[0]), vec!["disco".to_string()]);
+        assert_eq!(c.hosts[1].name, "b.example");
+        assert_eq!(c.modules_for(&c.hosts[1]).len(), 2);
+    }
+
+    #[test]
+    fn reference_config_is_valid_and_complete() {
+        let text = include_str!("../../config/oxpecker.toml");
+        let parsed = Config::parse(text).unwrap();
+        // Every option of the default config appears (commented or not) in the reference file.
+        let defaults = toml::to_string(&Config::default()).unwrap();
+        for line in defaults.lines() {
+            if let Some((key, _)) = line.split_once(" = ") {
+                assert!(
+                    text.contains(key.trim()),
+                    "config/oxpecker.toml lacks `{key}`"
+                );
+            }
+        }
+        assert_eq!(parsed.default_host(), "localhost");
+    }
+}

@@ -1,0 +1,197 @@
+//! The local control socket: how the CLI manages a running server (one process owns the data dir).
+//!
+//! A Unix socket `oxpecker.sock` in the data directory (mode 0600) takes one JSON request per
+//! line and answers one JSON line. The same [`execute`] runs the request offline when no server
+//! holds the data directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::core::Core;
+use crate::core::accounts::Accounts;
+
+/// Largest request line accepted.
+const MAX_LINE: usize = 64 * 1024;
+
+/// A control request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Create an account.
+    UserAdd {
+        /// The account JID.
+        jid: String,
+        /// Its password.
+        password: String,
+    },
+    /// Change an account's password.
+    UserPasswd {
+        /// The account JID.
+        jid: String,
+        /// The new password.
+        password: String,
+    },
+    /// Delete an account.
+    UserDel {
+        /// The account JID.
+        jid: String,
+    },
+    /// List a host's accounts.
+    UserList {
+        /// The host.
+        host: String,
+    },
+}
+
+/// A control response: `{"ok":true,"result":…}` or `{"ok":false,"error":"…"}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// The result on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The error message on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    fn ok(result: Value) -> Self {
+        Response {
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+    fn err(e: impl ToString) -> Self {
+        Response {
+            ok: false,
+            result: None,
+            error: Some(e.to_string()),
+        }
+    }
+}
+
+/// Runs a request against the account manager.
+pub async fn execute(accounts: &Accounts, req: Request) -> Response {
+    let r = match req {
+        Request::UserAdd { jid, password } => match accounts.account_jid(&jid) {
+            Ok(j) => accounts
+                .create(&j, &password)
+                .await
+                .map(|_| json!(j.to_string())),
+            Err(e) => Err(e),
+        },
+        Request::UserPasswd { jid, password } => match accounts.account_jid(&jid) {
+            Ok(j) => accounts
+                .set_password(&j, &password)
+                .await
+                .map(|_| json!(j.to_string())),
+            Err(e) => Err(e),
+        },
+        Request::UserDel { jid } => match accounts.account_jid(&jid) {
+            Ok(j) => match accounts.delete(&j).await {
+                Ok(true) => Ok(json!(j.to_string())),
+                Ok(false) => Err(crate::core::accounts::AccountError::NotFound(j.to_string())),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        Request::UserList { host } => match crate::xmpp::jid::normalize_domain(&host) {
+            Ok(h) => accounts.list(&h).await.map(|l| json!(l)),
+            Err(e) => Err(crate::core::accounts::AccountError::InvalidJid(
+                e.to_string(),
+            )),
+        },
+    };
+    match r {
+        Ok(v) => Response::ok(v),
+        Err(e) => Response::err(e),
+    }
+}
+
+/// The socket path for a data directory.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("oxpecker.sock")
+}
+
+/// Binds the control socket (replacing a stale one) with owner-only permissions.
+pub fn listen(data_dir: &Path) -> std::io::Result<UnixListener> {
+    let path = socket_path(data_dir);
+    if path.exists() {
+        std::fs::remove_file(&path)?;
+    }
+    let l = UnixListener::bind(&path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(l)
+}
+
+/// Removes the socket file at shutdown.
+pub fn remove(data_dir: &Path) {
+    let _ = std::fs::remove_file(socket_path(data_dir));
+}
+
+/// Serves control connections until shutdown.
+pub async fn serve(core: Arc<Core>, listener: UnixListener) {
+    loop {
+        let conn = tokio::select! {
+            _ = core.shutdown.cancelled() => return,
+            c = listener.accept() => c,
+        };
+        let Ok((stream, _)) = conn else { continue };
+        let core = core.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                let read = (&mut lines)
+                    .take(MAX_LINE as u64)
+                    .read_line(&mut line)
+                    .await;
+                match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let resp = match serde_json::from_str::<Request>(line.trim()) {
+                    Ok(req) => execute(&core.accounts, req).await,
+                    Err(e) => Response::err(format!("bad request: {e}")),
+                };
+                let mut out =
+                    serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false}".into());
+                out.push('\n');
+                if w.write_all(out.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Sends one request to a running server; `None` if no server listens on the data directory.
+pub async fn call(data_dir: &Path, req: &Request) -> Option<std::io::Result<Response>> {
+    let stream = UnixStream::connect(socket_path(data_dir)).await.ok()?;
+    Some(
+        async move {
+            let (r, mut w) = stream.into_split();
+            let mut body = serde_json::to_string(req).map_err(std::io::Error::other)?;
+            body.push('\n');
+            w.write_all(body.as_bytes()).await?;
+            let mut line = String::new();
+            BufReader::new(r).read_line(&mut line).await?;
+            serde_json::from_str(line.trim()).map_err(std::io::Error::other)
+        }
+        .await,
+    )
+}

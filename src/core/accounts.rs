@@ -1,0 +1,196 @@
+//! The account manager: create, re-key, delete and look up local accounts and their credentials.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::auth::credentials::{CredentialError, Credentials};
+use crate::storage::{StorageError, Store};
+use crate::xmpp::Jid;
+
+/// The store holding one record per account.
+pub const ACCOUNTS_STORE: &str = "accounts";
+
+/// Why an account operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The JID is not a local bare account JID.
+    #[error("invalid account JID: {0}")]
+    InvalidJid(String),
+    /// The host is not served here.
+    #[error("unknown host {0}")]
+    UnknownHost(String),
+    /// The account already exists.
+    #[error("account {0} already exists")]
+    Exists(String),
+    /// The account does not exist.
+    #[error("account {0} does not exist")]
+    NotFound(String),
+    /// The password is unacceptable.
+    #[error("{0}")]
+    Password(#[from] CredentialError),
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// A stored record could not be decoded.
+    #[error("corrupt account record for {0}")]
+    Corrupt(String),
+}
+
+/// The stored account record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AccountRecord {
+    /// Record format version.
+    pub v: u32,
+    /// Password-derived credentials (never the clear password).
+    pub credentials: Credentials,
+    /// Creation time, unix seconds.
+    pub created: i64,
+}
+
+/// The account manager.
+pub struct Accounts {
+    store: Store,
+    iterations: u32,
+    hosts: Vec<String>,
+}
+
+impl Accounts {
+    /// A manager over `store` serving `hosts`, deriving SCRAM keys with `iterations`.
+    pub fn new(store: Store, hosts: Vec<String>, iterations: u32) -> Self {
+        Accounts {
+            store,
+            iterations,
+            hosts,
+        }
+    }
+
+    /// Parses and checks an account JID (bare, local host, with a node).
+    pub fn account_jid(&self, s: &str) -> Result<Jid, AccountError> {
+        let jid = Jid::parse(s).map_err(|e| AccountError::InvalidJid(format!("{s}: {e}")))?;
+        self.check(&jid)?;
+        Ok(jid)
+    }
+
+    fn check(&self, jid: &Jid) -> Result<(), AccountError> {
+        if jid.node().is_none() || jid.resource().is_some() {
+            return Err(AccountError::InvalidJid(format!(
+                "{jid}: an account JID looks like user@host"
+            )));
+        }
+        if !self.hosts.iter().any(|h| h == jid.domain()) {
+            return Err(AccountError::UnknownHost(jid.domain().to_string()));
+        }
+        Ok(())
+    }
+
+    async fn derive(&self, password: &str) -> Result<Credentials, AccountError> {
+        let password = password.to_string();
+        let iterations = self.iterations;
+        tokio::task::spawn_blocking(move || Credentials::new(&password, iterations))
+            .await
+            .map_err(|e| AccountError::Corrupt(format!("credential task failed: {e}")))?
+            .map_err(AccountError::from)
+    }
+
+    async fn put(
+        &self,
+        jid: &Jid,
+        credentials: Credentials,
+        created: i64,
+    ) -> Result<(), AccountError> {
+        let rec = AccountRecord {
+            v: 1,
+            credentials,
+            created,
+        };
+        let value =
+            serde_json::to_value(&rec).map_err(|_| AccountError::Corrupt(jid.to_string()))?;
+        self.store
+            .keyval(jid.domain(), ACCOUNTS_STORE)
+            .set(jid.node().unwrap_or_default(), Some(value))
+            .await?;
+        Ok(())
+    }
+
+    /// Reads an account's record.
+    pub async fn get(&self, jid: &Jid) -> Result<Option<AccountRecord>, AccountError> {
+        self.check(jid)?;
+        let v: Option<Value> = self
+            .store
+            .keyval(jid.domain(), ACCOUNTS_STORE)
+            .get(jid.node().unwrap_or_default())
+            .await?;
+        match v {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v)
+                .map(Some)
+                .map_err(|_| AccountError::Corrupt(jid.to_string())),
+        }
+    }
+
+    /// Whether the account exists.
+    pub async fn exists(&self, jid: &Jid) -> Result<bool, AccountError> {
+        Ok(self.get(jid).await?.is_some())
+    }
+
+    /// Creates an account; fails if it exists. Durable on return.
+    pub async fn create(&self, jid: &Jid, password: &str) -> Result<(), AccountError> {
+        self.check(jid)?;
+        if self.exists(jid).await? {
+            return Err(AccountError::Exists(jid.to_string()));
+        }
+        let creds = self.derive(password).await?;
+        self.put(jid, creds, now()).await
+    }
+
+    /// Replaces an existing account's password. Durable on return.
+    pub async fn set_password(&self, jid: &Jid, password: &str) -> Result<(), AccountError> {
+        let rec = self
+            .get(jid)
+            .await?
+            .ok_or_else(|| AccountError::NotFound(jid.to_string()))?;
+        let creds = self.derive(password).await?;
+        self.put(jid, creds, rec.created).await
+    }
+
+    /// Deletes an account; returns whether it existed. Durable on return.
+    pub async fn delete(&self, jid: &Jid) -> Result<bool, AccountError> {
+        let existed = self.exists(jid).await?;
+        if existed {
+            self.store
+                .keyval(jid.domain(), ACCOUNTS_STORE)
+                .set(jid.node().unwrap_or_default(), None)
+                .await?;
+        }
+        Ok(existed)
+    }
+
+    /// Account usernames of `host`, sorted.
+    pub async fn list(&self, host: &str) -> Result<Vec<String>, AccountError> {
+        if !self.hosts.iter().any(|h| h == host) {
+            return Err(AccountError::UnknownHost(host.to_string()));
+        }
+        let mut users = self.store.keyval(host, ACCOUNTS_STORE).users().await?;
+        users.sort();
+        Ok(users)
+    }
+
+    /// Checks a clear password (for PLAIN); false for unknown accounts.
+    pub async fn verify_password(&self, jid: &Jid, password: &str) -> Result<bool, AccountError> {
+        let Some(rec) = self.get(jid).await? else {
+            return Ok(false);
+        };
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || rec.credentials.verify_scram(&password))
+            .await
+            .map_err(|e| AccountError::Corrupt(format!("verify task failed: {e}")))
+    }
+}
+
+/// Current unix time in seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,98 @@
+//! The shared managers every face of the server calls: hosts and their modules, sessions, the
+//! router, accounts and storage, held together in one [`Core`].
+
+pub mod accounts;
+pub mod events;
+pub mod modules;
+pub mod router;
+pub mod sessions;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::storage::Store;
+use accounts::Accounts;
+use modules::{Host, ModuleError};
+use sessions::Sessions;
+
+/// The server's shared state: one per running server, shared as `Arc<Core>`.
+pub struct Core {
+    /// The live configuration (swapped on reload).
+    pub config: ArcSwap<Config>,
+    /// The store every manager persists through.
+    pub store: Store,
+    /// Local accounts.
+    pub accounts: Accounts,
+    /// Online sessions.
+    pub sessions: Sessions,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    hosts: HashMap<String, Arc<Host>>,
+    weak: Weak<Core>,
+}
+
+impl Core {
+    /// Builds the managers for `config` over `store` and loads each host's modules.
+    pub fn new(config: Config, store: Store) -> Result<Arc<Core>, ModuleError> {
+        let host_names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
+        let core = Arc::new_cyclic(|weak| Core {
+            accounts: Accounts::new(
+                store.clone(),
+                host_names.clone(),
+                config.auth.scram_iterations,
+            ),
+            sessions: Sessions::new(),
+            shutdown: CancellationToken::new(),
+            hosts: host_names
+                .iter()
+                .map(|h| (h.clone(), Arc::new(Host::new(h))))
+                .collect(),
+            config: ArcSwap::from_pointee(config),
+            store,
+            weak: weak.clone(),
+        });
+        let config = core.config.load_full();
+        for h in &config.hosts {
+            for m in config.modules_for(h) {
+                core.load_module(&h.name, &m)?;
+            }
+        }
+        Ok(core)
+    }
+
+    /// A served host by domain.
+    pub fn host(&self, domain: &str) -> Option<&Arc<Host>> {
+        self.hosts.get(domain)
+    }
+
+    /// Every served host, in configuration order.
+    pub fn hosts(&self) -> Vec<Arc<Host>> {
+        let cfg = self.config.load();
+        cfg.hosts
+            .iter()
+            .filter_map(|h| self.hosts.get(&h.name).cloned())
+            .collect()
+    }
+
+    /// Loads the built-in module `name` on `host`.
+    pub fn load_module(&self, host: &str, name: &str) -> Result<(), ModuleError> {
+        let h = self
+            .host(host)
+            .ok_or_else(|| ModuleError::UnknownHost(host.to_string()))?;
+        let module =
+            crate::modules::builtin(name).ok_or_else(|| ModuleError::Unknown(name.to_string()))?;
+        h.load(self.weak.clone(), module.as_ref())
+    }
+
+    /// Unloads module `name` from `host`.
+    pub fn unload_module(&self, host: &str, name: &str) -> Result<(), ModuleError> {
+        let h = self
+            .host(host)
+            .ok_or_else(|| ModuleError::UnknownHost(host.to_string()))?;
+        h.unload(name)
+    }
+}

@@ -1,0 +1,250 @@
+//! The router: turns a stanza into a host event, and applies RFC 6120/6121 default delivery
+//! rules when no module handles it.
+
+use std::sync::Arc;
+
+use super::Core;
+use super::events::{Flow, Origin, StanzaEvent};
+use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
+use crate::xmpp::stanza::{self, Kind};
+use crate::xmpp::{Element, Jid};
+
+/// Which kind of address a stanza is for, as used in event names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// The server itself (a domain JID).
+    Host,
+    /// An account's bare JID.
+    Bare,
+    /// A client's full JID.
+    Full,
+}
+
+impl Dest {
+    /// The event-name segment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dest::Host => "host",
+            Dest::Bare => "bare",
+            Dest::Full => "full",
+        }
+    }
+
+    /// The destination class of `to`.
+    pub fn of(to: &Jid) -> Dest {
+        match (to.node(), to.resource()) {
+            (None, _) => Dest::Host,
+            (Some(_), None) => Dest::Bare,
+            (Some(_), Some(_)) => Dest::Full,
+        }
+    }
+}
+
+/// The event fired for a stanza: `iq-get/host/urn:xmpp:ping:ping`, `iq-result/full`, `message/bare`, …
+pub fn event_name(kind: Kind, dest: Dest, stanza: &Element) -> String {
+    match kind {
+        Kind::Iq => {
+            let ty = stanza::stanza_type(stanza, "");
+            match (ty, stanza::iq_payload_key(stanza)) {
+                ("get" | "set", Some(key)) => format!("iq-{ty}/{}/{key}", dest.as_str()),
+                _ => format!("iq-{ty}/{}", dest.as_str()),
+            }
+        }
+        _ => format!("{}/{}", kind.as_str(), dest.as_str()),
+    }
+}
+
+impl Core {
+    /// Routes a stanza whose `from` is set and trusted.
+    pub async fn route(self: &Arc<Self>, origin: Origin, stanza: Element) {
+        let Some(kind) = Kind::of(&stanza) else {
+            return;
+        };
+        let from = match stanza.get_attr("from").map(Jid::parse) {
+            Some(Ok(j)) => j,
+            _ => {
+                tracing::debug!("dropping stanza without a valid from");
+                return;
+            }
+        };
+        let to = match stanza.get_attr("to") {
+            None => from.bare(),
+            Some(s) => match Jid::parse(s) {
+                Ok(j) => j,
+                Err(_) => {
+                    self.bounce(&stanza, C::JidMalformed).await;
+                    return;
+                }
+            },
+        };
+        let Some(host) = self.host(to.domain()).cloned() else {
+            // No federation yet: every other domain is unreachable.
+            self.bounce(&stanza, C::RemoteServerNotFound).await;
+            return;
+        };
+        let dest = Dest::of(&to);
+        let name = event_name(kind, dest, &stanza);
+        let ev = StanzaEvent {
+            core: self.clone(),
+            origin,
+            stanza,
+            from,
+            to,
+        };
+        let ev = match host.events.fire(&name, ev).await {
+            Flow::Handled => return,
+            Flow::Continue(ev) => ev,
+        };
+        let ev = if kind == Kind::Iq {
+            match host.events.fire(&format!("iq/{}", dest.as_str()), ev).await {
+                Flow::Handled => return,
+                Flow::Continue(ev) => ev,
+            }
+        } else {
+            ev
+        };
+        self.default_route(kind, dest, ev).await;
+    }
+
+    /// Answers `stanza` with an error from the server (never for errors).
+    pub async fn bounce(self: &Arc<Self>, stanza: &Element, condition: C) {
+        self.bounce_with(stanza, StanzaError::new(condition)).await;
+    }
+
+    /// Answers `stanza` with a specific error (never for errors).
+    pub async fn bounce_with(self: &Arc<Self>, stanza: &Element, error: StanzaError) {
+        if let Some(reply) = stanza::error_reply(stanza, &error) {
+            // The reply's `from` is the original recipient; make sure it parses, else use the sender's host.
+            let mut reply = reply;
+            if reply
+                .get_attr("from")
+                .and_then(|f| Jid::parse(f).ok())
+                .is_none()
+            {
+                let host = reply
+                    .get_attr("to")
+                    .and_then(|t| Jid::parse(t).ok())
+                    .map(|j| j.domain().to_string())
+                    .unwrap_or_default();
+                reply.set_attr("from", Some(host));
+            }
+            Box::pin(self.route(Origin::Server, reply)).await;
+        }
+    }
+
+    /// Sends a stanza from the server to a local recipient (used for replies built by modules).
+    pub async fn send(self: &Arc<Self>, stanza: Element) {
+        self.route(Origin::Server, stanza).await;
+    }
+
+    async fn default_route(self: &Arc<Self>, kind: Kind, dest: Dest, ev: StanzaEvent) {
+        let ty = stanza::stanza_type(&ev.stanza, "").to_string();
+        match (kind, dest) {
+            (Kind::Iq, Dest::Full) => {
+                if let Some(s) = self.sessions.get(&ev.to) {
+                    s.send(ev.stanza);
+                } else {
+                    self.bounce(&ev.stanza, C::ServiceUnavailable).await;
+                }
+            }
+            (Kind::Iq, _) => {
+                if ty == "get" || ty == "set" {
+                    self.bounce(&ev.stanza, C::ServiceUnavailable).await;
+                }
+            }
+            (Kind::Message, Dest::Full) => {
+                if let Some(s) = self.sessions.get(&ev.to) {
+                    s.send(ev.stanza);
+                } else if matches!(ty.as_str(), "" | "normal" | "chat" | "headline") {
+                    // RFC 6121 §8.5.3.2.1: treat as addressed to the bare JID.
+                    self.deliver_to_bare(ev, &ty).await;
+                } else if ty == "groupchat" {
+                    self.bounce(&ev.stanza, C::ServiceUnavailable).await;
+                }
+            }
+            (Kind::Message, Dest::Bare) => self.deliver_to_bare(ev, &ty).await,
+            (Kind::Presence, Dest::Full) => {
+                if let Some(s) = self.sessions.get(&ev.to) {
+                    s.send(ev.stanza);
+                }
+            }
+            (Kind::Presence, Dest::Bare) => {
+                for s in self.sessions.resources(&ev.to) {
+                    if s.is_available() {
+                        s.send(ev.stanza.clone());
+                    }
+                }
+            }
+            (_, Dest::Host) => {}
+        }
+    }
+
+    /// RFC 6121 §8.5.2: a message to a bare JID goes to the available resources with non-negative priority.
+    async fn deliver_to_bare(self: &Arc<Self>, ev: StanzaEvent, ty: &str) {
+        if ty == "error" {
+            return;
+        }
+        let targets: Vec<_> = self
+            .sessions
+            .resources(&ev.to)
+            .into_iter()
+            .filter(|s| s.is_available() && s.priority() >= 0)
+            .collect();
+        if ty == "groupchat" {
+            self.bounce(&ev.stanza, C::ServiceUnavailable).await;
+            return;
+        }
+        if targets.is_empty() {
+            if ty == "headline" {
+                return;
+            }
+            // Offline storage (XEP-0160) hooks `message/offline` when it is loaded.
+            let host = self.host(ev.to.domain()).cloned();
+            if let Some(host) = host {
+                let exists = self.accounts.exists(&ev.to).await.unwrap_or(false);
+                if exists {
+                    match host.events.fire("message/offline", ev).await {
+                        Flow::Handled => {}
+                        Flow::Continue(ev) => self.bounce(&ev.stanza, C::ServiceUnavailable).await,
+                    }
+                    return;
+                }
+            }
+            self.bounce(&ev.stanza, C::ServiceUnavailable).await;
+            return;
+        }
+        let last = targets.len() - 1;
+        let mut stanza = Some(ev.stanza);
+        for (i, s) in targets.iter().enumerate() {
+            let el = if i == last {
+                stanza.take()
+            } else {
+                stanza.clone()
+            };
+            if let Some(el) = el {
+                s.send(el);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xmpp::ns;
+
+    #[test]
+    fn event_names_follow_prosody() {
+        let ping = Element::new("iq", ns::CLIENT)
+            .attr("type", "get")
+            .child(Element::new("ping", ns::PING));
+        assert_eq!(
+            event_name(Kind::Iq, Dest::Host, &ping),
+            "iq-get/host/urn:xmpp:ping:ping"
+        );
+        let res = Element::new("iq", ns::CLIENT).attr("type", "result");
+        assert_eq!(event_name(Kind::Iq, Dest::Full, &res), "iq-result/full");
+        let m = Element::new("message", ns::CLIENT);
+        assert_eq!(event_name(Kind::Message, Dest::Bare, &m), "message/bare");
+    }
+}

@@ -1,0 +1,253 @@
+//! The session manager: which resources of which accounts are online, and their outbound queues.
+//!
+//! A sharded concurrent map from bare JID to that account's sessions; no global lock on the
+//! stanza path. Each session owns a bounded queue drained by its connection's writer task.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU64, AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ResourceConflict;
+use crate::xmpp::error::{StreamError, StreamErrorCondition};
+use crate::xmpp::{Element, Jid};
+
+/// What a session's writer is asked to do.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Send a stanza.
+    Stanza(Element),
+    /// Write the closing stream error (if any) and `</stream:stream>`, then close.
+    Close(Option<StreamError>),
+}
+
+/// A live, bound client session as the rest of the server sees it.
+pub struct SessionHandle {
+    /// Unique id for this server run.
+    pub id: u64,
+    /// The full JID bound.
+    pub jid: Jid,
+    /// The remote address.
+    pub peer: String,
+    /// Whether the connection is encrypted.
+    pub secure: bool,
+    tx: mpsc::Sender<Outbound>,
+    closer: CancellationToken,
+    close_reason: Mutex<Option<StreamError>>,
+    available: AtomicBool,
+    priority: AtomicI8,
+}
+
+impl SessionHandle {
+    /// Queues a stanza; a session whose queue is full is disconnected (slow consumer). Returns false if not queued.
+    pub fn send(&self, stanza: Element) -> bool {
+        match self.tx.try_send(Outbound::Stanza(stanza)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(jid = %self.jid, "send queue full; disconnecting");
+                self.close(StreamError::with_text(
+                    StreamErrorCondition::ResourceConstraint,
+                    "too many unread stanzas",
+                ));
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the session to end with `error`.
+    pub fn close(&self, error: StreamError) {
+        if let Ok(mut r) = self.close_reason.lock()
+            && r.is_none()
+        {
+            *r = Some(error);
+        }
+        self.closer.cancel();
+    }
+
+    /// Queues the end of the stream behind pending stanzas; false if the writer is gone or stuck.
+    pub async fn finish(&self, error: Option<StreamError>) -> bool {
+        let send = self.tx.send(Outbound::Close(error));
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), send).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Resolves when someone asked the session to close.
+    pub fn closed(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.closer.cancelled()
+    }
+
+    /// Why the session was asked to close, if it was.
+    pub fn close_reason(&self) -> Option<StreamError> {
+        self.close_reason.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Whether the client has sent initial presence and not gone unavailable.
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    /// The presence priority (RFC 6121 §4.7.2.3).
+    pub fn priority(&self) -> i8 {
+        self.priority.load(Ordering::Relaxed)
+    }
+
+    /// Records the session's broadcast presence state.
+    pub fn set_presence(&self, available: bool, priority: i8) {
+        self.priority.store(priority, Ordering::Relaxed);
+        self.available.store(available, Ordering::Relaxed);
+    }
+}
+
+/// Why a bind failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BindError {
+    /// The resource is taken and the policy refuses.
+    #[error("resource conflict")]
+    Conflict,
+    /// The server is at its session limit.
+    #[error("too many sessions")]
+    ResourceConstraint,
+}
+
+/// The session manager.
+#[derive(Default)]
+pub struct Sessions {
+    by_bare: DashMap<Jid, Vec<Arc<SessionHandle>>>,
+    count: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+/// A bound session's receiving ends, owned by its connection.
+pub struct BoundSession {
+    /// The shared handle.
+    pub handle: Arc<SessionHandle>,
+    /// The outbound queue to drain.
+    pub rx: mpsc::Receiver<Outbound>,
+}
+
+impl Sessions {
+    /// An empty manager.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Binds `resource` for `bare`, applying `policy` when it is taken.
+    pub fn bind(
+        &self,
+        bare: &Jid,
+        resource: &str,
+        policy: ResourceConflict,
+        queue: usize,
+        peer: String,
+        secure: bool,
+    ) -> Result<BoundSession, BindError> {
+        let mut resource = resource.to_string();
+        let mut kicked = None;
+        let mut entry = self.by_bare.entry(bare.clone()).or_default();
+        if let Some(pos) = entry
+            .iter()
+            .position(|s| s.jid.resource() == Some(resource.as_str()))
+        {
+            match policy {
+                ResourceConflict::Refuse => return Err(BindError::Conflict),
+                ResourceConflict::Random => resource = random_resource(),
+                ResourceConflict::KickOld => kicked = Some(entry.remove(pos)),
+            }
+        }
+        let jid = bare
+            .with_resource(&resource)
+            .map_err(|_| BindError::Conflict)?;
+        let (tx, rx) = mpsc::channel(queue);
+        let handle = Arc::new(SessionHandle {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            jid,
+            peer,
+            secure,
+            tx,
+            closer: CancellationToken::new(),
+            close_reason: Mutex::new(None),
+            available: AtomicBool::new(false),
+            priority: AtomicI8::new(0),
+        });
+        entry.push(handle.clone());
+        drop(entry);
+        if let Some(old) = kicked {
+            old.close(StreamError::with_text(
+                StreamErrorCondition::Conflict,
+                "replaced by a new session",
+            ));
+        } else {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(BoundSession { handle, rx })
+    }
+
+    /// Removes a session (idempotent).
+    pub fn unbind(&self, handle: &SessionHandle) {
+        let bare = handle.jid.bare();
+        let mut removed = false;
+        self.by_bare.remove_if_mut(&bare, |_, list| {
+            if let Some(pos) = list.iter().position(|s| s.id == handle.id) {
+                list.remove(pos);
+                removed = true;
+            }
+            list.is_empty()
+        });
+        if removed {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The session bound to exactly this full JID.
+    pub fn get(&self, full: &Jid) -> Option<Arc<SessionHandle>> {
+        let list = self.by_bare.get(&full.bare())?;
+        list.iter().find(|s| s.jid == *full).cloned()
+    }
+
+    /// Every session of an account.
+    pub fn resources(&self, bare: &Jid) -> Vec<Arc<SessionHandle>> {
+        self.by_bare
+            .get(bare)
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether an account has any session.
+    pub fn is_online(&self, bare: &Jid) -> bool {
+        self.by_bare.contains_key(bare)
+    }
+
+    /// Number of bound sessions.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// All sessions on `host` (or every host when `None`).
+    pub fn all(&self, host: Option<&str>) -> Vec<Arc<SessionHandle>> {
+        self.by_bare
+            .iter()
+            .filter(|e| host.is_none_or(|h| e.key().domain() == h))
+            .flat_map(|e| e.value().clone())
+            .collect()
+    }
+
+    /// Asks every session to close with `error` (shutdown).
+    pub fn close_all(&self, error: StreamError) {
+        for s in self.all(None) {
+            s.close(error.clone());
+        }
+    }
+}
+
+/// A server-generated resource (RFC 6120 §7.6).
+pub fn random_resource() -> String {
+    use rand::Rng;
+    let n: u64 = rand::rng().random();
+    format!("oxp-{n:016x}")
+}

@@ -1,0 +1,55 @@
+//! # Oxpecker
+//!
+//! An XMPP server with an HTTP-first admin control plane. One process, two faces — the XMPP
+//! engine and the HTTP API — both thin shells around the same managers in [`core::Core`].
+//!
+//! ## The map of the house
+//! | room | what lives there |
+//! |---|---|
+//! | [`xmpp`] | the protocol, no business logic: [`xmpp::jid`] (RFC 7622), [`xmpp::element`], the incremental [`xmpp::parser`] on quick-xml, namespaces, stream/stanza errors |
+//! | [`auth`] | credentials (argon2id + SCRAM keys) and SASL mechanisms (SCRAM-SHA-256/-1, PLAIN) |
+//! | [`storage`] | the [`storage::Store`] with Prosody's three store kinds (keyval, map, archive) on sled or memory, export/import |
+//! | [`config`] | TOML loading, defaults, validation that names the key |
+//! | [`tls`] | certificates (self-signed on first start) and the rustls configuration |
+//! | [`core`] | the shared managers: hosts and their event buses, the module system, sessions, the router, accounts |
+//! | [`modules`] | one file per feature module (`ping`, `disco`, …), registered by name |
+//! | [`c2s`] | client listeners: negotiation (STARTTLS, SASL, bind) and the session reader/writer tasks |
+//! | [`http`] | the axum router (health now; the admin REST API grows here) |
+//! | [`control`] | the local control socket through which the CLI manages a running server |
+//! | [`server`] | [`server::Server`]: opens the store, builds the core, starts listeners, shuts down |
+//!
+//! Dependencies point downward: `c2s`, `http`, `control`, `modules` → `core` → `storage`,
+//! `auth`, `config`, `xmpp`. `core` never imports `c2s` or `http`; `xmpp` imports nothing of ours.
+//!
+//! ## The way data flows
+//! ```text
+//! socket ─► TLS ─► StreamParser ─► c2s session (stamp `from`) ─► Core::route ─► host event
+//!        ─► module handlers by priority ─► default delivery ─► SessionHandle queue ─► writer task ─► socket
+//! curl ─► axum ─► handler ─► the same managers and Core::route
+//! ```
+//! A stanza is parsed once into an owned [`xmpp::Element`], routed once, and serialised once per
+//! recipient by that recipient's writer task. The router never knows features: it fires events
+//! named like Prosody's (`iq-get/host/urn:xmpp:ping:ping`, `message/bare`, `presence/full`,
+//! `message/offline`) and applies RFC 6120/6121 defaults (e.g. `service-unavailable`) when no
+//! module handles them.
+//!
+//! ## Where a new feature goes
+//! A new XMPP feature is a module: a file in `src/modules/` implementing
+//! [`core::modules::Module`], listed in [`modules::builtin`]. It hooks events and adds disco
+//! features through its [`core::modules::ModuleContext`], which tracks everything so unloading
+//! removes it all. State it keeps goes through [`storage::Store`]; logic the HTTP side also
+//! needs goes in a manager under `core/` that both faces call.
+
+pub mod auth;
+pub mod c2s;
+pub mod config;
+pub mod control;
+pub mod core;
+pub mod http;
+pub mod modules;
+pub mod server;
+pub mod storage;
+pub mod tls;
+pub mod xmpp;
+
+pub use server::Server;

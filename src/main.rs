@@ -1,0 +1,244 @@
+//! The `oxpecker` command line: argument parsing and dispatch, nothing else.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use oxpecker::config::Config;
+use oxpecker::control::{self, Request};
+use oxpecker::storage::{StorageError, Store};
+
+/// Oxpecker: an XMPP server with an HTTP-first admin control plane.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file (default: embedded defaults, host `localhost`, data in ./data).
+    #[arg(long, short, global = true, env = "OXPECKER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Validate the configuration and print the effective settings.
+    CheckConfig,
+    /// Manage accounts (works offline and against a running server).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Move data between versions and engines (server must be stopped).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account; the password is prompted for on a terminal, else read as one line from stdin.
+    Add {
+        /// The account, e.g. alice@localhost.
+        jid: String,
+    },
+    /// Change an account's password (prompted, or one line from stdin).
+    Passwd {
+        /// The account.
+        jid: String,
+    },
+    /// Delete an account.
+    Del {
+        /// The account.
+        jid: String,
+    },
+    /// List the accounts of a host (default: the first configured host).
+    List {
+        /// The host.
+        host: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Write every stored item as one JSON document per line.
+    Export {
+        /// Output file (default: stdout).
+        file: Option<PathBuf>,
+    },
+    /// Read items written by `store export`.
+    Import {
+        /// Input file (default: stdin).
+        file: Option<PathBuf>,
+    },
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| anyhow::anyhow!("{e}")),
+        None => Ok(Config::default()),
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+fn read_password(prompt: &str) -> Result<String> {
+    let pw = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(prompt)?;
+        let again = rpassword::prompt_password("Repeat password: ")?;
+        if first != again {
+            bail!("passwords do not match");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if pw.is_empty() {
+        bail!("empty password");
+    }
+    Ok(pw)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let cfg = load_config(cli.config.as_deref())?;
+    let rt = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Serve => {
+            init_logging(&cfg);
+            rt.block_on(serve(cfg))
+        }
+        Command::CheckConfig => {
+            println!("{}", toml::to_string_pretty(&cfg)?);
+            Ok(())
+        }
+        Command::User { command } => {
+            let req = match command {
+                UserCommand::Add { jid } => Request::UserAdd {
+                    password: read_password(&format!("Password for {jid}: "))?,
+                    jid,
+                },
+                UserCommand::Passwd { jid } => Request::UserPasswd {
+                    password: read_password(&format!("New password for {jid}: "))?,
+                    jid,
+                },
+                UserCommand::Del { jid } => Request::UserDel { jid },
+                UserCommand::List { host } => Request::UserList {
+                    host: host.unwrap_or_else(|| cfg.default_host().to_string()),
+                },
+            };
+            rt.block_on(user(cfg, req))
+        }
+        Command::Store { command } => rt.block_on(store(cfg, command)),
+    }
+}
+
+async fn serve(cfg: Config) -> Result<()> {
+    let server = oxpecker::Server::start(cfg).await?;
+    wait_for_signal().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn open_store(cfg: &Config) -> Result<Store> {
+    match Store::open_sled(
+        &cfg.store_dir(),
+        cfg.storage.cache_capacity_mb * 1024 * 1024,
+    ) {
+        Ok(s) => Ok(s),
+        Err(StorageError::Locked(m)) => bail!("{m}; stop the server first"),
+        Err(e) => Err(e).context("opening the store"),
+    }
+}
+
+async fn user(cfg: Config, req: Request) -> Result<()> {
+    let resp = match control::call(&cfg.data_dir, &req).await {
+        Some(r) => r.context("talking to the running server")?,
+        None => {
+            std::fs::create_dir_all(&cfg.data_dir)?;
+            let store = open_store(&cfg)?;
+            let hosts = cfg.hosts.iter().map(|h| h.name.clone()).collect();
+            let accounts =
+                oxpecker::core::accounts::Accounts::new(store, hosts, cfg.auth.scram_iterations);
+            control::execute(&accounts, req.clone()).await
+        }
+    };
+    if !resp.ok {
+        bail!("{}", resp.error.unwrap_or_else(|| "failed".into()));
+    }
+    let mut out = std::io::stdout().lock();
+    match (req, resp.result) {
+        (Request::UserList { .. }, Some(serde_json::Value::Array(users))) => {
+            for u in users {
+                writeln!(out, "{}", u.as_str().unwrap_or_default())?;
+            }
+        }
+        (Request::UserAdd { .. }, Some(j)) => {
+            writeln!(out, "created {}", j.as_str().unwrap_or_default())?
+        }
+        (Request::UserPasswd { .. }, Some(j)) => writeln!(
+            out,
+            "password changed for {}",
+            j.as_str().unwrap_or_default()
+        )?,
+        (Request::UserDel { .. }, Some(j)) => {
+            writeln!(out, "deleted {}", j.as_str().unwrap_or_default())?
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn store(cfg: Config, command: StoreCommand) -> Result<()> {
+    let store = open_store(&cfg)?;
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        match command {
+            StoreCommand::Export { file } => {
+                let n = match file {
+                    Some(p) => {
+                        let f = std::io::BufWriter::new(std::fs::File::create(&p)?);
+                        oxpecker::storage::export(&store, f)?
+                    }
+                    None => oxpecker::storage::export(&store, std::io::stdout().lock())?,
+                };
+                eprintln!("exported {n} items");
+            }
+            StoreCommand::Import { file } => {
+                let n = match file {
+                    Some(p) => oxpecker::storage::import(
+                        &store,
+                        std::io::BufReader::new(std::fs::File::open(&p)?),
+                    )?,
+                    None => oxpecker::storage::import(&store, std::io::stdin().lock())?,
+                };
+                eprintln!("imported {n} items");
+            }
+        }
+        Ok(())
+    })
+    .await?
+}

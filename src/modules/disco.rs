@@ -1,0 +1,65 @@
+//! XEP-0030 Service Discovery: the server's identity and the features of the modules loaded on the host.
+
+use crate::core::events::{Flow, handler};
+use crate::core::modules::{Module, ModuleContext};
+use crate::xmpp::error::StanzaErrorCondition;
+use crate::xmpp::{Element, ns, stanza};
+
+/// The `disco` module.
+pub struct Disco;
+
+impl Module for Disco {
+    fn name(&self) -> &'static str {
+        "disco"
+    }
+
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+        ctx.add_feature(ns::DISCO_INFO);
+        ctx.add_feature(ns::DISCO_ITEMS);
+        ctx.hook(
+            &format!("iq-get/host/{}:query", ns::DISCO_INFO),
+            0,
+            handler(|ev| async move {
+                let Some(host) = ev.core.host(ev.to.domain()).cloned() else {
+                    return Flow::Continue(ev);
+                };
+                if ev
+                    .stanza
+                    .first_child()
+                    .and_then(|q| q.get_attr("node"))
+                    .is_some()
+                {
+                    ev.core
+                        .bounce(&ev.stanza, StanzaErrorCondition::ItemNotFound)
+                        .await;
+                    return Flow::Handled;
+                }
+                let mut query = Element::new("query", ns::DISCO_INFO).child(
+                    Element::new("identity", ns::DISCO_INFO)
+                        .attr("category", "server")
+                        .attr("type", "im")
+                        .attr("name", "Oxpecker"),
+                );
+                for f in host.features() {
+                    query.push(Element::new("feature", ns::DISCO_INFO).attr("var", f));
+                }
+                ev.core
+                    .send(stanza::iq_result(&ev.stanza, Some(query)))
+                    .await;
+                Flow::Handled
+            }),
+        );
+        ctx.hook(
+            &format!("iq-get/host/{}:query", ns::DISCO_ITEMS),
+            0,
+            handler(|ev| async move {
+                let query = Element::new("query", ns::DISCO_ITEMS);
+                ev.core
+                    .send(stanza::iq_result(&ev.stanza, Some(query)))
+                    .await;
+                Flow::Handled
+            }),
+        );
+        Ok(())
+    }
+}

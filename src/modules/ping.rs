@@ -1,0 +1,28 @@
+//! XEP-0199 XMPP Ping: the server answers pings addressed to it.
+
+use crate::core::events::{Flow, handler};
+use crate::core::modules::{Module, ModuleContext};
+use crate::xmpp::{ns, stanza};
+
+/// The `ping` module.
+pub struct Ping;
+
+impl Module for Ping {
+    fn name(&self) -> &'static str {
+        "ping"
+    }
+
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+        ctx.add_feature(ns::PING);
+        ctx.hook(
+            &format!("iq-get/host/{}:ping", ns::PING),
+            0,
+            handler(|ev| async move {
+                let reply = stanza::iq_result(&ev.stanza, None);
+                ev.core.send(reply).await;
+                Flow::Handled
+            }),
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,175 @@
+//! `Server`: opens the store, builds the managers, starts every listener, and shuts down gracefully.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::core::Core;
+use crate::core::modules::ModuleError;
+use crate::storage::{StorageError, Store};
+use crate::tls::{self, TlsError};
+use crate::xmpp::error::{StreamError, StreamErrorCondition};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// TLS could not be set up.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A configured module failed to load.
+    #[error("{0}")]
+    Module(#[from] ModuleError),
+    /// The control socket could not be opened.
+    #[error("control socket: {0}")]
+    Control(std::io::Error),
+}
+
+/// A running server.
+pub struct Server {
+    /// The shared managers.
+    pub core: Arc<Core>,
+    /// Bound STARTTLS client addresses (useful with port 0).
+    pub c2s_addrs: Vec<SocketAddr>,
+    /// Bound direct-TLS client addresses.
+    pub direct_tls_addrs: Vec<SocketAddr>,
+    /// Bound HTTP addresses.
+    pub http_addrs: Vec<SocketAddr>,
+    /// The certificate in use.
+    pub cert: tls::CertPaths,
+    tracker: TaskTracker,
+}
+
+async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: *addr,
+                source,
+            })?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+impl Server {
+    /// Starts a server for `config`.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let store_dir = config.store_dir();
+        let cache = config.storage.cache_capacity_mb * 1024 * 1024;
+        let store = tokio::task::spawn_blocking(move || Store::open_sled(&store_dir, cache))
+            .await
+            .map_err(|e| StartError::Storage(StorageError::Io(e.to_string())))??;
+        let hosts: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
+        let cert = tls::ensure_certificate(
+            config
+                .tls
+                .certificate
+                .as_deref()
+                .zip(config.tls.key.as_deref()),
+            &data_dir,
+            &hosts,
+        )?;
+        let acceptor = TlsAcceptor::from(tls::server_config(&cert)?);
+        let c2s = bind_all(&config.c2s.listen).await?;
+        let direct = bind_all(&config.c2s.direct_tls_listen).await?;
+        let http = bind_all(&config.http.listen).await?;
+        let core = Core::new(config, store)?;
+        let tracker = TaskTracker::new();
+        let addrs = |ls: &[TcpListener]| {
+            ls.iter()
+                .filter_map(|l| l.local_addr().ok())
+                .collect::<Vec<_>>()
+        };
+        let (c2s_addrs, direct_tls_addrs, http_addrs) = (addrs(&c2s), addrs(&direct), addrs(&http));
+        for l in c2s {
+            tracker.spawn(crate::c2s::serve(
+                core.clone(),
+                l,
+                acceptor.clone(),
+                false,
+                tracker.clone(),
+            ));
+        }
+        for l in direct {
+            tracker.spawn(crate::c2s::serve(
+                core.clone(),
+                l,
+                acceptor.clone(),
+                true,
+                tracker.clone(),
+            ));
+        }
+        for l in http {
+            tracker.spawn(crate::http::serve(core.clone(), l));
+        }
+        let control = crate::control::listen(&data_dir).map_err(StartError::Control)?;
+        tracker.spawn(crate::control::serve(core.clone(), control));
+        tracing::info!(
+            c2s = ?c2s_addrs,
+            direct_tls = ?direct_tls_addrs,
+            http = ?http_addrs,
+            hosts = ?hosts,
+            "oxpecker started"
+        );
+        Ok(Server {
+            core,
+            c2s_addrs,
+            direct_tls_addrs,
+            http_addrs,
+            cert,
+            tracker,
+        })
+    }
+
+    /// Stops accepting, closes every session with `system-shutdown`, waits for tasks, flushes the store.
+    pub async fn shutdown(self) {
+        self.core.shutdown.cancel();
+        self.core
+            .sessions
+            .close_all(StreamError::new(StreamErrorCondition::SystemShutdown));
+        self.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close in time");
+        }
+        if let Err(e) = self.core.store.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        crate::control::remove(&self.core.config.load().data_dir);
+        tracing::info!("oxpecker stopped");
+    }
+}

@@ -1,0 +1,286 @@
+//! JSON-lines export/import of a whole [`Store`] (blocking; run from
+//! `spawn_blocking` or outside the async runtime).
+
+use super::{
+    ARCHIVE_TREE, ArchiveItem, INDEX_TAG, ITEM_TAG, KEYVAL_TREE, MAP_TREE, Result, SCAN_CHUNK,
+    StorageError, Store, append_sync, decode, encode, join_names, utf8,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::io::{BufRead, Write};
+
+/// One exported record.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum Line {
+    Keyval {
+        host: String,
+        store: String,
+        user: String,
+        value: Value,
+    },
+    Map {
+        host: String,
+        store: String,
+        user: String,
+        key: String,
+        value: Value,
+    },
+    Archive {
+        host: String,
+        store: String,
+        user: String,
+        id: String,
+        when: i64,
+        with: String,
+        value: Value,
+    },
+}
+
+/// Calls `f` for every entry of `tree` in key order, reading in chunks.
+fn for_each(
+    store: &Store,
+    tree: &str,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    let backend = &*store.inner.backend;
+    // Keys are UTF-8 names joined by NUL, so no key starts with 0xFF.
+    let end = [0xFFu8];
+    let mut from = Vec::new();
+    loop {
+        let chunk = backend.scan_range(tree, &from, &end, false, Some(SCAN_CHUNK))?;
+        for (k, v) in &chunk {
+            f(k, v)?;
+        }
+        match chunk.last() {
+            Some((k, _)) if chunk.len() == SCAN_CHUNK => from = [&k[..], &[0]].concat(),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Splits a key into `n` NUL-separated UTF-8 names plus the raw remainder.
+fn split_key(key: &[u8], n: usize) -> Result<(Vec<String>, &[u8])> {
+    let mut names = Vec::with_capacity(n);
+    let mut rest = key;
+    for _ in 0..n {
+        let pos = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| StorageError::Corrupt("malformed storage key".into()))?;
+        names.push(utf8(&rest[..pos])?);
+        rest = &rest[pos + 1..];
+    }
+    Ok((names, rest))
+}
+
+fn write_line(out: &mut impl Write, line: &Line) -> Result<()> {
+    serde_json::to_writer(&mut *out, line)
+        .map_err(|e| StorageError::Io(format!("export write failed: {e}")))?;
+    out.write_all(b"\n")
+        .map_err(|e| StorageError::Io(format!("export write failed: {e}")))
+}
+
+/// Writes every keyval, map and archive record as one JSON object per line; returns the line count.
+pub fn export(store: &Store, mut out: impl Write) -> Result<u64> {
+    let mut lines = 0u64;
+    for_each(store, KEYVAL_TREE, |k, v| {
+        let (names, user) = split_key(k, 2)?;
+        let [host, store] = <[String; 2]>::try_from(names)
+            .map_err(|_| StorageError::Corrupt("malformed keyval key".into()))?;
+        let line = Line::Keyval {
+            host,
+            store,
+            user: utf8(user)?,
+            value: decode(v)?,
+        };
+        lines += 1;
+        write_line(&mut out, &line)
+    })?;
+    for_each(store, MAP_TREE, |k, v| {
+        let (names, key) = split_key(k, 3)?;
+        let [host, store, user] = <[String; 3]>::try_from(names)
+            .map_err(|_| StorageError::Corrupt("malformed map key".into()))?;
+        let line = Line::Map {
+            host,
+            store,
+            user,
+            key: utf8(key)?,
+            value: decode(v)?,
+        };
+        lines += 1;
+        write_line(&mut out, &line)
+    })?;
+    for_each(store, ARCHIVE_TREE, |k, v| {
+        let (names, rest) = split_key(k, 3)?;
+        match rest.first() {
+            Some(&ITEM_TAG) => {}
+            Some(&INDEX_TAG) => return Ok(()),
+            _ => return Err(StorageError::Corrupt("malformed archive key".into())),
+        }
+        let [host, store, user] = <[String; 3]>::try_from(names)
+            .map_err(|_| StorageError::Corrupt("malformed archive key".into()))?;
+        let item: ArchiveItem = decode(v)?;
+        let line = Line::Archive {
+            host,
+            store,
+            user,
+            id: item.id,
+            when: item.when,
+            with: item.with,
+            value: item.value,
+        };
+        lines += 1;
+        write_line(&mut out, &line)
+    })?;
+    out.flush()
+        .map_err(|e| StorageError::Io(format!("export write failed: {e}")))?;
+    Ok(lines)
+}
+
+/// Applies one parsed line (atomically).
+fn apply_line(store: &Store, line: Line) -> Result<()> {
+    let backend = &*store.inner.backend;
+    match line {
+        Line::Keyval {
+            host,
+            store: name,
+            user,
+            value,
+        } => {
+            let key = join_names(&[&host, &name, &user], false)?;
+            backend.apply(KEYVAL_TREE, vec![(key, Some(encode(&value)?))])
+        }
+        Line::Map {
+            host,
+            store: name,
+            user,
+            key,
+            value,
+        } => {
+            let key = join_names(&[&host, &name, &user, &key], false)?;
+            backend.apply(MAP_TREE, vec![(key, Some(encode(&value)?))])
+        }
+        Line::Archive {
+            host,
+            store: name,
+            user,
+            id,
+            when,
+            with,
+            value,
+        } => {
+            let prefix = join_names(&[&host, &name, &user], true)?;
+            append_sync(&store.inner, &prefix, Some(id), when, &with, value).map(|_| ())
+        }
+    }
+}
+
+/// Imports lines written by [`export`] (blank lines skipped), flushing at the end; returns
+/// the number of records imported. On a bad line, earlier lines stay imported and the
+/// error names the line number.
+pub fn import(store: &Store, input: impl BufRead) -> Result<u64> {
+    let mut imported = 0u64;
+    let result = (|| {
+        for (n, line) in input.lines().enumerate() {
+            let line_no = n as u64 + 1;
+            let fail = |message: String| StorageError::Import {
+                line: line_no,
+                message,
+            };
+            let line = line.map_err(|e| fail(format!("read error: {e}")))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let parsed: Line = serde_json::from_str(&line).map_err(|e| fail(e.to_string()))?;
+            apply_line(store, parsed).map_err(|e| fail(e.to_string()))?;
+            imported += 1;
+        }
+        Ok(())
+    })();
+    let flushed = store.inner.backend.flush();
+    result?;
+    flushed?;
+    Ok(imported)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::populate;
+    use super::*;
+    use serde_json::json;
+
+    fn roundtrip(a: Store, b: Store) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(populate(&a));
+        let mut buf = Vec::new();
+        let n = export(&a, &mut buf).unwrap();
+        assert!(n > 1000);
+        assert_eq!(import(&b, &buf[..]).unwrap(), n);
+        let mut again = Vec::new();
+        assert_eq!(export(&b, &mut again).unwrap(), n);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            String::from_utf8(again).unwrap()
+        );
+        rt.block_on(async {
+            let pa = a
+                .archive("h1", "mam")
+                .find("u", &Default::default())
+                .await
+                .unwrap();
+            let pb = b
+                .archive("h1", "mam")
+                .find("u", &Default::default())
+                .await
+                .unwrap();
+            assert_eq!(pa, pb);
+            let q = super::super::ArchiveQuery {
+                after: Some(pa.items[10].id.clone()),
+                limit: Some(3),
+                ..Default::default()
+            };
+            assert_eq!(
+                b.archive("h1", "mam").find("u", &q).await.unwrap().items,
+                pa.items[11..14]
+            );
+        });
+    }
+
+    #[test]
+    fn roundtrip_memory() {
+        roundtrip(Store::memory(), Store::memory());
+    }
+
+    #[test]
+    fn roundtrip_sled() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        roundtrip(
+            Store::open_sled(d1.path(), 1 << 22).unwrap(),
+            Store::open_sled(d2.path(), 1 << 22).unwrap(),
+        );
+    }
+
+    #[test]
+    fn bad_line_reports_number() {
+        let store = Store::memory();
+        let input = concat!(
+            "{\"kind\":\"keyval\",\"host\":\"h\",\"store\":\"s\",\"user\":\"a\",\"value\":1}\n",
+            "\n",
+            "{\"kind\":\"map\",\"host\":\"h\",\"store\":\"s\",\"user\":\"a\",\"value\":1}\n",
+            "{\"kind\":\"keyval\",\"host\":\"h\",\"store\":\"s\",\"user\":\"b\",\"value\":2}\n",
+        );
+        let err = import(&store, input.as_bytes()).unwrap_err();
+        assert!(matches!(err, StorageError::Import { line: 3, .. }), "{err}");
+        let bad_name = "{\"kind\":\"keyval\",\"host\":\"h\",\"store\":\"s\",\"user\":\"a\\u0000\",\"value\":1}\n";
+        let err = import(&store, bad_name.as_bytes()).unwrap_err();
+        assert!(matches!(err, StorageError::Import { line: 1, .. }), "{err}");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let kv = store.keyval("h", "s");
+            assert_eq!(kv.get("a").await.unwrap(), Some(json!(1)));
+            assert_eq!(kv.get("b").await.unwrap(), None);
+            assert!(store.map("h", "s").users().await.unwrap().is_empty());
+        });
+    }
+}

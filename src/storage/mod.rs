@@ -1,0 +1,1180 @@
+//! Server storage: Prosody-style keyval, map and archive stores scoped by host
+//! and store name, over a pluggable ordered byte key/value [`Backend`].
+//!
+//! Two backends exist: [`SledBackend`] (embedded, the default on disk) and
+//! [`MemoryBackend`] (tests). Every write method is `async` and returns only
+//! once the data has been flushed to disk ("acknowledged means durable").
+//!
+//! Key layout (names may not contain NUL, which separates components):
+//! - tree `keyval`: `host\0store\0user` -> value
+//! - tree `map`: `host\0store\0user\0key` -> value
+//! - tree `archive`: `host\0store\0user\0` + `i` + seq (u64 BE) -> [`ArchiveItem`],
+//!   and `host\0store\0user\0` + `x` + id -> seq (id index)
+//!
+//! Every stored value is a version byte (`1`) followed by JSON.
+
+mod export;
+mod memory;
+mod sled;
+
+pub use self::export::{export, import};
+pub use self::memory::MemoryBackend;
+pub use self::sled::SledBackend;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+/// Result type of all storage operations.
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// Errors reported by the storage layer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// An I/O error from the underlying backend.
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    /// Stored data could not be decoded or the database is damaged.
+    #[error("storage data corrupt: {0}")]
+    Corrupt(String),
+    /// The data directory is locked by another process.
+    #[error("{0}")]
+    Locked(String),
+    /// The operation or on-disk format is not supported.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A host, store, user or key name is not acceptable (e.g. contains NUL).
+    #[error("invalid name: {0}")]
+    InvalidName(String),
+    /// An archive id given as `before`/`after` does not exist.
+    #[error("archive item not found: {0}")]
+    ItemNotFound(String),
+    /// An import line could not be parsed or applied.
+    #[error("import failed at line {line}: {message}")]
+    Import {
+        /// 1-based line number of the offending line.
+        line: u64,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Boxed future returned by [`Backend::flush_async`].
+pub type FlushFuture = Pin<Box<dyn Future<Output = Result<()>> + Send + 'static>>;
+
+/// Low-level ordered byte KV with named trees, implemented by each backend.
+pub trait Backend: Send + Sync + 'static {
+    /// Reads one key.
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Returns all entries whose key starts with `prefix`, ordered by key.
+    fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Returns entries with `start <= key < end`, ascending (or descending if `reverse`), at most `limit`.
+    fn scan_range(
+        &self,
+        tree: &str,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Counts the entries whose key starts with `prefix`.
+    fn count_prefix(&self, tree: &str, prefix: &[u8]) -> Result<usize> {
+        Ok(self.scan_prefix(tree, prefix)?.len())
+    }
+    /// Applies an atomic batch: `Some` puts, `None` deletes.
+    fn apply(&self, tree: &str, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()>;
+    /// Blocking flush + fsync of everything written so far.
+    fn flush(&self) -> Result<()>;
+    /// Non-blocking flush + fsync of everything written so far.
+    fn flush_async(&self) -> FlushFuture;
+    /// Returns a monotonic id, unique across restarts.
+    fn next_id(&self) -> Result<u64>;
+    /// Approximate bytes used on disk, if the backend is on disk.
+    fn size_on_disk(&self) -> Option<u64> {
+        None
+    }
+}
+
+const KEYVAL_TREE: &str = "keyval";
+const MAP_TREE: &str = "map";
+const ARCHIVE_TREE: &str = "archive";
+const VALUE_VERSION: u8 = 1;
+const ITEM_TAG: u8 = b'i';
+const INDEX_TAG: u8 = b'x';
+const SCAN_CHUNK: usize = 512;
+
+/// Encodes a value as version byte + JSON.
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    let mut out = vec![VALUE_VERSION];
+    serde_json::to_writer(&mut out, value)
+        .map_err(|e| StorageError::Io(format!("cannot serialize value: {e}")))?;
+    Ok(out)
+}
+
+/// Decodes a value written by [`encode`].
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    match bytes.split_first() {
+        Some((&VALUE_VERSION, json)) => serde_json::from_slice(json)
+            .map_err(|e| StorageError::Corrupt(format!("undecodable value: {e}"))),
+        Some((v, _)) => Err(StorageError::Corrupt(format!("unknown value version {v}"))),
+        None => Err(StorageError::Corrupt("empty value".into())),
+    }
+}
+
+/// Joins name components with NUL separators, rejecting NUL inside them.
+fn join_names(parts: &[&str], trailing_sep: bool) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        if part.contains('\0') {
+            return Err(StorageError::InvalidName(format!(
+                "name {part:?} contains a NUL character"
+            )));
+        }
+        if i > 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(part.as_bytes());
+    }
+    if trailing_sep {
+        out.push(0);
+    }
+    Ok(out)
+}
+
+/// Smallest key greater than every key starting with `prefix` (empty = unbounded).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
+/// Decodes UTF-8 from a stored key component.
+fn utf8(bytes: &[u8]) -> Result<String> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| StorageError::Corrupt("key component is not UTF-8".into()))
+}
+
+/// Converts a task join failure into a storage error.
+fn join_err(e: tokio::task::JoinError) -> StorageError {
+    StorageError::Io(format!("storage task failed: {e}"))
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    /// Serialises archive mutations (id-index check-then-write).
+    archive_lock: Mutex<()>,
+    id_salt: std::collections::hash_map::RandomState,
+}
+
+/// Cheap-to-clone handle to the server's storage.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Wraps a backend.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Store {
+            inner: Arc::new(Inner {
+                backend,
+                archive_lock: Mutex::new(()),
+                id_salt: std::collections::hash_map::RandomState::new(),
+            }),
+        }
+    }
+
+    /// A fresh, empty in-memory store.
+    pub fn memory() -> Self {
+        Store::new(Arc::new(MemoryBackend::new()))
+    }
+
+    /// Opens (or creates) a sled database in `path`.
+    pub fn open_sled(path: &Path, cache_capacity_bytes: u64) -> Result<Self> {
+        Ok(Store::new(Arc::new(SledBackend::open(
+            path,
+            cache_capacity_bytes,
+        )?)))
+    }
+
+    /// The underlying backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// Approximate bytes used on disk (None for in-memory backends).
+    pub fn size_on_disk(&self) -> Option<u64> {
+        self.inner.backend.size_on_disk()
+    }
+
+    /// Keyval store `store` of virtual host `host`.
+    pub fn keyval(&self, host: &str, store: &str) -> KeyValStore {
+        KeyValStore {
+            store: self.clone(),
+            prefix: join_names(&[host, store], true),
+        }
+    }
+
+    /// Map store `store` of virtual host `host`.
+    pub fn map(&self, host: &str, store: &str) -> MapStore {
+        MapStore {
+            store: self.clone(),
+            prefix: join_names(&[host, store], true),
+        }
+    }
+
+    /// Archive store `store` of virtual host `host`.
+    pub fn archive(&self, host: &str, store: &str) -> ArchiveStore {
+        ArchiveStore {
+            store: self.clone(),
+            prefix: join_names(&[host, store], true),
+        }
+    }
+
+    /// Flushes all outstanding writes to disk.
+    pub async fn flush(&self) -> Result<()> {
+        self.inner.backend.flush_async().await
+    }
+
+    /// Runs blocking backend work off the async executor.
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(join_err)?
+    }
+
+    /// Applies a batch then waits for durability.
+    async fn apply_durable(&self, tree: &str, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        self.inner.backend.apply(tree, ops)?;
+        self.flush().await
+    }
+}
+
+/// Lists distinct user components below `prefix` (`host\0store\0`) by skip-scanning.
+fn distinct_users(backend: &dyn Backend, tree: &str, prefix: &[u8]) -> Result<Vec<String>> {
+    let end = prefix_end(prefix);
+    let mut from = prefix.to_vec();
+    let mut users = Vec::new();
+    while let Some((key, _)) = backend
+        .scan_range(tree, &from, &end, false, Some(1))?
+        .into_iter()
+        .next()
+    {
+        let rest = key.get(prefix.len()..).unwrap_or_default();
+        let user = rest.split(|&b| b == 0).next().unwrap_or_default();
+        from = [prefix, user, &[1]].concat();
+        users.push(utf8(user)?);
+    }
+    Ok(users)
+}
+
+/// Per-user values of one keyval store.
+#[derive(Clone)]
+pub struct KeyValStore {
+    store: Store,
+    prefix: Result<Vec<u8>>,
+}
+
+impl KeyValStore {
+    fn key(&self, user: &str) -> Result<Vec<u8>> {
+        let mut key = self.prefix.clone()?;
+        key.extend(join_names(&[user], false)?);
+        Ok(key)
+    }
+
+    /// Reads the user's value.
+    pub async fn get(&self, user: &str) -> Result<Option<Value>> {
+        let key = self.key(user)?;
+        self.store
+            .inner
+            .backend
+            .get(KEYVAL_TREE, &key)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Sets (or with `None` deletes) the user's value; durable on return.
+    pub async fn set(&self, user: &str, value: Option<Value>) -> Result<()> {
+        let key = self.key(user)?;
+        let value = value.map(|v| encode(&v)).transpose()?;
+        self.store
+            .apply_durable(KEYVAL_TREE, vec![(key, value)])
+            .await
+    }
+
+    /// Users that have a value in this store.
+    pub async fn users(&self) -> Result<Vec<String>> {
+        let prefix = self.prefix.clone()?;
+        self.store
+            .blocking(move |i| distinct_users(&*i.backend, KEYVAL_TREE, &prefix))
+            .await
+    }
+}
+
+/// Per-user key -> value maps of one map store.
+#[derive(Clone)]
+pub struct MapStore {
+    store: Store,
+    prefix: Result<Vec<u8>>,
+}
+
+impl MapStore {
+    fn user_prefix(&self, user: &str) -> Result<Vec<u8>> {
+        let mut key = self.prefix.clone()?;
+        key.extend(join_names(&[user], true)?);
+        Ok(key)
+    }
+
+    fn key(&self, user: &str, key: &str) -> Result<Vec<u8>> {
+        let mut out = self.user_prefix(user)?;
+        out.extend(join_names(&[key], false)?);
+        Ok(out)
+    }
+
+    /// Reads one key of the user's map.
+    pub async fn get(&self, user: &str, key: &str) -> Result<Option<Value>> {
+        let key = self.key(user, key)?;
+        self.store
+            .inner
+            .backend
+            .get(MAP_TREE, &key)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Sets (or with `None` deletes) one key; durable on return.
+    pub async fn set(&self, user: &str, key: &str, value: Option<Value>) -> Result<()> {
+        self.set_many(user, vec![(key.to_owned(), value)]).await
+    }
+
+    /// Atomically sets/deletes several keys; durable on return.
+    pub async fn set_many(&self, user: &str, items: Vec<(String, Option<Value>)>) -> Result<()> {
+        let ops = items
+            .iter()
+            .map(|(k, v)| Ok((self.key(user, k)?, v.as_ref().map(encode).transpose()?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.store.apply_durable(MAP_TREE, ops).await
+    }
+
+    /// All keys and values of the user's map.
+    pub async fn get_all(&self, user: &str) -> Result<BTreeMap<String, Value>> {
+        let prefix = self.user_prefix(user)?;
+        self.store
+            .blocking(move |i| {
+                let mut out = BTreeMap::new();
+                for (k, v) in i.backend.scan_prefix(MAP_TREE, &prefix)? {
+                    out.insert(utf8(&k[prefix.len()..])?, decode(&v)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Deletes the user's whole map; durable on return.
+    pub async fn delete_user(&self, user: &str) -> Result<()> {
+        let prefix = self.user_prefix(user)?;
+        self.store
+            .blocking(move |i| {
+                let ops = i.backend.scan_prefix(MAP_TREE, &prefix)?;
+                i.backend
+                    .apply(MAP_TREE, ops.into_iter().map(|(k, _)| (k, None)).collect())
+            })
+            .await?;
+        self.store.flush().await
+    }
+
+    /// Users that have at least one key in this store.
+    pub async fn users(&self) -> Result<Vec<String>> {
+        let prefix = self.prefix.clone()?;
+        self.store
+            .blocking(move |i| distinct_users(&*i.backend, MAP_TREE, &prefix))
+            .await
+    }
+}
+
+/// One archived item (e.g. a MAM message).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveItem {
+    /// Unique (per user archive) id.
+    pub id: String,
+    /// Timestamp, unix seconds.
+    pub when: i64,
+    /// Conversation partner (bare JID or similar).
+    pub with: String,
+    /// Payload.
+    pub value: Value,
+}
+
+/// Archive query; all set fields must match.
+#[derive(Clone, Debug, Default)]
+pub struct ArchiveQuery {
+    /// Only items with `when >= start`.
+    pub start: Option<i64>,
+    /// Only items with `when <= end`.
+    pub end: Option<i64>,
+    /// Only items with this `with`.
+    pub with: Option<String>,
+    /// Only items appended before the item with this id (exclusive).
+    pub before: Option<String>,
+    /// Only items appended after the item with this id (exclusive).
+    pub after: Option<String>,
+    /// At most this many items.
+    pub limit: Option<usize>,
+    /// Newest first.
+    pub reverse: bool,
+    /// Also count all items matching start/end/with/ids (ignoring before/after/limit).
+    pub total: bool,
+    /// Only items with one of these ids.
+    pub ids: Option<Vec<String>>,
+}
+
+/// One page of archive results.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArchivePage {
+    /// Matching items in query order.
+    pub items: Vec<ArchiveItem>,
+    /// Total matches when [`ArchiveQuery::total`] was set.
+    pub total: Option<usize>,
+    /// True if no further matching items exist beyond this page (in query direction).
+    pub complete: bool,
+}
+
+/// Per-user ordered archives of one archive store.
+#[derive(Clone)]
+pub struct ArchiveStore {
+    store: Store,
+    prefix: Result<Vec<u8>>,
+}
+
+/// Key of the item with sequence number `seq`.
+fn item_key(user_prefix: &[u8], seq: u64) -> Vec<u8> {
+    [user_prefix, &[ITEM_TAG], &seq.to_be_bytes()].concat()
+}
+
+/// Key of the id-index entry for `id`.
+fn index_key(user_prefix: &[u8], id: &str) -> Vec<u8> {
+    [user_prefix, &[INDEX_TAG], id.as_bytes()].concat()
+}
+
+fn lookup_seq(backend: &dyn Backend, user_prefix: &[u8], id: &str) -> Result<Option<u64>> {
+    backend
+        .get(ARCHIVE_TREE, &index_key(user_prefix, id))?
+        .map(|v| decode(&v))
+        .transpose()
+}
+
+fn matches(q: &ArchiveQuery, item: &ArchiveItem) -> bool {
+    q.start.is_none_or(|s| item.when >= s)
+        && q.end.is_none_or(|e| item.when <= e)
+        && q.with.as_ref().is_none_or(|w| &item.with == w)
+}
+
+/// Collects `(key, item)` of matching items within `[lo, hi)`, at most `want`.
+fn collect_items(
+    backend: &dyn Backend,
+    user_prefix: &[u8],
+    q: &ArchiveQuery,
+    bounds: (Vec<u8>, Vec<u8>),
+    want: Option<usize>,
+) -> Result<Vec<(Vec<u8>, ArchiveItem)>> {
+    let (mut lo, mut hi) = bounds;
+    let mut out = Vec::new();
+    if want == Some(0) {
+        return Ok(out);
+    }
+    if let Some(ids) = &q.ids {
+        let mut keys = Vec::new();
+        for id in ids {
+            if let Some(seq) = lookup_seq(backend, user_prefix, id)? {
+                let key = item_key(user_prefix, seq);
+                if key >= lo && key < hi {
+                    keys.push(key);
+                }
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        if q.reverse {
+            keys.reverse();
+        }
+        for key in keys {
+            if want.is_some_and(|w| out.len() >= w) {
+                break;
+            }
+            if let Some(v) = backend.get(ARCHIVE_TREE, &key)? {
+                let item: ArchiveItem = decode(&v)?;
+                if matches(q, &item) {
+                    out.push((key, item));
+                }
+            }
+        }
+        return Ok(out);
+    }
+    loop {
+        let chunk_len = want.map_or(SCAN_CHUNK, |w| (w - out.len()).clamp(1, SCAN_CHUNK));
+        let chunk = backend.scan_range(ARCHIVE_TREE, &lo, &hi, q.reverse, Some(chunk_len))?;
+        let got = chunk.len();
+        let last = chunk.last().map(|(k, _)| k.clone());
+        for (k, v) in chunk {
+            let item: ArchiveItem = decode(&v)?;
+            if matches(q, &item) {
+                out.push((k, item));
+                if want.is_some_and(|w| out.len() >= w) {
+                    return Ok(out);
+                }
+            }
+        }
+        match last {
+            Some(last) if got == chunk_len => {
+                if q.reverse {
+                    hi = last;
+                } else {
+                    lo = [&last[..], &[0]].concat();
+                }
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Key bounds of the user's items, narrowed by `after`/`before`.
+fn query_bounds(
+    backend: &dyn Backend,
+    user_prefix: &[u8],
+    q: &ArchiveQuery,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let base = [user_prefix, &[ITEM_TAG]].concat();
+    let mut lo = base.clone();
+    let mut hi = prefix_end(&base);
+    if let Some(after) = &q.after {
+        let seq = lookup_seq(backend, user_prefix, after)?
+            .ok_or_else(|| StorageError::ItemNotFound(after.clone()))?;
+        lo = match seq.checked_add(1) {
+            Some(next) => item_key(user_prefix, next),
+            None => hi.clone(),
+        };
+    }
+    if let Some(before) = &q.before {
+        let seq = lookup_seq(backend, user_prefix, before)?
+            .ok_or_else(|| StorageError::ItemNotFound(before.clone()))?;
+        hi = hi.min(item_key(user_prefix, seq));
+    }
+    Ok((lo, hi))
+}
+
+/// Runs a query against one user's archive (blocking).
+fn find_sync(inner: &Inner, user_prefix: &[u8], q: &ArchiveQuery) -> Result<ArchivePage> {
+    let backend = &*inner.backend;
+    let bounds = query_bounds(backend, user_prefix, q)?;
+    let want = q.limit.map(|l| l.saturating_add(1));
+    let mut items = collect_items(backend, user_prefix, q, bounds, want)?;
+    let complete = q.limit.is_none_or(|l| items.len() <= l);
+    if let Some(limit) = q.limit {
+        items.truncate(limit);
+    }
+    let total = if q.total {
+        let base = [user_prefix, &[ITEM_TAG]].concat();
+        let all = (base.clone(), prefix_end(&base));
+        Some(collect_items(backend, user_prefix, q, all, None)?.len())
+    } else {
+        None
+    };
+    Ok(ArchivePage {
+        items: items.into_iter().map(|(_, item)| item).collect(),
+        total,
+        complete,
+    })
+}
+
+/// Appends an item (replacing any item with the same id); not yet flushed.
+fn append_sync(
+    inner: &Inner,
+    user_prefix: &[u8],
+    id: Option<String>,
+    when: i64,
+    with: &str,
+    value: Value,
+) -> Result<String> {
+    let backend = &*inner.backend;
+    let _guard = inner.archive_lock.lock().unwrap_or_else(|e| e.into_inner());
+    let seq = backend.next_id()?;
+    let id = id.unwrap_or_else(|| {
+        let mut h = inner.id_salt.build_hasher();
+        h.write_u64(seq);
+        format!("{seq:x}-{:016x}", h.finish())
+    });
+    let mut ops = Vec::with_capacity(3);
+    if let Some(old) = lookup_seq(backend, user_prefix, &id)? {
+        ops.push((item_key(user_prefix, old), None));
+    }
+    let item = ArchiveItem {
+        id,
+        when,
+        with: with.to_owned(),
+        value,
+    };
+    ops.push((item_key(user_prefix, seq), Some(encode(&item)?)));
+    ops.push((index_key(user_prefix, &item.id), Some(encode(&seq)?)));
+    backend.apply(ARCHIVE_TREE, ops)?;
+    Ok(item.id)
+}
+
+impl ArchiveStore {
+    fn user_prefix(&self, user: &str) -> Result<Vec<u8>> {
+        let mut key = self.prefix.clone()?;
+        key.extend(join_names(&[user], true)?);
+        Ok(key)
+    }
+
+    /// Appends an item, generating a unique URL-safe id if `id` is None; an
+    /// existing item with the same id is replaced. Durable on return.
+    pub async fn append(
+        &self,
+        user: &str,
+        id: Option<String>,
+        when: i64,
+        with: &str,
+        value: Value,
+    ) -> Result<String> {
+        let prefix = self.user_prefix(user)?;
+        let with = with.to_owned();
+        let id = self
+            .store
+            .blocking(move |i| append_sync(i, &prefix, id, when, &with, value))
+            .await?;
+        self.store.flush().await?;
+        Ok(id)
+    }
+
+    /// Queries the user's archive, in append order (newest first if `reverse`).
+    pub async fn find(&self, user: &str, q: &ArchiveQuery) -> Result<ArchivePage> {
+        let prefix = self.user_prefix(user)?;
+        let q = q.clone();
+        self.store
+            .blocking(move |i| find_sync(i, &prefix, &q))
+            .await
+    }
+
+    /// Deletes the items matching `q` (limit respected); returns how many. Durable on return.
+    pub async fn delete(&self, user: &str, q: &ArchiveQuery) -> Result<usize> {
+        let prefix = self.user_prefix(user)?;
+        let q = q.clone();
+        let n = self
+            .store
+            .blocking(move |i| {
+                let backend = &*i.backend;
+                let _guard = i.archive_lock.lock().unwrap_or_else(|e| e.into_inner());
+                let bounds = query_bounds(backend, &prefix, &q)?;
+                let items = collect_items(backend, &prefix, &q, bounds, q.limit)?;
+                let n = items.len();
+                let mut ops = Vec::with_capacity(2 * n);
+                for (key, item) in items {
+                    ops.push((key, None));
+                    ops.push((index_key(&prefix, &item.id), None));
+                }
+                backend.apply(ARCHIVE_TREE, ops)?;
+                Ok(n)
+            })
+            .await?;
+        self.store.flush().await?;
+        Ok(n)
+    }
+
+    /// Number of items in the user's archive.
+    pub async fn count(&self, user: &str) -> Result<usize> {
+        let prefix = [&self.user_prefix(user)?[..], &[ITEM_TAG]].concat();
+        self.store
+            .blocking(move |i| i.backend.count_prefix(ARCHIVE_TREE, &prefix))
+            .await
+    }
+
+    /// Users that have at least one archived item.
+    pub async fn users(&self) -> Result<Vec<String>> {
+        let prefix = self.prefix.clone()?;
+        self.store
+            .blocking(move |i| distinct_users(&*i.backend, ARCHIVE_TREE, &prefix))
+            .await
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Fills a store with a bit of everything (used by the export round trip too).
+    pub(crate) async fn populate(s: &Store) {
+        let kv = s.keyval("h1", "accounts");
+        for user in ["", "a", "ab", "b"] {
+            kv.set(user, Some(json!({"u": user}))).await.unwrap();
+        }
+        s.keyval("h2", "accounts")
+            .set("a", Some(json!(null)))
+            .await
+            .unwrap();
+        let m = s.map("h1", "roster");
+        let items = (0..20).map(|i| (format!("k{i}"), Some(json!(i)))).collect();
+        m.set_many("a", items).await.unwrap();
+        m.set("", "", Some(json!("empty"))).await.unwrap();
+        let a = s.archive("h1", "mam");
+        for i in 0..1000 {
+            let id = (i % 3 == 0).then(|| format!("id{i}"));
+            a.append("u", id, i, &format!("w{}", i % 4), json!({"n": i}))
+                .await
+                .unwrap();
+        }
+        a.append("", None, 1, "x", json!("host-wide"))
+            .await
+            .unwrap();
+        s.archive("h2", "mam")
+            .append("u", Some("z".into()), 7, "x", json!([1, 2]))
+            .await
+            .unwrap();
+    }
+
+    fn ids(page: &ArchivePage) -> Vec<&str> {
+        page.items.iter().map(|i| i.id.as_str()).collect()
+    }
+
+    fn q() -> ArchiveQuery {
+        ArchiveQuery::default()
+    }
+
+    async fn keyval_suite(s: &Store) {
+        let kv = s.keyval("h", "s");
+        assert_eq!(kv.get("a").await.unwrap(), None);
+        kv.set("a", Some(json!({"x": 1}))).await.unwrap();
+        kv.set("ab", Some(json!(2))).await.unwrap();
+        kv.set("", Some(json!("host"))).await.unwrap();
+        assert_eq!(kv.get("a").await.unwrap(), Some(json!({"x": 1})));
+        assert_eq!(kv.get("").await.unwrap(), Some(json!("host")));
+        assert_eq!(kv.users().await.unwrap(), ["", "a", "ab"]);
+        kv.set("a", Some(json!(3))).await.unwrap();
+        assert_eq!(kv.get("a").await.unwrap(), Some(json!(3)));
+        kv.set("a", None).await.unwrap();
+        assert_eq!(kv.get("a").await.unwrap(), None);
+        assert_eq!(kv.get("ab").await.unwrap(), Some(json!(2)));
+        assert_eq!(kv.users().await.unwrap(), ["", "ab"]);
+        // isolation between hosts and stores
+        assert_eq!(s.keyval("h2", "s").get("ab").await.unwrap(), None);
+        assert_eq!(s.keyval("h", "s2").get("ab").await.unwrap(), None);
+        assert_eq!(
+            s.keyval("h", "").users().await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(s.keyval("h", "s2").users().await.unwrap().is_empty());
+        let err = kv.set("a\0b", Some(json!(1))).await.unwrap_err();
+        assert!(matches!(err, StorageError::InvalidName(_)));
+        let err = s.keyval("h\0", "s").get("a").await.unwrap_err();
+        assert!(matches!(err, StorageError::InvalidName(_)));
+    }
+
+    async fn map_suite(s: &Store) {
+        let m = s.map("h", "m");
+        m.set("a", "k1", Some(json!(1))).await.unwrap();
+        m.set("ab", "k1", Some(json!("ab"))).await.unwrap();
+        m.set_many(
+            "a",
+            vec![
+                ("k2".into(), Some(json!(2))),
+                ("k1".into(), None),
+                ("k3".into(), Some(json!(3))),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(m.get("a", "k1").await.unwrap(), None);
+        assert_eq!(m.get("a", "k2").await.unwrap(), Some(json!(2)));
+        let all = m.get_all("a").await.unwrap();
+        assert_eq!(
+            all,
+            BTreeMap::from([("k2".into(), json!(2)), ("k3".into(), json!(3))])
+        );
+        // a batch with an invalid key writes nothing
+        let err = m
+            .set_many(
+                "a",
+                vec![
+                    ("k4".into(), Some(json!(4))),
+                    ("bad\0".into(), Some(json!(0))),
+                ],
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::InvalidName(_)));
+        assert_eq!(m.get("a", "k4").await.unwrap(), None);
+        assert_eq!(m.users().await.unwrap(), ["a", "ab"]);
+        assert!(s.map("h", "m2").get_all("a").await.unwrap().is_empty());
+        assert!(s.map("h2", "m").users().await.unwrap().is_empty());
+        m.delete_user("a").await.unwrap();
+        assert!(m.get_all("a").await.unwrap().is_empty());
+        assert_eq!(m.get("ab", "k1").await.unwrap(), Some(json!("ab")));
+        assert_eq!(m.users().await.unwrap(), ["ab"]);
+    }
+
+    async fn archive_suite(s: &Store) {
+        let a = s.archive("h", "mam");
+        for i in 0..10 {
+            let with = if i % 2 == 0 { "x" } else { "y" };
+            let id = a
+                .append("u", Some(format!("i{i}")), 100 + i, with, json!(i))
+                .await
+                .unwrap();
+            assert_eq!(id, format!("i{i}"));
+        }
+        a.append("ua", Some("other".into()), 100, "x", json!(0))
+            .await
+            .unwrap();
+        let all = a.find("u", &q()).await.unwrap();
+        assert_eq!(
+            ids(&all),
+            ["i0", "i1", "i2", "i3", "i4", "i5", "i6", "i7", "i8", "i9"]
+        );
+        assert!(all.complete);
+        assert_eq!(all.total, None);
+        assert_eq!(
+            all.items[3],
+            ArchiveItem {
+                id: "i3".into(),
+                when: 103,
+                with: "y".into(),
+                value: json!(3)
+            }
+        );
+        let r = a
+            .find(
+                "u",
+                &ArchiveQuery {
+                    reverse: true,
+                    ..q()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids(&r)[..3], ["i9", "i8", "i7"]);
+        let w = a
+            .find(
+                "u",
+                &ArchiveQuery {
+                    with: Some("x".into()),
+                    ..q()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids(&w), ["i0", "i2", "i4", "i6", "i8"]);
+        let t = a
+            .find(
+                "u",
+                &ArchiveQuery {
+                    start: Some(103),
+                    end: Some(106),
+                    ..q()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids(&t), ["i3", "i4", "i5", "i6"]);
+        let query = ArchiveQuery {
+            after: Some("i2".into()),
+            before: Some("i5".into()),
+            ..q()
+        };
+        assert_eq!(ids(&a.find("u", &query).await.unwrap()), ["i3", "i4"]);
+        let p = a
+            .find(
+                "u",
+                &ArchiveQuery {
+                    after: Some("i7".into()),
+                    ..q()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids(&p), ["i8", "i9"]);
+        let p = a
+            .find(
+                "u",
+                &ArchiveQuery {
+                    limit: Some(3),
+                    ..q()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((ids(&p), p.complete), (vec!["i0", "i1", "i2"], false));
+        let p = a
+            .find(
+                "u",
+                &ArchiveQuery {
+                    limit: Some(10),
+                    ..q()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(p.complete && p.items.len() == 10);
+        let p = a
+            .find(
+                "u",
+                &ArchiveQuery {
+                    limit: Some(0),
+                    total: true,
+                    ..q()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((p.items.len(), p.total, p.complete), (0, Some(10), false));
+        let query = ArchiveQuery {
+            reverse: true,
+            before: Some("i5".into()),
+            limit: Some(2),
+            ..q()
+        };
+        let p = a.find("u", &query).await.unwrap();
+        assert_eq!((ids(&p), p.complete), (vec!["i4", "i3"], false));
+        let query = ArchiveQuery {
+            with: Some("x".into()),
+            after: Some("i3".into()),
+            limit: Some(2),
+            total: true,
+            ..q()
+        };
+        let p = a.find("u", &query).await.unwrap();
+        assert_eq!(
+            (ids(&p), p.total, p.complete),
+            (vec!["i4", "i6"], Some(5), false)
+        );
+        let query = ArchiveQuery {
+            ids: Some(vec!["i7".into(), "nope".into(), "i1".into()]),
+            ..q()
+        };
+        assert_eq!(ids(&a.find("u", &query).await.unwrap()), ["i1", "i7"]);
+        let query = ArchiveQuery {
+            ids: Some(vec!["i7".into(), "i1".into()]),
+            reverse: true,
+            ..q()
+        };
+        assert_eq!(ids(&a.find("u", &query).await.unwrap()), ["i7", "i1"]);
+        for bad in [
+            ArchiveQuery {
+                after: Some("nope".into()),
+                ..q()
+            },
+            ArchiveQuery {
+                before: Some("other".into()),
+                ..q()
+            },
+        ] {
+            let err = a.find("u", &bad).await.unwrap_err();
+            assert!(matches!(err, StorageError::ItemNotFound(_)), "{err:?}");
+        }
+        // generated ids: unique and URL-safe
+        let g1 = a.append("u", None, 200, "z", json!("g1")).await.unwrap();
+        let g2 = a.append("u", None, 201, "z", json!("g2")).await.unwrap();
+        assert_ne!(g1, g2);
+        assert!(
+            g1.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        assert_eq!(a.count("u").await.unwrap(), 12);
+        // re-appending an existing id replaces it and moves it to the end
+        a.append("u", Some("i0".into()), 300, "x", json!("again"))
+            .await
+            .unwrap();
+        assert_eq!(a.count("u").await.unwrap(), 12);
+        let last = a
+            .find(
+                "u",
+                &ArchiveQuery {
+                    reverse: true,
+                    limit: Some(1),
+                    ..q()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(last.items[0].value, json!("again"));
+        // delete by query, limit respected
+        let query = ArchiveQuery {
+            limit: Some(0),
+            ..q()
+        };
+        assert_eq!(a.delete("u", &query).await.unwrap(), 0);
+        let query = ArchiveQuery {
+            with: Some("y".into()),
+            limit: Some(2),
+            ..q()
+        };
+        assert_eq!(a.delete("u", &query).await.unwrap(), 2);
+        let y = a
+            .find(
+                "u",
+                &ArchiveQuery {
+                    with: Some("y".into()),
+                    ..q()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids(&y), ["i5", "i7", "i9"]);
+        assert_eq!(a.count("u").await.unwrap(), 10);
+        let err = a
+            .find(
+                "u",
+                &ArchiveQuery {
+                    after: Some("i1".into()),
+                    ..q()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::ItemNotFound(_)));
+        assert_eq!(a.users().await.unwrap(), ["u", "ua"]);
+        assert_eq!(
+            a.delete(
+                "u",
+                &ArchiveQuery {
+                    end: Some(104),
+                    ..q()
+                }
+            )
+            .await
+            .unwrap(),
+            2
+        );
+        assert_eq!(a.delete("u", &q()).await.unwrap(), 8);
+        assert_eq!(a.count("u").await.unwrap(), 0);
+        assert_eq!(a.users().await.unwrap(), ["ua"]);
+        // isolation
+        assert_eq!(a.count("ua").await.unwrap(), 1);
+        assert_eq!(s.archive("h", "other").count("ua").await.unwrap(), 0);
+        assert_eq!(
+            s.archive("h2", "mam").find("ua", &q()).await.unwrap().items,
+            vec![]
+        );
+        assert!(matches!(
+            a.count("a\0").await,
+            Err(StorageError::InvalidName(_))
+        ));
+    }
+
+    async fn paging_suite(s: &Store) {
+        let a = s.archive("h", "big");
+        let mut expected = Vec::new();
+        for i in 0..1000 {
+            let id = if i % 2 == 0 {
+                Some(format!("m{i}"))
+            } else {
+                None
+            };
+            expected.push(a.append("u", id, i, "w", json!(i)).await.unwrap());
+        }
+        let (mut got, mut after) = (Vec::new(), None);
+        loop {
+            let query = ArchiveQuery {
+                after: after.clone(),
+                limit: Some(37),
+                total: true,
+                ..q()
+            };
+            let page = a.find("u", &query).await.unwrap();
+            assert_eq!(page.total, Some(1000));
+            got.extend(page.items.iter().map(|i| i.id.clone()));
+            after = page.items.last().map(|i| i.id.clone());
+            if page.complete {
+                break;
+            }
+        }
+        assert_eq!(got, expected);
+        let (mut got, mut before) = (Vec::new(), None);
+        loop {
+            let query = ArchiveQuery {
+                before: before.clone(),
+                limit: Some(100),
+                reverse: true,
+                ..q()
+            };
+            let page = a.find("u", &query).await.unwrap();
+            got.extend(page.items.iter().map(|i| i.id.clone()));
+            before = page.items.last().map(|i| i.id.clone());
+            if page.complete {
+                break;
+            }
+        }
+        got.reverse();
+        assert_eq!(got, expected);
+        assert_eq!(a.count("u").await.unwrap(), 1000);
+    }
+
+    macro_rules! conformance {
+        ($name:ident, $make:expr) => {
+            mod $name {
+                use super::*;
+                #[tokio::test]
+                async fn keyval() {
+                    let (_dir, s) = $make;
+                    keyval_suite(&s).await;
+                }
+                #[tokio::test]
+                async fn map() {
+                    let (_dir, s) = $make;
+                    map_suite(&s).await;
+                }
+                #[tokio::test]
+                async fn archive() {
+                    let (_dir, s) = $make;
+                    archive_suite(&s).await;
+                }
+                #[tokio::test(flavor = "multi_thread")]
+                async fn paging() {
+                    let (_dir, s) = $make;
+                    paging_suite(&s).await;
+                }
+            }
+        };
+    }
+
+    fn sled_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sled(dir.path(), 1 << 22).unwrap();
+        (dir, store)
+    }
+
+    conformance!(memory, ((), Store::memory()));
+    conformance!(sled, sled_store());
+
+    #[test]
+    fn value_versioning() {
+        assert_eq!(
+            decode::<Value>(&encode(&json!([1])).unwrap()).unwrap(),
+            json!([1])
+        );
+        assert!(matches!(
+            decode::<Value>(b"\x02[]"),
+            Err(StorageError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode::<Value>(b""),
+            Err(StorageError::Corrupt(_))
+        ));
+        assert_eq!(prefix_end(b"a\0"), b"a\x01");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+    }
+}
