@@ -1,0 +1,200 @@
+//! The `oxpecker` binary: account commands offline and against a running server, config errors,
+//! store export/import, and durability across `kill -9`.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::RawClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_oxpecker");
+
+/// A free loopback port (bound then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes a config for `dir` with fresh ports; returns (config path, c2s port).
+fn write_config(dir: &Path) -> (std::path::PathBuf, u16) {
+    let c2s = free_port();
+    let http = free_port();
+    let path = dir.join("oxpecker.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"data\"\n[c2s]\nlisten = [\"127.0.0.1:{c2s}\"]\n[http]\nlisten = [\"127.0.0.1:{http}\"]\n[auth]\nscram_iterations = 4096\n"
+        ),
+    )
+    .unwrap();
+    (path, c2s)
+}
+
+/// Runs the CLI with `args`, feeding `stdin`.
+fn run(config: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Starts `oxpecker serve` and waits until its c2s port accepts.
+fn serve(config: &Path, port: u16) -> Child {
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("server did not start");
+}
+
+#[test]
+fn user_commands_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = write_config(dir.path());
+    let o = run(&cfg, &["user", "add", "Alice@LocalHost"], "pw1\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("created alice@localhost"));
+    let o = run(&cfg, &["user", "add", "alice@localhost"], "pw1\n");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    let o = run(&cfg, &["user", "add", "bad user@localhost"], "pw\n");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("invalid"), "{}", stderr(&o));
+    let o = run(&cfg, &["user", "add", "carol@elsewhere.example"], "pw\n");
+    assert!(stderr(&o).contains("unknown host"), "{}", stderr(&o));
+    let o = run(&cfg, &["user", "add", "dave@localhost"], "\n");
+    assert!(!o.status.success(), "empty password refused");
+    run(&cfg, &["user", "add", "bob@localhost"], "pw2\n");
+    let o = run(&cfg, &["user", "list"], "");
+    assert_eq!(stdout(&o), "alice\nbob\n");
+    let o = run(&cfg, &["user", "passwd", "bob@localhost"], "pw3\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&cfg, &["user", "del", "bob@localhost"], "");
+    assert!(o.status.success());
+    let o = run(&cfg, &["user", "del", "bob@localhost"], "");
+    assert!(stderr(&o).contains("does not exist"));
+    assert_eq!(stdout(&run(&cfg, &["user", "list"], "")), "alice\n");
+    // No clear password anywhere in the data dir.
+    for entry in walk(&dir.path().join("data")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(3).any(|w| w == b"pw1"),
+            "clear password in {entry:?}"
+        );
+    }
+}
+
+fn walk(p: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn invalid_config_refuses_to_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[c2s]\nmax_stanza_size = 12\n").unwrap();
+    let o = run(&path, &["serve"], "");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("c2s.max_stanza_size"), "{}", stderr(&o));
+    std::fs::write(&path, "[c2s]\nlisten_on = []\n").unwrap();
+    let o = run(&path, &["serve"], "");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("listen_on"), "{}", stderr(&o));
+}
+
+#[test]
+fn store_export_import_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = write_config(dir.path());
+    run(&cfg, &["user", "add", "alice@localhost"], "pw1\n");
+    let dump = dir.path().join("dump.jsonl");
+    let o = run(&cfg, &["store", "export", dump.to_str().unwrap()], "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&dump).unwrap();
+    assert!(text.contains("\"accounts\"") && text.contains("alice"), "{text}");
+
+    let other = tempfile::tempdir().unwrap();
+    let (cfg2, _) = write_config(other.path());
+    let o = run(&cfg2, &["store", "import", dump.to_str().unwrap()], "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&run(&cfg2, &["user", "list"], "")), "alice\n");
+}
+
+#[tokio::test]
+async fn user_add_while_running_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, port) = write_config(dir.path());
+    let mut server = serve(&cfg, port);
+    // The CLI goes through the control socket: the server holds the data dir.
+    let cfg2 = cfg.clone();
+    let o = tokio::task::spawn_blocking(move || run(&cfg2, &["user", "add", "alice@localhost"], "secret\n"))
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The account works at once.
+    let cert = std::fs::read(dir.path().join("data/tls/cert.pem")).unwrap();
+    let mut c = RawClient::connect(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    c.starttls(&cert).await;
+    assert!(c.auth_plain("alice", "secret").await.contains("<success"));
+    // Acknowledged means durable: kill -9 and the account is still there.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let cfg3 = cfg.clone();
+    let o = tokio::task::spawn_blocking(move || run(&cfg3, &["user", "list"], ""))
+        .await
+        .unwrap();
+    assert_eq!(stdout(&o), "alice\n", "{}", stderr(&o));
+    let mut server = serve(&cfg, port);
+    let mut c = RawClient::connect(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    c.starttls(&cert).await;
+    assert!(c.auth_plain("alice", "secret").await.contains("<success"));
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
