@@ -1,4 +1,5 @@
 //! Stream negotiation, routing and bad input over real sockets, checked on the wire.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -39,7 +40,10 @@ async fn login_ping_disco_and_message_over_starttls() {
     a.send("<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
         .await;
     let r = a.read_stanza("iq").await;
-    assert!(r.contains("type=\"result\"") && r.contains("id=\"p1\""), "{r}");
+    assert!(
+        r.contains("type=\"result\"") && r.contains("id=\"p1\""),
+        "{r}"
+    );
 
     a.send("<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
     let r = a.read_stanza("iq").await;
@@ -48,8 +52,10 @@ async fn login_ping_disco_and_message_over_starttls() {
 
     b.send("<presence/>").await;
     b.read_stanza("presence").await;
-    a.send("<message to='bob@localhost' type='chat' id='m1'><body>hello &amp; bye</body></message>")
-        .await;
+    a.send(
+        "<message to='bob@localhost' type='chat' id='m1'><body>hello &amp; bye</body></message>",
+    )
+    .await;
     let got = b.read_stanza("message").await;
     assert!(got.contains("from=\"alice@localhost/desk\""), "{got}");
     assert!(got.contains("<body>hello &amp; bye</body>"), "{got}");
@@ -64,7 +70,10 @@ async fn login_ping_disco_and_message_over_starttls() {
     a.send("<iq type='set' id='s1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
         .await;
     let r = a.read_stanza("iq").await;
-    assert!(r.contains("type=\"result\"") && r.contains("id=\"s1\""), "{r}");
+    assert!(
+        r.contains("type=\"result\"") && r.contains("id=\"s1\""),
+        "{r}"
+    );
 
     // Closing handshake.
     a.send("</stream:stream>").await;
@@ -222,8 +231,11 @@ async fn oversized_stanza_closes_with_policy_violation() {
     // Before authentication the limit is smaller.
     let mut c = RawClient::connect(srv.c2s()).await;
     c.open().await;
-    c.try_send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>", "A".repeat(12_000)))
-        .await;
+    c.try_send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+        "A".repeat(12_000)
+    ))
+    .await;
     let out = c.read_to_close().await;
     assert!(out.contains("<policy-violation "), "{out}");
     still_serving(&srv).await;
@@ -257,15 +269,23 @@ async fn stanza_errors_for_bad_addresses_and_unknown_iqs() {
     c.send("<message to='not a@@jid' id='j1'><body>x</body></message>")
         .await;
     let r = c.read_stanza("message").await;
-    assert!(r.contains("type=\"error\"") && r.contains("<jid-malformed "), "{r}");
+    assert!(
+        r.contains("type=\"error\"") && r.contains("<jid-malformed "),
+        "{r}"
+    );
     c.send("<iq type='get' id='u1' to='localhost'><query xmlns='urn:example:unknown'/></iq>")
         .await;
     let r = c.read_stanza("iq").await;
     assert!(r.contains("<service-unavailable "), "{r}");
-    c.send("<iq type='get' id='u2' to='alice@localhost/offline'><ping xmlns='urn:xmpp:ping'/></iq>")
-        .await;
+    c.send(
+        "<iq type='get' id='u2' to='alice@localhost/offline'><ping xmlns='urn:xmpp:ping'/></iq>",
+    )
+    .await;
     let r = c.read_stanza("iq").await;
-    assert!(r.contains("id=\"u2\"") && r.contains("<service-unavailable "), "{r}");
+    assert!(
+        r.contains("id=\"u2\"") && r.contains("<service-unavailable "),
+        "{r}"
+    );
     c.send("<message to='ghost@localhost' type='chat' id='g1'><body>x</body></message>")
         .await;
     let r = c.read_stanza("message").await;
@@ -274,7 +294,8 @@ async fn stanza_errors_for_bad_addresses_and_unknown_iqs() {
         .await;
     let r = c.read_stanza("message").await;
     assert!(r.contains("<remote-server-not-found "), "{r}");
-    c.send("<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    c.send("<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
     let r = c.read_stanza("iq").await;
     assert!(r.contains("<bad-request "), "iq without id: {r}");
     // A spoofed from closes the stream.
@@ -326,7 +347,9 @@ async fn refuse_policy_answers_conflict() {
 #[tokio::test]
 async fn direct_tls_login() {
     let srv = server_with_alice().await;
-    let tcp = tokio::net::TcpStream::connect(srv.direct_tls()).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(srv.direct_tls())
+        .await
+        .unwrap();
     let connector = tokio_rustls::TlsConnector::from(common::client_tls(&srv.cert_pem()));
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let tls = connector.connect(name, tcp).await.unwrap();

@@ -1,5 +1,6 @@
 //! The `oxpecker` binary: account commands offline and against a running server, config errors,
 //! store export/import, and durability across `kill -9`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -66,7 +67,7 @@ fn stderr(o: &Output) -> String {
 
 /// Starts `oxpecker serve` and waits until its c2s port accepts.
 fn serve(config: &Path, port: u16) -> Child {
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .arg("--config")
         .arg(config)
         .arg("serve")
@@ -80,6 +81,8 @@ fn serve(config: &Path, port: u16) -> Child {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("server did not start");
 }
 
@@ -158,7 +161,10 @@ fn store_export_import_round_trip() {
     let o = run(&cfg, &["store", "export", dump.to_str().unwrap()], "");
     assert!(o.status.success(), "{}", stderr(&o));
     let text = std::fs::read_to_string(&dump).unwrap();
-    assert!(text.contains("\"accounts\"") && text.contains("alice"), "{text}");
+    assert!(
+        text.contains("\"accounts\"") && text.contains("alice"),
+        "{text}"
+    );
 
     let other = tempfile::tempdir().unwrap();
     let (cfg2, _) = write_config(other.path());
@@ -174,9 +180,11 @@ async fn user_add_while_running_survives_kill_9() {
     let mut server = serve(&cfg, port);
     // The CLI goes through the control socket: the server holds the data dir.
     let cfg2 = cfg.clone();
-    let o = tokio::task::spawn_blocking(move || run(&cfg2, &["user", "add", "alice@localhost"], "secret\n"))
-        .await
-        .unwrap();
+    let o = tokio::task::spawn_blocking(move || {
+        run(&cfg2, &["user", "add", "alice@localhost"], "secret\n")
+    })
+    .await
+    .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     // The account works at once.
     let cert = std::fs::read(dir.path().join("data/tls/cert.pem")).unwrap();

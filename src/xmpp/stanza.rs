@@ -69,7 +69,7 @@ pub fn error_reply(stanza: &Element, error: &StanzaError) -> Option<Element> {
     // Include the original payload for message/presence, as RFC 6120 §8.3.1 permits; an IQ's
     // request child helps the requester correlate.
     for child in stanza.children() {
-        if !(child.name() == "error") {
+        if child.name() != "error" {
             el.push(child.clone());
         }
     }

@@ -1,6 +1,11 @@
 //! Test harness: a real server in-process on ephemeral ports with a temporary data dir, and a raw
 //! XML client over real sockets (plaintext, STARTTLS, SASL, bind).
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::field_reassign_with_default
+)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -163,7 +168,10 @@ impl RawClient {
                 .unwrap_or_else(|_| panic!("timed out waiting for {marker:?}; have {:?}", self.buf))
                 .unwrap_or(0);
             if n == 0 {
-                panic!("connection closed waiting for {marker:?}; have {:?}", self.buf);
+                panic!(
+                    "connection closed waiting for {marker:?}; have {:?}",
+                    self.buf
+                );
             }
             self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
         }
@@ -196,7 +204,10 @@ impl RawClient {
                 .unwrap_or_else(|_| panic!("timed out waiting for <{name}>; have {:?}", self.buf))
                 .unwrap_or(0);
             if n == 0 {
-                panic!("connection closed waiting for <{name}>; have {:?}", self.buf);
+                panic!(
+                    "connection closed waiting for <{name}>; have {:?}",
+                    self.buf
+                );
             }
             self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
         }
@@ -225,7 +236,8 @@ impl RawClient {
     /// Stream open + STARTTLS + TLS handshake (trusting `cert`); returns the secure stream's features.
     pub async fn starttls(&mut self, cert: &[u8]) -> String {
         self.open().await;
-        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await;
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await;
         self.read_until("<proceed").await;
         self.read_until("/>").await;
         let io = std::mem::replace(&mut self.io, Box::new(empty::placeholder()));
@@ -239,7 +251,8 @@ impl RawClient {
     /// SASL PLAIN; returns the server's answer element text.
     pub async fn auth_plain(&mut self, user: &str, password: &str) -> String {
         use base64::Engine;
-        let payload = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        let payload =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
         self.send(&format!(
             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{payload}</auth>"
         ))
@@ -251,11 +264,18 @@ impl RawClient {
     pub async fn read_sasl_outcome(&mut self) -> String {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(p) = self.buf.find("<success") {
-                if let Some(e) = self.buf[p..].find("/>").or_else(|| self.buf[p..].find("</success>")) {
+            if let Some(p) = self.buf.find("<success")
+                && let Some(e) = self.buf[p..]
+                    .find("/>")
+                    .or_else(|| self.buf[p..].find("</success>"))
+            {
+                {
                     let end = p + e;
                     let out = self.buf[..end].to_string();
-                    let close = self.buf[end..].find('>').map(|i| end + i + 1).unwrap_or(end);
+                    let close = self.buf[end..]
+                        .find('>')
+                        .map(|i| end + i + 1)
+                        .unwrap_or(end);
                     self.buf.drain(..close);
                     return out;
                 }
