@@ -52,6 +52,7 @@ where
                 Ok(Err(ParseError::Stream(e))) => break Some(e),
                 Ok(Err(_)) => {
                     // The connection is gone: nothing more can be written.
+                    went_offline(&core, &handle).await;
                     core.sessions.unbind(&handle);
                     writer_task.abort();
                     tracing::info!(jid = %handle.jid, "connection lost");
@@ -60,6 +61,7 @@ where
             }
         }
     };
+    went_offline(&core, &handle).await;
     core.sessions.unbind(&handle);
     if let Some(e) = &end {
         tracing::info!(jid = %handle.jid, error = %e, "closing session");
@@ -70,6 +72,17 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(10), writer_task).await;
     } else {
         writer_task.abort();
+    }
+}
+
+/// On disconnect, an available session's unavailable presence is sent on its behalf (RFC 6121 §4.5.2).
+async fn went_offline(core: &Arc<Core>, handle: &Arc<SessionHandle>) {
+    if handle.is_available() {
+        handle.set_presence(false, 0);
+        let presence = Element::new("presence", ns::CLIENT)
+            .attr("type", "unavailable")
+            .attr("from", handle.jid.to_string());
+        core.route(Origin::Client(handle.clone()), presence).await;
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! `config/oxpecker.toml` in the repository documents every option; keep the two in step.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -54,8 +55,11 @@ pub enum ResourceConflict {
 }
 
 /// The whole server configuration.
+///
+/// Unknown top-level keys are collected into `options` and must be declared by a built-in
+/// module (e.g. `admin_rest_base`), so a typo still refuses to start.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Config {
     /// Virtual hosts, in order; the first is the default host.
     #[serde(rename = "host")]
@@ -80,11 +84,13 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Storage settings.
     pub storage: StorageConfig,
+    /// Module options set globally (Prosody style: `offline_max_messages = 500`).
+    #[serde(flatten)]
+    pub options: BTreeMap<String, toml::Value>,
 }
 
 /// One virtual host.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HostConfig {
     /// The domain served.
     pub name: String,
@@ -94,6 +100,9 @@ pub struct HostConfig {
     /// Added to the global `modules_disabled` for this host.
     #[serde(default)]
     pub modules_disabled: Vec<String>,
+    /// Module options for this host only; they override the global ones.
+    #[serde(flatten)]
+    pub options: BTreeMap<String, toml::Value>,
 }
 
 /// Client-to-server settings.
@@ -217,6 +226,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             storage: StorageConfig::default(),
+            options: BTreeMap::new(),
         }
     }
 }
@@ -283,6 +293,20 @@ impl Config {
                 ));
             }
             *a = j.to_string();
+        }
+        let options = crate::modules::option_names();
+        let check_options = |key: &str, opts: &BTreeMap<String, toml::Value>| -> Result<(), ConfigError> {
+            match opts.keys().find(|k| !options.contains(&k.as_str())) {
+                Some(k) => Err(invalid(
+                    format!("{key}{k}"),
+                    "unknown option (no core setting or built-in module uses it)",
+                )),
+                None => Ok(()),
+            }
+        };
+        check_options("", &self.options)?;
+        for (i, h) in self.hosts.iter().enumerate() {
+            check_options(&format!("host[{i}]."), &h.options)?;
         }
         let known = crate::modules::builtin_names();
         let check_modules = |key: &str, list: &[String]| -> Result<(), ConfigError> {
@@ -389,6 +413,15 @@ impl Config {
         self.admins.iter().any(|a| a == jid)
     }
 
+    /// A module option for `host`: the host's value, else the global one.
+    pub fn option(&self, host: &str, name: &str) -> Option<&toml::Value> {
+        self.hosts
+            .iter()
+            .find(|h| h.name == host)
+            .and_then(|h| h.options.get(name))
+            .or_else(|| self.options.get(name))
+    }
+
     /// The directory for the embedded store.
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.join("store")
@@ -436,6 +469,14 @@ mod tests {
             let e = Config::parse(text).unwrap_err();
             assert!(e.to_string().contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn module_options_are_checked_and_resolved_host_first() {
+        let e = Config::parse("no_such_option = 1\n").unwrap_err();
+        assert!(e.to_string().contains("no_such_option"), "{e}");
+        let e = Config::parse("[[host]]\nname = \"a\"\ntypo_here = 1\n").unwrap_err();
+        assert!(e.to_string().contains("host[0].typo_here"), "{e}");
     }
 
     #[test]

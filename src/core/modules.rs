@@ -38,6 +38,10 @@ pub trait Module: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Registers hooks, features and the like on the context's host.
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), String>;
+    /// The config options this module reads (so the config validator knows them).
+    fn options(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// The handle a module gets while loading: host identity plus tracked registration.
@@ -69,6 +73,78 @@ impl ModuleContext {
     pub fn hook(&mut self, event: &str, priority: i32, handler: Handler) {
         let id = self.host.events.hook(event, priority, handler);
         self.hooks.push(id);
+    }
+
+    /// The raw value of a module option: the host's, else the global one.
+    pub fn option(&self, name: &str) -> Option<toml::Value> {
+        let core = self.core.upgrade()?;
+        let cfg = core.config.load();
+        cfg.option(&self.host.name, name).cloned()
+    }
+
+    fn wrong_type(&self, name: &str, expected: &str) {
+        tracing::warn!(
+            host = %self.host.name,
+            module = self.module,
+            option = name,
+            "option {name} should be {expected}; using the default"
+        );
+    }
+
+    /// A string option, or `default` (a wrong type logs a warning naming the option).
+    pub fn option_string(&self, name: &str, default: &str) -> String {
+        match self.option(name) {
+            None => default.to_string(),
+            Some(toml::Value::String(s)) => s,
+            Some(_) => {
+                self.wrong_type(name, "a string");
+                default.to_string()
+            }
+        }
+    }
+
+    /// A boolean option, or `default`.
+    pub fn option_bool(&self, name: &str, default: bool) -> bool {
+        match self.option(name) {
+            None => default,
+            Some(toml::Value::Boolean(b)) => b,
+            Some(_) => {
+                self.wrong_type(name, "true or false");
+                default
+            }
+        }
+    }
+
+    /// An integer option within `min..=max`, or `default`.
+    pub fn option_integer(&self, name: &str, default: i64, min: i64, max: i64) -> i64 {
+        match self.option(name) {
+            None => default,
+            Some(toml::Value::Integer(i)) if (min..=max).contains(&i) => i,
+            Some(_) => {
+                self.wrong_type(name, &format!("an integer from {min} to {max}"));
+                default
+            }
+        }
+    }
+
+    /// A list-of-strings option, or `default`.
+    pub fn option_strings(&self, name: &str, default: &[&str]) -> Vec<String> {
+        let fallback = || default.iter().map(|s| s.to_string()).collect();
+        match self.option(name) {
+            None => fallback(),
+            Some(toml::Value::Array(a)) => {
+                let out: Option<Vec<String>> =
+                    a.iter().map(|v| v.as_str().map(str::to_string)).collect();
+                out.unwrap_or_else(|| {
+                    self.wrong_type(name, "a list of strings");
+                    fallback()
+                })
+            }
+            Some(_) => {
+                self.wrong_type(name, "a list of strings");
+                fallback()
+            }
+        }
     }
 
     /// Advertises a disco#info feature on this host; removed on unload.

@@ -84,13 +84,24 @@ impl Core {
         };
         let dest = Dest::of(&to);
         let name = event_name(kind, dest, &stanza);
-        let ev = StanzaEvent {
+        let mut ev = StanzaEvent {
             core: self.clone(),
             origin,
             stanza,
             from,
             to,
         };
+        // Stanzas from local clients first pass the sender's host (`pre-message/bare`, …): the
+        // place for outbound policy such as blocking.
+        if ev.origin.session().is_some()
+            && let Some(origin_host) = self.host(ev.from.domain()).cloned()
+        {
+            let pre = format!("pre-{}/{}", kind.as_str(), dest.as_str());
+            ev = match origin_host.events.fire(&pre, ev).await {
+                Flow::Handled => return,
+                Flow::Continue(ev) => ev,
+            };
+        }
         let ev = match host.events.fire(&name, ev).await {
             Flow::Handled => return,
             Flow::Continue(ev) => ev,

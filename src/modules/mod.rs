@@ -12,6 +12,15 @@ pub fn builtin_names() -> Vec<&'static str> {
     vec!["disco", "ping"]
 }
 
+/// Every option name a built-in module reads (config keys outside the core settings).
+pub fn option_names() -> Vec<&'static str> {
+    builtin_names()
+        .into_iter()
+        .filter_map(builtin)
+        .flat_map(|m| m.options().iter().copied())
+        .collect()
+}
+
 /// A fresh instance of the built-in module `name`.
 pub fn builtin(name: &str) -> Option<Arc<dyn Module>> {
     match name {
