@@ -102,10 +102,8 @@ impl Core {
                 Flow::Continue(ev) => ev,
             };
         }
-        let ev = match host.events.fire(&name, ev).await {
-            Flow::Handled => return,
-            Flow::Continue(ev) => ev,
-        };
+        // IQs fire the generic `iq/<dest>` first (Prosody's order), then the specific
+        // `iq-<type>/<dest>/<ns>:<name>`: policy modules hook the former, features the latter.
         let ev = if kind == Kind::Iq {
             match host.events.fire(&format!("iq/{}", dest.as_str()), ev).await {
                 Flow::Handled => return,
@@ -113,6 +111,10 @@ impl Core {
             }
         } else {
             ev
+        };
+        let ev = match host.events.fire(&name, ev).await {
+            Flow::Handled => return,
+            Flow::Continue(ev) => ev,
         };
         self.default_route(kind, dest, ev).await;
     }
