@@ -211,7 +211,11 @@ impl Negotiation {
         // Header and features in one write.
         let mut out = stream_header(&host, &stream_id());
         self.header_sent = true;
-        out.push_str(&self.features(authenticated.is_some()).to_xml(ns::CLIENT));
+        out.push_str(
+            &self
+                .features(authenticated.is_some(), &host)
+                .to_xml(ns::CLIENT),
+        );
         if write(&mut writer, &out).await.is_err() {
             return Step::Done(Outcome::Closed);
         }
@@ -411,11 +415,16 @@ impl Negotiation {
             .collect()
     }
 
-    fn features(&self, authenticated: bool) -> Element {
+    fn features(&self, authenticated: bool, host: &str) -> Element {
         let mut f = Element::new("features", ns::STREAM);
         let c2s = &self.config.c2s;
         if authenticated {
             f.push(Element::new("bind", ns::BIND));
+            if let Some(host) = self.core.host(host) {
+                for extra in host.stream_features() {
+                    f.push(extra);
+                }
+            }
             f.push(
                 Element::new("session", ns::SESSION).child(Element::new("optional", ns::SESSION)),
             );

@@ -78,7 +78,7 @@ where
 /// On disconnect, an available session's unavailable presence is sent on its behalf (RFC 6121 §4.5.2).
 async fn went_offline(core: &Arc<Core>, handle: &Arc<SessionHandle>) {
     if handle.is_available() {
-        handle.set_presence(false, 0);
+        handle.set_presence(false, 0, None);
         let presence = Element::new("presence", ns::CLIENT)
             .attr("type", "unavailable")
             .attr("from", handle.jid.to_string());
@@ -130,6 +130,7 @@ async fn handle_stanza(
             return Ok(());
         }
     }
+    let mut initial = None;
     if kind == Kind::Presence && el.get_attr("to").is_none() {
         // Broadcast presence updates this session's availability (RFC 6121 §4.2, §4.4).
         match ty.as_str() {
@@ -138,13 +139,21 @@ async fn handle_stanza(
                     .get_child("priority", ns::CLIENT)
                     .and_then(|p| p.text_content().trim().parse::<i8>().ok())
                     .unwrap_or(0);
-                handle.set_presence(true, priority);
+                if handle.set_presence(true, priority, Some(el.clone())) {
+                    initial = Some(el.clone());
+                }
             }
-            "unavailable" => handle.set_presence(false, 0),
+            "unavailable" => {
+                handle.set_presence(false, 0, None);
+            }
             _ => {}
         }
     }
     core.route(Origin::Client(handle.clone()), el).await;
+    if let Some(presence) = initial {
+        // After initial presence is broadcast: probes, pending subscription requests, offline messages.
+        core.initial_presence(handle, presence).await;
+    }
     Ok(())
 }
 

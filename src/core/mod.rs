@@ -3,7 +3,9 @@
 
 pub mod accounts;
 pub mod events;
+pub mod groups;
 pub mod modules;
+pub mod roster;
 pub mod router;
 pub mod sessions;
 
@@ -29,6 +31,10 @@ pub struct Core {
     pub accounts: Accounts,
     /// Online sessions.
     pub sessions: Sessions,
+    /// Contact lists and subscriptions.
+    pub roster: roster::RosterManager,
+    /// Shared-roster groups.
+    pub groups: groups::GroupManager,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     hosts: HashMap<String, Arc<Host>>,
@@ -46,6 +52,8 @@ impl Core {
                 config.auth.scram_iterations,
             ),
             sessions: Sessions::new(),
+            roster: roster::RosterManager::new(store.clone()),
+            groups: groups::GroupManager::new(store.clone()),
             shutdown: CancellationToken::new(),
             hosts: host_names
                 .iter()

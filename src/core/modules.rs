@@ -51,6 +51,7 @@ pub struct ModuleContext {
     module: &'static str,
     hooks: Vec<HookId>,
     features: Vec<String>,
+    stream_features: Vec<crate::xmpp::Element>,
 }
 
 impl ModuleContext {
@@ -151,11 +152,17 @@ impl ModuleContext {
     pub fn add_feature(&mut self, feature: &str) {
         self.features.push(feature.to_string());
     }
+
+    /// Adds an element to the stream features offered after authentication; removed on unload.
+    pub fn add_stream_feature(&mut self, feature: crate::xmpp::Element) {
+        self.stream_features.push(feature);
+    }
 }
 
 struct Loaded {
     hooks: Vec<HookId>,
     features: Vec<String>,
+    stream_features: Vec<crate::xmpp::Element>,
 }
 
 /// A served virtual host: its event bus and loaded modules.
@@ -203,6 +210,14 @@ impl Host {
         all
     }
 
+    /// Stream features the loaded modules offer after authentication.
+    pub fn stream_features(&self) -> Vec<crate::xmpp::Element> {
+        self.loaded()
+            .values()
+            .flat_map(|l| l.stream_features.iter().cloned())
+            .collect()
+    }
+
     /// Loads the built-in `module` on this host.
     pub fn load(
         self: &Arc<Self>,
@@ -219,6 +234,7 @@ impl Host {
             module: name,
             hooks: Vec::new(),
             features: Vec::new(),
+            stream_features: Vec::new(),
         };
         if let Err(reason) = module.load(&mut ctx) {
             // Leave the host as it was.
@@ -236,6 +252,7 @@ impl Host {
             Loaded {
                 hooks: ctx.hooks,
                 features: ctx.features,
+                stream_features: ctx.stream_features,
             },
         );
         tracing::info!(host = %self.name, module = name, "module loaded");

@@ -145,6 +145,25 @@ impl Core {
         }
     }
 
+    /// Fires `presence/initial` on the session's host once a session became available.
+    pub async fn initial_presence(
+        self: &Arc<Self>,
+        session: &Arc<super::sessions::SessionHandle>,
+        presence: Element,
+    ) {
+        let Some(host) = self.host(session.jid.domain()).cloned() else {
+            return;
+        };
+        let ev = StanzaEvent {
+            core: self.clone(),
+            origin: Origin::Client(session.clone()),
+            stanza: presence,
+            from: session.jid.clone(),
+            to: session.jid.bare(),
+        };
+        let _ = host.events.fire("presence/initial", ev).await;
+    }
+
     /// Sends a stanza from the server to a local recipient (used for replies built by modules).
     pub async fn send(self: &Arc<Self>, stanza: Element) {
         self.route(Origin::Server, stanza).await;

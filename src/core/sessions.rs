@@ -39,6 +39,9 @@ pub struct SessionHandle {
     close_reason: Mutex<Option<StreamError>>,
     available: AtomicBool,
     priority: AtomicI8,
+    roster_requested: AtomicBool,
+    last_presence: Mutex<Option<Element>>,
+    directed: Mutex<std::collections::HashSet<Jid>>,
 }
 
 impl SessionHandle {
@@ -97,10 +100,50 @@ impl SessionHandle {
         self.priority.load(Ordering::Relaxed)
     }
 
-    /// Records the session's broadcast presence state.
-    pub fn set_presence(&self, available: bool, priority: i8) {
+    /// Records the session's broadcast presence; returns true when it just became available (initial presence).
+    pub fn set_presence(&self, available: bool, priority: i8, last: Option<Element>) -> bool {
         self.priority.store(priority, Ordering::Relaxed);
-        self.available.store(available, Ordering::Relaxed);
+        if let Ok(mut l) = self.last_presence.lock() {
+            *l = last;
+        }
+        !self.available.swap(available, Ordering::Relaxed) && available
+    }
+
+    /// The last broadcast presence of an available session.
+    pub fn last_presence(&self) -> Option<Element> {
+        self.last_presence.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Marks that the client fetched its roster, so it gets roster pushes (RFC 6121 §2.1.6).
+    pub fn set_roster_requested(&self) {
+        self.roster_requested.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the client fetched its roster.
+    pub fn roster_requested(&self) -> bool {
+        self.roster_requested.load(Ordering::Relaxed)
+    }
+
+    /// Records a directed presence recipient (RFC 6121 §4.6); `false` removes it.
+    pub fn set_directed(&self, to: &Jid, present: bool) {
+        if let Ok(mut d) = self.directed.lock() {
+            if present {
+                // Bounded: a client cannot grow this without limit.
+                if d.len() < 1000 {
+                    d.insert(to.clone());
+                }
+            } else {
+                d.remove(to);
+            }
+        }
+    }
+
+    /// Takes the set of directed presence recipients (on unavailable).
+    pub fn take_directed(&self) -> Vec<Jid> {
+        self.directed
+            .lock()
+            .map(|mut d| d.drain().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -174,6 +217,9 @@ impl Sessions {
             close_reason: Mutex::new(None),
             available: AtomicBool::new(false),
             priority: AtomicI8::new(0),
+            roster_requested: AtomicBool::new(false),
+            last_presence: Mutex::new(None),
+            directed: Mutex::new(Default::default()),
         });
         entry.push(handle.clone());
         drop(entry);
