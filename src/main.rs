@@ -31,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage admin API tokens (works offline and against a running server).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Move data between versions and engines (server must be stopped).
     Store {
         #[command(subcommand)]
@@ -59,6 +64,28 @@ enum UserCommand {
     List {
         /// The host.
         host: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an admin-scoped API token for an account (use it as `Authorization: Bearer TOKEN`).
+    Create {
+        /// The owning account, e.g. admin@localhost (it must have admin rights to use the API).
+        jid: String,
+        /// A note on what uses the token.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List the API tokens of a host (ids, owners and labels; never the secrets).
+    List {
+        /// The host (default: the first configured host).
+        host: Option<String>,
+    },
+    /// Revoke an API token by its id.
+    Revoke {
+        /// The token id shown by `token list` (or the token itself).
+        id: String,
     },
 }
 
@@ -120,6 +147,16 @@ fn main() -> Result<()> {
         Command::CheckConfig => {
             println!("{}", toml::to_string_pretty(&cfg)?);
             Ok(())
+        }
+        Command::Token { command } => {
+            let req = match command {
+                TokenCommand::Create { jid, label } => Request::TokenCreate { jid, label },
+                TokenCommand::List { host } => Request::TokenList {
+                    host: host.unwrap_or_else(|| cfg.default_host().to_string()),
+                },
+                TokenCommand::Revoke { id } => Request::TokenRevoke { id },
+            };
+            rt.block_on(user(cfg, req))
         }
         Command::User { command } => {
             let req = match command {
@@ -207,6 +244,31 @@ async fn user(cfg: Config, req: Request) -> Result<()> {
         )?,
         (Request::UserDel { .. }, Some(j)) => {
             writeln!(out, "deleted {}", j.as_str().unwrap_or_default())?
+        }
+        (Request::TokenCreate { .. }, Some(t)) => {
+            let field = |k: &str| t[k].as_str().unwrap_or_default().to_string();
+            eprintln!(
+                "created token {} for {} (shown once; store it now)",
+                field("id"),
+                field("owner")
+            );
+            writeln!(out, "{}", field("token"))?
+        }
+        (Request::TokenList { .. }, Some(serde_json::Value::Array(tokens))) => {
+            for t in tokens {
+                let field = |k: &str| t[k].as_str().unwrap_or_default().to_string();
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}",
+                    field("id"),
+                    field("owner"),
+                    t["created"].as_i64().unwrap_or_default(),
+                    field("label")
+                )?;
+            }
+        }
+        (Request::TokenRevoke { .. }, Some(t)) => {
+            writeln!(out, "revoked {}", t["id"].as_str().unwrap_or_default())?
         }
         _ => {}
     }

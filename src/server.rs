@@ -59,6 +59,8 @@ pub struct Server {
     pub direct_tls_addrs: Vec<SocketAddr>,
     /// Bound HTTP addresses.
     pub http_addrs: Vec<SocketAddr>,
+    /// Bound HTTPS addresses (`http.tls_listen`).
+    pub https_addrs: Vec<SocketAddr>,
     /// The certificate in use.
     pub cert: tls::CertPaths,
     tracker: TaskTracker,
@@ -105,6 +107,7 @@ impl Server {
         let c2s = bind_all(&config.c2s.listen).await?;
         let direct = bind_all(&config.c2s.direct_tls_listen).await?;
         let http = bind_all(&config.http.listen).await?;
+        let https = bind_all(&config.http.tls_listen).await?;
         let core = Core::new(config, store)?;
         let tracker = TaskTracker::new();
         let addrs = |ls: &[TcpListener]| {
@@ -131,8 +134,13 @@ impl Server {
                 tracker.clone(),
             ));
         }
+        let https_addrs = addrs(&https);
+        let web = crate::http::Http::new(core.clone());
         for l in http {
-            tracker.spawn(crate::http::serve(core.clone(), l));
+            tracker.spawn(web.clone().serve(l));
+        }
+        for l in https {
+            tracker.spawn(web.clone().serve_tls(l, acceptor.clone()));
         }
         let control = crate::control::listen(&data_dir).map_err(StartError::Control)?;
         tracker.spawn(crate::control::serve(core.clone(), control));
@@ -140,6 +148,7 @@ impl Server {
             c2s = ?c2s_addrs,
             direct_tls = ?direct_tls_addrs,
             http = ?http_addrs,
+            https = ?https_addrs,
             hosts = ?hosts,
             "oxpecker started"
         );
@@ -148,6 +157,7 @@ impl Server {
             c2s_addrs,
             direct_tls_addrs,
             http_addrs,
+            https_addrs,
             cert,
             tracker,
         })

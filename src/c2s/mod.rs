@@ -1,6 +1,7 @@
 //! Client-to-server: the listeners, one task per connection, negotiation, then the session.
 
 pub mod negotiate;
+pub mod register;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -56,6 +57,46 @@ pub async fn serve(
     }
 }
 
+/// Counts an open connection in the `oxpecker_connections` gauge while it lives.
+struct ConnectionGauge {
+    core: Arc<Core>,
+    kind: &'static str,
+    tls: bool,
+}
+
+impl ConnectionGauge {
+    fn new(core: Arc<Core>, kind: &'static str, tls: bool) -> Self {
+        core.core_metrics
+            .connections
+            .with(&[kind, bool_label(tls)])
+            .inc();
+        ConnectionGauge { core, kind, tls }
+    }
+
+    fn secured(&mut self) {
+        if !self.tls {
+            let c = &self.core.core_metrics.connections;
+            c.with(&[self.kind, "false"]).dec();
+            c.with(&[self.kind, "true"]).inc();
+            self.tls = true;
+        }
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.core
+            .core_metrics
+            .connections
+            .with(&[self.kind, bool_label(self.tls)])
+            .dec();
+    }
+}
+
+fn bool_label(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
+}
+
 async fn connection(
     core: Arc<Core>,
     tcp: TcpStream,
@@ -63,6 +104,8 @@ async fn connection(
     tls: TlsAcceptor,
     direct_tls: bool,
 ) {
+    let kind = if direct_tls { "c2s_direct_tls" } else { "c2s" };
+    let mut gauge = ConnectionGauge::new(core.clone(), kind, direct_tls);
     let mut neg = Negotiation::new(core.clone(), peer.to_string(), direct_tls);
     let limits = unauth_limits(&neg.config);
     let tcp = if direct_tls {
@@ -98,6 +141,7 @@ async fn connection(
         Err(_) => return,
     };
     neg.upgraded();
+    gauge.secured();
     let (r, w) = tokio::io::split(stream);
     let parser = StreamParser::new(BufReader::with_capacity(READ_BUFFER, r), limits);
     match neg.run(parser, w, None).await {

@@ -255,7 +255,23 @@ impl Negotiation {
                 return Step::Done(Outcome::StartTls(parser, writer));
             }
             if el.is("auth", ns::SASL) && authenticated.is_none() {
-                match self.sasl(&el, &host, &mut parser, &mut writer).await {
+                let mech_label = el
+                    .get_attr("mechanism")
+                    .and_then(Mechanism::from_name)
+                    .map(|m| m.name())
+                    .unwrap_or("other");
+                let outcome = self.sasl(&el, &host, &mut parser, &mut writer).await;
+                let result = match &outcome {
+                    Ok(Some(_)) => "success",
+                    Ok(None) => "aborted",
+                    Err(_) => "failure",
+                };
+                self.core
+                    .core_metrics
+                    .auth
+                    .with(&[mech_label, result])
+                    .inc();
+                match outcome {
                     Ok(Some((jid, success))) => {
                         if write(&mut writer, &success).await.is_err() {
                             return Step::Done(Outcome::Closed);
@@ -357,6 +373,23 @@ impl Negotiation {
                     }
                 }
             }
+            // XEP-0077 in-band registration before authentication.
+            if authenticated.is_none()
+                && let Some(reply) = super::register::preauth(
+                    &self.core,
+                    &self.config,
+                    &host,
+                    &self.peer,
+                    self.secure,
+                    &el,
+                )
+                .await
+            {
+                if write(&mut writer, &reply.to_xml(ns::CLIENT)).await.is_err() {
+                    return Step::Done(Outcome::Closed);
+                }
+                continue;
+            }
             // Anything else before binding is out of order.
             let err = if authenticated.is_none() {
                 StreamError::with_text(C::NotAuthorized, "authenticate first")
@@ -444,6 +477,11 @@ impl Negotiation {
                 mechs.push(Element::new("mechanism", ns::SASL).text(m.name()));
             }
             f.push(mechs);
+        }
+        if let Some(register) =
+            super::register::stream_feature(&self.core, &self.config, host, self.secure)
+        {
+            f.push(register);
         }
         f.push(limits_feature(c2s.max_stanza_size_unauthenticated));
         f

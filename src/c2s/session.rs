@@ -17,8 +17,8 @@ use crate::xmpp::parser::{ParseError, StreamEvent, StreamParser};
 use crate::xmpp::stanza::{self, Kind};
 use crate::xmpp::{Element, Jid, ns};
 
-/// Most bytes gathered into one socket write.
-const MAX_BATCH: usize = 64 * 1024;
+/// Most queued stanzas gathered into one socket write.
+const MAX_BATCH_STANZAS: usize = 256;
 
 /// Runs a bound session until it ends, then unbinds it.
 pub async fn run<R, W>(core: Arc<Core>, mut parser: StreamParser<R>, writer: W, bound: BoundSession)
@@ -27,7 +27,7 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let BoundSession { handle, rx } = bound;
-    let writer_task = tokio::spawn(write_loop(writer, rx));
+    let writer_task = tokio::spawn(write_loop(writer, rx, core.core_metrics.stanzas.clone()));
     let idle = core.config.load().c2s.idle_timeout_secs;
     let end: Option<StreamError> = loop {
         let read = async {
@@ -93,6 +93,7 @@ async fn handle_stanza(
     mut el: Element,
 ) -> Result<(), StreamError> {
     let Some(kind) = Kind::of(&el) else {
+        core.core_metrics.stanzas.with(&["other", "in"]).inc();
         return Err(StreamError::with_text(
             C::UnsupportedStanzaType,
             format!("unexpected <{}/> in {}", el.name(), el.ns()),
@@ -104,6 +105,7 @@ async fn handle_stanza(
             return Err(StreamError::new(C::InvalidFrom));
         }
     }
+    core.core_metrics.stanzas.with(&[kind.as_str(), "in"]).inc();
     el.set_attr("from", Some(handle.jid.to_string()));
     let ty = stanza::stanza_type(&el, "").to_string();
     if kind == Kind::Iq {
@@ -172,14 +174,34 @@ async fn reply_error(core: &Arc<Core>, el: &Element, cond: StanzaErrorCondition)
 }
 
 /// Drains the outbound queue to the socket, batching whatever is ready into one write.
-pub async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Outbound>) {
+pub async fn write_loop<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::Receiver<Outbound>,
+    stanzas: Arc<crate::core::metrics::Family>,
+) {
+    let out = |kind: &str| stanzas.with(&[kind, "out"]);
+    let (messages, presences, iqs) = (out("message"), out("presence"), out("iq"));
     while let Some(first) = rx.recv().await {
         let mut buf = String::new();
-        let mut closing = append(&mut buf, first);
-        while !closing && buf.len() < MAX_BATCH {
+        let mut pending = vec![first];
+        while pending.len() < MAX_BATCH_STANZAS {
             match rx.try_recv() {
-                Ok(m) => closing = append(&mut buf, m),
+                Ok(m) => pending.push(m),
                 Err(_) => break,
+            }
+        }
+        let mut closing = false;
+        for m in pending {
+            if let Outbound::Stanza(el) = &m {
+                match el.name() {
+                    "message" => messages.inc(),
+                    "presence" => presences.inc(),
+                    _ => iqs.inc(),
+                }
+            }
+            closing = append(&mut buf, m);
+            if closing {
+                break;
             }
         }
         if w.write_all(buf.as_bytes()).await.is_err() || w.flush().await.is_err() {

@@ -87,6 +87,9 @@ pub struct Config {
     /// Module options set globally (Prosody style: `offline_max_messages = 500`).
     #[serde(flatten)]
     pub options: BTreeMap<String, toml::Value>,
+    /// The file this configuration was loaded from (re-read on reload); `None` for built-in defaults.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// One virtual host.
@@ -157,12 +160,21 @@ impl Default for C2sConfig {
 pub struct HttpConfig {
     /// Plain-HTTP listen addresses.
     pub listen: Vec<SocketAddr>,
+    /// HTTPS listen addresses (same certificate as c2s); empty = none.
+    pub tls_listen: Vec<SocketAddr>,
+    /// Addresses (CIDR) allowed to read `GET /metrics`.
+    pub metrics_allow: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 5280))],
+            tls_listen: Vec::new(),
+            metrics_allow: vec![
+                ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
+                ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+            ],
         }
     }
 }
@@ -218,7 +230,22 @@ impl Default for Config {
             }],
             admins: Vec::new(),
             data_dir: PathBuf::from("./data"),
-            modules_enabled: vec!["ping".into(), "disco".into()],
+            modules_enabled: [
+                "roster",
+                "presence",
+                "offline",
+                "disco",
+                "ping",
+                "admin_rest",
+                "time",
+                "version",
+                "last",
+                "vcard",
+                "private",
+                "blocking",
+            ]
+            .map(String::from)
+            .to_vec(),
             modules_disabled: Vec::new(),
             log_level: "info".into(),
             c2s: C2sConfig::default(),
@@ -227,6 +254,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             storage: StorageConfig::default(),
             options: BTreeMap::new(),
+            source: None,
         }
     }
 }
@@ -242,6 +270,7 @@ impl Config {
         if let Some(dir) = path.parent() {
             cfg.resolve_paths(dir);
         }
+        cfg.source = Some(path.to_path_buf());
         Ok(cfg)
     }
 
@@ -295,15 +324,16 @@ impl Config {
             *a = j.to_string();
         }
         let options = crate::modules::option_names();
-        let check_options = |key: &str, opts: &BTreeMap<String, toml::Value>| -> Result<(), ConfigError> {
-            match opts.keys().find(|k| !options.contains(&k.as_str())) {
-                Some(k) => Err(invalid(
-                    format!("{key}{k}"),
-                    "unknown option (no core setting or built-in module uses it)",
-                )),
-                None => Ok(()),
-            }
-        };
+        let check_options =
+            |key: &str, opts: &BTreeMap<String, toml::Value>| -> Result<(), ConfigError> {
+                match opts.keys().find(|k| !options.contains(&k.as_str())) {
+                    Some(k) => Err(invalid(
+                        format!("{key}{k}"),
+                        "unknown option (no core setting or built-in module uses it)",
+                    )),
+                    None => Ok(()),
+                }
+            };
         check_options("", &self.options)?;
         for (i, h) in self.hosts.iter().enumerate() {
             check_options(&format!("host[{i}]."), &h.options)?;

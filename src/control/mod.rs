@@ -46,6 +46,24 @@ pub enum Request {
         /// The host.
         host: String,
     },
+    /// Create an admin API token for an account (the secret is in the answer, once).
+    TokenCreate {
+        /// The owning account.
+        jid: String,
+        /// A note on what uses the token.
+        #[serde(default)]
+        label: Option<String>,
+    },
+    /// List a host's API tokens (ids and owners, never secrets).
+    TokenList {
+        /// The host.
+        host: String,
+    },
+    /// Revoke an API token by id (or by the token itself).
+    TokenRevoke {
+        /// The token id.
+        id: String,
+    },
 }
 
 /// A control response: `{"ok":true,"result":…}` or `{"ok":false,"error":"…"}`.
@@ -108,6 +126,26 @@ pub async fn execute(accounts: &Accounts, req: Request) -> Response {
             Err(e) => Err(crate::core::accounts::AccountError::InvalidJid(
                 e.to_string(),
             )),
+        },
+        Request::TokenCreate { jid, label } => match accounts.account_jid(&jid) {
+            Ok(j) => accounts
+                .create_token(&j, label.as_deref())
+                .await
+                .map(|t| json!(t)),
+            Err(e) => Err(e),
+        },
+        Request::TokenList { host } => match crate::xmpp::jid::normalize_domain(&host) {
+            Ok(h) => accounts.list_tokens(&h).await.map(|l| json!(l)),
+            Err(e) => Err(crate::core::accounts::AccountError::InvalidJid(
+                e.to_string(),
+            )),
+        },
+        Request::TokenRevoke { id } => match accounts.revoke_token(&id).await {
+            Ok(Some(rec)) => Ok(json!(rec)),
+            Ok(None) => Err(crate::core::accounts::AccountError::NotFound(format!(
+                "token {id}"
+            ))),
+            Err(e) => Err(e),
         },
     };
     match r {

@@ -45,6 +45,73 @@ pub struct AccountRecord {
     pub credentials: Credentials,
     /// Creation time, unix seconds.
     pub created: i64,
+    /// The account's role; `None` means the default, [`Role::Registered`] (old records load as that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+/// An account's role. Prosody's `prosody:*` names are accepted as aliases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Full control of the server (config `admins` are operators).
+    #[serde(alias = "prosody:operator")]
+    Operator,
+    /// Administers the host, including the admin API.
+    #[serde(alias = "prosody:admin")]
+    Admin,
+    /// A trusted member of the host.
+    #[serde(alias = "prosody:member")]
+    Member,
+    /// An ordinary registered account (the default).
+    #[serde(alias = "prosody:registered", alias = "prosody:user")]
+    Registered,
+    /// A restricted account.
+    #[serde(alias = "prosody:guest")]
+    Guest,
+}
+
+impl Role {
+    /// Every role, most privileged first.
+    pub const ALL: [Role; 5] = [
+        Role::Operator,
+        Role::Admin,
+        Role::Member,
+        Role::Registered,
+        Role::Guest,
+    ];
+
+    /// Parses an Oxpecker role name or its Prosody alias (`admin`, `prosody:admin`, …).
+    pub fn parse(s: &str) -> Option<Role> {
+        serde_json::from_value(Value::String(s.trim().to_ascii_lowercase())).ok()
+    }
+
+    /// The Oxpecker name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+            Role::Member => "member",
+            Role::Registered => "registered",
+            Role::Guest => "guest",
+        }
+    }
+
+    /// The Prosody name (`prosody:admin`, …).
+    pub fn prosody_name(self) -> &'static str {
+        match self {
+            Role::Operator => "prosody:operator",
+            Role::Admin => "prosody:admin",
+            Role::Member => "prosody:member",
+            Role::Registered => "prosody:registered",
+            Role::Guest => "prosody:guest",
+        }
+    }
+
+    /// Whether the role has admin rights (may use the admin API).
+    pub fn is_admin(self) -> bool {
+        matches!(self, Role::Operator | Role::Admin)
+    }
 }
 
 /// The account manager.
@@ -97,11 +164,13 @@ impl Accounts {
         jid: &Jid,
         credentials: Credentials,
         created: i64,
+        role: Option<Role>,
     ) -> Result<(), AccountError> {
         let rec = AccountRecord {
             v: 1,
             credentials,
             created,
+            role,
         };
         let value =
             serde_json::to_value(&rec).map_err(|_| AccountError::Corrupt(jid.to_string()))?;
@@ -140,7 +209,7 @@ impl Accounts {
             return Err(AccountError::Exists(jid.to_string()));
         }
         let creds = self.derive(password).await?;
-        self.put(jid, creds, now()).await
+        self.put(jid, creds, now(), None).await
     }
 
     /// Replaces an existing account's password. Durable on return.
@@ -150,7 +219,26 @@ impl Accounts {
             .await?
             .ok_or_else(|| AccountError::NotFound(jid.to_string()))?;
         let creds = self.derive(password).await?;
-        self.put(jid, creds, rec.created).await
+        self.put(jid, creds, rec.created, rec.role).await
+    }
+
+    /// Sets (or with `None` resets to the default) an existing account's role. Durable on return.
+    pub async fn set_role(&self, jid: &Jid, role: Option<Role>) -> Result<(), AccountError> {
+        let rec = self
+            .get(jid)
+            .await?
+            .ok_or_else(|| AccountError::NotFound(jid.to_string()))?;
+        self.put(jid, rec.credentials, rec.created, role).await
+    }
+
+    /// The store this manager persists through (for the API-token records in [`super::tokens`]).
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The hosts whose accounts this manager holds.
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
     }
 
     /// Deletes an account; returns whether it existed. Durable on return.
@@ -161,6 +249,8 @@ impl Accounts {
                 .keyval(jid.domain(), ACCOUNTS_STORE)
                 .set(jid.node().unwrap_or_default(), None)
                 .await?;
+            // A re-created account must not inherit the old one's API tokens.
+            self.revoke_tokens_of(jid).await?;
         }
         Ok(existed)
     }

@@ -49,6 +49,33 @@ pub struct StanzaEvent {
     pub to: Jid,
 }
 
+impl StanzaEvent {
+    /// Answers the stanza: straight to the requesting session when it came from one (like
+    /// Prosody's `origin.send`), else through the router.
+    pub async fn reply(&self, reply: Element) {
+        if let Origin::Client(s) = &self.origin
+            && reply.get_attr("to") == Some(s.jid.as_str())
+        {
+            s.send(reply);
+            return;
+        }
+        self.core.send(reply).await;
+    }
+
+    /// Answers with an error (never for an error stanza).
+    pub async fn reply_error(&self, error: crate::xmpp::StanzaError) {
+        if let Origin::Client(s) = &self.origin
+            && self.stanza.get_attr("from") == Some(s.jid.as_str())
+        {
+            if let Some(r) = crate::xmpp::stanza::error_reply(&self.stanza, &error) {
+                s.send(r);
+            }
+            return;
+        }
+        self.core.bounce_with(&self.stanza, error).await;
+    }
+}
+
 /// What a handler did with an event.
 pub enum Flow {
     /// Not handled here: the next handler (or the default behaviour) gets it.
@@ -159,4 +186,115 @@ where
     Fut: Future<Output = Flow> + Send + 'static,
 {
     Arc::new(move |ev| Box::pin(f(ev)))
+}
+
+/// A data-event handler (Prosody's `module:hook` for non-stanza events): it may change the data,
+/// and returning `Some` halts the event with that value.
+pub type DataHandler =
+    Arc<dyn Fn(&mut serde_json::Value) -> Option<serde_json::Value> + Send + Sync>;
+
+#[derive(Clone)]
+struct DataHook {
+    id: HookId,
+    priority: i32,
+    handler: DataHandler,
+}
+
+type DataHookMap = HashMap<String, Arc<Vec<DataHook>>>;
+
+/// A bus of named data events (`module-status/updated`, `item-added/<key>`, module-defined ones).
+#[derive(Default)]
+pub struct DataEvents {
+    hooks: ArcSwap<DataHookMap>,
+    writer: Mutex<()>,
+    next: AtomicU64,
+}
+
+impl DataEvents {
+    /// An empty bus.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a handler at `priority` (higher first).
+    pub fn hook(&self, event: &str, priority: i32, handler: DataHandler) -> HookId {
+        let id = HookId(self.next.fetch_add(1, Ordering::Relaxed));
+        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map: DataHookMap = (**self.hooks.load()).clone();
+        let mut list: Vec<DataHook> = map.get(event).map(|l| (**l).clone()).unwrap_or_default();
+        let pos = list
+            .iter()
+            .position(|h| h.priority < priority)
+            .unwrap_or(list.len());
+        list.insert(
+            pos,
+            DataHook {
+                id,
+                priority,
+                handler,
+            },
+        );
+        map.insert(event.to_string(), Arc::new(list));
+        self.hooks.store(Arc::new(map));
+        id
+    }
+
+    /// Removes a handler; unknown ids are ignored.
+    pub fn unhook(&self, id: HookId) {
+        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map: DataHookMap = (**self.hooks.load()).clone();
+        map.retain(|_, list| {
+            if list.iter().any(|h| h.id == id) {
+                *list = Arc::new(list.iter().filter(|h| h.id != id).cloned().collect());
+            }
+            !list.is_empty()
+        });
+        self.hooks.store(Arc::new(map));
+    }
+
+    /// Runs the handlers in priority order; the first `Some` halts and is returned.
+    pub fn fire(&self, event: &str, data: &mut serde_json::Value) -> Option<serde_json::Value> {
+        let list = self.hooks.load().get(event).cloned()?;
+        list.iter().find_map(|h| (h.handler)(data))
+    }
+
+    /// Number of handlers (for tests and status).
+    pub fn hook_count(&self) -> usize {
+        self.hooks.load().values().map(|l| l.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn data_events_run_by_priority_and_halt_on_a_value() {
+        let bus = DataEvents::new();
+        let low = bus.hook(
+            "e",
+            -1,
+            Arc::new(|d: &mut serde_json::Value| {
+                d["seen"] = json!(d["seen"].as_i64().unwrap_or(0) * 10 + 2);
+                Some(json!("low"))
+            }),
+        );
+        bus.hook(
+            "e",
+            5,
+            Arc::new(|d: &mut serde_json::Value| {
+                d["seen"] = json!(1);
+                None
+            }),
+        );
+        let mut data = json!({});
+        assert_eq!(bus.fire("e", &mut data), Some(json!("low")));
+        assert_eq!(data["seen"], json!(12), "high priority ran first");
+        bus.unhook(low);
+        let mut data = json!({});
+        assert_eq!(bus.fire("e", &mut data), None);
+        assert_eq!(bus.fire("unknown", &mut data), None);
+        assert_eq!(bus.hook_count(), 1);
+    }
 }

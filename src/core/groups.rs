@@ -321,7 +321,7 @@ impl Core {
         for a in jids.iter().filter(|j| self.sessions.is_online(j)) {
             for b in jids.iter().filter(|b| *b != a) {
                 self.push_current(a, b).await?;
-                self.send_current_presence(b, a);
+                self.send_current_presence(b, a).await;
             }
         }
         Ok(())
@@ -347,13 +347,13 @@ impl Core {
             if self.sessions.is_online(&other) {
                 self.push_current(&other, user).await?;
                 if in_group {
-                    self.send_current_presence(user, &other);
+                    self.send_current_presence(user, &other).await;
                 }
             }
             if user_online {
                 self.push_current(user, &other).await?;
                 if in_group {
-                    self.send_current_presence(&other, user);
+                    self.send_current_presence(&other, user).await;
                 }
             }
         }

@@ -4,10 +4,16 @@
 pub mod accounts;
 pub mod events;
 pub mod groups;
+pub mod iq;
+pub mod metrics;
+pub mod module_api;
 pub mod modules;
+pub mod options;
+pub mod reload;
 pub mod roster;
 pub mod router;
 pub mod sessions;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -37,6 +43,15 @@ pub struct Core {
     pub groups: groups::GroupManager,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// Every metric family (exposed at `GET /metrics`).
+    pub metrics: metrics::Metrics,
+    /// The server's own metrics.
+    pub core_metrics: metrics::CoreMetrics,
+    /// IQs the server sent and awaits answers to.
+    pub iq: iq::IqTracker,
+    /// State modules share by path.
+    pub shared: std::sync::Mutex<module_api::SharedMap>,
+    global: Arc<Host>,
     hosts: HashMap<String, Arc<Host>>,
     weak: Weak<Core>,
 }
@@ -45,7 +60,14 @@ impl Core {
     /// Builds the managers for `config` over `store` and loads each host's modules.
     pub fn new(config: Config, store: Store) -> Result<Arc<Core>, ModuleError> {
         let host_names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
+        let metrics = metrics::Metrics::new();
+        let core_metrics = metrics::CoreMetrics::new(&metrics);
         let core = Arc::new_cyclic(|weak| Core {
+            metrics,
+            core_metrics,
+            iq: iq::IqTracker::default(),
+            shared: std::sync::Mutex::new(Default::default()),
+            global: Arc::new(Host::with_kind("*", modules::HostType::Global)),
             accounts: Accounts::new(
                 store.clone(),
                 host_names.clone(),
@@ -72,6 +94,11 @@ impl Core {
         Ok(core)
     }
 
+    /// The `*` pseudo-host of global modules and global events.
+    pub fn global_host(&self) -> Arc<Host> {
+        self.global.clone()
+    }
+
     /// A served host by domain.
     pub fn host(&self, domain: &str) -> Option<&Arc<Host>> {
         self.hosts.get(domain)
@@ -86,21 +113,40 @@ impl Core {
             .collect()
     }
 
-    /// Loads the built-in module `name` on `host`.
+    /// Loads the built-in module `name` on `host` (a global module goes to the `*` host, once).
     pub fn load_module(&self, host: &str, name: &str) -> Result<(), ModuleError> {
-        let h = self
-            .host(host)
-            .ok_or_else(|| ModuleError::UnknownHost(host.to_string()))?;
         let module =
             crate::modules::builtin(name).ok_or_else(|| ModuleError::Unknown(name.to_string()))?;
+        let h = if module.global() || host == "*" {
+            if self.global.is_loaded(name) && host != "*" {
+                return Ok(());
+            }
+            self.global.clone()
+        } else {
+            self.host(host)
+                .cloned()
+                .ok_or_else(|| ModuleError::UnknownHost(host.to_string()))?
+        };
         h.load(self.weak.clone(), module.as_ref())
     }
 
-    /// Unloads module `name` from `host`.
+    /// Unloads module `name` from `host` (`*` for a global module).
     pub fn unload_module(&self, host: &str, name: &str) -> Result<(), ModuleError> {
+        if host == "*" {
+            return self.global.unload(name);
+        }
         let h = self
             .host(host)
             .ok_or_else(|| ModuleError::UnknownHost(host.to_string()))?;
         h.unload(name)
+    }
+
+    /// Reloads module `name` on `host`: unload then load; stored data is kept.
+    pub fn reload_module(&self, host: &str, name: &str) -> Result<(), ModuleError> {
+        match self.unload_module(host, name) {
+            Ok(()) | Err(ModuleError::NotLoaded(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.load_module(host, name)
     }
 }

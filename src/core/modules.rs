@@ -1,11 +1,77 @@
-//! The module system: the `Module` trait, per-host loading and unloading, and the `ModuleContext`
-//! through which a module registers everything it adds (so unload removes all of it).
+//! The module system: the [`Module`] trait, per-host loading, unloading and reloading, and the
+//! [`ModuleContext`] / [`ModuleHandle`] through which a module does everything — so unloading it
+//! removes every hook, timer, item, disco feature and shared-state reference it added.
+//!
+//! # Writing a module
+//!
+//! A module is a type implementing [`Module`]. In `load` it registers what it needs through the
+//! context; anything long-lived (a timer, a handler that needs the module's status or storage)
+//! captures the [`ModuleHandle`] from [`ModuleContext::handle`]. It is then listed in
+//! `crate::modules::builtin` and enabled per host with `modules_enabled`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use oxpecker::core::events::{handler, Flow};
+//! use oxpecker::core::modules::{Module, ModuleContext, StatusType};
+//! use oxpecker::xmpp::{stanza, Element};
+//!
+//! /// Answers `<query xmlns='urn:example:hello'/>` IQs sent to the server and counts them.
+//! struct Hello;
+//!
+//! impl Module for Hello {
+//!     fn name(&self) -> &'static str {
+//!         "hello"
+//!     }
+//!
+//!     fn options(&self) -> &'static [&'static str] {
+//!         &["hello_greeting"]
+//!     }
+//!
+//!     fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+//!         // Typed option: the host's value, else the global one, else the default.
+//!         let greeting = ctx.option_string("hello_greeting", "Hello");
+//!         let counter = ctx.measure("requests", oxpecker::core::modules::Measure::Counter);
+//!         ctx.add_feature("urn:example:hello");
+//!         ctx.hook(
+//!             "iq-get/host/urn:example:hello:query",
+//!             0,
+//!             handler(move |ev| {
+//!                 let greeting = greeting.clone();
+//!                 let counter = counter.clone();
+//!                 async move {
+//!                     counter.inc();
+//!                     let reply = Element::new("query", "urn:example:hello").text(greeting);
+//!                     ev.reply(stanza::iq_result(&ev.stanza, Some(reply))).await;
+//!                     Flow::Handled
+//!                 }
+//!             }),
+//!         );
+//!         // A repeating timer: returning Some(delay) runs it again, None stops it.
+//!         let module = ctx.handle();
+//!         ctx.add_timer(Duration::from_secs(3600), move || {
+//!             let module = module.clone();
+//!             async move {
+//!                 module.set_status(StatusType::Info, "still here", false);
+//!                 Some(Duration::from_secs(3600))
+//!             }
+//!         });
+//!         Ok(())
+//!     }
+//! }
+//! # let _ = Hello;
+//! ```
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use serde_json::Value;
+
 use super::Core;
-use super::events::{Events, Handler, HookId};
+use super::events::{DataEvents, Events};
+pub use super::module_api::{
+    Measure, ModuleHandle, ModuleMetric, ModuleStatus, Period, StatusType, StoreHandle, StoreKind,
+    Timer,
+};
 
 /// Why a module operation failed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -42,150 +108,93 @@ pub trait Module: Send + Sync + 'static {
     fn options(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Whether the module is global: loaded once on the `*` pseudo-host rather than per host.
+    fn global(&self) -> bool {
+        false
+    }
 }
 
-/// The handle a module gets while loading: host identity plus tracked registration.
+/// What kind of host a module is loaded on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostType {
+    /// A virtual host users log into.
+    Local,
+    /// A component (e.g. a MUC service); none are served yet.
+    Component,
+    /// The `*` pseudo-host of global modules.
+    Global,
+}
+
+/// The context a module gets while loading: its [`ModuleHandle`] plus load-time helpers.
+/// Every method of the handle is available on the context.
 pub struct ModuleContext {
-    core: Weak<Core>,
-    host: Arc<Host>,
-    module: &'static str,
-    hooks: Vec<HookId>,
-    features: Vec<String>,
-    stream_features: Vec<crate::xmpp::Element>,
+    handle: Arc<ModuleHandle>,
+}
+
+impl std::ops::Deref for ModuleContext {
+    type Target = ModuleHandle;
+    fn deref(&self) -> &ModuleHandle {
+        &self.handle
+    }
 }
 
 impl ModuleContext {
-    /// The host this module instance serves.
-    pub fn host(&self) -> &str {
-        &self.host.name
+    /// The module's runtime handle, to capture in handlers, timers and tasks.
+    pub fn handle(&self) -> Arc<ModuleHandle> {
+        self.handle.clone()
     }
 
-    /// The module's name.
-    pub fn module(&self) -> &'static str {
-        self.module
-    }
-
-    /// The server (weak, so modules never keep it alive).
-    pub fn core(&self) -> Weak<Core> {
-        self.core.clone()
-    }
-
-    /// Hooks `handler` to `event` on this host at `priority`; removed on unload.
-    pub fn hook(&mut self, event: &str, priority: i32, handler: Handler) {
-        let id = self.host.events.hook(event, priority, handler);
-        self.hooks.push(id);
-    }
-
-    /// The raw value of a module option: the host's, else the global one.
-    pub fn option(&self, name: &str) -> Option<toml::Value> {
-        let core = self.core.upgrade()?;
-        let cfg = core.config.load();
-        cfg.option(&self.host.name, name).cloned()
-    }
-
-    fn wrong_type(&self, name: &str, expected: &str) {
-        tracing::warn!(
-            host = %self.host.name,
-            module = self.module,
-            option = name,
-            "option {name} should be {expected}; using the default"
-        );
-    }
-
-    /// A string option, or `default` (a wrong type logs a warning naming the option).
-    pub fn option_string(&self, name: &str, default: &str) -> String {
-        match self.option(name) {
-            None => default.to_string(),
-            Some(toml::Value::String(s)) => s,
-            Some(_) => {
-                self.wrong_type(name, "a string");
-                default.to_string()
-            }
+    /// Loads module `name` on this host first if it is not loaded (Prosody's `depends`).
+    pub fn depends(&self, name: &str) -> Result<(), String> {
+        let core = self.core().upgrade().ok_or("server is shutting down")?;
+        if self.host_ref().is_loaded(name) {
+            return Ok(());
         }
-    }
-
-    /// A boolean option, or `default`.
-    pub fn option_bool(&self, name: &str, default: bool) -> bool {
-        match self.option(name) {
-            None => default,
-            Some(toml::Value::Boolean(b)) => b,
-            Some(_) => {
-                self.wrong_type(name, "true or false");
-                default
-            }
-        }
-    }
-
-    /// An integer option within `min..=max`, or `default`.
-    pub fn option_integer(&self, name: &str, default: i64, min: i64, max: i64) -> i64 {
-        match self.option(name) {
-            None => default,
-            Some(toml::Value::Integer(i)) if (min..=max).contains(&i) => i,
-            Some(_) => {
-                self.wrong_type(name, &format!("an integer from {min} to {max}"));
-                default
-            }
-        }
-    }
-
-    /// A list-of-strings option, or `default`.
-    pub fn option_strings(&self, name: &str, default: &[&str]) -> Vec<String> {
-        let fallback = || default.iter().map(|s| s.to_string()).collect();
-        match self.option(name) {
-            None => fallback(),
-            Some(toml::Value::Array(a)) => {
-                let out: Option<Vec<String>> =
-                    a.iter().map(|v| v.as_str().map(str::to_string)).collect();
-                out.unwrap_or_else(|| {
-                    self.wrong_type(name, "a list of strings");
-                    fallback()
-                })
-            }
-            Some(_) => {
-                self.wrong_type(name, "a list of strings");
-                fallback()
-            }
-        }
-    }
-
-    /// Advertises a disco#info feature on this host; removed on unload.
-    pub fn add_feature(&mut self, feature: &str) {
-        self.features.push(feature.to_string());
-    }
-
-    /// Adds an element to the stream features offered after authentication; removed on unload.
-    pub fn add_stream_feature(&mut self, feature: crate::xmpp::Element) {
-        self.stream_features.push(feature);
+        core.load_module(self.host(), name)
+            .map_err(|e| e.to_string())
     }
 }
 
-struct Loaded {
-    hooks: Vec<HookId>,
-    features: Vec<String>,
-    stream_features: Vec<crate::xmpp::Element>,
-}
-
-/// A served virtual host: its event bus and loaded modules.
+/// A served virtual host (or the global `*` host): its event buses, loaded modules and items.
 pub struct Host {
-    /// The domain.
+    /// The domain (or `*`).
     pub name: String,
-    /// The host's event bus.
+    /// What kind of host this is.
+    pub kind: HostType,
+    /// The host's stanza event bus.
     pub events: Events,
-    loaded: Mutex<BTreeMap<String, Loaded>>,
+    /// The host's data event bus.
+    pub data_events: DataEvents,
+    loaded: Mutex<BTreeMap<String, Arc<ModuleHandle>>>,
+    failed: Mutex<BTreeMap<String, ModuleStatus>>,
+    pub(super) items: Mutex<BTreeMap<String, Vec<(String, Value)>>>,
 }
 
 impl Host {
     /// A host with no modules loaded.
     pub fn new(name: &str) -> Self {
+        Self::with_kind(name, HostType::Local)
+    }
+
+    /// A host of the given kind.
+    pub fn with_kind(name: &str, kind: HostType) -> Self {
         Host {
             name: name.to_string(),
+            kind,
             events: Events::new(),
+            data_events: DataEvents::new(),
             loaded: Mutex::new(BTreeMap::new()),
+            failed: Mutex::new(BTreeMap::new()),
+            items: Mutex::new(BTreeMap::new()),
         }
     }
 
-    fn loaded(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Loaded>> {
+    fn loaded(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<ModuleHandle>>> {
         self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn handles(&self) -> Vec<Arc<ModuleHandle>> {
+        self.loaded().values().cloned().collect()
     }
 
     /// Names of the loaded modules, sorted.
@@ -198,27 +207,64 @@ impl Host {
         self.loaded().contains_key(module)
     }
 
+    /// The handle of a loaded module.
+    pub fn module(&self, module: &str) -> Option<Arc<ModuleHandle>> {
+        self.loaded().get(module).cloned()
+    }
+
+    /// A module's status: its own if loaded, the load error if it failed to load.
+    pub fn module_status(&self, module: &str) -> Option<ModuleStatus> {
+        if let Some(h) = self.module(module) {
+            return Some(h.get_status());
+        }
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(module)
+            .cloned()
+    }
+
     /// The disco#info features the loaded modules advertise, sorted and unique.
     pub fn features(&self) -> Vec<String> {
-        let mut all: Vec<String> = self
-            .loaded()
-            .values()
-            .flat_map(|l| l.features.iter().cloned())
-            .collect();
+        let mut all: Vec<String> = self.handles().iter().flat_map(|h| h.features()).collect();
         all.sort();
         all.dedup();
         all
     }
 
+    /// The disco#info identities `(category, type, name)` the loaded modules add.
+    pub fn identities(&self) -> Vec<(String, String, String)> {
+        let mut all: Vec<_> = self.handles().iter().flat_map(|h| h.identities()).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// XEP-0128 extended-info forms the loaded modules add.
+    pub fn extensions(&self) -> Vec<crate::xmpp::Element> {
+        self.handles().iter().flat_map(|h| h.extensions()).collect()
+    }
+
     /// Stream features the loaded modules offer after authentication.
     pub fn stream_features(&self) -> Vec<crate::xmpp::Element> {
-        self.loaded()
-            .values()
-            .flat_map(|l| l.stream_features.iter().cloned())
+        self.handles()
+            .iter()
+            .flat_map(|h| h.stream_features())
             .collect()
     }
 
-    /// Loads the built-in `module` on this host.
+    /// Items of the array `key` added on this host.
+    pub fn items(&self, key: &str) -> Vec<Value> {
+        self.items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .map(|v| v.iter().map(|(_, i)| i.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Loads the built-in `module` on this host; on failure the host is left as it was and
+    /// the module reports an `error` status.
     pub fn load(
         self: &Arc<Self>,
         core: Weak<Core>,
@@ -228,46 +274,43 @@ impl Host {
         if self.is_loaded(name) {
             return Err(ModuleError::AlreadyLoaded(name.to_string()));
         }
+        let handle = Arc::new(ModuleHandle::new(core, self.clone(), name));
         let mut ctx = ModuleContext {
-            core,
-            host: self.clone(),
-            module: name,
-            hooks: Vec::new(),
-            features: Vec::new(),
-            stream_features: Vec::new(),
+            handle: handle.clone(),
         };
         if let Err(reason) = module.load(&mut ctx) {
-            // Leave the host as it was.
-            for id in ctx.hooks {
-                self.events.unhook(id);
-            }
+            handle.teardown();
             tracing::error!(host = %self.name, module = name, %reason, "module failed to load");
+            let status = ModuleStatus {
+                kind: StatusType::Error,
+                message: reason.clone(),
+                time: super::accounts::now(),
+            };
+            self.failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_string(), status);
             return Err(ModuleError::LoadFailed {
                 module: name.to_string(),
                 reason,
             });
         }
-        self.loaded().insert(
-            name.to_string(),
-            Loaded {
-                hooks: ctx.hooks,
-                features: ctx.features,
-                stream_features: ctx.stream_features,
-            },
-        );
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.loaded().insert(name.to_string(), handle);
         tracing::info!(host = %self.name, module = name, "module loaded");
         Ok(())
     }
 
-    /// Unloads `module`, removing every hook and feature it registered.
+    /// Unloads `module`, removing every hook, timer, item, feature and shared reference it added.
     pub fn unload(&self, module: &str) -> Result<(), ModuleError> {
-        let loaded = self
+        let handle = self
             .loaded()
             .remove(module)
             .ok_or_else(|| ModuleError::NotLoaded(module.to_string()))?;
-        for id in loaded.hooks {
-            self.events.unhook(id);
-        }
+        handle.teardown();
         tracing::info!(host = %self.name, module, "module unloaded");
         Ok(())
     }

@@ -353,25 +353,29 @@ impl Core {
         Ok(())
     }
 
-    /// Sends the current presence of every available session of `from_user` to `to`.
-    pub fn send_current_presence(&self, from_user: &Jid, to: &Jid) {
-        for s in self.sessions.resources(from_user) {
-            if let Some(mut p) = s.last_presence() {
-                p.set_attr("from", Some(s.jid.to_string()));
-                p.set_attr("to", Some(to.to_string()));
-                for t in self.sessions.resources(to) {
-                    if t.is_available() || to.is_full() {
-                        let mut p = p.clone();
-                        p.set_attr("to", Some(t.jid.to_string()));
-                        t.send(p);
-                    }
-                }
-            }
+    /// Routes the current presence of every available session of `from_user` to `to` (a full
+    /// JID, or a bare JID meaning its available sessions), through the router so policy such as
+    /// blocking applies.
+    pub async fn send_current_presence(self: &Arc<Self>, from_user: &Jid, to: &Jid) {
+        if !self.sessions.is_online(&to.bare()) {
+            return;
+        }
+        for s in self.sessions.resources(&from_user.bare()) {
+            let Some(mut p) = s.last_presence() else {
+                continue;
+            };
+            p.set_attr("from", Some(s.jid.to_string()));
+            p.set_attr("to", Some(to.to_string()));
+            self.route(super::events::Origin::Server, p).await;
         }
     }
 
     /// Makes `user` and `contact` (both local) subscribed to each other, with pushes and presence exchange.
-    pub async fn add_mutual(&self, user: &Jid, contact: &Jid) -> Result<(), RosterError> {
+    pub async fn add_mutual(
+        self: &Arc<Self>,
+        user: &Jid,
+        contact: &Jid,
+    ) -> Result<(), RosterError> {
         if user == contact {
             return Err(RosterError::InvalidContact(contact.to_string()));
         }
@@ -388,8 +392,8 @@ impl Core {
             self.roster.set_pending_in(a, b, None).await?;
             self.push_current(a, b).await?;
         }
-        self.send_current_presence(user, contact);
-        self.send_current_presence(contact, user);
+        self.send_current_presence(user, contact).await;
+        self.send_current_presence(contact, user).await;
         Ok(())
     }
 

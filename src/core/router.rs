@@ -77,6 +77,14 @@ impl Core {
                 }
             },
         };
+        // Answers to IQs the server sent (send_iq) resolve their waiter and stop here.
+        if kind == Kind::Iq
+            && to.resource().is_none()
+            && matches!(stanza::stanza_type(&stanza, ""), "result" | "error")
+            && self.iq.resolve(&stanza)
+        {
+            return;
+        }
         let Some(host) = self.host(to.domain()).cloned() else {
             // No federation yet: every other domain is unreachable.
             self.bounce(&stanza, C::RemoteServerNotFound).await;

@@ -42,6 +42,7 @@ pub struct SessionHandle {
     roster_requested: AtomicBool,
     last_presence: Mutex<Option<Element>>,
     directed: Mutex<std::collections::HashSet<Jid>>,
+    carbons: AtomicBool,
 }
 
 impl SessionHandle {
@@ -138,6 +139,16 @@ impl SessionHandle {
         }
     }
 
+    /// Turns XEP-0280 message carbons on or off for this session.
+    pub fn set_carbons(&self, on: bool) {
+        self.carbons.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether this session enabled XEP-0280 message carbons.
+    pub fn carbons(&self) -> bool {
+        self.carbons.load(Ordering::Relaxed)
+    }
+
     /// Takes the set of directed presence recipients (on unavailable).
     pub fn take_directed(&self) -> Vec<Jid> {
         self.directed
@@ -220,6 +231,7 @@ impl Sessions {
             roster_requested: AtomicBool::new(false),
             last_presence: Mutex::new(None),
             directed: Mutex::new(Default::default()),
+            carbons: AtomicBool::new(false),
         });
         entry.push(handle.clone());
         drop(entry);

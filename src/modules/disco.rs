@@ -29,8 +29,7 @@ impl Module for Disco {
                     .and_then(|q| q.get_attr("node"))
                     .is_some()
                 {
-                    ev.core
-                        .bounce(&ev.stanza, StanzaErrorCondition::ItemNotFound)
+                    ev.reply_error(StanzaErrorCondition::ItemNotFound.into())
                         .await;
                     return Flow::Handled;
                 }
@@ -43,9 +42,56 @@ impl Module for Disco {
                 for f in host.features() {
                     query.push(Element::new("feature", ns::DISCO_INFO).attr("var", f));
                 }
-                ev.core
-                    .send(stanza::iq_result(&ev.stanza, Some(query)))
-                    .await;
+                ev.reply(stanza::iq_result(&ev.stanza, Some(query))).await;
+                Flow::Handled
+            }),
+        );
+        // Account disco#info (XEP-0030 on a user's bare JID), answered by the server for the
+        // account owner and contacts subscribed to its presence; modules list account-level
+        // features as host items `account-feature` (strings).
+        ctx.hook(
+            &format!("iq-get/bare/{}:query", ns::DISCO_INFO),
+            0,
+            handler(|ev| async move {
+                let Some(host) = ev.core.host(ev.to.domain()).cloned() else {
+                    return Flow::Continue(ev);
+                };
+                let requester = ev.from.bare();
+                let allowed = requester == ev.to
+                    || matches!(
+                        ev.core.roster_item(&ev.to, &requester).await,
+                        Ok(Some(item)) if item.subscription.has_from()
+                    );
+                if !allowed || !ev.core.accounts.exists(&ev.to).await.unwrap_or(false) {
+                    return Flow::Continue(ev);
+                }
+                if ev
+                    .stanza
+                    .first_child()
+                    .and_then(|q| q.get_attr("node"))
+                    .is_some()
+                {
+                    ev.reply_error(StanzaErrorCondition::ItemNotFound.into())
+                        .await;
+                    return Flow::Handled;
+                }
+                let mut query = Element::new("query", ns::DISCO_INFO).child(
+                    Element::new("identity", ns::DISCO_INFO)
+                        .attr("category", "account")
+                        .attr("type", "registered"),
+                );
+                let mut features: Vec<String> = host
+                    .items("account-feature")
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .chain([ns::DISCO_INFO.to_string()])
+                    .collect();
+                features.sort();
+                features.dedup();
+                for f in features {
+                    query.push(Element::new("feature", ns::DISCO_INFO).attr("var", f));
+                }
+                ev.reply(stanza::iq_result(&ev.stanza, Some(query))).await;
                 Flow::Handled
             }),
         );
@@ -54,9 +100,7 @@ impl Module for Disco {
             0,
             handler(|ev| async move {
                 let query = Element::new("query", ns::DISCO_ITEMS);
-                ev.core
-                    .send(stanza::iq_result(&ev.stanza, Some(query)))
-                    .await;
+                ev.reply(stanza::iq_result(&ev.stanza, Some(query))).await;
                 Flow::Handled
             }),
         );

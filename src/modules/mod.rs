@@ -1,31 +1,64 @@
 //! Built-in feature modules, one file each, and the registry that names them.
 
+pub mod admin_rest;
+pub mod blocking;
+pub mod carbons;
 pub mod disco;
+pub mod last;
+pub mod mam;
+pub mod offline;
 pub mod ping;
+pub mod presence;
+pub mod private;
+pub mod register;
+pub mod roster;
+pub mod time;
+pub mod vcard;
+pub mod version;
 
 use std::sync::Arc;
 
 use crate::core::modules::Module;
 
+/// Constructs one built-in module.
+type Constructor = fn() -> Arc<dyn Module>;
+
+/// The single list of built-in modules: name and constructor (add new modules here only).
+const BUILTIN: &[(&str, Constructor)] = &[
+    ("admin_rest", || Arc::new(admin_rest::AdminRest)),
+    ("blocking", || Arc::new(blocking::Blocking)),
+    ("carbons", || Arc::new(carbons::Carbons)),
+    ("disco", || Arc::new(disco::Disco)),
+    ("last", || Arc::new(last::Last)),
+    ("mam", || Arc::new(mam::Mam)),
+    ("offline", || Arc::new(offline::Offline)),
+    ("ping", || Arc::new(ping::Ping)),
+    ("presence", || Arc::new(presence::Presence)),
+    ("private", || Arc::new(private::Private)),
+    ("register", || Arc::new(register::Register)),
+    ("roster", || Arc::new(roster::Roster)),
+    ("time", || Arc::new(time::Time)),
+    ("vcard", || Arc::new(vcard::Vcard)),
+    ("version", || Arc::new(version::Version)),
+];
+
 /// Names of every built-in module.
 pub fn builtin_names() -> Vec<&'static str> {
-    vec!["disco", "ping"]
+    BUILTIN.iter().map(|(n, _)| *n).collect()
 }
 
 /// Every option name a built-in module reads (config keys outside the core settings).
 pub fn option_names() -> Vec<&'static str> {
-    builtin_names()
-        .into_iter()
-        .filter_map(builtin)
-        .flat_map(|m| m.options().iter().copied())
+    BUILTIN
+        .iter()
+        .flat_map(|(_, make)| make().options().iter().copied())
         .collect()
 }
 
 /// A fresh instance of the built-in module `name`.
 pub fn builtin(name: &str) -> Option<Arc<dyn Module>> {
-    match name {
-        "disco" => Some(Arc::new(disco::Disco)),
-        "ping" => Some(Arc::new(ping::Ping)),
-        _ => None,
-    }
+    BUILTIN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, make)| make())
 }

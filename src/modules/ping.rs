@@ -19,7 +19,7 @@ impl Module for Ping {
             0,
             handler(|ev| async move {
                 let reply = stanza::iq_result(&ev.stanza, None);
-                ev.core.send(reply).await;
+                ev.reply(reply).await;
                 Flow::Handled
             }),
         );

@@ -1,5 +1,6 @@
 //! The XMPP protocol layer, free of business logic: JIDs, elements, the stream parser, namespaces, errors.
 
+pub mod datetime;
 pub mod element;
 pub mod error;
 pub mod jid;

@@ -26,3 +26,23 @@ pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 /// The `xml:` prefix namespace.
 pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
+/// XEP-0202 Entity Time.
+pub const TIME: &str = "urn:xmpp:time";
+/// XEP-0092 Software Version.
+pub const VERSION: &str = "jabber:iq:version";
+/// XEP-0012 Last Activity.
+pub const LAST: &str = "jabber:iq:last";
+/// XEP-0054 vcard-temp.
+pub const VCARD: &str = "vcard-temp";
+/// XEP-0049 Private XML Storage.
+pub const PRIVATE: &str = "jabber:iq:private";
+/// XEP-0191 Blocking Command.
+pub const BLOCKING: &str = "urn:xmpp:blocking";
+/// XEP-0191 blocking application error (`<blocked/>`).
+pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
+/// XEP-0077 In-Band Registration.
+pub const REGISTER: &str = "jabber:iq:register";
+/// XEP-0077 registration stream feature.
+pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
+/// The server-to-server stanza namespace (reserved for XEP-0049).
+pub const SERVER: &str = "jabber:server";

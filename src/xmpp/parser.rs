@@ -4,6 +4,7 @@
 //! references beyond the predefined five and character references) and bounds every stanza in
 //! bytes, nesting depth, attribute count and namespace bindings.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -422,6 +423,41 @@ fn map_xml_error(e: quick_xml::Error) -> ParseError {
     }
 }
 
+/// Parses one standalone XML element (e.g. a stored vCard) with the stream parser's rules and
+/// limits, inside a synthetic `jabber:client` stream so unprefixed children resolve as on the wire.
+pub fn parse_element(xml: &str) -> Result<Element, ParseError> {
+    let input = format!(
+        "<stream:stream xmlns='{}' xmlns:stream='{}'>{xml}</stream:stream>",
+        ns::CLIENT,
+        ns::STREAM
+    );
+    let limits = Limits {
+        max_stanza_bytes: input.len() + 1024,
+        ..Limits::default()
+    };
+    let mut parser = StreamParser::new(input.as_bytes(), limits);
+    // A byte slice never blocks, so each step completes on its first poll.
+    let mut step = || -> Result<StreamEvent, ParseError> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match std::pin::pin!(parser.next()).poll(&mut cx) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(ParseError::Eof),
+        }
+    };
+    match step()? {
+        StreamEvent::Header(_) => {}
+        _ => return Err(C::BadFormat.into()),
+    }
+    let el = match step()? {
+        StreamEvent::Stanza(el) => el,
+        _ => return Err(C::BadFormat.into()),
+    };
+    match step()? {
+        StreamEvent::Close => Ok(el),
+        _ => Err(StreamError::with_text(C::BadFormat, "more than one element").into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,5 +589,34 @@ mod tests {
             assert!(matches!(p.next().await.unwrap(), StreamEvent::Stanza(_)));
         }
         assert!(matches!(p.next().await, Err(ParseError::Eof)));
+    }
+
+    #[test]
+    fn parse_element_round_trips() {
+        let el = Element::new("vCard", "vcard-temp")
+            .child(Element::new("FN", "vcard-temp").text("A & <B>"))
+            .child(Element::new("x", "urn:x").attr("a", "1\"2"));
+        let xml = el.to_xml("");
+        assert_eq!(parse_element(&xml).unwrap(), el);
+        let plain = parse_element("<query xmlns='jabber:iq:private'><a/></query>").unwrap();
+        assert!(plain.is("query", "jabber:iq:private"));
+        let client = parse_element("<message><body>hi</body></message>").unwrap();
+        assert!(client.get_child("body", ns::CLIENT).is_some());
+    }
+
+    #[test]
+    fn parse_element_rejects_bad_input() {
+        for bad in [
+            "",
+            "<a>",
+            "<a/><b/>",
+            "text",
+            "<a><!-- c --></a>",
+            "<a>&ent;</a>",
+            "</stream:stream><a/>",
+            "<x:a/>",
+        ] {
+            assert!(parse_element(bad).is_err(), "{bad:?}");
+        }
     }
 }

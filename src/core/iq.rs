@@ -1,0 +1,145 @@
+//! Tracking of IQs the server sends (Prosody's `module:send_iq`): each resolves with the
+//! response, an error reply, a timeout, or eviction when more than 256 are in flight.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::Core;
+use super::events::Origin;
+use crate::xmpp::{Element, Jid, stanza};
+
+/// Most IQs in flight; beyond it the oldest is rejected.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// Default time to wait for a response.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why a tracked IQ did not produce a result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IqError {
+    /// The stanza is not an IQ get/set with `id`, `from` and `to`.
+    #[error("not a trackable iq (needs type get/set, id, from and to)")]
+    Invalid,
+    /// The same id is already in flight.
+    #[error("an iq with this id is already in flight")]
+    DuplicateId,
+    /// No response in time.
+    #[error("timed out")]
+    Timeout,
+    /// Evicted because too many IQs were in flight.
+    #[error("too many iqs in flight")]
+    Overflow,
+    /// The peer answered with an error (the error stanza).
+    #[error("error response")]
+    ErrorResponse(Box<Element>),
+    /// The server is shutting down.
+    #[error("server shutting down")]
+    Shutdown,
+}
+
+struct Pending {
+    to: Jid,
+    tx: oneshot::Sender<Result<Element, IqError>>,
+}
+
+/// The in-flight IQ table.
+#[derive(Default)]
+pub struct IqTracker {
+    inner: Mutex<(HashMap<String, Pending>, VecDeque<String>)>,
+}
+
+impl IqTracker {
+    /// Resolves a pending IQ with this response; returns false if it matches none.
+    pub fn resolve(&self, response: &Element) -> bool {
+        let Some(id) = response.get_attr("id") else {
+            return false;
+        };
+        let from = response.get_attr("from").and_then(|f| Jid::parse(f).ok());
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let matches = inner.0.get(id).is_some_and(|p| {
+            from.as_ref()
+                .is_some_and(|f| *f == p.to || (p.to.is_bare() && f.bare() == p.to))
+        });
+        if !matches {
+            return false;
+        }
+        let Some(p) = inner.0.remove(id) else {
+            return false;
+        };
+        inner.1.retain(|i| i != id);
+        drop(inner);
+        let result = if stanza::stanza_type(response, "") == "error" {
+            Err(IqError::ErrorResponse(Box::new(response.clone())))
+        } else {
+            Ok(response.clone())
+        };
+        let _ = p.tx.send(result);
+        true
+    }
+
+    fn register(
+        &self,
+        id: &str,
+        to: Jid,
+    ) -> Result<oneshot::Receiver<Result<Element, IqError>>, IqError> {
+        let (tx, rx) = oneshot::channel();
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.0.contains_key(id) {
+            return Err(IqError::DuplicateId);
+        }
+        while inner.1.len() >= MAX_IN_FLIGHT {
+            if let Some(old) = inner.1.pop_front()
+                && let Some(p) = inner.0.remove(&old)
+            {
+                let _ = p.tx.send(Err(IqError::Overflow));
+            }
+        }
+        inner.0.insert(id.to_string(), Pending { to, tx });
+        inner.1.push_back(id.to_string());
+        Ok(rx)
+    }
+
+    fn forget(&self, id: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.0.remove(id);
+        inner.1.retain(|i| i != id);
+    }
+
+    /// Number of IQs in flight.
+    pub fn in_flight(&self) -> usize {
+        self.inner.lock().map(|i| i.0.len()).unwrap_or(0)
+    }
+}
+
+impl Core {
+    /// Sends an IQ get/set from the server and waits for the matching response.
+    pub async fn send_iq(
+        self: &Arc<Self>,
+        iq: Element,
+        timeout: Option<Duration>,
+    ) -> Result<Element, IqError> {
+        let ty = stanza::stanza_type(&iq, "");
+        let (Some(id), Some(to)) = (
+            iq.get_attr("id"),
+            iq.get_attr("to").and_then(|t| Jid::parse(t).ok()),
+        ) else {
+            return Err(IqError::Invalid);
+        };
+        if !(ty == "get" || ty == "set") || iq.get_attr("from").is_none() {
+            return Err(IqError::Invalid);
+        }
+        let id = id.to_string();
+        let rx = self.iq.register(&id, to)?;
+        self.route(Origin::Server, iq).await;
+        match tokio::time::timeout(timeout.unwrap_or(DEFAULT_TIMEOUT), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(IqError::Shutdown),
+            Err(_) => {
+                self.iq.forget(&id);
+                Err(IqError::Timeout)
+            }
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! Metrics: counter, gauge, histogram and summary families with labels, exposed in the
+//! OpenMetrics text format at `GET /metrics`.
+//!
+//! Written here rather than with prometheus-client because modules need summaries and
+//! re-registration across unload/reload (a family registered twice is reused), which that crate
+//! does not offer. Counters and gauges are lock-free atomics; a series is resolved once and kept.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// The kind of a metric family.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetricKind {
+    /// A monotonically increasing total.
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+    /// Observations counted into cumulative buckets (upper bounds).
+    Histogram(Vec<f64>),
+    /// Observations summarised as count and sum.
+    Summary,
+}
+
+impl MetricKind {
+    fn type_name(&self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram(_) => "histogram",
+            MetricKind::Summary => "summary",
+        }
+    }
+}
+
+/// Default buckets for durations in seconds.
+pub const TIME_BUCKETS: &[f64] = &[0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
+/// Default buckets for sizes in bytes.
+pub const SIZE_BUCKETS: &[f64] = &[
+    64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+];
+
+/// One labelled time series.
+#[derive(Debug, Default)]
+pub struct Series {
+    value: AtomicU64,
+    dist: Mutex<Dist>,
+}
+
+#[derive(Debug, Default)]
+struct Dist {
+    buckets: Vec<u64>,
+    count: u64,
+    sum: f64,
+}
+
+impl Series {
+    fn add(&self, v: f64) {
+        let mut cur = self.value.load(Ordering::Relaxed);
+        loop {
+            let next = (f64::from_bits(cur) + v).to_bits();
+            match self
+                .value
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Adds one (counter or gauge).
+    pub fn inc(&self) {
+        self.add(1.0);
+    }
+
+    /// Adds `v` (counters ignore negative values).
+    pub fn inc_by(&self, v: f64) {
+        self.add(v);
+    }
+
+    /// Subtracts one (gauge).
+    pub fn dec(&self) {
+        self.add(-1.0);
+    }
+
+    /// Sets the value (gauge).
+    pub fn set(&self, v: f64) {
+        self.value.store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The current value (counter or gauge).
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.value.load(Ordering::Relaxed))
+    }
+
+    /// Records an observation (histogram or summary).
+    pub fn observe(&self, v: f64, bounds: &[f64]) {
+        if let Ok(mut d) = self.dist.lock() {
+            if d.buckets.len() != bounds.len() {
+                d.buckets = vec![0; bounds.len()];
+            }
+            for (i, b) in bounds.iter().enumerate() {
+                if v <= *b {
+                    d.buckets[i] += 1;
+                }
+            }
+            d.count += 1;
+            d.sum += v;
+        }
+    }
+}
+
+/// A metric family: a name, a kind, label names and its series.
+#[derive(Debug)]
+pub struct Family {
+    name: String,
+    help: String,
+    unit: Option<String>,
+    kind: MetricKind,
+    labels: Vec<String>,
+    series: RwLock<HashMap<Vec<String>, Arc<Series>>>,
+}
+
+impl Family {
+    /// The series for these label values (in label-name order), created on first use.
+    pub fn with(&self, values: &[&str]) -> Arc<Series> {
+        let key: Vec<String> = values.iter().map(|s| s.to_string()).collect();
+        if let Ok(map) = self.series.read()
+            && let Some(s) = map.get(&key)
+        {
+            return s.clone();
+        }
+        let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(key).or_default().clone()
+    }
+
+    /// Records an observation on the series `values` (histogram or summary).
+    pub fn observe(&self, values: &[&str], v: f64) {
+        let bounds: &[f64] = match &self.kind {
+            MetricKind::Histogram(b) => b,
+            _ => &[],
+        };
+        self.with(values).observe(v, bounds);
+    }
+
+    /// The family's kind.
+    pub fn kind(&self) -> &MetricKind {
+        &self.kind
+    }
+}
+
+/// The registry of every metric family of a server.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    families: RwLock<BTreeMap<String, Arc<Family>>>,
+}
+
+/// Whether `name` is a valid metric or label name.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl Metrics {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers (or returns the existing) family `name`. A name registered again with a
+    /// different kind or labels gets the existing family back unchanged.
+    pub fn family(
+        &self,
+        name: &str,
+        help: &str,
+        unit: Option<&str>,
+        kind: MetricKind,
+        labels: &[&str],
+    ) -> Arc<Family> {
+        if let Ok(map) = self.families.read()
+            && let Some(f) = map.get(name)
+        {
+            return f.clone();
+        }
+        let mut map = self.families.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(Family {
+                    name: name.to_string(),
+                    help: help.to_string(),
+                    unit: unit.map(str::to_string),
+                    kind,
+                    labels: labels.iter().map(|s| s.to_string()).collect(),
+                    series: RwLock::new(HashMap::new()),
+                })
+            })
+            .clone()
+    }
+
+    /// A counter family.
+    pub fn counter(&self, name: &str, help: &str, labels: &[&str]) -> Arc<Family> {
+        self.family(name, help, None, MetricKind::Counter, labels)
+    }
+
+    /// A gauge family.
+    pub fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> Arc<Family> {
+        self.family(name, help, None, MetricKind::Gauge, labels)
+    }
+
+    /// Renders every family in the OpenMetrics text format, ending with `# EOF`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let families: Vec<Arc<Family>> = self
+            .families
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for f in families {
+            let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind.type_name());
+            if let Some(u) = &f.unit {
+                let _ = writeln!(out, "# UNIT {} {}", f.name, u);
+            }
+            if !f.help.is_empty() {
+                let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(&f.help));
+            }
+            let mut series: Vec<(Vec<String>, Arc<Series>)> = f
+                .series
+                .read()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            series.sort_by(|a, b| a.0.cmp(&b.0));
+            for (values, s) in series {
+                let labels = render_labels(&f.labels, &values, None);
+                match &f.kind {
+                    MetricKind::Counter => {
+                        let _ = writeln!(out, "{}_total{} {}", f.name, labels, num(s.get()));
+                    }
+                    MetricKind::Gauge => {
+                        let _ = writeln!(out, "{}{} {}", f.name, labels, num(s.get()));
+                    }
+                    MetricKind::Histogram(bounds) => {
+                        let d = s.dist.lock().map(|d| (d.buckets.clone(), d.count, d.sum));
+                        let (buckets, count, sum) = d.unwrap_or_default();
+                        for (i, b) in bounds.iter().enumerate() {
+                            let le = render_labels(&f.labels, &values, Some(&num(*b)));
+                            let c = buckets.get(i).copied().unwrap_or(0);
+                            let _ = writeln!(out, "{}_bucket{} {}", f.name, le, c);
+                        }
+                        let inf = render_labels(&f.labels, &values, Some("+Inf"));
+                        let _ = writeln!(out, "{}_bucket{} {}", f.name, inf, count);
+                        let _ = writeln!(out, "{}_count{} {}", f.name, labels, count);
+                        let _ = writeln!(out, "{}_sum{} {}", f.name, labels, num(sum));
+                    }
+                    MetricKind::Summary => {
+                        let (count, sum) =
+                            s.dist.lock().map(|d| (d.count, d.sum)).unwrap_or_default();
+                        let _ = writeln!(out, "{}_count{} {}", f.name, labels, count);
+                        let _ = writeln!(out, "{}_sum{} {}", f.name, labels, num(sum));
+                    }
+                }
+            }
+        }
+        out.push_str("# EOF\n");
+        out
+    }
+}
+
+fn num(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+fn escape_help(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render_labels(names: &[String], values: &[String], le: Option<&str>) -> String {
+    let mut parts: Vec<String> = names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| format!("{n}=\"{}\"", escape_label(v)))
+        .collect();
+    if let Some(le) = le {
+        parts.push(format!("le=\"{le}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+/// The server's own metrics (connections, stanzas, auth, HTTP, storage), resolved once.
+#[derive(Debug)]
+pub struct CoreMetrics {
+    /// Open connections by type (c2s, c2s_direct_tls, http) and TLS state.
+    pub connections: Arc<Family>,
+    /// Stanzas by kind and direction (in/out).
+    pub stanzas: Arc<Family>,
+    /// Authentication outcomes by mechanism and result.
+    pub auth: Arc<Family>,
+    /// HTTP requests by route and status.
+    pub http_requests: Arc<Family>,
+    /// Storage write latency.
+    pub storage_latency: Arc<Family>,
+    /// Bound sessions.
+    pub sessions: Arc<Family>,
+}
+
+impl CoreMetrics {
+    /// Registers the core families in `m`.
+    pub fn new(m: &Metrics) -> Self {
+        CoreMetrics {
+            connections: m.gauge(
+                "oxpecker_connections",
+                "Open connections by type and TLS state",
+                &["type", "tls"],
+            ),
+            stanzas: m.counter(
+                "oxpecker_stanzas",
+                "Stanzas handled by kind and direction",
+                &["kind", "direction"],
+            ),
+            auth: m.counter(
+                "oxpecker_auth",
+                "SASL authentication attempts by mechanism and result",
+                &["mechanism", "result"],
+            ),
+            http_requests: m.counter(
+                "oxpecker_http_requests",
+                "HTTP requests by route and status",
+                &["route", "status"],
+            ),
+            storage_latency: m.family(
+                "oxpecker_storage_write_seconds",
+                "Latency of durable storage writes",
+                Some("seconds"),
+                MetricKind::Histogram(TIME_BUCKETS.to_vec()),
+                &[],
+            ),
+            sessions: m.gauge("oxpecker_sessions", "Bound client sessions", &["host"]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_kind_in_openmetrics_text() {
+        let m = Metrics::new();
+        let c = m.counter("x_stanzas", "Stanzas \"seen\"", &["kind"]);
+        c.with(&["message"]).inc();
+        c.with(&["message"]).inc_by(2.0);
+        let g = m.gauge("x_sessions", "Sessions", &[]);
+        g.with(&[]).set(5.0);
+        g.with(&[]).dec();
+        let h = m.family(
+            "x_time",
+            "Time",
+            Some("seconds"),
+            MetricKind::Histogram(vec![0.1, 1.0]),
+            &["host"],
+        );
+        h.observe(&["a\"b"], 0.5);
+        let s = m.family("x_size", "Size", None, MetricKind::Summary, &[]);
+        s.observe(&[], 10.0);
+        s.observe(&[], 20.0);
+        let out = m.render();
+        assert!(out.contains("# TYPE x_stanzas counter\n"), "{out}");
+        assert!(
+            out.contains("x_stanzas_total{kind=\"message\"} 3\n"),
+            "{out}"
+        );
+        assert!(out.contains("x_sessions 4\n"), "{out}");
+        assert!(out.contains("# UNIT x_time seconds\n"), "{out}");
+        assert!(
+            out.contains("x_time_bucket{host=\"a\\\"b\",le=\"0.1\"} 0\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_time_bucket{host=\"a\\\"b\",le=\"1\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_time_bucket{host=\"a\\\"b\",le=\"+Inf\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("x_size_count 2\nx_size_sum 30\n"), "{out}");
+        assert!(out.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn registering_twice_returns_the_same_family() {
+        let m = Metrics::new();
+        let a = m.counter("y", "", &[]);
+        a.with(&[]).inc();
+        let b = m.counter("y", "", &[]);
+        assert_eq!(b.with(&[]).get(), 1.0);
+        assert!(valid_name("oxpecker_x1") && !valid_name("1x") && !valid_name("a-b"));
+    }
+}

@@ -1,0 +1,193 @@
+//! Configuration reload (`PUT /admin_rest/reload`, and the console's `config:reload`): re-read
+//! the file the server started from, validate it, swap it in, and load, unload or reload
+//! modules per host so the running server matches it.
+//!
+//! What cannot change without a restart (the host list, listeners, data dir, TLS, storage) is
+//! kept as it was and named in the report's warnings.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::Core;
+use crate::config::{Config, ConfigError};
+
+/// What a reload changed.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// The file re-read (`None`: the server runs on built-in defaults, which were re-applied).
+    pub source: Option<PathBuf>,
+    /// Modules newly loaded, as `host/module`.
+    pub loaded: Vec<String>,
+    /// Modules unloaded, as `host/module`.
+    pub unloaded: Vec<String>,
+    /// Modules reloaded because one of their options changed, as `host/module`.
+    pub reloaded: Vec<String>,
+    /// Modules that failed to load, as `host/module: reason`.
+    pub failed: Vec<String>,
+    /// Changes that need a restart to take effect.
+    pub warnings: Vec<String>,
+}
+
+/// Why a reload was refused (the running configuration is kept).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file could not be read or is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+}
+
+impl Core {
+    /// Re-reads the configuration file, swaps it in and brings every host's modules in line.
+    pub fn reload_config(&self) -> Result<ReloadReport, ReloadError> {
+        let old = self.config.load_full();
+        let new = match &old.source {
+            Some(path) => Config::load(path)?,
+            None => (*old).clone(),
+        };
+        let mut report = ReloadReport {
+            source: new.source.clone(),
+            warnings: restart_warnings(&old, &new),
+            ..ReloadReport::default()
+        };
+        self.config.store(Arc::new(new.clone()));
+        for host in self.hosts() {
+            let Some(hc) = new.hosts.iter().find(|h| h.name == host.name) else {
+                continue;
+            };
+            let want = new.modules_for(hc);
+            for name in host.modules() {
+                if !want.contains(&name) {
+                    match self.unload_module(&host.name, &name) {
+                        Ok(()) => report.unloaded.push(format!("{}/{name}", host.name)),
+                        Err(e) => report.failed.push(format!("{}/{name}: {e}", host.name)),
+                    }
+                }
+            }
+            for name in &want {
+                let id = format!("{}/{name}", host.name);
+                if !host.is_loaded(name) {
+                    match self.load_module(&host.name, name) {
+                        Ok(()) => report.loaded.push(id),
+                        Err(e) => report.failed.push(format!("{id}: {e}")),
+                    }
+                } else if options_changed(&old, &new, &host.name, name) {
+                    let result = self
+                        .unload_module(&host.name, name)
+                        .and_then(|()| self.load_module(&host.name, name));
+                    match result {
+                        Ok(()) => report.reloaded.push(id),
+                        Err(e) => report.failed.push(format!("{id}: {e}")),
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            source = ?report.source,
+            loaded = ?report.loaded,
+            unloaded = ?report.unloaded,
+            reloaded = ?report.reloaded,
+            failed = ?report.failed,
+            "configuration reloaded"
+        );
+        for w in &report.warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(report)
+    }
+}
+
+/// Whether any option the module declares has a different value for `host`.
+fn options_changed(old: &Config, new: &Config, host: &str, module: &str) -> bool {
+    crate::modules::builtin(module).is_some_and(|m| {
+        m.options()
+            .iter()
+            .any(|o| old.option(host, o) != new.option(host, o))
+    })
+}
+
+/// Settings that only take effect at start.
+fn restart_warnings(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let names = |c: &Config| c.hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>();
+    if names(old) != names(new) {
+        out.push("the host list changed; adding or removing hosts needs a restart".to_string());
+    }
+    let mut check = |changed: bool, what: &str| {
+        if changed {
+            out.push(format!(
+                "`{what}` changed; it takes effect at the next restart"
+            ));
+        }
+    };
+    check(old.data_dir != new.data_dir, "data_dir");
+    check(old.c2s.listen != new.c2s.listen, "c2s.listen");
+    check(
+        old.c2s.direct_tls_listen != new.c2s.direct_tls_listen,
+        "c2s.direct_tls_listen",
+    );
+    check(old.http.listen != new.http.listen, "http.listen");
+    check(
+        old.http.tls_listen != new.http.tls_listen,
+        "http.tls_listen",
+    );
+    check(
+        old.tls.certificate != new.tls.certificate || old.tls.key != new.tls.key,
+        "tls",
+    );
+    check(
+        old.storage.cache_capacity_mb != new.storage.cache_capacity_mb,
+        "storage",
+    );
+    check(old.log_level != new.log_level, "log_level");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Store;
+
+    #[test]
+    fn reload_applies_module_lists_and_keeps_bad_files_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxpecker.toml");
+        std::fs::write(&path, "modules_enabled = [\"ping\", \"disco\"]\n").unwrap();
+        let cfg = Config::load(&path).unwrap();
+        let core = Core::new(cfg, Store::memory()).unwrap();
+        let host = core.host("localhost").unwrap().clone();
+        assert_eq!(host.modules(), vec!["disco", "ping"]);
+
+        std::fs::write(&path, "modules_enabled = [\"ping\", \"admin_rest\"]\n").unwrap();
+        let r = core.reload_config().unwrap();
+        assert_eq!(r.loaded, vec!["localhost/admin_rest"]);
+        assert_eq!(r.unloaded, vec!["localhost/disco"]);
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        assert_eq!(host.modules(), vec!["admin_rest", "ping"]);
+
+        // An option of a loaded module changed: that module is reloaded.
+        std::fs::write(
+            &path,
+            "modules_enabled = [\"ping\", \"admin_rest\"]\nadmin_rest_message_prefix = \"x\"\n",
+        )
+        .unwrap();
+        let r = core.reload_config().unwrap();
+        assert_eq!(r.reloaded, vec!["localhost/admin_rest"]);
+        assert_eq!(
+            core.config
+                .load()
+                .option("localhost", "admin_rest_message_prefix"),
+            Some(&toml::Value::String("x".into()))
+        );
+
+        // A broken file is refused and the running configuration stays.
+        std::fs::write(&path, "modules_enabled = [\"nope\"]\n").unwrap();
+        assert!(core.reload_config().is_err());
+        assert_eq!(host.modules(), vec!["admin_rest", "ping"]);
+
+        std::fs::write(&path, "[[host]]\nname = \"other\"\n").unwrap();
+        let r = core.reload_config().unwrap();
+        assert!(r.warnings.iter().any(|w| w.contains("host list")), "{r:?}");
+    }
+}

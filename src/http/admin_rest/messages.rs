@@ -1,0 +1,187 @@
+//! Messages from the host to users: one user, many (multicast), every online user (broadcast).
+//!
+//! Each builds the stanza a client would get — `<message from=HOST to=USER@HOST><body>PREFIX+text`
+//! — and hands it to the router, so delivery, offline storage and every module hook apply as for
+//! any other message.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::params::Params;
+use super::{ApiError, Ctx, body_object, ok, parse_body, reply, string_field, user_jid};
+use crate::core::Core;
+use crate::core::events::Origin;
+use crate::modules::admin_rest::AdminRestOptions;
+use crate::xmpp::{Element, Jid, ns};
+
+/// Most recipients in one multicast.
+const MAX_RECIPIENTS: usize = 10_000;
+
+/// What happens to a message for a user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// An available session gets it now.
+    Delivered,
+    /// Offline storage keeps it for the next login.
+    Stored,
+    /// Offline and nothing stores it.
+    Dropped,
+}
+
+fn fate(core: &Core, jid: &Jid) -> Fate {
+    if core
+        .sessions
+        .resources(jid)
+        .iter()
+        .any(|s| s.is_available() && s.priority() >= 0)
+    {
+        Fate::Delivered
+    } else if core
+        .host(jid.domain())
+        .is_some_and(|h| h.is_loaded("offline"))
+    {
+        Fate::Stored
+    } else {
+        Fate::Dropped
+    }
+}
+
+/// The message stanza from the user's host.
+fn stanza(to: &Jid, text: String) -> Element {
+    Element::new("message", ns::CLIENT)
+        .attr("from", to.domain().to_string())
+        .attr("to", to.to_string())
+        .child(Element::new("body", ns::CLIENT).text(text))
+}
+
+/// An existing local user, or `None` (malformed, other host not served, or no such account).
+async fn recipient(core: &Core, host: &str, name: &str) -> Result<Option<Jid>, ApiError> {
+    let Ok(jid) = user_jid(core, host, name) else {
+        return Ok(None);
+    };
+    Ok(core.accounts.exists(&jid).await?.then_some(jid))
+}
+
+/// `POST /message/{name}` `{"message"}`: 200 delivered, 202 stored offline, 404 no such user,
+/// 501 offline with no offline storage.
+pub async fn send_message(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Params(name): Params<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(jid) = recipient(&core, &ctx.host, &name).await? else {
+        return Err(ApiError::InvalidUser);
+    };
+    let body = body_object(&headers, &body)?;
+    let text = string_field(&body, "message")?;
+    let opts = AdminRestOptions::for_host(&core.config.load(), &ctx.host);
+    let fate = fate(&core, &jid);
+    if fate == Fate::Dropped {
+        return Err(ApiError::MessageDropped);
+    }
+    core.route(
+        Origin::Server,
+        stanza(&jid, format!("{}{text}", opts.message_prefix)),
+    )
+    .await;
+    Ok(match fate {
+        Fate::Delivered => ok(format!("Message sent to user: {jid}")),
+        _ => reply(
+            StatusCode::ACCEPTED,
+            format!("Message sent to offline queue: {jid}"),
+        ),
+    })
+}
+
+/// `POST /message` with `[{"to", "message"}, …]` or `{"recipients": [...]}`:
+/// `"Message multicasted to users: sent/delayed"`, or 404 when nobody could be reached.
+pub async fn multicast(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let list = match parse_body(&headers, &body)? {
+        Value::Array(a) => a,
+        Value::Object(mut o) => match o.remove("recipients") {
+            Some(Value::Array(a)) => a,
+            _ => return Err(ApiError::InvalidBody),
+        },
+        _ => return Err(ApiError::InvalidBody),
+    };
+    if list.len() > MAX_RECIPIENTS {
+        return Err(ApiError::other(
+            StatusCode::BAD_REQUEST,
+            "too_many_recipients",
+            format!("At most {MAX_RECIPIENTS} recipients per request"),
+        ));
+    }
+    let opts = AdminRestOptions::for_host(&core.config.load(), &ctx.host);
+    let (mut sent, mut delayed) = (0usize, 0usize);
+    for r in &list {
+        let (Some(to), Some(text)) = (
+            r.get("to").and_then(Value::as_str),
+            r.get("message").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let Some(jid) = recipient(&core, &ctx.host, to).await? else {
+            continue;
+        };
+        let fate = fate(&core, &jid);
+        match fate {
+            Fate::Delivered => sent += 1,
+            Fate::Stored => delayed += 1,
+            Fate::Dropped => continue,
+        }
+        core.route(
+            Origin::Server,
+            stanza(&jid, format!("{}{text}", opts.multicast_prefix)),
+        )
+        .await;
+    }
+    if sent + delayed == 0 {
+        return Err(ApiError::other(
+            StatusCode::NOT_FOUND,
+            "no_recipients",
+            "No multicast recipients",
+        ));
+    }
+    Ok(ok(format!(
+        "Message multicasted to users: {sent}/{delayed}"
+    )))
+}
+
+/// `POST /broadcast` `{"message"}`: to every available user of the host; `{"count": n}` users.
+pub async fn broadcast(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = body_object(&headers, &body)?;
+    let text = string_field(&body, "message")?;
+    let opts = AdminRestOptions::for_host(&core.config.load(), &ctx.host);
+    let text = format!("{}{text}", opts.broadcast_prefix);
+    let mut users: Vec<Jid> = core
+        .sessions
+        .all(Some(&ctx.host))
+        .iter()
+        .filter(|s| s.is_available() && s.priority() >= 0)
+        .map(|s| s.jid.bare())
+        .collect();
+    users.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    users.dedup();
+    for jid in &users {
+        core.route(Origin::Server, stanza(jid, text.clone())).await;
+    }
+    Ok(ok(json!({ "count": users.len() })))
+}
