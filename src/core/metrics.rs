@@ -212,6 +212,12 @@ impl Metrics {
 
     /// Renders every family in the OpenMetrics text format, ending with `# EOF`.
     pub fn render(&self) -> String {
+        self.render_as(Format::OpenMetrics)
+    }
+
+    /// Renders every family in `format`.
+    pub fn render_as(&self, format: Format) -> String {
+        let open = format == Format::OpenMetrics;
         let mut out = String::new();
         let families: Vec<Arc<Family>> = self
             .families
@@ -219,12 +225,18 @@ impl Metrics {
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
         for f in families {
-            let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind.type_name());
-            if let Some(u) = &f.unit {
+            // Prometheus text names a counter family after its `_total` sample.
+            let head = if !open && f.kind == MetricKind::Counter {
+                format!("{}_total", f.name)
+            } else {
+                f.name.clone()
+            };
+            let _ = writeln!(out, "# TYPE {} {}", head, f.kind.type_name());
+            if let (Some(u), true) = (&f.unit, open) {
                 let _ = writeln!(out, "# UNIT {} {}", f.name, u);
             }
             if !f.help.is_empty() {
-                let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(&f.help));
+                let _ = writeln!(out, "# HELP {} {}", head, escape_help(&f.help));
             }
             let mut series: Vec<(Vec<String>, Arc<Series>)> = f
                 .series
@@ -263,9 +275,20 @@ impl Metrics {
                 }
             }
         }
-        out.push_str("# EOF\n");
+        if open {
+            out.push_str("# EOF\n");
+        }
         out
     }
+}
+
+/// Exposition formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text (`application/openmetrics-text; version=1.0.0`).
+    OpenMetrics,
+    /// Prometheus text 0.0.4 (`text/plain; version=0.0.4`), for older scrapers and promtool.
+    Prometheus,
 }
 
 fn num(v: f64) -> String {
@@ -407,6 +430,9 @@ mod tests {
         );
         assert!(out.contains("x_size_count 2\nx_size_sum 30\n"), "{out}");
         assert!(out.ends_with("# EOF\n"));
+        let prom = m.render_as(Format::Prometheus);
+        assert!(prom.contains("# TYPE x_stanzas_total counter\n# HELP x_stanzas_total"), "{prom}");
+        assert!(!prom.contains("# EOF") && !prom.contains("# UNIT"), "{prom}");
     }
 
     #[test]

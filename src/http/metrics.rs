@@ -5,20 +5,25 @@
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ClientAddr;
 use crate::core::Core;
+use crate::core::metrics::Format;
 
 /// The OpenMetrics content type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The Prometheus text content type.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Serves the metrics to allowed addresses; others get 403.
+/// Serves the metrics to allowed addresses (others get 403): OpenMetrics when the scraper
+/// accepts it (as Prometheus does), else the Prometheus text format.
 pub async fn metrics(
     State(core): State<Arc<Core>>,
     ConnectInfo(ClientAddr(addr)): ConnectInfo<ClientAddr>,
+    headers: HeaderMap,
 ) -> Response {
     let allowed = core
         .config
@@ -38,9 +43,18 @@ pub async fn metrics(
         let n = core.sessions.all(Some(&host.name)).len();
         core.core_metrics.sessions.with(&[&host.name]).set(n as f64);
     }
-    let mut resp = core.metrics.render().into_response();
+    let open = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let (format, ctype) = if open {
+        (Format::OpenMetrics, CONTENT_TYPE)
+    } else {
+        (Format::Prometheus, PROMETHEUS_CONTENT_TYPE)
+    };
+    let mut resp = core.metrics.render_as(format).into_response();
     resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     resp
 }
 
