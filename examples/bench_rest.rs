@@ -117,6 +117,8 @@ fn argon2_per_second() -> Result<f64> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = parse_args()?;
+    // reqwest is built without a default TLS provider (the project uses ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let argon2 = argon2_per_second()?;
     println!("argon2id verifications/s on one core: {argon2:.1}");
 

@@ -14,7 +14,7 @@
 //! | [`core`] | the shared managers: hosts and their event buses, the module system, sessions, the router, accounts |
 //! | [`modules`] | one file per feature module (`ping`, `disco`, …), registered by name |
 //! | [`c2s`] | client listeners: negotiation (STARTTLS, SASL, bind) and the session reader/writer tasks |
-//! | [`http`] | the axum router (health now; the admin REST API grows here) |
+//! | [`http`] | the axum router on HTTP and HTTPS: `/health` and the admin REST API ([`http::admin_rest`]: allowlist, auth, one file per resource, OpenAPI in `openapi/admin_rest.yaml`) |
 //! | [`control`] | the local control socket through which the CLI manages a running server |
 //! | [`server`] | [`server::Server`]: opens the store, builds the core, starts listeners, shuts down |
 //!
@@ -25,7 +25,7 @@
 //! ```text
 //! socket ─► TLS ─► StreamParser ─► c2s session (stamp `from`) ─► Core::route ─► host event
 //!        ─► module handlers by priority ─► default delivery ─► SessionHandle queue ─► writer task ─► socket
-//! curl ─► axum ─► handler ─► the same managers and Core::route
+//! curl ─► axum ─► admin_rest::entry (host, allowlist, auth) ─► handler ─► the same managers and Core::route
 //! ```
 //! A stanza is parsed once into an owned [`xmpp::Element`], routed once, and serialised once per
 //! recipient by that recipient's writer task. The router never knows features: it fires events

@@ -392,7 +392,7 @@ async fn allowlist_is_checked_before_credentials_and_honours_trusted_proxies_onl
 async fn failures_are_throttled_per_address() {
     let srv = server_with(&[], |c| {
         set_option(c, "admin_rest_auth_max_failures", toml::Value::Integer(3));
-        set_option(c, "admin_rest_auth_lockout_secs", toml::Value::Integer(2));
+        set_option(c, "admin_rest_auth_lockout_secs", toml::Value::Integer(600));
     })
     .await;
     let api = Api::new(&srv);
@@ -408,9 +408,8 @@ async fn failures_are_throttled_per_address() {
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.error(), "too_many_failures");
     let retry: u64 = r.header("retry-after").parse().unwrap();
-    assert!((1..=2).contains(&retry), "{retry}");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(api.get("/users/count").await.status, StatusCode::OK);
+    assert!((500..=600).contains(&retry), "{retry}");
+    // (The window's expiry and per-address keying are unit tests in http::admin_rest::auth.)
 }
 
 #[tokio::test]

@@ -192,8 +192,16 @@ async fn bulk_create(args: &Args, config: &Path) -> Result<()> {
             tally(r??);
         }
     }
-    while let Some(r) = tasks.join_next().await {
-        tally(r??);
+    // A stuck store (no progress for a minute) would otherwise hang the caller forever.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), tasks.join_next()).await {
+            Ok(Some(r)) => tally(r??),
+            Ok(None) => break,
+            Err(_) => {
+                eprintln!("bulk-create: no account created for 60 s; the store is stuck");
+                std::process::exit(2);
+            }
+        }
     }
     store.flush().await?;
     let secs = started.elapsed().as_secs_f64();
@@ -440,10 +448,15 @@ async fn run(args: Args) -> Result<()> {
         })
         .await;
     }
+    let open = readers.len();
+    let mut closed = 0usize;
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while readers.join_next().await.is_some() {}
+        while readers.join_next().await.is_some() {
+            closed += 1;
+        }
     })
     .await;
+    println!("teardown: the server closed {closed}/{open} streams within 5 s of </stream:stream>");
     if !delivered_in_time || login_errors > 0 {
         bail!(
             "incomplete run: {login_errors} login failures, {received}/{total} messages delivered"

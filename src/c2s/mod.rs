@@ -3,6 +3,7 @@
 pub mod negotiate;
 pub mod register;
 pub mod session;
+pub mod sm;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -125,6 +126,15 @@ async fn connection(
                 session::run(core, parser, writer, session).await;
                 return;
             }
+            Outcome::Resumed {
+                parser,
+                writer,
+                hib,
+                ..
+            } => {
+                session::resume(core, parser, writer, hib).await;
+                return;
+            }
             Outcome::StartTls(parser, w) => match parser.into_inner().into_inner().reunite(w) {
                 Ok(tcp) => tcp,
                 Err(_) => return,
@@ -151,6 +161,12 @@ async fn connection(
             session,
             ..
         } => session::run(core, parser, writer, session).await,
+        Outcome::Resumed {
+            parser,
+            writer,
+            hib,
+            ..
+        } => session::resume(core, parser, writer, hib).await,
         Outcome::StartTls(..) | Outcome::Closed => {}
     }
 }

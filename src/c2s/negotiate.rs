@@ -49,6 +49,15 @@ pub enum Outcome<R, W> {
         /// The stream's host.
         host: String,
     },
+    /// A hibernated session was resumed (XEP-0198); it continues on this connection.
+    Resumed {
+        /// The parser.
+        parser: StreamParser<R>,
+        /// The write half.
+        writer: W,
+        /// The session and its queue.
+        hib: crate::core::sessions::Hibernated,
+    },
     /// The stream ended (error sent or peer gone).
     Closed,
 }
@@ -373,6 +382,29 @@ impl Negotiation {
                     }
                 }
             }
+            // XEP-0198 resumption instead of binding.
+            if let Some(jid) = &authenticated
+                && el.is("resume", super::sm::NS_SM)
+            {
+                match self.resume(jid, &el).await {
+                    Ok(hib) => {
+                        return Step::Done(Outcome::Resumed {
+                            parser,
+                            writer,
+                            hib,
+                        });
+                    }
+                    Err(condition) => {
+                        let failed = Element::new("failed", super::sm::NS_SM)
+                            .child(Element::new(condition, ns::STANZAS))
+                            .to_xml(ns::CLIENT);
+                        if write(&mut writer, &failed).await.is_err() {
+                            return Step::Done(Outcome::Closed);
+                        }
+                        continue;
+                    }
+                }
+            }
             // XEP-0077 in-band registration before authentication.
             if authenticated.is_none()
                 && let Some(reply) = super::register::preauth(
@@ -436,6 +468,43 @@ impl Negotiation {
                 "version 1.0 is required",
             )),
         }
+    }
+
+    /// Takes over the hibernated (or still attached) session `previd` of `jid`, acknowledging `h`.
+    async fn resume(
+        &self,
+        jid: &Jid,
+        el: &Element,
+    ) -> Result<crate::core::sessions::Hibernated, &'static str> {
+        if super::sm::settings(&self.core, jid.domain()).is_none() {
+            return Err("feature-not-implemented");
+        }
+        let id = el.get_attr("previd").ok_or("bad-request")?;
+        let h: u32 = el
+            .get_attr("h")
+            .and_then(|h| h.parse().ok())
+            .ok_or("bad-request")?;
+        let handle = self.core.sessions.resumable(id).ok_or("item-not-found")?;
+        if handle.jid.bare() != *jid {
+            return Err("item-not-found");
+        }
+        if !handle.is_hibernating() {
+            // The old connection may not have noticed it is dead: make it let go.
+            handle.request_detach();
+        }
+        for _ in 0..250 {
+            if let Some(hib) = self.core.sessions.take_hibernated(id) {
+                if hib.handle.sm().ack(h).is_err() {
+                    // The client claims more than was sent: give the session back to its timer.
+                    let crate::core::sessions::Hibernated { handle, rx } = hib;
+                    self.core.sessions.hibernate(id, handle, rx);
+                    return Err("unexpected-request");
+                }
+                return Ok(hib);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err("item-not-found")
     }
 
     fn mechanisms(&self) -> Vec<Mechanism> {

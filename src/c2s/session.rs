@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::sm;
 
 use crate::core::Core;
 use crate::core::events::Origin;
-use crate::core::sessions::{BoundSession, Outbound, SessionHandle};
+use crate::core::sessions::{BoundSession, Hibernated, Outbound, SessionHandle};
 use crate::xmpp::error::{
     StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition as C,
 };
@@ -20,16 +23,85 @@ use crate::xmpp::{Element, Jid, ns};
 /// Most queued stanzas gathered into one socket write.
 const MAX_BATCH_STANZAS: usize = 256;
 
-/// Runs a bound session until it ends, then unbinds it.
-pub async fn run<R, W>(core: Arc<Core>, mut parser: StreamParser<R>, writer: W, bound: BoundSession)
+/// How a connection stopped serving its session.
+enum End {
+    /// The stream ends (cleanly or with this error); the session ends with it.
+    Close(Option<StreamError>),
+    /// The connection is gone without a close.
+    Lost,
+    /// A resuming connection takes the session over.
+    Detached,
+}
+
+/// Runs a newly bound session until it ends (or hibernates for a resumption).
+pub async fn run<R, W>(core: Arc<Core>, parser: StreamParser<R>, writer: W, bound: BoundSession)
 where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let BoundSession { handle, rx } = bound;
-    let writer_task = tokio::spawn(write_loop(writer, rx, core.core_metrics.stanzas.clone()));
+    attach(core, parser, writer, handle, rx, String::new()).await;
+}
+
+/// Resumes a hibernated session on a new connection (XEP-0198 §5): `<resumed/>`, then every
+/// unacknowledged stanza again, then whatever queued up meanwhile.
+pub async fn resume<R, W>(core: Arc<Core>, parser: StreamParser<R>, writer: W, hib: Hibernated)
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let Hibernated { handle, rx } = hib;
+    handle.renew_detach();
+    let mut preamble = String::new();
+    {
+        let sm = handle.sm();
+        let id = sm.id.clone().unwrap_or_default();
+        preamble.push_str(&format!(
+            "<resumed xmlns='{}' previd='{}' h='{}'/>",
+            sm::NS_SM,
+            crate::xmpp::element::escape(&id, true),
+            sm.h_in
+        ));
+        for (_, el) in &sm.unacked {
+            el.write_xml(&mut preamble, ns::CLIENT);
+        }
+        if !sm.unacked.is_empty() {
+            preamble.push_str(&sm::ack_request());
+        }
+    }
+    {
+        let mut sm = handle.sm();
+        sm.ack_pending = !sm.unacked.is_empty();
+    }
+    tracing::info!(jid = %handle.jid, "session resumed");
+    attach(core, parser, writer, handle, rx, preamble).await;
+}
+
+/// Serves `handle` on one connection: reads and routes until the stream ends, the connection
+/// is lost (the session hibernates if resumable) or a resumption takes it over.
+async fn attach<R, W>(
+    core: Arc<Core>,
+    mut parser: StreamParser<R>,
+    writer: W,
+    handle: Arc<SessionHandle>,
+    rx: mpsc::Receiver<Outbound>,
+    preamble: String,
+) where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let stop = CancellationToken::new();
+    let writer_task = tokio::spawn(write_loop(
+        writer,
+        rx,
+        core.core_metrics.stanzas.clone(),
+        handle.clone(),
+        stop.clone(),
+        preamble,
+    ));
+    let detach = handle.detach_token();
     let idle = core.config.load().c2s.idle_timeout_secs;
-    let end: Option<StreamError> = loop {
+    let end = loop {
         let read = async {
             if idle == 0 {
                 Ok(parser.next().await)
@@ -38,40 +110,143 @@ where
             }
         };
         tokio::select! {
-            _ = handle.closed() => break handle.close_reason(),
-            _ = core.shutdown.cancelled() => break Some(StreamError::new(C::SystemShutdown)),
+            _ = handle.closed() => break End::Close(handle.close_reason()),
+            _ = detach.cancelled() => break End::Detached,
+            _ = core.shutdown.cancelled() => break End::Close(Some(StreamError::new(C::SystemShutdown))),
             r = read => match r {
-                Err(_) => break Some(StreamError::new(C::ConnectionTimeout)),
+                Err(_) => break End::Close(Some(StreamError::new(C::ConnectionTimeout))),
                 Ok(Ok(StreamEvent::Stanza(el))) => {
                     if let Err(e) = handle_stanza(&core, &handle, el).await {
-                        break Some(e);
+                        break End::Close(Some(e));
                     }
                 }
-                Ok(Ok(StreamEvent::Close)) => break None,
-                Ok(Ok(StreamEvent::Header(_))) => break Some(StreamError::new(C::BadFormat)),
-                Ok(Err(ParseError::Stream(e))) => break Some(e),
-                Ok(Err(_)) => {
-                    // The connection is gone: nothing more can be written.
-                    went_offline(&core, &handle).await;
-                    core.sessions.unbind(&handle);
-                    writer_task.abort();
-                    tracing::info!(jid = %handle.jid, "connection lost");
-                    return;
-                }
+                Ok(Ok(StreamEvent::Close)) => break End::Close(None),
+                Ok(Ok(StreamEvent::Header(_))) => break End::Close(Some(StreamError::new(C::BadFormat))),
+                Ok(Err(ParseError::Stream(e))) => break End::Close(Some(e)),
+                Ok(Err(_)) => break End::Lost,
             }
         }
     };
-    went_offline(&core, &handle).await;
-    core.sessions.unbind(&handle);
-    if let Some(e) = &end {
-        tracing::info!(jid = %handle.jid, error = %e, "closing session");
-    } else {
-        tracing::info!(jid = %handle.jid, "session closed by client");
+    let resumable = handle.sm().id.clone();
+    match end {
+        End::Close(err) => {
+            match &err {
+                Some(e) => tracing::info!(jid = %handle.jid, error = %e, "closing session"),
+                None => tracing::info!(jid = %handle.jid, "session closed by client"),
+            }
+            went_offline(&core, &handle).await;
+            core.sessions.unbind(&handle);
+            let rx = if handle.finish(err).await {
+                match tokio::time::timeout(Duration::from_secs(10), writer_task).await {
+                    Ok(Ok(rx)) => Some(rx),
+                    _ => None,
+                }
+            } else {
+                stop.cancel();
+                writer_task.await.ok()
+            };
+            finish_session(&core, &handle, rx).await;
+        }
+        End::Lost | End::Detached => {
+            stop.cancel();
+            let rx = writer_task.await.ok();
+            match (resumable, rx) {
+                (Some(id), Some(rx)) => hibernate(core, handle, id, rx),
+                (_, rx) => {
+                    tracing::info!(jid = %handle.jid, "connection lost");
+                    went_offline(&core, &handle).await;
+                    core.sessions.unbind(&handle);
+                    finish_session(&core, &handle, rx).await;
+                }
+            }
+        }
     }
-    if handle.finish(end).await {
-        let _ = tokio::time::timeout(Duration::from_secs(10), writer_task).await;
-    } else {
-        writer_task.abort();
+}
+
+/// Parks a session whose connection was lost until it is resumed or its window ends.
+fn hibernate(
+    core: Arc<Core>,
+    handle: Arc<SessionHandle>,
+    id: String,
+    rx: mpsc::Receiver<Outbound>,
+) {
+    let (epoch, max) = {
+        let mut sm = handle.sm();
+        sm.epoch += 1;
+        sm.ack_pending = false;
+        (sm.epoch, sm.max)
+    };
+    tracing::info!(jid = %handle.jid, secs = max.as_secs(), "connection lost; session hibernating");
+    core.sessions.hibernate(&id, handle.clone(), rx);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(max) => {}
+            _ = handle.closed() => {}
+            _ = core.shutdown.cancelled() => {}
+        }
+        if handle.sm().epoch != epoch || !handle.is_hibernating() {
+            return;
+        }
+        if let Some(hib) = core.sessions.take_hibernated(&id) {
+            tracing::info!(jid = %hib.handle.jid, "hibernation ended without resumption");
+            went_offline(&core, &hib.handle).await;
+            core.sessions.unbind(&hib.handle);
+            finish_session(&core, &hib.handle, Some(hib.rx)).await;
+        }
+    });
+}
+
+/// Ends a session for good: stanzas it was given but the client never acknowledged, and those
+/// still queued, go back to the router (another resource, offline storage, or an error to the
+/// sender) — never silently lost.
+async fn finish_session(
+    core: &Arc<Core>,
+    handle: &Arc<SessionHandle>,
+    rx: Option<mpsc::Receiver<Outbound>>,
+) {
+    let mut pending: Vec<Element> = {
+        let mut sm = handle.sm();
+        if let Some(id) = sm.id.take() {
+            core.sessions.forget_resumable(&id);
+        }
+        sm.unacked.drain(..).map(|(_, el)| el).collect()
+    };
+    if let Some(mut rx) = rx {
+        rx.close();
+        while let Ok(m) = rx.try_recv() {
+            if let Outbound::Stanza(el) = m {
+                pending.push(el);
+            }
+        }
+    }
+    for el in pending {
+        requeue(core, handle, el).await;
+    }
+}
+
+/// Re-routes one undelivered stanza of an ended session.
+async fn requeue(core: &Arc<Core>, handle: &SessionHandle, mut el: Element) {
+    match el.name() {
+        "message" => {
+            let ty = stanza::stanza_type(&el, "normal");
+            let has_body = el.get_child("body", ns::CLIENT).is_some();
+            if matches!(ty, "normal" | "chat") && has_body {
+                el.set_attr("to", Some(handle.jid.bare().to_string()));
+                if el.get_attr("from").is_none() {
+                    el.set_attr("from", Some(handle.jid.domain().to_string()));
+                }
+                core.route(Origin::Server, el).await;
+            }
+        }
+        "iq" if matches!(stanza::stanza_type(&el, ""), "get" | "set") => {
+            if el.get_attr("from").is_some() {
+                let mut err = el.clone();
+                err.set_attr("to", Some(handle.jid.to_string()));
+                core.bounce(&err, StanzaErrorCondition::RecipientUnavailable)
+                    .await;
+            }
+        }
+        _ => {}
     }
 }
 
@@ -93,6 +268,9 @@ async fn handle_stanza(
     mut el: Element,
 ) -> Result<(), StreamError> {
     let Some(kind) = Kind::of(&el) else {
+        if sm::handle_nonza(core, handle, &el)? {
+            return Ok(());
+        }
         core.core_metrics.stanzas.with(&["other", "in"]).inc();
         return Err(StreamError::with_text(
             C::UnsupportedStanzaType,
@@ -106,6 +284,7 @@ async fn handle_stanza(
         }
     }
     core.core_metrics.stanzas.with(&[kind.as_str(), "in"]).inc();
+    sm::count_inbound(handle);
     el.set_attr("from", Some(handle.jid.to_string()));
     let ty = stanza::stanza_type(&el, "").to_string();
     if kind == Kind::Iq {
@@ -173,16 +352,32 @@ async fn reply_error(core: &Arc<Core>, el: &Element, cond: StanzaErrorCondition)
     }
 }
 
-/// Drains the outbound queue to the socket, batching whatever is ready into one write.
+/// Drains the outbound queue to the socket, batching whatever is ready into one write; gives
+/// the queue back when stopped, when the socket fails, or after writing the stream close.
 pub async fn write_loop<W: AsyncWrite + Unpin>(
     mut w: W,
     mut rx: mpsc::Receiver<Outbound>,
     stanzas: Arc<crate::core::metrics::Family>,
-) {
+    handle: Arc<SessionHandle>,
+    stop: CancellationToken,
+    preamble: String,
+) -> mpsc::Receiver<Outbound> {
     let out = |kind: &str| stanzas.with(&[kind, "out"]);
     let (messages, presences, iqs) = (out("message"), out("presence"), out("iq"));
-    while let Some(first) = rx.recv().await {
-        let mut buf = String::new();
+    if !preamble.is_empty()
+        && (w.write_all(preamble.as_bytes()).await.is_err() || w.flush().await.is_err())
+    {
+        return rx;
+    }
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return rx,
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return rx,
+            },
+        };
         let mut pending = vec![first];
         while pending.len() < MAX_BATCH_STANZAS {
             match rx.try_recv() {
@@ -190,43 +385,49 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
                 Err(_) => break,
             }
         }
+        let mut buf = String::new();
         let mut closing = false;
+        let mut overflow = None;
         for m in pending {
-            if let Outbound::Stanza(el) = &m {
-                match el.name() {
-                    "message" => messages.inc(),
-                    "presence" => presences.inc(),
-                    _ => iqs.inc(),
+            match m {
+                Outbound::Stanza(el) => {
+                    match el.name() {
+                        "message" => messages.inc(),
+                        "presence" => presences.inc(),
+                        _ => iqs.inc(),
+                    }
+                    if let Err(e) = sm::count_outbound(&handle, &el) {
+                        overflow = Some(e);
+                    }
+                    el.write_xml(&mut buf, ns::CLIENT);
+                }
+                Outbound::Nonza(x) => buf.push_str(&x),
+                Outbound::SmEnabled(x) => {
+                    buf.push_str(&x);
+                    handle.sm().out_enabled = true;
+                }
+                Outbound::Close(err) => {
+                    if let Some(e) = err {
+                        e.to_element().write_xml(&mut buf, ns::CLIENT);
+                    }
+                    buf.push_str("</stream:stream>");
+                    closing = true;
+                    break;
                 }
             }
-            closing = append(&mut buf, m);
-            if closing {
-                break;
-            }
+        }
+        if !closing && sm::want_ack(&handle) {
+            buf.push_str(&sm::ack_request());
         }
         if w.write_all(buf.as_bytes()).await.is_err() || w.flush().await.is_err() {
-            return;
+            return rx;
+        }
+        if let Some(e) = overflow {
+            handle.close(e);
         }
         if closing {
             let _ = w.shutdown().await;
-            return;
-        }
-    }
-}
-
-/// Serialises one queue entry; returns true if it ends the stream.
-fn append(buf: &mut String, m: Outbound) -> bool {
-    match m {
-        Outbound::Stanza(el) => {
-            el.write_xml(buf, ns::CLIENT);
-            false
-        }
-        Outbound::Close(err) => {
-            if let Some(e) = err {
-                e.to_element().write_xml(buf, ns::CLIENT);
-            }
-            buf.push_str("</stream:stream>");
-            true
+            return rx;
         }
     }
 }

@@ -243,6 +243,14 @@ impl Default for Config {
                 "vcard",
                 "private",
                 "blocking",
+                "mam",
+                "carbons",
+                "smacks",
+                "csi",
+                "push",
+                "pep",
+                "bookmarks",
+                "vcard_legacy",
             ]
             .map(String::from)
             .to_vec(),

@@ -431,8 +431,14 @@ mod tests {
         assert!(out.contains("x_size_count 2\nx_size_sum 30\n"), "{out}");
         assert!(out.ends_with("# EOF\n"));
         let prom = m.render_as(Format::Prometheus);
-        assert!(prom.contains("# TYPE x_stanzas_total counter\n# HELP x_stanzas_total"), "{prom}");
-        assert!(!prom.contains("# EOF") && !prom.contains("# UNIT"), "{prom}");
+        assert!(
+            prom.contains("# TYPE x_stanzas_total counter\n# HELP x_stanzas_total"),
+            "{prom}"
+        );
+        assert!(
+            !prom.contains("# EOF") && !prom.contains("# UNIT"),
+            "{prom}"
+        );
     }
 
     #[test]

@@ -661,7 +661,14 @@ impl ModuleHandle {
                     }
                     _ = tokio::time::sleep(delay) => {}
                 }
-                match f().await {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                let next = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    next = f() => next,
+                };
+                match next {
                     Some(next) => delay = next,
                     None => return,
                 }

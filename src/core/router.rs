@@ -220,10 +220,12 @@ impl Core {
     }
 
     /// RFC 6121 §8.5.2: a message to a bare JID goes to the available resources with non-negative priority.
-    async fn deliver_to_bare(self: &Arc<Self>, ev: StanzaEvent, ty: &str) {
+    async fn deliver_to_bare(self: &Arc<Self>, mut ev: StanzaEvent, ty: &str) {
         if ty == "error" {
             return;
         }
+        // A message for an offline resource is handled as addressed to the account.
+        ev.to = ev.to.bare();
         let targets: Vec<_> = self
             .sessions
             .resources(&ev.to)

@@ -22,6 +22,51 @@ pub enum Outbound {
     Stanza(Element),
     /// Write the closing stream error (if any) and `</stream:stream>`, then close.
     Close(Option<StreamError>),
+    /// Write a stream-level element (not a stanza: never counted or retransmitted).
+    Nonza(String),
+    /// Write XEP-0198 `<enabled/>` and start counting outbound stanzas from here on.
+    SmEnabled(String),
+}
+
+/// XEP-0198 stream management state of a session, kept across connections while resumable.
+#[derive(Debug, Default)]
+pub struct SmState {
+    /// Inbound counting is on (the client sent `<enable/>`).
+    pub enabled: bool,
+    /// Outbound counting is on (`<enabled/>` was written).
+    pub out_enabled: bool,
+    /// An `<r/>` was sent and not yet answered.
+    pub ack_pending: bool,
+    /// Incremented at each hibernation, so a stale watchdog never ends a later one.
+    pub epoch: u64,
+    /// The resumption id, when resumable.
+    pub id: Option<String>,
+    /// How long the session may wait for a resumption.
+    pub max: std::time::Duration,
+    /// Stanzas received from the client (the `h` we report).
+    pub h_in: u32,
+    /// Stanzas sent to the client.
+    pub h_out: u32,
+    /// Sent stanzas not yet acknowledged, with their sequence numbers.
+    pub unacked: std::collections::VecDeque<(u32, Element)>,
+}
+
+impl SmState {
+    /// Drops stanzas acknowledged by `h`; `Err` if `h` acknowledges more than was sent.
+    pub fn ack(&mut self, h: u32) -> Result<(), ()> {
+        // Sequence numbers wrap at 2^32 (XEP-0198 §5).
+        if h.wrapping_sub(self.h_out) as i32 > 0 {
+            return Err(());
+        }
+        while let Some((seq, _)) = self.unacked.front() {
+            if h.wrapping_sub(*seq) as i32 >= 0 {
+                self.unacked.pop_front();
+            } else {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A live, bound client session as the rest of the server sees it.
@@ -43,11 +88,107 @@ pub struct SessionHandle {
     last_presence: Mutex<Option<Element>>,
     directed: Mutex<std::collections::HashSet<Jid>>,
     carbons: AtomicBool,
+    sm: Mutex<SmState>,
+    detach: Mutex<CancellationToken>,
+    hibernating: AtomicBool,
+    csi_inactive: AtomicBool,
+    held: Mutex<Vec<Element>>,
 }
 
 impl SessionHandle {
     /// Queues a stanza; a session whose queue is full is disconnected (slow consumer). Returns false if not queued.
+    /// While the client is inactive (XEP-0352), presence updates are held back (the latest per
+    /// sender) and flushed before the next other stanza.
     pub fn send(&self, stanza: Element) -> bool {
+        if self.csi_inactive.load(Ordering::Relaxed) {
+            let held_back = stanza.name() == "presence"
+                && matches!(stanza.get_attr("type"), None | Some("unavailable"));
+            if let Ok(mut held) = self.held.lock() {
+                if held_back {
+                    let from = stanza.get_attr("from").map(str::to_string);
+                    held.retain(|p| p.get_attr("from").map(str::to_string) != from);
+                    // Bounded: beyond this, hold no more and deliver as usual.
+                    if held.len() < 1000 {
+                        held.push(stanza);
+                        return true;
+                    }
+                    let flushed: Vec<Element> = std::mem::take(&mut *held);
+                    drop(held);
+                    for p in flushed {
+                        self.enqueue(p);
+                    }
+                    return self.enqueue(stanza);
+                }
+                let flushed: Vec<Element> = std::mem::take(&mut *held);
+                drop(held);
+                for p in flushed {
+                    self.enqueue(p);
+                }
+            }
+        }
+        self.enqueue(stanza)
+    }
+
+    /// Marks the client active or inactive (XEP-0352); becoming active flushes held presence.
+    pub fn set_inactive(&self, inactive: bool) {
+        self.csi_inactive.store(inactive, Ordering::Relaxed);
+        if !inactive {
+            let flushed: Vec<Element> = self
+                .held
+                .lock()
+                .map(|mut h| std::mem::take(&mut *h))
+                .unwrap_or_default();
+            for p in flushed {
+                self.enqueue(p);
+            }
+        }
+    }
+
+    /// Whether the client said it is inactive (XEP-0352).
+    pub fn is_inactive(&self) -> bool {
+        self.csi_inactive.load(Ordering::Relaxed)
+    }
+
+    /// Queues a stream-level element (XEP-0198 nonzas and the like).
+    pub fn send_nonza(&self, item: Outbound) -> bool {
+        self.tx.try_send(item).is_ok()
+    }
+
+    /// The stream management state.
+    pub fn sm(&self) -> std::sync::MutexGuard<'_, SmState> {
+        self.sm.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The token cancelled when a resuming connection takes this session over.
+    pub fn detach_token(&self) -> CancellationToken {
+        self.detach.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Asks the connection serving this session to let go of it (for a resumption).
+    pub fn request_detach(&self) {
+        if let Ok(t) = self.detach.lock() {
+            t.cancel();
+        }
+    }
+
+    /// A fresh detach token for the next connection serving this session.
+    pub fn renew_detach(&self) {
+        if let Ok(mut t) = self.detach.lock() {
+            *t = CancellationToken::new();
+        }
+    }
+
+    /// Whether the session waits for a resumption with no connection.
+    pub fn is_hibernating(&self) -> bool {
+        self.hibernating.load(Ordering::Relaxed)
+    }
+
+    /// Marks the session as hibernating or attached.
+    pub fn set_hibernating(&self, on: bool) {
+        self.hibernating.store(on, Ordering::Relaxed);
+    }
+
+    fn enqueue(&self, stanza: Element) -> bool {
         match self.tx.try_send(Outbound::Stanza(stanza)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -169,9 +310,19 @@ pub enum BindError {
     ResourceConstraint,
 }
 
+/// A session waiting, without a connection, for its client to resume it (XEP-0198).
+pub struct Hibernated {
+    /// The session.
+    pub handle: Arc<SessionHandle>,
+    /// Its outbound queue, to be drained by the resuming connection.
+    pub rx: mpsc::Receiver<Outbound>,
+}
+
 /// The session manager.
 #[derive(Default)]
 pub struct Sessions {
+    resumable: Mutex<std::collections::HashMap<String, Arc<SessionHandle>>>,
+    hibernated: Mutex<std::collections::HashMap<String, Hibernated>>,
     by_bare: DashMap<Jid, Vec<Arc<SessionHandle>>>,
     count: AtomicUsize,
     next_id: AtomicU64,
@@ -232,6 +383,11 @@ impl Sessions {
             last_presence: Mutex::new(None),
             directed: Mutex::new(Default::default()),
             carbons: AtomicBool::new(false),
+            sm: Mutex::new(SmState::default()),
+            detach: Mutex::new(CancellationToken::new()),
+            hibernating: AtomicBool::new(false),
+            csi_inactive: AtomicBool::new(false),
+            held: Mutex::new(Vec::new()),
         });
         entry.push(handle.clone());
         drop(entry);
@@ -260,6 +416,43 @@ impl Sessions {
         if removed {
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Registers a resumable session under its stream management id.
+    pub fn register_resumable(&self, id: &str, handle: Arc<SessionHandle>) {
+        if let Ok(mut m) = self.resumable.lock() {
+            m.insert(id.to_string(), handle);
+        }
+    }
+
+    /// Forgets a resumable session (it ended for good).
+    pub fn forget_resumable(&self, id: &str) {
+        if let Ok(mut m) = self.resumable.lock() {
+            m.remove(id);
+        }
+        if let Ok(mut m) = self.hibernated.lock() {
+            m.remove(id);
+        }
+    }
+
+    /// The resumable session with this id, attached or not.
+    pub fn resumable(&self, id: &str) -> Option<Arc<SessionHandle>> {
+        self.resumable.lock().ok()?.get(id).cloned()
+    }
+
+    /// Parks a session whose connection was lost, keeping its queue.
+    pub fn hibernate(&self, id: &str, handle: Arc<SessionHandle>, rx: mpsc::Receiver<Outbound>) {
+        handle.set_hibernating(true);
+        if let Ok(mut m) = self.hibernated.lock() {
+            m.insert(id.to_string(), Hibernated { handle, rx });
+        }
+    }
+
+    /// Takes a hibernating session out for resumption (or final cleanup).
+    pub fn take_hibernated(&self, id: &str) -> Option<Hibernated> {
+        let h = self.hibernated.lock().ok()?.remove(id)?;
+        h.handle.set_hibernating(false);
+        Some(h)
     }
 
     /// The session bound to exactly this full JID.

@@ -57,6 +57,42 @@ impl Module for AdminRest {
                 }
             }
         }
+        // A mistyped option must not silently fall back (e.g. `admin_rest_secure = "yes"`).
+        let expect = |names: &[&str], what: &str, ok: fn(&toml::Value) -> bool| {
+            for name in names {
+                if let Some(v) = ctx.option(name)
+                    && !ok(&v)
+                {
+                    return Err(format!("`{name}` must be {what}"));
+                }
+            }
+            Ok(())
+        };
+        expect(
+            &["admin_rest_secure", "admin_rest_allow_destructive"],
+            "true or false",
+            |v| v.is_bool(),
+        )?;
+        expect(
+            &[
+                "admin_rest_base",
+                "admin_rest_message_prefix",
+                "admin_rest_multicast_prefix",
+                "admin_rest_broadcast_prefix",
+            ],
+            "a string",
+            |v| v.is_str(),
+        )?;
+        expect(
+            &["admin_rest_auth_max_failures"],
+            "an integer from 1 to 1000000",
+            |v| v.as_integer().is_some_and(|i| (1..=1_000_000).contains(&i)),
+        )?;
+        expect(
+            &["admin_rest_auth_lockout_secs"],
+            "an integer from 1 to 86400",
+            |v| v.as_integer().is_some_and(|i| (1..=86_400).contains(&i)),
+        )?;
         let base = ctx.option_string("admin_rest_base", DEFAULT_BASE);
         if !valid_base(&base) {
             return Err(format!(
@@ -185,6 +221,21 @@ mod tests {
         assert!(!valid_base("/"));
         assert!(!valid_base("admin"));
         assert!(!valid_base("/admin/"));
+    }
+
+    #[test]
+    fn bad_options_refuse_to_load() {
+        use crate::storage::Store;
+        for bad in [
+            "admin_rest_secure = \"yes\"\n",
+            "admin_rest_whitelist = [\"not-an-ip\"]\n",
+            "admin_rest_base = \"/trailing/\"\n",
+            "admin_rest_auth_max_failures = 0\n",
+        ] {
+            let cfg = Config::parse(&format!("modules_enabled = [\"admin_rest\"]\n{bad}")).unwrap();
+            let err = crate::core::Core::new(cfg, Store::memory()).err();
+            assert!(err.is_some(), "{bad} was accepted");
+        }
     }
 
     #[test]

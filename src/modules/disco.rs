@@ -5,6 +5,14 @@ use crate::core::modules::{Module, ModuleContext};
 use crate::xmpp::error::StanzaErrorCondition;
 use crate::xmpp::{Element, ns, stanza};
 
+/// Host item key (`ctx.add_item`) under which modules list account-level disco#info features
+/// (string values), answered for a user's bare JID.
+pub const ACCOUNT_FEATURE: &str = "account-feature";
+
+/// Host item key under which modules list account-level disco#info identities
+/// (`{"category", "type", "name"}` objects; e.g. `pubsub/pep` from the `pep` module).
+pub const ACCOUNT_IDENTITY: &str = "account-identity";
+
 /// The `disco` module.
 pub struct Disco;
 
@@ -48,7 +56,7 @@ impl Module for Disco {
         );
         // Account disco#info (XEP-0030 on a user's bare JID), answered by the server for the
         // account owner and contacts subscribed to its presence; modules list account-level
-        // features as host items `account-feature` (strings).
+        // features as host items `ACCOUNT_FEATURE` (strings).
         ctx.hook(
             &format!("iq-get/bare/{}:query", ns::DISCO_INFO),
             0,
@@ -80,8 +88,19 @@ impl Module for Disco {
                         .attr("category", "account")
                         .attr("type", "registered"),
                 );
+                for id in host.items(ACCOUNT_IDENTITY) {
+                    if let (Some(c), Some(t)) = (id["category"].as_str(), id["type"].as_str()) {
+                        let mut el = Element::new("identity", ns::DISCO_INFO)
+                            .attr("category", c)
+                            .attr("type", t);
+                        if let Some(n) = id["name"].as_str().filter(|n| !n.is_empty()) {
+                            el.set_attr("name", Some(n.to_string()));
+                        }
+                        query.push(el);
+                    }
+                }
                 let mut features: Vec<String> = host
-                    .items("account-feature")
+                    .items(ACCOUNT_FEATURE)
                     .iter()
                     .filter_map(|v| v.as_str().map(str::to_string))
                     .chain([ns::DISCO_INFO.to_string()])

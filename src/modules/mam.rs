@@ -7,7 +7,9 @@
 //!
 //! Queries take the data-form fields `with`, `start`, `end`, `before-id`, `after-id`, `ids`
 //! (`urn:xmpp:mam:2#extended`) and XEP-0059 result set management; results go to the querying
-//! resource in chronological order, then the `<fin/>` IQ result. Preferences (`default`,
+//! resource in chronological order, then the `<fin/>` IQ result. Items are indexed by the
+//! partner's bare JID, so a full JID in `with` matches every resource of that contact. Archive
+//! times have one-second resolution. Preferences (`default`,
 //! `<always/>`, `<never/>`) live in keyval store [`PREFS_STORE`]. Retention
 //! (`mam_archive_expires_after`) is applied by a periodic task the module owns; unloading the
 //! module stops it.
@@ -56,8 +58,6 @@ const PRIORITY: i32 = 50;
 pub const MAX_PAGE_LIMIT: usize = 1000;
 /// Most JIDs in each preference list and most ids in an `ids` query.
 pub const MAX_LIST: usize = 1000;
-/// The host item key under which modules list account-level disco#info features.
-pub const ACCOUNT_FEATURE: &str = "account-feature";
 /// Items deleted per storage call while expiring.
 const EXPIRE_BATCH: usize = 10_000;
 
@@ -108,7 +108,7 @@ impl Module for Mam {
 
         for f in [NS_MAM, NS_MAM_EXTENDED, NS_SID] {
             ctx.add_feature(f);
-            ctx.add_item(ACCOUNT_FEATURE, json!(f));
+            ctx.add_item(super::disco::ACCOUNT_FEATURE, json!(f));
         }
         for event in ["message/bare", "message/full"] {
             ctx.hook(
@@ -248,7 +248,8 @@ async fn outbound(mut ev: StanzaEvent, default: Policy) -> StanzaEvent {
         return ev;
     }
     strip_stanza_ids(&mut ev.stanza, &user);
-    if archivable(&ev.stanza) {
+    // A message to one's own account is archived once, on receipt.
+    if archivable(&ev.stanza) && ev.to.bare() != user {
         let partner = ev.to.clone();
         archive(&ev.core, &user, &partner, &ev.stanza, "out", default).await;
     }

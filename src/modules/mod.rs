@@ -2,18 +2,24 @@
 
 pub mod admin_rest;
 pub mod blocking;
+pub mod bookmarks;
 pub mod carbons;
+pub mod csi;
 pub mod disco;
 pub mod last;
 pub mod mam;
 pub mod offline;
+pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod private;
+pub mod push;
 pub mod register;
 pub mod roster;
+pub mod smacks;
 pub mod time;
 pub mod vcard;
+pub mod vcard_legacy;
 pub mod version;
 
 use std::sync::Arc;
@@ -27,11 +33,16 @@ type Constructor = fn() -> Arc<dyn Module>;
 const BUILTIN: &[(&str, Constructor)] = &[
     ("admin_rest", || Arc::new(admin_rest::AdminRest)),
     ("blocking", || Arc::new(blocking::Blocking)),
+    ("bookmarks", || Arc::new(bookmarks::Bookmarks)),
     ("carbons", || Arc::new(carbons::Carbons)),
+    ("csi", || Arc::new(csi::Csi)),
     ("disco", || Arc::new(disco::Disco)),
+    ("push", || Arc::new(push::Push)),
+    ("smacks", || Arc::new(smacks::Smacks)),
     ("last", || Arc::new(last::Last)),
     ("mam", || Arc::new(mam::Mam)),
     ("offline", || Arc::new(offline::Offline)),
+    ("pep", || Arc::new(pep::Pep)),
     ("ping", || Arc::new(ping::Ping)),
     ("presence", || Arc::new(presence::Presence)),
     ("private", || Arc::new(private::Private)),
@@ -39,6 +50,7 @@ const BUILTIN: &[(&str, Constructor)] = &[
     ("roster", || Arc::new(roster::Roster)),
     ("time", || Arc::new(time::Time)),
     ("vcard", || Arc::new(vcard::Vcard)),
+    ("vcard_legacy", || Arc::new(vcard_legacy::VcardLegacy)),
     ("version", || Arc::new(version::Version)),
 ];
 

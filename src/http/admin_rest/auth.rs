@@ -309,6 +309,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn throttling_is_per_address_and_ends_with_the_window() {
+        let auth = Authenticator::new();
+        let mut opts = AdminRestOptions::for_host(&crate::config::Config::default(), "localhost");
+        opts.max_failures = 2;
+        opts.lockout_secs = 1;
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        auth.fail(a, &opts);
+        assert_eq!(auth.throttled(a, &opts), None);
+        auth.fail(a, &opts);
+        assert_eq!(auth.throttled(a, &opts), Some(1));
+        assert_eq!(auth.throttled(b, &opts), None);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(auth.throttled(a, &opts), None);
+        // A new failure after the window starts a new count.
+        auth.fail(a, &opts);
+        assert_eq!(auth.throttled(a, &opts), None);
+    }
+
+    #[test]
     fn forwarded_for_only_from_trusted_proxies() {
         let proxy: IpAddr = "10.0.0.5".parse().unwrap();
         let trusted = vec!["10.0.0.0/24".parse::<IpNet>().unwrap()];

@@ -369,7 +369,8 @@ pub async fn entry(
         .iter()
         .filter_map(|v| v.to_str().ok());
     let ip = auth::client_ip(peer, forwarded, &opts.trusted_proxies);
-    let via_trusted_proxy = ip != peer.to_canonical();
+    let peer_c = peer.to_canonical();
+    let via_trusted_proxy = opts.trusted_proxies.iter().any(|n| n.contains(&peer_c));
     let secure = transport.secure
         || (via_trusted_proxy
             && parts

@@ -133,8 +133,24 @@ pub async fn delete_user(
             "account deleted",
         ));
     }
+    // What other managers keep about the account goes with it.
     if let Err(e) = core.roster.delete_user(&jid).await {
         tracing::warn!(%jid, error = %e, "could not delete the roster of a deleted account");
+    }
+    match core.groups.groups_of(&jid).await {
+        Ok(groups) => {
+            for id in groups {
+                if let Err(e) = core.group_remove_member(jid.domain(), &id, &jid).await {
+                    tracing::warn!(%jid, group = %id, error = %e, "could not leave a group");
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(%jid, error = %e, "could not list the groups of a deleted account")
+        }
+    }
+    if let Err(e) = crate::modules::vcard::set_vcard(&core, &jid, None).await {
+        tracing::warn!(%jid, error = %e, "could not delete the vCard of a deleted account");
     }
     Ok(ok(format!("User deleted: {jid}")))
 }

@@ -181,11 +181,11 @@ fn parse_lines(text: &str) -> Result<Vec<Line>, ApiError> {
     let mut unfolded: Vec<String> = Vec::new();
     for raw in text.split('\n') {
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        if let Some(rest) = raw.strip_prefix([' ', '\t']) {
-            if let Some(last) = unfolded.last_mut() {
-                last.push_str(rest);
-                continue;
-            }
+        if let Some(rest) = raw.strip_prefix([' ', '\t'])
+            && let Some(last) = unfolded.last_mut()
+        {
+            last.push_str(rest);
+            continue;
         }
         if !raw.trim().is_empty() {
             unfolded.push(raw.to_string());
