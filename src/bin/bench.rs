@@ -87,7 +87,7 @@ struct Args {
     #[arg(long, default_value_t = 2000)]
     settle_ms: u64,
     /// Seconds each phase may take before the bench gives up.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 60)]
     phase_timeout: u64,
     /// Create the accounts offline in the store of this server config, then exit (server stopped).
     #[arg(long, value_name = "CONFIG")]
@@ -406,11 +406,17 @@ async fn run(args: Args) -> Result<()> {
             "         {errors} error stanzas received, {dropped} streams dropped by the server"
         );
     }
+    if !delivered_in_time {
+        // Senders may wait forever for receipts that will not come.
+        send_tasks.abort_all();
+    }
     let mut writers_back = Vec::new();
     while let Some(r) = send_tasks.join_next().await {
-        match r? {
-            Ok(w) => writers_back.push(w),
-            Err(e) => eprintln!("sender failed: {e:#}"),
+        match r {
+            Ok(Ok(w)) => writers_back.push(w),
+            Ok(Err(e)) => eprintln!("sender failed: {e:#}"),
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => return Err(e.into()),
         }
     }
     writers_back.extend(writers.into_iter().flatten());
@@ -441,12 +447,15 @@ async fn run(args: Args) -> Result<()> {
     println!("{json}");
 
     // Close every stream politely; the server ends the readers.
-    for w in &mut writers_back {
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+    let mut closing = JoinSet::new();
+    for mut w in writers_back {
+        closing.spawn(async move {
             w.write_all(b"</stream:stream>").await?;
-            w.shutdown().await
-        })
-        .await;
+            w.shutdown().await?;
+            // Keep the write half (and so the connection) until the server answers.
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            std::io::Result::Ok(())
+        });
     }
     let open = readers.len();
     let mut closed = 0usize;
@@ -457,6 +466,7 @@ async fn run(args: Args) -> Result<()> {
     })
     .await;
     println!("teardown: the server closed {closed}/{open} streams within 5 s of </stream:stream>");
+    closing.abort_all();
     if !delivered_in_time || login_errors > 0 {
         bail!(
             "incomplete run: {login_errors} login failures, {received}/{total} messages delivered"

@@ -238,13 +238,13 @@ async fn requeue(core: &Arc<Core>, handle: &SessionHandle, mut el: Element) {
                 core.route(Origin::Server, el).await;
             }
         }
-        "iq" if matches!(stanza::stanza_type(&el, ""), "get" | "set") => {
-            if el.get_attr("from").is_some() {
-                let mut err = el.clone();
-                err.set_attr("to", Some(handle.jid.to_string()));
-                core.bounce(&err, StanzaErrorCondition::RecipientUnavailable)
-                    .await;
-            }
+        "iq" if matches!(stanza::stanza_type(&el, ""), "get" | "set")
+            && el.get_attr("from").is_some() =>
+        {
+            let mut err = el.clone();
+            err.set_attr("to", Some(handle.jid.to_string()));
+            core.bounce(&err, StanzaErrorCondition::RecipientUnavailable)
+                .await;
         }
         _ => {}
     }

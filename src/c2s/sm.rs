@@ -123,11 +123,8 @@ pub fn handle_nonza(
             };
             let mut sm = handle.sm();
             sm.ack_pending = false;
-            if sm.ack(h).is_err() {
-                return Err(StreamError::with_text(
-                    C::UndefinedCondition,
-                    format!("handled-count-too-high: h={h}, sent {}", sm.h_out),
-                ));
+            if let Err(e) = sm.ack(h) {
+                return Err(StreamError::with_text(C::UndefinedCondition, e.to_string()));
             }
         }
         _ => return Ok(false),

@@ -912,8 +912,10 @@ mod tests {
     use crate::core::modules::{Module, ModuleContext};
     use crate::storage::Store;
 
+    type LoadFn = Box<dyn Fn(&mut ModuleContext) -> Result<(), String> + Send + Sync>;
+
     /// A module whose `load` runs a closure, for exercising the API.
-    struct Probe(Box<dyn Fn(&mut ModuleContext) -> Result<(), String> + Send + Sync>);
+    struct Probe(LoadFn);
 
     impl Module for Probe {
         fn name(&self) -> &'static str {

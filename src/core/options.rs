@@ -171,7 +171,7 @@ pub fn parse_period(s: &str) -> Result<Option<Duration>, OptionError> {
         _ => return Err(OptionError::BadPeriod),
     };
     let total = n * secs;
-    if !total.is_finite() || total < 0.0 || total > 1e12 {
+    if !total.is_finite() || !(0.0..=1e12).contains(&total) {
         return Err(OptionError::BadPeriod);
     }
     Ok(Some(Duration::from_secs_f64(total)))

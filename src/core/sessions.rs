@@ -28,6 +28,16 @@ pub enum Outbound {
     SmEnabled(String),
 }
 
+/// A client acknowledged more stanzas than were sent (XEP-0198 `handled-count-too-high`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("handled-count-too-high: h={h}, sent {sent}")]
+pub struct AckTooHigh {
+    /// The `h` the client sent.
+    pub h: u32,
+    /// Stanzas actually sent.
+    pub sent: u32,
+}
+
 /// XEP-0198 stream management state of a session, kept across connections while resumable.
 #[derive(Debug, Default)]
 pub struct SmState {
@@ -53,10 +63,13 @@ pub struct SmState {
 
 impl SmState {
     /// Drops stanzas acknowledged by `h`; `Err` if `h` acknowledges more than was sent.
-    pub fn ack(&mut self, h: u32) -> Result<(), ()> {
+    pub fn ack(&mut self, h: u32) -> Result<(), AckTooHigh> {
         // Sequence numbers wrap at 2^32 (XEP-0198 §5).
         if h.wrapping_sub(self.h_out) as i32 > 0 {
-            return Err(());
+            return Err(AckTooHigh {
+                h,
+                sent: self.h_out,
+            });
         }
         while let Some((seq, _)) = self.unacked.front() {
             if h.wrapping_sub(*seq) as i32 >= 0 {
