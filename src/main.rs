@@ -41,6 +41,46 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Manage the modules of a running server (Prosody's `module:*` console commands).
+    Module {
+        #[command(subcommand)]
+        command: ModuleCommand,
+    },
+    /// Re-read the configuration file of a running server and apply it (`config:reload`).
+    Reload,
+}
+
+#[derive(Subcommand)]
+enum ModuleCommand {
+    /// List the modules loaded on a host, with their status.
+    List {
+        /// The host (default: the first configured host; `*` for global modules).
+        host: Option<String>,
+    },
+    /// Load a module.
+    Load {
+        /// The module.
+        name: String,
+        /// The host (default: the first configured host).
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Unload a module.
+    Unload {
+        /// The module.
+        name: String,
+        /// The host (default: the first configured host).
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Reload a module, keeping its data.
+    Reload {
+        /// The module.
+        name: String,
+        /// The host (default: the first configured host).
+        #[arg(long)]
+        host: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -176,6 +216,26 @@ fn main() -> Result<()> {
             rt.block_on(user(cfg, req))
         }
         Command::Store { command } => rt.block_on(store(cfg, command)),
+        Command::Module { command } => {
+            let host = |h: Option<String>| h.unwrap_or_else(|| cfg.default_host().to_string());
+            let req = match command {
+                ModuleCommand::List { host: h } => Request::ModuleList { host: host(h) },
+                ModuleCommand::Load { name, host: h } => Request::ModuleLoad {
+                    host: host(h),
+                    name,
+                },
+                ModuleCommand::Unload { name, host: h } => Request::ModuleUnload {
+                    host: host(h),
+                    name,
+                },
+                ModuleCommand::Reload { name, host: h } => Request::ModuleReload {
+                    host: host(h),
+                    name,
+                },
+            };
+            rt.block_on(user(cfg, req))
+        }
+        Command::Reload => rt.block_on(user(cfg, Request::ConfigReload)),
     }
 }
 
@@ -270,6 +330,20 @@ async fn user(cfg: Config, req: Request) -> Result<()> {
         (Request::TokenRevoke { .. }, Some(t)) => {
             writeln!(out, "revoked {}", t["id"].as_str().unwrap_or_default())?
         }
+        (Request::ModuleList { .. }, Some(serde_json::Value::Array(mods))) => {
+            for m in mods {
+                let st = &m["status"];
+                writeln!(
+                    out,
+                    "{}\t{}\t{}",
+                    m["name"].as_str().unwrap_or_default(),
+                    st["type"].as_str().unwrap_or("info"),
+                    st["message"].as_str().unwrap_or_default()
+                )?;
+            }
+        }
+        (_, Some(serde_json::Value::String(msg))) => writeln!(out, "{msg}")?,
+        (_, Some(v)) => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
         _ => {}
     }
     Ok(())

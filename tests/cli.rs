@@ -206,3 +206,36 @@ async fn user_add_while_running_survives_kill_9() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[tokio::test]
+async fn module_commands_act_on_the_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, port) = write_config(dir.path());
+    let mut server = serve(&cfg, port);
+    let c = cfg.clone();
+    let run_async = move |args: &'static [&'static str]| {
+        let c = c.clone();
+        tokio::task::spawn_blocking(move || run(&c, args, ""))
+    };
+    let o = run_async(&["module", "list"]).await.unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("ping\tinfo"), "{}", stdout(&o));
+    let o = run_async(&["module", "unload", "ping"]).await.unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stdout(&run_async(&["module", "list"]).await.unwrap()).contains("ping\t"));
+    let o = run_async(&["module", "unload", "ping"]).await.unwrap();
+    assert!(stderr(&o).contains("not loaded"), "{}", stderr(&o));
+    let o = run_async(&["module", "load", "ping"]).await.unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_async(&["module", "reload", "ping"]).await.unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_async(&["module", "load", "nonsense"]).await.unwrap();
+    assert!(stderr(&o).contains("unknown module"), "{}", stderr(&o));
+    let o = run_async(&["reload"]).await.unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    // Without a running server, module commands say so.
+    let o = run_async(&["module", "list"]).await.unwrap();
+    assert!(stderr(&o).contains("not running"), "{}", stderr(&o));
+}

@@ -64,6 +64,34 @@ pub enum Request {
         /// The token id.
         id: String,
     },
+    /// The modules loaded on a host, with their status (running server only).
+    ModuleList {
+        /// The host (`*` for global modules).
+        host: String,
+    },
+    /// Load a module on a host (running server only).
+    ModuleLoad {
+        /// The host.
+        host: String,
+        /// The module.
+        name: String,
+    },
+    /// Unload a module from a host (running server only).
+    ModuleUnload {
+        /// The host.
+        host: String,
+        /// The module.
+        name: String,
+    },
+    /// Reload a module on a host, keeping its data (running server only).
+    ModuleReload {
+        /// The host.
+        host: String,
+        /// The module.
+        name: String,
+    },
+    /// Re-read the configuration file and apply it (running server only).
+    ConfigReload,
 }
 
 /// A control response: `{"ok":true,"result":…}` or `{"ok":false,"error":"…"}`.
@@ -147,10 +175,65 @@ pub async fn execute(accounts: &Accounts, req: Request) -> Response {
             ))),
             Err(e) => Err(e),
         },
+        Request::ModuleList { .. }
+        | Request::ModuleLoad { .. }
+        | Request::ModuleUnload { .. }
+        | Request::ModuleReload { .. }
+        | Request::ConfigReload => {
+            return Response::err(
+                "the server is not running (module and config commands act on a running server)",
+            );
+        }
     };
     match r {
         Ok(v) => Response::ok(v),
         Err(e) => Response::err(e),
+    }
+}
+
+/// Runs a request against a running server: module and config requests act on the live core,
+/// the others go to [`execute`].
+pub async fn execute_live(core: &Arc<Core>, req: Request) -> Response {
+    let done = |r: Result<(), crate::core::modules::ModuleError>, what: String| match r {
+        Ok(()) => Response::ok(json!(what)),
+        Err(e) => Response::err(e),
+    };
+    match req {
+        Request::ModuleList { host } => {
+            let h = if host == "*" {
+                Some(core.global_host())
+            } else {
+                core.host(&host).cloned()
+            };
+            match h {
+                Some(h) => {
+                    let list: Vec<Value> = h
+                        .modules()
+                        .into_iter()
+                        .map(|m| json!({ "name": m, "status": h.module_status(&m) }))
+                        .collect();
+                    Response::ok(json!(list))
+                }
+                None => Response::err(format!("unknown host {host}")),
+            }
+        }
+        Request::ModuleLoad { host, name } => done(
+            core.load_module(&host, &name),
+            format!("loaded {name} on {host}"),
+        ),
+        Request::ModuleUnload { host, name } => done(
+            core.unload_module(&host, &name),
+            format!("unloaded {name} from {host}"),
+        ),
+        Request::ModuleReload { host, name } => done(
+            core.reload_module(&host, &name),
+            format!("reloaded {name} on {host}"),
+        ),
+        Request::ConfigReload => match core.reload_config() {
+            Ok(report) => Response::ok(serde_json::to_value(&report).unwrap_or(Value::Null)),
+            Err(e) => Response::err(e),
+        },
+        other => execute(&core.accounts, other).await,
     }
 }
 
@@ -203,7 +286,7 @@ pub async fn serve(core: Arc<Core>, listener: UnixListener) {
                     Ok(_) => {}
                 }
                 let resp = match serde_json::from_str::<Request>(line.trim()) {
-                    Ok(req) => execute(&core.accounts, req).await,
+                    Ok(req) => execute_live(&core, req).await,
                     Err(e) => Response::err(format!("bad request: {e}")),
                 };
                 let mut out =
