@@ -278,10 +278,21 @@ async fn user(cfg: Config, req: Request) -> Result<()> {
         None => {
             std::fs::create_dir_all(&cfg.data_dir)?;
             let store = open_store(&cfg)?;
-            let hosts = cfg.hosts.iter().map(|h| h.name.clone()).collect();
-            let accounts =
-                oxpecker::core::accounts::Accounts::new(store, hosts, cfg.auth.scram_iterations);
-            control::execute(&accounts, req.clone()).await
+            if matches!(req, Request::UserDel { .. }) {
+                // Deleting an account cleans every manager's and module's data: use the full core.
+                let core = oxpecker::core::Core::new(cfg.clone(), store)?;
+                let resp = control::execute_live(&core, req.clone()).await;
+                core.store.flush().await?;
+                resp
+            } else {
+                let hosts = cfg.hosts.iter().map(|h| h.name.clone()).collect();
+                let accounts = oxpecker::core::accounts::Accounts::new(
+                    store,
+                    hosts,
+                    cfg.auth.scram_iterations,
+                );
+                control::execute(&accounts, req.clone()).await
+            }
         }
     };
     if !resp.ok {

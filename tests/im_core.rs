@@ -424,3 +424,35 @@ async fn stream_features_advertise_roster_versioning_and_pre_approval() {
     assert!(f.contains("urn:xmpp:features:rosterver"), "{f}");
     assert!(f.contains("urn:xmpp:features:pre-approval"), "{f}");
 }
+
+#[tokio::test]
+async fn deleting_an_account_removes_its_data_everywhere() {
+    let srv = server(&["alice", "bob"]).await;
+    let core = srv.server().core.clone();
+    let alice = jid("alice@localhost");
+    core.add_mutual(&alice, &jid("bob@localhost"))
+        .await
+        .unwrap();
+    let vcard = oxpecker::xmpp::Element::new("vCard", "vcard-temp")
+        .child(oxpecker::xmpp::Element::new("FN", "vcard-temp").text("Alice"));
+    oxpecker::modules::vcard::set_vcard(&core, &alice, Some(vcard))
+        .await
+        .unwrap();
+    let mut b = login(&srv, "bob", "b").await;
+    b.send("<message to='alice@localhost' type='chat'><body>stored</body></message>")
+        .await;
+    nothing_pending(&mut b).await;
+    assert_eq!(oxpecker::modules::offline::count(&core, &alice).await, 1);
+    assert!(core.delete_account(&alice).await.unwrap());
+    assert!(!core.delete_account(&alice).await.unwrap(), "gone");
+    // A new account of the same name starts empty.
+    srv.add_user("alice@localhost", "pw").await;
+    assert!(core.roster_items(&alice).await.unwrap().is_empty());
+    assert_eq!(oxpecker::modules::offline::count(&core, &alice).await, 0);
+    assert!(
+        oxpecker::modules::vcard::get_vcard(&core, &alice)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -229,6 +229,16 @@ pub async fn execute_live(core: &Arc<Core>, req: Request) -> Response {
             core.reload_module(&host, &name),
             format!("reloaded {name} on {host}"),
         ),
+        Request::UserDel { jid } => match core.accounts.account_jid(&jid) {
+            Ok(j) => match core.delete_account(&j).await {
+                Ok(true) => Response::ok(json!(j.to_string())),
+                Ok(false) => {
+                    Response::err(crate::core::accounts::AccountError::NotFound(j.to_string()))
+                }
+                Err(e) => Response::err(e),
+            },
+            Err(e) => Response::err(e),
+        },
         Request::ConfigReload => match core.reload_config() {
             Ok(report) => Response::ok(serde_json::to_value(&report).unwrap_or(Value::Null)),
             Err(e) => Response::err(e),

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod events;
 pub mod groups;
 pub mod iq;
+pub mod lifecycle;
 pub mod metrics;
 pub mod module_api;
 pub mod modules;

@@ -146,8 +146,16 @@ impl ModuleMetric {
     }
 }
 
+/// An async cleanup run when an account is deleted.
+pub type UserCleanup = Arc<
+    dyn Fn(Arc<Core>, crate::xmpp::Jid) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
 #[derive(Default)]
 struct Registrations {
+    cleanups: Vec<UserCleanup>,
     hooks: Vec<(bool, HookId)>,
     data_hooks: Vec<(bool, HookId)>,
     features: Vec<String>,
@@ -331,6 +339,21 @@ impl ModuleHandle {
                 _ => self.host.data_events.unhook(h),
             }
         }
+    }
+
+    /// Registers `cleanup`, awaited by [`Core::delete_account`] for each account deleted on this
+    /// host, so the module removes what it stores for the user.
+    pub fn on_user_deleted<F, Fut>(&self, cleanup: F)
+    where
+        F: Fn(Arc<Core>, crate::xmpp::Jid) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let f: UserCleanup = Arc::new(move |core, jid| Box::pin(cleanup(core, jid)));
+        self.reg().cleanups.push(f);
+    }
+
+    pub(super) fn user_cleanups(&self) -> Vec<UserCleanup> {
+        self.reg().cleanups.clone()
     }
 
     /// Fires a data event on this host; the first handler returning a value halts it.

@@ -253,6 +253,14 @@ impl Host {
             .collect()
     }
 
+    /// The account cleanups of the loaded modules.
+    pub fn user_cleanups(&self) -> Vec<super::module_api::UserCleanup> {
+        self.handles()
+            .iter()
+            .flat_map(|h| h.user_cleanups())
+            .collect()
+    }
+
     /// Items of the array `key` added on this host.
     pub fn items(&self, key: &str) -> Vec<Value> {
         self.items

@@ -447,6 +447,9 @@ impl Module for Blocking {
     }
 
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+        ctx.on_user_deleted(|core, jid| async move {
+            let _ = forget(&core, &jid).await;
+        });
         ctx.add_feature(ns::BLOCKING);
         ctx.hook(
             &format!("iq-get/bare/{}:blocklist", ns::BLOCKING),

@@ -100,6 +100,13 @@ impl Module for Last {
     }
 
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+        ctx.on_user_deleted(|core, jid| async move {
+            let _ = core
+                .store
+                .keyval(jid.domain(), STORE)
+                .set(jid.node().unwrap_or_default(), None)
+                .await;
+        });
         started();
         ctx.add_feature(ns::LAST);
         ctx.hook(

@@ -79,6 +79,14 @@ impl Module for Mam {
     }
 
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+        ctx.on_user_deleted(|core, jid| async move {
+            let q = crate::storage::ArchiveQuery::default();
+            let _ = core
+                .store
+                .archive(jid.domain(), STORE)
+                .delete(jid.node().unwrap_or_default(), &q)
+                .await;
+        });
         let max_page = ctx.option_integer("mam_max_page", 100, 1, MAX_PAGE_LIMIT as i64) as usize;
         let policy = ctx.option_enum("mam_default_policy", "always", &["never", "roster"]);
         let default_policy = Policy::parse(&policy).unwrap_or_default();

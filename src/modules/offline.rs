@@ -31,6 +31,14 @@ impl Module for Offline {
     }
 
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+        ctx.on_user_deleted(|core, jid| async move {
+            let q = crate::storage::ArchiveQuery::default();
+            let _ = core
+                .store
+                .archive(jid.domain(), STORE)
+                .delete(jid.node().unwrap_or_default(), &q)
+                .await;
+        });
         let max = ctx.option_integer("offline_max_messages", 1000, 1, 1_000_000) as usize;
         ctx.add_feature(NS_OFFLINE);
         ctx.hook(

@@ -116,6 +116,13 @@ impl Module for Private {
     }
 
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+        ctx.on_user_deleted(|core, jid| async move {
+            let _ = core
+                .store
+                .map(jid.domain(), STORE)
+                .delete_user(jid.node().unwrap_or_default())
+                .await;
+        });
         ctx.add_feature(ns::PRIVATE);
         ctx.hook(
             &format!("iq-get/bare/{}:query", ns::PRIVATE),

@@ -45,6 +45,13 @@ impl Module for Push {
     }
 
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+        ctx.on_user_deleted(|core, jid| async move {
+            let _ = core
+                .store
+                .map(jid.domain(), STORE)
+                .delete_user(jid.node().unwrap_or_default())
+                .await;
+        });
         let settings = Settings {
             with_body: ctx.option_bool("push_notification_with_body", false),
             with_sender: ctx.option_bool("push_notification_with_sender", false),

@@ -8,9 +8,7 @@
 
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{Module, ModuleContext};
-use crate::xmpp::error::{
-    StanzaError, StanzaErrorCondition as C, StreamError, StreamErrorCondition,
-};
+use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::jid;
 use crate::xmpp::{Element, ns, stanza};
 
@@ -33,30 +31,6 @@ async fn get(ev: StanzaEvent) -> Flow {
     Flow::Handled
 }
 
-/// Deletes what this server's modules keep for `user` (best effort, logged).
-async fn forget_user_data(ev: &StanzaEvent, user: &crate::xmpp::Jid) {
-    let node = user.node().unwrap_or_default();
-    let store = &ev.core.store;
-    let host = user.domain();
-    let results = [
-        store
-            .keyval(host, super::vcard::STORE)
-            .set(node, None)
-            .await,
-        store.keyval(host, super::last::STORE).set(node, None).await,
-        store
-            .map(host, super::private::STORE)
-            .delete_user(node)
-            .await,
-        super::blocking::forget(&ev.core, user).await,
-    ];
-    for r in results {
-        if let Err(e) = r {
-            tracing::warn!(%user, error = %e, "cannot delete user data");
-        }
-    }
-}
-
 async fn set(ev: StanzaEvent) -> Flow {
     if !own(&ev) {
         return Flow::Continue(ev);
@@ -67,17 +41,11 @@ async fn set(ev: StanzaEvent) -> Flow {
         return Flow::Handled;
     };
     if query.get_child("remove", ns::REGISTER).is_some() {
-        match ev.core.accounts.delete(&user).await {
+        match ev.core.delete_account(&user).await {
             Ok(_) => {
-                forget_user_data(&ev, &user).await;
                 tracing::info!(jid = %user, "account removed in-band");
+                // The result goes out before the sessions close (queued first).
                 ev.reply(stanza::iq_result(&ev.stanza, None)).await;
-                for s in ev.core.sessions.resources(&user) {
-                    s.close(StreamError::with_text(
-                        StreamErrorCondition::NotAuthorized,
-                        "the account was removed",
-                    ));
-                }
             }
             Err(e) => {
                 tracing::warn!(jid = %user, error = %e, "cannot remove account");

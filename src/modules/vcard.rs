@@ -85,6 +85,13 @@ impl Module for Vcard {
     }
 
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+        ctx.on_user_deleted(|core, jid| async move {
+            let _ = core
+                .store
+                .keyval(jid.domain(), STORE)
+                .set(jid.node().unwrap_or_default(), None)
+                .await;
+        });
         let max_size =
             ctx.option_integer("vcard_max_size", DEFAULT_MAX_SIZE, 256, 16 << 20) as usize;
         ctx.add_feature(ns::VCARD);

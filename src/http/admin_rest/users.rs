@@ -16,7 +16,6 @@ use crate::core::Core;
 use crate::core::accounts::Role;
 use crate::core::sessions::SessionHandle;
 use crate::xmpp::Jid;
-use crate::xmpp::error::{StreamError, StreamErrorCondition};
 
 /// A session as mod_admin_rest shows it.
 fn session_json(s: &SessionHandle) -> Value {
@@ -124,33 +123,9 @@ pub async fn delete_user(
     Params(name): Params<String>,
 ) -> Result<Response, ApiError> {
     let jid = user_jid(&core, &ctx.host, &name)?;
-    if !core.accounts.delete(&jid).await? {
+    // The same deletion as everywhere: sessions closed, roster, groups and module data removed.
+    if !core.delete_account(&jid).await? {
         return Ok(ok(format!("User does not exist: {jid}")));
-    }
-    for s in core.sessions.resources(&jid) {
-        s.close(StreamError::with_text(
-            StreamErrorCondition::NotAuthorized,
-            "account deleted",
-        ));
-    }
-    // What other managers keep about the account goes with it.
-    if let Err(e) = core.roster.delete_user(&jid).await {
-        tracing::warn!(%jid, error = %e, "could not delete the roster of a deleted account");
-    }
-    match core.groups.groups_of(&jid).await {
-        Ok(groups) => {
-            for id in groups {
-                if let Err(e) = core.group_remove_member(jid.domain(), &id, &jid).await {
-                    tracing::warn!(%jid, group = %id, error = %e, "could not leave a group");
-                }
-            }
-        }
-        Err(e) => {
-            tracing::warn!(%jid, error = %e, "could not list the groups of a deleted account")
-        }
-    }
-    if let Err(e) = crate::modules::vcard::set_vcard(&core, &jid, None).await {
-        tracing::warn!(%jid, error = %e, "could not delete the vCard of a deleted account");
     }
     Ok(ok(format!("User deleted: {jid}")))
 }
