@@ -11,9 +11,9 @@ use crate::xmpp::error::{StreamError, StreamErrorCondition as C};
 use crate::xmpp::{Element, ns};
 
 /// XEP-0198 namespace.
-pub const NS_SM: &str = "urn:xmpp:sm:3";
+pub const NS_SM: &str = ns::SM;
 /// XEP-0352 namespace.
-pub const NS_CSI: &str = "urn:xmpp:csi:0";
+pub const NS_CSI: &str = ns::CSI;
 /// The module providing stream management.
 pub const SM_MODULE: &str = "smacks";
 /// The module providing client state indication.
@@ -170,9 +170,4 @@ pub fn want_ack(handle: &SessionHandle) -> bool {
 /// The `<r/>` nonza.
 pub fn ack_request() -> String {
     format!("<r xmlns='{NS_SM}'/>")
-}
-
-/// The stream feature element.
-pub fn feature() -> Element {
-    Element::new("sm", NS_SM)
 }

@@ -14,7 +14,7 @@ impl Module for Csi {
     }
 
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
-        ctx.add_stream_feature(Element::new("csi", crate::c2s::sm::NS_CSI));
+        ctx.add_stream_feature(Element::new("csi", crate::xmpp::ns::CSI));
         Ok(())
     }
 }

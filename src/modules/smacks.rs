@@ -3,6 +3,7 @@
 //! host, offers the stream feature and holds the settings.
 
 use crate::core::modules::{Module, ModuleContext};
+use crate::xmpp::{Element, ns};
 
 /// The `smacks` module.
 pub struct Smacks;
@@ -17,7 +18,7 @@ impl Module for Smacks {
     }
 
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
-        ctx.add_stream_feature(crate::c2s::sm::feature());
+        ctx.add_stream_feature(Element::new("sm", ns::SM));
         Ok(())
     }
 }
