@@ -174,6 +174,54 @@ struct Inner {
     /// Serialises archive mutations (id-index check-then-write).
     archive_lock: Mutex<()>,
     id_salt: std::collections::hash_map::RandomState,
+    flusher: Flusher,
+}
+
+/// A flush waiter: told when a flush that covers its writes has finished.
+type FlushWaiter = tokio::sync::oneshot::Sender<Result<()>>;
+
+/// Group commit: one thread flushes for every waiting writer at once, so flushes never run
+/// concurrently (concurrent `flush_async` deadlocks sled 0.34, spacejam/sled#1308) and many
+/// writers share one fsync.
+struct Flusher {
+    tx: Option<std::sync::mpsc::Sender<FlushWaiter>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start(backend: Arc<dyn Backend>) -> Flusher {
+        let (tx, rx) = std::sync::mpsc::channel::<FlushWaiter>();
+        let thread = std::thread::Builder::new()
+            .name("oxpecker-flush".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut waiters = vec![first];
+                    while let Ok(w) = rx.try_recv() {
+                        waiters.push(w);
+                    }
+                    let result = backend.flush();
+                    for w in waiters {
+                        let _ = w.send(result.clone());
+                    }
+                }
+            })
+            .ok();
+        Flusher {
+            tx: Some(tx),
+            thread,
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread; joining it releases the backend (and sled's
+        // directory lock) before the store is considered gone.
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Cheap-to-clone handle to the server's storage.
@@ -187,6 +235,7 @@ impl Store {
     pub fn new(backend: Arc<dyn Backend>) -> Self {
         Store {
             inner: Arc::new(Inner {
+                flusher: Flusher::start(backend.clone()),
                 backend,
                 archive_lock: Mutex::new(()),
                 id_salt: std::collections::hash_map::RandomState::new(),
@@ -241,9 +290,20 @@ impl Store {
         }
     }
 
-    /// Flushes all outstanding writes to disk.
+    /// Flushes all outstanding writes to disk (group commit: concurrent callers share a flush).
     pub async fn flush(&self) -> Result<()> {
-        self.inner.backend.flush_async().await
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self
+            .inner
+            .flusher
+            .tx
+            .as_ref()
+            .is_some_and(|q| q.send(tx).is_ok());
+        if !sent {
+            return Err(StorageError::Io("the flush thread is gone".into()));
+        }
+        rx.await
+            .map_err(|_| StorageError::Io("the flush thread stopped".into()))?
     }
 
     /// Runs blocking backend work off the async executor.
@@ -260,7 +320,10 @@ impl Store {
 
     /// Applies a batch then waits for durability.
     async fn apply_durable(&self, tree: &str, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
-        self.inner.backend.apply(tree, ops)?;
+        // The write may wait on the engine's locks while a flush runs: keep it off the workers.
+        let tree = tree.to_string();
+        self.blocking(move |inner| inner.backend.apply(&tree, ops))
+            .await?;
         self.flush().await
     }
 }

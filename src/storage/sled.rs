@@ -32,6 +32,9 @@ impl SledBackend {
             .path(path)
             .cache_capacity(cache_capacity_bytes)
             .mode(::sled::Mode::LowSpace)
+            // Every acknowledged write is flushed by the store's single flush thread; sled's own
+            // periodic flusher would flush concurrently with it (spacejam/sled#1308).
+            .flush_every_ms(None)
             .open()
             .map_err(|e| match e {
                 ::sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
