@@ -6,18 +6,18 @@ use std::path::PathBuf;
 
 fn main() {
     let spec = "openapi/admin_rest.yaml";
-    println!("cargo:rerun-if-changed={spec}");
+    println!("cargo::rerun-if-changed={spec}");
     let text = match std::fs::read_to_string(spec) {
         Ok(t) => t,
         Err(e) => {
-            println!("cargo:error={spec}: {e}");
+            println!("cargo::error={spec}: {e}");
             std::process::exit(1);
         }
     };
     let value: serde_json::Value = match serde_norway::from_str(&text) {
         Ok(v) => v,
         Err(e) => {
-            println!("cargo:error={spec} is not valid YAML: {e}");
+            println!("cargo::error={spec} is not valid YAML: {e}");
             std::process::exit(1);
         }
     };
@@ -25,7 +25,7 @@ fn main() {
         PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default()).join("admin_rest.json");
     let json = serde_json::to_string(&value).unwrap_or_default();
     if let Err(e) = std::fs::write(&out, json) {
-        println!("cargo:error={}: {e}", out.display());
+        println!("cargo::error={}: {e}", out.display());
         std::process::exit(1);
     }
 }

@@ -1669,3 +1669,63 @@ async fn vcards_are_the_ones_xmpp_clients_see() {
     );
     assert_eq!(api.get("/vcards/alice").await.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn token_cli_offline() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("oxpecker.toml");
+    std::fs::write(
+        &config,
+        "data_dir = \"data\"\n[auth]\nscram_iterations = 4096\n",
+    )
+    .unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_oxpecker"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = run(&["token", "create", "admin@localhost"], "");
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    assert!(run(&["user", "add", "admin@localhost"], "pw\n").0);
+    let (ok, token, err) = run(&["token", "create", "admin@localhost", "--label", "ci"], "");
+    assert!(ok, "{err}");
+    let token = token.trim().to_string();
+    assert!(
+        token.starts_with("oxp_") && err.contains("shown once"),
+        "{token} {err}"
+    );
+    let (ok, list, _) = run(&["token", "list"], "");
+    assert!(ok);
+    let id = list.split('\t').next().unwrap().to_string();
+    assert!(
+        list.contains("admin@localhost") && list.contains("\tci"),
+        "{list}"
+    );
+    assert!(!list.contains(&token));
+    let (ok, out, _) = run(&["token", "revoke", &id], "");
+    assert!(ok && out.contains(&id), "{out}");
+    let (ok, list, _) = run(&["token", "list"], "");
+    assert!(ok && list.trim().is_empty(), "{list}");
+    let (ok, _, err) = run(&["token", "revoke", &id], "");
+    assert!(!ok, "{err}");
+}

@@ -220,7 +220,7 @@ async fn publish_reaches_only_contacts_with_notify_caps() {
 
 #[tokio::test]
 async fn last_item_on_coming_online_with_one_caps_query_per_ver_and_no_poisoning() {
-    let srv = server(&["alice", "bob", "dave", "mallory"]).await;
+    let srv = server(&["alice", "bob", "dave", "mallory", "erin"]).await;
     for u in ["bob", "dave", "mallory"] {
         befriend(&srv, "alice", u).await;
     }
@@ -261,6 +261,20 @@ async fn last_item_on_coming_online_with_one_caps_query_per_ver_and_no_poisoning
     assert_eq!(srv.server().core.iq.in_flight(), 0);
     // Mallory's own (unverified) answer lacks +notify: she got nothing.
     nothing_pending(&mut mallory).await;
+
+    // Erin (same caps) is not a contact yet: once alice approves her subscription request,
+    // she gets the last item.
+    let mut erin = login(&srv, "erin", "e").await;
+    erin.send(&caps_presence(&ver)).await;
+    nothing_pending(&mut erin).await;
+    erin.send("<presence to='alice@localhost' type='subscribe'/>")
+        .await;
+    read_until_contains(&mut alice, "presence", "type=\"subscribe\"").await;
+    alice
+        .send("<presence to='erin@localhost' type='subscribed'/>")
+        .await;
+    let m = read_until_contains(&mut erin, "message", "pubsub#event").await;
+    assert!(m.contains("<item id=\"t1\">"), "{m}");
 }
 
 #[tokio::test]

@@ -292,7 +292,7 @@ async fn archive(
     match core
         .store
         .archive(user.domain(), STORE)
-        .append(node, None, now(), partner.bare().as_str(), value)
+        .append_lazy(node, None, now(), partner.bare().as_str(), value)
         .await
     {
         Ok(id) => Some(id),

@@ -149,6 +149,8 @@ async fn vcard_set(ev: StanzaEvent, max_size: usize) -> Flow {
                 }
             }
         }
+        // A photo given by URL (EXTVAL) or undecodable: leave the PEP avatar alone.
+        None if card.get_child("PHOTO", ns::VCARD).is_some() => {}
         None => {
             let had_avatar = match svc.items(&ev.core, &owner, NS_AVATAR_METADATA).await {
                 Ok((_, items)) => items
@@ -247,7 +249,12 @@ async fn presence(mut ev: StanzaEvent) -> Flow {
         return Flow::Continue(ev);
     }
     let hash = match vcard::get_vcard(&ev.core, &ev.from.bare()).await {
-        Ok(card) => card.as_ref().and_then(photo_of).map(|p| sha1_hex(&p.data)),
+        Ok(Some(card)) if card.get_child("PHOTO", ns::VCARD).is_some() => match photo_of(&card) {
+            Some(p) => Some(sha1_hex(&p.data)),
+            // A photo we cannot hash (EXTVAL): say nothing rather than "no avatar".
+            None => return Flow::Continue(ev),
+        },
+        Ok(_) => None,
         Err(_) => return Flow::Continue(ev),
     };
     let mut photo = Element::new("photo", NS_VCARD_UPDATE);

@@ -28,6 +28,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Result type of all storage operations.
@@ -175,7 +176,16 @@ struct Inner {
     archive_lock: Mutex<()>,
     id_salt: std::collections::hash_map::RandomState,
     flusher: Flusher,
+    /// Set by writes that did not wait for a flush; the flush thread flushes them soon.
+    dirty: Arc<AtomicBool>,
+    /// Bounds concurrent blocking storage work: a few threads keep the engine busy; hundreds
+    /// would only contend on its locks.
+    permits: tokio::sync::Semaphore,
 }
+
+/// How often writes made without waiting for durability ([`ArchiveStore::append_lazy`]) are
+/// flushed at the latest.
+pub const LAZY_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A flush waiter: told when a flush that covers its writes has finished.
 type FlushWaiter = tokio::sync::oneshot::Sender<Result<()>>;
@@ -189,20 +199,38 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn start(backend: Arc<dyn Backend>) -> Flusher {
+    fn start(backend: Arc<dyn Backend>, dirty: Arc<AtomicBool>) -> Flusher {
+        use std::sync::mpsc::RecvTimeoutError;
         let (tx, rx) = std::sync::mpsc::channel::<FlushWaiter>();
         let thread = std::thread::Builder::new()
             .name("oxpecker-flush".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
+                loop {
+                    let first = match rx.recv_timeout(LAZY_FLUSH_INTERVAL) {
+                        Ok(w) => w,
+                        Err(RecvTimeoutError::Timeout) => {
+                            // Writes made with a bounded durability window get flushed here.
+                            if dirty.swap(false, Ordering::AcqRel)
+                                && let Err(e) = backend.flush()
+                            {
+                                tracing::error!(error = %e, "background flush failed");
+                            }
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
                     let mut waiters = vec![first];
                     while let Ok(w) = rx.try_recv() {
                         waiters.push(w);
                     }
+                    dirty.store(false, Ordering::Release);
                     let result = backend.flush();
                     for w in waiters {
                         let _ = w.send(result.clone());
                     }
+                }
+                if dirty.load(Ordering::Acquire) {
+                    let _ = backend.flush();
                 }
             })
             .ok();
@@ -233,9 +261,12 @@ pub struct Store {
 impl Store {
     /// Wraps a backend.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
+        let dirty = Arc::new(AtomicBool::new(false));
         Store {
             inner: Arc::new(Inner {
-                flusher: Flusher::start(backend.clone()),
+                flusher: Flusher::start(backend.clone(), dirty.clone()),
+                dirty,
+                permits: tokio::sync::Semaphore::new(4),
                 backend,
                 archive_lock: Mutex::new(()),
                 id_salt: std::collections::hash_map::RandomState::new(),
@@ -313,6 +344,12 @@ impl Store {
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StorageError::Io("storage is shutting down".into()))?;
         tokio::task::spawn_blocking(move || f(&inner))
             .await
             .map_err(join_err)?
@@ -721,6 +758,27 @@ impl ArchiveStore {
             .blocking(move |i| append_sync(i, &prefix, id, when, &with, value))
             .await?;
         self.store.flush().await?;
+        Ok(id)
+    }
+
+    /// Appends like [`ArchiveStore::append`] but returns without waiting for the disk: the item
+    /// is flushed within [`LAZY_FLUSH_INTERVAL`] (or with the next durable write). For
+    /// high-volume, re-creatable data such as a message archive.
+    pub async fn append_lazy(
+        &self,
+        user: &str,
+        id: Option<String>,
+        when: i64,
+        with: &str,
+        value: Value,
+    ) -> Result<String> {
+        let prefix = self.user_prefix(user)?;
+        let with = with.to_owned();
+        let id = self
+            .store
+            .blocking(move |i| append_sync(i, &prefix, id, when, &with, value))
+            .await?;
+        self.store.inner.dirty.store(true, Ordering::Release);
         Ok(id)
     }
 

@@ -67,7 +67,6 @@ pub struct Authenticator {
     cache: DashMap<[u8; 32], [u8; 32]>,
     inflight: DashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>,
     failures: DashMap<IpAddr, Failures>,
-    dummy: OnceLock<Option<Credentials>>,
 }
 
 impl Default for Authenticator {
@@ -84,7 +83,6 @@ impl Authenticator {
             cache: DashMap::new(),
             inflight: DashMap::new(),
             failures: DashMap::new(),
-            dummy: OnceLock::new(),
         }
     }
 
@@ -238,14 +236,14 @@ impl Authenticator {
 
     /// Spends about as long as a real verification, so unknown accounts cannot be told apart by timing.
     async fn dummy_verify(&self, password: &str) {
+        static DUMMY: OnceLock<Option<Credentials>> = OnceLock::new();
         let password = password.to_string();
-        let dummy = self
-            .dummy
-            .get_or_init(|| Credentials::new("oxpecker-dummy-password", MIN_ITERATIONS).ok())
-            .clone();
-        if let Some(d) = dummy {
-            let _ = tokio::task::spawn_blocking(move || d.verify_argon2(&password)).await;
-        }
+        let _ = tokio::task::spawn_blocking(move || {
+            let dummy = DUMMY
+                .get_or_init(|| Credentials::new("oxpecker-dummy-password", MIN_ITERATIONS).ok());
+            dummy.as_ref().is_some_and(|d| d.verify_argon2(&password))
+        })
+        .await;
     }
 
     async fn check_token(&self, core: &Arc<Core>, token: &str) -> Result<Principal, ApiError> {

@@ -29,9 +29,9 @@ pub const NS_CAPS: &str = "http://jabber.org/protocol/caps";
 /// Default bound of the cache (`pep_caps_cache_size`).
 pub const DEFAULT_CACHE_SIZE: usize = 1000;
 /// Most +notify nodes remembered per capability set.
-pub const MAX_NOTIFY: usize = 256;
+pub const MAX_NOTIFY: usize = 64;
 /// Longest node name remembered.
-pub const MAX_NODE_LEN: usize = 1024;
+pub const MAX_NODE_LEN: usize = 256;
 /// Most disco#info queries for caps in flight at once.
 pub const MAX_QUERIES: usize = 64;
 /// How long a resource has to answer the disco#info query.

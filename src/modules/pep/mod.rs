@@ -673,8 +673,16 @@ impl Service {
     }
 
     /// Sends `to` (a full JID that wants `notify` nodes) the last item of each such node of
-    /// `owner` it may see and that delivers its last item on presence.
-    async fn send_last_items(&self, core: &Arc<Core>, owner: &Jid, to: &Jid, notify: &Notify) {
+    /// `owner` it may see and that delivers its last item on presence (or, with `on_sub`, on
+    /// the implicit subscription a new presence subscription makes).
+    async fn send_last_items(
+        &self,
+        core: &Arc<Core>,
+        owner: &Jid,
+        to: &Jid,
+        notify: &Notify,
+        on_sub: bool,
+    ) {
         let contact = to.bare();
         if contact != *owner {
             let subscribed = core
@@ -696,7 +704,11 @@ impl Service {
                 continue;
             };
             if !rec.config.deliver_notifications
-                || rec.config.send_last_published_item != SendLast::OnSubAndPresence
+                || !match rec.config.send_last_published_item {
+                    SendLast::OnSubAndPresence => true,
+                    SendLast::OnSub => on_sub,
+                    SendLast::Never => false,
+                }
                 || (contact != *owner && !contact_allowed(&rec, &contact))
             {
                 continue;
@@ -722,6 +734,39 @@ impl Service {
                     .attr("from", owner.to_string()),
             );
             core.route(Origin::Server, msg).await;
+        }
+    }
+
+    /// `owner` approved `contact`'s presence subscription: each available resource of the
+    /// contact gets the owner's last items it wants (XEP-0060 `on_sub`).
+    fn on_subscribed(&self, core: &Arc<Core>, owner: &Jid, contact: &Jid) {
+        let Some(module) = self.module.upgrade() else {
+            return;
+        };
+        for session in core.sessions.resources(contact) {
+            let Some(caps) = session
+                .last_presence()
+                .filter(|_| session.is_available())
+                .as_ref()
+                .and_then(caps::caps_of)
+            else {
+                continue;
+            };
+            let (core, cache, host, owner) = (
+                core.clone(),
+                self.caps.clone(),
+                self.host.clone(),
+                owner.clone(),
+            );
+            module.spawn(async move {
+                let Some(notify) = cache.resolve(&core, &host, &session.jid, &caps).await else {
+                    return;
+                };
+                if let Some(svc) = service(&core, owner.domain()) {
+                    svc.send_last_items(&core, &owner, &session.jid, &notify, true)
+                        .await;
+                }
+            });
         }
     }
 
@@ -768,7 +813,7 @@ impl Service {
                     }
                     for owner in owners {
                         if let Some(svc) = service(&core, owner.domain()) {
-                            svc.send_last_items(&core, &owner, &session.jid, &notify)
+                            svc.send_last_items(&core, &owner, &session.jid, &notify, false)
                                 .await;
                         }
                     }
@@ -1237,6 +1282,25 @@ impl Module for Pep {
                         && ev.stanza.get_attr("to").is_none()
                     {
                         svc.on_presence(&ev.core, session, &ev.stanza);
+                    }
+                    Flow::Continue(ev)
+                }
+            }),
+        );
+        // A contact whose subscription was just approved gets the last items (implicit
+        // subscription); the approver's roster is already updated when this arrives.
+        let sub_svc = svc.clone();
+        ctx.hook(
+            "presence/bare",
+            PRESENCE_PRIORITY,
+            handler(move |ev| {
+                let svc = sub_svc.clone();
+                async move {
+                    if ev.stanza.get_attr("type") == Some("subscribed")
+                        && ev.core.host(ev.from.domain()).is_some()
+                        && ev.from.node().is_some()
+                    {
+                        svc.on_subscribed(&ev.core, &ev.from.bare(), &ev.to);
                     }
                     Flow::Continue(ev)
                 }
