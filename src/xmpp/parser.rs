@@ -209,6 +209,10 @@ impl<R: AsyncBufRead + Unpin> StreamParser<R> {
     pub async fn next(&mut self) -> Result<StreamEvent, ParseError> {
         if self.stack.is_empty() {
             self.reader.get_mut().reset();
+            // An idle session should not keep the buffer of its largest stanza.
+            if self.buf.capacity() > 4096 {
+                self.buf = Vec::with_capacity(256);
+            }
         }
         loop {
             self.buf.clear();
