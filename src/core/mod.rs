@@ -63,6 +63,8 @@ impl Core {
         let host_names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
         let metrics = metrics::Metrics::new();
         let core_metrics = metrics::CoreMetrics::new(&metrics);
+        let latency = core_metrics.storage_latency.clone();
+        store.set_latency_observer(Arc::new(move |secs| latency.observe(&[], secs)));
         let core = Arc::new_cyclic(|weak| Core {
             metrics,
             core_metrics,

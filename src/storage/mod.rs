@@ -178,10 +178,15 @@ struct Inner {
     flusher: Flusher,
     /// Set by writes that did not wait for a flush; the flush thread flushes them soon.
     dirty: Arc<AtomicBool>,
+    /// Told the duration of every durable write (the server's storage latency metric).
+    observer: std::sync::OnceLock<LatencyObserver>,
     /// Bounds concurrent blocking storage work: a few threads keep the engine busy; hundreds
     /// would only contend on its locks.
     permits: tokio::sync::Semaphore,
 }
+
+/// Receives the duration, in seconds, of each durable write.
+pub type LatencyObserver = Arc<dyn Fn(f64) + Send + Sync>;
 
 /// How often writes made without waiting for durability ([`ArchiveStore::append_lazy`]) are
 /// flushed at the latest.
@@ -267,6 +272,7 @@ impl Store {
                 flusher: Flusher::start(backend.clone(), dirty.clone()),
                 dirty,
                 permits: tokio::sync::Semaphore::new(4),
+                observer: std::sync::OnceLock::new(),
                 backend,
                 archive_lock: Mutex::new(()),
                 id_salt: std::collections::hash_map::RandomState::new(),
@@ -356,7 +362,29 @@ impl Store {
     }
 
     /// Applies a batch then waits for durability.
+    /// Sets the observer told the duration of every durable write (once; later calls are ignored).
+    pub fn set_latency_observer(&self, observer: LatencyObserver) {
+        let _ = self.inner.observer.set(observer);
+    }
+
+    fn observe(&self, started: std::time::Instant) {
+        if let Some(o) = self.inner.observer.get() {
+            o(started.elapsed().as_secs_f64());
+        }
+    }
+
     async fn apply_durable(&self, tree: &str, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        let started = std::time::Instant::now();
+        let r = self.apply_durable_inner(tree, ops).await;
+        self.observe(started);
+        r
+    }
+
+    async fn apply_durable_inner(
+        &self,
+        tree: &str,
+        ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<()> {
         // The write may wait on the engine's locks while a flush runs: keep it off the workers.
         let tree = tree.to_string();
         self.blocking(move |inner| inner.backend.apply(&tree, ops))
@@ -751,6 +779,7 @@ impl ArchiveStore {
         with: &str,
         value: Value,
     ) -> Result<String> {
+        let started = std::time::Instant::now();
         let prefix = self.user_prefix(user)?;
         let with = with.to_owned();
         let id = self
@@ -758,6 +787,7 @@ impl ArchiveStore {
             .blocking(move |i| append_sync(i, &prefix, id, when, &with, value))
             .await?;
         self.store.flush().await?;
+        self.store.observe(started);
         Ok(id)
     }
 
