@@ -1050,9 +1050,27 @@ async fn modules_act_on_the_real_registry() {
     );
 
     let r = api.get("/module/ping").await;
+    let result = r.result();
+    assert_eq!(r.status, StatusCode::OK);
     assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!({"module": "ping", "loaded": true}))
+        (&result["module"], &result["loaded"]),
+        (&json!("ping"), &json!(true))
+    );
+    assert_eq!(
+        result["status"]["type"],
+        json!("info"),
+        "module status is visible: {result}"
+    );
+    // A status set by the module shows up at once.
+    host.module("ping").unwrap().set_status(
+        oxpecker::core::modules::StatusType::Warn,
+        "slow pings",
+        false,
+    );
+    let result = api.get("/module/ping").await.result();
+    assert_eq!(
+        (&result["status"]["type"], &result["status"]["message"]),
+        (&json!("warn"), &json!("slow pings"))
     );
     let r = api.call(Method::DELETE, "/module/ping", None).await;
     assert_eq!(
@@ -1065,7 +1083,7 @@ async fn modules_act_on_the_real_registry() {
         (r.status, r.result()),
         (
             StatusCode::NOT_FOUND,
-            json!({"module": "ping", "loaded": false})
+            json!({"module": "ping", "loaded": false, "status": null})
         )
     );
     let r = api.call(Method::DELETE, "/module/ping", None).await;

@@ -34,13 +34,18 @@ pub async fn count(
     Ok(ok(json!({ "count": host(&core, &ctx)?.modules().len() })))
 }
 
-/// `GET /module/{name}`: 200 loaded / 404 not loaded, `{"module", "loaded"}` either way.
+/// `GET /module/{name}`: 200 loaded / 404 not loaded, `{"module", "loaded", "status"}` either way.
 pub async fn get(
     State(core): State<Arc<Core>>,
     Extension(ctx): Extension<Ctx>,
     Params(name): Params<String>,
 ) -> Result<Response, ApiError> {
-    let result = json!({ "module": name, "loaded": host(&core, &ctx)?.is_loaded(&name) });
+    let h = host(&core, &ctx)?;
+    let result = json!({
+        "module": name,
+        "loaded": h.is_loaded(&name),
+        "status": h.module_status(&name),
+    });
     if result["loaded"] == true {
         Ok(ok(result))
     } else {
