@@ -668,7 +668,7 @@ def main():
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.CRITICAL)
     t0 = time.monotonic()
     results = asyncio.run(run(args))
-    print(f"# flows took {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    print(f"note: the flows took {time.monotonic() - t0:.1f} s", flush=True)
     return 0 if results and "FAIL" not in results else 1
 
 

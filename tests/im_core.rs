@@ -456,3 +456,25 @@ async fn deleting_an_account_removes_its_data_everywhere() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn highest_priority_delivery_is_configurable() {
+    let srv = server_with(&["alice", "bob"], |c| {
+        c.options.insert(
+            "bare_message_delivery".into(),
+            toml::Value::String("highest".into()),
+        );
+    })
+    .await;
+    let mut a = login(&srv, "alice", "a").await;
+    let mut b1 = login(&srv, "bob", "one").await;
+    let mut b2 = login(&srv, "bob", "two").await;
+    b1.send("<presence><priority>5</priority></presence>").await;
+    b2.send("<presence><priority>1</priority></presence>").await;
+    nothing_pending(&mut b1).await;
+    nothing_pending(&mut b2).await;
+    a.send("<message to='bob@localhost' type='chat'><body>top only</body></message>")
+        .await;
+    read_until_contains(&mut b1, "message", "top only").await;
+    nothing_pending(&mut b2).await;
+}

@@ -226,12 +226,24 @@ impl Core {
         }
         // A message for an offline resource is handled as addressed to the account.
         ev.to = ev.to.bare();
-        let targets: Vec<_> = self
+        let mut targets: Vec<_> = self
             .sessions
             .resources(&ev.to)
             .into_iter()
             .filter(|s| s.is_available() && s.priority() >= 0)
             .collect();
+        // RFC 6121 §8.5.2.1.1: chat and normal go to every such resource ("all", the default)
+        // or only to those of the highest priority ("highest").
+        let highest_only = matches!(ty, "" | "normal" | "chat")
+            && self
+                .config
+                .load()
+                .option(ev.to.domain(), "bare_message_delivery")
+                .and_then(|v| v.as_str().map(|s| s == "highest"))
+                .unwrap_or(false);
+        if highest_only && let Some(max) = targets.iter().map(|s| s.priority()).max() {
+            targets.retain(|s| s.priority() == max);
+        }
         if ty == "groupchat" {
             self.bounce(&ev.stanza, C::ServiceUnavailable).await;
             return;

@@ -22,7 +22,17 @@ impl Module for Presence {
         "presence"
     }
 
+    fn options(&self) -> &'static [&'static str] {
+        // Read by the router's bare-JID delivery (RFC 6121 §8.5.2.1.1): "all" or "highest".
+        &["bare_message_delivery"]
+    }
+
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+        let policy = ctx.option_enum("bare_message_delivery", "all", &["highest"]);
+        ctx.log(
+            tracing::Level::DEBUG,
+            &format!("bare JID messages go to {policy} resources"),
+        );
         ctx.add_stream_feature(Element::new("sub", NS_PRE_APPROVAL));
         ctx.hook("pre-presence/bare", 0, handler(outbound));
         ctx.hook("pre-presence/full", 0, handler(outbound));
