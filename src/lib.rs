@@ -12,7 +12,7 @@
 //! | [`config`] | TOML loading, defaults, validation that names the key |
 //! | [`tls`] | certificates (self-signed on first start) and the rustls configuration |
 //! | [`core`] | the shared managers in [`core::Core`]: hosts and their event buses ([`core::events`]), the module system ([`core::modules`], [`core::module_api`]: hooks, typed options, status, timers, cron, shared state, items, stores, metrics), sessions ([`core::sessions`], incl. XEP-0198 state and hibernation), the router, accounts and their lifecycle, rosters and shared groups, server-sent IQs ([`core::iq`]), metrics ([`core::metrics`]), config reload, API tokens |
-//! | [`modules`] | one file per feature module, registered in one table: roster, presence, offline, disco, ping, time, version, last, vcard, private, blocking, register, mam, carbons, smacks, csi, push, pep, admin_rest … |
+//! | [`modules`] | one file per feature module, registered in one table: roster, presence, offline, disco, ping, time, version, last, vcard, private, blocking, register, mam, carbons, smacks, csi, push, pep (with caps), bookmarks, vcard_legacy, admin_rest |
 //! | [`c2s`] | client listeners: negotiation (STARTTLS, SASL, bind, XEP-0198 resume, XEP-0077 pre-auth registration), the session reader/writer tasks, stream management and client state on the wire |
 //! | [`http`] | the axum router on HTTP and HTTPS: `/health`, `/metrics` (OpenMetrics) and the admin REST API ([`http::admin_rest`]: allowlist, auth, one file per resource, OpenAPI in `openapi/admin_rest.yaml`) |
 //! | [`control`] | the local control socket through which the CLI manages a running server |
