@@ -78,3 +78,39 @@ async fn advanced_im_and_mobile_features_are_advertised() {
         "{account}"
     );
 }
+
+#[tokio::test]
+async fn server_entity_capabilities_match_its_disco_info() {
+    let srv = TestServer::start().await;
+    srv.add_user("alice@localhost", "pw").await;
+    let mut c = RawClient::connect(srv.c2s()).await;
+    let pre = c.starttls(&srv.cert_pem()).await;
+    assert!(
+        pre.contains("http://jabber.org/protocol/caps"),
+        "before auth too: {pre}"
+    );
+    c.auth_plain("alice", "pw").await;
+    let features = c.open().await;
+    let start = features.find("ver=\"").unwrap() + 5;
+    let ver = &features[start..start + features[start..].find('"').unwrap()];
+    c.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+        .await;
+    c.read_stanza("iq").await;
+    c.send(&format!(
+        "<iq type='get' id='n' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='urn:oxpecker:caps#{ver}'/></iq>"
+    ))
+    .await;
+    let reply = c.read_stanza("iq").await;
+    assert!(reply.contains("type=\"result\""), "{reply}");
+    // The advertised ver is the XEP-0115 hash of what disco#info answers.
+    let q_start = reply.find("<query").unwrap();
+    let q_end = reply.rfind("</query>").unwrap() + "</query>".len();
+    let query = oxpecker::xmpp::parser::parse_element(&reply[q_start..q_end]).unwrap();
+    assert_eq!(
+        oxpecker::modules::pep::caps::compute_ver(&query, "sha-1").as_deref(),
+        Some(ver)
+    );
+    c.send("<iq type='get' id='x' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='urn:oxpecker:caps#stale'/></iq>")
+        .await;
+    assert!(c.read_stanza("iq").await.contains("<item-not-found "));
+}

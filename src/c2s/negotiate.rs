@@ -519,6 +519,14 @@ impl Negotiation {
 
     fn features(&self, authenticated: bool, host: &str) -> Element {
         let mut f = Element::new("features", ns::STREAM);
+        // XEP-0115: the server's entity capabilities, before and after authentication.
+        if let Some(caps) = self
+            .core
+            .host(host)
+            .and_then(|h| crate::modules::disco::server_caps(h))
+        {
+            f.push(caps);
+        }
         let c2s = &self.config.c2s;
         if authenticated {
             f.push(Element::new("bind", ns::BIND));

@@ -230,6 +230,27 @@ impl ModuleHandle {
         self.core.clone()
     }
 
+    /// Another host (or `*`), for a module that works across hosts (Prosody's `module:context`).
+    pub fn context(&self, host: &str) -> Option<Arc<Host>> {
+        let core = self.core.upgrade()?;
+        if host == "*" {
+            Some(core.global_host())
+        } else {
+            core.host(host).cloned()
+        }
+    }
+
+    /// A raw option as seen from another host (`*` = the global value only).
+    pub fn option_on(&self, host: &str, name: &str) -> Option<toml::Value> {
+        let core = self.core.upgrade()?;
+        let cfg = core.config.load();
+        if host == "*" {
+            cfg.options.get(name).cloned()
+        } else {
+            cfg.option(host, name).cloned()
+        }
+    }
+
     /// Logs `message` at `level` with the module and host as fields.
     pub fn log(&self, level: tracing::Level, message: &str) {
         let (module, host) = (self.name, self.host.name.as_str());
@@ -1277,6 +1298,34 @@ mod tests {
             Err(crate::core::iq::IqError::Invalid)
         );
         assert_eq!(core.iq.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn context_reaches_other_hosts_and_the_global_options() {
+        let cfg = Config::parse(
+            "offline_max_messages = 5\n[[host]]\nname = \"localhost\"\noffline_max_messages = 7\n[[host]]\nname = \"other.example\"\n",
+        )
+        .unwrap();
+        let core = core_with(cfg, Store::memory());
+        load(&core, |ctx| {
+            assert_eq!(ctx.context("other.example").unwrap().name, "other.example");
+            assert_eq!(ctx.context("*").unwrap().kind, HostType::Global);
+            assert!(ctx.context("nowhere.example").is_none());
+            assert_eq!(
+                ctx.option_on("*", "offline_max_messages"),
+                Some(toml::Value::Integer(5))
+            );
+            assert_eq!(
+                ctx.option_on("other.example", "offline_max_messages"),
+                Some(toml::Value::Integer(5))
+            );
+            assert_eq!(
+                ctx.option_on("localhost", "offline_max_messages"),
+                Some(toml::Value::Integer(7))
+            );
+            Ok(())
+        })
+        .unwrap();
     }
 
     #[tokio::test]

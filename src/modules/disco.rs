@@ -1,7 +1,7 @@
 //! XEP-0030 Service Discovery: the server's identity and the features of the modules loaded on the host.
 
 use crate::core::events::{Flow, handler};
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{Host, Module, ModuleContext};
 use crate::xmpp::error::StanzaErrorCondition;
 use crate::xmpp::{Element, ns, stanza};
 
@@ -12,6 +12,52 @@ pub const ACCOUNT_FEATURE: &str = "account-feature";
 /// Host item key under which modules list account-level disco#info identities
 /// (`{"category", "type", "name"}` objects; e.g. `pubsub/pep` from the `pep` module).
 pub const ACCOUNT_IDENTITY: &str = "account-identity";
+
+/// The XEP-0115 node naming this software in the server's entity capabilities.
+pub const CAPS_NODE: &str = "urn:oxpecker:caps";
+
+/// The server's disco#info `<query/>` for `host`: identities, features and extended info of
+/// the loaded modules.
+pub fn server_info(host: &Host) -> Element {
+    let mut query = Element::new("query", ns::DISCO_INFO).child(
+        Element::new("identity", ns::DISCO_INFO)
+            .attr("category", "server")
+            .attr("type", "im")
+            .attr("name", "Oxpecker"),
+    );
+    for (category, kind, name) in host.identities() {
+        query.push(
+            Element::new("identity", ns::DISCO_INFO)
+                .attr("category", category)
+                .attr("type", kind)
+                .attr("name", name),
+        );
+    }
+    for f in host.features() {
+        query.push(Element::new("feature", ns::DISCO_INFO).attr("var", f));
+    }
+    for form in host.extensions() {
+        query.push(form);
+    }
+    query
+}
+
+/// The server's XEP-0115 `<c/>` (offered as a stream feature), if `disco` is loaded on `host`.
+pub fn server_caps(host: &Host) -> Option<Element> {
+    if !host.is_loaded("disco") {
+        return None;
+    }
+    let ver = super::pep::caps::compute_ver(&server_info(host), "sha-1")?;
+    Some(
+        Element::new("c", NS_CAPS)
+            .attr("hash", "sha-1")
+            .attr("node", CAPS_NODE)
+            .attr("ver", ver),
+    )
+}
+
+/// XEP-0115 namespace.
+pub const NS_CAPS: &str = "http://jabber.org/protocol/caps";
 
 /// The `disco` module.
 pub struct Disco;
@@ -31,24 +77,17 @@ impl Module for Disco {
                 let Some(host) = ev.core.host(ev.to.domain()).cloned() else {
                     return Flow::Continue(ev);
                 };
-                if ev
-                    .stanza
-                    .first_child()
-                    .and_then(|q| q.get_attr("node"))
-                    .is_some()
-                {
-                    ev.reply_error(StanzaErrorCondition::ItemNotFound.into())
-                        .await;
-                    return Flow::Handled;
-                }
-                let mut query = Element::new("query", ns::DISCO_INFO).child(
-                    Element::new("identity", ns::DISCO_INFO)
-                        .attr("category", "server")
-                        .attr("type", "im")
-                        .attr("name", "Oxpecker"),
-                );
-                for f in host.features() {
-                    query.push(Element::new("feature", ns::DISCO_INFO).attr("var", f));
+                let mut query = server_info(&host);
+                if let Some(node) = ev.stanza.first_child().and_then(|q| q.get_attr("node")) {
+                    // Only the XEP-0115 caps node of the current feature set is known.
+                    let caps_node = server_caps(&host)
+                        .and_then(|c| c.get_attr("ver").map(|v| format!("{CAPS_NODE}#{v}")));
+                    if caps_node.as_deref() != Some(node) {
+                        ev.reply_error(StanzaErrorCondition::ItemNotFound.into())
+                            .await;
+                        return Flow::Handled;
+                    }
+                    query.set_attr("node", Some(node.to_string()));
                 }
                 ev.reply(stanza::iq_result(&ev.stanza, Some(query))).await;
                 Flow::Handled
