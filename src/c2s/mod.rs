@@ -20,7 +20,7 @@ use crate::xmpp::parser::StreamParser;
 use negotiate::{Negotiation, Outcome, unauth_limits};
 
 /// Read buffer per connection; small to keep idle sessions cheap.
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 2048;
 
 /// Accepts client connections until shutdown; `direct_tls` selects XEP-0368 direct TLS.
 pub async fn serve(

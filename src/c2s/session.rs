@@ -215,7 +215,7 @@ async fn finish_session(
         rx.close();
         while let Ok(m) = rx.try_recv() {
             if let Outbound::Stanza(el) = m {
-                pending.push(el);
+                pending.push(*el);
             }
         }
     }

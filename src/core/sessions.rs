@@ -18,8 +18,8 @@ use crate::xmpp::{Element, Jid};
 /// What a session's writer is asked to do.
 #[derive(Debug)]
 pub enum Outbound {
-    /// Send a stanza.
-    Stanza(Element),
+    /// Send a stanza (boxed: queue slots stay small, which matters for idle sessions).
+    Stanza(Box<Element>),
     /// Write the closing stream error (if any) and `</stream:stream>`, then close.
     Close(Option<StreamError>),
     /// Write a stream-level element (not a stanza: never counted or retransmitted).
@@ -202,7 +202,7 @@ impl SessionHandle {
     }
 
     fn enqueue(&self, stanza: Element) -> bool {
-        match self.tx.try_send(Outbound::Stanza(stanza)) {
+        match self.tx.try_send(Outbound::Stanza(Box::new(stanza))) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(jid = %self.jid, "send queue full; disconnecting");
