@@ -89,39 +89,40 @@ pub type HookFuture = Pin<Box<dyn Future<Output = Flow> + Send>>;
 /// A hook handler.
 pub type Handler = Arc<dyn Fn(StanzaEvent) -> HookFuture + Send + Sync>;
 
-/// Identifies a registered hook, for [`Events::unhook`].
+/// Identifies a registered hook, for [`Events::unhook`] (unique across all buses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct HookId(u64);
 
+static NEXT_HOOK: AtomicU64 = AtomicU64::new(1);
+
 #[derive(Clone)]
-struct Hook {
+struct Hook<H> {
     id: HookId,
     priority: i32,
-    handler: Handler,
+    handler: H,
 }
 
-type HookMap = HashMap<String, Arc<Vec<Hook>>>;
-
-/// A named-event bus.
-#[derive(Default)]
-pub struct Events {
-    hooks: ArcSwap<HookMap>,
+/// Named lists of prioritised handlers, copy-on-write behind `ArcSwap` so readers take no lock.
+struct HookTable<H> {
+    hooks: ArcSwap<HashMap<String, Arc<Vec<Hook<H>>>>>,
     writer: Mutex<()>,
-    next: AtomicU64,
 }
 
-impl Events {
-    /// An empty bus.
-    pub fn new() -> Self {
-        Self::default()
+impl<H> Default for HookTable<H> {
+    fn default() -> Self {
+        HookTable {
+            hooks: ArcSwap::from_pointee(HashMap::new()),
+            writer: Mutex::new(()),
+        }
     }
+}
 
-    /// Adds `handler` for `event` at `priority` (higher runs first; equal priorities run in hook order).
-    pub fn hook(&self, event: &str, priority: i32, handler: Handler) -> HookId {
-        let id = HookId(self.next.fetch_add(1, Ordering::Relaxed));
+impl<H: Clone> HookTable<H> {
+    fn hook(&self, event: &str, priority: i32, handler: H) -> HookId {
+        let id = HookId(NEXT_HOOK.fetch_add(1, Ordering::Relaxed));
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut map: HookMap = (**self.hooks.load()).clone();
-        let mut list: Vec<Hook> = map.get(event).map(|l| (**l).clone()).unwrap_or_default();
+        let mut map = (**self.hooks.load()).clone();
+        let mut list: Vec<Hook<H>> = map.get(event).map(|l| (**l).clone()).unwrap_or_default();
         let pos = list
             .iter()
             .position(|h| h.priority < priority)
@@ -139,35 +140,67 @@ impl Events {
         id
     }
 
-    /// Removes a hook; unknown ids are ignored.
-    pub fn unhook(&self, id: HookId) {
+    fn unhook(&self, id: HookId) {
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut map: HookMap = (**self.hooks.load()).clone();
+        let mut map = (**self.hooks.load()).clone();
         map.retain(|_, list| {
             if list.iter().any(|h| h.id == id) {
-                let kept: Vec<Hook> = list.iter().filter(|h| h.id != id).cloned().collect();
-                *list = Arc::new(kept);
+                *list = Arc::new(list.iter().filter(|h| h.id != id).cloned().collect());
             }
             !list.is_empty()
         });
         self.hooks.store(Arc::new(map));
     }
 
+    fn get(&self, event: &str) -> Option<Arc<Vec<Hook<H>>>> {
+        self.hooks.load().get(event).cloned()
+    }
+
+    fn contains(&self, event: &str) -> bool {
+        self.hooks.load().contains_key(event)
+    }
+
+    fn count(&self) -> usize {
+        self.hooks.load().values().map(|l| l.len()).sum()
+    }
+}
+
+/// A named-event bus.
+#[derive(Default)]
+pub struct Events {
+    table: HookTable<Handler>,
+}
+
+impl Events {
+    /// An empty bus.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `handler` for `event` at `priority` (higher runs first; equal priorities run in hook order).
+    pub fn hook(&self, event: &str, priority: i32, handler: Handler) -> HookId {
+        self.table.hook(event, priority, handler)
+    }
+
+    /// Removes a hook; unknown ids are ignored.
+    pub fn unhook(&self, id: HookId) {
+        self.table.unhook(id);
+    }
+
     /// Whether any handler is hooked to `event`.
     pub fn has_handlers(&self, event: &str) -> bool {
-        self.hooks.load().contains_key(event)
+        self.table.contains(event)
     }
 
     /// Number of hooks across all events (for tests and status).
     pub fn hook_count(&self) -> usize {
-        self.hooks.load().values().map(|l| l.len()).sum()
+        self.table.count()
     }
 
     /// Runs the handlers of `event` in priority order until one handles it.
     pub async fn fire(&self, event: &str, mut ev: StanzaEvent) -> Flow {
-        let list = match self.hooks.load().get(event) {
-            Some(l) => l.clone(),
-            None => return Flow::Continue(ev),
+        let Some(list) = self.table.get(event) else {
+            return Flow::Continue(ev);
         };
         for hook in list.iter() {
             match (hook.handler)(ev).await {
@@ -193,21 +226,10 @@ where
 pub type DataHandler =
     Arc<dyn Fn(&mut serde_json::Value) -> Option<serde_json::Value> + Send + Sync>;
 
-#[derive(Clone)]
-struct DataHook {
-    id: HookId,
-    priority: i32,
-    handler: DataHandler,
-}
-
-type DataHookMap = HashMap<String, Arc<Vec<DataHook>>>;
-
 /// A bus of named data events (`module-status/updated`, `item-added/<key>`, module-defined ones).
 #[derive(Default)]
 pub struct DataEvents {
-    hooks: ArcSwap<DataHookMap>,
-    writer: Mutex<()>,
-    next: AtomicU64,
+    table: HookTable<DataHandler>,
 }
 
 impl DataEvents {
@@ -218,49 +240,23 @@ impl DataEvents {
 
     /// Adds a handler at `priority` (higher first).
     pub fn hook(&self, event: &str, priority: i32, handler: DataHandler) -> HookId {
-        let id = HookId(self.next.fetch_add(1, Ordering::Relaxed));
-        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut map: DataHookMap = (**self.hooks.load()).clone();
-        let mut list: Vec<DataHook> = map.get(event).map(|l| (**l).clone()).unwrap_or_default();
-        let pos = list
-            .iter()
-            .position(|h| h.priority < priority)
-            .unwrap_or(list.len());
-        list.insert(
-            pos,
-            DataHook {
-                id,
-                priority,
-                handler,
-            },
-        );
-        map.insert(event.to_string(), Arc::new(list));
-        self.hooks.store(Arc::new(map));
-        id
+        self.table.hook(event, priority, handler)
     }
 
     /// Removes a handler; unknown ids are ignored.
     pub fn unhook(&self, id: HookId) {
-        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut map: DataHookMap = (**self.hooks.load()).clone();
-        map.retain(|_, list| {
-            if list.iter().any(|h| h.id == id) {
-                *list = Arc::new(list.iter().filter(|h| h.id != id).cloned().collect());
-            }
-            !list.is_empty()
-        });
-        self.hooks.store(Arc::new(map));
+        self.table.unhook(id);
     }
 
     /// Runs the handlers in priority order; the first `Some` halts and is returned.
     pub fn fire(&self, event: &str, data: &mut serde_json::Value) -> Option<serde_json::Value> {
-        let list = self.hooks.load().get(event).cloned()?;
+        let list = self.table.get(event)?;
         list.iter().find_map(|h| (h.handler)(data))
     }
 
     /// Number of handlers (for tests and status).
     pub fn hook_count(&self) -> usize {
-        self.hooks.load().values().map(|l| l.len()).sum()
+        self.table.count()
     }
 }
 
