@@ -1,9 +1,10 @@
 # Multi-stage build: compile with the Rust toolchain, run on a slim Debian as a non-root user.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY config ./config
+COPY openapi ./openapi
 RUN cargo build --release --locked --bin oxpecker
 
 FROM debian:bookworm-slim
