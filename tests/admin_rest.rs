@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{RawClient, TestServer};
+use common::{RawClient, TestServer, read_until_contains};
 use oxpecker::config::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -181,17 +181,6 @@ async fn online(srv: &TestServer, user: &str, resource: &str) -> RawClient {
     c.send("<presence/>").await;
     c.read_stanza("presence").await;
     c
-}
-
-/// Reads stanzas named `name` until one contains `needle`.
-async fn read_until_contains(c: &mut RawClient, name: &str, needle: &str) -> String {
-    for _ in 0..30 {
-        let s = c.read_stanza(name).await;
-        if s.contains(needle) {
-            return s;
-        }
-    }
-    panic!("no <{name}> containing {needle:?}");
 }
 
 async fn wait_offline(srv: &TestServer, jid: &str) {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{RawClient, TestServer};
+use common::{RawClient, TestServer, nothing_pending, read_until_contains};
 use oxpecker::xmpp::Jid;
 
 async fn server(users: &[&str]) -> TestServer {
@@ -29,26 +29,6 @@ async fn roster_get(c: &mut RawClient) -> String {
     c.send("<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>")
         .await;
     read_until_contains(c, "iq", "id=\"rg\"").await
-}
-
-/// Reads stanzas until one contains `needle`.
-async fn read_until_contains(c: &mut RawClient, name: &str, needle: &str) -> String {
-    for _ in 0..20 {
-        let s = c.read_stanza(name).await;
-        if s.contains(needle) {
-            return s;
-        }
-    }
-    panic!("no <{name}> containing {needle:?}");
-}
-
-/// Proves no message is queued for `c`: everything before a ping's reply holds no `<message`.
-async fn nothing_pending(c: &mut RawClient) {
-    c.send("<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
-        .await;
-    let next = c.read_until("id=\"sync\"").await;
-    assert!(!next.contains("<message"), "unexpected: {next}");
-    c.read_until("/>").await;
 }
 
 /// Waits until `user` has no session left on the server.

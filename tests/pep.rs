@@ -8,7 +8,7 @@
 mod common;
 
 use base64::Engine;
-use common::{RawClient, TestServer};
+use common::{RawClient, TestServer, nothing_pending, read_until_contains};
 use oxpecker::xmpp::Jid;
 use sha1::{Digest, Sha1};
 
@@ -44,26 +44,6 @@ async fn befriend(srv: &TestServer, a: &str, b: &str) {
         )
         .await
         .unwrap();
-}
-
-/// Reads stanzas until one contains `needle`.
-async fn read_until_contains(c: &mut RawClient, name: &str, needle: &str) -> String {
-    for _ in 0..30 {
-        let s = c.read_stanza(name).await;
-        if s.contains(needle) {
-            return s;
-        }
-    }
-    panic!("no <{name}> containing {needle:?}");
-}
-
-/// Proves no message is queued for `c`: everything before a ping's reply holds no `<message`.
-async fn nothing_pending(c: &mut RawClient) {
-    c.send("<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
-        .await;
-    let next = c.read_until("id=\"sync\"").await;
-    assert!(!next.contains("<message"), "unexpected: {next}");
-    c.read_until("/>").await;
 }
 
 /// Sends an IQ and returns its answer (the IQ with this id).

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{RawClient, TestServer};
+use common::{RawClient, TestServer, read_until_contains};
 
 const SM: &str = "urn:xmpp:sm:3";
 
@@ -52,16 +52,6 @@ async fn bind_only(c: &mut RawClient, resource: &str) {
     ))
     .await;
     assert!(c.read_stanza("iq").await.contains("<jid>"));
-}
-
-async fn read_until_contains(c: &mut RawClient, name: &str, needle: &str) -> String {
-    for _ in 0..30 {
-        let s = c.read_stanza(name).await;
-        if s.contains(needle) {
-            return s;
-        }
-    }
-    panic!("no <{name}> containing {needle:?}");
 }
 
 async fn wait_for<F: Fn() -> bool>(f: F) {

@@ -326,3 +326,23 @@ mod empty {
         tokio::io::duplex(1).0
     }
 }
+
+/// Reads `<name>` stanzas until one contains `needle` (at most 50 are skipped).
+pub async fn read_until_contains(c: &mut RawClient, name: &str, needle: &str) -> String {
+    for _ in 0..50 {
+        let s = c.read_stanza(name).await;
+        if s.contains(needle) {
+            return s;
+        }
+    }
+    panic!("no <{name}> containing {needle:?}");
+}
+
+/// Proves no message is queued for `c`: everything before a ping's reply holds no `<message`.
+pub async fn nothing_pending(c: &mut RawClient) {
+    c.send("<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let next = c.read_until("id=\"sync\"").await;
+    assert!(!next.contains("<message"), "unexpected: {next}");
+    c.read_until("/>").await;
+}
