@@ -237,26 +237,7 @@ impl Core {
         id: &str,
         user: &Jid,
     ) -> Result<bool, GroupError> {
-        if self.groups.get(host, id).await?.is_none() {
-            return Err(GroupError::NotFound(id.to_string()));
-        }
-        let member = user
-            .node()
-            .filter(|_| user.domain() == host)
-            .ok_or_else(|| GroupError::Invalid(format!("{user} is not an account of {host}")))?;
-        if self
-            .store
-            .map(host, MEMBERS)
-            .get(id, member)
-            .await?
-            .is_some()
-        {
-            return Ok(false);
-        }
-        self.groups.set_membership(host, id, member, true).await?;
-        self.groups.bump(host).await?;
-        self.announce_membership(host, id, user).await?;
-        Ok(true)
+        self.change_membership(host, id, user, true).await
     }
 
     /// Removes `user` from group `id`; returns whether they were a member.
@@ -266,22 +247,40 @@ impl Core {
         id: &str,
         user: &Jid,
     ) -> Result<bool, GroupError> {
+        self.change_membership(host, id, user, false).await
+    }
+
+    /// Sets `user`'s membership of `id` to `on`; returns whether it changed.
+    async fn change_membership(
+        self: &Arc<Self>,
+        host: &str,
+        id: &str,
+        user: &Jid,
+        on: bool,
+    ) -> Result<bool, GroupError> {
         if self.groups.get(host, id).await?.is_none() {
             return Err(GroupError::NotFound(id.to_string()));
         }
         let Some(member) = user.node().filter(|_| user.domain() == host) else {
-            return Ok(false);
+            // Someone who is not an account here can be no member: an error only when adding.
+            return if on {
+                Err(GroupError::Invalid(format!(
+                    "{user} is not an account of {host}"
+                )))
+            } else {
+                Ok(false)
+            };
         };
-        if self
+        let is_member = self
             .store
             .map(host, MEMBERS)
             .get(id, member)
             .await?
-            .is_none()
-        {
+            .is_some();
+        if is_member == on {
             return Ok(false);
         }
-        self.groups.set_membership(host, id, member, false).await?;
+        self.groups.set_membership(host, id, member, on).await?;
         self.groups.bump(host).await?;
         self.announce_membership(host, id, user).await?;
         Ok(true)
