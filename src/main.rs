@@ -144,10 +144,13 @@ enum StoreCommand {
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config> {
-    match path {
-        Some(p) => Config::load(p).map_err(|e| anyhow::anyhow!("{e}")),
-        None => Ok(Config::default()),
-    }
+    let cfg = match path {
+        Some(p) => Config::load(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Config::default(),
+    };
+    cfg.check_modules(&oxpecker::modules::BUILTIN.catalog())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(cfg)
 }
 
 fn init_logging(cfg: &Config) {
@@ -280,7 +283,8 @@ async fn user(cfg: Config, req: Request) -> Result<()> {
             let store = open_store(&cfg)?;
             if matches!(req, Request::UserDel { .. }) {
                 // Deleting an account cleans every manager's and module's data: use the full core.
-                let core = oxpecker::core::Core::new(cfg.clone(), store)?;
+                let core =
+                    oxpecker::core::Core::new(cfg.clone(), store, oxpecker::modules::BUILTIN)?;
                 let resp = control::execute_live(&core, req.clone()).await;
                 core.store.flush().await?;
                 resp

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::core::Core;
 use crate::core::modules::ModuleError;
 use crate::storage::{StorageError, Store};
@@ -41,6 +41,9 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+    /// The configuration names a module or option no module has.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
     /// A configured module failed to load.
     #[error("{0}")]
     Module(#[from] ModuleError),
@@ -83,6 +86,7 @@ async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> 
 impl Server {
     /// Starts a server for `config`.
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        config.check_modules(&crate::modules::BUILTIN.catalog())?;
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
             path: data_dir.clone(),
@@ -108,8 +112,8 @@ impl Server {
         let direct = bind_all(&config.c2s.direct_tls_listen).await?;
         let http = bind_all(&config.http.listen).await?;
         let https = bind_all(&config.http.tls_listen).await?;
-        let core = Core::new(config, store)?;
-        let tracker = TaskTracker::new();
+        let core = Core::new(config, store, crate::modules::BUILTIN)?;
+        let tracker = core.tasks.clone();
         let addrs = |ls: &[TcpListener]| {
             ls.iter()
                 .filter_map(|l| l.local_addr().ok())

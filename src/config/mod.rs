@@ -41,6 +41,16 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The modules a server can load, as config validation sees them (handed in by the server,
+/// so `config` never names the modules).
+#[derive(Clone, Debug, Default)]
+pub struct ModuleCatalog {
+    /// Module names.
+    pub names: Vec<&'static str>,
+    /// Every option some module reads.
+    pub options: Vec<&'static str>,
+}
+
 /// What to do when a client binds a resource that is already online (Prosody's `conflict_resolve`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -56,8 +66,8 @@ pub enum ResourceConflict {
 
 /// The whole server configuration.
 ///
-/// Unknown top-level keys are collected into `options` and must be declared by a built-in
-/// module (e.g. `admin_rest_base`), so a typo still refuses to start.
+/// Unknown top-level keys are collected into `options` and must be declared by a module
+/// (e.g. `admin_rest_base`; checked by [`Config::check_modules`]), so a typo still refuses to start.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -68,6 +78,9 @@ pub struct Config {
     pub admins: Vec<String>,
     /// Where the embedded store, certificates and the control socket live.
     pub data_dir: PathBuf,
+    /// Where modules read their own files: `<module_resources>/<module>/` (default `modules`
+    /// beside the configuration file).
+    pub module_resources: PathBuf,
     /// Modules loaded on every host unless a host overrides the list.
     pub modules_enabled: Vec<String>,
     /// Modules never loaded on any host.
@@ -230,6 +243,7 @@ impl Default for Config {
             }],
             admins: Vec::new(),
             data_dir: PathBuf::from("./data"),
+            module_resources: PathBuf::from("modules"),
             modules_enabled: [
                 "roster",
                 "presence",
@@ -297,12 +311,53 @@ impl Config {
             }
         };
         fix(&mut self.data_dir);
+        fix(&mut self.module_resources);
         if let Some(p) = self.tls.certificate.as_mut() {
             fix(p);
         }
         if let Some(p) = self.tls.key.as_mut() {
             fix(p);
         }
+    }
+
+    /// Checks module names and module options against the modules the server has; errors
+    /// name the key. [`Config::parse`] checks everything else.
+    pub fn check_modules(&self, known: &ModuleCatalog) -> Result<(), ConfigError> {
+        let options = &known.options;
+        let check_options =
+            |key: &str, opts: &BTreeMap<String, toml::Value>| -> Result<(), ConfigError> {
+                match opts.keys().find(|k| !options.contains(&k.as_str())) {
+                    Some(k) => Err(invalid(
+                        format!("{key}{k}"),
+                        "unknown option (no core setting or module uses it)",
+                    )),
+                    None => Ok(()),
+                }
+            };
+        check_options("", &self.options)?;
+        for (i, h) in self.hosts.iter().enumerate() {
+            check_options(&format!("host[{i}]."), &h.options)?;
+        }
+        let check_modules = |key: &str, list: &[String]| -> Result<(), ConfigError> {
+            for m in list {
+                if !known.names.contains(&m.as_str()) {
+                    return Err(invalid(
+                        key,
+                        format!("unknown module `{m}` (known: {})", known.names.join(", ")),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        check_modules("modules_enabled", &self.modules_enabled)?;
+        check_modules("modules_disabled", &self.modules_disabled)?;
+        for (i, h) in self.hosts.iter().enumerate() {
+            if let Some(list) = &h.modules_enabled {
+                check_modules(&format!("host[{i}].modules_enabled"), list)?;
+            }
+            check_modules(&format!("host[{i}].modules_disabled"), &h.modules_disabled)?;
+        }
+        Ok(())
     }
 
     /// Checks values and normalises host names and admin JIDs; errors name the offending key.
@@ -330,41 +385,6 @@ impl Config {
                 ));
             }
             *a = j.to_string();
-        }
-        let options = crate::modules::option_names();
-        let check_options =
-            |key: &str, opts: &BTreeMap<String, toml::Value>| -> Result<(), ConfigError> {
-                match opts.keys().find(|k| !options.contains(&k.as_str())) {
-                    Some(k) => Err(invalid(
-                        format!("{key}{k}"),
-                        "unknown option (no core setting or built-in module uses it)",
-                    )),
-                    None => Ok(()),
-                }
-            };
-        check_options("", &self.options)?;
-        for (i, h) in self.hosts.iter().enumerate() {
-            check_options(&format!("host[{i}]."), &h.options)?;
-        }
-        let known = crate::modules::builtin_names();
-        let check_modules = |key: &str, list: &[String]| -> Result<(), ConfigError> {
-            for m in list {
-                if !known.contains(&m.as_str()) {
-                    return Err(invalid(
-                        key,
-                        format!("unknown module `{m}` (known: {})", known.join(", ")),
-                    ));
-                }
-            }
-            Ok(())
-        };
-        check_modules("modules_enabled", &self.modules_enabled)?;
-        check_modules("modules_disabled", &self.modules_disabled)?;
-        for (i, h) in self.hosts.iter().enumerate() {
-            if let Some(list) = &h.modules_enabled {
-                check_modules(&format!("host[{i}].modules_enabled"), list)?;
-            }
-            check_modules(&format!("host[{i}].modules_disabled"), &h.modules_disabled)?;
         }
         let c = &self.c2s;
         if c.max_stanza_size < 10_000 {
@@ -460,6 +480,14 @@ impl Config {
             .or_else(|| self.options.get(name))
     }
 
+    /// The folder of the configuration file (the working directory for built-in defaults).
+    pub fn config_dir(&self) -> PathBuf {
+        match self.source.as_deref().and_then(Path::parent) {
+            Some(dir) => dir.to_path_buf(),
+            None => PathBuf::from("."),
+        }
+    }
+
     /// The directory for the embedded store.
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.join("store")
@@ -497,7 +525,6 @@ mod tests {
             ("[auth]\nscram_iterations = 100\n", "auth.scram_iterations"),
             ("[c2s]\nmax_stanza_size = 10\n", "c2s.max_stanza_size"),
             ("admins = [\"not a jid@@\"]\n", "admins[0]"),
-            ("modules_enabled = [\"nope\"]\n", "modules_enabled"),
             ("[[host]]\nname = \"\"\n", "host[0].name"),
             (
                 "[c2s]\nsasl_mechanisms = [\"DIGEST-MD5\"]\n",
@@ -510,11 +537,28 @@ mod tests {
     }
 
     #[test]
-    fn module_options_are_checked_and_resolved_host_first() {
-        let e = Config::parse("no_such_option = 1\n").unwrap_err();
-        assert!(e.to_string().contains("no_such_option"), "{e}");
-        let e = Config::parse("[[host]]\nname = \"a\"\ntypo_here = 1\n").unwrap_err();
-        assert!(e.to_string().contains("host[0].typo_here"), "{e}");
+    fn module_names_and_options_are_checked_against_the_catalog() {
+        let known = ModuleCatalog {
+            names: vec!["ping", "disco"],
+            options: vec!["ping_interval"],
+        };
+        let check = |text: &str| Config::parse(text).unwrap().check_modules(&known);
+        assert!(check("modules_enabled = [\"ping\"]\nping_interval = 3\n").is_ok());
+        for (text, key) in [
+            ("no_such_option = 1\n", "`no_such_option`"),
+            (
+                "[[host]]\nname = \"a\"\ntypo_here = 1\n",
+                "host[0].typo_here",
+            ),
+            ("modules_enabled = [\"nope\"]\n", "`modules_enabled`"),
+            (
+                "modules_enabled = []\n[[host]]\nname = \"a\"\nmodules_disabled = [\"x\"]\n",
+                "host[0].modules_disabled",
+            ),
+        ] {
+            let e = check(text).unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -281,16 +281,18 @@ pub async fn serve(core: Arc<Core>, listener: UnixListener) {
         };
         let Ok((stream, _)) = conn else { continue };
         let core = core.clone();
-        tokio::spawn(async move {
+        // Tracked, and idle connections end at shutdown, so the server waits for requests in flight.
+        core.tasks.clone().spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut lines = BufReader::new(r);
             let mut line = String::new();
             loop {
                 line.clear();
-                let read = (&mut lines)
-                    .take(MAX_LINE as u64)
-                    .read_line(&mut line)
-                    .await;
+                let mut limited = (&mut lines).take(MAX_LINE as u64);
+                let read = tokio::select! {
+                    _ = core.shutdown.cancelled() => return,
+                    read = limited.read_line(&mut line) => read,
+                };
                 match read {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}

@@ -198,18 +198,48 @@ impl Events {
     }
 
     /// Runs the handlers of `event` in priority order until one handles it.
-    pub async fn fire(&self, event: &str, mut ev: StanzaEvent) -> Flow {
-        let Some(list) = self.table.get(event) else {
-            return Flow::Continue(ev);
-        };
-        for hook in list.iter() {
-            match (hook.handler)(ev).await {
-                Flow::Handled => return Flow::Handled,
-                Flow::Continue(e) => ev = e,
+    pub async fn fire(&self, event: &str, ev: StanzaEvent) -> Flow {
+        match self.table.get(event) {
+            Some(list) => run(list.iter(), ev).await,
+            None => Flow::Continue(ev),
+        }
+    }
+
+    /// Runs the handlers of `event` on this bus and on `global` (the `*` bus) as one list in
+    /// priority order (this bus first among equals) until one handles it.
+    pub async fn fire_with_global(&self, global: &Events, event: &str, ev: StanzaEvent) -> Flow {
+        match (self.table.get(event), global.table.get(event)) {
+            (None, None) => Flow::Continue(ev),
+            (Some(list), None) | (None, Some(list)) => run(list.iter(), ev).await,
+            (Some(own), Some(all)) => {
+                let mut merged: Vec<&Hook<Handler>> = Vec::with_capacity(own.len() + all.len());
+                let (mut a, mut b) = (own.iter().peekable(), all.iter().peekable());
+                loop {
+                    let next = match (a.peek(), b.peek()) {
+                        (Some(x), Some(y)) if x.priority >= y.priority => a.next(),
+                        (Some(_), Some(_)) => b.next(),
+                        (Some(_), None) => a.next(),
+                        (None, _) => b.next(),
+                    };
+                    match next {
+                        Some(h) => merged.push(h),
+                        None => break,
+                    }
+                }
+                run(merged.into_iter(), ev).await
             }
         }
-        Flow::Continue(ev)
     }
+}
+
+async fn run<'a>(hooks: impl Iterator<Item = &'a Hook<Handler>>, mut ev: StanzaEvent) -> Flow {
+    for hook in hooks {
+        match (hook.handler)(ev).await {
+            Flow::Handled => return Flow::Handled,
+            Flow::Continue(e) => ev = e,
+        }
+    }
+    Flow::Continue(ev)
 }
 
 /// Wraps an async closure as a [`Handler`].

@@ -11,7 +11,7 @@ use crate::xmpp::Jid;
 use crate::xmpp::error::{StreamError, StreamErrorCondition};
 
 /// The data event fired on the account's host after an account is deleted (and after every
-/// module cleanup registered with `on_user_deleted` ran), with `{"username": …, "host": …}`.
+/// store a module opened and every module cleanup was emptied or ran), with `{"username": …, "host": …}`.
 pub const USER_DELETED: &str = "user-deleted";
 
 impl Core {
@@ -42,14 +42,34 @@ impl Core {
             }
         }
         if let Some(host) = self.host(jid.domain()).cloned() {
-            for cleanup in host.user_cleanups() {
-                cleanup(self.clone(), jid.clone()).await;
-            }
+            self.run_user_cleanups(jid).await;
             let mut data =
                 json!({ "username": jid.node().unwrap_or_default(), "host": jid.domain() });
             host.data_events.fire(USER_DELETED, &mut data);
         }
         tracing::info!(target: "audit", %jid, "account deleted");
         Ok(true)
+    }
+
+    /// Empties every store the modules of the account's host opened and runs their own
+    /// cleanups for the deleted account `jid`; each failure is logged, and their number returned.
+    pub async fn run_user_cleanups(self: &Arc<Self>, jid: &Jid) -> usize {
+        let Some(host) = self.host(jid.domain()).cloned() else {
+            return 0;
+        };
+        let mut failed = 0;
+        for cleanup in host.user_cleanups() {
+            if let Err(e) = cleanup.run(self.clone(), jid.clone()).await {
+                failed += 1;
+                tracing::warn!(
+                    %jid,
+                    module = cleanup.module(),
+                    store = cleanup.what(),
+                    error = %e,
+                    "could not remove the data of a deleted account"
+                );
+            }
+        }
+        failed
     }
 }

@@ -21,11 +21,12 @@ use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::storage::Store;
 use accounts::Accounts;
-use modules::{Host, ModuleError};
+use modules::{Host, ModuleError, ModuleTable};
 use sessions::Sessions;
 
 /// The server's shared state: one per running server, shared as `Arc<Core>`.
@@ -44,6 +45,11 @@ pub struct Core {
     pub groups: groups::GroupManager,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// Every task the server runs (listeners, connections, module timers and tasks); shutdown
+    /// waits for them.
+    pub tasks: TaskTracker,
+    /// The modules this server can load.
+    pub modules: ModuleTable,
     /// Every metric family (exposed at `GET /metrics`).
     pub metrics: metrics::Metrics,
     /// The server's own metrics.
@@ -58,8 +64,12 @@ pub struct Core {
 }
 
 impl Core {
-    /// Builds the managers for `config` over `store` and loads each host's modules.
-    pub fn new(config: Config, store: Store) -> Result<Arc<Core>, ModuleError> {
+    /// Builds the managers for `config` over `store` and loads each host's modules from `modules`.
+    pub fn new(
+        config: Config,
+        store: Store,
+        modules: ModuleTable,
+    ) -> Result<Arc<Core>, ModuleError> {
         let host_names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
         let metrics = metrics::Metrics::new();
         let core_metrics = metrics::CoreMetrics::new(&metrics);
@@ -80,6 +90,8 @@ impl Core {
             roster: roster::RosterManager::new(store.clone()),
             groups: groups::GroupManager::new(store.clone()),
             shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            modules,
             hosts: host_names
                 .iter()
                 .map(|h| (h.clone(), Arc::new(Host::new(h))))
@@ -116,10 +128,12 @@ impl Core {
             .collect()
     }
 
-    /// Loads the built-in module `name` on `host` (a global module goes to the `*` host, once).
+    /// Loads module `name` on `host` (a global module goes to the `*` host, once).
     pub fn load_module(&self, host: &str, name: &str) -> Result<(), ModuleError> {
-        let module =
-            crate::modules::builtin(name).ok_or_else(|| ModuleError::Unknown(name.to_string()))?;
+        let module = self
+            .modules
+            .get(name)
+            .ok_or_else(|| ModuleError::Unknown(name.to_string()))?;
         let h = if module.global() || host == "*" {
             if self.global.is_loaded(name) && host != "*" {
                 return Ok(());

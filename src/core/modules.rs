@@ -6,16 +6,18 @@
 //!
 //! A module is a type implementing [`Module`]. In `load` it registers what it needs through the
 //! context; anything long-lived (a timer, a handler that needs the module's status or storage)
-//! captures the [`ModuleHandle`] from [`ModuleContext::handle`]. It is then listed in
-//! `crate::modules::builtin` and enabled per host with `modules_enabled`.
+//! captures the [`ModuleHandle`] from [`ModuleContext::handle`]. It is then listed in the
+//! server's module table (`crate::modules::BUILTIN`) and enabled per host with `modules_enabled`.
 //!
 //! ```
 //! use std::time::Duration;
 //! use oxpecker::core::events::{handler, Flow};
-//! use oxpecker::core::modules::{Module, ModuleContext, StatusType};
+//! use oxpecker::core::modules::{
+//!     LoadError, Measure, MeasureConf, Module, ModuleContext, StatusType,
+//! };
 //! use oxpecker::xmpp::{stanza, Element};
 //!
-//! /// Answers `<query xmlns='urn:example:hello'/>` IQs sent to the server and counts them.
+//! /// Answers `<query xmlns='urn:example:hello'/>` IQs sent to the server, counts and times them.
 //! struct Hello;
 //!
 //! impl Module for Hello {
@@ -27,18 +29,31 @@
 //!         &["hello_greeting"]
 //!     }
 //!
-//!     fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+//!     fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
 //!         // Typed option: the host's value, else the global one, else the default.
 //!         let greeting = ctx.option_string("hello_greeting", "Hello");
-//!         let counter = ctx.measure("requests", oxpecker::core::modules::Measure::Counter);
+//!         if greeting.is_empty() {
+//!             return Err(LoadError::bad_option("hello_greeting", "must not be empty"));
+//!         }
+//!         let counter = ctx.measure("requests", Measure::Counter, MeasureConf::default());
+//!         // A timed measure: the guard from `start()` records the elapsed time when dropped.
+//!         let timing = ctx.measure(
+//!             "answer",
+//!             Measure::Times,
+//!             MeasureConf {
+//!                 description: Some("Time to answer a hello query".into()),
+//!                 ..MeasureConf::default()
+//!             },
+//!         );
 //!         ctx.add_feature("urn:example:hello");
 //!         ctx.hook(
 //!             "iq-get/host/urn:example:hello:query",
 //!             0,
 //!             handler(move |ev| {
-//!                 let greeting = greeting.clone();
-//!                 let counter = counter.clone();
+//!                 let (greeting, counter, timing) =
+//!                     (greeting.clone(), counter.clone(), timing.clone());
 //!                 async move {
+//!                     let _timer = timing.start();
 //!                     counter.inc();
 //!                     let reply = Element::new("query", "urn:example:hello").text(greeting);
 //!                     ev.reply(stanza::iq_result(&ev.stanza, Some(reply))).await;
@@ -46,6 +61,7 @@
 //!                 }
 //!             }),
 //!         );
+//!         // Lifecycle events and `hook_tag` (stream-level elements) go here.
 //!         // A repeating timer: returning Some(delay) runs it again, None stops it.
 //!         let module = ctx.handle();
 //!         ctx.add_timer(Duration::from_secs(3600), move || {
@@ -68,15 +84,16 @@ use serde_json::Value;
 
 use super::Core;
 use super::events::{DataEvents, Events};
+pub use super::module_api::options::PathBase;
 pub use super::module_api::{
-    Measure, ModuleHandle, ModuleMetric, ModuleStatus, Period, StatusType, StoreHandle, StoreKind,
-    Timer,
+    Measure, MeasureConf, Measurement, ModuleHandle, ModuleMetric, ModuleStatus, Period,
+    StatusType, StoreHandle, StoreKind, Timer, TimingGuard,
 };
 
 /// Why a module operation failed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ModuleError {
-    /// No built-in module has this name.
+    /// No module of the server's table has this name.
     #[error("unknown module {0}")]
     Unknown(String),
     /// The host is not served here.
@@ -94,8 +111,89 @@ pub enum ModuleError {
         /// The module.
         module: String,
         /// Why.
+        #[source]
+        reason: LoadError,
+    },
+}
+
+/// Why a module's [`Module::load`] refused to load.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum LoadError {
+    /// An option has a value the module cannot use.
+    #[error("`{option}` {reason}")]
+    BadOption {
+        /// The option.
+        option: String,
+        /// What is wrong with it.
         reason: String,
     },
+    /// A shared value exists with another type.
+    #[error("cannot share {0}: it exists with another type")]
+    Shared(String),
+    /// A module this one depends on did not load.
+    #[error("needs module {module}: {reason}")]
+    Dependency {
+        /// The dependency.
+        module: String,
+        /// Why it did not load.
+        reason: String,
+    },
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// Something the module needs is unavailable (a resource file, say).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl LoadError {
+    /// A [`LoadError::BadOption`].
+    pub fn bad_option(option: &str, reason: impl Into<String>) -> Self {
+        LoadError::BadOption {
+            option: option.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Makes one module instance.
+pub type Constructor = fn() -> Arc<dyn Module>;
+
+/// The modules a server can load, by name. `Server` hands the built-in table
+/// (`crate::modules::BUILTIN`) to [`Core::new`], so `core` never names the modules itself.
+#[derive(Clone, Copy)]
+pub struct ModuleTable(&'static [(&'static str, Constructor)]);
+
+impl ModuleTable {
+    /// A table of `(name, constructor)` pairs.
+    pub const fn new(modules: &'static [(&'static str, Constructor)]) -> Self {
+        ModuleTable(modules)
+    }
+
+    /// A fresh instance of module `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Module>> {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, make)| make())
+    }
+
+    /// Every module name.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// What config validation needs: the names and every option a module reads.
+    pub fn catalog(&self) -> crate::config::ModuleCatalog {
+        crate::config::ModuleCatalog {
+            names: self.names(),
+            options: self
+                .0
+                .iter()
+                .flat_map(|(_, make)| make().options().iter().copied())
+                .collect(),
+        }
+    }
 }
 
 /// A feature module: everything it does, it registers through its [`ModuleContext`] in `load`.
@@ -103,12 +201,13 @@ pub trait Module: Send + Sync + 'static {
     /// The module's name as used in `modules_enabled`.
     fn name(&self) -> &'static str;
     /// Registers hooks, features and the like on the context's host.
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String>;
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError>;
     /// The config options this module reads (so the config validator knows them).
     fn options(&self) -> &'static [&'static str] {
         &[]
     }
-    /// Whether the module is global: loaded once on the `*` pseudo-host rather than per host.
+    /// Whether the module is global: loaded once on the `*` pseudo-host rather than per host
+    /// (Prosody's `module:set_global`).
     fn global(&self) -> bool {
         false
     }
@@ -127,6 +226,50 @@ pub enum HostType {
 
 /// The context a module gets while loading: its [`ModuleHandle`] plus load-time helpers.
 /// Every method of the handle is available on the context.
+///
+/// # The module API, by Prosody name
+///
+/// | Prosody | here |
+/// |---|---|
+/// | `module:get_host()`, `module.host` | [`ModuleHandle::host`] (`*` for a global module) |
+/// | `module:get_host_type()` | [`ModuleHandle::host_type`] |
+/// | `module:set_global()` | [`Module::global`] returns `true`; [`ModuleHandle::is_global`] |
+/// | `module:get_directory()` | [`ModuleHandle::get_directory`] |
+/// | `module:load_resource(path)` | [`ModuleHandle::load_resource`] |
+/// | `module:log(level, msg)` | [`ModuleHandle::log`] |
+/// | `module:set_status(type, msg, override)` | [`ModuleHandle::set_status`] |
+/// | `module:log_status(level, msg)` | [`ModuleHandle::log_status`] |
+/// | `module:get_status()` | [`ModuleHandle::get_status`] |
+/// | `module:get_option(name, default)` | [`ModuleHandle::option`] (raw) |
+/// | `get_option_string` / `_boolean` / `_number` / `_integer` / `_period` | [`ModuleHandle::option_string`], [`option_bool`](ModuleHandle::option_bool), [`option_number`](ModuleHandle::option_number), [`option_integer`](ModuleHandle::option_integer), [`option_period`](ModuleHandle::option_period) |
+/// | `get_option_array` / `_set` / `_inherited_set` / `_enum` | [`ModuleHandle::option_strings`], [`option_set`](ModuleHandle::option_set), [`option_inherited_set`](ModuleHandle::option_inherited_set), [`option_enum`](ModuleHandle::option_enum) |
+/// | `get_option_path(name, default, parent)` | [`ModuleHandle::option_path`] with a [`PathBase`] |
+/// | `module:fire_event(name, data)` | [`ModuleHandle::fire_event`] |
+/// | `module:hook(name, handler, priority)` | [`ModuleHandle::hook`] (stanza events), [`ModuleHandle::hook_event`] (data events) |
+/// | `module:hook_global(name, handler, priority)` | [`ModuleHandle::hook_global`] (stanza events of every host), [`ModuleHandle::hook_global_event`] (data events) |
+/// | `module:hook_object_event(...)` | none yet: hosts are the only objects with a bus; rooms get one with group chat |
+/// | `module:unhook(name, handler)` | [`ModuleHandle::unhook`] with the [`HookId`](super::events::HookId) a hook returned |
+/// | `module:send(stanza, origin)` | [`ModuleHandle::send`] |
+/// | `module:send_iq(stanza, origin, timeout)` | [`ModuleHandle::send_iq`] |
+/// | `module:add_timer(delay, callback)` | [`ModuleHandle::add_timer`] → [`Timer`] (`stop`, `reschedule`) |
+/// | `module:cron(spec)`, `hourly`, `daily`, `weekly` | [`ModuleHandle::cron`], [`hourly`](ModuleHandle::hourly), [`daily`](ModuleHandle::daily), [`weekly`](ModuleHandle::weekly) |
+/// | `module:depends(name)` | [`ModuleContext::depends`] |
+/// | `module:shared(path)` | [`ModuleHandle::shared`] |
+/// | `module:context(host)` | [`ModuleHandle::context`], [`ModuleHandle::option_on`] |
+/// | `module:add_feature(var)` | [`ModuleHandle::add_feature`] |
+/// | `module:add_identity(category, type, name)` | [`ModuleHandle::add_identity`] |
+/// | `module:add_extension(form)` | [`ModuleHandle::add_extension`] |
+/// | `module:add_item(key, item)` / `remove_item` | [`ModuleHandle::add_item`], [`ModuleHandle::remove_item`] |
+/// | `module:handle_items(key, add, remove, existing)` | [`ModuleHandle::handle_items`] |
+/// | `module:get_host_items(key)` | [`ModuleHandle::get_host_items`] |
+/// | `module:provides(name, item)` | [`ModuleHandle::provides`] |
+/// | `module:open_store(name, type)` | [`ModuleHandle::open_store`] (what it holds for an account goes with the account) |
+/// | `module:measure(name, type, conf)` | [`ModuleHandle::measure`] with [`MeasureConf`] → [`Measurement`] (`start()` gives a [`TimingGuard`]) |
+/// | `module:metric(type, name, unit, description, labels)` | [`ModuleHandle::metric`] |
+///
+/// Beyond Prosody: [`ModuleHandle::spawn`] (a task that ends when the module unloads),
+/// [`ModuleHandle::add_stream_feature`], and [`ModuleHandle::on_user_deleted`] for account
+/// data kept outside the module's stores.
 pub struct ModuleContext {
     handle: Arc<ModuleHandle>,
 }
@@ -145,13 +288,16 @@ impl ModuleContext {
     }
 
     /// Loads module `name` on this host first if it is not loaded (Prosody's `depends`).
-    pub fn depends(&self, name: &str) -> Result<(), String> {
-        let core = self.core().upgrade().ok_or("server is shutting down")?;
+    pub fn depends(&self, name: &str) -> Result<(), LoadError> {
+        let core = self.core().upgrade().ok_or(LoadError::ShuttingDown)?;
         if self.host_ref().is_loaded(name) {
             return Ok(());
         }
         core.load_module(self.host(), name)
-            .map_err(|e| e.to_string())
+            .map_err(|e| LoadError::Dependency {
+                module: name.to_string(),
+                reason: e.to_string(),
+            })
     }
 }
 
@@ -289,11 +435,7 @@ impl Host {
         if let Err(reason) = module.load(&mut ctx) {
             handle.teardown();
             tracing::error!(host = %self.name, module = name, %reason, "module failed to load");
-            let status = ModuleStatus {
-                kind: StatusType::Error,
-                message: reason.clone(),
-                time: super::accounts::now(),
-            };
+            let status = ModuleStatus::new(StatusType::Error, &reason.to_string());
             self.failed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -321,5 +463,32 @@ impl Host {
         handle.teardown();
         tracing::info!(host = %self.name, module, "module unloaded");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::module_api::probe::{core, load};
+
+    #[tokio::test]
+    async fn depends_loads_the_dependency_first_and_names_an_unknown_one() {
+        let core = core();
+        load(&core, |ctx| ctx.depends("helper")).unwrap();
+        let host = core.host("localhost").unwrap();
+        assert!(host.is_loaded("helper"));
+        core.unload_module("localhost", "probe").unwrap();
+        let e = load(&core, |ctx| ctx.depends("nonexistent")).unwrap_err();
+        assert!(matches!(
+            e,
+            ModuleError::LoadFailed {
+                reason: LoadError::Dependency { .. },
+                ..
+            }
+        ));
+        assert_eq!(
+            core.load_module("localhost", "nonexistent"),
+            Err(ModuleError::Unknown("nonexistent".into()))
+        );
     }
 }

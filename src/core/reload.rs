@@ -46,6 +46,7 @@ impl Core {
             Some(path) => Config::load(path)?,
             None => (*old).clone(),
         };
+        new.check_modules(&self.modules.catalog())?;
         let mut report = ReloadReport {
             source: new.source.clone(),
             warnings: restart_warnings(&old, &new),
@@ -72,7 +73,7 @@ impl Core {
                         Ok(()) => report.loaded.push(id),
                         Err(e) => report.failed.push(format!("{id}: {e}")),
                     }
-                } else if options_changed(&old, &new, &host.name, name) {
+                } else if options_changed(&self.modules, &old, &new, &host.name, name) {
                     let result = self
                         .unload_module(&host.name, name)
                         .and_then(|()| self.load_module(&host.name, name));
@@ -99,8 +100,14 @@ impl Core {
 }
 
 /// Whether any option the module declares has a different value for `host`.
-fn options_changed(old: &Config, new: &Config, host: &str, module: &str) -> bool {
-    crate::modules::builtin(module).is_some_and(|m| {
+fn options_changed(
+    modules: &super::modules::ModuleTable,
+    old: &Config,
+    new: &Config,
+    host: &str,
+    module: &str,
+) -> bool {
+    modules.get(module).is_some_and(|m| {
         m.options()
             .iter()
             .any(|o| old.option(host, o) != new.option(host, o))
@@ -155,7 +162,7 @@ mod tests {
         let path = dir.path().join("oxpecker.toml");
         std::fs::write(&path, "modules_enabled = [\"ping\", \"disco\"]\n").unwrap();
         let cfg = Config::load(&path).unwrap();
-        let core = Core::new(cfg, Store::memory()).unwrap();
+        let core = Core::new(cfg, Store::memory(), crate::modules::BUILTIN).unwrap();
         let host = core.host("localhost").unwrap().clone();
         assert_eq!(host.modules(), vec!["disco", "ping"]);
 

@@ -105,7 +105,11 @@ impl Core {
             && let Some(origin_host) = self.host(ev.from.domain()).cloned()
         {
             let pre = format!("pre-{}/{}", kind.as_str(), dest.as_str());
-            ev = match origin_host.events.fire(&pre, ev).await {
+            ev = match origin_host
+                .events
+                .fire_with_global(&self.global.events, &pre, ev)
+                .await
+            {
                 Flow::Handled => return,
                 Flow::Continue(ev) => ev,
             };
@@ -113,14 +117,22 @@ impl Core {
         // IQs fire the generic `iq/<dest>` first (Prosody's order), then the specific
         // `iq-<type>/<dest>/<ns>:<name>`: policy modules hook the former, features the latter.
         let ev = if kind == Kind::Iq {
-            match host.events.fire(&format!("iq/{}", dest.as_str()), ev).await {
+            match host
+                .events
+                .fire_with_global(&self.global.events, &format!("iq/{}", dest.as_str()), ev)
+                .await
+            {
                 Flow::Handled => return,
                 Flow::Continue(ev) => ev,
             }
         } else {
             ev
         };
-        let ev = match host.events.fire(&name, ev).await {
+        let ev = match host
+            .events
+            .fire_with_global(&self.global.events, &name, ev)
+            .await
+        {
             Flow::Handled => return,
             Flow::Continue(ev) => ev,
         };

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::config::Config;
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext};
 
 /// The `admin_rest` module.
 pub struct AdminRest;
@@ -41,18 +41,21 @@ impl Module for AdminRest {
         "admin_rest"
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         for key in ["admin_rest_whitelist", "admin_rest_trusted_proxies"] {
             if let Some(v) = ctx.option(key) {
-                let list = v
-                    .as_array()
-                    .ok_or_else(|| format!("`{key}` must be a list of addresses or CIDR ranges"))?;
+                let list = v.as_array().ok_or_else(|| {
+                    LoadError::bad_option(key, "must be a list of addresses or CIDR ranges")
+                })?;
                 for item in list {
                     let s = item
                         .as_str()
-                        .ok_or_else(|| format!("`{key}` must be a list of strings"))?;
+                        .ok_or_else(|| LoadError::bad_option(key, "must be a list of strings"))?;
                     parse_net(s).ok_or_else(|| {
-                        format!("`{key}`: `{s}` is not an IP address or CIDR range")
+                        LoadError::bad_option(
+                            key,
+                            format!("`{s}` is not an IP address or CIDR range"),
+                        )
                     })?;
                 }
             }
@@ -63,7 +66,7 @@ impl Module for AdminRest {
                 if let Some(v) = ctx.option(name)
                     && !ok(&v)
                 {
-                    return Err(format!("`{name}` must be {what}"));
+                    return Err(LoadError::bad_option(name, format!("must be {what}")));
                 }
             }
             Ok(())
@@ -95,8 +98,9 @@ impl Module for AdminRest {
         )?;
         let base = ctx.option_string("admin_rest_base", DEFAULT_BASE);
         if !valid_base(&base) {
-            return Err(format!(
-                "`admin_rest_base` must start with `/` and not end with one (got `{base}`)"
+            return Err(LoadError::bad_option(
+                "admin_rest_base",
+                format!("must start with `/` and not end with one (got `{base}`)"),
             ));
         }
         Ok(())
@@ -233,8 +237,17 @@ mod tests {
             "admin_rest_auth_max_failures = 0\n",
         ] {
             let cfg = Config::parse(&format!("modules_enabled = [\"admin_rest\"]\n{bad}")).unwrap();
-            let err = crate::core::Core::new(cfg, Store::memory()).err();
-            assert!(err.is_some(), "{bad} was accepted");
+            let err = crate::core::Core::new(cfg, Store::memory(), super::super::BUILTIN).err();
+            assert!(
+                matches!(
+                    err,
+                    Some(crate::core::modules::ModuleError::LoadFailed {
+                        reason: LoadError::BadOption { .. },
+                        ..
+                    })
+                ),
+                "{bad}: {err:?}"
+            );
         }
     }
 

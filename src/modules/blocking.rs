@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::core::Core;
 use crate::core::events::{Flow, StanzaEvent, handler};
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::storage::StorageError;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::stanza::{self, Kind};
@@ -446,10 +446,9 @@ impl Module for Blocking {
         "blocking"
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
-        ctx.on_user_deleted(|core, jid| async move {
-            let _ = forget(&core, &jid).await;
-        });
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
+        // Not a plain store: the cached list goes too, under the writer lock.
+        ctx.on_user_deleted(|core, jid| async move { forget(&core, &jid).await });
         ctx.add_feature(ns::BLOCKING);
         ctx.hook(
             &format!("iq-get/bare/{}:blocklist", ns::BLOCKING),

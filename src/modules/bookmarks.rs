@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::pep::{self, Publish, form::Form};
 use crate::core::events::{Flow, StanzaEvent, handler};
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::xmpp::error::StanzaErrorCondition as C;
 use crate::xmpp::parser::parse_element;
 use crate::xmpp::{Element, Jid, ns, stanza};
@@ -228,7 +228,7 @@ impl Module for Bookmarks {
         "bookmarks"
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         ctx.add_item(super::disco::ACCOUNT_FEATURE, json!(NS_COMPAT));
         ctx.hook(
             &format!("iq-get/bare/{}:query", ns::PRIVATE),

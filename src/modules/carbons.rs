@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use crate::core::events::{Flow, StanzaEvent, handler};
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::core::sessions::SessionHandle;
 use crate::xmpp::error::StanzaErrorCondition as C;
 use crate::xmpp::{Element, Jid, ns, stanza};
@@ -40,7 +40,7 @@ impl Module for Carbons {
         "carbons"
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         ctx.add_feature(NS_CARBONS);
         ctx.add_feature(NS_CARBONS_RULES);
         for (name, on) in [("enable", true), ("disable", false)] {

@@ -2,7 +2,7 @@
 //! it are held back (the latest per contact) and delivered before its next other stanza or when
 //! it becomes active again. The holding is done by the session queue (`SessionHandle::send`).
 
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::xmpp::Element;
 
 /// The `csi` module.
@@ -13,7 +13,7 @@ impl Module for Csi {
         "csi"
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         ctx.add_stream_feature(Element::new("csi", crate::xmpp::ns::CSI));
         Ok(())
     }

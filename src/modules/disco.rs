@@ -1,7 +1,7 @@
 //! XEP-0030 Service Discovery: the server's identity and the features of the modules loaded on the host.
 
 use crate::core::events::{Flow, handler};
-use crate::core::modules::{Host, Module, ModuleContext};
+use crate::core::modules::{Host, LoadError, Module, ModuleContext};
 use crate::xmpp::error::StanzaErrorCondition;
 use crate::xmpp::{Element, ns, stanza};
 
@@ -67,7 +67,7 @@ impl Module for Disco {
         "disco"
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         ctx.add_feature(ns::DISCO_INFO);
         ctx.add_feature(ns::DISCO_ITEMS);
         ctx.hook(

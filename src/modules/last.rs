@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::core::Core;
 use crate::core::accounts::now;
 use crate::core::events::{Flow, StanzaEvent, handler};
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext, StoreKind};
 use crate::storage::StorageError;
 use crate::xmpp::error::StanzaErrorCondition as C;
 use crate::xmpp::{Element, Jid, ns, stanza};
@@ -99,14 +99,9 @@ impl Module for Last {
         "last"
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
-        ctx.on_user_deleted(|core, jid| async move {
-            let _ = core
-                .store
-                .keyval(jid.domain(), STORE)
-                .set(jid.node().unwrap_or_default(), None)
-                .await;
-        });
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
+        // Opened through the API: what it holds for an account goes with the account.
+        ctx.open_store(STORE, StoreKind::KeyVal);
         started();
         ctx.add_feature(ns::LAST);
         ctx.hook(

@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::core::Core;
 use crate::core::accounts::now;
 use crate::core::events::{Flow, Origin, StanzaEvent, handler};
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext, StoreKind};
 use crate::storage::{ArchiveItem, ArchiveQuery, ArchiveStore, StorageError};
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::parser::parse_element;
@@ -78,15 +78,9 @@ impl Module for Mam {
         ]
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
-        ctx.on_user_deleted(|core, jid| async move {
-            let q = crate::storage::ArchiveQuery::default();
-            let _ = core
-                .store
-                .archive(jid.domain(), STORE)
-                .delete(jid.node().unwrap_or_default(), &q)
-                .await;
-        });
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
+        // Opened through the API: what it holds for an account goes with the account.
+        ctx.open_store(STORE, StoreKind::Archive);
         let max_page = ctx.option_integer("mam_max_page", 100, 1, MAX_PAGE_LIMIT as i64) as usize;
         let policy = ctx.option_enum("mam_default_policy", "always", &["never", "roster"]);
         let default_policy = Policy::parse(&policy).unwrap_or_default();

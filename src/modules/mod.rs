@@ -24,13 +24,10 @@ pub mod version;
 
 use std::sync::Arc;
 
-use crate::core::modules::Module;
+use crate::core::modules::ModuleTable;
 
-/// Constructs one built-in module.
-type Constructor = fn() -> Arc<dyn Module>;
-
-/// The single list of built-in modules: name and constructor (add new modules here only).
-const BUILTIN: &[(&str, Constructor)] = &[
+/// The built-in modules, by name: the table `Server` hands to the core (add new modules here only).
+pub const BUILTIN: ModuleTable = ModuleTable::new(&[
     ("admin_rest", || Arc::new(admin_rest::AdminRest)),
     ("blocking", || Arc::new(blocking::Blocking)),
     ("bookmarks", || Arc::new(bookmarks::Bookmarks)),
@@ -52,25 +49,21 @@ const BUILTIN: &[(&str, Constructor)] = &[
     ("vcard", || Arc::new(vcard::Vcard)),
     ("vcard_legacy", || Arc::new(vcard_legacy::VcardLegacy)),
     ("version", || Arc::new(version::Version)),
-];
+]);
 
-/// Names of every built-in module.
-pub fn builtin_names() -> Vec<&'static str> {
-    BUILTIN.iter().map(|(n, _)| *n).collect()
-}
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
 
-/// Every option name a built-in module reads (config keys outside the core settings).
-pub fn option_names() -> Vec<&'static str> {
-    BUILTIN
-        .iter()
-        .flat_map(|(_, make)| make().options().iter().copied())
-        .collect()
-}
-
-/// A fresh instance of the built-in module `name`.
-pub fn builtin(name: &str) -> Option<Arc<dyn Module>> {
-    BUILTIN
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, make)| make())
+    #[test]
+    fn the_reference_config_names_only_known_modules_and_options() {
+        let text = include_str!("../../config/oxpecker.toml");
+        let cfg = Config::parse(text).unwrap();
+        cfg.check_modules(&super::BUILTIN.catalog()).unwrap();
+        let e = Config::parse("offline_max_mesages = 5\n")
+            .unwrap()
+            .check_modules(&super::BUILTIN.catalog())
+            .unwrap_err();
+        assert!(e.to_string().contains("offline_max_mesages"), "{e}");
+    }
 }

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::core::accounts::now;
 use crate::core::events::{Flow, StanzaEvent, handler};
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext, StoreKind};
 use crate::storage::ArchiveQuery;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::parser::parse_element;
@@ -30,15 +30,9 @@ impl Module for Offline {
         &["offline_max_messages"]
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
-        ctx.on_user_deleted(|core, jid| async move {
-            let q = crate::storage::ArchiveQuery::default();
-            let _ = core
-                .store
-                .archive(jid.domain(), STORE)
-                .delete(jid.node().unwrap_or_default(), &q)
-                .await;
-        });
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
+        // Opened through the API: what it holds for an account goes with the account.
+        ctx.open_store(STORE, StoreKind::Archive);
         let max = ctx.option_integer("offline_max_messages", 1000, 1, 1_000_000) as usize;
         ctx.add_feature(NS_OFFLINE);
         ctx.hook(

@@ -1,7 +1,7 @@
 //! XEP-0199 XMPP Ping: the server answers pings addressed to it.
 
 use crate::core::events::{Flow, handler};
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::xmpp::{ns, stanza};
 
 /// The `ping` module.
@@ -12,7 +12,7 @@ impl Module for Ping {
         "ping"
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         ctx.add_feature(ns::PING);
         ctx.hook(
             &format!("iq-get/host/{}:ping", ns::PING),

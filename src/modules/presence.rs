@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::core::Core;
 use crate::core::events::{Flow, Origin, StanzaEvent, handler};
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::core::roster::RosterItem;
 use crate::core::sessions::SessionHandle;
 use crate::xmpp::parser::parse_element;
@@ -27,7 +27,7 @@ impl Module for Presence {
         &["bare_message_delivery"]
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         let policy = ctx.option_enum("bare_message_delivery", "all", &["highest"]);
         ctx.log(
             tracing::Level::DEBUG,

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::core::events::{Flow, StanzaEvent, handler};
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext, StoreKind};
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::parser::parse_element;
 use crate::xmpp::{Element, ns, stanza};
@@ -115,14 +115,9 @@ impl Module for Private {
         "private"
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
-        ctx.on_user_deleted(|core, jid| async move {
-            let _ = core
-                .store
-                .map(jid.domain(), STORE)
-                .delete_user(jid.node().unwrap_or_default())
-                .await;
-        });
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
+        // Opened through the API: what it holds for an account goes with the account.
+        ctx.open_store(STORE, StoreKind::Map);
         ctx.add_feature(ns::PRIVATE);
         ctx.hook(
             &format!("iq-get/bare/{}:query", ns::PRIVATE),

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::core::Core;
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::iq::IqError;
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext, StoreKind};
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::{Element, Jid, ns, stanza};
 
@@ -44,14 +44,9 @@ impl Module for Push {
         ]
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
-        ctx.on_user_deleted(|core, jid| async move {
-            let _ = core
-                .store
-                .map(jid.domain(), STORE)
-                .delete_user(jid.node().unwrap_or_default())
-                .await;
-        });
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
+        // Opened through the API: what it holds for an account goes with the account.
+        ctx.open_store(STORE, StoreKind::Map);
         let settings = Settings {
             with_body: ctx.option_bool("push_notification_with_body", false),
             with_sender: ctx.option_bool("push_notification_with_sender", false),
@@ -219,7 +214,7 @@ async fn maybe_notify(ev: &StanzaEvent, settings: Settings) {
         );
         let core: Arc<Core> = ev.core.clone();
         let user = user.clone();
-        tokio::spawn(async move {
+        ev.core.tasks.spawn(async move {
             match core.send_iq(iq, Some(Duration::from_secs(30))).await {
                 Ok(_) | Err(IqError::Timeout) => {}
                 Err(IqError::ErrorResponse(e)) => {

@@ -7,7 +7,7 @@
 //! (`<remove/>`: the account and this server's per-user data go, its sessions are closed).
 
 use crate::core::events::{Flow, StanzaEvent, handler};
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::jid;
 use crate::xmpp::{Element, ns, stanza};
@@ -98,7 +98,7 @@ impl Module for Register {
         &["allow_registration", "registration_throttle_max"]
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         ctx.add_feature(ns::REGISTER);
         for dest in ["host", "bare"] {
             ctx.hook(

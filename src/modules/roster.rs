@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::core::Core;
 use crate::core::events::{Flow, StanzaEvent, handler};
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::core::roster::{NS_ROSTER, RosterItem};
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::{Element, Jid, stanza};
@@ -25,7 +25,7 @@ impl Module for Roster {
         &["roster_max_items"]
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         let max = ctx.option_integer("roster_max_items", 1000, 1, 1_000_000) as usize;
         ctx.add_stream_feature(Element::new("ver", NS_ROSTER_VER));
         ctx.hook(

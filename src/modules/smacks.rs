@@ -2,7 +2,7 @@
 //! The protocol lives in the c2s session (`crate::c2s::sm`); this module switches it on for a
 //! host, offers the stream feature and holds the settings.
 
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::xmpp::{Element, ns};
 
 /// The `smacks` module.
@@ -17,7 +17,7 @@ impl Module for Smacks {
         &["smacks_hibernation_time"]
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         ctx.add_stream_feature(Element::new("sm", ns::SM));
         Ok(())
     }

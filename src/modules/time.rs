@@ -3,7 +3,7 @@
 
 use crate::core::accounts::now;
 use crate::core::events::{Flow, handler};
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::xmpp::{Element, datetime, ns, stanza};
 
 /// The `time` module.
@@ -14,7 +14,7 @@ impl Module for Time {
         "time"
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         ctx.add_feature(ns::TIME);
         ctx.hook(
             &format!("iq-get/host/{}:time", ns::TIME),

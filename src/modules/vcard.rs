@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::core::Core;
 use crate::core::events::{Flow, handler};
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext, StoreKind};
 use crate::storage::StorageError;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::parser::parse_element;
@@ -84,14 +84,9 @@ impl Module for Vcard {
         &["vcard_max_size"]
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
-        ctx.on_user_deleted(|core, jid| async move {
-            let _ = core
-                .store
-                .keyval(jid.domain(), STORE)
-                .set(jid.node().unwrap_or_default(), None)
-                .await;
-        });
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
+        // Opened through the API: what it holds for an account goes with the account.
+        ctx.open_store(STORE, StoreKind::KeyVal);
         let max_size =
             ctx.option_integer("vcard_max_size", DEFAULT_MAX_SIZE, 256, 16 << 20) as usize;
         ctx.add_feature(ns::VCARD);

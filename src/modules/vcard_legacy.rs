@@ -23,7 +23,7 @@ use sha1::{Digest, Sha1};
 use super::pep::{self, Publish};
 use super::vcard;
 use crate::core::events::{Flow, StanzaEvent, handler};
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::xmpp::element::Node;
 use crate::xmpp::{Element, ns};
 
@@ -273,7 +273,7 @@ impl Module for VcardLegacy {
         "vcard_legacy"
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         // The vcard module's size limit, so a vCard it would refuse is not converted.
         let max_size =
             ctx.option_integer("vcard_max_size", vcard::DEFAULT_MAX_SIZE, 256, 16 << 20) as usize;

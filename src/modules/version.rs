@@ -4,7 +4,7 @@
 //! `version_show_os` (include the OS; default false).
 
 use crate::core::events::{Flow, handler};
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::xmpp::{Element, ns, stanza};
 
 /// The `version` module.
@@ -32,7 +32,7 @@ impl Module for Version {
         &["version_name", "version_hide", "version_show_os"]
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         let name = ctx.option_string("version_name", "Oxpecker");
         let hide = ctx.option_bool("version_hide", false);
         let show_os = ctx.option_bool("version_show_os", false);

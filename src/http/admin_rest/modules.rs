@@ -72,7 +72,7 @@ pub async fn load(
     Params(name): Params<String>,
 ) -> Result<Response, ApiError> {
     let h = host(&core, &ctx)?;
-    if crate::modules::builtin(&name).is_none() {
+    if core.modules.get(&name).is_none() {
         return Err(unknown_module(&name));
     }
     if h.is_loaded(&name) {

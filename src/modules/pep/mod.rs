@@ -35,7 +35,7 @@ use crate::core::Core;
 use crate::core::accounts::now;
 use crate::core::events::{Flow, Origin, StanzaEvent, handler};
 use crate::core::module_api::ModuleHandle;
-use crate::core::modules::{Module, ModuleContext};
+use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::core::sessions::SessionHandle;
 use crate::storage::StorageError;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
@@ -1190,7 +1190,7 @@ impl Module for Pep {
         ]
     }
 
-    fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         let limits = Limits {
             max_nodes: ctx.option_integer("pep_max_nodes", DEFAULT_MAX_NODES, 1, 100_000) as usize,
             max_items: ctx.option_integer("pep_max_items", DEFAULT_MAX_ITEMS, 1, 100_000) as u32,
@@ -1209,7 +1209,7 @@ impl Module for Pep {
         ) as usize;
         let caps: Arc<CapsCache> = ctx
             .shared("/*/pep/caps")
-            .ok_or("cannot share the caps cache")?;
+            .ok_or_else(|| LoadError::Shared("/*/pep/caps".into()))?;
         caps.set_max(cache_size);
         let svc = Arc::new(Service {
             host: ctx.host().to_string(),
@@ -1221,7 +1221,7 @@ impl Module for Pep {
         });
         let slot: Arc<Slot> = ctx
             .shared("service")
-            .ok_or("cannot share the PEP service")?;
+            .ok_or_else(|| LoadError::Shared("service".into()))?;
         *slot.write().unwrap_or_else(|e| e.into_inner()) = Some(svc.clone());
 
         for f in FEATURES {

@@ -180,7 +180,7 @@ mod tests {
 
     #[tokio::test]
     async fn nodes_items_and_index_round_trip() {
-        let core = Core::new(Config::default(), Store::memory()).unwrap();
+        let core = Core::new(Config::default(), Store::memory(), crate::modules::BUILTIN).unwrap();
         let owner = Jid::parse("alice@localhost").unwrap();
         let repo = Repo::new(&core, &owner).unwrap();
         let rec = NodeRecord {
