@@ -11,8 +11,8 @@
 //! | [`storage`] | the [`storage::Store`] with Prosody's three store kinds (keyval, map, archive) on sled or memory, export/import |
 //! | [`config`] | TOML loading, defaults, validation that names the key |
 //! | [`tls`] | certificates (self-signed on first start) and the rustls configuration |
-//! | [`core`] | the shared managers in [`core::Core`]: hosts and their event buses ([`core::events`]), the module system ([`core::modules`], [`core::module_api`]: hooks, typed options, status, timers, cron, shared state, items, stores, metrics), sessions ([`core::sessions`], incl. XEP-0198 state and hibernation), the router, accounts and their lifecycle, rosters and shared groups, server-sent IQs ([`core::iq`]), metrics ([`core::metrics`]), config reload, API tokens |
-//! | [`modules`] | one file per feature module, registered in one table: roster, presence, offline, disco, ping, time, version, last, vcard, private, blocking, register, mam, carbons, smacks, csi, push, pep (with caps), bookmarks, vcard_legacy, admin_rest |
+//! | [`core`] | the shared managers in [`core::Core`]: hosts and their event buses ([`core::events`]), the module system ([`core::modules`]: the `Module` trait, hosts, the module table the server hands in; [`core::module_api`]: one submodule per concern — status, hooks (host and global `*` bus), disco, items, typed options, send, timers and cron, shared state, stores with account cleanup, metrics, resource files), sessions ([`core::sessions`], incl. XEP-0198 state and hibernation), the router, accounts and their lifecycle, rosters and shared groups, server-sent IQs ([`core::iq`]), metrics ([`core::metrics`]), config reload, API tokens |
+//! | [`modules`] | one file per feature module, registered in one table ([`modules::BUILTIN`], which [`server`] hands to the core and to config validation): roster, presence, offline, disco, ping, time, version, last, vcard, private, blocking, register, mam, carbons, smacks, csi, push, pep (with caps), bookmarks, vcard_legacy, admin_rest |
 //! | [`c2s`] | client listeners: negotiation (STARTTLS, SASL, bind, XEP-0198 resume, XEP-0077 pre-auth registration), the session reader/writer tasks, stream management and client state on the wire |
 //! | [`http`] | the axum router on HTTP and HTTPS: `/health`, `/metrics` (OpenMetrics) and the admin REST API ([`http::admin_rest`]: allowlist, auth, one file per resource, OpenAPI in `openapi/admin_rest.yaml`) |
 //! | [`control`] | the local control socket through which the CLI manages a running server |
@@ -20,9 +20,9 @@
 //!
 //! Dependencies point downward: `c2s`, `http`, `control`, `modules` → `core` → `storage`,
 //! `auth`, `config`, `xmpp`. `core` never imports `c2s` or `http`; `xmpp` imports nothing of ours.
-//! Two deliberate exceptions: `core` and `config` consult the built-in module table
-//! ([`modules::builtin`]) to load modules and to validate module names and options; and `http`
-//! and `c2s` call a few module functions that are the module's public API (vCards for
+//! `core` and `config` never name `modules`: `server` (and `main`) hand the module table to
+//! [`core::Core::new`] and to [`config::Config::check_modules`]. One deliberate exception:
+//! `http` and `c2s` call a few module functions that are the module's public API (vCards for
 //! `/vcards`, in-band registration before authentication).
 //!
 //! ## The way data flows
@@ -39,7 +39,7 @@
 //!
 //! ## Where a new feature goes
 //! A new XMPP feature is a module: a file in `src/modules/` implementing
-//! [`core::modules::Module`], listed in [`modules::builtin`]. It hooks events and adds disco
+//! [`core::modules::Module`], listed in [`modules::BUILTIN`]. It hooks events and adds disco
 //! features through its [`core::modules::ModuleContext`], which tracks everything so unloading
 //! removes it all. State it keeps goes through [`storage::Store`]; logic the HTTP side also
 //! needs goes in a manager under `core/` that both faces call.

@@ -265,6 +265,7 @@ impl Default for Config {
                 "pep",
                 "bookmarks",
                 "vcard_legacy",
+                "metrics",
             ]
             .map(String::from)
             .to_vec(),

@@ -56,6 +56,8 @@ pub struct Core {
     pub core_metrics: metrics::CoreMetrics,
     /// IQs the server sent and awaits answers to.
     pub iq: iq::IqTracker,
+    /// HTTP routes modules serve.
+    pub http_routes: module_api::http::HttpRoutes,
     /// State modules share by path.
     pub shared: std::sync::Mutex<module_api::SharedMap>,
     global: Arc<Host>,
@@ -80,6 +82,7 @@ impl Core {
             core_metrics,
             iq: iq::IqTracker::default(),
             shared: std::sync::Mutex::new(Default::default()),
+            http_routes: Default::default(),
             global: Arc::new(Host::with_kind("*", modules::HostType::Global)),
             accounts: Accounts::new(
                 store.clone(),

@@ -1,14 +1,15 @@
 //! [`ModuleHandle`]: what a loaded module can do at any time, one concern per submodule —
 //! identity and logging (here), [`status`], hooks ([`hooks`]), disco ([`disco`]), host items
 //! ([`items`]), typed options ([`options`]), sending ([`send`]), timers and cron ([`timers`]),
-//! shared state ([`shared`]), stores ([`stores`]), metrics ([`metrics`]) and the module's own
-//! files ([`resources`]). Everything registered is tracked, so unloading the module removes
+//! shared state ([`shared`]), stores ([`stores`]), metrics ([`metrics`]), HTTP routes
+//! ([`http`]) and the module's own files ([`resources`]). Everything registered is tracked, so unloading the module removes
 //! every trace of it.
 //!
 //! The method list with the Prosody names is on [`crate::core::modules::ModuleContext`].
 
 pub mod disco;
 pub mod hooks;
+pub mod http;
 pub mod items;
 pub mod metrics;
 pub mod options;
@@ -47,6 +48,7 @@ struct Registrations {
     extensions: Vec<crate::xmpp::Element>,
     items: Vec<(String, serde_json::Value)>,
     shared: Vec<String>,
+    routes: Vec<(String, String)>,
 }
 
 /// A loaded module instance's runtime handle.
@@ -144,5 +146,6 @@ impl ModuleHandle {
         self.remove_hooks(&reg);
         self.remove_items(reg.items);
         self.release_shared(reg.shared);
+        self.remove_routes(reg.routes);
     }
 }

@@ -53,11 +53,25 @@ impl Core {
             ..ReloadReport::default()
         };
         self.config.store(Arc::new(new.clone()));
+        // Global modules are wanted on `*` when any host lists them.
+        let is_global = |m: &String| self.modules.get(m).is_some_and(|m| m.global());
+        let mut plan = Vec::new();
+        let mut global_want: Vec<String> = Vec::new();
         for host in self.hosts() {
             let Some(hc) = new.hosts.iter().find(|h| h.name == host.name) else {
                 continue;
             };
-            let want = new.modules_for(hc);
+            let (global, local): (Vec<String>, Vec<String>) =
+                new.modules_for(hc).into_iter().partition(is_global);
+            for m in global {
+                if !global_want.contains(&m) {
+                    global_want.push(m);
+                }
+            }
+            plan.push((host, local));
+        }
+        plan.push((self.global_host(), global_want));
+        for (host, want) in plan {
             for name in host.modules() {
                 if !want.contains(&name) {
                     match self.unload_module(&host.name, &name) {
@@ -196,5 +210,33 @@ mod tests {
         std::fs::write(&path, "[[host]]\nname = \"other\"\n").unwrap();
         let r = core.reload_config().unwrap();
         assert!(r.warnings.iter().any(|w| w.contains("host list")), "{r:?}");
+    }
+
+    #[test]
+    fn global_modules_are_loaded_once_and_unloaded_when_no_host_lists_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxpecker.toml");
+        let two_hosts = "[[host]]\nname = \"a.example\"\n[[host]]\nname = \"b.example\"\n";
+        std::fs::write(&path, format!("modules_enabled = [\"ping\"]\n{two_hosts}")).unwrap();
+        let core = Core::new(
+            Config::load(&path).unwrap(),
+            Store::memory(),
+            crate::modules::BUILTIN,
+        )
+        .unwrap();
+        std::fs::write(
+            &path,
+            format!("modules_enabled = [\"ping\", \"metrics\"]\n{two_hosts}"),
+        )
+        .unwrap();
+        let r = core.reload_config().unwrap();
+        assert_eq!(r.loaded, vec!["*/metrics"]);
+        assert!(core.global_host().is_loaded("metrics"));
+        let r = core.reload_config().unwrap();
+        assert!(r.loaded.is_empty() && r.unloaded.is_empty(), "{r:?}");
+        std::fs::write(&path, format!("modules_enabled = [\"ping\"]\n{two_hosts}")).unwrap();
+        let r = core.reload_config().unwrap();
+        assert_eq!(r.unloaded, vec!["*/metrics"]);
+        assert!(core.http_routes.is_empty());
     }
 }

@@ -1,62 +1,13 @@
-//! `GET /metrics`: every metric family in the OpenMetrics text format, for Prometheus and
-//! friends; open to the addresses in `http.metrics_allow` (loopback by default). Also the
-//! middleware counting HTTP requests by route and status.
+//! The middleware counting HTTP requests by route and status. (`GET /metrics` itself is served
+//! by the global `metrics` module, [`crate::modules::metrics`].)
 
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
-use super::ClientAddr;
 use crate::core::Core;
-use crate::core::metrics::Format;
-
-/// The OpenMetrics content type.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// The Prometheus text content type.
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Serves the metrics to allowed addresses (others get 403): OpenMetrics when the scraper
-/// accepts it (as Prometheus does), else the Prometheus text format.
-pub async fn metrics(
-    State(core): State<Arc<Core>>,
-    ConnectInfo(ClientAddr(addr)): ConnectInfo<ClientAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let allowed = core
-        .config
-        .load()
-        .http
-        .metrics_allow
-        .iter()
-        .any(|net| net.contains(&addr.ip()));
-    if !allowed {
-        let body = axum::Json(serde_json::json!({
-            "error": "forbidden",
-            "message": "metrics are not open to this address (http.metrics_allow)",
-        }));
-        return (StatusCode::FORBIDDEN, body).into_response();
-    }
-    for host in core.hosts() {
-        let n = core.sessions.all(Some(&host.name)).len();
-        core.core_metrics.sessions.with(&[&host.name]).set(n as f64);
-    }
-    let open = headers
-        .get(header::ACCEPT)
-        .and_then(|a| a.to_str().ok())
-        .is_some_and(|a| a.contains("application/openmetrics-text"));
-    let (format, ctype) = if open {
-        (Format::OpenMetrics, CONTENT_TYPE)
-    } else {
-        (Format::Prometheus, PROMETHEUS_CONTENT_TYPE)
-    };
-    let mut resp = core.metrics.render_as(format).into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    resp
-}
 
 /// The route label of a path: its first two segments, so names in paths never make new series.
 pub fn route_label(path: &str) -> String {

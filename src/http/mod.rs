@@ -1,9 +1,11 @@
-//! The HTTP face: an axum router over the same managers — `/health` and the admin REST API
+//! The HTTP face: an axum router over the same managers — `/health`, the routes modules serve
+//! ([`module_routes`], e.g. `/metrics` of the global `metrics` module) and the admin REST API
 //! ([`admin_rest`], mounted under `admin_rest_base`) — served on plain HTTP (`http.listen`) and
 //! HTTPS (`http.tls_listen`, the c2s certificate).
 
 pub mod admin_rest;
 pub mod metrics;
+pub mod module_routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,10 +65,13 @@ impl Http {
     pub fn router(&self, secure: bool) -> Router {
         Router::new()
             .route("/health", get(health))
-            .route("/metrics", get(metrics::metrics))
             .fallback(admin_rest::entry)
             .layer(Extension(self.admin.clone()))
             .layer(Extension(Transport { secure }))
+            .layer(axum::middleware::from_fn_with_state(
+                self.core.clone(),
+                module_routes::module_routes,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 self.core.clone(),
                 metrics::count_requests,

@@ -8,6 +8,7 @@ pub mod csi;
 pub mod disco;
 pub mod last;
 pub mod mam;
+pub mod metrics;
 pub mod offline;
 pub mod pep;
 pub mod ping;
@@ -38,6 +39,7 @@ pub const BUILTIN: ModuleTable = ModuleTable::new(&[
     ("smacks", || Arc::new(smacks::Smacks)),
     ("last", || Arc::new(last::Last)),
     ("mam", || Arc::new(mam::Mam)),
+    ("metrics", || Arc::new(metrics::Metrics)),
     ("offline", || Arc::new(offline::Offline)),
     ("pep", || Arc::new(pep::Pep)),
     ("ping", || Arc::new(ping::Ping)),
