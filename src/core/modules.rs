@@ -266,6 +266,7 @@ pub enum HostType {
 /// | `module:open_store(name, type)` | [`ModuleHandle::open_store`] (what it holds for an account goes with the account) |
 /// | `module:measure(name, type, conf)` | [`ModuleHandle::measure`] with [`MeasureConf`] → [`Measurement`] (`start()` gives a [`TimingGuard`]) |
 /// | `module:metric(type, name, unit, description, labels)` | [`ModuleHandle::metric`] |
+/// | `module:provides("http", { route = … })` | [`ModuleHandle::add_http_route`] (exact method and path, server-wide) |
 ///
 /// Beyond Prosody: [`ModuleHandle::spawn`] (a task that ends when the module unloads),
 /// [`ModuleHandle::add_stream_feature`], and [`ModuleHandle::on_user_deleted`] for account
