@@ -68,4 +68,35 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("offline_max_mesages"), "{e}");
     }
+
+    #[tokio::test]
+    async fn every_module_keeping_account_data_cleans_it_up_through_the_api() {
+        let core = crate::core::Core::new(
+            Config::default(),
+            crate::storage::Store::memory(),
+            super::BUILTIN,
+        )
+        .unwrap();
+        let host = core.host("localhost").unwrap();
+        let mut cleanups: Vec<(String, String)> = host
+            .user_cleanups()
+            .iter()
+            .map(|c| (c.module().to_string(), c.what().to_string()))
+            .collect();
+        cleanups.sort();
+        let mut want: Vec<(String, String)> = [
+            ("blocking", "cleanup"),
+            ("last", super::last::STORE),
+            ("mam", super::mam::STORE),
+            ("offline", super::offline::STORE),
+            ("private", super::private::STORE),
+            ("push", "push"),
+            ("vcard", super::vcard::STORE),
+        ]
+        .iter()
+        .map(|(m, w)| (m.to_string(), w.to_string()))
+        .collect();
+        want.sort();
+        assert_eq!(cleanups, want);
+    }
 }
