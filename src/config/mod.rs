@@ -297,7 +297,8 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Parses and validates TOML text (paths stay as written).
+    /// Parses and validates TOML text (paths stay as written); module names and options are
+    /// checked separately, against the server's modules, by [`Config::check_modules`].
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let mut cfg: Config =
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
