@@ -214,8 +214,13 @@ async fn maybe_notify(ev: &StanzaEvent, settings: Settings) {
         );
         let core: Arc<Core> = ev.core.clone();
         let user = user.clone();
+        // Tracked, so shutdown waits for it; it stops waiting for the answer at shutdown.
         ev.core.tasks.spawn(async move {
-            match core.send_iq(iq, Some(Duration::from_secs(30))).await {
+            let answer = tokio::select! {
+                _ = core.shutdown.cancelled() => return,
+                answer = core.send_iq(iq, Some(Duration::from_secs(30))) => answer,
+            };
+            match answer {
                 Ok(_) | Err(IqError::Timeout) => {}
                 Err(IqError::ErrorResponse(e)) => {
                     // The app server no longer knows this device: drop the registration.
