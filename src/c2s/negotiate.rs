@@ -22,6 +22,9 @@ use crate::xmpp::{Element, ns, stanza};
 /// SASL failures tolerated on one connection before it is closed.
 const MAX_AUTH_FAILURES: u32 = 3;
 
+/// How long a `<resume/>` waits for the connection still holding the session to let go.
+const RESUME_WAIT: Duration = Duration::from_secs(5);
+
 /// A buffered reader that can tell whether it holds unread bytes (the STARTTLS injection check).
 pub trait Pending {
     /// Whether bytes were read from the socket but not yet consumed.
@@ -384,7 +387,7 @@ impl Negotiation {
             }
             // XEP-0198 resumption instead of binding.
             if let Some(jid) = &authenticated
-                && el.is("resume", super::sm::NS_SM)
+                && el.is("resume", ns::SM)
             {
                 match self.resume(jid, &el).await {
                     Ok(hib) => {
@@ -395,7 +398,7 @@ impl Negotiation {
                         });
                     }
                     Err(condition) => {
-                        let failed = Element::new("failed", super::sm::NS_SM)
+                        let failed = Element::new("failed", ns::SM)
                             .child(Element::new(condition, ns::STANZAS))
                             .to_xml(ns::CLIENT);
                         if write(&mut writer, &failed).await.is_err() {
@@ -470,13 +473,18 @@ impl Negotiation {
         }
     }
 
-    /// Takes over the hibernated (or still attached) session `previd` of `jid`, acknowledging `h`.
+    /// Takes over the hibernated (or still attached) session `previd` of `jid`, acknowledging
+    /// `h`; offered where a module handles XEP-0198 `<enable/>` (the `smacks` module).
     async fn resume(
         &self,
         jid: &Jid,
         el: &Element,
     ) -> Result<crate::core::sessions::Hibernated, &'static str> {
-        if super::sm::settings(&self.core, jid.domain()).is_none() {
+        let offered = self
+            .core
+            .host(jid.domain())
+            .is_some_and(|h| h.handles_tag(ns::SM, "enable"));
+        if !offered {
             return Err("feature-not-implemented");
         }
         let id = el.get_attr("previd").ok_or("bad-request")?;
@@ -484,27 +492,11 @@ impl Negotiation {
             .get_attr("h")
             .and_then(|h| h.parse().ok())
             .ok_or("bad-request")?;
-        let handle = self.core.sessions.resumable(id).ok_or("item-not-found")?;
-        if handle.jid.bare() != *jid {
-            return Err("item-not-found");
-        }
-        if !handle.is_hibernating() {
-            // The old connection may not have noticed it is dead: make it let go.
-            handle.request_detach();
-        }
-        for _ in 0..250 {
-            if let Some(hib) = self.core.sessions.take_hibernated(id) {
-                if hib.handle.sm().ack(h).is_err() {
-                    // The client claims more than was sent: give the session back to its timer.
-                    let crate::core::sessions::Hibernated { handle, rx } = hib;
-                    self.core.sessions.hibernate(id, handle, rx);
-                    return Err("unexpected-request");
-                }
-                return Ok(hib);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Err("item-not-found")
+        self.core
+            .sessions
+            .take_over(jid, id, h, RESUME_WAIT)
+            .await
+            .map_err(|e| e.condition())
     }
 
     fn mechanisms(&self) -> Vec<Mechanism> {

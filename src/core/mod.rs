@@ -14,6 +14,7 @@ pub mod reload;
 pub mod roster;
 pub mod router;
 pub mod sessions;
+pub mod stream_management;
 pub mod tokens;
 
 use std::collections::HashMap;

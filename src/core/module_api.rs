@@ -19,6 +19,8 @@ use super::options::{self, OptionError};
 use crate::storage::{ArchiveStore, KeyValStore, MapStore};
 use crate::xmpp::Element;
 
+pub mod tags;
+
 /// Severity of a module status, ordered info < warn < error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

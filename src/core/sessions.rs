@@ -337,6 +337,8 @@ pub struct Sessions {
     resumable: Mutex<std::collections::HashMap<String, Arc<SessionHandle>>>,
     hibernated: Mutex<std::collections::HashMap<String, Hibernated>>,
     by_bare: DashMap<Jid, Vec<Arc<SessionHandle>>>,
+    /// Woken whenever a session hibernates, for a resumption waiting to take it over.
+    pub(super) parked: tokio::sync::Notify,
     count: AtomicUsize,
     next_id: AtomicU64,
 }
@@ -459,6 +461,7 @@ impl Sessions {
         if let Ok(mut m) = self.hibernated.lock() {
             m.insert(id.to_string(), Hibernated { handle, rx });
         }
+        self.parked.notify_waiters();
     }
 
     /// Takes a hibernating session out for resumption (or final cleanup).
