@@ -10,6 +10,7 @@ use crate::auth::sasl::{self, Mechanism, SaslError};
 use crate::auth::scram::ScramServer;
 use crate::config::Config;
 use crate::core::Core;
+use crate::core::lifecycle::{AUTHENTICATION_FAILURE, AUTHENTICATION_SUCCESS};
 use crate::core::sessions::{BindError, BoundSession, random_resource};
 use crate::xmpp::element::escape;
 use crate::xmpp::error::{
@@ -283,6 +284,7 @@ impl Negotiation {
                     .auth
                     .with(&[mech_label, result])
                     .inc();
+                self.auth_event(&host, mech_label, &outcome);
                 match outcome {
                     Ok(Some((jid, success))) => {
                         if write(&mut writer, &success).await.is_err() {
@@ -340,12 +342,12 @@ impl Negotiation {
                     }
                 };
                 let c2s = &self.config.c2s;
-                match self.core.sessions.bind(
+                match self.core.bind_resource(
                     jid,
                     &resource,
                     c2s.resource_conflict,
                     c2s.send_queue,
-                    self.peer.clone(),
+                    &self.peer,
                     self.secure,
                 ) {
                     Ok(session) => {
@@ -358,7 +360,7 @@ impl Negotiation {
                             .await
                             .is_err()
                         {
-                            self.core.sessions.unbind(&session.handle);
+                            self.core.unbind_resource(&session.handle, None);
                             return Step::Done(Outcome::Closed);
                         }
                         tracing::info!(peer = %self.peer, jid = %session.handle.jid, "resource bound");
@@ -375,6 +377,7 @@ impl Negotiation {
                             BindError::ResourceConstraint => {
                                 StanzaErrorCondition::ResourceConstraint
                             }
+                            BindError::NotAllowed => StanzaErrorCondition::NotAllowed,
                         };
                         if let Some(r) = stanza::error_reply(&el, &StanzaError::new(cond))
                             && write(&mut writer, &r.to_xml(ns::CLIENT)).await.is_err()
@@ -497,6 +500,33 @@ impl Negotiation {
             .take_over(jid, id, h, RESUME_WAIT)
             .await
             .map_err(|e| e.condition())
+    }
+
+    /// Fires `authentication-success` or `authentication-failure` for a finished SASL exchange.
+    fn auth_event(
+        &self,
+        host: &str,
+        mechanism: &str,
+        outcome: &Result<Option<(Jid, String)>, SaslError>,
+    ) {
+        let mut data = serde_json::json!({
+            "host": host,
+            "mechanism": mechanism,
+            "peer": self.peer,
+            "secure": self.secure,
+        });
+        let event = match outcome {
+            Ok(Some((jid, _))) => {
+                data["username"] = jid.node().unwrap_or_default().into();
+                AUTHENTICATION_SUCCESS
+            }
+            Ok(None) => return,
+            Err(e) => {
+                data["condition"] = e.condition().into();
+                AUTHENTICATION_FAILURE
+            }
+        };
+        self.core.fire_host_event(host, event, data);
     }
 
     fn mechanisms(&self) -> Vec<Mechanism> {

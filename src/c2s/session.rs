@@ -165,7 +165,7 @@ async fn attach<R, W>(
                 None => tracing::info!(jid = %handle.jid, "session closed by client"),
             }
             went_offline(&core, &handle).await;
-            core.sessions.unbind(&handle);
+            core.unbind_resource(&handle, err.as_ref());
             let rx = if handle.finish(err).await {
                 match tokio::time::timeout(Duration::from_secs(10), writer_task).await {
                     Ok(Ok(rx)) => Some(rx),
@@ -185,7 +185,7 @@ async fn attach<R, W>(
                 (_, rx) => {
                     tracing::info!(jid = %handle.jid, "connection lost");
                     went_offline(&core, &handle).await;
-                    core.sessions.unbind(&handle);
+                    core.unbind_resource(&handle, None);
                     finish_session(&core, &handle, rx).await;
                 }
             }
@@ -220,7 +220,7 @@ fn hibernate(
         if let Some(hib) = core.sessions.take_hibernated(&id) {
             tracing::info!(jid = %hib.handle.jid, "hibernation ended without resumption");
             went_offline(&core, &hib.handle).await;
-            core.sessions.unbind(&hib.handle);
+            core.unbind_resource(&hib.handle, None);
             finish_session(&core, &hib.handle, Some(hib.rx)).await;
         }
     });

@@ -76,7 +76,8 @@ impl Core {
                 store.clone(),
                 host_names.clone(),
                 config.auth.scram_iterations,
-            ),
+            )
+            .with_events(weak.clone()),
             sessions: Sessions::new(),
             roster: roster::RosterManager::new(store.clone()),
             groups: groups::GroupManager::new(store.clone()),

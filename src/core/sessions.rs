@@ -321,6 +321,9 @@ pub enum BindError {
     /// The server is at its session limit.
     #[error("too many sessions")]
     ResourceConstraint,
+    /// A `pre-resource-bind` handler refused the resource.
+    #[error("binding refused")]
+    NotAllowed,
 }
 
 /// A session waiting, without a connection, for its client to resume it (XEP-0198).
@@ -417,8 +420,8 @@ impl Sessions {
         Ok(BoundSession { handle, rx })
     }
 
-    /// Removes a session (idempotent).
-    pub fn unbind(&self, handle: &SessionHandle) {
+    /// Removes a session (idempotent); whether it was bound until now.
+    pub fn unbind(&self, handle: &SessionHandle) -> bool {
         let bare = handle.jid.bare();
         let mut removed = false;
         self.by_bare.remove_if_mut(&bare, |_, list| {
@@ -431,6 +434,7 @@ impl Sessions {
         if removed {
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
+        removed
     }
 
     /// Registers a resumable session under its stream management id.

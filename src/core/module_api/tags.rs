@@ -121,10 +121,10 @@ mod tests {
                             ev.from.to_string(),
                             format!("{} {}", ev.to, ev.stanza.name()),
                         ));
-                        if ev.stanza.get_attr("bad").is_some() {
-                            if let Some(s) = ev.origin.session() {
-                                s.close(StreamError::new(StreamErrorCondition::PolicyViolation));
-                            }
+                        if ev.stanza.get_attr("bad").is_some()
+                            && let Some(s) = ev.origin.session()
+                        {
+                            s.close(StreamError::new(StreamErrorCondition::PolicyViolation));
                         }
                         Flow::Handled
                     }
