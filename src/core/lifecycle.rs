@@ -215,7 +215,7 @@ fn session_data(handle: &SessionHandle) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Mutex;
 
     use super::*;
@@ -225,7 +225,8 @@ mod tests {
     use crate::storage::Store;
     use crate::xmpp::Element;
 
-    type Seen = Arc<Mutex<Vec<(String, Value)>>>;
+    /// The events a [`Recorder`] saw, with their data, in firing order.
+    pub(crate) type Seen = Arc<Mutex<Vec<(String, Value)>>>;
 
     /// Hooks `events` (on the `*` bus when `global`) and records each firing with its data;
     /// refuses `pre-resource-bind` of the resource `refused` and renames `rename-me` to `renamed`.
@@ -264,7 +265,8 @@ mod tests {
         }
     }
 
-    fn recording(events: &'static [&'static str], global: bool) -> (Arc<Core>, Seen) {
+    /// A server on a memory store with a [`Recorder`] of `events` loaded.
+    pub(crate) fn recording(events: &'static [&'static str], global: bool) -> (Arc<Core>, Seen) {
         let core = Core::new(Config::default(), Store::memory()).expect("core");
         let seen = Seen::default();
         let host = if global {
@@ -281,7 +283,8 @@ mod tests {
         (core, seen)
     }
 
-    fn take(seen: &Seen) -> Vec<(String, Value)> {
+    /// What was recorded since the last call.
+    pub(crate) fn take(seen: &Seen) -> Vec<(String, Value)> {
         std::mem::take(&mut *seen.lock().expect("seen"))
     }
 
