@@ -10,6 +10,9 @@
 //! stream error. Nothing handled it → the protocol's default: `<failed/>` with
 //! `<feature-not-implemented/>` for a XEP-0198 `<enable/>`, else the stream error
 //! `<unsupported-stanza-type/>`.
+//!
+//! The lifecycle events (authentication, resource binding, registration, start and stop) are
+//! data events, listed with their data in [`crate::core::lifecycle`].
 
 use std::sync::Arc;
 
