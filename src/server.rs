@@ -148,6 +148,7 @@ impl Server {
         }
         let control = crate::control::listen(&data_dir).map_err(StartError::Control)?;
         tracker.spawn(crate::control::serve(core.clone(), control));
+        core.activate();
         tracing::info!(
             c2s = ?c2s_addrs,
             direct_tls = ?direct_tls_addrs,
@@ -169,6 +170,7 @@ impl Server {
 
     /// Stops accepting, closes every session with `system-shutdown`, waits for tasks, flushes the store.
     pub async fn shutdown(self) {
+        self.core.deactivate("shutdown");
         self.core.shutdown.cancel();
         self.core
             .sessions

@@ -10,6 +10,7 @@ use crate::auth::sasl::{self, Mechanism, SaslError};
 use crate::auth::scram::ScramServer;
 use crate::config::Config;
 use crate::core::Core;
+use crate::core::lifecycle::{AUTHENTICATION_FAILURE, AUTHENTICATION_SUCCESS};
 use crate::core::sessions::{BindError, BoundSession, random_resource};
 use crate::xmpp::element::escape;
 use crate::xmpp::error::{
@@ -21,6 +22,9 @@ use crate::xmpp::{Element, ns, stanza};
 
 /// SASL failures tolerated on one connection before it is closed.
 const MAX_AUTH_FAILURES: u32 = 3;
+
+/// How long a `<resume/>` waits for the connection still holding the session to let go.
+const RESUME_WAIT: Duration = Duration::from_secs(5);
 
 /// A buffered reader that can tell whether it holds unread bytes (the STARTTLS injection check).
 pub trait Pending {
@@ -280,6 +284,7 @@ impl Negotiation {
                     .auth
                     .with(&[mech_label, result])
                     .inc();
+                self.auth_event(&host, mech_label, &outcome);
                 match outcome {
                     Ok(Some((jid, success))) => {
                         if write(&mut writer, &success).await.is_err() {
@@ -337,12 +342,12 @@ impl Negotiation {
                     }
                 };
                 let c2s = &self.config.c2s;
-                match self.core.sessions.bind(
+                match self.core.bind_resource(
                     jid,
                     &resource,
                     c2s.resource_conflict,
                     c2s.send_queue,
-                    self.peer.clone(),
+                    &self.peer,
                     self.secure,
                 ) {
                     Ok(session) => {
@@ -355,7 +360,7 @@ impl Negotiation {
                             .await
                             .is_err()
                         {
-                            self.core.sessions.unbind(&session.handle);
+                            self.core.unbind_resource(&session.handle, None);
                             return Step::Done(Outcome::Closed);
                         }
                         tracing::info!(peer = %self.peer, jid = %session.handle.jid, "resource bound");
@@ -372,6 +377,7 @@ impl Negotiation {
                             BindError::ResourceConstraint => {
                                 StanzaErrorCondition::ResourceConstraint
                             }
+                            BindError::NotAllowed => StanzaErrorCondition::NotAllowed,
                         };
                         if let Some(r) = stanza::error_reply(&el, &StanzaError::new(cond))
                             && write(&mut writer, &r.to_xml(ns::CLIENT)).await.is_err()
@@ -384,7 +390,7 @@ impl Negotiation {
             }
             // XEP-0198 resumption instead of binding.
             if let Some(jid) = &authenticated
-                && el.is("resume", super::sm::NS_SM)
+                && el.is("resume", ns::SM)
             {
                 match self.resume(jid, &el).await {
                     Ok(hib) => {
@@ -395,7 +401,7 @@ impl Negotiation {
                         });
                     }
                     Err(condition) => {
-                        let failed = Element::new("failed", super::sm::NS_SM)
+                        let failed = Element::new("failed", ns::SM)
                             .child(Element::new(condition, ns::STANZAS))
                             .to_xml(ns::CLIENT);
                         if write(&mut writer, &failed).await.is_err() {
@@ -470,13 +476,18 @@ impl Negotiation {
         }
     }
 
-    /// Takes over the hibernated (or still attached) session `previd` of `jid`, acknowledging `h`.
+    /// Takes over the hibernated (or still attached) session `previd` of `jid`, acknowledging
+    /// `h`; offered where a module handles XEP-0198 `<enable/>` (the `smacks` module).
     async fn resume(
         &self,
         jid: &Jid,
         el: &Element,
     ) -> Result<crate::core::sessions::Hibernated, &'static str> {
-        if super::sm::settings(&self.core, jid.domain()).is_none() {
+        let offered = self
+            .core
+            .host(jid.domain())
+            .is_some_and(|h| h.handles_tag(ns::SM, "enable"));
+        if !offered {
             return Err("feature-not-implemented");
         }
         let id = el.get_attr("previd").ok_or("bad-request")?;
@@ -484,27 +495,38 @@ impl Negotiation {
             .get_attr("h")
             .and_then(|h| h.parse().ok())
             .ok_or("bad-request")?;
-        let handle = self.core.sessions.resumable(id).ok_or("item-not-found")?;
-        if handle.jid.bare() != *jid {
-            return Err("item-not-found");
-        }
-        if !handle.is_hibernating() {
-            // The old connection may not have noticed it is dead: make it let go.
-            handle.request_detach();
-        }
-        for _ in 0..250 {
-            if let Some(hib) = self.core.sessions.take_hibernated(id) {
-                if hib.handle.sm().ack(h).is_err() {
-                    // The client claims more than was sent: give the session back to its timer.
-                    let crate::core::sessions::Hibernated { handle, rx } = hib;
-                    self.core.sessions.hibernate(id, handle, rx);
-                    return Err("unexpected-request");
-                }
-                return Ok(hib);
+        self.core
+            .sessions
+            .take_over(jid, id, h, RESUME_WAIT)
+            .await
+            .map_err(|e| e.condition())
+    }
+
+    /// Fires `authentication-success` or `authentication-failure` for a finished SASL exchange.
+    fn auth_event(
+        &self,
+        host: &str,
+        mechanism: &str,
+        outcome: &Result<Option<(Jid, String)>, SaslError>,
+    ) {
+        let mut data = serde_json::json!({
+            "host": host,
+            "mechanism": mechanism,
+            "peer": self.peer,
+            "secure": self.secure,
+        });
+        let event = match outcome {
+            Ok(Some((jid, _))) => {
+                data["username"] = jid.node().unwrap_or_default().into();
+                AUTHENTICATION_SUCCESS
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Err("item-not-found")
+            Ok(None) => return,
+            Err(e) => {
+                data["condition"] = e.condition().into();
+                AUTHENTICATION_FAILURE
+            }
+        };
+        self.core.fire_host_event(host, event, data);
     }
 
     fn mechanisms(&self) -> Vec<Mechanism> {
@@ -725,5 +747,236 @@ impl Negotiation {
     pub fn upgraded(&mut self) {
         self.secure = true;
         self.header_sent = false;
+    }
+}
+
+/// Negotiation over an in-memory duplex stream: what the server writes for each client step,
+/// how the negotiation ends, and the authentication and bind events it fires.
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
+    use tokio::task::JoinHandle;
+
+    use super::*;
+    use crate::core::lifecycle::tests::{Seen, recording, take};
+    use crate::core::lifecycle::{PRE_RESOURCE_BIND, RESOURCE_BIND, RESOURCE_UNBIND};
+
+    type ServerEnd = Outcome<BufReader<ReadHalf<DuplexStream>>, WriteHalf<DuplexStream>>;
+
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+
+    /// The client's end: writes raw XML, reads until an expected piece of text.
+    struct Client {
+        r: ReadHalf<DuplexStream>,
+        w: WriteHalf<DuplexStream>,
+        buf: String,
+    }
+
+    impl Client {
+        async fn send(&mut self, xml: &str) {
+            write(&mut self.w, xml).await.expect("client write");
+        }
+
+        /// Everything up to and including `needle`; `None` if the server closed first.
+        async fn read_until(&mut self, needle: &str) -> Option<String> {
+            loop {
+                if let Some(i) = self.buf.find(needle) {
+                    let rest = self.buf.split_off(i + needle.len());
+                    return Some(std::mem::replace(&mut self.buf, rest));
+                }
+                let mut chunk = [0u8; 4096];
+                match self.r.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.push_str(&String::from_utf8_lossy(&chunk[..n])),
+                }
+            }
+        }
+
+        /// Opens a stream and returns the features offered.
+        async fn open(&mut self) -> String {
+            self.send(HEADER).await;
+            self.read_until("</stream:features>")
+                .await
+                .expect("features")
+        }
+
+        async fn auth_plain(&mut self, user: &str, password: &str) -> String {
+            let creds = sasl::encode_b64(format!("\0{user}\0{password}").as_bytes());
+            self.send(&format!(
+                "<auth xmlns='{}' mechanism='PLAIN'>{creds}</auth>",
+                ns::SASL
+            ))
+            .await;
+            let reply = self.read_until("/>").await.expect("sasl reply");
+            if reply.contains("<failure") {
+                return reply + &self.read_until("</failure>").await.unwrap_or_default();
+            }
+            reply
+        }
+    }
+
+    /// A server with alice's account and a recorder of `events`; negotiation runs on a duplex
+    /// stream (`secure` plays an encrypted transport).
+    async fn negotiate(
+        events: &'static [&'static str],
+        secure: bool,
+    ) -> (Arc<Core>, Seen, Client, JoinHandle<ServerEnd>) {
+        let (core, seen) = recording(events, false);
+        let alice = Jid::parse("alice@localhost").expect("jid");
+        core.accounts.create(&alice, "pw").await.expect("account");
+        take(&seen);
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (sr, sw) = tokio::io::split(server);
+        let mut neg = Negotiation::new(core.clone(), "peer:1".into(), secure);
+        let parser = StreamParser::new(BufReader::new(sr), unauth_limits(&neg.config));
+        let task = tokio::spawn(async move { neg.run(parser, sw, None).await });
+        let (r, w) = tokio::io::split(client);
+        let client = Client {
+            r,
+            w,
+            buf: String::new(),
+        };
+        (core, seen, client, task)
+    }
+
+    #[tokio::test]
+    async fn plain_login_then_bind_gives_a_bound_session_and_announces_both() {
+        let events = &[AUTHENTICATION_SUCCESS, RESOURCE_BIND, RESOURCE_UNBIND];
+        let (core, seen, mut c, task) = negotiate(events, true).await;
+        let features = c.open().await;
+        assert!(
+            features.contains("<mechanism>PLAIN</mechanism>"),
+            "{features}"
+        );
+        assert!(!features.contains("starttls"), "{features}");
+        assert!(c.auth_plain("alice", "pw").await.contains("<success"));
+        let features = c.open().await;
+        assert!(features.contains(ns::BIND), "{features}");
+        assert!(features.contains(ns::SM), "{features}");
+        c.send(&format!(
+            "<iq type='set' id='b'><bind xmlns='{}'><resource>dev</resource></bind></iq>",
+            ns::BIND
+        ))
+        .await;
+        let bound = c.read_until("</iq>").await.expect("bind result");
+        assert!(bound.contains("<jid>alice@localhost/dev</jid>"), "{bound}");
+        let Outcome::Bound { session, host, .. } = task.await.expect("task") else {
+            panic!("expected a bound session");
+        };
+        assert_eq!(host, "localhost");
+        assert_eq!(session.handle.jid.to_string(), "alice@localhost/dev");
+        assert!(core.sessions.get(&session.handle.jid).is_some());
+        let seen = take(&seen);
+        assert_eq!(
+            seen[0],
+            (
+                AUTHENTICATION_SUCCESS.to_string(),
+                serde_json::json!({ "username": "alice", "host": "localhost",
+                    "mechanism": "PLAIN", "peer": "peer:1", "secure": true })
+            )
+        );
+        assert_eq!(seen[1].0, RESOURCE_BIND);
+        assert_eq!(seen[1].1["jid"], "alice@localhost/dev");
+        assert_eq!(seen.len(), 2, "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn three_failed_logins_end_the_stream_and_each_is_announced() {
+        let (_core, seen, mut c, task) = negotiate(&[AUTHENTICATION_FAILURE], true).await;
+        c.open().await;
+        for _ in 0..2 {
+            let reply = c.auth_plain("alice", "wrong").await;
+            assert!(reply.contains("<not-authorized/>"), "{reply}");
+        }
+        let reply = c.auth_plain("alice", "wrong").await;
+        assert!(reply.contains("<not-authorized/>"), "{reply}");
+        let end = c.read_until("</stream:stream>").await.expect("stream end");
+        assert!(end.contains("<policy-violation"), "{end}");
+        assert!(matches!(task.await.expect("task"), Outcome::Closed));
+        let seen = take(&seen);
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        for (event, data) in seen {
+            assert_eq!(event, AUTHENTICATION_FAILURE);
+            assert_eq!(
+                data,
+                serde_json::json!({ "host": "localhost", "mechanism": "PLAIN",
+                    "condition": "not-authorized", "peer": "peer:1", "secure": true })
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stanza_before_authentication_ends_the_stream() {
+        let (_core, _seen, mut c, task) = negotiate(&[], true).await;
+        c.open().await;
+        c.send("<message to='bob@localhost'><body>hi</body></message>")
+            .await;
+        let end = c.read_until("</stream:stream>").await.expect("stream end");
+        assert!(end.contains("<not-authorized"), "{end}");
+        assert!(matches!(task.await.expect("task"), Outcome::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_stream_to_an_unknown_host_is_refused() {
+        let (_core, _seen, mut c, task) = negotiate(&[], true).await;
+        c.send(&HEADER.replace("to='localhost'", "to='elsewhere.example'"))
+            .await;
+        let end = c.read_until("</stream:stream>").await.expect("stream end");
+        assert!(end.contains("<host-unknown"), "{end}");
+        assert!(matches!(task.await.expect("task"), Outcome::Closed));
+    }
+
+    #[tokio::test]
+    async fn plaintext_offers_only_starttls_then_hands_the_stream_over() {
+        let (_core, _seen, mut c, task) = negotiate(&[], false).await;
+        let features = c.open().await;
+        assert!(features.contains("<required/>"), "{features}");
+        assert!(!features.contains("PLAIN"), "{features}");
+        c.send(&format!("<starttls xmlns='{}'/>", ns::TLS)).await;
+        assert!(
+            c.read_until("/>")
+                .await
+                .expect("proceed")
+                .contains("<proceed")
+        );
+        assert!(matches!(task.await.expect("task"), Outcome::StartTls(..)));
+    }
+
+    #[tokio::test]
+    async fn plaintext_pipelined_after_starttls_is_refused() {
+        let (_core, _seen, mut c, task) = negotiate(&[], false).await;
+        c.open().await;
+        c.send(&format!("<starttls xmlns='{}'/><message/>", ns::TLS))
+            .await;
+        let end = c.read_until("</stream:stream>").await.expect("stream end");
+        assert!(end.contains("<policy-violation"), "{end}");
+        assert!(matches!(task.await.expect("task"), Outcome::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_refused_resource_gets_not_allowed_and_negotiation_goes_on() {
+        let (_core, seen, mut c, task) = negotiate(&[PRE_RESOURCE_BIND], true).await;
+        c.open().await;
+        assert!(c.auth_plain("alice", "pw").await.contains("<success"));
+        c.open().await;
+        // The recorder refuses the resource `refused` in pre-resource-bind.
+        let bind = |r: &str| {
+            format!(
+                "<iq type='set' id='{r}'><bind xmlns='{}'><resource>{r}</resource></bind></iq>",
+                ns::BIND
+            )
+        };
+        c.send(&bind("refused")).await;
+        let reply = c.read_until("</iq>").await.expect("bind error");
+        assert!(reply.contains("<not-allowed"), "{reply}");
+        c.send(&bind("ok")).await;
+        assert!(
+            c.read_until("</iq>")
+                .await
+                .expect("bound")
+                .contains("alice@localhost/ok")
+        );
+        assert!(matches!(task.await.expect("task"), Outcome::Bound { .. }));
+        assert_eq!(take(&seen).len(), 2, "one pre-resource-bind per attempt");
     }
 }

@@ -12,6 +12,7 @@ use super::sm;
 
 use crate::core::Core;
 use crate::core::events::Origin;
+use crate::core::metrics::{Family, Series};
 use crate::core::sessions::{BoundSession, Hibernated, Outbound, SessionHandle};
 use crate::xmpp::error::{
     StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition as C,
@@ -22,6 +23,34 @@ use crate::xmpp::{Element, Jid, ns};
 
 /// Most queued stanzas gathered into one socket write.
 const MAX_BATCH_STANZAS: usize = 256;
+
+/// A session's inbound stanza counters, looked up once per connection (not per stanza).
+struct Inbound {
+    message: Arc<Series>,
+    presence: Arc<Series>,
+    iq: Arc<Series>,
+    other: Arc<Series>,
+}
+
+impl Inbound {
+    fn new(stanzas: &Family) -> Self {
+        let of = |kind: &str| stanzas.with(&[kind, "in"]);
+        Inbound {
+            message: of("message"),
+            presence: of("presence"),
+            iq: of("iq"),
+            other: of("other"),
+        }
+    }
+
+    fn of(&self, kind: Kind) -> &Series {
+        match kind {
+            Kind::Message => &self.message,
+            Kind::Presence => &self.presence,
+            Kind::Iq => &self.iq,
+        }
+    }
+}
 
 /// How a connection stopped serving its session.
 enum End {
@@ -58,7 +87,7 @@ where
         let id = sm.id.clone().unwrap_or_default();
         preamble.push_str(&format!(
             "<resumed xmlns='{}' previd='{}' h='{}'/>",
-            sm::NS_SM,
+            ns::SM,
             crate::xmpp::element::escape(&id, true),
             sm.h_in
         ));
@@ -100,6 +129,7 @@ async fn attach<R, W>(
         preamble,
     ));
     let detach = handle.detach_token();
+    let inbound = Inbound::new(&core.core_metrics.stanzas);
     let idle = core.config.load().c2s.idle_timeout_secs;
     let end = loop {
         let read = async {
@@ -116,7 +146,7 @@ async fn attach<R, W>(
             r = read => match r {
                 Err(_) => break End::Close(Some(StreamError::new(C::ConnectionTimeout))),
                 Ok(Ok(StreamEvent::Stanza(el))) => {
-                    if let Err(e) = handle_stanza(&core, &handle, el).await {
+                    if let Err(e) = handle_stanza(&core, &handle, &inbound, el).await {
                         break End::Close(Some(e));
                     }
                 }
@@ -135,7 +165,7 @@ async fn attach<R, W>(
                 None => tracing::info!(jid = %handle.jid, "session closed by client"),
             }
             went_offline(&core, &handle).await;
-            core.sessions.unbind(&handle);
+            core.unbind_resource(&handle, err.as_ref());
             let rx = if handle.finish(err).await {
                 match tokio::time::timeout(Duration::from_secs(10), writer_task).await {
                     Ok(Ok(rx)) => Some(rx),
@@ -155,7 +185,7 @@ async fn attach<R, W>(
                 (_, rx) => {
                     tracing::info!(jid = %handle.jid, "connection lost");
                     went_offline(&core, &handle).await;
-                    core.sessions.unbind(&handle);
+                    core.unbind_resource(&handle, None);
                     finish_session(&core, &handle, rx).await;
                 }
             }
@@ -190,7 +220,7 @@ fn hibernate(
         if let Some(hib) = core.sessions.take_hibernated(&id) {
             tracing::info!(jid = %hib.handle.jid, "hibernation ended without resumption");
             went_offline(&core, &hib.handle).await;
-            core.sessions.unbind(&hib.handle);
+            core.unbind_resource(&hib.handle, None);
             finish_session(&core, &hib.handle, Some(hib.rx)).await;
         }
     });
@@ -265,17 +295,18 @@ async fn went_offline(core: &Arc<Core>, handle: &Arc<SessionHandle>) {
 async fn handle_stanza(
     core: &Arc<Core>,
     handle: &Arc<SessionHandle>,
+    inbound: &Inbound,
     mut el: Element,
 ) -> Result<(), StreamError> {
     let Some(kind) = Kind::of(&el) else {
-        if sm::handle_nonza(core, handle, &el)? {
-            return Ok(());
+        // A nonza: the modules hooking its tag take it (stream management, CSI, ...).
+        let result = core.fire_tag(handle, el).await;
+        if let Err(e) = &result
+            && e.condition == C::UnsupportedStanzaType
+        {
+            inbound.other.inc();
         }
-        core.core_metrics.stanzas.with(&["other", "in"]).inc();
-        return Err(StreamError::with_text(
-            C::UnsupportedStanzaType,
-            format!("unexpected <{}/> in {}", el.name(), el.ns()),
-        ));
+        return result;
     };
     if let Some(from) = el.get_attr("from") {
         let ok = Jid::parse(from).is_ok_and(|j| j == handle.jid || j == handle.jid.bare());
@@ -283,7 +314,7 @@ async fn handle_stanza(
             return Err(StreamError::new(C::InvalidFrom));
         }
     }
-    core.core_metrics.stanzas.with(&[kind.as_str(), "in"]).inc();
+    inbound.of(kind).inc();
     sm::count_inbound(handle);
     el.set_attr("from", Some(handle.jid.to_string()));
     let ty = stanza::stanza_type(&el, "").to_string();
@@ -357,7 +388,7 @@ async fn reply_error(core: &Arc<Core>, el: &Element, cond: StanzaErrorCondition)
 pub async fn write_loop<W: AsyncWrite + Unpin>(
     mut w: W,
     mut rx: mpsc::Receiver<Outbound>,
-    stanzas: Arc<crate::core::metrics::Family>,
+    stanzas: Arc<Family>,
     handle: Arc<SessionHandle>,
     stop: CancellationToken,
     preamble: String,

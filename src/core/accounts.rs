@@ -119,6 +119,7 @@ pub struct Accounts {
     store: Store,
     iterations: u32,
     hosts: Vec<String>,
+    core: std::sync::Weak<super::Core>,
 }
 
 impl Accounts {
@@ -128,6 +129,18 @@ impl Accounts {
             store,
             iterations,
             hosts,
+            core: std::sync::Weak::new(),
+        }
+    }
+
+    /// The same manager, firing `user-registered` and `user-password-changed` on `core`'s hosts.
+    pub fn with_events(self, core: std::sync::Weak<super::Core>) -> Self {
+        Accounts { core, ..self }
+    }
+
+    fn fire(&self, event: &str, jid: &Jid) {
+        if let Some(core) = self.core.upgrade() {
+            core.fire_account_event(event, jid);
         }
     }
 
@@ -209,7 +222,9 @@ impl Accounts {
             return Err(AccountError::Exists(jid.to_string()));
         }
         let creds = self.derive(password).await?;
-        self.put(jid, creds, now(), None).await
+        self.put(jid, creds, now(), None).await?;
+        self.fire(super::lifecycle::USER_REGISTERED, jid);
+        Ok(())
     }
 
     /// Replaces an existing account's password. Durable on return.
@@ -219,7 +234,9 @@ impl Accounts {
             .await?
             .ok_or_else(|| AccountError::NotFound(jid.to_string()))?;
         let creds = self.derive(password).await?;
-        self.put(jid, creds, rec.created, rec.role).await
+        self.put(jid, creds, rec.created, rec.role).await?;
+        self.fire(super::lifecycle::USER_PASSWORD_CHANGED, jid);
+        Ok(())
     }
 
     /// Sets (or with `None` resets to the default) an existing account's role. Durable on return.

@@ -14,6 +14,7 @@ pub mod reload;
 pub mod roster;
 pub mod router;
 pub mod sessions;
+pub mod stream_management;
 pub mod tokens;
 
 use std::collections::HashMap;
@@ -88,7 +89,8 @@ impl Core {
                 store.clone(),
                 host_names.clone(),
                 config.auth.scram_iterations,
-            ),
+            )
+            .with_events(weak.clone()),
             sessions: Sessions::new(),
             roster: roster::RosterManager::new(store.clone()),
             groups: groups::GroupManager::new(store.clone()),

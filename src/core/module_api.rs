@@ -19,6 +19,7 @@ pub mod shared;
 pub mod status;
 pub mod stores;
 pub mod timers;
+pub mod tags;
 
 #[cfg(test)]
 pub(super) mod probe;

@@ -321,6 +321,9 @@ pub enum BindError {
     /// The server is at its session limit.
     #[error("too many sessions")]
     ResourceConstraint,
+    /// A `pre-resource-bind` handler refused the resource.
+    #[error("binding refused")]
+    NotAllowed,
 }
 
 /// A session waiting, without a connection, for its client to resume it (XEP-0198).
@@ -337,6 +340,8 @@ pub struct Sessions {
     resumable: Mutex<std::collections::HashMap<String, Arc<SessionHandle>>>,
     hibernated: Mutex<std::collections::HashMap<String, Hibernated>>,
     by_bare: DashMap<Jid, Vec<Arc<SessionHandle>>>,
+    /// Woken whenever a session hibernates, for a resumption waiting to take it over.
+    pub(super) parked: tokio::sync::Notify,
     count: AtomicUsize,
     next_id: AtomicU64,
 }
@@ -415,8 +420,8 @@ impl Sessions {
         Ok(BoundSession { handle, rx })
     }
 
-    /// Removes a session (idempotent).
-    pub fn unbind(&self, handle: &SessionHandle) {
+    /// Removes a session (idempotent); whether it was bound until now.
+    pub fn unbind(&self, handle: &SessionHandle) -> bool {
         let bare = handle.jid.bare();
         let mut removed = false;
         self.by_bare.remove_if_mut(&bare, |_, list| {
@@ -429,6 +434,7 @@ impl Sessions {
         if removed {
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
+        removed
     }
 
     /// Registers a resumable session under its stream management id.
@@ -459,6 +465,7 @@ impl Sessions {
         if let Ok(mut m) = self.hibernated.lock() {
             m.insert(id.to_string(), Hibernated { handle, rx });
         }
+        self.parked.notify_waiters();
     }
 
     /// Takes a hibernating session out for resumption (or final cleanup).

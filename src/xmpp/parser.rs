@@ -624,3 +624,119 @@ mod tests {
         }
     }
 }
+
+/// The parser gets the same elements however the input is split into reads.
+#[cfg(test)]
+mod split_input {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use proptest::prelude::*;
+    use tokio::io::{AsyncRead, ReadBuf};
+
+    use super::*;
+
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+
+    /// First-level elements to combine: attributes with both quotes, escapes, namespaces
+    /// declared with and without a prefix, nesting, character references, CDATA, whitespace
+    /// between stanzas and multi-byte UTF-8 (a read may end inside a character).
+    const PIECES: &[&str] = &[
+        "<message to='a@b' type=\"chat\" id='m1'><body>h&amp;llo &lt;you&gt; &#x1F426;</body></message>",
+        "<presence/>",
+        "\n  ",
+        "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>",
+        "<message><body>Zürich — 東京 🐦</body><x:y xmlns:x='urn:x' x:attr='v'><x:z/></x:y></message>",
+        "<r xmlns='urn:xmpp:sm:3'/>",
+        "<message><body><![CDATA[<not markup> & more]]></body></message>",
+        "<iq type='set' id='q'><query xmlns='jabber:iq:roster'><item jid='c@d' name='&quot;C&apos;'/></query></iq>",
+    ];
+
+    /// A reader that hands out its input in the given chunk sizes (cycled).
+    struct Chunked {
+        data: Vec<u8>,
+        pos: usize,
+        sizes: Vec<usize>,
+        next: usize,
+    }
+
+    impl AsyncRead for Chunked {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let want = self.sizes[self.next % self.sizes.len()];
+            self.next += 1;
+            let end = (self.pos + want.min(buf.remaining())).min(self.data.len());
+            let pos = self.pos;
+            buf.put_slice(&self.data[pos..end]);
+            self.pos = end;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Every event (or the error that ended the stream) rendered comparably.
+    async fn events(input: &str, sizes: Vec<usize>) -> Vec<String> {
+        let reader = Chunked {
+            data: input.as_bytes().to_vec(),
+            pos: 0,
+            sizes,
+            next: 0,
+        };
+        let mut p = StreamParser::new(
+            tokio::io::BufReader::with_capacity(8192, reader),
+            Limits::default(),
+        );
+        let mut out = Vec::new();
+        loop {
+            match p.next().await {
+                Ok(StreamEvent::Header(h)) => out.push(format!("header {:?}", h.to)),
+                Ok(StreamEvent::Stanza(el)) => out.push(format!("{el:?}")),
+                Ok(StreamEvent::Close) => {
+                    out.push("close".into());
+                    return out;
+                }
+                Err(ParseError::Stream(e)) => {
+                    out.push(format!("error {}", e.condition));
+                    return out;
+                }
+                Err(ParseError::Eof) => {
+                    out.push("eof".into());
+                    return out;
+                }
+                Err(ParseError::Io(e)) => panic!("i/o error from an in-memory reader: {e}"),
+            }
+        }
+    }
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    proptest! {
+        #[test]
+        fn same_elements_however_the_input_is_split(
+            picks in prop::collection::vec(0..PIECES.len(), 0..10),
+            sizes in prop::collection::vec(1usize..48, 1..24),
+            close in any::<bool>(),
+        ) {
+            let mut input = HEADER.to_string();
+            for i in &picks {
+                input.push_str(PIECES[*i]);
+            }
+            if close {
+                input.push_str("</stream:stream>");
+            }
+            let whole = run(events(&input, vec![input.len()]));
+            let split = run(events(&input, sizes));
+            let stanzas = picks.iter().filter(|i| PIECES[**i].trim() != "").count();
+            // Header, each stanza, then the close or the end of input.
+            prop_assert_eq!(whole.len(), stanzas + 2, "{:?}", whole);
+            prop_assert_eq!(split, whole);
+        }
+    }
+}
