@@ -2,6 +2,7 @@
 //! router, accounts and storage, held together in one [`Core`].
 
 pub mod accounts;
+pub mod delivery;
 pub mod events;
 pub mod groups;
 pub mod iq;
@@ -10,6 +11,7 @@ pub mod metrics;
 pub mod module_api;
 pub mod modules;
 pub mod options;
+pub mod priority;
 pub mod reload;
 pub mod roster;
 pub mod router;

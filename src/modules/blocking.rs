@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::core::Core;
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{Module, ModuleContext};
+use crate::core::priority;
 use crate::storage::StorageError;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::stanza::{self, Kind};
@@ -28,8 +29,6 @@ use crate::xmpp::{Element, Jid, ns};
 pub const STORE: &str = "blocklist";
 /// Most items on one blocklist.
 pub const MAX_ITEMS: usize = 1000;
-/// Priority of the enforcement hooks (before delivery and feature handlers).
-const PRIORITY: i32 = 1000;
 /// Cached blocklists kept per server before the cache is emptied.
 const MAX_CACHED: usize = 100_000;
 
@@ -453,22 +452,30 @@ impl Module for Blocking {
         ctx.add_feature(ns::BLOCKING);
         ctx.hook(
             &format!("iq-get/bare/{}:blocklist", ns::BLOCKING),
-            0,
+            priority::HANDLER,
             handler(get_blocklist),
         );
         for name in ["block", "unblock"] {
             ctx.hook(
                 &format!("iq-set/bare/{}:{name}", ns::BLOCKING),
-                0,
+                priority::HANDLER,
                 handler(set_block),
             );
         }
         for kind in ["message", "presence", "iq"] {
             for dest in ["bare", "full"] {
-                ctx.hook(&format!("{kind}/{dest}"), PRIORITY, handler(inbound));
+                ctx.hook(
+                    &format!("{kind}/{dest}"),
+                    priority::BLOCKING,
+                    handler(inbound),
+                );
             }
             for dest in ["host", "bare", "full"] {
-                ctx.hook(&format!("pre-{kind}/{dest}"), PRIORITY, handler(outbound));
+                ctx.hook(
+                    &format!("pre-{kind}/{dest}"),
+                    priority::BLOCKING,
+                    handler(outbound),
+                );
             }
         }
         Ok(())

@@ -2,7 +2,7 @@
 //! is served from, and mirrored to, the XEP-0402 PEP node `urn:xmpp:bookmarks:1`.
 //!
 //! The coupling with the `private` module is one hook on each of its events, at a higher
-//! priority ([`PRIORITY`]): a get of `<storage xmlns='storage:bookmarks'/>` is answered here from
+//! priority ([`priority::INTERCEPT`](crate::core::priority::INTERCEPT)): a get of `<storage xmlns='storage:bookmarks'/>` is answered here from
 //! the PEP node (one `<conference/>` per item, plus the `<url/>` entries the private copy kept); a
 //! set publishes every new or changed conference (keeping XEP-0402 `<extensions/>`), retracts the
 //! conferences no longer listed, then passes the IQ on so the `private` module stores its copy
@@ -17,6 +17,7 @@ use serde_json::json;
 use super::pep::{self, Publish, form::Form};
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{Module, ModuleContext};
+use crate::core::priority;
 use crate::xmpp::error::StanzaErrorCondition as C;
 use crate::xmpp::parser::parse_element;
 use crate::xmpp::{Element, Jid, ns, stanza};
@@ -27,8 +28,6 @@ pub const NS_BOOKMARKS: &str = "storage:bookmarks";
 pub const NS_BOOKMARKS2: &str = "urn:xmpp:bookmarks:1";
 /// XEP-0411 feature advertised on accounts.
 pub const NS_COMPAT: &str = "urn:xmpp:bookmarks:1#compat";
-/// Priority of the hooks on private storage IQs (the `private` module uses 0).
-pub const PRIORITY: i32 = 10;
 
 /// The `bookmarks` module.
 pub struct Bookmarks;
@@ -232,12 +231,12 @@ impl Module for Bookmarks {
         ctx.add_item(super::disco::ACCOUNT_FEATURE, json!(NS_COMPAT));
         ctx.hook(
             &format!("iq-get/bare/{}:query", ns::PRIVATE),
-            PRIORITY,
+            priority::INTERCEPT,
             handler(get),
         );
         ctx.hook(
             &format!("iq-set/bare/{}:query", ns::PRIVATE),
-            PRIORITY,
+            priority::INTERCEPT,
             handler(set),
         );
         Ok(())

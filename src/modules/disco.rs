@@ -2,6 +2,7 @@
 
 use crate::core::events::{Flow, handler};
 use crate::core::modules::{Host, Module, ModuleContext};
+use crate::core::priority;
 use crate::xmpp::error::StanzaErrorCondition;
 use crate::xmpp::{Element, ns, stanza};
 
@@ -72,7 +73,7 @@ impl Module for Disco {
         ctx.add_feature(ns::DISCO_ITEMS);
         ctx.hook(
             &format!("iq-get/host/{}:query", ns::DISCO_INFO),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 let Some(host) = ev.core.host(ev.to.domain()).cloned() else {
                     return Flow::Continue(ev);
@@ -98,7 +99,7 @@ impl Module for Disco {
         // features as host items `ACCOUNT_FEATURE` (strings).
         ctx.hook(
             &format!("iq-get/bare/{}:query", ns::DISCO_INFO),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 let Some(host) = ev.core.host(ev.to.domain()).cloned() else {
                     return Flow::Continue(ev);
@@ -155,7 +156,7 @@ impl Module for Disco {
         );
         ctx.hook(
             &format!("iq-get/host/{}:query", ns::DISCO_ITEMS),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 let query = Element::new("query", ns::DISCO_ITEMS);
                 ev.reply(stanza::iq_result(&ev.stanza, Some(query))).await;

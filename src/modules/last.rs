@@ -17,6 +17,7 @@ use crate::core::Core;
 use crate::core::accounts::now;
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{Module, ModuleContext};
+use crate::core::priority;
 use crate::storage::StorageError;
 use crate::xmpp::error::StanzaErrorCondition as C;
 use crate::xmpp::{Element, Jid, ns, stanza};
@@ -111,7 +112,7 @@ impl Module for Last {
         ctx.add_feature(ns::LAST);
         ctx.hook(
             &format!("iq-get/host/{}:query", ns::LAST),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 let q = query(started().elapsed().as_secs(), "");
                 ev.reply(stanza::iq_result(&ev.stanza, Some(q))).await;
@@ -120,7 +121,7 @@ impl Module for Last {
         );
         ctx.hook(
             &format!("iq-get/bare/{}:query", ns::LAST),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 if ev.from.bare() != ev.to {
                     ev.reply_error(C::Forbidden.into()).await;
@@ -158,7 +159,7 @@ impl Module for Last {
         // presence module consumes it); the server's own on-behalf unavailable passes `presence/bare`.
         ctx.hook(
             "pre-presence/bare",
-            100,
+            priority::OBSERVE,
             handler(|ev| async move {
                 record_logout(&ev).await;
                 Flow::Continue(ev)
@@ -166,7 +167,7 @@ impl Module for Last {
         );
         ctx.hook(
             "presence/bare",
-            100,
+            priority::OBSERVE,
             handler(|ev| async move {
                 if ev.origin.session().is_none() {
                     record_logout(&ev).await;

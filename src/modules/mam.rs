@@ -24,6 +24,7 @@ use crate::core::Core;
 use crate::core::accounts::now;
 use crate::core::events::{Flow, Origin, StanzaEvent, handler};
 use crate::core::modules::{Module, ModuleContext};
+use crate::core::priority;
 use crate::storage::{ArchiveItem, ArchiveQuery, ArchiveStore, StorageError};
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::parser::parse_element;
@@ -52,8 +53,6 @@ pub const NS_DELAY: &str = "urn:xmpp:delay";
 /// XEP-0280 carbons (carbon wrappers are never archived).
 const NS_CARBONS: &str = "urn:xmpp:carbons:2";
 
-/// Priority of the archiving hooks: after policy (blocking, 1000), before carbons and delivery.
-const PRIORITY: i32 = 50;
 /// Most items one page may hold, whatever the configuration says.
 pub const MAX_PAGE_LIMIT: usize = 1000;
 /// Most JIDs in each preference list and most ids in an `ids` query.
@@ -121,14 +120,14 @@ impl Module for Mam {
         for event in ["message/bare", "message/full"] {
             ctx.hook(
                 event,
-                PRIORITY,
+                priority::ARCHIVE,
                 handler(move |ev| async move { Flow::Continue(inbound(ev, default_policy).await) }),
             );
         }
         for event in ["pre-message/bare", "pre-message/full"] {
             ctx.hook(
                 event,
-                PRIORITY,
+                priority::ARCHIVE,
                 handler(
                     move |ev| async move { Flow::Continue(outbound(ev, default_policy).await) },
                 ),
@@ -136,7 +135,7 @@ impl Module for Mam {
         }
         ctx.hook(
             &format!("iq-set/bare/{NS_MAM}:query"),
-            0,
+            priority::HANDLER,
             handler(move |ev| async move {
                 query(&ev, max_page).await;
                 Flow::Handled
@@ -144,7 +143,7 @@ impl Module for Mam {
         );
         ctx.hook(
             &format!("iq-get/bare/{NS_MAM}:query"),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 if own(&ev).await {
                     let q = Element::new("query", NS_MAM).child(query_form());
@@ -155,7 +154,7 @@ impl Module for Mam {
         );
         ctx.hook(
             &format!("iq-get/bare/{NS_MAM}:metadata"),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 metadata(&ev).await;
                 Flow::Handled
@@ -163,7 +162,7 @@ impl Module for Mam {
         );
         ctx.hook(
             &format!("iq-get/bare/{NS_MAM}:prefs"),
-            0,
+            priority::HANDLER,
             handler(move |ev| async move {
                 if own(&ev).await {
                     match load_prefs(&ev.core, &ev.to, default_policy).await {
@@ -179,7 +178,7 @@ impl Module for Mam {
         );
         ctx.hook(
             &format!("iq-set/bare/{NS_MAM}:prefs"),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 set_prefs(&ev).await;
                 Flow::Handled

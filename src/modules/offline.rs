@@ -6,6 +6,7 @@ use serde_json::json;
 use crate::core::accounts::now;
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{Module, ModuleContext};
+use crate::core::priority;
 use crate::storage::ArchiveQuery;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::parser::parse_element;
@@ -43,13 +44,13 @@ impl Module for Offline {
         ctx.add_feature(NS_OFFLINE);
         ctx.hook(
             "message/offline",
-            0,
+            priority::HANDLER,
             handler(move |ev| async move { store(ev, max).await }),
         );
-        // Runs after the presence module (priority 0) broadcast and probed.
+        // Runs after the presence module broadcast and probed.
         ctx.hook(
             "presence/initial",
-            -10,
+            priority::AFTER_HANDLERS,
             handler(|ev| async move {
                 flush(&ev).await;
                 Flow::Continue(ev)

@@ -1,6 +1,6 @@
-//! XEP-0357 push notifications (server side): clients register an app server; while none of
-//! the account's sessions can receive a message (all hibernated or none online), each new
-//! message triggers a summary notification to the app server — without the body unless
+//! XEP-0357 push notifications (server side): clients register an app server; each new
+//! message that waits for its user — the delivery decision ([`crate::core::delivery`]) sends it
+//! only to hibernated sessions or to offline storage — triggers a summary notification to the app server — without the body unless
 //! `push_notification_with_body` is set.
 
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use crate::core::Core;
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::iq::IqError;
 use crate::core::modules::{Module, ModuleContext};
+use crate::core::priority;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::{Element, Jid, ns, stanza};
 
@@ -60,7 +61,7 @@ impl Module for Push {
         ctx.add_item(super::disco::ACCOUNT_FEATURE, json!(NS_PUSH));
         ctx.hook(
             &format!("iq-set/bare/{NS_PUSH}:enable"),
-            0,
+            priority::HANDLER,
             handler(move |ev| async move {
                 enable(&ev, settings).await;
                 Flow::Handled
@@ -68,7 +69,7 @@ impl Module for Push {
         );
         ctx.hook(
             &format!("iq-set/bare/{NS_PUSH}:disable"),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 disable(&ev).await;
                 Flow::Handled
@@ -77,7 +78,7 @@ impl Module for Push {
         for event in ["message/bare", "message/full"] {
             ctx.hook(
                 event,
-                50,
+                priority::PUSH,
                 handler(move |ev| async move {
                     maybe_notify(&ev, settings).await;
                     Flow::Continue(ev)
@@ -183,17 +184,11 @@ async fn maybe_notify(ev: &StanzaEvent, settings: Settings) {
     if !is_notable(&ev.stanza) {
         return;
     }
-    let user = ev.to.bare();
-    // Someone can take it now: no push.
-    let reachable = ev
-        .core
-        .sessions
-        .resources(&user)
-        .iter()
-        .any(|s| s.is_available() && !s.is_hibernating());
-    if reachable {
+    // Someone can take it now (or nobody ever will): no push.
+    if !ev.core.delivery(&ev.from, &ev.to, &ev.stanza).await.waits() {
         return;
     }
+    let user = ev.to.bare();
     let Ok(regs) = ev
         .core
         .store

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::core::Core;
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{Module, ModuleContext};
+use crate::core::priority;
 use crate::core::roster::{NS_ROSTER, RosterItem};
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::{Element, Jid, stanza};
@@ -30,7 +31,7 @@ impl Module for Roster {
         ctx.add_stream_feature(Element::new("ver", NS_ROSTER_VER));
         ctx.hook(
             &format!("iq-get/bare/{NS_ROSTER}:query"),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 get(ev).await;
                 Flow::Handled
@@ -38,7 +39,7 @@ impl Module for Roster {
         );
         ctx.hook(
             &format!("iq-set/bare/{NS_ROSTER}:query"),
-            0,
+            priority::HANDLER,
             handler(move |ev| async move {
                 set(ev, max).await;
                 Flow::Handled

@@ -4,7 +4,7 @@
 //! - A vCard set (XEP-0054) with a `PHOTO/BINVAL` publishes the image to `urn:xmpp:avatar:data`
 //!   and its `<info/>` to `urn:xmpp:avatar:metadata` (item id = SHA-1 of the image); a vCard
 //!   without a photo disables the PEP avatar (empty metadata) if one was set. This hook runs
-//!   before the `vcard` module's ([`PRIORITY`]), which then stores the vCard and answers.
+//!   before the `vcard` module's ([`priority::INTERCEPT`](crate::core::priority::INTERCEPT)), which then stores the vCard and answers.
 //! - A client's publish to `urn:xmpp:avatar:metadata` (the `pep` module's
 //!   `pep-publish-item` event) copies the referenced data item into the vCard `PHOTO`, or removes
 //!   it when the metadata is empty.
@@ -24,6 +24,7 @@ use super::pep::{self, Publish};
 use super::vcard;
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{Module, ModuleContext};
+use crate::core::priority;
 use crate::xmpp::element::Node;
 use crate::xmpp::{Element, ns};
 
@@ -35,8 +36,6 @@ pub const NS_AVATAR_DATA: &str = "urn:xmpp:avatar:data";
 pub const NS_AVATAR_METADATA: &str = "urn:xmpp:avatar:metadata";
 /// XEP-0153 presence extension.
 pub const NS_VCARD_UPDATE: &str = "vcard-temp:x:update";
-/// Priority of the hooks on vCard sets and broadcast presence (above `vcard` and `presence`, 0).
-pub const PRIORITY: i32 = 10;
 
 /// The `vcard_legacy` module.
 pub struct VcardLegacy;
@@ -280,15 +279,15 @@ impl Module for VcardLegacy {
         ctx.add_item(super::disco::ACCOUNT_FEATURE, json!(NS_CONVERSION));
         ctx.hook(
             &format!("iq-set/bare/{}:vCard", ns::VCARD),
-            PRIORITY,
+            priority::INTERCEPT,
             handler(move |ev| vcard_set(ev, max_size)),
         );
         ctx.hook(
             pep::PUBLISH_EVENT,
-            0,
+            priority::HANDLER,
             handler(move |ev| avatar_published(ev, max_size)),
         );
-        ctx.hook("pre-presence/bare", PRIORITY, handler(presence));
+        ctx.hook("pre-presence/bare", priority::INTERCEPT, handler(presence));
         Ok(())
     }
 }

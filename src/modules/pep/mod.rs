@@ -36,6 +36,7 @@ use crate::core::accounts::now;
 use crate::core::events::{Flow, Origin, StanzaEvent, handler};
 use crate::core::module_api::ModuleHandle;
 use crate::core::modules::{Module, ModuleContext};
+use crate::core::priority;
 use crate::core::sessions::SessionHandle;
 use crate::storage::StorageError;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
@@ -96,8 +97,6 @@ pub const MAX_AFFILIATIONS: usize = 1000;
 const MAX_SEEN: usize = 100_000;
 /// Owner locks (striped by JID): one owner's changes are serialised.
 const LOCKS: usize = 64;
-/// Priority of the presence hook: before the presence module (0), which handles broadcasts.
-const PRESENCE_PRIORITY: i32 = 5;
 
 /// The `pep` module.
 pub struct Pep;
@@ -1252,7 +1251,7 @@ impl Module for Pep {
             let svc = svc.clone();
             ctx.hook(
                 &event,
-                0,
+                priority::HANDLER,
                 handler(move |ev| {
                     let svc = svc.clone();
                     async move {
@@ -1274,7 +1273,7 @@ impl Module for Pep {
         let presence_svc = svc.clone();
         ctx.hook(
             "pre-presence/bare",
-            PRESENCE_PRIORITY,
+            priority::BEFORE_PRESENCE,
             handler(move |ev| {
                 let svc = presence_svc.clone();
                 async move {
@@ -1292,7 +1291,7 @@ impl Module for Pep {
         let sub_svc = svc.clone();
         ctx.hook(
             "presence/bare",
-            PRESENCE_PRIORITY,
+            priority::BEFORE_PRESENCE,
             handler(move |ev| {
                 let svc = sub_svc.clone();
                 async move {
