@@ -16,6 +16,7 @@ pub mod reload;
 pub mod roster;
 pub mod router;
 pub mod sessions;
+pub mod throttle;
 pub mod tokens;
 
 use std::collections::HashMap;
@@ -52,6 +53,10 @@ pub struct Core {
     pub core_metrics: metrics::CoreMetrics,
     /// IQs the server sent and awaits answers to.
     pub iq: iq::IqTracker,
+    /// When this server started (its uptime, XEP-0012).
+    pub started: std::time::Instant,
+    /// In-band registrations per client address (XEP-0077 pre-authentication), per minute.
+    pub registrations: throttle::Throttle,
     /// State modules share by path.
     pub shared: std::sync::Mutex<module_api::SharedMap>,
     global: Arc<Host>,
@@ -71,6 +76,8 @@ impl Core {
             metrics,
             core_metrics,
             iq: iq::IqTracker::default(),
+            started: std::time::Instant::now(),
+            registrations: throttle::Throttle::new(std::time::Duration::from_secs(60)),
             shared: std::sync::Mutex::new(Default::default()),
             global: Arc::new(Host::with_kind("*", modules::HostType::Global)),
             accounts: Accounts::new(

@@ -1,15 +1,12 @@
 //! XEP-0012 Last Activity (`jabber:iq:last`), module `last`.
 //!
-//! - To the server: seconds since the server process started (its uptime).
+//! - To the server: seconds since this server started ([`crate::core::Core::started`], its uptime).
 //! - To a user's bare JID: `0` while the user has an available resource, else seconds since their
 //!   last logout with its status text. Only the user may ask (until rosters exist, which will
 //!   extend it to contacts subscribed to the user's presence); others get `forbidden`.
 //!
 //! Logouts are recorded from broadcast unavailable presence (`presence/bare` with `to` = the
 //! sender's own bare JID), including the one the server routes when a client disconnects.
-
-use std::sync::OnceLock;
-use std::time::Instant;
 
 use serde_json::json;
 
@@ -27,13 +24,6 @@ pub const STORE: &str = "last";
 
 /// Longest status text kept with a logout.
 const MAX_STATUS_CHARS: usize = 1024;
-
-static STARTED: OnceLock<Instant> = OnceLock::new();
-
-/// When this server process started serving (first use of this module).
-pub fn started() -> Instant {
-    *STARTED.get_or_init(Instant::now)
-}
 
 /// The `last` module.
 pub struct Last;
@@ -108,13 +98,12 @@ impl Module for Last {
                 .set(jid.node().unwrap_or_default(), None)
                 .await;
         });
-        started();
         ctx.add_feature(ns::LAST);
         ctx.hook(
             &format!("iq-get/host/{}:query", ns::LAST),
             priority::HANDLER,
             handler(|ev| async move {
-                let q = query(started().elapsed().as_secs(), "");
+                let q = query(ev.core.started.elapsed().as_secs(), "");
                 ev.reply(stanza::iq_result(&ev.stanza, Some(q))).await;
                 Flow::Handled
             }),
