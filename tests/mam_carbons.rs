@@ -516,6 +516,14 @@ async fn queries_filter_by_with_start_end_and_before() {
     )
     .await;
     assert!(e.contains("<bad-request "), "{e}");
+    // A year far beyond XEP-0082's four digits is a bad request too (it used to overflow).
+    let e = iq_error(
+        &mut a,
+        "by",
+        &format!("<iq type='set' id='by'><query xmlns='{MAM}'><x xmlns='jabber:x:data' type='submit'><field var='start'><value>999999999999-01-01T00:00:00Z</value></field></x></query></iq>"),
+    )
+    .await;
+    assert!(e.contains("<bad-request "), "{e}");
     let e = iq_error(
         &mut b,
         "other",

@@ -989,6 +989,9 @@ mod tests {
             form(&[("FORM_TYPE", &["urn:other"])]),
             form(&[("with", &["a@@b"])]),
             form(&[("start", &["yesterday"])]),
+            // A 12-digit year would overflow the seconds: refused, never a panic.
+            form(&[("start", &["999999999999-01-01T00:00:00Z"])]),
+            form(&[("end", &["-99999999999-12-31T23:59:59Z"])]),
             form(&[("with", &["a@b", "c@d"])]),
             form(&[("fulltext", &["hi"])]),
         ] {
