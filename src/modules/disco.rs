@@ -50,15 +50,12 @@ pub fn server_caps(host: &Host) -> Option<Element> {
     }
     let ver = super::pep::caps::compute_ver(&server_info(host), "sha-1")?;
     Some(
-        Element::new("c", NS_CAPS)
+        Element::new("c", ns::CAPS)
             .attr("hash", "sha-1")
             .attr("node", CAPS_NODE)
             .attr("ver", ver),
     )
 }
-
-/// XEP-0115 namespace.
-pub const NS_CAPS: &str = "http://jabber.org/protocol/caps";
 
 /// The `disco` module.
 pub struct Disco;

@@ -14,10 +14,6 @@ use crate::xmpp::{Element, Jid, ns};
 
 /// The archive store holding offline messages.
 pub const STORE: &str = "offline";
-/// XEP-0203 delayed delivery namespace.
-pub const NS_DELAY: &str = "urn:xmpp:delay";
-/// XEP-0160 feature advertised in disco.
-pub const NS_OFFLINE: &str = "msgoffline";
 
 /// The `offline` module.
 pub struct Offline;
@@ -41,7 +37,7 @@ impl Module for Offline {
                 .await;
         });
         let max = ctx.option_integer("offline_max_messages", 1000, 1, 1_000_000) as usize;
-        ctx.add_feature(NS_OFFLINE);
+        ctx.add_feature(ns::OFFLINE);
         ctx.hook(
             "message/offline",
             priority::HANDLER,
@@ -83,9 +79,9 @@ async fn store(ev: StanzaEvent, max: usize) -> Flow {
     }
     let when = now();
     let mut stanza = ev.stanza.clone();
-    stanza.remove_children("delay", NS_DELAY);
+    stanza.remove_children("delay", ns::DELAY);
     stanza.push(
-        Element::new("delay", NS_DELAY)
+        Element::new("delay", ns::DELAY)
             .attr("from", user.domain())
             .attr("stamp", crate::xmpp::datetime::format(when)),
     );

@@ -12,9 +12,6 @@ use crate::core::sessions::SessionHandle;
 use crate::xmpp::parser::parse_element;
 use crate::xmpp::{Element, Jid, ns, stanza};
 
-/// Stream feature announcing subscription pre-approval (RFC 6121 §3.4).
-pub const NS_PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
-
 /// The `presence` module.
 pub struct Presence;
 
@@ -24,7 +21,7 @@ impl Module for Presence {
     }
 
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), String> {
-        ctx.add_stream_feature(Element::new("sub", NS_PRE_APPROVAL));
+        ctx.add_stream_feature(Element::new("sub", ns::PRE_APPROVAL));
         ctx.hook("pre-presence/bare", priority::HANDLER, handler(outbound));
         ctx.hook("pre-presence/full", priority::HANDLER, handler(outbound));
         ctx.hook("presence/bare", priority::HANDLER, handler(inbound));

@@ -16,10 +16,6 @@ use crate::core::priority;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::{Element, Jid, ns, stanza};
 
-/// XEP-0357 namespace.
-pub const NS_PUSH: &str = "urn:xmpp:push:0";
-const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
-const NS_DATA: &str = "jabber:x:data";
 const STORE: &str = "push";
 
 /// The `push` module.
@@ -58,9 +54,9 @@ impl Module for Push {
             with_sender: ctx.option_bool("push_notification_with_sender", false),
             max_registrations: ctx.option_integer("push_max_registrations", 10, 1, 100) as usize,
         };
-        ctx.add_item(super::disco::ACCOUNT_FEATURE, json!(NS_PUSH));
+        ctx.add_item(super::disco::ACCOUNT_FEATURE, json!(ns::PUSH));
         ctx.hook(
-            &format!("iq-set/bare/{NS_PUSH}:enable"),
+            &format!("iq-set/bare/{}:enable", ns::PUSH),
             priority::HANDLER,
             handler(move |ev| async move {
                 enable(&ev, settings).await;
@@ -68,7 +64,7 @@ impl Module for Push {
             }),
         );
         ctx.hook(
-            &format!("iq-set/bare/{NS_PUSH}:disable"),
+            &format!("iq-set/bare/{}:disable", ns::PUSH),
             priority::HANDLER,
             handler(|ev| async move {
                 disable(&ev).await;
@@ -114,11 +110,11 @@ async fn enable(ev: &StanzaEvent, settings: Settings) {
     };
     // Publish options the app server wants (e.g. a secret), passed back on every notification.
     let mut options = serde_json::Map::new();
-    if let Some(form) = req.get_child("x", NS_DATA) {
+    if let Some(form) = req.get_child("x", ns::DATA) {
         for field in form.children().filter(|f| f.name() == "field") {
             if let Some(var) = field.get_attr("var").filter(|v| *v != "FORM_TYPE") {
                 let value = field
-                    .get_child("value", NS_DATA)
+                    .get_child("value", ns::DATA)
                     .map(|v| v.text_content())
                     .unwrap_or_default();
                 options.insert(var.to_string(), Value::from(value));
@@ -238,9 +234,9 @@ async fn maybe_notify(ev: &StanzaEvent, settings: Settings) {
 }
 
 fn field(var: &str, value: &str) -> Element {
-    Element::new("field", NS_DATA)
+    Element::new("field", ns::DATA)
         .attr("var", var)
-        .child(Element::new("value", NS_DATA).text(value))
+        .child(Element::new("value", ns::DATA).text(value))
 }
 
 fn notification(
@@ -252,7 +248,7 @@ fn notification(
     sender: &Jid,
     settings: Settings,
 ) -> Element {
-    let mut form = Element::new("x", NS_DATA)
+    let mut form = Element::new("x", ns::DATA)
         .attr("type", "form")
         .child(field("FORM_TYPE", "urn:xmpp:push:summary"))
         .child(field("message-count", "1"));
@@ -264,14 +260,16 @@ fn notification(
     {
         form.push(field("last-message-body", &body.text_content()));
     }
-    let mut pubsub = Element::new("pubsub", NS_PUBSUB).child(
-        Element::new("publish", NS_PUBSUB).attr("node", node).child(
-            Element::new("item", NS_PUBSUB)
-                .child(Element::new("notification", NS_PUSH).child(form)),
-        ),
+    let mut pubsub = Element::new("pubsub", ns::PUBSUB).child(
+        Element::new("publish", ns::PUBSUB)
+            .attr("node", node)
+            .child(
+                Element::new("item", ns::PUBSUB)
+                    .child(Element::new("notification", ns::PUSH).child(form)),
+            ),
     );
     if let Some(opts) = options.as_object().filter(|o| !o.is_empty()) {
-        let mut x = Element::new("x", NS_DATA)
+        let mut x = Element::new("x", ns::DATA)
             .attr("type", "submit")
             .child(field(
                 "FORM_TYPE",
@@ -280,7 +278,7 @@ fn notification(
         for (k, v) in opts {
             x.push(field(k, v.as_str().unwrap_or_default()));
         }
-        pubsub.push(Element::new("publish-options", NS_PUBSUB).child(x));
+        pubsub.push(Element::new("publish-options", ns::PUBSUB).child(x));
     }
     use rand::Rng;
     let id: u64 = rand::rng().random();
