@@ -25,14 +25,14 @@ pub const HANDLER: i32 = 0;
 /// initial presence broadcast).
 pub const AFTER_HANDLERS: i32 = -10;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn message_order_is_blocking_archive_push_carbons_handler() {
-        let order = [BLOCKING, ARCHIVE, PUSH, CARBONS, HANDLER, AFTER_HANDLERS];
-        assert!(order.windows(2).all(|w| w[0] > w[1]), "{order:?}");
-        assert!(OBSERVE > ARCHIVE && BEFORE_PRESENCE > HANDLER && INTERCEPT > HANDLER);
-    }
-}
+// The order above is the contract: a reordering that breaks it does not compile.
+const _: () = assert!(
+    BLOCKING > OBSERVE
+        && OBSERVE > ARCHIVE
+        && ARCHIVE > PUSH
+        && PUSH > CARBONS
+        && CARBONS > BEFORE_PRESENCE
+        && INTERCEPT > BEFORE_PRESENCE
+        && BEFORE_PRESENCE > HANDLER
+        && HANDLER > AFTER_HANDLERS
+);
