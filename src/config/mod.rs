@@ -559,6 +559,7 @@ mod tests {
         );
         let e = Config::parse("bare_message_delivery = \"some\"\n").unwrap_err();
         assert!(e.to_string().contains("highest"), "{e}");
+        assert!(e.to_string().contains("bare_message_delivery"), "{e}");
     }
 
     #[test]

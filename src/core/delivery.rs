@@ -212,7 +212,9 @@ impl Core {
 
     /// The full delivery decision for `stanza`: [`Core::delivery_targets`], with
     /// [`Fate::Offline`] confirmed (the account exists and a module stores offline messages)
-    /// or turned into a `service-unavailable` bounce.
+    /// or turned into a `service-unavailable` bounce. Any origin may ask — a local client, the
+    /// server, and later group chat, s2s inbound and cluster forwarding with the stanza's
+    /// verified `from` — and gets the same answer.
     pub async fn delivery(&self, from: &Jid, to: &Jid, stanza: &Element) -> Delivery {
         let mut d = self.delivery_targets(from, to, stanza);
         if d.fate == Fate::Offline {
