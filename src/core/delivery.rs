@@ -399,6 +399,17 @@ mod tests {
         assert_eq!(names(&d.recipients), vec!["top"]);
         assert_eq!(names(&d.carbons), vec!["low"]);
         assert!(!d.waits());
+        // Queued only for a hibernating session, the message waits (push wakes the device).
+        top.handle.set_hibernating(true);
+        let d = core.delivery(&j("alice@h/x"), &j("bob@h"), &chat).await;
+        assert_eq!(names(&d.recipients), vec!["top"]);
+        assert!(d.waits());
+        top.handle.set_hibernating(false);
+        // Nobody available: an existing account's message goes offline and waits.
+        core.accounts.create(&j("dave@h"), "pw").await.unwrap();
+        let d = core.delivery(&j("alice@h/x"), &j("dave@h"), &chat).await;
+        assert_eq!(d.fate, Fate::Offline);
+        assert!(d.waits());
         // Nothing online: the account does not exist, so the message bounces.
         let d = core.delivery(&j("alice@h/x"), &j("carol@h"), &chat).await;
         assert_eq!(d.fate, Fate::Bounce(C::ServiceUnavailable));
