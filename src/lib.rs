@@ -11,7 +11,7 @@
 //! | [`storage`] | the [`storage::Store`] with Prosody's three store kinds (keyval, map, archive) on sled or memory, export/import |
 //! | [`config`] | TOML loading, defaults, validation that names the key |
 //! | [`tls`] | certificates (self-signed on first start) and the rustls configuration |
-//! | [`core`] | the shared managers in [`core::Core`]: hosts and their event buses ([`core::events`]), the module system ([`core::modules`]: the `Module` trait, hosts, the module table the server hands in; [`core::module_api`]: one submodule per concern — status, hooks (host and global `*` bus), stream-level elements ([`core::module_api::tags`]), disco, items, typed options, send, timers and cron, shared state, stores with account cleanup, metrics, resource files), sessions ([`core::sessions`], incl. XEP-0198 state and hibernation, [`core::stream_management`]), the router, accounts and their lifecycle with the lifecycle events ([`core::lifecycle`]), rosters and shared groups, server-sent IQs ([`core::iq`]), metrics ([`core::metrics`]), config reload, API tokens |
+//! | [`core`] | the shared managers in [`core::Core`]: hosts and their event buses ([`core::events`]), the module system ([`core::modules`]: the `Module` trait, hosts, the module table the server hands in; [`core::module_api`]: one submodule per concern — status, hooks (host and global `*` bus), stream-level elements ([`core::module_api::tags`]), disco, items, typed options, send, timers and cron, shared state, stores with account cleanup, metrics, resource files), sessions ([`core::sessions`], incl. XEP-0198 state and hibernation, [`core::stream_management`]), the one delivery decision ([`core::delivery`]: who receives a stanza, who gets a carbon copy, what waits offline), the hook priority table ([`core::priority`]), the router, accounts and their lifecycle with the lifecycle events ([`core::lifecycle`]), rosters and shared groups, server-sent IQs ([`core::iq`]), metrics ([`core::metrics`]), config reload, API tokens |
 //! | [`modules`] | one file per feature module, registered in one table ([`modules::BUILTIN`], which [`server`] hands to the core and to config validation): roster, presence, offline, disco, ping, time, version, last, vcard, private, blocking, register, mam, carbons, smacks, csi, push, pep (with caps), bookmarks, vcard_legacy, admin_rest, and the global metrics (`/metrics`, OpenMetrics) |
 //! | [`c2s`] | client listeners: negotiation (STARTTLS, SASL, bind, XEP-0198 resume, XEP-0077 pre-auth registration), the session reader/writer tasks, XEP-0198 counting on the wire; other stream-level elements go to the modules hooking their tags |
 //! | [`http`] | the axum router on HTTP and HTTPS: `/health`, the routes modules serve ([`http::module_routes`], e.g. `/metrics`) and the admin REST API ([`http::admin_rest`]: allowlist, auth, one file per resource, OpenAPI in `openapi/admin_rest.yaml`) |
@@ -28,14 +28,15 @@
 //! ## The way data flows
 //! ```text
 //! socket ─► TLS ─► StreamParser ─► c2s session (stamp `from`) ─► Core::route ─► host event
-//!        ─► module handlers by priority ─► default delivery ─► SessionHandle queue ─► writer task ─► socket
+//!        ─► module handlers by priority ─► core::delivery decides ─► SessionHandle queue ─► writer task ─► socket
 //! curl ─► axum ─► admin_rest::entry (host, allowlist, auth) ─► handler ─► the same managers and Core::route
 //! ```
 //! A stanza is parsed once into an owned [`xmpp::Element`], routed once, and serialised once per
 //! recipient by that recipient's writer task. The router never knows features: it fires events
 //! named like Prosody's (`iq-get/host/urn:xmpp:ping:ping`, `message/bare`, `presence/full`,
 //! `message/offline`) and applies RFC 6120/6121 defaults (e.g. `service-unavailable`) when no
-//! module handles them.
+//! module handles them. Which sessions receive a stanza is decided once, in [`core::delivery`]:
+//! the router, carbons, push and the admin API ask it; a new path that delivers asks it too.
 //!
 //! ## Where a new feature goes
 //! A new XMPP feature is a module: a file in `src/modules/` implementing

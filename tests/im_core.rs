@@ -440,10 +440,7 @@ async fn deleting_an_account_removes_its_data_everywhere() {
 #[tokio::test]
 async fn highest_priority_delivery_is_configurable() {
     let srv = server_with(&["alice", "bob"], |c| {
-        c.options.insert(
-            "bare_message_delivery".into(),
-            toml::Value::String("highest".into()),
-        );
+        c.bare_message_delivery = oxpecker::config::BareMessageDelivery::Highest;
     })
     .await;
     let mut a = login(&srv, "alice", "a").await;

@@ -516,6 +516,14 @@ async fn queries_filter_by_with_start_end_and_before() {
     )
     .await;
     assert!(e.contains("<bad-request "), "{e}");
+    // A year far beyond XEP-0082's four digits is a bad request too (it used to overflow).
+    let e = iq_error(
+        &mut a,
+        "by",
+        &format!("<iq type='set' id='by'><query xmlns='{MAM}'><x xmlns='jabber:x:data' type='submit'><field var='start'><value>999999999999-01-01T00:00:00Z</value></field></x></query></iq>"),
+    )
+    .await;
+    assert!(e.contains("<bad-request "), "{e}");
     let e = iq_error(
         &mut b,
         "other",
@@ -784,6 +792,47 @@ async fn carbons_copy_received_and_sent_messages() {
         copy.contains("<sent xmlns=\"urn:xmpp:carbons:2\""),
         "{copy}"
     );
+}
+
+#[tokio::test]
+async fn highest_delivery_leaves_lower_resources_a_carbon_copy() {
+    let srv = server_with(&["alice", "bob"], |c| {
+        c.bare_message_delivery = oxpecker::config::BareMessageDelivery::Highest;
+    })
+    .await;
+    let mut top = login(&srv, "alice", "top").await;
+    let mut low = login(&srv, "alice", "low").await;
+    let mut plain = login(&srv, "alice", "plain").await; // low priority, no carbons
+    let mut b = online(&srv, "bob", "b").await;
+    for (c, p) in [(&mut top, 5), (&mut low, 1), (&mut plain, 1)] {
+        c.send(&format!("<presence><priority>{p}</priority></presence>"))
+            .await;
+        nothing_pending(c).await;
+    }
+    let r = iq(
+        &mut low,
+        "en",
+        &format!("<iq type='set' id='en'><enable xmlns='{CARBONS}'/></iq>"),
+    )
+    .await;
+    assert_eq!(r.last().unwrap().get_attr("type"), Some("result"));
+
+    b.send("<message to='alice@localhost' type='chat'><body>hi-bare</body></message>")
+        .await;
+    let orig = read_until_contains(&mut top, "message", "hi-bare").await;
+    assert!(!orig.contains("<received"), "{orig}");
+    let copy = read_until_contains(&mut low, "message", "hi-bare").await;
+    let el = parse_element(&copy).unwrap();
+    assert_eq!(el.get_attr("to"), Some("alice@localhost/low"));
+    let inner = el
+        .get_child("received", CARBONS)
+        .and_then(|r| r.get_child("forwarded", FORWARD))
+        .and_then(|f| f.get_child("message", CLIENT))
+        .expect("received carbon for the resource \"highest\" left out");
+    assert_eq!(inner.get_attr("to"), Some("alice@localhost"));
+    nothing_pending(&mut low).await;
+    nothing_pending(&mut plain).await;
+    nothing_pending(&mut top).await;
 }
 
 #[tokio::test]

@@ -3,13 +3,13 @@
 //!
 //! Enabled when the `register` module is loaded on the host and its option `allow_registration`
 //! is true; only over TLS when `c2s.require_encryption` is set. Account creations are throttled
-//! per IP address (`registration_throttle_max` per minute, default 5). After authentication the
+//! per IP address (`registration_throttle_max` per minute, default 5) by the server's own
+//! throttle ([`Core::registrations`]). After authentication the
 //! `register` module handles password changes and account removal.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::config::Config;
 use crate::core::Core;
@@ -22,52 +22,6 @@ use crate::xmpp::{Element, ns, stanza};
 pub const MODULE: &str = "register";
 /// Default of `registration_throttle_max`.
 pub const DEFAULT_THROTTLE_MAX: i64 = 5;
-/// The throttle window.
-const WINDOW: Duration = Duration::from_secs(60);
-/// Addresses tracked before stale ones are swept.
-const SWEEP_AT: usize = 10_000;
-
-/// Sliding-window counter of registration attempts per client address.
-#[derive(Default)]
-pub struct Throttle {
-    seen: Mutex<HashMap<String, VecDeque<Instant>>>,
-}
-
-impl Throttle {
-    /// Records an attempt from `addr` at `now` unless `max` attempts happened within the window; true if allowed.
-    pub fn allow(&self, addr: &str, max: usize, now: Instant) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = |t: &Instant| now.saturating_duration_since(*t) < WINDOW;
-        if seen.len() >= SWEEP_AT {
-            seen.retain(|_, q| q.iter().any(fresh));
-        }
-        let q = seen.entry(addr.to_string()).or_default();
-        while q.front().is_some_and(|t| !fresh(t)) {
-            q.pop_front();
-        }
-        if q.len() >= max {
-            return false;
-        }
-        q.push_back(now);
-        true
-    }
-}
-
-static THROTTLES: Mutex<Vec<(Weak<Core>, Arc<Throttle>)>> = Mutex::new(Vec::new());
-
-/// The throttle of `core` (one per running server).
-fn throttle(core: &Arc<Core>) -> Arc<Throttle> {
-    let mut all = THROTTLES.lock().unwrap_or_else(|e| e.into_inner());
-    all.retain(|(w, _)| w.strong_count() > 0);
-    let weak = Arc::downgrade(core);
-    if let Some((_, t)) = all.iter().find(|(w, _)| w.ptr_eq(&weak)) {
-        return t.clone();
-    }
-    let t = Arc::new(Throttle::default());
-    all.push((weak, t.clone()));
-    t
-}
-
 /// Whether in-band registration of new accounts is on for `host`.
 pub fn enabled(core: &Core, config: &Config, host: &str) -> bool {
     core.host(host).is_some_and(|h| h.is_loaded(MODULE))
@@ -163,7 +117,7 @@ pub async fn preauth(
         .parse::<SocketAddr>()
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|_| peer.to_string());
-    if !throttle(core).allow(&addr, max, Instant::now()) {
+    if !core.registrations.allow(&addr, max, Instant::now()) {
         tracing::info!(peer, "registration throttled");
         return error(
             el,
@@ -188,18 +142,17 @@ pub async fn preauth(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::storage::Store;
 
     #[test]
-    fn throttle_counts_per_address_in_a_window() {
-        let t = Throttle::default();
-        let start = Instant::now();
-        for _ in 0..3 {
-            assert!(t.allow("1.2.3.4", 3, start));
-        }
-        assert!(!t.allow("1.2.3.4", 3, start + Duration::from_secs(30)));
-        assert!(t.allow("5.6.7.8", 3, start));
-        assert!(t.allow("1.2.3.4", 3, start + WINDOW + Duration::from_secs(1)));
-        assert!(!Throttle::default().allow("x", 0, start));
+    fn two_servers_throttle_separately() {
+        let one = Core::new(Config::default(), Store::memory(), crate::modules::BUILTIN).unwrap();
+        let two = Core::new(Config::default(), Store::memory(), crate::modules::BUILTIN).unwrap();
+        let now = Instant::now();
+        assert!(one.registrations.allow("1.2.3.4", 1, now));
+        assert!(!one.registrations.allow("1.2.3.4", 1, now));
+        assert!(two.registrations.allow("1.2.3.4", 1, now));
     }
 }

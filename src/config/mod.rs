@@ -64,6 +64,17 @@ pub enum ResourceConflict {
     Refuse,
 }
 
+/// Which resources get a `chat` or `normal` message addressed to a bare JID (RFC 6121 §8.5.2.1.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BareMessageDelivery {
+    /// Every available resource with a non-negative priority (the default).
+    #[default]
+    All,
+    /// Only the available resources of the highest non-negative priority.
+    Highest,
+}
+
 /// The whole server configuration.
 ///
 /// Unknown top-level keys are collected into `options` and must be declared by a module
@@ -97,6 +108,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Storage settings.
     pub storage: StorageConfig,
+    /// Who gets a chat or normal message sent to a bare JID (a host may override it).
+    pub bare_message_delivery: BareMessageDelivery,
     /// Module options set globally (Prosody style: `offline_max_messages = 500`).
     #[serde(flatten)]
     pub options: BTreeMap<String, toml::Value>,
@@ -116,6 +129,9 @@ pub struct HostConfig {
     /// Added to the global `modules_disabled` for this host.
     #[serde(default)]
     pub modules_disabled: Vec<String>,
+    /// Overrides the global `bare_message_delivery` for this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bare_message_delivery: Option<BareMessageDelivery>,
     /// Module options for this host only; they override the global ones.
     #[serde(flatten)]
     pub options: BTreeMap<String, toml::Value>,
@@ -276,6 +292,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             storage: StorageConfig::default(),
+            bare_message_delivery: BareMessageDelivery::All,
             options: BTreeMap::new(),
             source: None,
         }
@@ -490,6 +507,15 @@ impl Config {
         }
     }
 
+    /// The bare-JID message delivery policy of `host`: the host's setting, else the global one.
+    pub fn bare_message_delivery(&self, host: &str) -> BareMessageDelivery {
+        self.hosts
+            .iter()
+            .find(|h| h.name == host)
+            .and_then(|h| h.bare_message_delivery)
+            .unwrap_or(self.bare_message_delivery)
+    }
+
     /// The directory for the embedded store.
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.join("store")
@@ -561,6 +587,25 @@ mod tests {
             let e = check(text).unwrap_err();
             assert!(e.to_string().contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn bare_message_delivery_is_typed_and_resolved_host_first() {
+        let c = Config::parse(
+            "bare_message_delivery = \"highest\"\n[[host]]\nname = \"a\"\n[[host]]\nname = \"b\"\nbare_message_delivery = \"all\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.bare_message_delivery("a"), BareMessageDelivery::Highest);
+        assert_eq!(c.bare_message_delivery("b"), BareMessageDelivery::All);
+        assert_eq!(
+            Config::parse("")
+                .unwrap()
+                .bare_message_delivery("localhost"),
+            BareMessageDelivery::All
+        );
+        let e = Config::parse("bare_message_delivery = \"some\"\n").unwrap_err();
+        assert!(e.to_string().contains("highest"), "{e}");
+        assert!(e.to_string().contains("bare_message_delivery"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! router, accounts and storage, held together in one [`Core`].
 
 pub mod accounts;
+pub mod delivery;
 pub mod events;
 pub mod groups;
 pub mod iq;
@@ -10,11 +11,13 @@ pub mod metrics;
 pub mod module_api;
 pub mod modules;
 pub mod options;
+pub mod priority;
 pub mod reload;
 pub mod roster;
 pub mod router;
 pub mod sessions;
 pub mod stream_management;
+pub mod throttle;
 pub mod tokens;
 
 use std::collections::HashMap;
@@ -59,6 +62,10 @@ pub struct Core {
     pub iq: iq::IqTracker,
     /// HTTP routes modules serve.
     pub http_routes: module_api::http::HttpRoutes,
+    /// When this server started (its uptime, XEP-0012).
+    pub started: std::time::Instant,
+    /// In-band registrations per client address (XEP-0077 pre-authentication), per minute.
+    pub registrations: throttle::Throttle,
     /// State modules share by path.
     pub shared: std::sync::Mutex<module_api::SharedMap>,
     global: Arc<Host>,
@@ -82,6 +89,8 @@ impl Core {
             metrics,
             core_metrics,
             iq: iq::IqTracker::default(),
+            started: std::time::Instant::now(),
+            registrations: throttle::Throttle::new(std::time::Duration::from_secs(60)),
             shared: std::sync::Mutex::new(Default::default()),
             http_routes: Default::default(),
             global: Arc::new(Host::with_kind("*", modules::HostType::Global)),

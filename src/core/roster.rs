@@ -12,8 +12,6 @@ use super::Core;
 use crate::storage::{StorageError, Store};
 use crate::xmpp::{Element, Jid, ns};
 
-/// Namespace of the roster (RFC 6121 §2).
-pub const NS_ROSTER: &str = "jabber:iq:roster";
 const ITEMS: &str = "roster";
 const PENDING: &str = "roster_pending";
 const VERSIONS: &str = "roster_version";
@@ -124,7 +122,7 @@ impl RosterItem {
 
     /// The `<item/>` element for roster results and pushes.
     pub fn to_element(&self) -> Element {
-        let mut el = Element::new("item", NS_ROSTER)
+        let mut el = Element::new("item", ns::ROSTER)
             .attr("jid", self.jid.clone())
             .attr("subscription", self.subscription.as_str());
         if let Some(n) = &self.name {
@@ -137,7 +135,7 @@ impl RosterItem {
             el.set_attr("approved", Some("true".into()));
         }
         for g in &self.groups {
-            el.push(Element::new("group", NS_ROSTER).text(g.clone()));
+            el.push(Element::new("group", ns::ROSTER).text(g.clone()));
         }
         el
     }
@@ -327,7 +325,7 @@ impl Core {
             if !s.roster_requested() {
                 continue;
             }
-            let mut query = Element::new("query", NS_ROSTER).child(item.clone());
+            let mut query = Element::new("query", ns::ROSTER).child(item.clone());
             if let Some(v) = version {
                 query.set_attr("ver", Some(v.to_string()));
             }
@@ -344,7 +342,7 @@ impl Core {
     pub async fn push_current(&self, user: &Jid, contact: &Jid) -> Result<(), RosterError> {
         let el = match self.roster_item(user, contact).await? {
             Some(i) => i.to_element(),
-            None => Element::new("item", NS_ROSTER)
+            None => Element::new("item", ns::ROSTER)
                 .attr("jid", contact.to_string())
                 .attr("subscription", "remove"),
         };

@@ -1,9 +1,10 @@
-//! The router: turns a stanza into a host event, and applies RFC 6120/6121 default delivery
-//! rules when no module handles it.
+//! The router: turns a stanza into a host event, and delivers what no module handled as
+//! [`super::delivery`] decides (RFC 6120/6121 default rules).
 
 use std::sync::Arc;
 
 use super::Core;
+use super::delivery::{Fate, OFFLINE_EVENT};
 use super::events::{Flow, Origin, StanzaEvent};
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::stanza::{self, Kind};
@@ -136,7 +137,7 @@ impl Core {
             Flow::Handled => return,
             Flow::Continue(ev) => ev,
         };
-        self.default_route(kind, dest, ev).await;
+        self.default_route(ev).await;
     }
 
     /// Answers `stanza` with an error from the server (never for errors).
@@ -189,107 +190,33 @@ impl Core {
         self.route(Origin::Server, stanza).await;
     }
 
-    async fn default_route(self: &Arc<Self>, kind: Kind, dest: Dest, ev: StanzaEvent) {
-        let ty = stanza::stanza_type(&ev.stanza, "").to_string();
-        match (kind, dest) {
-            (Kind::Iq, Dest::Full) => {
-                if let Some(s) = self.sessions.get(&ev.to) {
-                    s.send(ev.stanza);
-                } else {
-                    self.bounce(&ev.stanza, C::ServiceUnavailable).await;
-                }
-            }
-            (Kind::Iq, _) => {
-                if ty == "get" || ty == "set" {
-                    self.bounce(&ev.stanza, C::ServiceUnavailable).await;
-                }
-            }
-            (Kind::Message, Dest::Full) => {
-                if let Some(s) = self.sessions.get(&ev.to) {
-                    s.send(ev.stanza);
-                } else if matches!(ty.as_str(), "" | "normal" | "chat" | "headline") {
-                    // RFC 6121 §8.5.3.2.1: treat as addressed to the bare JID.
-                    self.deliver_to_bare(ev, &ty).await;
-                } else if ty == "groupchat" {
-                    self.bounce(&ev.stanza, C::ServiceUnavailable).await;
-                }
-            }
-            (Kind::Message, Dest::Bare) => self.deliver_to_bare(ev, &ty).await,
-            (Kind::Presence, Dest::Full) => {
-                if let Some(s) = self.sessions.get(&ev.to) {
-                    s.send(ev.stanza);
-                }
-            }
-            (Kind::Presence, Dest::Bare) => {
-                for s in self.sessions.resources(&ev.to) {
-                    if s.is_available() {
+    /// Hands an unhandled stanza to the sessions [`Core::delivery`] chose, offline storage or an error.
+    async fn default_route(self: &Arc<Self>, mut ev: StanzaEvent) {
+        let d = self.delivery(&ev.from, &ev.to, &ev.stanza).await;
+        match d.fate {
+            Fate::Delivered => {
+                let mut recipients = d.recipients.into_iter().peekable();
+                while let Some(s) = recipients.next() {
+                    if recipients.peek().is_some() {
                         s.send(ev.stanza.clone());
+                    } else {
+                        s.send(ev.stanza);
+                        break;
                     }
                 }
             }
-            (_, Dest::Host) => {}
-        }
-    }
-
-    /// RFC 6121 §8.5.2: a message to a bare JID goes to the available resources with non-negative priority.
-    async fn deliver_to_bare(self: &Arc<Self>, mut ev: StanzaEvent, ty: &str) {
-        if ty == "error" {
-            return;
-        }
-        // A message for an offline resource is handled as addressed to the account.
-        ev.to = ev.to.bare();
-        let mut targets: Vec<_> = self
-            .sessions
-            .resources(&ev.to)
-            .into_iter()
-            .filter(|s| s.is_available() && s.priority() >= 0)
-            .collect();
-        // RFC 6121 §8.5.2.1.1: chat and normal go to every such resource ("all", the default)
-        // or only to those of the highest priority ("highest").
-        let highest_only = matches!(ty, "" | "normal" | "chat")
-            && self
-                .config
-                .load()
-                .option(ev.to.domain(), "bare_message_delivery")
-                .and_then(|v| v.as_str().map(|s| s == "highest"))
-                .unwrap_or(false);
-        if highest_only && let Some(max) = targets.iter().map(|s| s.priority()).max() {
-            targets.retain(|s| s.priority() == max);
-        }
-        if ty == "groupchat" {
-            self.bounce(&ev.stanza, C::ServiceUnavailable).await;
-            return;
-        }
-        if targets.is_empty() {
-            if ty == "headline" {
-                return;
-            }
-            // Offline storage (XEP-0160) hooks `message/offline` when it is loaded.
-            let host = self.host(ev.to.domain()).cloned();
-            if let Some(host) = host {
-                let exists = self.accounts.exists(&ev.to).await.unwrap_or(false);
-                if exists {
-                    match host.events.fire("message/offline", ev).await {
-                        Flow::Handled => {}
-                        Flow::Continue(ev) => self.bounce(&ev.stanza, C::ServiceUnavailable).await,
-                    }
+            Fate::Offline => {
+                // A message for an offline resource is stored as addressed to the account.
+                ev.to = ev.to.bare();
+                let Some(host) = self.host(ev.to.domain()).cloned() else {
                     return;
+                };
+                if let Flow::Continue(ev) = host.events.fire(OFFLINE_EVENT, ev).await {
+                    self.bounce(&ev.stanza, C::ServiceUnavailable).await;
                 }
             }
-            self.bounce(&ev.stanza, C::ServiceUnavailable).await;
-            return;
-        }
-        let last = targets.len() - 1;
-        let mut stanza = Some(ev.stanza);
-        for (i, s) in targets.iter().enumerate() {
-            let el = if i == last {
-                stanza.take()
-            } else {
-                stanza.clone()
-            };
-            if let Some(el) = el {
-                s.send(el);
-            }
+            Fate::Bounce(condition) => self.bounce(&ev.stanza, condition).await,
+            Fate::Dropped => {}
         }
     }
 }

@@ -7,11 +7,12 @@
 //! from the blocker (`pre-*` events), messages and IQs get `not-acceptable` with
 //! `<blocked xmlns='urn:xmpp:blocking:errors'/>`, presence is dropped.
 //!
-//! Blocklists live in map store `blocklist` (user → blocked JID → `true`) and are cached per
-//! server in memory, so the per-stanza check does not touch storage.
+//! Blocklists live in map store `blocklist` (user → blocked JID → `true`) and are cached in
+//! memory by the module ([`Blocklists`], one per server, shared by the module's instances on
+//! every host), so the per-stanza check does not touch storage.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use dashmap::DashMap;
 use serde_json::Value;
@@ -19,6 +20,7 @@ use serde_json::Value;
 use crate::core::Core;
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext};
+use crate::core::priority;
 use crate::storage::StorageError;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::stanza::{self, Kind};
@@ -28,8 +30,6 @@ use crate::xmpp::{Element, Jid, ns};
 pub const STORE: &str = "blocklist";
 /// Most items on one blocklist.
 pub const MAX_ITEMS: usize = 1000;
-/// Priority of the enforcement hooks (before delivery and feature handlers).
-const PRIORITY: i32 = 1000;
 /// Cached blocklists kept per server before the cache is emptied.
 const MAX_CACHED: usize = 100_000;
 
@@ -99,27 +99,33 @@ pub enum BlockError {
     Storage(#[from] StorageError),
 }
 
-/// Per-server blocklist cache.
+/// The path under which the hosts of one server share their [`Blocklists`] (a user on one host
+/// may block or be blocked by a user on another).
+const SHARED_PATH: &str = "/blocking/lists";
+
+/// The blocklists of one server: a cache keyed by account (an O(1) lookup per stanza) and one
+/// writer lock per account, so a change (which waits for the store's flush) only holds up other
+/// changes to the same list. Held by the module, shared by its instances on every host.
 #[derive(Default)]
-struct Cache {
+pub struct Blocklists {
     lists: DashMap<Jid, Arc<BlockList>>,
-    writer: tokio::sync::Mutex<()>,
+    writers: DashMap<Jid, Arc<tokio::sync::Mutex<()>>>,
 }
 
-type Registry = Mutex<Vec<(Weak<Core>, Arc<Cache>)>>;
-static CACHES: Registry = Mutex::new(Vec::new());
+/// The writer lock of one account; the lock entry goes when nobody holds or awaits it.
+struct WriterGuard<'a> {
+    writers: &'a DashMap<Jid, Arc<tokio::sync::Mutex<()>>>,
+    user: Jid,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
 
-/// The cache of `core` (one per running server, so servers in one process stay apart).
-fn cache(core: &Arc<Core>) -> Arc<Cache> {
-    let mut all = CACHES.lock().unwrap_or_else(|e| e.into_inner());
-    all.retain(|(w, _)| w.strong_count() > 0);
-    let weak = Arc::downgrade(core);
-    if let Some((_, c)) = all.iter().find(|(w, _)| w.ptr_eq(&weak)) {
-        return c.clone();
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        // Under the shard lock: a count of one means no other task holds or awaits this lock.
+        self.writers
+            .remove_if(&self.user, |_, m| Arc::strong_count(m) == 1);
     }
-    let c = Arc::new(Cache::default());
-    all.push((weak, c.clone()));
-    c
 }
 
 async fn load(core: &Core, user: &Jid) -> Result<BlockList, StorageError> {
@@ -132,112 +138,132 @@ async fn load(core: &Core, user: &Jid) -> Result<BlockList, StorageError> {
     ))
 }
 
-/// The blocklist of local user `user` (bare JID), from the cache when possible.
-pub async fn blocklist(core: &Arc<Core>, user: &Jid) -> Result<Arc<BlockList>, StorageError> {
-    let user = user.bare();
-    let c = cache(core);
-    if let Some(l) = c.lists.get(&user) {
-        return Ok(l.clone());
-    }
-    let list = Arc::new(load(core, &user).await?);
-    if c.lists.len() >= MAX_CACHED {
-        c.lists.clear();
-    }
-    c.lists.insert(user, list.clone());
-    Ok(list)
-}
-
-/// Whether local user `user` blocks `jid`; a storage failure counts as not blocked (and is logged).
-pub async fn is_blocked(core: &Arc<Core>, user: &Jid, jid: &Jid) -> bool {
-    match blocklist(core, user).await {
-        Ok(l) => l.blocks(jid),
-        Err(e) => {
-            tracing::warn!(%user, error = %e, "cannot read blocklist");
-            false
+impl Blocklists {
+    /// Takes the writer lock of `user` (bare JID).
+    async fn write_lock(&self, user: &Jid) -> WriterGuard<'_> {
+        let lock = self.writers.entry(user.clone()).or_default().clone();
+        let guard = lock.lock_owned().await;
+        WriterGuard {
+            writers: &self.writers,
+            user: user.clone(),
+            guard: Some(guard),
         }
     }
-}
 
-/// Adds `items` to the blocklist of `user`; returns the JIDs that were not blocked before.
-pub async fn block(core: &Arc<Core>, user: &Jid, items: &[Jid]) -> Result<Vec<Jid>, BlockError> {
-    let user = user.bare();
-    let node = user
-        .node()
-        .ok_or_else(|| BlockError::NotAUser(user.to_string()))?;
-    let c = cache(core);
-    let _w = c.writer.lock().await;
-    let mut list = load(core, &user).await?;
-    let new: Vec<Jid> = items
-        .iter()
-        .filter(|j| !list.items.contains(*j))
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    if list.items.len() + new.len() > MAX_ITEMS {
-        return Err(BlockError::TooMany(MAX_ITEMS));
+    /// How many blocklists are cached.
+    pub fn cached(&self) -> usize {
+        self.lists.len()
     }
-    let ops = new
-        .iter()
-        .map(|j| (j.to_string(), Some(Value::Bool(true))))
-        .collect();
-    core.store
-        .map(user.domain(), STORE)
-        .set_many(node, ops)
-        .await?;
-    for j in &new {
-        list.insert(j.clone());
-    }
-    c.lists.insert(user, Arc::new(list));
-    Ok(new)
-}
 
-/// Removes `items` (all with `None`) from the blocklist of `user`; returns the JIDs removed.
-pub async fn unblock(
-    core: &Arc<Core>,
-    user: &Jid,
-    items: Option<&[Jid]>,
-) -> Result<Vec<Jid>, BlockError> {
-    let user = user.bare();
-    let node = user
-        .node()
-        .ok_or_else(|| BlockError::NotAUser(user.to_string()))?;
-    let c = cache(core);
-    let _w = c.writer.lock().await;
-    let list = load(core, &user).await?;
-    let removed: Vec<Jid> = match items {
-        None => list.items.iter().cloned().collect(),
-        Some(items) => list
-            .items
+    /// The blocklist of local user `user` (bare JID), from the cache when possible.
+    pub async fn get(&self, core: &Core, user: &Jid) -> Result<Arc<BlockList>, StorageError> {
+        let user = user.bare();
+        if let Some(l) = self.lists.get(&user) {
+            return Ok(l.clone());
+        }
+        let list = Arc::new(load(core, &user).await?);
+        if self.lists.len() >= MAX_CACHED {
+            self.lists.clear();
+        }
+        self.lists.insert(user, list.clone());
+        Ok(list)
+    }
+
+    /// Whether local user `user` blocks `jid`; a storage failure counts as not blocked (and is logged).
+    pub async fn is_blocked(&self, core: &Core, user: &Jid, jid: &Jid) -> bool {
+        match self.get(core, user).await {
+            Ok(l) => l.blocks(jid),
+            Err(e) => {
+                tracing::warn!(%user, error = %e, "cannot read blocklist");
+                false
+            }
+        }
+    }
+
+    /// Adds `items` to the blocklist of `user`; returns the JIDs that were not blocked before.
+    pub async fn block(
+        &self,
+        core: &Core,
+        user: &Jid,
+        items: &[Jid],
+    ) -> Result<Vec<Jid>, BlockError> {
+        let user = user.bare();
+        let node = user
+            .node()
+            .ok_or_else(|| BlockError::NotAUser(user.to_string()))?;
+        let _w = self.write_lock(&user).await;
+        let mut list = load(core, &user).await?;
+        let new: Vec<Jid> = items
             .iter()
-            .filter(|j| items.contains(j))
+            .filter(|j| !list.items.contains(*j))
             .cloned()
-            .collect(),
-    };
-    let ops = removed.iter().map(|j| (j.to_string(), None)).collect();
-    core.store
-        .map(user.domain(), STORE)
-        .set_many(node, ops)
-        .await?;
-    let kept = list.items.iter().filter(|j| !removed.contains(j)).cloned();
-    c.lists.insert(user, Arc::new(BlockList::new(kept)));
-    Ok(removed)
-}
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if list.items.len().saturating_add(new.len()) > MAX_ITEMS {
+            return Err(BlockError::TooMany(MAX_ITEMS));
+        }
+        let ops = new
+            .iter()
+            .map(|j| (j.to_string(), Some(Value::Bool(true))))
+            .collect();
+        core.store
+            .map(user.domain(), STORE)
+            .set_many(node, ops)
+            .await?;
+        for j in &new {
+            list.insert(j.clone());
+        }
+        self.lists.insert(user, Arc::new(list));
+        Ok(new)
+    }
 
-/// Deletes the stored blocklist of `user` (account removal).
-pub async fn forget(core: &Arc<Core>, user: &Jid) -> Result<(), StorageError> {
-    let user = user.bare();
-    let Some(node) = user.node() else {
-        return Ok(());
-    };
-    let c = cache(core);
-    let _w = c.writer.lock().await;
-    core.store
-        .map(user.domain(), STORE)
-        .delete_user(node)
-        .await?;
-    c.lists.remove(&user);
-    Ok(())
+    /// Removes `items` (all with `None`) from the blocklist of `user`; returns the JIDs removed.
+    pub async fn unblock(
+        &self,
+        core: &Core,
+        user: &Jid,
+        items: Option<&[Jid]>,
+    ) -> Result<Vec<Jid>, BlockError> {
+        let user = user.bare();
+        let node = user
+            .node()
+            .ok_or_else(|| BlockError::NotAUser(user.to_string()))?;
+        let _w = self.write_lock(&user).await;
+        let list = load(core, &user).await?;
+        let removed: Vec<Jid> = match items {
+            None => list.items.iter().cloned().collect(),
+            Some(items) => list
+                .items
+                .iter()
+                .filter(|j| items.contains(j))
+                .cloned()
+                .collect(),
+        };
+        let ops = removed.iter().map(|j| (j.to_string(), None)).collect();
+        core.store
+            .map(user.domain(), STORE)
+            .set_many(node, ops)
+            .await?;
+        let kept = list.items.iter().filter(|j| !removed.contains(j)).cloned();
+        self.lists.insert(user, Arc::new(BlockList::new(kept)));
+        Ok(removed)
+    }
+
+    /// Deletes the stored blocklist of `user` (account removal).
+    pub async fn forget(&self, core: &Core, user: &Jid) -> Result<(), StorageError> {
+        let user = user.bare();
+        let Some(node) = user.node() else {
+            return Ok(());
+        };
+        let _w = self.write_lock(&user).await;
+        core.store
+            .map(user.domain(), STORE)
+            .delete_user(node)
+            .await?;
+        self.lists.remove(&user);
+        Ok(())
+    }
 }
 
 /// The `blocking` module.
@@ -254,18 +280,18 @@ fn is_local_server(core: &Core, jid: &Jid) -> bool {
 }
 
 /// Receiving-side enforcement for `message/*`, `presence/*` and `iq/*`.
-async fn inbound(ev: StanzaEvent) -> Flow {
+async fn inbound(ev: StanzaEvent, lists: &Blocklists) -> Flow {
     if ev.from.bare() == ev.to.bare()
         || is_local_server(&ev.core, &ev.from)
         || is_local_server(&ev.core, &ev.to)
     {
         return Flow::Continue(ev);
     }
-    let recipient_blocks =
-        is_local_user(&ev.core, &ev.to) && is_blocked(&ev.core, &ev.to.bare(), &ev.from).await;
+    let recipient_blocks = is_local_user(&ev.core, &ev.to)
+        && lists.is_blocked(&ev.core, &ev.to.bare(), &ev.from).await;
     let sender_blocks = !recipient_blocks
         && is_local_user(&ev.core, &ev.from)
-        && is_blocked(&ev.core, &ev.from.bare(), &ev.to).await;
+        && lists.is_blocked(&ev.core, &ev.from.bare(), &ev.to).await;
     if !recipient_blocks && !sender_blocks {
         return Flow::Continue(ev);
     }
@@ -283,11 +309,11 @@ async fn inbound(ev: StanzaEvent) -> Flow {
 }
 
 /// Sending-side enforcement for `pre-*` events (stanzas from the blocker's own clients).
-async fn outbound(ev: StanzaEvent) -> Flow {
+async fn outbound(ev: StanzaEvent, lists: &Blocklists) -> Flow {
     if ev.from.bare() == ev.to.bare() || is_local_server(&ev.core, &ev.to) {
         return Flow::Continue(ev);
     }
-    if !is_blocked(&ev.core, &ev.from.bare(), &ev.to).await {
+    if !lists.is_blocked(&ev.core, &ev.from.bare(), &ev.to).await {
         return Flow::Continue(ev);
     }
     let kind = Kind::of(&ev.stanza);
@@ -368,12 +394,12 @@ fn items_of(payload: &Element) -> Option<Vec<Jid>> {
         .collect()
 }
 
-async fn get_blocklist(ev: StanzaEvent) -> Flow {
+async fn get_blocklist(ev: StanzaEvent, lists: &Blocklists) -> Flow {
     if ev.from.bare() != ev.to {
         ev.reply_error(C::Forbidden.into()).await;
         return Flow::Handled;
     }
-    match blocklist(&ev.core, &ev.to).await {
+    match lists.get(&ev.core, &ev.to).await {
         Ok(list) => {
             let mut payload = Element::new("blocklist", ns::BLOCKING);
             for j in list.items() {
@@ -389,7 +415,7 @@ async fn get_blocklist(ev: StanzaEvent) -> Flow {
     Flow::Handled
 }
 
-async fn set_block(ev: StanzaEvent) -> Flow {
+async fn set_block(ev: StanzaEvent, lists: &Blocklists) -> Flow {
     if ev.from.bare() != ev.to {
         ev.reply_error(C::Forbidden.into()).await;
         return Flow::Handled;
@@ -408,11 +434,11 @@ async fn set_block(ev: StanzaEvent) -> Flow {
             ev.reply_error(C::BadRequest.into()).await;
             return Flow::Handled;
         }
-        block(&ev.core, &ev.to, &items).await
+        lists.block(&ev.core, &ev.to, &items).await
     } else if items.is_empty() {
-        unblock(&ev.core, &ev.to, None).await
+        lists.unblock(&ev.core, &ev.to, None).await
     } else {
-        unblock(&ev.core, &ev.to, Some(&items)).await
+        lists.unblock(&ev.core, &ev.to, Some(&items)).await
     };
     match result {
         Ok(changed) => {
@@ -447,27 +473,52 @@ impl Module for Blocking {
     }
 
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
+        let lists: Arc<Blocklists> = ctx
+            .shared(SHARED_PATH)
+            .ok_or_else(|| LoadError::Shared(SHARED_PATH.to_owned()))?;
         // Not a plain store: the cached list goes too, under the writer lock.
-        ctx.on_user_deleted(|core, jid| async move { forget(&core, &jid).await });
+        let l = lists.clone();
+        ctx.on_user_deleted(move |core, jid| {
+            let l = l.clone();
+            async move { l.forget(&core, &jid).await }
+        });
         ctx.add_feature(ns::BLOCKING);
+        let l = lists.clone();
         ctx.hook(
             &format!("iq-get/bare/{}:blocklist", ns::BLOCKING),
-            0,
-            handler(get_blocklist),
+            priority::HANDLER,
+            handler(move |ev| {
+                let l = l.clone();
+                async move { get_blocklist(ev, &l).await }
+            }),
         );
         for name in ["block", "unblock"] {
+            let l = lists.clone();
             ctx.hook(
                 &format!("iq-set/bare/{}:{name}", ns::BLOCKING),
-                0,
-                handler(set_block),
+                priority::HANDLER,
+                handler(move |ev| {
+                    let l = l.clone();
+                    async move { set_block(ev, &l).await }
+                }),
             );
         }
         for kind in ["message", "presence", "iq"] {
             for dest in ["bare", "full"] {
-                ctx.hook(&format!("{kind}/{dest}"), PRIORITY, handler(inbound));
+                let l = lists.clone();
+                let inbound = handler(move |ev| {
+                    let l = l.clone();
+                    async move { inbound(ev, &l).await }
+                });
+                ctx.hook(&format!("{kind}/{dest}"), priority::BLOCKING, inbound);
             }
             for dest in ["host", "bare", "full"] {
-                ctx.hook(&format!("pre-{kind}/{dest}"), PRIORITY, handler(outbound));
+                let l = lists.clone();
+                let outbound = handler(move |ev| {
+                    let l = l.clone();
+                    async move { outbound(ev, &l).await }
+                });
+                ctx.hook(&format!("pre-{kind}/{dest}"), priority::BLOCKING, outbound);
             }
         }
         Ok(())
@@ -476,7 +527,63 @@ impl Module for Blocking {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::config::{Config, HostConfig};
+    use crate::storage::Store;
+
+    /// A server core with `blocking` on hosts `a` and `b`.
+    fn core() -> Arc<Core> {
+        let mut config = Config {
+            modules_enabled: vec!["blocking".into()],
+            ..Config::default()
+        };
+        config.hosts = ["a", "b"]
+            .map(|name| HostConfig {
+                name: name.into(),
+                ..HostConfig::default()
+            })
+            .to_vec();
+        Core::new(config, Store::memory(), crate::modules::BUILTIN).unwrap()
+    }
+
+    /// The blocklists the module instances of `core` share.
+    fn lists(core: &Core) -> Arc<Blocklists> {
+        let shared = core.shared.lock().unwrap();
+        let (value, holders) = shared.get(SHARED_PATH).unwrap();
+        assert_eq!(*holders, 2, "one per host");
+        value.clone().downcast::<Blocklists>().unwrap()
+    }
+
+    #[tokio::test]
+    async fn two_servers_keep_their_own_blocklists() {
+        let (one, two) = (core(), core());
+        let (l1, l2) = (lists(&one), lists(&two));
+        assert!(!Arc::ptr_eq(&l1, &l2));
+        let alice = j("alice@a");
+        l1.block(&one, &alice, &[j("bob@b")]).await.unwrap();
+        assert!(l1.is_blocked(&one, &alice, &j("bob@b/phone")).await);
+        assert_eq!((l1.cached(), l2.cached()), (1, 0));
+        assert!(!l2.is_blocked(&two, &alice, &j("bob@b")).await);
+        // Both hosts of one server see the same list (bob on host b checks alice on host a).
+        assert!(Arc::ptr_eq(&l1, &lists(&one)));
+        // The writer lock of an account goes once the change is done.
+        assert!(l1.writers.is_empty());
+        l1.forget(&one, &alice).await.unwrap();
+        assert!(!l1.is_blocked(&one, &alice, &j("bob@b")).await);
+    }
+
+    #[tokio::test]
+    async fn writers_of_different_accounts_do_not_wait_for_each_other() {
+        let core = core();
+        let l = lists(&core);
+        let held = l.write_lock(&j("alice@a")).await;
+        // With alice's list locked, bob's change still completes.
+        l.block(&core, &j("bob@a"), &[j("carol@b")]).await.unwrap();
+        assert_eq!(l.writers.len(), 1);
+        drop(held);
+        assert!(l.writers.is_empty());
+    }
 
     fn j(s: &str) -> Jid {
         Jid::parse(s).unwrap()

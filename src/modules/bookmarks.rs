@@ -2,7 +2,7 @@
 //! is served from, and mirrored to, the XEP-0402 PEP node `urn:xmpp:bookmarks:1`.
 //!
 //! The coupling with the `private` module is one hook on each of its events, at a higher
-//! priority ([`PRIORITY`]): a get of `<storage xmlns='storage:bookmarks'/>` is answered here from
+//! priority ([`priority::INTERCEPT`](crate::core::priority::INTERCEPT)): a get of `<storage xmlns='storage:bookmarks'/>` is answered here from
 //! the PEP node (one `<conference/>` per item, plus the `<url/>` entries the private copy kept); a
 //! set publishes every new or changed conference (keeping XEP-0402 `<extensions/>`), retracts the
 //! conferences no longer listed, then passes the IQ on so the `private` module stores its copy
@@ -17,18 +17,10 @@ use serde_json::json;
 use super::pep::{self, Publish, form::Form};
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext};
+use crate::core::priority;
 use crate::xmpp::error::StanzaErrorCondition as C;
 use crate::xmpp::parser::parse_element;
 use crate::xmpp::{Element, Jid, ns, stanza};
-
-/// XEP-0048 bookmarks namespace (inside private storage).
-pub const NS_BOOKMARKS: &str = "storage:bookmarks";
-/// XEP-0402 node and payload namespace.
-pub const NS_BOOKMARKS2: &str = "urn:xmpp:bookmarks:1";
-/// XEP-0411 feature advertised on accounts.
-pub const NS_COMPAT: &str = "urn:xmpp:bookmarks:1#compat";
-/// Priority of the hooks on private storage IQs (the `private` module uses 0).
-pub const PRIORITY: i32 = 10;
 
 /// The `bookmarks` module.
 pub struct Bookmarks;
@@ -48,15 +40,15 @@ pub fn node_options() -> Form {
 
 /// A XEP-0402 `<conference/>` payload as a XEP-0048 `<conference jid=…/>`.
 pub fn to_legacy(jid: &str, c: &Element) -> Element {
-    let mut out = Element::new("conference", NS_BOOKMARKS).attr("jid", jid);
+    let mut out = Element::new("conference", ns::BOOKMARKS).attr("jid", jid);
     if let Some(n) = c.get_attr("name") {
         out.set_attr("name", Some(n.to_string()));
     }
     let autojoin = matches!(c.get_attr("autojoin"), Some("true" | "1"));
     out.set_attr("autojoin", Some(autojoin.to_string()));
     for tag in ["nick", "password"] {
-        if let Some(t) = c.get_child(tag, NS_BOOKMARKS2) {
-            out.push(Element::new(tag, NS_BOOKMARKS).text(t.text_content()));
+        if let Some(t) = c.get_child(tag, ns::BOOKMARKS2) {
+            out.push(Element::new(tag, ns::BOOKMARKS).text(t.text_content()));
         }
     }
     out
@@ -66,18 +58,18 @@ pub fn to_legacy(jid: &str, c: &Element) -> Element {
 /// payload it replaces); `None` without a valid `jid`.
 pub fn from_legacy(c: &Element, previous: Option<&Element>) -> Option<(String, Element)> {
     let jid = Jid::parse(c.get_attr("jid")?).ok()?.bare();
-    let mut out = Element::new("conference", NS_BOOKMARKS2);
+    let mut out = Element::new("conference", ns::BOOKMARKS2);
     if let Some(n) = c.get_attr("name") {
         out.set_attr("name", Some(n.to_string()));
     }
     let autojoin = matches!(c.get_attr("autojoin"), Some("true" | "1"));
     out.set_attr("autojoin", Some(autojoin.to_string()));
     for tag in ["nick", "password"] {
-        if let Some(t) = c.get_child(tag, NS_BOOKMARKS) {
-            out.push(Element::new(tag, NS_BOOKMARKS2).text(t.text_content()));
+        if let Some(t) = c.get_child(tag, ns::BOOKMARKS) {
+            out.push(Element::new(tag, ns::BOOKMARKS2).text(t.text_content()));
         }
     }
-    if let Some(ext) = previous.and_then(|p| p.get_child("extensions", NS_BOOKMARKS2)) {
+    if let Some(ext) = previous.and_then(|p| p.get_child("extensions", ns::BOOKMARKS2)) {
         out.push(ext.clone());
     }
     Some((jid.to_string(), out))
@@ -89,14 +81,14 @@ fn bookmarks_request(ev: &StanzaEvent) -> Option<Element> {
         return None;
     }
     let q = ev.stanza.get_child("query", ns::PRIVATE)?;
-    q.get_child("storage", NS_BOOKMARKS).cloned()
+    q.get_child("storage", ns::BOOKMARKS).cloned()
 }
 
 /// The `<url/>` entries of the private copy (XEP-0402 has no place for them).
 async fn stored_urls(ev: &StanzaEvent) -> Vec<Element> {
     let node = ev.to.node().unwrap_or_default();
     let store = ev.core.store.map(ev.to.domain(), super::private::STORE);
-    let Ok(Some(v)) = store.get(node, NS_BOOKMARKS).await else {
+    let Ok(Some(v)) = store.get(node, ns::BOOKMARKS).await else {
         return Vec::new();
     };
     v["xml"]
@@ -104,7 +96,7 @@ async fn stored_urls(ev: &StanzaEvent) -> Vec<Element> {
         .and_then(|x| parse_element(x).ok())
         .map(|s| {
             s.children()
-                .filter(|c| c.is("url", NS_BOOKMARKS))
+                .filter(|c| c.is("url", ns::BOOKMARKS))
                 .cloned()
                 .collect()
         })
@@ -122,7 +114,7 @@ async fn get(ev: StanzaEvent) -> Flow {
     if q.is_some_and(|q| q.children().count() != 1) {
         return Flow::Continue(ev);
     }
-    let items = match svc.items(&ev.core, &ev.to, NS_BOOKMARKS2).await {
+    let items = match svc.items(&ev.core, &ev.to, ns::BOOKMARKS2).await {
         Ok((_, items)) => items,
         Err(pep::PepError::NodeNotFound) => Vec::new(),
         Err(e) => {
@@ -131,9 +123,12 @@ async fn get(ev: StanzaEvent) -> Flow {
             return Flow::Handled;
         }
     };
-    let mut storage = Element::new("storage", NS_BOOKMARKS);
+    let mut storage = Element::new("storage", ns::BOOKMARKS);
     for (id, item) in items {
-        if let Some(c) = item.payload().filter(|p| p.is("conference", NS_BOOKMARKS2)) {
+        if let Some(c) = item
+            .payload()
+            .filter(|p| p.is("conference", ns::BOOKMARKS2))
+        {
             storage.push(to_legacy(&id, &c));
         }
     }
@@ -153,24 +148,24 @@ async fn set(ev: StanzaEvent) -> Flow {
         return Flow::Continue(ev);
     };
     let owner = ev.to.clone();
-    let existing: BTreeMap<String, Element> = match svc.items(&ev.core, &owner, NS_BOOKMARKS2).await
-    {
-        Ok((_, items)) => items
-            .into_iter()
-            .filter_map(|(id, i)| Some((id, i.payload()?)))
-            .collect(),
-        Err(pep::PepError::NodeNotFound) => BTreeMap::new(),
-        Err(e) => {
-            tracing::warn!(jid = %owner, error = %e, "cannot read bookmarks");
-            ev.reply_error(C::InternalServerError.into()).await;
-            return Flow::Handled;
-        }
-    };
+    let existing: BTreeMap<String, Element> =
+        match svc.items(&ev.core, &owner, ns::BOOKMARKS2).await {
+            Ok((_, items)) => items
+                .into_iter()
+                .filter_map(|(id, i)| Some((id, i.payload()?)))
+                .collect(),
+            Err(pep::PepError::NodeNotFound) => BTreeMap::new(),
+            Err(e) => {
+                tracing::warn!(jid = %owner, error = %e, "cannot read bookmarks");
+                ev.reply_error(C::InternalServerError.into()).await;
+                return Flow::Handled;
+            }
+        };
     let max = svc.limits().max_items as usize;
     let mut wanted: BTreeMap<String, Element> = BTreeMap::new();
     for c in storage
         .children()
-        .filter(|c| c.is("conference", NS_BOOKMARKS))
+        .filter(|c| c.is("conference", ns::BOOKMARKS))
     {
         let previous = c
             .get_attr("jid")
@@ -189,7 +184,7 @@ async fn set(ev: StanzaEvent) -> Flow {
             continue;
         }
         let req = Publish {
-            node: NS_BOOKMARKS2.to_string(),
+            node: ns::BOOKMARKS2.to_string(),
             id: Some(jid.clone()),
             payload: payload.clone(),
             options: Some(node_options()),
@@ -204,7 +199,7 @@ async fn set(ev: StanzaEvent) -> Flow {
     }
     for jid in existing.keys().filter(|j| !wanted.contains_key(*j)) {
         match svc
-            .retract(&ev.core, &owner, NS_BOOKMARKS2, jid, Some(true))
+            .retract(&ev.core, &owner, ns::BOOKMARKS2, jid, Some(true))
             .await
         {
             Ok(()) | Err(pep::PepError::ItemNotFound) => {}
@@ -229,15 +224,15 @@ impl Module for Bookmarks {
     }
 
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
-        ctx.add_item(super::disco::ACCOUNT_FEATURE, json!(NS_COMPAT));
+        ctx.add_item(super::disco::ACCOUNT_FEATURE, json!(ns::BOOKMARKS_COMPAT));
         ctx.hook(
             &format!("iq-get/bare/{}:query", ns::PRIVATE),
-            PRIORITY,
+            priority::INTERCEPT,
             handler(get),
         );
         ctx.hook(
             &format!("iq-set/bare/{}:query", ns::PRIVATE),
-            PRIORITY,
+            priority::INTERCEPT,
             handler(set),
         );
         Ok(())
@@ -262,12 +257,12 @@ mod tests {
         let (jid, modern) = from_legacy(&legacy, Some(&prev)).unwrap();
         assert_eq!(jid, "room@muc.example");
         assert_eq!(modern.get_attr("autojoin"), Some("true"));
-        assert!(modern.get_child("extensions", NS_BOOKMARKS2).is_some());
+        assert!(modern.get_child("extensions", ns::BOOKMARKS2).is_some());
         let back = to_legacy(&jid, &modern);
         assert_eq!(back.get_attr("jid"), Some("room@muc.example"));
         assert_eq!(back.get_attr("name"), Some("R"));
         assert_eq!(
-            back.get_child("nick", NS_BOOKMARKS)
+            back.get_child("nick", ns::BOOKMARKS)
                 .map(|n| n.text_content()),
             Some("me".to_string())
         );

@@ -2,6 +2,7 @@
 
 use crate::core::events::{Flow, handler};
 use crate::core::modules::{Host, LoadError, Module, ModuleContext};
+use crate::core::priority;
 use crate::xmpp::error::StanzaErrorCondition;
 use crate::xmpp::{Element, ns, stanza};
 
@@ -49,15 +50,12 @@ pub fn server_caps(host: &Host) -> Option<Element> {
     }
     let ver = super::pep::caps::compute_ver(&server_info(host), "sha-1")?;
     Some(
-        Element::new("c", NS_CAPS)
+        Element::new("c", ns::CAPS)
             .attr("hash", "sha-1")
             .attr("node", CAPS_NODE)
             .attr("ver", ver),
     )
 }
-
-/// XEP-0115 namespace.
-pub const NS_CAPS: &str = "http://jabber.org/protocol/caps";
 
 /// The `disco` module.
 pub struct Disco;
@@ -72,7 +70,7 @@ impl Module for Disco {
         ctx.add_feature(ns::DISCO_ITEMS);
         ctx.hook(
             &format!("iq-get/host/{}:query", ns::DISCO_INFO),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 let Some(host) = ev.core.host(ev.to.domain()).cloned() else {
                     return Flow::Continue(ev);
@@ -98,7 +96,7 @@ impl Module for Disco {
         // features as host items `ACCOUNT_FEATURE` (strings).
         ctx.hook(
             &format!("iq-get/bare/{}:query", ns::DISCO_INFO),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 let Some(host) = ev.core.host(ev.to.domain()).cloned() else {
                     return Flow::Continue(ev);
@@ -155,7 +153,7 @@ impl Module for Disco {
         );
         ctx.hook(
             &format!("iq-get/host/{}:query", ns::DISCO_ITEMS),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 let query = Element::new("query", ns::DISCO_ITEMS);
                 ev.reply(stanza::iq_result(&ev.stanza, Some(query))).await;

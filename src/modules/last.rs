@@ -1,6 +1,6 @@
 //! XEP-0012 Last Activity (`jabber:iq:last`), module `last`.
 //!
-//! - To the server: seconds since the server process started (its uptime).
+//! - To the server: seconds since this server started ([`crate::core::Core::started`], its uptime).
 //! - To a user's bare JID: `0` while the user has an available resource, else seconds since their
 //!   last logout with its status text. Only the user may ask (until rosters exist, which will
 //!   extend it to contacts subscribed to the user's presence); others get `forbidden`.
@@ -8,15 +8,13 @@
 //! Logouts are recorded from broadcast unavailable presence (`presence/bare` with `to` = the
 //! sender's own bare JID), including the one the server routes when a client disconnects.
 
-use std::sync::OnceLock;
-use std::time::Instant;
-
 use serde_json::json;
 
 use crate::core::Core;
 use crate::core::accounts::now;
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext, StoreKind};
+use crate::core::priority;
 use crate::storage::StorageError;
 use crate::xmpp::error::StanzaErrorCondition as C;
 use crate::xmpp::{Element, Jid, ns, stanza};
@@ -26,13 +24,6 @@ pub const STORE: &str = "last";
 
 /// Longest status text kept with a logout.
 const MAX_STATUS_CHARS: usize = 1024;
-
-static STARTED: OnceLock<Instant> = OnceLock::new();
-
-/// When this server process started serving (first use of this module).
-pub fn started() -> Instant {
-    *STARTED.get_or_init(Instant::now)
-}
 
 /// The `last` module.
 pub struct Last;
@@ -102,20 +93,19 @@ impl Module for Last {
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         // Opened through the API: what it holds for an account goes with the account.
         ctx.open_store(STORE, StoreKind::KeyVal);
-        started();
         ctx.add_feature(ns::LAST);
         ctx.hook(
             &format!("iq-get/host/{}:query", ns::LAST),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
-                let q = query(started().elapsed().as_secs(), "");
+                let q = query(ev.core.started.elapsed().as_secs(), "");
                 ev.reply(stanza::iq_result(&ev.stanza, Some(q))).await;
                 Flow::Handled
             }),
         );
         ctx.hook(
             &format!("iq-get/bare/{}:query", ns::LAST),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 if ev.from.bare() != ev.to {
                     ev.reply_error(C::Forbidden.into()).await;
@@ -153,7 +143,7 @@ impl Module for Last {
         // presence module consumes it); the server's own on-behalf unavailable passes `presence/bare`.
         ctx.hook(
             "pre-presence/bare",
-            100,
+            priority::OBSERVE,
             handler(|ev| async move {
                 record_logout(&ev).await;
                 Flow::Continue(ev)
@@ -161,7 +151,7 @@ impl Module for Last {
         );
         ctx.hook(
             "presence/bare",
-            100,
+            priority::OBSERVE,
             handler(|ev| async move {
                 if ev.origin.session().is_none() {
                     record_logout(&ev).await;

@@ -24,6 +24,7 @@ use crate::core::Core;
 use crate::core::accounts::now;
 use crate::core::events::{Flow, Origin, StanzaEvent, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext, StoreKind};
+use crate::core::priority;
 use crate::storage::{ArchiveItem, ArchiveQuery, ArchiveStore, StorageError};
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::parser::parse_element;
@@ -33,27 +34,7 @@ use crate::xmpp::{Element, Jid, datetime, ns, stanza};
 pub const STORE: &str = "archive";
 /// The keyval store holding users' archiving preferences.
 pub const PREFS_STORE: &str = "mam_prefs";
-/// XEP-0313 namespace.
-pub const NS_MAM: &str = "urn:xmpp:mam:2";
-/// XEP-0313 extended query feature (before-id/after-id/ids, metadata).
-pub const NS_MAM_EXTENDED: &str = "urn:xmpp:mam:2#extended";
-/// XEP-0359 unique and stable stanza ids.
-pub const NS_SID: &str = "urn:xmpp:sid:0";
-/// XEP-0059 result set management.
-pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
-/// XEP-0297 stanza forwarding.
-pub const NS_FORWARD: &str = "urn:xmpp:forward:0";
-/// XEP-0004 data forms.
-pub const NS_DATA: &str = "jabber:x:data";
-/// XEP-0334 message processing hints.
-pub const NS_HINTS: &str = "urn:xmpp:hints";
-/// XEP-0203 delayed delivery.
-pub const NS_DELAY: &str = "urn:xmpp:delay";
-/// XEP-0280 carbons (carbon wrappers are never archived).
-const NS_CARBONS: &str = "urn:xmpp:carbons:2";
 
-/// Priority of the archiving hooks: after policy (blocking, 1000), before carbons and delivery.
-const PRIORITY: i32 = 50;
 /// Most items one page may hold, whatever the configuration says.
 pub const MAX_PAGE_LIMIT: usize = 1000;
 /// Most JIDs in each preference list and most ids in an `ids` query.
@@ -108,56 +89,56 @@ impl Module for Mam {
             });
         }
 
-        for f in [NS_MAM, NS_MAM_EXTENDED, NS_SID] {
+        for f in [ns::MAM, ns::MAM_EXTENDED, ns::SID] {
             ctx.add_feature(f);
             ctx.add_item(super::disco::ACCOUNT_FEATURE, json!(f));
         }
         for event in ["message/bare", "message/full"] {
             ctx.hook(
                 event,
-                PRIORITY,
+                priority::ARCHIVE,
                 handler(move |ev| async move { Flow::Continue(inbound(ev, default_policy).await) }),
             );
         }
         for event in ["pre-message/bare", "pre-message/full"] {
             ctx.hook(
                 event,
-                PRIORITY,
+                priority::ARCHIVE,
                 handler(
                     move |ev| async move { Flow::Continue(outbound(ev, default_policy).await) },
                 ),
             );
         }
         ctx.hook(
-            &format!("iq-set/bare/{NS_MAM}:query"),
-            0,
+            &format!("iq-set/bare/{}:query", ns::MAM),
+            priority::HANDLER,
             handler(move |ev| async move {
                 query(&ev, max_page).await;
                 Flow::Handled
             }),
         );
         ctx.hook(
-            &format!("iq-get/bare/{NS_MAM}:query"),
-            0,
+            &format!("iq-get/bare/{}:query", ns::MAM),
+            priority::HANDLER,
             handler(|ev| async move {
                 if own(&ev).await {
-                    let q = Element::new("query", NS_MAM).child(query_form());
+                    let q = Element::new("query", ns::MAM).child(query_form());
                     ev.reply(stanza::iq_result(&ev.stanza, Some(q))).await;
                 }
                 Flow::Handled
             }),
         );
         ctx.hook(
-            &format!("iq-get/bare/{NS_MAM}:metadata"),
-            0,
+            &format!("iq-get/bare/{}:metadata", ns::MAM),
+            priority::HANDLER,
             handler(|ev| async move {
                 metadata(&ev).await;
                 Flow::Handled
             }),
         );
         ctx.hook(
-            &format!("iq-get/bare/{NS_MAM}:prefs"),
-            0,
+            &format!("iq-get/bare/{}:prefs", ns::MAM),
+            priority::HANDLER,
             handler(move |ev| async move {
                 if own(&ev).await {
                     match load_prefs(&ev.core, &ev.to, default_policy).await {
@@ -172,8 +153,8 @@ impl Module for Mam {
             }),
         );
         ctx.hook(
-            &format!("iq-set/bare/{NS_MAM}:prefs"),
-            0,
+            &format!("iq-set/bare/{}:prefs", ns::MAM),
+            priority::HANDLER,
             handler(|ev| async move {
                 set_prefs(&ev).await;
                 Flow::Handled
@@ -193,29 +174,29 @@ pub fn archivable(msg: &Element) -> bool {
     if !matches!(msg.get_attr("type").unwrap_or("normal"), "chat" | "normal") {
         return false;
     }
-    if msg.get_child("no-store", NS_HINTS).is_some()
-        || msg.get_child("no-permanent-store", NS_HINTS).is_some()
-        || msg.get_child("result", NS_MAM).is_some()
-        || msg.get_child("received", NS_CARBONS).is_some()
-        || msg.get_child("sent", NS_CARBONS).is_some()
+    if msg.get_child("no-store", ns::HINTS).is_some()
+        || msg.get_child("no-permanent-store", ns::HINTS).is_some()
+        || msg.get_child("result", ns::MAM).is_some()
+        || msg.get_child("received", ns::CARBONS).is_some()
+        || msg.get_child("sent", ns::CARBONS).is_some()
     {
         return false;
     }
-    msg.get_child("body", ns::CLIENT).is_some() || msg.get_child("store", NS_HINTS).is_some()
+    msg.get_child("body", ns::CLIENT).is_some() || msg.get_child("store", ns::HINTS).is_some()
 }
 
 /// Removes `<stanza-id/>` elements claiming to be by `by` (XEP-0359 §4: only we may set them).
 pub fn strip_stanza_ids(msg: &mut Element, by: &Jid) {
     if msg
         .children()
-        .any(|c| c.is("stanza-id", NS_SID) && c.get_attr("by") == Some(by.as_str()))
+        .any(|c| c.is("stanza-id", ns::SID) && c.get_attr("by") == Some(by.as_str()))
     {
         let others: Vec<Element> = msg
             .children()
-            .filter(|c| c.is("stanza-id", NS_SID) && c.get_attr("by") != Some(by.as_str()))
+            .filter(|c| c.is("stanza-id", ns::SID) && c.get_attr("by") != Some(by.as_str()))
             .cloned()
             .collect();
-        msg.remove_children("stanza-id", NS_SID);
+        msg.remove_children("stanza-id", ns::SID);
         for c in others {
             msg.push(c);
         }
@@ -235,7 +216,7 @@ async fn inbound(mut ev: StanzaEvent, default: Policy) -> StanzaEvent {
     let partner = ev.from.clone();
     if let Some(id) = archive(&ev.core, &user, &partner, &ev.stanza, "in", default).await {
         ev.stanza.push(
-            Element::new("stanza-id", NS_SID)
+            Element::new("stanza-id", ns::SID)
                 .attr("id", id)
                 .attr("by", user.as_str()),
         );
@@ -373,13 +354,13 @@ impl Prefs {
     /// The `<prefs/>` element.
     pub fn to_element(&self) -> Element {
         let list = |name: &str, jids: &[String]| {
-            let mut el = Element::new(name, NS_MAM);
+            let mut el = Element::new(name, ns::MAM);
             for j in jids {
-                el.push(Element::new("jid", NS_MAM).text(j.clone()));
+                el.push(Element::new("jid", ns::MAM).text(j.clone()));
             }
             el
         };
-        Element::new("prefs", NS_MAM)
+        Element::new("prefs", ns::MAM)
             .attr("default", self.default.as_str())
             .child(list("always", &self.always))
             .child(list("never", &self.never))
@@ -393,8 +374,8 @@ impl Prefs {
         };
         let list = |name: &str| -> Result<Vec<String>, String> {
             let mut out: Vec<String> = Vec::new();
-            if let Some(l) = el.get_child(name, NS_MAM) {
-                for j in l.children().filter(|c| c.is("jid", NS_MAM)) {
+            if let Some(l) = el.get_child(name, ns::MAM) {
+                for j in l.children().filter(|c| c.is("jid", ns::MAM)) {
                     let jid = Jid::parse(j.text_content().trim())
                         .map_err(|_| format!("invalid JID in <{name}/>"))?;
                     if !out.iter().any(|x| x == jid.as_str()) {
@@ -437,7 +418,7 @@ async fn set_prefs(ev: &StanzaEvent) {
     if !own(ev).await {
         return;
     }
-    let Some(el) = ev.stanza.get_child("prefs", NS_MAM) else {
+    let Some(el) = ev.stanza.get_child("prefs", ns::MAM) else {
         return;
     };
     let prefs = match Prefs::from_element(el) {
@@ -531,7 +512,7 @@ impl From<StorageError> for QueryError {
 fn field_values(field: &Element) -> Vec<String> {
     field
         .children()
-        .filter(|c| c.is("value", NS_DATA))
+        .filter(|c| c.is("value", ns::DATA))
         .map(|v| v.text_content().trim().to_string())
         .collect()
 }
@@ -560,14 +541,15 @@ pub fn parse_form(x: Option<&Element>) -> Result<Filter, QueryError> {
             "the form must be of type submit".into(),
         ));
     }
-    for field in x.children().filter(|c| c.is("field", NS_DATA)) {
+    for field in x.children().filter(|c| c.is("field", ns::DATA)) {
         let var = field.get_attr("var").unwrap_or_default();
         let bad = |what: &str| QueryError::BadRequest(format!("invalid {what} in field {var}"));
         match var {
             "FORM_TYPE" => {
-                if single(field, var)?.as_deref() != Some(NS_MAM) {
+                if single(field, var)?.as_deref() != Some(ns::MAM) {
                     return Err(QueryError::BadRequest(format!(
-                        "FORM_TYPE must be {NS_MAM}"
+                        "FORM_TYPE must be {}",
+                        ns::MAM
                     )));
                 }
             }
@@ -625,26 +607,26 @@ pub fn parse_rsm(set: Option<&Element>) -> Result<Rsm, QueryError> {
     let Some(set) = set else {
         return Ok(r);
     };
-    if set.get_child("index", NS_RSM).is_some() {
+    if set.get_child("index", ns::RSM).is_some() {
         return Err(QueryError::NotImplemented(
             "paging by index is not supported".into(),
         ));
     }
-    if let Some(m) = set.get_child("max", NS_RSM) {
+    if let Some(m) = set.get_child("max", ns::RSM) {
         let n =
             m.text_content().trim().parse::<usize>().map_err(|_| {
                 QueryError::BadRequest("<max/> must be a non-negative integer".into())
             })?;
         r.max = Some(n);
     }
-    if let Some(a) = set.get_child("after", NS_RSM) {
+    if let Some(a) = set.get_child("after", ns::RSM) {
         let id = a.text_content().trim().to_string();
         if id.is_empty() {
             return Err(QueryError::BadRequest("<after/> needs an id".into()));
         }
         r.after = Some(id);
     }
-    if let Some(b) = set.get_child("before", NS_RSM) {
+    if let Some(b) = set.get_child("before", ns::RSM) {
         let id = b.text_content().trim().to_string();
         r.before = Some((!id.is_empty()).then_some(id));
     }
@@ -757,13 +739,13 @@ pub async fn run_query(
 /// The query form offered to clients (XEP-0313 §4.1.2 form discovery).
 pub fn query_form() -> Element {
     let field = |var: &str, ty: &str| {
-        Element::new("field", NS_DATA)
+        Element::new("field", ns::DATA)
             .attr("type", ty)
             .attr("var", var)
     };
-    Element::new("x", NS_DATA)
+    Element::new("x", ns::DATA)
         .attr("type", "form")
-        .child(field("FORM_TYPE", "hidden").child(Element::new("value", NS_DATA).text(NS_MAM)))
+        .child(field("FORM_TYPE", "hidden").child(Element::new("value", ns::DATA).text(ns::MAM)))
         .child(field("with", "jid-single"))
         .child(field("start", "text-single"))
         .child(field("end", "text-single"))
@@ -795,13 +777,13 @@ fn result_message(
     let original = item.value["xml"]
         .as_str()
         .and_then(|x| parse_element(x).ok())?;
-    let mut result = Element::new("result", NS_MAM).attr("id", item.id.clone());
+    let mut result = Element::new("result", ns::MAM).attr("id", item.id.clone());
     if let Some(q) = queryid {
         result.set_attr("queryid", Some(q.to_string()));
     }
     result.push(
-        Element::new("forwarded", NS_FORWARD)
-            .child(Element::new("delay", NS_DELAY).attr("stamp", datetime::format(item.when)))
+        Element::new("forwarded", ns::FORWARD)
+            .child(Element::new("delay", ns::DELAY).attr("stamp", datetime::format(item.when)))
             .child(original),
     );
     Some(
@@ -818,14 +800,14 @@ async fn query(ev: &StanzaEvent, max_page: usize) {
     if !own(ev).await {
         return;
     }
-    let Some(q) = ev.stanza.get_child("query", NS_MAM) else {
+    let Some(q) = ev.stanza.get_child("query", ns::MAM) else {
         ev.reply_error(C::BadRequest.into()).await;
         return;
     };
     let queryid = q.get_attr("queryid");
-    let flip = q.get_child("flip-page", NS_MAM).is_some();
-    let parsed = parse_form(q.get_child("x", NS_DATA))
-        .and_then(|f| parse_rsm(q.get_child("set", NS_RSM)).map(|r| (f, r)));
+    let flip = q.get_child("flip-page", ns::MAM).is_some();
+    let parsed = parse_form(q.get_child("x", ns::DATA))
+        .and_then(|f| parse_rsm(q.get_child("set", ns::RSM)).map(|r| (f, r)));
     let (filter, rsm) = match parsed {
         Ok(p) => p,
         Err(e) => {
@@ -867,15 +849,15 @@ async fn query(ev: &StanzaEvent, max_page: usize) {
             None => ev.core.send(m).await,
         }
     }
-    let mut set = Element::new("set", NS_RSM);
+    let mut set = Element::new("set", ns::RSM);
     if let (Some(first), Some(last)) = (page.items.first(), page.items.last()) {
-        set.push(Element::new("first", NS_RSM).text(first.id.clone()));
-        set.push(Element::new("last", NS_RSM).text(last.id.clone()));
+        set.push(Element::new("first", ns::RSM).text(first.id.clone()));
+        set.push(Element::new("last", ns::RSM).text(last.id.clone()));
     }
     if let Some(n) = page.count {
-        set.push(Element::new("count", NS_RSM).text(n.to_string()));
+        set.push(Element::new("count", ns::RSM).text(n.to_string()));
     }
-    let mut fin = Element::new("fin", NS_MAM);
+    let mut fin = Element::new("fin", ns::MAM);
     if page.complete {
         fin.set_attr("complete", Some("true".into()));
     }
@@ -905,11 +887,11 @@ async fn metadata(ev: &StanzaEvent) {
             return;
         }
     };
-    let mut meta = Element::new("metadata", NS_MAM);
+    let mut meta = Element::new("metadata", ns::MAM);
     for (name, item) in [("start", first), ("end", last)] {
         if let Some(i) = item {
             meta.push(
-                Element::new(name, NS_MAM)
+                Element::new(name, ns::MAM)
                     .attr("id", i.id)
                     .attr("timestamp", datetime::format(i.when)),
             );
@@ -950,11 +932,11 @@ mod tests {
     use crate::storage::Store;
 
     fn form(fields: &[(&str, &[&str])]) -> Element {
-        let mut x = Element::new("x", NS_DATA).attr("type", "submit");
+        let mut x = Element::new("x", ns::DATA).attr("type", "submit");
         for (var, values) in fields {
-            let mut f = Element::new("field", NS_DATA).attr("var", *var);
+            let mut f = Element::new("field", ns::DATA).attr("var", *var);
             for v in *values {
-                f.push(Element::new("value", NS_DATA).text(*v));
+                f.push(Element::new("value", ns::DATA).text(*v));
             }
             x.push(f);
         }
@@ -964,7 +946,7 @@ mod tests {
     #[test]
     fn form_fields_parse_and_bad_values_are_refused() {
         let f = parse_form(Some(&form(&[
-            ("FORM_TYPE", &[NS_MAM]),
+            ("FORM_TYPE", &[ns::MAM]),
             ("with", &["Bob@Localhost/res"]),
             ("start", &["2020-01-01T00:00:00Z"]),
             ("end", &["2020-01-02T00:00:00.5+01:00"]),
@@ -984,6 +966,9 @@ mod tests {
             form(&[("FORM_TYPE", &["urn:other"])]),
             form(&[("with", &["a@@b"])]),
             form(&[("start", &["yesterday"])]),
+            // A 12-digit year would overflow the seconds: refused, never a panic.
+            form(&[("start", &["999999999999-01-01T00:00:00Z"])]),
+            form(&[("end", &["-99999999999-12-31T23:59:59Z"])]),
             form(&[("with", &["a@b", "c@d"])]),
             form(&[("fulltext", &["hi"])]),
         ] {
@@ -996,9 +981,9 @@ mod tests {
 
     #[test]
     fn rsm_parses_max_after_and_empty_before() {
-        let set = Element::new("set", NS_RSM)
-            .child(Element::new("max", NS_RSM).text("10"))
-            .child(Element::new("after", NS_RSM).text("id1"));
+        let set = Element::new("set", ns::RSM)
+            .child(Element::new("max", ns::RSM).text("10"))
+            .child(Element::new("after", ns::RSM).text("id1"));
         let r = parse_rsm(Some(&set)).unwrap();
         assert_eq!(
             r,
@@ -1008,14 +993,14 @@ mod tests {
                 before: None
             }
         );
-        let last = Element::new("set", NS_RSM).child(Element::new("before", NS_RSM));
+        let last = Element::new("set", ns::RSM).child(Element::new("before", ns::RSM));
         assert_eq!(parse_rsm(Some(&last)).unwrap().before, Some(None));
-        let bad = Element::new("set", NS_RSM).child(Element::new("max", NS_RSM).text("-1"));
+        let bad = Element::new("set", ns::RSM).child(Element::new("max", ns::RSM).text("-1"));
         assert!(matches!(
             parse_rsm(Some(&bad)),
             Err(QueryError::BadRequest(_))
         ));
-        let idx = Element::new("set", NS_RSM).child(Element::new("index", NS_RSM).text("3"));
+        let idx = Element::new("set", ns::RSM).child(Element::new("index", ns::RSM).text("3"));
         assert!(matches!(
             parse_rsm(Some(&idx)),
             Err(QueryError::NotImplemented(_))
@@ -1039,17 +1024,17 @@ mod tests {
         assert!(!archivable(&msg(Some("groupchat")).child(body())));
         assert!(!archivable(&msg(Some("chat"))));
         assert!(archivable(
-            &msg(Some("chat")).child(Element::new("store", NS_HINTS))
+            &msg(Some("chat")).child(Element::new("store", ns::HINTS))
         ));
         assert!(!archivable(
             &msg(Some("chat"))
                 .child(body())
-                .child(Element::new("no-store", NS_HINTS))
+                .child(Element::new("no-store", ns::HINTS))
         ));
         assert!(!archivable(
             &msg(Some("chat"))
                 .child(body())
-                .child(Element::new("no-permanent-store", NS_HINTS))
+                .child(Element::new("no-permanent-store", ns::HINTS))
         ));
     }
 
@@ -1059,17 +1044,20 @@ mod tests {
         let mut m = Element::new("message", ns::CLIENT)
             .child(Element::new("body", ns::CLIENT).text("x"))
             .child(
-                Element::new("stanza-id", NS_SID)
+                Element::new("stanza-id", ns::SID)
                     .attr("by", "alice@localhost")
                     .attr("id", "f"),
             )
             .child(
-                Element::new("stanza-id", NS_SID)
+                Element::new("stanza-id", ns::SID)
                     .attr("by", "other@x")
                     .attr("id", "o"),
             );
         strip_stanza_ids(&mut m, &me);
-        let ids: Vec<_> = m.children().filter(|c| c.is("stanza-id", NS_SID)).collect();
+        let ids: Vec<_> = m
+            .children()
+            .filter(|c| c.is("stanza-id", ns::SID))
+            .collect();
         assert_eq!(ids.len(), 1);
         assert_eq!(ids[0].get_attr("by"), Some("other@x"));
         assert!(m.get_child("body", ns::CLIENT).is_some());
@@ -1088,7 +1076,7 @@ mod tests {
         assert_eq!(p.decide(&j("z@spam.example")), Some(false));
         assert_eq!(p.decide(&j("c@x")), None);
         assert_eq!(Prefs::from_element(&p.to_element()).unwrap(), p);
-        assert!(Prefs::from_element(&Element::new("prefs", NS_MAM)).is_err());
+        assert!(Prefs::from_element(&Element::new("prefs", ns::MAM)).is_err());
     }
 
     async fn filled(n: usize) -> (ArchiveStore, Vec<String>) {

@@ -6,6 +6,7 @@ use serde_json::json;
 use crate::core::accounts::now;
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext, StoreKind};
+use crate::core::priority;
 use crate::storage::ArchiveQuery;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::parser::parse_element;
@@ -13,10 +14,6 @@ use crate::xmpp::{Element, Jid, ns};
 
 /// The archive store holding offline messages.
 pub const STORE: &str = "offline";
-/// XEP-0203 delayed delivery namespace.
-pub const NS_DELAY: &str = "urn:xmpp:delay";
-/// XEP-0160 feature advertised in disco.
-pub const NS_OFFLINE: &str = "msgoffline";
 
 /// The `offline` module.
 pub struct Offline;
@@ -34,16 +31,16 @@ impl Module for Offline {
         // Opened through the API: what it holds for an account goes with the account.
         ctx.open_store(STORE, StoreKind::Archive);
         let max = ctx.option_integer("offline_max_messages", 1000, 1, 1_000_000) as usize;
-        ctx.add_feature(NS_OFFLINE);
+        ctx.add_feature(ns::OFFLINE);
         ctx.hook(
             "message/offline",
-            0,
+            priority::HANDLER,
             handler(move |ev| async move { store(ev, max).await }),
         );
-        // Runs after the presence module (priority 0) broadcast and probed.
+        // Runs after the presence module broadcast and probed.
         ctx.hook(
             "presence/initial",
-            -10,
+            priority::AFTER_HANDLERS,
             handler(|ev| async move {
                 flush(&ev).await;
                 Flow::Continue(ev)
@@ -76,9 +73,9 @@ async fn store(ev: StanzaEvent, max: usize) -> Flow {
     }
     let when = now();
     let mut stanza = ev.stanza.clone();
-    stanza.remove_children("delay", NS_DELAY);
+    stanza.remove_children("delay", ns::DELAY);
     stanza.push(
-        Element::new("delay", NS_DELAY)
+        Element::new("delay", ns::DELAY)
             .attr("from", user.domain())
             .attr("stamp", crate::xmpp::datetime::format(when)),
     );

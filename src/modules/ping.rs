@@ -2,6 +2,7 @@
 
 use crate::core::events::{Flow, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext};
+use crate::core::priority;
 use crate::xmpp::{ns, stanza};
 
 /// The `ping` module.
@@ -16,7 +17,7 @@ impl Module for Ping {
         ctx.add_feature(ns::PING);
         ctx.hook(
             &format!("iq-get/host/{}:ping", ns::PING),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 let reply = stanza::iq_result(&ev.stanza, None);
                 ev.reply(reply).await;

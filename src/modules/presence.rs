@@ -6,13 +6,11 @@ use std::sync::Arc;
 use crate::core::Core;
 use crate::core::events::{Flow, Origin, StanzaEvent, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext};
+use crate::core::priority;
 use crate::core::roster::RosterItem;
 use crate::core::sessions::SessionHandle;
 use crate::xmpp::parser::parse_element;
 use crate::xmpp::{Element, Jid, ns, stanza};
-
-/// Stream feature announcing subscription pre-approval (RFC 6121 §3.4).
-pub const NS_PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
 
 /// The `presence` module.
 pub struct Presence;
@@ -22,25 +20,15 @@ impl Module for Presence {
         "presence"
     }
 
-    fn options(&self) -> &'static [&'static str] {
-        // Read by the router's bare-JID delivery (RFC 6121 §8.5.2.1.1): "all" or "highest".
-        &["bare_message_delivery"]
-    }
-
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
-        let policy = ctx.option_enum("bare_message_delivery", "all", &["highest"]);
-        ctx.log(
-            tracing::Level::DEBUG,
-            &format!("bare JID messages go to {policy} resources"),
-        );
-        ctx.add_stream_feature(Element::new("sub", NS_PRE_APPROVAL));
-        ctx.hook("pre-presence/bare", 0, handler(outbound));
-        ctx.hook("pre-presence/full", 0, handler(outbound));
-        ctx.hook("presence/bare", 0, handler(inbound));
-        ctx.hook("presence/full", 0, handler(inbound));
+        ctx.add_stream_feature(Element::new("sub", ns::PRE_APPROVAL));
+        ctx.hook("pre-presence/bare", priority::HANDLER, handler(outbound));
+        ctx.hook("pre-presence/full", priority::HANDLER, handler(outbound));
+        ctx.hook("presence/bare", priority::HANDLER, handler(inbound));
+        ctx.hook("presence/full", priority::HANDLER, handler(inbound));
         ctx.hook(
             "presence/initial",
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 initial(&ev).await;
                 Flow::Continue(ev)

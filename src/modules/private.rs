@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext, StoreKind};
+use crate::core::priority;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::parser::parse_element;
 use crate::xmpp::{Element, ns, stanza};
@@ -121,12 +122,12 @@ impl Module for Private {
         ctx.add_feature(ns::PRIVATE);
         ctx.hook(
             &format!("iq-get/bare/{}:query", ns::PRIVATE),
-            0,
+            priority::HANDLER,
             handler(get),
         );
         ctx.hook(
             &format!("iq-set/bare/{}:query", ns::PRIVATE),
-            0,
+            priority::HANDLER,
             handler(set),
         );
         Ok(())

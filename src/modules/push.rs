@@ -1,6 +1,6 @@
-//! XEP-0357 push notifications (server side): clients register an app server; while none of
-//! the account's sessions can receive a message (all hibernated or none online), each new
-//! message triggers a summary notification to the app server — without the body unless
+//! XEP-0357 push notifications (server side): clients register an app server; each new
+//! message that waits for its user — the delivery decision ([`crate::core::delivery`]) sends it
+//! only to hibernated sessions or to offline storage — triggers a summary notification to the app server — without the body unless
 //! `push_notification_with_body` is set.
 
 use std::sync::Arc;
@@ -12,13 +12,10 @@ use crate::core::Core;
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::iq::IqError;
 use crate::core::modules::{LoadError, Module, ModuleContext, StoreKind};
+use crate::core::priority;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::{Element, Jid, ns, stanza};
 
-/// XEP-0357 namespace.
-pub const NS_PUSH: &str = "urn:xmpp:push:0";
-const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
-const NS_DATA: &str = "jabber:x:data";
 const STORE: &str = "push";
 
 /// The `push` module.
@@ -52,18 +49,18 @@ impl Module for Push {
             with_sender: ctx.option_bool("push_notification_with_sender", false),
             max_registrations: ctx.option_integer("push_max_registrations", 10, 1, 100) as usize,
         };
-        ctx.add_item(super::disco::ACCOUNT_FEATURE, json!(NS_PUSH));
+        ctx.add_item(super::disco::ACCOUNT_FEATURE, json!(ns::PUSH));
         ctx.hook(
-            &format!("iq-set/bare/{NS_PUSH}:enable"),
-            0,
+            &format!("iq-set/bare/{}:enable", ns::PUSH),
+            priority::HANDLER,
             handler(move |ev| async move {
                 enable(&ev, settings).await;
                 Flow::Handled
             }),
         );
         ctx.hook(
-            &format!("iq-set/bare/{NS_PUSH}:disable"),
-            0,
+            &format!("iq-set/bare/{}:disable", ns::PUSH),
+            priority::HANDLER,
             handler(|ev| async move {
                 disable(&ev).await;
                 Flow::Handled
@@ -72,7 +69,7 @@ impl Module for Push {
         for event in ["message/bare", "message/full"] {
             ctx.hook(
                 event,
-                50,
+                priority::PUSH,
                 handler(move |ev| async move {
                     maybe_notify(&ev, settings).await;
                     Flow::Continue(ev)
@@ -108,11 +105,11 @@ async fn enable(ev: &StanzaEvent, settings: Settings) {
     };
     // Publish options the app server wants (e.g. a secret), passed back on every notification.
     let mut options = serde_json::Map::new();
-    if let Some(form) = req.get_child("x", NS_DATA) {
+    if let Some(form) = req.get_child("x", ns::DATA) {
         for field in form.children().filter(|f| f.name() == "field") {
             if let Some(var) = field.get_attr("var").filter(|v| *v != "FORM_TYPE") {
                 let value = field
-                    .get_child("value", NS_DATA)
+                    .get_child("value", ns::DATA)
                     .map(|v| v.text_content())
                     .unwrap_or_default();
                 options.insert(var.to_string(), Value::from(value));
@@ -178,17 +175,11 @@ async fn maybe_notify(ev: &StanzaEvent, settings: Settings) {
     if !is_notable(&ev.stanza) {
         return;
     }
-    let user = ev.to.bare();
-    // Someone can take it now: no push.
-    let reachable = ev
-        .core
-        .sessions
-        .resources(&user)
-        .iter()
-        .any(|s| s.is_available() && !s.is_hibernating());
-    if reachable {
+    // Someone can take it now (or nobody ever will): no push.
+    if !ev.core.delivery(&ev.from, &ev.to, &ev.stanza).await.waits() {
         return;
     }
+    let user = ev.to.bare();
     let Ok(regs) = ev
         .core
         .store
@@ -243,9 +234,9 @@ async fn maybe_notify(ev: &StanzaEvent, settings: Settings) {
 }
 
 fn field(var: &str, value: &str) -> Element {
-    Element::new("field", NS_DATA)
+    Element::new("field", ns::DATA)
         .attr("var", var)
-        .child(Element::new("value", NS_DATA).text(value))
+        .child(Element::new("value", ns::DATA).text(value))
 }
 
 fn notification(
@@ -257,7 +248,7 @@ fn notification(
     sender: &Jid,
     settings: Settings,
 ) -> Element {
-    let mut form = Element::new("x", NS_DATA)
+    let mut form = Element::new("x", ns::DATA)
         .attr("type", "form")
         .child(field("FORM_TYPE", "urn:xmpp:push:summary"))
         .child(field("message-count", "1"));
@@ -269,14 +260,16 @@ fn notification(
     {
         form.push(field("last-message-body", &body.text_content()));
     }
-    let mut pubsub = Element::new("pubsub", NS_PUBSUB).child(
-        Element::new("publish", NS_PUBSUB).attr("node", node).child(
-            Element::new("item", NS_PUBSUB)
-                .child(Element::new("notification", NS_PUSH).child(form)),
-        ),
+    let mut pubsub = Element::new("pubsub", ns::PUBSUB).child(
+        Element::new("publish", ns::PUBSUB)
+            .attr("node", node)
+            .child(
+                Element::new("item", ns::PUBSUB)
+                    .child(Element::new("notification", ns::PUSH).child(form)),
+            ),
     );
     if let Some(opts) = options.as_object().filter(|o| !o.is_empty()) {
-        let mut x = Element::new("x", NS_DATA)
+        let mut x = Element::new("x", ns::DATA)
             .attr("type", "submit")
             .child(field(
                 "FORM_TYPE",
@@ -285,7 +278,7 @@ fn notification(
         for (k, v) in opts {
             x.push(field(k, v.as_str().unwrap_or_default()));
         }
-        pubsub.push(Element::new("publish-options", NS_PUBSUB).child(x));
+        pubsub.push(Element::new("publish-options", ns::PUBSUB).child(x));
     }
     use rand::Rng;
     let id: u64 = rand::rng().random();

@@ -8,6 +8,7 @@
 
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext};
+use crate::core::priority;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::jid;
 use crate::xmpp::{Element, ns, stanza};
@@ -103,12 +104,12 @@ impl Module for Register {
         for dest in ["host", "bare"] {
             ctx.hook(
                 &format!("iq-get/{dest}/{}:query", ns::REGISTER),
-                0,
+                priority::HANDLER,
                 handler(get),
             );
             ctx.hook(
                 &format!("iq-set/{dest}/{}:query", ns::REGISTER),
-                0,
+                priority::HANDLER,
                 handler(set),
             );
         }

@@ -6,12 +6,10 @@ use std::sync::Arc;
 use crate::core::Core;
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext};
-use crate::core::roster::{NS_ROSTER, RosterItem};
+use crate::core::priority;
+use crate::core::roster::RosterItem;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
-use crate::xmpp::{Element, Jid, stanza};
-
-/// Stream feature namespace for roster versioning (XEP-0237).
-pub const NS_ROSTER_VER: &str = "urn:xmpp:features:rosterver";
+use crate::xmpp::{Element, Jid, ns, stanza};
 
 /// The `roster` module.
 pub struct Roster;
@@ -27,18 +25,18 @@ impl Module for Roster {
 
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         let max = ctx.option_integer("roster_max_items", 1000, 1, 1_000_000) as usize;
-        ctx.add_stream_feature(Element::new("ver", NS_ROSTER_VER));
+        ctx.add_stream_feature(Element::new("ver", ns::ROSTER_VER));
         ctx.hook(
-            &format!("iq-get/bare/{NS_ROSTER}:query"),
-            0,
+            &format!("iq-get/bare/{}:query", ns::ROSTER),
+            priority::HANDLER,
             handler(|ev| async move {
                 get(ev).await;
                 Flow::Handled
             }),
         );
         ctx.hook(
-            &format!("iq-set/bare/{NS_ROSTER}:query"),
-            0,
+            &format!("iq-set/bare/{}:query", ns::ROSTER),
+            priority::HANDLER,
             handler(move |ev| async move {
                 set(ev, max).await;
                 Flow::Handled
@@ -76,7 +74,7 @@ async fn get(ev: StanzaEvent) {
         // XEP-0237: unchanged, so an empty result; pushes follow for later changes.
         stanza::iq_result(&ev.stanza, None)
     } else {
-        let mut query = Element::new("query", NS_ROSTER).attr("ver", ver);
+        let mut query = Element::new("query", ns::ROSTER).attr("ver", ver);
         for i in items {
             query.push(i.to_element());
         }
@@ -95,7 +93,7 @@ async fn set(ev: StanzaEvent, max: usize) {
     };
     let items: Vec<&Element> = query
         .children()
-        .filter(|c| c.is("item", NS_ROSTER))
+        .filter(|c| c.is("item", ns::ROSTER))
         .collect();
     if items.len() != 1 {
         return fail(&ev, C::BadRequest, Some("exactly one item")).await;
@@ -122,7 +120,7 @@ async fn set(ev: StanzaEvent, max: usize) {
         .map(str::to_string)
         .filter(|n| !n.is_empty());
     let mut groups: Vec<String> = Vec::new();
-    for g in item.children().filter(|c| c.is("group", NS_ROSTER)) {
+    for g in item.children().filter(|c| c.is("group", ns::ROSTER)) {
         let g = g.text_content();
         if g.is_empty() || g.len() > 1024 {
             return fail(&ev, C::NotAcceptable, Some("empty or overlong group name")).await;

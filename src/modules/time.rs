@@ -4,6 +4,7 @@
 use crate::core::accounts::now;
 use crate::core::events::{Flow, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext};
+use crate::core::priority;
 use crate::xmpp::{Element, datetime, ns, stanza};
 
 /// The `time` module.
@@ -18,7 +19,7 @@ impl Module for Time {
         ctx.add_feature(ns::TIME);
         ctx.hook(
             &format!("iq-get/host/{}:time", ns::TIME),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 let payload = Element::new("time", ns::TIME)
                     .child(Element::new("tzo", ns::TIME).text("+00:00"))

@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::core::Core;
 use crate::core::events::{Flow, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext, StoreKind};
+use crate::core::priority;
 use crate::storage::StorageError;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::parser::parse_element;
@@ -92,7 +93,7 @@ impl Module for Vcard {
         ctx.add_feature(ns::VCARD);
         ctx.hook(
             &format!("iq-get/bare/{}:vCard", ns::VCARD),
-            0,
+            priority::HANDLER,
             handler(|ev| async move {
                 if ev.from.bare() != ev.to
                     && !ev.core.accounts.exists(&ev.to).await.unwrap_or(false)
@@ -115,7 +116,7 @@ impl Module for Vcard {
         );
         ctx.hook(
             &format!("iq-set/bare/{}:vCard", ns::VCARD),
-            0,
+            priority::HANDLER,
             handler(move |ev| async move {
                 if ev.from.bare() != ev.to {
                     ev.reply_error(C::Forbidden.into()).await;

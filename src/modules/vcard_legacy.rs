@@ -4,7 +4,7 @@
 //! - A vCard set (XEP-0054) with a `PHOTO/BINVAL` publishes the image to `urn:xmpp:avatar:data`
 //!   and its `<info/>` to `urn:xmpp:avatar:metadata` (item id = SHA-1 of the image); a vCard
 //!   without a photo disables the PEP avatar (empty metadata) if one was set. This hook runs
-//!   before the `vcard` module's ([`PRIORITY`]), which then stores the vCard and answers.
+//!   before the `vcard` module's ([`priority::INTERCEPT`](crate::core::priority::INTERCEPT)), which then stores the vCard and answers.
 //! - A client's publish to `urn:xmpp:avatar:metadata` (the `pep` module's
 //!   `pep-publish-item` event) copies the referenced data item into the vCard `PHOTO`, or removes
 //!   it when the metadata is empty.
@@ -24,19 +24,9 @@ use super::pep::{self, Publish};
 use super::vcard;
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext};
+use crate::core::priority;
 use crate::xmpp::element::Node;
 use crate::xmpp::{Element, ns};
-
-/// XEP-0398 feature advertised on accounts.
-pub const NS_CONVERSION: &str = "urn:xmpp:pep-vcard-conversion:0";
-/// XEP-0084 data node and namespace.
-pub const NS_AVATAR_DATA: &str = "urn:xmpp:avatar:data";
-/// XEP-0084 metadata node and namespace.
-pub const NS_AVATAR_METADATA: &str = "urn:xmpp:avatar:metadata";
-/// XEP-0153 presence extension.
-pub const NS_VCARD_UPDATE: &str = "vcard-temp:x:update";
-/// Priority of the hooks on vCard sets and broadcast presence (above `vcard` and `presence`, 0).
-pub const PRIORITY: i32 = 10;
 
 /// The `vcard_legacy` module.
 pub struct VcardLegacy;
@@ -122,24 +112,24 @@ async fn vcard_set(ev: StanzaEvent, max_size: usize) -> Flow {
         Some(photo) => {
             let id = sha1_hex(&photo.data);
             let current = svc
-                .node(&ev.core, &owner, NS_AVATAR_METADATA)
+                .node(&ev.core, &owner, ns::AVATAR_METADATA)
                 .await
                 .ok()
                 .flatten()
                 .and_then(|r| r.items.last().cloned());
             if current.as_deref() != Some(id.as_str()) {
-                let data = Element::new("data", NS_AVATAR_DATA).text(STANDARD.encode(&photo.data));
-                let info = Element::new("info", NS_AVATAR_METADATA)
+                let data = Element::new("data", ns::AVATAR_DATA).text(STANDARD.encode(&photo.data));
+                let info = Element::new("info", ns::AVATAR_METADATA)
                     .attr("bytes", photo.data.len().to_string())
                     .attr("id", id.clone())
                     .attr("type", photo.mime.clone());
-                let meta = Element::new("metadata", NS_AVATAR_METADATA).child(info);
+                let meta = Element::new("metadata", ns::AVATAR_METADATA).child(info);
                 let r = match svc
-                    .publish(&ev.core, &owner, publish(NS_AVATAR_DATA, id.clone(), data))
+                    .publish(&ev.core, &owner, publish(ns::AVATAR_DATA, id.clone(), data))
                     .await
                 {
                     Ok(_) => {
-                        svc.publish(&ev.core, &owner, publish(NS_AVATAR_METADATA, id, meta))
+                        svc.publish(&ev.core, &owner, publish(ns::AVATAR_METADATA, id, meta))
                             .await
                     }
                     Err(e) => Err(e),
@@ -152,20 +142,20 @@ async fn vcard_set(ev: StanzaEvent, max_size: usize) -> Flow {
         // A photo given by URL (EXTVAL) or undecodable: leave the PEP avatar alone.
         None if card.get_child("PHOTO", ns::VCARD).is_some() => {}
         None => {
-            let had_avatar = match svc.items(&ev.core, &owner, NS_AVATAR_METADATA).await {
+            let had_avatar = match svc.items(&ev.core, &owner, ns::AVATAR_METADATA).await {
                 Ok((_, items)) => items
                     .last()
                     .and_then(|(_, i)| i.payload())
-                    .is_some_and(|m| m.get_child("info", NS_AVATAR_METADATA).is_some()),
+                    .is_some_and(|m| m.get_child("info", ns::AVATAR_METADATA).is_some()),
                 Err(_) => false,
             };
             if had_avatar {
-                let empty = Element::new("metadata", NS_AVATAR_METADATA);
+                let empty = Element::new("metadata", ns::AVATAR_METADATA);
                 let r = svc
                     .publish(
                         &ev.core,
                         &owner,
-                        publish(NS_AVATAR_METADATA, "current".into(), empty),
+                        publish(ns::AVATAR_METADATA, "current".into(), empty),
                     )
                     .await;
                 if let Err(e) = r {
@@ -179,7 +169,7 @@ async fn vcard_set(ev: StanzaEvent, max_size: usize) -> Flow {
 
 /// A client published avatar metadata: mirror it into the vCard.
 async fn avatar_published(ev: StanzaEvent, max_size: usize) -> Flow {
-    if ev.stanza.get_attr("node") != Some(NS_AVATAR_METADATA) || !vcard_loaded(&ev) {
+    if ev.stanza.get_attr("node") != Some(ns::AVATAR_METADATA) || !vcard_loaded(&ev) {
         return Flow::Continue(ev);
     }
     let Some(svc) = pep::service(&ev.core, ev.to.domain()) else {
@@ -188,7 +178,7 @@ async fn avatar_published(ev: StanzaEvent, max_size: usize) -> Flow {
     let Some(meta) = ev
         .stanza
         .first_child()
-        .and_then(|i| i.get_child("metadata", NS_AVATAR_METADATA))
+        .and_then(|i| i.get_child("metadata", ns::AVATAR_METADATA))
     else {
         return Flow::Continue(ev);
     };
@@ -202,7 +192,7 @@ async fn avatar_published(ev: StanzaEvent, max_size: usize) -> Flow {
     };
     let info = meta
         .children()
-        .find(|c| c.is("info", NS_AVATAR_METADATA) && c.get_attr("url").is_none());
+        .find(|c| c.is("info", ns::AVATAR_METADATA) && c.get_attr("url").is_none());
     let updated = match info {
         Some(info) => {
             let (Some(id), mime) = (
@@ -211,8 +201,8 @@ async fn avatar_published(ev: StanzaEvent, max_size: usize) -> Flow {
             ) else {
                 return Flow::Continue(ev);
             };
-            let data = match svc.item(&ev.core, &owner, NS_AVATAR_DATA, id).await {
-                Ok(Some(d)) if d.is("data", NS_AVATAR_DATA) => d.text_content(),
+            let data = match svc.item(&ev.core, &owner, ns::AVATAR_DATA, id).await {
+                Ok(Some(d)) if d.is("data", ns::AVATAR_DATA) => d.text_content(),
                 _ => return Flow::Continue(ev),
             };
             let clean: String = data.chars().filter(|c| !c.is_whitespace()).collect();
@@ -257,13 +247,13 @@ async fn presence(mut ev: StanzaEvent) -> Flow {
         Ok(_) => None,
         Err(_) => return Flow::Continue(ev),
     };
-    let mut photo = Element::new("photo", NS_VCARD_UPDATE);
+    let mut photo = Element::new("photo", ns::VCARD_UPDATE);
     if let Some(h) = hash {
         photo.push_text(h);
     }
-    ev.stanza.remove_children("x", NS_VCARD_UPDATE);
+    ev.stanza.remove_children("x", ns::VCARD_UPDATE);
     ev.stanza
-        .push(Element::new("x", NS_VCARD_UPDATE).child(photo));
+        .push(Element::new("x", ns::VCARD_UPDATE).child(photo));
     session.set_presence(true, session.priority(), Some(ev.stanza.clone()));
     Flow::Continue(ev)
 }
@@ -277,18 +267,21 @@ impl Module for VcardLegacy {
         // The vcard module's size limit, so a vCard it would refuse is not converted.
         let max_size =
             ctx.option_integer("vcard_max_size", vcard::DEFAULT_MAX_SIZE, 256, 16 << 20) as usize;
-        ctx.add_item(super::disco::ACCOUNT_FEATURE, json!(NS_CONVERSION));
+        ctx.add_item(
+            super::disco::ACCOUNT_FEATURE,
+            json!(ns::PEP_VCARD_CONVERSION),
+        );
         ctx.hook(
             &format!("iq-set/bare/{}:vCard", ns::VCARD),
-            PRIORITY,
+            priority::INTERCEPT,
             handler(move |ev| vcard_set(ev, max_size)),
         );
         ctx.hook(
             pep::PUBLISH_EVENT,
-            0,
+            priority::HANDLER,
             handler(move |ev| avatar_published(ev, max_size)),
         );
-        ctx.hook("pre-presence/bare", PRIORITY, handler(presence));
+        ctx.hook("pre-presence/bare", priority::INTERCEPT, handler(presence));
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::core::events::{Flow, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext};
+use crate::core::priority;
 use crate::xmpp::{Element, ns, stanza};
 
 /// The `version` module.
@@ -42,7 +43,7 @@ impl Module for Version {
         ctx.add_feature(ns::VERSION);
         ctx.hook(
             &format!("iq-get/host/{}:query", ns::VERSION),
-            0,
+            priority::HANDLER,
             handler(move |ev| {
                 let query = query.clone();
                 async move {

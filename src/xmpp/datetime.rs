@@ -13,14 +13,24 @@ pub fn format(secs: i64) -> String {
     )
 }
 
-/// Parses an XEP-0082 DateTime (any offset, optional fraction) into unix seconds.
+/// A number of exactly `len` ASCII digits.
+fn digits(s: &str, len: usize) -> Option<i64> {
+    if s.len() != len || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Parses an XEP-0082 DateTime (`CCYY-MM-DDThh:mm:ss[.sss]TZD`, any offset, optional
+/// fraction) into unix seconds. The year has four digits (0000–9999), so peer input can never
+/// overflow the arithmetic; anything else is `None`.
 pub fn parse(s: &str) -> Option<i64> {
     let s = s.trim();
     let (date, time) = s.split_once('T')?;
     let mut dp = date.splitn(3, '-');
-    let y: i64 = dp.next()?.parse().ok()?;
-    let m: u32 = dp.next()?.parse().ok()?;
-    let d: u32 = dp.next()?.parse().ok()?;
+    let y = digits(dp.next()?, 4)?;
+    let m = digits(dp.next()?, 2)?;
+    let d = digits(dp.next()?, 2)?;
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) || time.len() < 8 {
         return None;
     }
@@ -28,11 +38,17 @@ pub fn parse(s: &str) -> Option<i64> {
         Some(i) => time.split_at(i),
         None => return None,
     };
-    let clock = clock.split('.').next()?;
+    let (clock, fraction) = match clock.split_once('.') {
+        Some((c, f)) => (c, Some(f)),
+        None => (clock, None),
+    };
+    if fraction.is_some_and(|f| f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
     let mut cp = clock.splitn(3, ':');
-    let hh: i64 = cp.next()?.parse().ok()?;
-    let mm: i64 = cp.next()?.parse().ok()?;
-    let ss: i64 = cp.next()?.parse().ok()?;
+    let hh = digits(cp.next()?, 2)?;
+    let mm = digits(cp.next()?, 2)?;
+    let ss = digits(cp.next()?, 2)?;
     if hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
@@ -40,21 +56,30 @@ pub fn parse(s: &str) -> Option<i64> {
         0
     } else {
         let sign = if zone.starts_with('-') { -1 } else { 1 };
-        let (oh, om) = zone[1..].split_once(':')?;
-        sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
+        let (oh, om) = zone.get(1..)?.split_once(':')?;
+        let (oh, om) = (digits(oh, 2)?, digits(om, 2)?);
+        if oh > 23 || om > 59 {
+            return None;
+        }
+        sign * (oh * 3600 + om * 60)
     };
-    Some(days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss - offset)
+    days_from_civil(y, m as u32, d as u32)?
+        .checked_mul(86_400)?
+        .checked_add(hh * 3600 + mm * 60 + ss)?
+        .checked_sub(offset)
 }
 
-/// Howard Hinnant's days-from-civil (proleptic Gregorian).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
+/// Howard Hinnant's days-from-civil (proleptic Gregorian); `None` on overflow.
+fn days_from_civil(y: i64, m: u32, d: u32) -> Option<i64> {
+    let y = if m <= 2 { y.checked_sub(1)? } else { y };
     let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    era.checked_mul(146_097)?
+        .checked_add(doe)?
+        .checked_sub(719_468)
 }
 
 /// Howard Hinnant's civil-from-days.
@@ -89,5 +114,28 @@ mod tests {
         );
         assert_eq!(parse("nonsense"), None);
         assert_eq!(parse("2002-13-10T23:08:25Z"), None);
+    }
+
+    #[test]
+    fn out_of_profile_values_are_refused_not_overflowed() {
+        assert_eq!(parse("9999-12-31T23:59:59Z"), Some(253_402_300_799));
+        assert_eq!(parse("0000-03-01T00:00:00Z"), Some(-62_162_035_200));
+        for bad in [
+            "999999999999-01-01T00:00:00Z",
+            "-99999999999-01-01T00:00:00Z",
+            "99999999999999999999-01-01T00:00:00Z",
+            "+2020-01-01T00:00:00Z",
+            "20-01-01T00:00:00Z",
+            "2020-1-01T00:00:00Z",
+            "2020-01-01T0:00:00:00Z",
+            "2020-01-01T00:00:00.Z",
+            "2020-01-01T00:00:00.x1Z",
+            "2020-01-01T00:00:00+99:00",
+            "2020-01-01T00:00:00+01",
+            "2020-01-01T00:00:00+aa:bb",
+            "2020-01-01T00:00:00",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
     }
 }

@@ -50,3 +50,63 @@ pub const SERVER: &str = "jabber:server";
 pub const SM: &str = "urn:xmpp:sm:3";
 /// XEP-0352 client state indication.
 pub const CSI: &str = "urn:xmpp:csi:0";
+/// XEP-0203 delayed delivery.
+pub const DELAY: &str = "urn:xmpp:delay";
+/// XEP-0004 data forms.
+pub const DATA: &str = "jabber:x:data";
+/// XEP-0297 stanza forwarding.
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+/// XEP-0334 message processing hints.
+pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0280 message carbons.
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+/// XEP-0280 feature: the server follows the current eligibility rules.
+pub const CARBONS_RULES: &str = "urn:xmpp:carbons:rules:0";
+/// XEP-0085 chat state notifications.
+pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+/// XEP-0184 message delivery receipts.
+pub const RECEIPTS: &str = "urn:xmpp:receipts";
+/// XEP-0333 chat markers.
+pub const CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";
+/// XEP-0313 message archive management.
+pub const MAM: &str = "urn:xmpp:mam:2";
+/// XEP-0313 extended queries (before-id, after-id, ids).
+pub const MAM_EXTENDED: &str = "urn:xmpp:mam:2#extended";
+/// XEP-0359 unique and stable stanza ids.
+pub const SID: &str = "urn:xmpp:sid:0";
+/// XEP-0059 result set management.
+pub const RSM: &str = "http://jabber.org/protocol/rsm";
+/// XEP-0357 push notifications.
+pub const PUSH: &str = "urn:xmpp:push:0";
+/// XEP-0060 publish-subscribe.
+pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+/// XEP-0060 event notifications.
+pub const PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+/// XEP-0060 owner use cases.
+pub const PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
+/// XEP-0060 application errors.
+pub const PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+/// XEP-0115 entity capabilities.
+pub const CAPS: &str = "http://jabber.org/protocol/caps";
+/// XEP-0160 offline message feature advertised in disco.
+pub const OFFLINE: &str = "msgoffline";
+/// RFC 6121 roster.
+pub const ROSTER: &str = "jabber:iq:roster";
+/// XEP-0237 roster versioning stream feature.
+pub const ROSTER_VER: &str = "urn:xmpp:features:rosterver";
+/// RFC 6121 §3.4 subscription pre-approval stream feature.
+pub const PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
+/// XEP-0048 bookmarks in private XML storage.
+pub const BOOKMARKS: &str = "storage:bookmarks";
+/// XEP-0402 PEP native bookmarks.
+pub const BOOKMARKS2: &str = "urn:xmpp:bookmarks:1";
+/// XEP-0411 bookmarks conversion feature advertised on accounts.
+pub const BOOKMARKS_COMPAT: &str = "urn:xmpp:bookmarks:1#compat";
+/// XEP-0398 vCard to PEP avatar conversion.
+pub const PEP_VCARD_CONVERSION: &str = "urn:xmpp:pep-vcard-conversion:0";
+/// XEP-0084 user avatar data.
+pub const AVATAR_DATA: &str = "urn:xmpp:avatar:data";
+/// XEP-0084 user avatar metadata.
+pub const AVATAR_METADATA: &str = "urn:xmpp:avatar:metadata";
+/// XEP-0153 vCard-based avatar update.
+pub const VCARD_UPDATE: &str = "vcard-temp:x:update";

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::params::Params;
 use super::{ApiError, Ctx, body_object, ok, parse_body, reply, string_field, user_jid};
 use crate::core::Core;
+use crate::core::delivery;
 use crate::core::events::Origin;
 use crate::modules::admin_rest::AdminRestOptions;
 use crate::xmpp::{Element, Jid, ns};
@@ -34,21 +35,15 @@ enum Fate {
     Dropped,
 }
 
-fn fate(core: &Core, jid: &Jid) -> Fate {
-    if core
-        .sessions
-        .resources(jid)
-        .iter()
-        .any(|s| s.is_available() && s.priority() >= 0)
-    {
-        Fate::Delivered
-    } else if core
-        .host(jid.domain())
-        .is_some_and(|h| h.is_loaded("offline"))
-    {
-        Fate::Stored
-    } else {
-        Fate::Dropped
+/// What the router will do with `msg` for `jid`, as the one delivery decision says.
+async fn fate(core: &Core, jid: &Jid, msg: &Element) -> Fate {
+    let Ok(host) = Jid::parse(jid.domain()) else {
+        return Fate::Dropped;
+    };
+    match core.delivery(&host, jid, msg).await.fate {
+        delivery::Fate::Delivered => Fate::Delivered,
+        delivery::Fate::Offline => Fate::Stored,
+        delivery::Fate::Bounce(_) | delivery::Fate::Dropped => Fate::Dropped,
     }
 }
 
@@ -83,15 +78,12 @@ pub async fn send_message(
     let body = body_object(&headers, &body)?;
     let text = string_field(&body, "message")?;
     let opts = AdminRestOptions::for_host(&core.config.load(), &ctx.host);
-    let fate = fate(&core, &jid);
+    let msg = stanza(&jid, format!("{}{text}", opts.message_prefix));
+    let fate = fate(&core, &jid, &msg).await;
     if fate == Fate::Dropped {
         return Err(ApiError::MessageDropped);
     }
-    core.route(
-        Origin::Server,
-        stanza(&jid, format!("{}{text}", opts.message_prefix)),
-    )
-    .await;
+    core.route(Origin::Server, msg).await;
     Ok(match fate {
         Fate::Delivered => ok(format!("Message sent to user: {jid}")),
         _ => reply(
@@ -136,17 +128,13 @@ pub async fn multicast(
         let Some(jid) = recipient(&core, &ctx.host, to).await? else {
             continue;
         };
-        let fate = fate(&core, &jid);
-        match fate {
+        let msg = stanza(&jid, format!("{}{text}", opts.multicast_prefix));
+        match fate(&core, &jid, &msg).await {
             Fate::Delivered => sent += 1,
             Fate::Stored => delayed += 1,
             Fate::Dropped => continue,
         }
-        core.route(
-            Origin::Server,
-            stanza(&jid, format!("{}{text}", opts.multicast_prefix)),
-        )
-        .await;
+        core.route(Origin::Server, msg).await;
     }
     if sent + delayed == 0 {
         return Err(ApiError::other(
@@ -175,13 +163,18 @@ pub async fn broadcast(
         .sessions
         .all(Some(&ctx.host))
         .iter()
-        .filter(|s| s.is_available() && s.priority() >= 0)
         .map(|s| s.jid.bare())
         .collect();
     users.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     users.dedup();
+    let mut count = 0usize;
     for jid in &users {
-        core.route(Origin::Server, stanza(jid, text.clone())).await;
+        let msg = stanza(jid, text.clone());
+        // Only users an online session takes it from now (never stored offline).
+        if fate(&core, jid, &msg).await == Fate::Delivered {
+            core.route(Origin::Server, msg).await;
+            count += 1;
+        }
     }
-    Ok(ok(json!({ "count": users.len() })))
+    Ok(ok(json!({ "count": count })))
 }

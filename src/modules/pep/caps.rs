@@ -19,13 +19,10 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, watch};
 
-use super::form::NS_DATA;
 use crate::core::Core;
 use crate::core::iq::IqError;
 use crate::xmpp::{Element, Jid, ns};
 
-/// XEP-0115 namespace.
-pub const NS_CAPS: &str = "http://jabber.org/protocol/caps";
 /// Default bound of the cache (`pep_caps_cache_size`).
 pub const DEFAULT_CACHE_SIZE: usize = 1000;
 /// Most +notify nodes remembered per capability set.
@@ -60,7 +57,7 @@ impl Caps {
 
 /// The caps advertised in a presence, if any.
 pub fn caps_of(presence: &Element) -> Option<Caps> {
-    let c = presence.get_child("c", NS_CAPS)?;
+    let c = presence.get_child("c", ns::CAPS)?;
     let ver = c.get_attr("ver")?;
     let node = c.get_attr("node").unwrap_or("");
     if ver.is_empty() || ver.len() > 256 || node.len() > 1024 {
@@ -105,17 +102,17 @@ pub fn verification_string(query: &Element) -> Option<String> {
         return None;
     }
     let mut forms: Vec<(String, Vec<Field>)> = Vec::new();
-    for x in query.children().filter(|c| c.is("x", NS_DATA)) {
+    for x in query.children().filter(|c| c.is("x", ns::DATA)) {
         let mut form_type: Option<String> = None;
         let mut fields = Vec::new();
         let mut valid = false;
-        for f in x.children().filter(|c| c.is("field", NS_DATA)) {
+        for f in x.children().filter(|c| c.is("field", ns::DATA)) {
             let Some(var) = f.get_attr("var") else {
                 continue;
             };
             let mut values: Vec<String> = f
                 .children()
-                .filter(|c| c.is("value", NS_DATA))
+                .filter(|c| c.is("value", ns::DATA))
                 .map(|v| v.text_content())
                 .collect();
             if var == "FORM_TYPE" {

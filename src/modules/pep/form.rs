@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::xmpp::Element;
+use crate::xmpp::ns;
 
-/// XEP-0004 data forms.
-pub const NS_DATA: &str = "jabber:x:data";
 /// `FORM_TYPE` of node configuration forms.
 pub const NODE_CONFIG: &str = "http://jabber.org/protocol/pubsub#node_config";
 /// `FORM_TYPE` of publish-options forms.
@@ -74,7 +73,7 @@ impl Form {
 /// Parses a `<x xmlns='jabber:x:data'/>` element, bounded by [`MAX_FIELDS`], [`MAX_VALUES`]
 /// and [`MAX_VALUE_LEN`].
 pub fn parse_form(x: &Element) -> Result<Form, FormError> {
-    if !x.is("x", NS_DATA) {
+    if !x.is("x", ns::DATA) {
         return Err(FormError::NotAForm);
     }
     let mut form = Form {
@@ -82,7 +81,7 @@ pub fn parse_form(x: &Element) -> Result<Form, FormError> {
         ..Form::default()
     };
     let mut seen_type = false;
-    for (n, field) in x.children().filter(|c| c.is("field", NS_DATA)).enumerate() {
+    for (n, field) in x.children().filter(|c| c.is("field", ns::DATA)).enumerate() {
         if n >= MAX_FIELDS {
             return Err(FormError::TooLarge);
         }
@@ -90,7 +89,7 @@ pub fn parse_form(x: &Element) -> Result<Form, FormError> {
             continue;
         };
         let mut values = Vec::new();
-        for v in field.children().filter(|c| c.is("value", NS_DATA)) {
+        for v in field.children().filter(|c| c.is("value", ns::DATA)) {
             let text = v.text_content();
             if values.len() >= MAX_VALUES || text.len() > MAX_VALUE_LEN || var.len() > MAX_VALUE_LEN
             {
@@ -328,16 +327,17 @@ impl NodeConfig {
     /// The `pubsub#node_config` form (`type='form'`) showing this configuration.
     pub fn to_form(&self) -> Element {
         fn field(var: &str, ty: &str, value: &str) -> Element {
-            Element::new("field", NS_DATA)
+            Element::new("field", ns::DATA)
                 .attr("var", var)
                 .attr("type", ty)
-                .child(Element::new("value", NS_DATA).text(value))
+                .child(Element::new("value", ns::DATA).text(value))
         }
         fn list(var: &str, value: &str, options: &[&str]) -> Element {
             let mut f = field(var, "list-single", value);
             for o in options {
                 f.push(
-                    Element::new("option", NS_DATA).child(Element::new("value", NS_DATA).text(*o)),
+                    Element::new("option", ns::DATA)
+                        .child(Element::new("value", ns::DATA).text(*o)),
                 );
             }
             f
@@ -346,7 +346,7 @@ impl NodeConfig {
         let max = self
             .max_items
             .map_or_else(|| "max".to_string(), |n| n.to_string());
-        Element::new("x", NS_DATA)
+        Element::new("x", ns::DATA)
             .attr("type", "form")
             .child(field("FORM_TYPE", "hidden", NODE_CONFIG))
             .child(list(

@@ -36,29 +36,20 @@ use crate::core::accounts::now;
 use crate::core::events::{Flow, Origin, StanzaEvent, handler};
 use crate::core::module_api::ModuleHandle;
 use crate::core::modules::{LoadError, Module, ModuleContext};
+use crate::core::priority;
 use crate::core::sessions::SessionHandle;
 use crate::storage::StorageError;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::{Element, Jid, datetime, ns, stanza};
 use caps::{CapsCache, Lookup, Notify};
-use form::{AccessModel, Form, NS_DATA, NodeConfig, SendLast};
+use form::{AccessModel, Form, NodeConfig, SendLast};
 use store::{Affiliation, ItemRecord, NodeRecord, Op, Repo};
 
-/// XEP-0060 namespace.
-pub const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
-/// XEP-0060 event notifications.
-pub const NS_PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
-/// XEP-0060 owner use cases.
-pub const NS_PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
-/// XEP-0060 application error conditions.
-pub const NS_PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
-/// XEP-0203 delayed delivery (on last-published items).
-const NS_DELAY: &str = "urn:xmpp:delay";
 /// The stanza event fired on the owner's host after a client's publish.
 pub const PUBLISH_EVENT: &str = "pep-publish-item";
 /// Account disco#info features of the PEP service.
 pub const FEATURES: &[&str] = &[
-    NS_PUBSUB,
+    ns::PUBSUB,
     "http://jabber.org/protocol/pubsub#access-open",
     "http://jabber.org/protocol/pubsub#access-presence",
     "http://jabber.org/protocol/pubsub#access-whitelist",
@@ -96,8 +87,6 @@ pub const MAX_AFFILIATIONS: usize = 1000;
 const MAX_SEEN: usize = 100_000;
 /// Owner locks (striped by JID): one owner's changes are serialised.
 const LOCKS: usize = 64;
-/// Priority of the presence hook: before the presence module (0), which handles broadcasts.
-const PRESENCE_PRIORITY: i32 = 5;
 
 /// The `pep` module.
 pub struct Pep;
@@ -163,13 +152,13 @@ pub enum PepError {
 impl PepError {
     /// The stanza error and the pubsub application condition for this failure.
     pub fn to_error(&self) -> (StanzaError, Option<Element>) {
-        let app = |name: &str| Some(Element::new(name, NS_PUBSUB_ERRORS));
+        let app = |name: &str| Some(Element::new(name, ns::PUBSUB_ERRORS));
         match self {
             PepError::Forbidden | PepError::Outcast => (C::Forbidden.into(), None),
             PepError::NodeNotFound | PepError::ItemNotFound => (C::ItemNotFound.into(), None),
             PepError::BadRequest(cond) => (
                 C::BadRequest.into(),
-                (!cond.is_empty()).then(|| Element::new(*cond, NS_PUBSUB_ERRORS)),
+                (!cond.is_empty()).then(|| Element::new(*cond, ns::PUBSUB_ERRORS)),
             ),
             PepError::Precondition(field) => (
                 StanzaError::with_text(C::Conflict, format!("{field} does not match")),
@@ -194,7 +183,7 @@ impl PepError {
             PepError::ClosedNode => (C::NotAllowed.into(), app("closed-node")),
             PepError::Unsupported(feature) => (
                 C::FeatureNotImplemented.into(),
-                Some(Element::new("unsupported", NS_PUBSUB_ERRORS).attr("feature", *feature)),
+                Some(Element::new("unsupported", ns::PUBSUB_ERRORS).attr("feature", *feature)),
             ),
             PepError::Storage(_) => (C::InternalServerError.into(), None),
         }
@@ -250,7 +239,7 @@ fn event_message(owner: &Jid, to: &Jid, inner: Element) -> Element {
         .attr("from", owner.to_string())
         .attr("to", to.to_string())
         .attr("id", new_id())
-        .child(Element::new("event", NS_PUBSUB_EVENT).child(inner))
+        .child(Element::new("event", ns::PUBSUB_EVENT).child(inner))
 }
 
 /// Whether a contact (already known to have the owner's presence) may get the node's events.
@@ -391,11 +380,11 @@ impl Service {
             rec
         };
         if rec.config.deliver_notifications {
-            let mut item = Element::new("item", NS_PUBSUB_EVENT).attr("id", id.clone());
+            let mut item = Element::new("item", ns::PUBSUB_EVENT).attr("id", id.clone());
             if rec.config.deliver_payloads {
                 item.push(req.payload.clone());
             }
-            let inner = Element::new("items", NS_PUBSUB_EVENT)
+            let inner = Element::new("items", ns::PUBSUB_EVENT)
                 .attr("node", node.clone())
                 .child(item);
             self.broadcast(core, owner, &node, &rec, inner).await;
@@ -403,10 +392,10 @@ impl Service {
         if req.fire_event
             && let Some(host) = core.host(owner.domain()).cloned()
         {
-            let stanza = Element::new("publish", NS_PUBSUB)
+            let stanza = Element::new("publish", ns::PUBSUB)
                 .attr("node", node.clone())
                 .child(
-                    Element::new("item", NS_PUBSUB)
+                    Element::new("item", ns::PUBSUB)
                         .attr("id", id.clone())
                         .child(req.payload),
                 );
@@ -447,9 +436,9 @@ impl Service {
             rec
         };
         if notify.unwrap_or(rec.config.notify_retract) && rec.config.deliver_notifications {
-            let inner = Element::new("items", NS_PUBSUB_EVENT)
+            let inner = Element::new("items", ns::PUBSUB_EVENT)
                 .attr("node", node)
-                .child(Element::new("retract", NS_PUBSUB_EVENT).attr("id", id));
+                .child(Element::new("retract", ns::PUBSUB_EVENT).attr("id", id));
             self.broadcast(core, owner, node, &rec, inner).await;
         }
         Ok(())
@@ -551,9 +540,9 @@ impl Service {
         let notify = rec.config.deliver_notifications && (purge || rec.config.notify_delete);
         if notify {
             let inner = if purge {
-                Element::new("purge", NS_PUBSUB_EVENT).attr("node", node)
+                Element::new("purge", ns::PUBSUB_EVENT).attr("node", node)
             } else {
-                Element::new("delete", NS_PUBSUB_EVENT).attr("node", node)
+                Element::new("delete", ns::PUBSUB_EVENT).attr("node", node)
             };
             self.broadcast(core, owner, node, &rec, inner).await;
         }
@@ -719,17 +708,17 @@ impl Service {
             let Ok(Some(item)) = repo.item(node, id).await else {
                 continue;
             };
-            let mut el = Element::new("item", NS_PUBSUB_EVENT).attr("id", id.clone());
+            let mut el = Element::new("item", ns::PUBSUB_EVENT).attr("id", id.clone());
             if rec.config.deliver_payloads
                 && let Some(p) = item.payload()
             {
                 el.push(p);
             }
-            let inner = Element::new("items", NS_PUBSUB_EVENT)
+            let inner = Element::new("items", ns::PUBSUB_EVENT)
                 .attr("node", node.clone())
                 .child(el);
             let msg = event_message(owner, to, inner).child(
-                Element::new("delay", NS_DELAY)
+                Element::new("delay", ns::DELAY)
                     .attr("stamp", datetime::format(item.when))
                     .attr("from", owner.to_string()),
             );
@@ -878,7 +867,7 @@ fn node_attr(el: &Element) -> Result<String, PepError> {
 }
 
 fn submitted_form(parent: Option<&Element>) -> Result<Option<Form>, PepError> {
-    match parent.and_then(|p| p.get_child("x", NS_DATA)) {
+    match parent.and_then(|p| p.get_child("x", ns::DATA)) {
         None => Ok(None),
         Some(x) => form::parse_form(x)
             .map(Some)
@@ -889,14 +878,14 @@ fn submitted_form(parent: Option<&Element>) -> Result<Option<Form>, PepError> {
 async fn pubsub_set(svc: &Service, ev: &StanzaEvent) -> Result<Option<Element>, PepError> {
     let ps = ev
         .stanza
-        .get_child("pubsub", NS_PUBSUB)
+        .get_child("pubsub", ns::PUBSUB)
         .ok_or(PepError::BadRequest(""))?;
     let op = ps.first_child().ok_or(PepError::BadRequest(""))?;
     match op.name() {
         "publish" => {
             owner_only(ev)?;
             let node = node_attr(op)?;
-            let mut items = op.children().filter(|c| c.is("item", NS_PUBSUB));
+            let mut items = op.children().filter(|c| c.is("item", ns::PUBSUB));
             let item = items.next().ok_or(PepError::BadRequest("item-required"))?;
             if items.next().is_some() {
                 return Err(PepError::BadRequest("invalid-payload"));
@@ -909,7 +898,7 @@ async fn pubsub_set(svc: &Service, ev: &StanzaEvent) -> Result<Option<Element>, 
             if payloads.next().is_some() {
                 return Err(PepError::BadRequest("invalid-payload"));
             }
-            let options = submitted_form(ps.get_child("publish-options", NS_PUBSUB))?;
+            let options = submitted_form(ps.get_child("publish-options", ns::PUBSUB))?;
             if let Some(f) = &options
                 && f.form_type
                     .as_deref()
@@ -932,17 +921,17 @@ async fn pubsub_set(svc: &Service, ev: &StanzaEvent) -> Result<Option<Element>, 
                 )
                 .await?;
             Ok(Some(
-                Element::new("pubsub", NS_PUBSUB).child(
-                    Element::new("publish", NS_PUBSUB)
+                Element::new("pubsub", ns::PUBSUB).child(
+                    Element::new("publish", ns::PUBSUB)
                         .attr("node", node)
-                        .child(Element::new("item", NS_PUBSUB).attr("id", id)),
+                        .child(Element::new("item", ns::PUBSUB).attr("id", id)),
                 ),
             ))
         }
         "retract" => {
             owner_only(ev)?;
             let node = node_attr(op)?;
-            let mut items = op.children().filter(|c| c.is("item", NS_PUBSUB));
+            let mut items = op.children().filter(|c| c.is("item", ns::PUBSUB));
             let id = items
                 .next()
                 .and_then(|i| i.get_attr("id"))
@@ -958,7 +947,7 @@ async fn pubsub_set(svc: &Service, ev: &StanzaEvent) -> Result<Option<Element>, 
         "create" => {
             owner_only(ev)?;
             let node = op.get_attr("node").unwrap_or("");
-            let config = submitted_form(ps.get_child("configure", NS_PUBSUB))?;
+            let config = submitted_form(ps.get_child("configure", ns::PUBSUB))?;
             svc.create(&ev.core, &ev.to, node, config.as_ref()).await?;
             Ok(None)
         }
@@ -972,7 +961,7 @@ async fn pubsub_set(svc: &Service, ev: &StanzaEvent) -> Result<Option<Element>, 
 async fn pubsub_get(svc: &Service, ev: &StanzaEvent) -> Result<Option<Element>, PepError> {
     let ps = ev
         .stanza
-        .get_child("pubsub", NS_PUBSUB)
+        .get_child("pubsub", ns::PUBSUB)
         .ok_or(PepError::BadRequest(""))?;
     let op = ps.first_child().ok_or(PepError::BadRequest(""))?;
     match op.name() {
@@ -986,7 +975,7 @@ async fn pubsub_get(svc: &Service, ev: &StanzaEvent) -> Result<Option<Element>, 
             Service::check_access(&ev.core, owner, &requester, &rec).await?;
             let wanted: Vec<&str> = op
                 .children()
-                .filter(|c| c.is("item", NS_PUBSUB))
+                .filter(|c| c.is("item", ns::PUBSUB))
                 .filter_map(|c| c.get_attr("id"))
                 .collect();
             let ids: Vec<&String> = if wanted.is_empty() {
@@ -1003,18 +992,18 @@ async fn pubsub_get(svc: &Service, ev: &StanzaEvent) -> Result<Option<Element>, 
                     .collect()
             };
             let repo = Service::repo(&ev.core, owner)?;
-            let mut items = Element::new("items", NS_PUBSUB).attr("node", node.clone());
+            let mut items = Element::new("items", ns::PUBSUB).attr("node", node.clone());
             for id in ids {
                 let Some(rec_item) = repo.item(&node, id).await? else {
                     continue;
                 };
-                let mut el = Element::new("item", NS_PUBSUB).attr("id", id.clone());
+                let mut el = Element::new("item", ns::PUBSUB).attr("id", id.clone());
                 if let Some(p) = rec_item.payload() {
                     el.push(p);
                 }
                 items.push(el);
             }
-            Ok(Some(Element::new("pubsub", NS_PUBSUB).child(items)))
+            Ok(Some(Element::new("pubsub", ns::PUBSUB).child(items)))
         }
         "subscriptions" => Err(PepError::Unsupported("retrieve-subscriptions")),
         "affiliations" => Err(PepError::Unsupported("retrieve-affiliations")),
@@ -1027,7 +1016,7 @@ async fn owner_set(svc: &Service, ev: &StanzaEvent) -> Result<Option<Element>, P
     owner_only(ev)?;
     let ps = ev
         .stanza
-        .get_child("pubsub", NS_PUBSUB_OWNER)
+        .get_child("pubsub", ns::PUBSUB_OWNER)
         .ok_or(PepError::BadRequest(""))?;
     let op = ps.first_child().ok_or(PepError::BadRequest(""))?;
     let node = node_attr(op)?;
@@ -1044,7 +1033,7 @@ async fn owner_set(svc: &Service, ev: &StanzaEvent) -> Result<Option<Element>, P
             let mut changes = Vec::new();
             for a in op
                 .children()
-                .filter(|c| c.is("affiliation", NS_PUBSUB_OWNER))
+                .filter(|c| c.is("affiliation", ns::PUBSUB_OWNER))
                 .take(MAX_AFFILIATIONS + 1)
             {
                 let jid = a
@@ -1076,12 +1065,13 @@ async fn owner_get(svc: &Service, ev: &StanzaEvent) -> Result<Option<Element>, P
     owner_only(ev)?;
     let ps = ev
         .stanza
-        .get_child("pubsub", NS_PUBSUB_OWNER)
+        .get_child("pubsub", ns::PUBSUB_OWNER)
         .ok_or(PepError::BadRequest(""))?;
     let op = ps.first_child().ok_or(PepError::BadRequest(""))?;
     if op.name() == "default" {
-        let out = Element::new("pubsub", NS_PUBSUB_OWNER)
-            .child(Element::new("default", NS_PUBSUB_OWNER).child(NodeConfig::default().to_form()));
+        let out = Element::new("pubsub", ns::PUBSUB_OWNER).child(
+            Element::new("default", ns::PUBSUB_OWNER).child(NodeConfig::default().to_form()),
+        );
         return Ok(Some(out));
     }
     let node = node_attr(op)?;
@@ -1090,20 +1080,20 @@ async fn owner_get(svc: &Service, ev: &StanzaEvent) -> Result<Option<Element>, P
         .await?
         .ok_or(PepError::NodeNotFound)?;
     let inner = match op.name() {
-        "configure" => Element::new("configure", NS_PUBSUB_OWNER)
+        "configure" => Element::new("configure", ns::PUBSUB_OWNER)
             .attr("node", node)
             .child(rec.config.to_form()),
         "affiliations" => {
-            let mut el = Element::new("affiliations", NS_PUBSUB_OWNER)
+            let mut el = Element::new("affiliations", ns::PUBSUB_OWNER)
                 .attr("node", node)
                 .child(
-                    Element::new("affiliation", NS_PUBSUB_OWNER)
+                    Element::new("affiliation", ns::PUBSUB_OWNER)
                         .attr("jid", ev.to.to_string())
                         .attr("affiliation", "owner"),
                 );
             for (jid, a) in &rec.affiliations {
                 el.push(
-                    Element::new("affiliation", NS_PUBSUB_OWNER)
+                    Element::new("affiliation", ns::PUBSUB_OWNER)
                         .attr("jid", jid.clone())
                         .attr("affiliation", a.as_str()),
                 );
@@ -1112,7 +1102,7 @@ async fn owner_get(svc: &Service, ev: &StanzaEvent) -> Result<Option<Element>, P
         }
         _ => return Err(PepError::BadRequest("")),
     };
-    Ok(Some(Element::new("pubsub", NS_PUBSUB_OWNER).child(inner)))
+    Ok(Some(Element::new("pubsub", ns::PUBSUB_OWNER).child(inner)))
 }
 
 /// disco#items on an account: the nodes the requester may see (or a node's item ids).
@@ -1233,14 +1223,14 @@ impl Module for Pep {
         );
 
         let ops: [(String, IqOp); 5] = [
-            (format!("iq-set/bare/{NS_PUBSUB}:pubsub"), op_pubsub_set),
-            (format!("iq-get/bare/{NS_PUBSUB}:pubsub"), op_pubsub_get),
+            (format!("iq-set/bare/{}:pubsub", ns::PUBSUB), op_pubsub_set),
+            (format!("iq-get/bare/{}:pubsub", ns::PUBSUB), op_pubsub_get),
             (
-                format!("iq-set/bare/{NS_PUBSUB_OWNER}:pubsub"),
+                format!("iq-set/bare/{}:pubsub", ns::PUBSUB_OWNER),
                 op_owner_set,
             ),
             (
-                format!("iq-get/bare/{NS_PUBSUB_OWNER}:pubsub"),
+                format!("iq-get/bare/{}:pubsub", ns::PUBSUB_OWNER),
                 op_owner_get,
             ),
             (
@@ -1252,7 +1242,7 @@ impl Module for Pep {
             let svc = svc.clone();
             ctx.hook(
                 &event,
-                0,
+                priority::HANDLER,
                 handler(move |ev| {
                     let svc = svc.clone();
                     async move {
@@ -1274,7 +1264,7 @@ impl Module for Pep {
         let presence_svc = svc.clone();
         ctx.hook(
             "pre-presence/bare",
-            PRESENCE_PRIORITY,
+            priority::BEFORE_PRESENCE,
             handler(move |ev| {
                 let svc = presence_svc.clone();
                 async move {
@@ -1292,7 +1282,7 @@ impl Module for Pep {
         let sub_svc = svc.clone();
         ctx.hook(
             "presence/bare",
-            PRESENCE_PRIORITY,
+            priority::BEFORE_PRESENCE,
             handler(move |ev| {
                 let svc = sub_svc.clone();
                 async move {

@@ -1,0 +1,461 @@
+//! The one delivery decision: which sessions of a local account receive a stanza, which get a
+//! XEP-0280 carbon copy instead, and what happens when no session takes it.
+//!
+//! Every path that hands a stanza to a local account asks here and re-derives nothing: the
+//! router's default delivery, the carbons module (`<received/>` and `<sent/>` copies), push
+//! (XEP-0357: wake a device only when the message waits) and the admin API's message fate.
+//! Group chat, s2s inbound and cluster forwarding are meant to call the same functions with the
+//! stanza's verified `from`; nothing here depends on where the stanza came from.
+//!
+//! Rules (RFC 6121 §8.5 and XEP-0280 §6):
+//! - a full JID that is online gets the stanza itself; a message to an offline full JID of type
+//!   normal, chat or headline is handled as addressed to the bare JID, groupchat bounces;
+//! - a message to a bare JID goes to the available resources with non-negative priority, or
+//!   (chat and normal, [`BareMessageDelivery::Highest`]) only to those of the highest priority;
+//! - no such resource: headlines and errors are dropped, groupchat bounces, others go to offline
+//!   storage when the account exists and a module hooks `message/offline`, else bounce;
+//! - presence to a bare JID goes to every available resource, to a full JID only if it is online;
+//! - an eligible message (see [`carbon_eligible`]) is copied to every resource that enabled
+//!   carbons and does not get the message itself — whatever the policy chose.
+//!
+//! XEP-0352 holds are not a choice of recipient: an inactive session still receives, and its
+//! queue ([`SessionHandle::send`]) holds presence back until the client is active again.
+
+use std::sync::Arc;
+
+use super::Core;
+use super::router::Dest;
+use super::sessions::SessionHandle;
+use crate::config::BareMessageDelivery;
+use crate::xmpp::error::StanzaErrorCondition as C;
+use crate::xmpp::stanza::{self, Kind};
+use crate::xmpp::{Element, Jid, ns};
+
+/// The event offline storage hooks (XEP-0160); without a handler nothing is stored.
+pub const OFFLINE_EVENT: &str = "message/offline";
+
+/// What becomes of a stanza for a local address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// The recipients get it now (queued for a hibernating session until it resumes).
+    Delivered,
+    /// No session takes it; it goes to offline storage (the `message/offline` event).
+    Offline,
+    /// The sender gets this error back.
+    Bounce(C),
+    /// Dropped silently (errors, headlines and presence with nobody to take them, IQ results).
+    Dropped,
+}
+
+/// The delivery decision for one stanza.
+#[derive(Clone)]
+pub struct Delivery {
+    /// The sessions that get the stanza itself (empty unless the fate is [`Fate::Delivered`]).
+    pub recipients: Vec<Arc<SessionHandle>>,
+    /// The sessions that get a XEP-0280 `<received/>` copy instead.
+    pub carbons: Vec<Arc<SessionHandle>>,
+    /// What happens to the stanza.
+    pub fate: Fate,
+}
+
+impl Delivery {
+    /// Whether the stanza waits for its user: stored offline, or queued only for hibernating
+    /// sessions (what a push notification is for).
+    pub fn waits(&self) -> bool {
+        match self.fate {
+            Fate::Offline => true,
+            Fate::Delivered => self.recipients.iter().all(|s| s.is_hibernating()),
+            Fate::Bounce(_) | Fate::Dropped => false,
+        }
+    }
+}
+
+/// Whether a message is carbon-copied at all (XEP-0280 §6): chat, normal with a body or an IM
+/// payload (chat states, receipts, markers); never private, `<no-copy/>`, a carbon or a MAM result.
+pub fn carbon_eligible(msg: &Element) -> bool {
+    let ty = msg.get_attr("type").unwrap_or("normal");
+    if !matches!(ty, "chat" | "normal") {
+        return false;
+    }
+    if msg.get_child("private", ns::CARBONS).is_some()
+        || msg.get_child("no-copy", ns::HINTS).is_some()
+        || msg.get_child("received", ns::CARBONS).is_some()
+        || msg.get_child("sent", ns::CARBONS).is_some()
+        || msg.get_child("result", ns::MAM).is_some()
+    {
+        return false;
+    }
+    ty == "chat"
+        || msg.get_child("body", ns::CLIENT).is_some()
+        || msg
+            .children()
+            .any(|c| [ns::CHATSTATES, ns::RECEIPTS, ns::CHAT_MARKERS].contains(&c.ns()))
+}
+
+/// The recipients and fate among an account's `resources`, before offline storage is checked.
+fn decide(
+    resources: &[Arc<SessionHandle>],
+    to: &Jid,
+    kind: Kind,
+    ty: &str,
+    policy: BareMessageDelivery,
+) -> (Vec<Arc<SessionHandle>>, Fate) {
+    let dest = Dest::of(to);
+    let exact = || -> Vec<Arc<SessionHandle>> {
+        resources
+            .iter()
+            .filter(|s| s.jid == *to)
+            .take(1)
+            .cloned()
+            .collect()
+    };
+    let delivered = |r: Vec<Arc<SessionHandle>>, otherwise: Fate| {
+        if r.is_empty() {
+            (r, otherwise)
+        } else {
+            (r, Fate::Delivered)
+        }
+    };
+    let request = matches!(ty, "get" | "set");
+    match (kind, dest) {
+        (Kind::Iq, Dest::Full) => delivered(exact(), Fate::Bounce(C::ServiceUnavailable)),
+        (Kind::Iq, _) if request => (Vec::new(), Fate::Bounce(C::ServiceUnavailable)),
+        (Kind::Iq, _) | (_, Dest::Host) => (Vec::new(), Fate::Dropped),
+        (Kind::Presence, Dest::Full) => delivered(exact(), Fate::Dropped),
+        (Kind::Presence, Dest::Bare) => {
+            let r = resources
+                .iter()
+                .filter(|s| s.is_available())
+                .cloned()
+                .collect();
+            delivered(r, Fate::Dropped)
+        }
+        (Kind::Message, dest) => {
+            if dest == Dest::Full {
+                let r = exact();
+                if !r.is_empty() {
+                    return (r, Fate::Delivered);
+                }
+            }
+            match ty {
+                "error" => return (Vec::new(), Fate::Dropped),
+                "groupchat" => return (Vec::new(), Fate::Bounce(C::ServiceUnavailable)),
+                _ => {}
+            }
+            let mut r: Vec<_> = resources
+                .iter()
+                .filter(|s| s.is_available() && s.priority() >= 0)
+                .cloned()
+                .collect();
+            let highest_only =
+                policy == BareMessageDelivery::Highest && matches!(ty, "" | "normal" | "chat");
+            if highest_only && let Some(max) = r.iter().map(|s| s.priority()).max() {
+                r.retain(|s| s.priority() == max);
+            }
+            let nobody = if ty == "headline" {
+                Fate::Dropped
+            } else {
+                Fate::Offline
+            };
+            delivered(r, nobody)
+        }
+    }
+}
+
+impl Core {
+    /// Who receives `stanza` (from `from`, to `to`) now, with what is known without storage: a
+    /// [`Fate::Offline`] here is not yet checked against the account and offline storage (see
+    /// [`Core::delivery`]). For hooks that run before delivery and only need the sessions.
+    pub fn delivery_targets(&self, from: &Jid, to: &Jid, stanza: &Element) -> Delivery {
+        let Some(kind) = Kind::of(stanza) else {
+            return Delivery {
+                recipients: Vec::new(),
+                carbons: Vec::new(),
+                fate: Fate::Dropped,
+            };
+        };
+        if self.host(to.domain()).is_none() {
+            return Delivery {
+                recipients: Vec::new(),
+                carbons: Vec::new(),
+                fate: Fate::Bounce(C::RemoteServerNotFound),
+            };
+        }
+        let account = to.bare();
+        let resources = if to.node().is_some() {
+            self.sessions.resources(&account)
+        } else {
+            Vec::new()
+        };
+        let policy = self.config.load().bare_message_delivery(to.domain());
+        let ty = stanza::stanza_type(stanza, "");
+        let (recipients, fate) = decide(&resources, to, kind, ty, policy);
+        let carbons = if kind == Kind::Message
+            && from.bare() != account
+            && resources.iter().any(|s| s.carbons())
+            && carbon_eligible(stanza)
+        {
+            resources
+                .iter()
+                .filter(|s| s.carbons() && !recipients.iter().any(|r| r.id == s.id))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Delivery {
+            recipients,
+            carbons,
+            fate,
+        }
+    }
+
+    /// The full delivery decision for `stanza`: [`Core::delivery_targets`], with
+    /// [`Fate::Offline`] confirmed (the account exists and a module stores offline messages)
+    /// or turned into a `service-unavailable` bounce. Any origin may ask — a local client, the
+    /// server, and later group chat, s2s inbound and cluster forwarding with the stanza's
+    /// verified `from` — and gets the same answer.
+    pub async fn delivery(&self, from: &Jid, to: &Jid, stanza: &Element) -> Delivery {
+        let mut d = self.delivery_targets(from, to, stanza);
+        if d.fate == Fate::Offline {
+            let stores = self
+                .host(to.domain())
+                .is_some_and(|h| h.events.has_handlers(OFFLINE_EVENT));
+            let exists = stores && self.accounts.exists(&to.bare()).await.unwrap_or(false);
+            if !exists {
+                d.fate = Fate::Bounce(C::ServiceUnavailable);
+            }
+        }
+        d
+    }
+
+    /// The sessions that get a XEP-0280 `<sent/>` copy of `stanza`, sent by `origin` to `to`:
+    /// the sender's other resources that enabled carbons, for an eligible message to someone else.
+    pub fn sent_carbon_targets(
+        &self,
+        origin: &SessionHandle,
+        to: &Jid,
+        stanza: &Element,
+    ) -> Vec<Arc<SessionHandle>> {
+        let user = origin.jid.bare();
+        if to.bare() == user || !carbon_eligible(stanza) {
+            return Vec::new();
+        }
+        self.sessions
+            .resources(&user)
+            .into_iter()
+            .filter(|s| s.carbons() && s.id != origin.id)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::ResourceConflict;
+    use crate::core::sessions::{BoundSession, Sessions};
+
+    fn j(s: &str) -> Jid {
+        Jid::parse(s).unwrap()
+    }
+
+    /// Binds `res` for bob with a presence of `priority` (`None`: no initial presence).
+    fn bind(sessions: &Sessions, res: &str, priority: Option<i8>) -> BoundSession {
+        let b = sessions
+            .bind(
+                &j("bob@h"),
+                res,
+                ResourceConflict::Refuse,
+                8,
+                "peer".into(),
+                true,
+            )
+            .unwrap();
+        if let Some(p) = priority {
+            b.handle.set_presence(true, p, None);
+        }
+        b
+    }
+
+    fn names(r: &[Arc<SessionHandle>]) -> Vec<&str> {
+        r.iter().map(|s| s.jid.resource().unwrap()).collect()
+    }
+
+    #[test]
+    fn bare_messages_follow_priority_and_policy() {
+        let sessions = Sessions::new();
+        let _a = bind(&sessions, "a", Some(5));
+        let _b = bind(&sessions, "b", Some(1));
+        let _c = bind(&sessions, "c", Some(-1));
+        let _d = bind(&sessions, "d", None);
+        let all = sessions.resources(&j("bob@h"));
+        let bare = j("bob@h");
+        let (r, f) = decide(&all, &bare, Kind::Message, "chat", BareMessageDelivery::All);
+        assert_eq!((names(&r), f), (vec!["a", "b"], Fate::Delivered));
+        let (r, _) = decide(
+            &all,
+            &bare,
+            Kind::Message,
+            "chat",
+            BareMessageDelivery::Highest,
+        );
+        assert_eq!(names(&r), vec!["a"]);
+        // Headlines ignore "highest" (RFC 6121 §8.5.2.1.1 only covers chat and normal).
+        let (r, _) = decide(
+            &all,
+            &bare,
+            Kind::Message,
+            "headline",
+            BareMessageDelivery::Highest,
+        );
+        assert_eq!(names(&r), vec!["a", "b"]);
+        // An offline full JID is treated as the bare one; an online one gets it alone.
+        let (r, _) = decide(
+            &all,
+            &j("bob@h/x"),
+            Kind::Message,
+            "",
+            BareMessageDelivery::All,
+        );
+        assert_eq!(names(&r), vec!["a", "b"]);
+        let (r, _) = decide(
+            &all,
+            &j("bob@h/c"),
+            Kind::Message,
+            "",
+            BareMessageDelivery::All,
+        );
+        assert_eq!(names(&r), vec!["c"]);
+        // Presence to the bare JID reaches every available resource, whatever its priority.
+        let (r, _) = decide(
+            &all,
+            &bare,
+            Kind::Presence,
+            "",
+            BareMessageDelivery::Highest,
+        );
+        assert_eq!(names(&r), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn nobody_online_gives_the_protocol_fate() {
+        let none: Vec<Arc<SessionHandle>> = Vec::new();
+        let bare = j("bob@h");
+        let p = BareMessageDelivery::All;
+        let fate = |to: &Jid, kind, ty| decide(&none, to, kind, ty, p).1;
+        assert_eq!(fate(&bare, Kind::Message, "chat"), Fate::Offline);
+        assert_eq!(fate(&bare, Kind::Message, ""), Fate::Offline);
+        assert_eq!(fate(&bare, Kind::Message, "headline"), Fate::Dropped);
+        assert_eq!(fate(&bare, Kind::Message, "error"), Fate::Dropped);
+        assert_eq!(
+            fate(&bare, Kind::Message, "groupchat"),
+            Fate::Bounce(C::ServiceUnavailable)
+        );
+        assert_eq!(
+            fate(&j("bob@h/x"), Kind::Iq, "get"),
+            Fate::Bounce(C::ServiceUnavailable)
+        );
+        assert_eq!(
+            fate(&bare, Kind::Iq, "set"),
+            Fate::Bounce(C::ServiceUnavailable)
+        );
+        assert_eq!(fate(&bare, Kind::Iq, "result"), Fate::Dropped);
+        assert_eq!(fate(&bare, Kind::Presence, ""), Fate::Dropped);
+        assert_eq!(fate(&j("h"), Kind::Message, "chat"), Fate::Dropped);
+    }
+
+    #[tokio::test]
+    async fn carbons_reach_the_resources_highest_leaves_out() {
+        let mut config = crate::config::Config::default();
+        config.hosts[0].name = "h".into();
+        config.modules_enabled = vec!["offline".into()];
+        config.bare_message_delivery = BareMessageDelivery::Highest;
+        let core = Core::new(config, crate::storage::Store::memory(), crate::modules::BUILTIN).unwrap();
+        let bind = |res: &str, p: i8| {
+            let b = core
+                .sessions
+                .bind(
+                    &j("bob@h"),
+                    res,
+                    ResourceConflict::Refuse,
+                    8,
+                    "peer".into(),
+                    true,
+                )
+                .unwrap();
+            b.handle.set_presence(true, p, None);
+            b
+        };
+        let top = bind("top", 5);
+        let low = bind("low", 1);
+        low.handle.set_carbons(true);
+        top.handle.set_carbons(true);
+        let chat = Element::new("message", ns::CLIENT)
+            .attr("type", "chat")
+            .child(Element::new("body", ns::CLIENT).text("hi"));
+        let d = core.delivery(&j("alice@h/x"), &j("bob@h"), &chat).await;
+        assert_eq!(d.fate, Fate::Delivered);
+        assert_eq!(names(&d.recipients), vec!["top"]);
+        assert_eq!(names(&d.carbons), vec!["low"]);
+        assert!(!d.waits());
+        // Queued only for a hibernating session, the message waits (push wakes the device).
+        top.handle.set_hibernating(true);
+        let d = core.delivery(&j("alice@h/x"), &j("bob@h"), &chat).await;
+        assert_eq!(names(&d.recipients), vec!["top"]);
+        assert!(d.waits());
+        top.handle.set_hibernating(false);
+        // Nobody available: an existing account's message goes offline and waits.
+        core.accounts.create(&j("dave@h"), "pw").await.unwrap();
+        let d = core.delivery(&j("alice@h/x"), &j("dave@h"), &chat).await;
+        assert_eq!(d.fate, Fate::Offline);
+        assert!(d.waits());
+        // Nothing online: the account does not exist, so the message bounces.
+        let d = core.delivery(&j("alice@h/x"), &j("carol@h"), &chat).await;
+        assert_eq!(d.fate, Fate::Bounce(C::ServiceUnavailable));
+        // The sender's other carbons-enabled resources get a <sent/> copy.
+        let sent = core.sent_carbon_targets(&top.handle, &j("alice@h"), &chat);
+        assert_eq!(names(&sent), vec!["low"]);
+        assert!(
+            core.sent_carbon_targets(&top.handle, &j("bob@h/low"), &chat)
+                .is_empty(),
+            "messages to oneself are not copied"
+        );
+    }
+
+    #[test]
+    fn eligibility_follows_xep_0280() {
+        let msg = |ty: Option<&str>| {
+            let mut m = Element::new("message", ns::CLIENT);
+            if let Some(t) = ty {
+                m.set_attr("type", Some(t.into()));
+            }
+            m
+        };
+        let body = || Element::new("body", ns::CLIENT).text("hi");
+        assert!(carbon_eligible(&msg(Some("chat"))));
+        assert!(carbon_eligible(&msg(None).child(body())));
+        assert!(!carbon_eligible(&msg(Some("normal"))));
+        assert!(carbon_eligible(
+            &msg(None).child(Element::new("received", ns::RECEIPTS))
+        ));
+        for ty in ["groupchat", "headline", "error"] {
+            assert!(!carbon_eligible(&msg(Some(ty)).child(body())), "{ty}");
+        }
+        for (name, namespace) in [
+            ("private", ns::CARBONS),
+            ("no-copy", ns::HINTS),
+            ("sent", ns::CARBONS),
+            ("result", ns::MAM),
+        ] {
+            assert!(
+                !carbon_eligible(
+                    &msg(Some("chat"))
+                        .child(body())
+                        .child(Element::new(name, namespace))
+                ),
+                "{name}"
+            );
+        }
+    }
+}
