@@ -109,6 +109,7 @@ impl Server {
         let http = bind_all(&config.http.listen).await?;
         let https = bind_all(&config.http.tls_listen).await?;
         let core = Core::new(config, store)?;
+        core.allowlists.load().await?;
         let tracker = TaskTracker::new();
         let addrs = |ls: &[TcpListener]| {
             ls.iter()

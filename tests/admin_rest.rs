@@ -430,10 +430,11 @@ async fn roles_passwords_and_deletion_take_effect_on_the_next_request() {
     assert_eq!(count(bob.clone()).await, StatusCode::OK, "cached");
     let users = api.get("/all-users").await.result();
     assert!(
-        users
-            .as_array()
-            .unwrap()
-            .contains(&json!({"jid": "bob@localhost", "role": "admin", "secondary_roles": []})),
+        users["users"].as_array().unwrap().contains(&json!({
+            "jid": "bob@localhost",
+            "role": {"name": "prosody:admin", "priority": 50, "oxpecker": "admin"},
+            "secondary_roles": [],
+        })),
         "{users}"
     );
 
@@ -727,19 +728,23 @@ async fn user_lifecycle() {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
-    // all-users: JSON list with roles.
+    // all-users: `users` and `count` inside `result`, each role an object with Prosody's name.
     let r = api.get("/all-users").await;
-    let list = r.result();
-    assert!(
-        list.as_array().unwrap().contains(
-            &json!({"jid": "admin@localhost", "role": "operator", "secondary_roles": []})
-        )
-    );
-    assert!(
-        list.as_array().unwrap().contains(
-            &json!({"jid": "alice@localhost", "role": "registered", "secondary_roles": []})
-        )
-    );
+    assert_eq!(r.status, StatusCode::OK);
+    let all = r.result();
+    assert_eq!(all["count"], 3, "{all}");
+    let users = all["users"].as_array().unwrap();
+    assert_eq!(users.len(), 3);
+    assert!(users.contains(&json!({
+        "jid": "admin@localhost",
+        "role": {"name": "prosody:operator", "priority": 75, "oxpecker": "operator"},
+        "secondary_roles": [],
+    })));
+    assert!(users.contains(&json!({
+        "jid": "alice@localhost",
+        "role": {"name": "prosody:registered", "priority": 25, "oxpecker": "registered"},
+        "secondary_roles": [],
+    })));
 
     // DELETE is idempotent.
     let r = api.call(Method::DELETE, "/user/zed", None).await;
@@ -1308,14 +1313,16 @@ async fn base_path_host_selection_and_openapi() {
         )
     );
 
-    // OpenAPI and ping need no credentials; the spec names this server's base.
-    let r = api
-        .call_with(Method::GET, "/ping", &Auth::None, None, &[])
-        .await;
+    // OpenAPI and ping need credentials like every route; the spec names this server's base.
+    for path in ["/ping", "/openapi.json"] {
+        let r = api
+            .call_with(Method::GET, path, &Auth::None, None, &[])
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let r = api.get("/ping").await;
     assert_eq!((r.status, r.result()), (StatusCode::OK, json!("PONG")));
-    let r = api
-        .call_with(Method::GET, "/openapi.json", &Auth::None, None, &[])
-        .await;
+    let r = api.get("/openapi.json").await;
     let spec = r.json();
     assert_eq!(spec["openapi"], "3.1.0");
     assert_eq!(spec["servers"][0]["url"], "/api/admin");

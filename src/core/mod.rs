@@ -2,6 +2,7 @@
 //! router, accounts and storage, held together in one [`Core`].
 
 pub mod accounts;
+pub mod allowlist;
 pub mod events;
 pub mod groups;
 pub mod iq;
@@ -42,6 +43,8 @@ pub struct Core {
     pub roster: roster::RosterManager,
     /// Shared-roster groups.
     pub groups: groups::GroupManager,
+    /// The admin API's allowlist edits of each host, in memory.
+    pub allowlists: allowlist::Allowlists,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Every metric family (exposed at `GET /metrics`).
@@ -79,6 +82,7 @@ impl Core {
             sessions: Sessions::new(),
             roster: roster::RosterManager::new(store.clone()),
             groups: groups::GroupManager::new(store.clone()),
+            allowlists: allowlist::Allowlists::new(store.clone(), &host_names),
             shutdown: CancellationToken::new(),
             hosts: host_names
                 .iter()
