@@ -308,6 +308,663 @@ async fn authentication_answers_follow_http() {
     assert_eq!(r.json()["status"], "ok");
 }
 
+// ---------------------------------------------------------------------------------------------
+// The route table, walked: every (method, path) pair, known and unknown, with every kind of
+// credentials (the reference: mod_admin_rest-observed.md §1.8, §2, §3 and "Our policy")
+// ---------------------------------------------------------------------------------------------
+
+/// A request body in a table row.
+#[derive(Clone, Copy)]
+enum Body {
+    None,
+    Json(&'static str),
+    Text(&'static str),
+}
+
+/// One row: method, path, body, expected status, and a check of the reply's JSON (`None` for
+/// `HEAD`, which has no body).
+type Row = (
+    &'static str,
+    &'static str,
+    Body,
+    u16,
+    Option<fn(&Value) -> bool>,
+);
+
+/// `result` is exactly this string.
+macro_rules! says {
+    ($s:literal) => {
+        Some(|v: &Value| v["result"] == $s)
+    };
+}
+
+/// `result` is exactly this JSON.
+macro_rules! result {
+    ($($j:tt)+) => {
+        Some(|v: &Value| v["result"] == json!($($j)+))
+    };
+}
+
+/// Every route with admin credentials, in an order whose side effects the later rows expect.
+/// Users: admin, alice, bob (non-admin); carol is created and deleted here.
+const KNOWN: &[Row] = &[
+    ("GET", "/ping", Body::None, 200, says!("PONG")),
+    (
+        "GET",
+        "/openapi.json",
+        Body::None,
+        200,
+        Some(|v: &Value| v["openapi"] == "3.1.0"),
+    ),
+    (
+        "GET",
+        "/user/alice",
+        Body::None,
+        200,
+        result!({"user": {"connected": false, "sessions": [], "roster": []}}),
+    ),
+    (
+        "POST",
+        "/user/carol",
+        Body::Json(r#"{"password":"pw"}"#),
+        201,
+        says!("User registered: carol@localhost"),
+    ),
+    (
+        "PATCH",
+        "/user/carol/password",
+        Body::Json(r#"{"password":"pw2"}"#),
+        200,
+        says!("User modified: carol@localhost"),
+    ),
+    (
+        "PATCH",
+        "/user/carol/role",
+        Body::Json(r#"{"role":"prosody:member"}"#),
+        200,
+        says!("User modified: carol@localhost"),
+    ),
+    (
+        "GET",
+        "/user/alice/connected",
+        Body::None,
+        404,
+        result!({"connected": false}),
+    ),
+    (
+        "GET",
+        "/user_connected/nobody",
+        Body::None,
+        404,
+        result!({"connected": false}),
+    ),
+    (
+        "GET",
+        "/users",
+        Body::None,
+        200,
+        result!({"users": [], "count": 0}),
+    ),
+    (
+        "GET",
+        "/users/count",
+        Body::None,
+        200,
+        result!({"count": 0}),
+    ),
+    (
+        "GET",
+        "/all-users",
+        Body::None,
+        200,
+        Some(|v: &Value| {
+            v["result"]["count"] == 4
+                && v["result"]["users"].as_array().is_some_and(|u| {
+                    u.contains(&json!({
+                        "jid": "carol@localhost",
+                        "role": {"name": "prosody:member", "priority": 35, "oxpecker": "member"},
+                        "secondary_roles": [],
+                    }))
+                })
+        }),
+    ),
+    (
+        "GET",
+        "/roster/alice",
+        Body::None,
+        200,
+        result!({"roster": [], "count": 0}),
+    ),
+    (
+        "POST",
+        "/roster/alice",
+        Body::Json(r#"{"contact":"bob"}"#),
+        200,
+        says!("Roster registered: alice@localhost and bob@localhost"),
+    ),
+    (
+        "DELETE",
+        "/roster/alice",
+        Body::Json(r#"{"contact":"bob"}"#),
+        200,
+        says!("Roster deleted: alice@localhost and bob@localhost"),
+    ),
+    (
+        "POST",
+        "/message/alice",
+        Body::Json(r#"{"message":"hi"}"#),
+        202,
+        says!("Message sent to offline queue: alice@localhost"),
+    ),
+    (
+        "POST",
+        "/message",
+        Body::Json(r#"[{"to":"alice","message":"hi"}]"#),
+        200,
+        says!("Message multicasted to users: 0/1"),
+    ),
+    (
+        "POST",
+        "/broadcast",
+        Body::Json(r#"{"message":"hi"}"#),
+        200,
+        result!({"count": 0}),
+    ),
+    (
+        "GET",
+        "/modules",
+        Body::None,
+        200,
+        Some(|v: &Value| {
+            let r = &v["result"];
+            r["modules"]
+                .as_array()
+                .is_some_and(|m| json!(m.len()) == r["count"] && m.contains(&json!("ping")))
+        }),
+    ),
+    (
+        "GET",
+        "/modules/count",
+        Body::None,
+        200,
+        Some(|v: &Value| v["result"]["count"].as_u64() > Some(0)),
+    ),
+    (
+        "GET",
+        "/module/ping",
+        Body::None,
+        200,
+        Some(|v: &Value| v["result"]["module"] == "ping" && v["result"]["loaded"] == true),
+    ),
+    (
+        "PUT",
+        "/module/ping",
+        Body::None,
+        200,
+        says!("Module loaded: ping"),
+    ),
+    (
+        "DELETE",
+        "/module/ping",
+        Body::None,
+        200,
+        says!("Module unloaded: ping"),
+    ),
+    (
+        "GET",
+        "/whitelist",
+        Body::None,
+        200,
+        Some(|v: &Value| {
+            v["result"]["whitelist"]
+                .as_array()
+                .is_some_and(|w| w.contains(&json!("127.0.0.0/8")))
+        }),
+    ),
+    (
+        "PUT",
+        "/whitelist",
+        Body::None,
+        400,
+        says!("Missing IP address in path"),
+    ),
+    (
+        "DELETE",
+        "/whitelist",
+        Body::None,
+        400,
+        says!("Missing IP address in path"),
+    ),
+    (
+        "PUT",
+        "/whitelist/192.0.2.9",
+        Body::None,
+        200,
+        says!("IP added to whitelist: 192.0.2.9"),
+    ),
+    (
+        "DELETE",
+        "/whitelist/192.0.2.9",
+        Body::None,
+        200,
+        says!("IP removed from whtielist: 192.0.2.9"),
+    ),
+    (
+        "PUT",
+        "/reload",
+        Body::None,
+        200,
+        says!("Config file reloaded. Modules were loaded, unloaded or reloaded to match it."),
+    ),
+    (
+        "PUT",
+        "/groups",
+        Body::Json(r#"{"name":"Staff","group_id":"staff"}"#),
+        200,
+        result!({"group_id": "staff"}),
+    ),
+    (
+        "PUT",
+        "/groups/team",
+        Body::Json(r#"{"name":"Team"}"#),
+        200,
+        result!({"group_id": "team"}),
+    ),
+    (
+        "PUT",
+        "/groups/staff/members/alice",
+        Body::None,
+        200,
+        says!("Member 'alice' successfully added to group 'staff'."),
+    ),
+    (
+        "POST",
+        "/groups/staff/sync",
+        Body::None,
+        200,
+        says!("Successfully did group subscriptions for group 'staff'."),
+    ),
+    (
+        "DELETE",
+        "/groups/staff/members/alice",
+        Body::None,
+        200,
+        says!("Member 'alice' successfully removed from group 'staff'."),
+    ),
+    (
+        "DELETE",
+        "/groups/team",
+        Body::None,
+        200,
+        says!("Group 'team' deleted successfully."),
+    ),
+    (
+        "GET",
+        "/vcards/alice",
+        Body::None,
+        404,
+        says!("The user <alice@localhost> has no vCard configured."),
+    ),
+    (
+        "PUT",
+        "/vcards/alice",
+        Body::Text("BEGIN:VCARD\r\nFN:Alice\r\nEND:VCARD\r\n"),
+        200,
+        says!("vCard stored for <alice@localhost>"),
+    ),
+    (
+        "DELETE",
+        "/vcards/alice",
+        Body::None,
+        200,
+        says!("vCard deleted for <alice@localhost>"),
+    ),
+    (
+        "DELETE",
+        "/data",
+        Body::None,
+        403,
+        says!("Destructive operations are disabled (admin_rest_allow_destructive = false)"),
+    ),
+    (
+        "DELETE",
+        "/certs",
+        Body::None,
+        403,
+        says!("Destructive operations are disabled (admin_rest_allow_destructive = false)"),
+    ),
+    (
+        "DELETE",
+        "/user/carol",
+        Body::None,
+        200,
+        says!("User deleted: carol@localhost"),
+    ),
+];
+
+/// Paths and methods the reference tables name as failures.
+const UNKNOWN: &[Row] = &[
+    ("GET", "/", Body::None, 404, says!("Invalid request path")),
+    (
+        "GET",
+        "/nope",
+        Body::None,
+        404,
+        says!("Invalid request path"),
+    ),
+    (
+        "GET",
+        "/alice/connected",
+        Body::None,
+        404,
+        says!("Invalid request path"),
+    ),
+    (
+        "GET",
+        "/user",
+        Body::None,
+        404,
+        says!("Invalid request path"),
+    ),
+    (
+        "GET",
+        "/user/",
+        Body::None,
+        404,
+        says!("Invalid request path"),
+    ),
+    (
+        "GET",
+        "/module",
+        Body::None,
+        404,
+        says!("Invalid request path"),
+    ),
+    (
+        "PATCH",
+        "/user/alice",
+        Body::Json(r#"{"password":"x"}"#),
+        404,
+        says!("Invalid request path"),
+    ),
+    (
+        "PATCH",
+        "/user/alice/email",
+        Body::Json(r#"{"email":"x"}"#),
+        404,
+        says!("Invalid request path"),
+    ),
+    (
+        "GET",
+        "/groups",
+        Body::None,
+        405,
+        says!("Invalid request method"),
+    ),
+    (
+        "POST",
+        "/groups",
+        Body::Json(r#"{"name":"x"}"#),
+        404,
+        says!("Invalid request path"),
+    ),
+    (
+        "POST",
+        "/groups/staff",
+        Body::None,
+        404,
+        says!("Invalid request path"),
+    ),
+    (
+        "DELETE",
+        "/groups",
+        Body::None,
+        404,
+        says!("Invalid request path"),
+    ),
+    (
+        "PUT",
+        "/groups/staff/x",
+        Body::None,
+        404,
+        says!("Invalid request path"),
+    ),
+    (
+        "POST",
+        "/message/",
+        Body::Json(r#"{"message":"x"}"#),
+        404,
+        says!("Invalid request path"),
+    ),
+    (
+        "PATCH",
+        "/users",
+        Body::None,
+        405,
+        says!("Invalid request method"),
+    ),
+    (
+        "DELETE",
+        "/ping",
+        Body::None,
+        405,
+        says!("Invalid request method"),
+    ),
+    ("HEAD", "/ping", Body::None, 405, None),
+    ("HEAD", "/users", Body::None, 405, None),
+    ("HEAD", "/nope", Body::None, 404, None),
+];
+
+/// The methods that reach the module (§1.8), and `HEAD`.
+const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"];
+
+/// The concrete path of a route template.
+fn concrete(template: &str) -> String {
+    template
+        .replace("{name}", "alice")
+        .replace("{attribute}", "password")
+        .replace("{id}", "staff")
+        .replace("{member}", "alice")
+        .replace("{ip}", "192.0.2.9")
+}
+
+fn family(path: &str) -> &str {
+    path.trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+}
+
+/// Every method a route path does not serve: 405 where its family lacks the method, else 404.
+fn unserved() -> Vec<(String, String, u16)> {
+    let routes = oxpecker::http::admin_rest::ROUTES;
+    let mut out = Vec::new();
+    let mut paths: Vec<&str> = routes.iter().map(|(_, p)| *p).collect();
+    paths.dedup();
+    for path in paths {
+        for m in METHODS {
+            if routes.iter().any(|(rm, rp)| rm == m && *rp == path) {
+                continue;
+            }
+            let in_family = routes
+                .iter()
+                .any(|(rm, rp)| rm == m && family(rp) == family(path));
+            out.push((
+                m.to_string(),
+                concrete(path),
+                if in_family { 404 } else { 405 },
+            ));
+        }
+    }
+    out
+}
+
+impl Api {
+    async fn row(&self, method: &str, path: &str, auth: &Auth, body: Body) -> Reply {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        req = match auth {
+            Auth::None => req,
+            Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
+            Auth::Bearer(t) => req.bearer_auth(t),
+            Auth::Raw(h) => req.header("authorization", h),
+        };
+        req = match body {
+            Body::None => req,
+            Body::Json(j) => req.header("content-type", "application/json").body(j),
+            Body::Text(t) => req.header("content-type", "text/vcard").body(t),
+        };
+        let resp = req.send().await.unwrap();
+        Reply {
+            status: resp.status(),
+            headers: resp.headers().clone(),
+            text: resp.text().await.unwrap(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_route_answers_by_the_reference_tables() {
+    let srv = server_with(&["alice", "bob"], |c| {
+        // Hundreds of failures from loopback here: throttling is tested on its own.
+        set_option(
+            c,
+            "admin_rest_auth_max_failures",
+            toml::Value::Integer(1_000_000),
+        );
+    })
+    .await;
+    let api = Api::new(&srv);
+
+    // Every route of the table has a known row, so a new route must say what it answers.
+    for (m, template) in oxpecker::http::admin_rest::ROUTES {
+        let segs: Vec<&str> = template.split('/').collect();
+        let covered = KNOWN.iter().any(|(rm, rp, ..)| {
+            let got: Vec<&str> = rp.split('/').collect();
+            rm == m
+                && got.len() == segs.len()
+                && segs
+                    .iter()
+                    .zip(&got)
+                    .all(|(s, g)| s.starts_with('{') || s == g)
+        });
+        assert!(covered, "no row for {m} {template}");
+    }
+
+    // Every pair, with credentials that are missing, malformed, wrong or not an admin's: the
+    // answer never depends on the route, and no route skips the check.
+    let cheap: Vec<(Auth, u16, &str)> = vec![
+        (Auth::None, 401, "Missing authorization header"),
+        (
+            Auth::Raw("Bearer".into()),
+            401,
+            "Invalid authentication details",
+        ),
+        (
+            Auth::Raw("Digest abc".into()),
+            401,
+            "Invalid authentication details",
+        ),
+        (
+            Auth::Raw("Basic !!!!".into()),
+            401,
+            "Invalid authentication details",
+        ),
+        // base64("admin@localhost"): no colon.
+        (
+            Auth::Raw("Basic YWRtaW5AbG9jYWxob3N0".into()),
+            401,
+            "Invalid authentication details",
+        ),
+        (
+            Auth::Basic("admin@elsewhere".into(), ADMIN.1.into()),
+            401,
+            "Authentication failure",
+        ),
+        (
+            Auth::Bearer("oxp_notatoken".into()),
+            401,
+            "Authentication failure",
+        ),
+        (
+            Auth::Basic("bob@localhost".into(), "pw".into()),
+            403,
+            "User must be an administrator",
+        ),
+    ];
+    // These run Argon2 (about half a second unoptimised): one per route family, in turn.
+    let costly: Vec<(Auth, u16, &str)> = vec![
+        (
+            Auth::Basic(ADMIN.0.into(), "wrong".into()),
+            401,
+            "Authentication failure",
+        ),
+        (
+            Auth::Basic("nobody@localhost".into(), "x".into()),
+            401,
+            "Authentication failure",
+        ),
+        (
+            Auth::Basic("nobody".into(), "x".into()),
+            401,
+            "Authentication failure",
+        ),
+    ];
+    let mut pairs: Vec<(String, String, Body)> = Vec::new();
+    for (m, p, b, ..) in KNOWN.iter().chain(UNKNOWN) {
+        pairs.push((m.to_string(), p.to_string(), *b));
+    }
+    for (m, p, _) in unserved() {
+        pairs.push((m, p, Body::None));
+    }
+    let mut families_done: Vec<String> = Vec::new();
+    for (m, p, b) in &pairs {
+        let mut cases: Vec<&(Auth, u16, &str)> = cheap.iter().collect();
+        if !families_done.iter().any(|f| f == family(p)) {
+            cases.push(&costly[families_done.len() % costly.len()]);
+            families_done.push(family(p).to_string());
+        }
+        for (auth, status, msg) in cases {
+            let r = api.row(m, p, auth, *b).await;
+            assert_eq!(r.status.as_u16(), *status, "{m} {p}: {}", r.text);
+            if *status == 401 {
+                assert_eq!(
+                    r.header("www-authenticate"),
+                    "Basic realm=\"oxpecker\"",
+                    "{m} {p}"
+                );
+            }
+            if m != "HEAD" {
+                assert_eq!(r.result(), *msg, "{m} {p}");
+                assert_eq!(r.header("content-type"), "application/json", "{m} {p}");
+            }
+        }
+    }
+
+    // With an admin's credentials: the reference answers, in order.
+    for (m, p, b, status, check) in KNOWN.iter().chain(UNKNOWN) {
+        let r = api.row(m, p, &admin(), *b).await;
+        assert_eq!(r.status.as_u16(), *status, "{m} {p}: {}", r.text);
+        match check {
+            Some(check) => assert!(check(&r.json()), "{m} {p}: {}", r.text),
+            None => assert!(r.text.is_empty(), "{m} {p}: a HEAD answer has no body"),
+        }
+    }
+    // And every method a route path does not serve.
+    for (m, p, status) in unserved() {
+        let r = api.row(&m, &p, &admin(), Body::None).await;
+        assert_eq!(r.status.as_u16(), status, "{m} {p}: {}", r.text);
+        if m != "HEAD" {
+            let want = if status == 405 {
+                "Invalid request method"
+            } else {
+                "Invalid request path"
+            };
+            assert_eq!(r.result(), want, "{m} {p}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn allowlist_is_checked_before_credentials_and_honours_trusted_proxies_only() {
     // Loopback is not on this allowlist: even the admin gets 403.
