@@ -11,10 +11,10 @@
 //! | [`storage`] | the [`storage::Store`] with Prosody's three store kinds (keyval, map, archive) on sled or memory, export/import |
 //! | [`config`] | TOML loading, defaults, validation that names the key |
 //! | [`tls`] | certificates (self-signed on first start) and the rustls configuration |
-//! | [`core`] | the shared managers in [`core::Core`]: hosts and their event buses ([`core::events`]), the module system ([`core::modules`], [`core::module_api`]: hooks, typed options, status, timers, cron, shared state, items, stores, metrics), sessions ([`core::sessions`], incl. XEP-0198 state and hibernation), the router, accounts and their lifecycle, rosters and shared groups, server-sent IQs ([`core::iq`]), metrics ([`core::metrics`]), config reload, API tokens |
-//! | [`modules`] | one file per feature module, registered in one table: roster, presence, offline, disco, ping, time, version, last, vcard, private, blocking, register, mam, carbons, smacks, csi, push, pep (with caps), bookmarks, vcard_legacy, admin_rest |
+//! | [`core`] | the shared managers in [`core::Core`]: hosts and their event buses ([`core::events`]), the module system ([`core::modules`], [`core::module_api`]: hooks, typed options, status, timers, cron, shared state, items, stores, metrics), sessions ([`core::sessions`], incl. XEP-0198 state and hibernation), the router, accounts and their lifecycle, rosters and shared groups, server-sent IQs ([`core::iq`]), metrics ([`core::metrics`]), config reload, API tokens, the admin API's allowlists ([`core::allowlist`]) |
+//! | [`modules`] | one file per feature module, registered in one table: roster, presence, offline, disco, ping, time, version, last, vcard, private, blocking, register, mam, carbons, smacks, csi, push, pep (with caps), bookmarks, vcard_legacy, admin_rest; and [`modules::vcard_text`], the text/vcard ⇄ vcard-temp converter |
 //! | [`c2s`] | client listeners: negotiation (STARTTLS, SASL, bind, XEP-0198 resume, XEP-0077 pre-auth registration), the session reader/writer tasks, stream management and client state on the wire |
-//! | [`http`] | the axum router on HTTP and HTTPS: `/health`, `/metrics` (OpenMetrics) and the admin REST API ([`http::admin_rest`]: allowlist, auth, one file per resource, OpenAPI in `openapi/admin_rest.yaml`) |
+//! | [`http`] | the axum router on HTTP and HTTPS: `/health`, `/metrics` (OpenMetrics) and the admin REST API ([`http::admin_rest`]: allowlist and auth before every route, the route table and its one 404/405 rule in [`http::admin_rest::routes`], one file per resource, OpenAPI in `openapi/admin_rest.yaml`) |
 //! | [`control`] | the local control socket through which the CLI manages a running server |
 //! | [`server`] | [`server::Server`]: opens the store, builds the core, starts listeners, shuts down |
 //!
@@ -29,7 +29,7 @@
 //! ```text
 //! socket ─► TLS ─► StreamParser ─► c2s session (stamp `from`) ─► Core::route ─► host event
 //!        ─► module handlers by priority ─► default delivery ─► SessionHandle queue ─► writer task ─► socket
-//! curl ─► axum ─► admin_rest::entry (host, allowlist, auth) ─► handler ─► the same managers and Core::route
+//! curl ─► axum ─► admin_rest::entry (host, allowlist, auth, route family) ─► handler ─► the same managers and Core::route
 //! ```
 //! A stanza is parsed once into an owned [`xmpp::Element`], routed once, and serialised once per
 //! recipient by that recipient's writer task. The router never knows features: it fires events

@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{RawClient, TestServer, read_until_contains};
+use common::{RawClient, TestServer, online, read_until_contains, wait_offline};
 use oxpecker::config::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -147,15 +145,12 @@ impl Api {
 
 /// A server with `admin@localhost` (listed in `admins`) and the given extra users (password "pw").
 async fn server_with(users: &[&str], f: impl FnOnce(&mut Config)) -> TestServer {
-    let srv = TestServer::start_with(|c| {
+    let srv = TestServer::with_users(users, |c| {
         c.admins = vec![ADMIN.0.into()];
         f(c)
     })
     .await;
     srv.add_user(ADMIN.0, ADMIN.1).await;
-    for u in users {
-        srv.add_user(&format!("{u}@localhost"), "pw").await;
-    }
     srv
 }
 
@@ -175,98 +170,16 @@ fn strings(v: &[&str]) -> toml::Value {
     )
 }
 
-/// Logs in and sends initial presence (synchronised on the presence echo).
-async fn online(srv: &TestServer, user: &str, resource: &str) -> RawClient {
-    let mut c = RawClient::login(srv, user, "pw", resource).await;
-    c.send("<presence/>").await;
-    c.read_stanza("presence").await;
-    c
-}
-
-async fn wait_offline(srv: &TestServer, jid: &str) {
-    let j = oxpecker::xmpp::Jid::parse(jid).unwrap();
-    for _ in 0..200 {
-        if !srv.server().core.sessions.is_online(&j) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{jid} still online");
-}
-
 // ---------------------------------------------------------------------------------------------
 // Security: allowlist, credentials, roles, tokens, throttling, HTTPS
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn authentication_answers_follow_http() {
+async fn base_path_trailing_slashes_and_bare_usernames() {
     let srv = server(&["bob"]).await;
     let api = Api::new(&srv);
 
-    let r = api
-        .call_with(Method::GET, "/users/count", &Auth::None, None, &[])
-        .await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(r.header("www-authenticate"), "Basic realm=\"oxpecker\"");
-    assert_eq!(r.result(), "Missing authorization header");
-    assert_eq!(r.error(), "missing_credentials");
-    assert_eq!(r.header("content-type"), "application/json");
-
-    for (auth, code, msg) in [
-        (
-            Auth::Raw("Bearer".into()),
-            "invalid_credentials",
-            "Invalid authentication details",
-        ),
-        (
-            Auth::Raw("Basic !!!!".into()),
-            "invalid_credentials",
-            "Invalid authentication details",
-        ),
-        (
-            Auth::Raw("Digest abc".into()),
-            "invalid_credentials",
-            "Invalid authentication details",
-        ),
-        (
-            Auth::Basic(ADMIN.0.into(), "wrong".into()),
-            "authentication_failed",
-            "Authentication failure",
-        ),
-        (
-            Auth::Basic("nobody@localhost".into(), "x".into()),
-            "authentication_failed",
-            "Authentication failure",
-        ),
-        (
-            Auth::Basic("admin@elsewhere".into(), ADMIN.1.into()),
-            "authentication_failed",
-            "Authentication failure",
-        ),
-        (
-            Auth::Bearer("oxp_notatoken".into()),
-            "authentication_failed",
-            "Authentication failure",
-        ),
-    ] {
-        let r = api
-            .call_with(Method::GET, "/users/count", &auth, None, &[])
-            .await;
-        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
-        assert_eq!(r.error(), code);
-        assert_eq!(r.result(), msg);
-        assert_eq!(r.header("www-authenticate"), "Basic realm=\"oxpecker\"");
-    }
-
-    // Authenticated but not an admin: 403.
-    let bob = Auth::Basic("bob@localhost".into(), "pw".into());
-    let r = api
-        .call_with(Method::GET, "/users/count", &bob, None, &[])
-        .await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert_eq!(r.result(), "User must be an administrator");
-    assert_eq!(r.error(), "not_admin");
-
+    // Each kind of bad credentials, on every route: `every_route_answers_by_the_reference_tables`.
     // The admin, with a full JID or a bare username on the request's host.
     assert_eq!(api.get("/users/count").await.status, StatusCode::OK);
     let bare = Auth::Basic("admin".into(), ADMIN.1.into());
@@ -275,20 +188,6 @@ async fn authentication_answers_follow_http() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 
-    // Order: credentials before routing, so an unknown route is 401 without them, 404 with.
-    let r = api
-        .call_with(Method::GET, "/nope", &Auth::None, None, &[])
-        .await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let r = api.get("/nope").await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    assert_eq!(r.result(), "Invalid request path");
-    let r = api.get("/").await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    // Wrong method: JSON 405.
-    let r = api.call(Method::PATCH, "/users", None).await;
-    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(r.result(), "Invalid request method");
     // Base without slash redirects; trailing slashes are ignored.
     let r = Api::at(format!("http://{}", srv.http()))
         .get("/admin_rest")
@@ -823,6 +722,18 @@ impl Api {
     }
 }
 
+/// The status and machine-readable code that go with a refusal's `result` message (§2, fixed
+/// to follow HTTP: 401 with the challenge, 403 for a non-admin).
+fn refusal(message: &str) -> (u16, &'static str) {
+    match message {
+        "Missing authorization header" => (401, "missing_credentials"),
+        "Invalid authentication details" => (401, "invalid_credentials"),
+        "Authentication failure" => (401, "authentication_failed"),
+        "User must be an administrator" => (403, "not_admin"),
+        other => panic!("no refusal says {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn every_route_answers_by_the_reference_tables() {
     let srv = server_with(&["alice", "bob"], |c| {
@@ -853,60 +764,47 @@ async fn every_route_answers_by_the_reference_tables() {
 
     // Every pair, with credentials that are missing, malformed, wrong or not an admin's: the
     // answer never depends on the route, and no route skips the check.
-    let cheap: Vec<(Auth, u16, &str)> = vec![
-        (Auth::None, 401, "Missing authorization header"),
-        (
-            Auth::Raw("Bearer".into()),
-            401,
-            "Invalid authentication details",
-        ),
+    let cheap: Vec<(Auth, &str)> = vec![
+        (Auth::None, "Missing authorization header"),
+        (Auth::Raw("Bearer".into()), "Invalid authentication details"),
         (
             Auth::Raw("Digest abc".into()),
-            401,
             "Invalid authentication details",
         ),
         (
             Auth::Raw("Basic !!!!".into()),
-            401,
             "Invalid authentication details",
         ),
         // base64("admin@localhost"): no colon.
         (
             Auth::Raw("Basic YWRtaW5AbG9jYWxob3N0".into()),
-            401,
             "Invalid authentication details",
         ),
         (
             Auth::Basic("admin@elsewhere".into(), ADMIN.1.into()),
-            401,
             "Authentication failure",
         ),
         (
             Auth::Bearer("oxp_notatoken".into()),
-            401,
             "Authentication failure",
         ),
         (
             Auth::Basic("bob@localhost".into(), "pw".into()),
-            403,
             "User must be an administrator",
         ),
     ];
     // These run Argon2 (about half a second unoptimised): one per route family, in turn.
-    let costly: Vec<(Auth, u16, &str)> = vec![
+    let costly: Vec<(Auth, &str)> = vec![
         (
             Auth::Basic(ADMIN.0.into(), "wrong".into()),
-            401,
             "Authentication failure",
         ),
         (
             Auth::Basic("nobody@localhost".into(), "x".into()),
-            401,
             "Authentication failure",
         ),
         (
             Auth::Basic("nobody".into(), "x".into()),
-            401,
             "Authentication failure",
         ),
     ];
@@ -919,15 +817,16 @@ async fn every_route_answers_by_the_reference_tables() {
     }
     let mut families_done: Vec<String> = Vec::new();
     for (m, p, b) in &pairs {
-        let mut cases: Vec<&(Auth, u16, &str)> = cheap.iter().collect();
+        let mut cases: Vec<&(Auth, &str)> = cheap.iter().collect();
         if !families_done.iter().any(|f| f == family(p)) {
             cases.push(&costly[families_done.len() % costly.len()]);
             families_done.push(family(p).to_string());
         }
-        for (auth, status, msg) in cases {
+        for (auth, msg) in cases {
+            let (status, code) = refusal(msg);
             let r = api.row(m, p, auth, *b).await;
-            assert_eq!(r.status.as_u16(), *status, "{m} {p}: {}", r.text);
-            if *status == 401 {
+            assert_eq!(r.status.as_u16(), status, "{m} {p}: {}", r.text);
+            if status == 401 {
                 assert_eq!(
                     r.header("www-authenticate"),
                     "Basic realm=\"oxpecker\"",
@@ -936,6 +835,7 @@ async fn every_route_answers_by_the_reference_tables() {
             }
             if m != "HEAD" {
                 assert_eq!(r.result(), *msg, "{m} {p}");
+                assert_eq!(r.error(), code, "{m} {p}");
                 assert_eq!(r.header("content-type"), "application/json", "{m} {p}");
             }
         }
@@ -1272,28 +1172,122 @@ async fn secure_mode_refuses_plain_http_and_https_serves_the_api() {
 async fn user_lifecycle() {
     let srv = server(&[]).await;
     let api = Api::new(&srv);
+    let pw = |p: &str| Some(json!({ "password": p }));
 
-    let r = api
-        .call(
+    // (method, path, body, status, `result` (null: not checked), `error` ("": none)), in order.
+    let rows: Vec<(Method, &str, Option<Value>, u16, Value, &str)> = vec![
+        (
             Method::POST,
             "/user/alice",
             Some(json!({"password": "a1", "regip": "192.0.2.1"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    assert_eq!(r.result(), "User registered: alice@localhost");
-    let r = api
-        .call(Method::POST, "/user/alice", Some(json!({"password": "a2"})))
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(
-        r.result(),
-        "User <alice@localhost> already existed, password updated"
-    );
-    // The new password is the one that logs in over XMPP.
+            201,
+            json!("User registered: alice@localhost"),
+            "",
+        ),
+        (
+            Method::POST,
+            "/user/alice",
+            pw("a2"),
+            200,
+            json!("User <alice@localhost> already existed, password updated"),
+            "",
+        ),
+        // Full JIDs in the path (URL-encoded), hosts not served, malformed JIDs.
+        (
+            Method::GET,
+            "/user/alice%40localhost",
+            None,
+            200,
+            Value::Null,
+            "",
+        ),
+        (
+            Method::POST,
+            "/user/x%40elsewhere.example",
+            pw("p"),
+            404,
+            json!("Host does not exist or is malformed"),
+            "unknown_host",
+        ),
+        (
+            Method::GET,
+            "/user/%40%40",
+            None,
+            404,
+            json!("User does not exist or is malformed"),
+            "invalid_user",
+        ),
+        // Offline is still 200, with empty lists (arrays, not {}).
+        (
+            Method::GET,
+            "/user/alice",
+            None,
+            200,
+            json!({"user": {"connected": false, "sessions": [], "roster": []}}),
+            "",
+        ),
+        (
+            Method::GET,
+            "/user/nobody",
+            None,
+            404,
+            json!("User does not exist: nobody@localhost"),
+            "user_not_found",
+        ),
+        // PATCH: unknown attribute 404, unknown user 404, missing field 400.
+        (
+            Method::PATCH,
+            "/user/alice/email",
+            Some(json!({"email": "x"})),
+            404,
+            json!("Invalid request path"),
+            "invalid_path",
+        ),
+        (
+            Method::PATCH,
+            "/user/nobody/password",
+            pw("x"),
+            404,
+            json!("User does not exist: nobody@localhost"),
+            "user_not_found",
+        ),
+        (
+            Method::PATCH,
+            "/user/alice/password",
+            Some(json!({"pass": "x"})),
+            400,
+            json!("Body does not exist or is malformed"),
+            "invalid_body",
+        ),
+        (
+            Method::PATCH,
+            "/user/alice/password",
+            pw("a3"),
+            200,
+            json!("User modified: alice@localhost"),
+            "",
+        ),
+        (
+            Method::POST,
+            "/user/zed",
+            pw("z"),
+            201,
+            json!("User registered: zed@localhost"),
+            "",
+        ),
+    ];
+    for (method, path, body, status, result, error) in rows {
+        let r = api.call(method.clone(), path, body).await;
+        assert_eq!(r.status.as_u16(), status, "{method} {path}: {}", r.text);
+        if !result.is_null() {
+            assert_eq!(r.result(), result, "{method} {path}");
+        }
+        assert_eq!(r.error(), error, "{method} {path}");
+    }
+    // The last password is the one that logs in over XMPP.
     let mut c = RawClient::connect(srv.c2s()).await;
     c.starttls(&srv.cert_pem()).await;
-    assert!(c.auth_plain("alice", "a2").await.contains("<success"));
+    assert!(c.auth_plain("alice", "a3").await.contains("<success"));
 
     // Bad bodies: 400, never 500, and nothing written.
     for (body, ct) in [
@@ -1306,92 +1300,24 @@ async fn user_lifecycle() {
         ("{\"password\": \"\"}", Some("application/json")),
         ("{}", Some("application/json")),
     ] {
-        let r = api.raw(Method::POST, "/user/zed", body, ct).await;
+        let r = api.raw(Method::POST, "/user/yan", body, ct).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text);
         assert_eq!(r.result(), "Body does not exist or is malformed");
         assert_eq!(r.error(), "invalid_body");
     }
     // JSON without a content type is accepted.
     let r = api
-        .raw(Method::POST, "/user/zed", "{\"password\":\"z\"}", None)
+        .raw(Method::POST, "/user/yan", "{\"password\":\"y\"}", None)
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
-
-    // Full JIDs in the path (URL-encoded), and hosts not served.
-    let r = api.get("/user/alice%40localhost").await;
-    assert_eq!(r.status, StatusCode::OK);
-    let r = api
-        .call(
-            Method::POST,
-            "/user/x%40elsewhere.example",
-            Some(json!({"password": "p"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    assert_eq!(r.error(), "unknown_host");
-    let r = api.get("/user/%40%40").await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    assert_eq!(r.result(), "User does not exist or is malformed");
-
-    // GET user: offline is still 200, with empty lists (arrays, not {}).
-    let r = api.get("/user/alice").await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(
-        r.result(),
-        json!({"user": {"connected": false, "sessions": [], "roster": []}})
-    );
-    let r = api.get("/user/nobody").await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    assert_eq!(r.result(), "User does not exist: nobody@localhost");
-    assert_eq!(r.error(), "user_not_found");
-
-    // PATCH: password ok, unknown attribute 404, unknown user 404, missing field 400.
-    let r = api
-        .call(
-            Method::PATCH,
-            "/user/alice/password",
-            Some(json!({"password": "a3"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!("User modified: alice@localhost"))
-    );
-    let r = api
-        .call(
-            Method::PATCH,
-            "/user/alice/email",
-            Some(json!({"email": "x"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::NOT_FOUND, json!("Invalid request path"))
-    );
-    let r = api
-        .call(
-            Method::PATCH,
-            "/user/nobody/password",
-            Some(json!({"password": "x"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = api
-        .call(
-            Method::PATCH,
-            "/user/alice/password",
-            Some(json!({"pass": "x"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     // all-users: `users` and `count` inside `result`, each role an object with Prosody's name.
     let r = api.get("/all-users").await;
     assert_eq!(r.status, StatusCode::OK);
     let all = r.result();
-    assert_eq!(all["count"], 3, "{all}");
+    assert_eq!(all["count"], 4, "{all}");
     let users = all["users"].as_array().unwrap();
-    assert_eq!(users.len(), 3);
+    assert_eq!(users.len(), 4);
     assert!(users.contains(&json!({
         "jid": "admin@localhost",
         "role": {"name": "prosody:operator", "priority": 75, "oxpecker": "operator"},
@@ -1404,16 +1330,13 @@ async fn user_lifecycle() {
     })));
 
     // DELETE is idempotent.
-    let r = api.call(Method::DELETE, "/user/zed", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!("User deleted: zed@localhost"))
-    );
-    let r = api.call(Method::DELETE, "/user/zed", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!("User does not exist: zed@localhost"))
-    );
+    for result in [
+        "User deleted: zed@localhost",
+        "User does not exist: zed@localhost",
+    ] {
+        let r = api.call(Method::DELETE, "/user/zed", None).await;
+        assert_eq!((r.status, r.result()), (StatusCode::OK, json!(result)));
+    }
 
     // A body over the limit is refused.
     let big = format!("{{\"password\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));

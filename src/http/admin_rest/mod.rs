@@ -3,12 +3,14 @@
 //! Every request goes through [`entry`], in mod_admin_rest's order: resolve the host (`?host=`,
 //! else the `Host` header if it names a served host, else the first host) → allowlist (client
 //! address, `X-Forwarded-For` only from trusted proxies) → HTTPS requirement → the module is
-//! loaded on the host → authentication (Basic for admins, Bearer API tokens) → route. Handlers,
+//! loaded on the host → authentication (Basic for admins, Bearer API tokens; every path under the
+//! base, `/ping` included) → the route family's path and method rule ([`routes::check`]: 404
+//! `Invalid request path`, 405 `Invalid request method`) → route. Handlers,
 //! one file per resource, call the same managers as the XMPP side. Responses are
 //! `{"result": …}`; failures add a machine-readable `"error"` ([`ApiError`]). Every
 //! state-changing call is logged with tracing target `audit`.
 //!
-//! The route table ([`ROUTES`]) is declared once; it builds the router and is checked against
+//! The route table ([`ROUTES`], in [`routes`]) is declared once; it builds the router and is checked against
 //! `openapi/admin_rest.yaml` by a test, so the spec and the server cannot drift.
 
 pub mod auth;
