@@ -59,6 +59,10 @@ impl Reply {
     }
 }
 
+/// One admin call in a table: method, path, body, expected status, expected `result`
+/// (`Value::Null`: not checked) and expected `error` code (`""`: none).
+type Case<'a> = (Method, &'a str, Option<Value>, u16, Value, &'a str);
+
 /// An HTTP client for one server.
 struct Api {
     base: String,
@@ -113,6 +117,18 @@ impl Api {
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
         self.call_with(method, path, &admin(), body, &[]).await
+    }
+
+    /// Makes each admin call of `cases` in order and checks its answer.
+    async fn run(&self, cases: Vec<Case<'_>>) {
+        for (method, path, body, status, result, error) in cases {
+            let r = self.call(method.clone(), path, body).await;
+            assert_eq!(r.status.as_u16(), status, "{method} {path}: {}", r.text);
+            if !result.is_null() {
+                assert_eq!(r.result(), result, "{method} {path}");
+            }
+            assert_eq!(r.error(), error, "{method} {path}");
+        }
     }
 
     async fn get(&self, path: &str) -> Reply {
@@ -246,409 +262,103 @@ macro_rules! result {
 
 /// Every route with admin credentials, in an order whose side effects the later rows expect.
 /// Users: admin, alice, bob (non-admin); carol is created and deleted here.
+#[rustfmt::skip]
 const KNOWN: &[Row] = &[
     ("GET", "/ping", Body::None, 200, says!("PONG")),
-    (
-        "GET",
-        "/openapi.json",
-        Body::None,
-        200,
-        Some(|v: &Value| v["openapi"] == "3.1.0"),
-    ),
-    (
-        "GET",
-        "/user/alice",
-        Body::None,
-        200,
-        result!({"user": {"connected": false, "sessions": [], "roster": []}}),
-    ),
-    (
-        "POST",
-        "/user/carol",
-        Body::Json(r#"{"password":"pw"}"#),
-        201,
-        says!("User registered: carol@localhost"),
-    ),
-    (
-        "PATCH",
-        "/user/carol/password",
-        Body::Json(r#"{"password":"pw2"}"#),
-        200,
-        says!("User modified: carol@localhost"),
-    ),
-    (
-        "PATCH",
-        "/user/carol/role",
-        Body::Json(r#"{"role":"prosody:member"}"#),
-        200,
-        says!("User modified: carol@localhost"),
-    ),
-    (
-        "GET",
-        "/user/alice/connected",
-        Body::None,
-        404,
-        result!({"connected": false}),
-    ),
-    (
-        "GET",
-        "/user_connected/nobody",
-        Body::None,
-        404,
-        result!({"connected": false}),
-    ),
-    (
-        "GET",
-        "/users",
-        Body::None,
-        200,
-        result!({"users": [], "count": 0}),
-    ),
-    (
-        "GET",
-        "/users/count",
-        Body::None,
-        200,
-        result!({"count": 0}),
-    ),
-    (
-        "GET",
-        "/all-users",
-        Body::None,
-        200,
-        Some(|v: &Value| {
-            v["result"]["count"] == 4
-                && v["result"]["users"].as_array().is_some_and(|u| {
-                    u.contains(&json!({
-                        "jid": "carol@localhost",
-                        "role": {"name": "prosody:member", "priority": 35, "oxpecker": "member"},
-                        "secondary_roles": [],
-                    }))
-                })
-        }),
-    ),
-    (
-        "GET",
-        "/roster/alice",
-        Body::None,
-        200,
-        result!({"roster": [], "count": 0}),
-    ),
-    (
-        "POST",
-        "/roster/alice",
-        Body::Json(r#"{"contact":"bob"}"#),
-        200,
-        says!("Roster registered: alice@localhost and bob@localhost"),
-    ),
-    (
-        "DELETE",
-        "/roster/alice",
-        Body::Json(r#"{"contact":"bob"}"#),
-        200,
-        says!("Roster deleted: alice@localhost and bob@localhost"),
-    ),
-    (
-        "POST",
-        "/message/alice",
-        Body::Json(r#"{"message":"hi"}"#),
-        202,
-        says!("Message sent to offline queue: alice@localhost"),
-    ),
-    (
-        "POST",
-        "/message",
-        Body::Json(r#"[{"to":"alice","message":"hi"}]"#),
-        200,
-        says!("Message multicasted to users: 0/1"),
-    ),
-    (
-        "POST",
-        "/broadcast",
-        Body::Json(r#"{"message":"hi"}"#),
-        200,
-        result!({"count": 0}),
-    ),
-    (
-        "GET",
-        "/modules",
-        Body::None,
-        200,
-        Some(|v: &Value| {
-            let r = &v["result"];
-            r["modules"]
-                .as_array()
-                .is_some_and(|m| json!(m.len()) == r["count"] && m.contains(&json!("ping")))
-        }),
-    ),
-    (
-        "GET",
-        "/modules/count",
-        Body::None,
-        200,
-        Some(|v: &Value| v["result"]["count"].as_u64() > Some(0)),
-    ),
-    (
-        "GET",
-        "/module/ping",
-        Body::None,
-        200,
-        Some(|v: &Value| v["result"]["module"] == "ping" && v["result"]["loaded"] == true),
-    ),
-    (
-        "PUT",
-        "/module/ping",
-        Body::None,
-        200,
-        says!("Module loaded: ping"),
-    ),
-    (
-        "DELETE",
-        "/module/ping",
-        Body::None,
-        200,
-        says!("Module unloaded: ping"),
-    ),
-    (
-        "GET",
-        "/whitelist",
-        Body::None,
-        200,
-        Some(|v: &Value| {
-            v["result"]["whitelist"]
-                .as_array()
-                .is_some_and(|w| w.contains(&json!("127.0.0.0/8")))
-        }),
-    ),
-    (
-        "PUT",
-        "/whitelist",
-        Body::None,
-        400,
-        says!("Missing IP address in path"),
-    ),
-    (
-        "DELETE",
-        "/whitelist",
-        Body::None,
-        400,
-        says!("Missing IP address in path"),
-    ),
-    (
-        "PUT",
-        "/whitelist/192.0.2.9",
-        Body::None,
-        200,
-        says!("IP added to whitelist: 192.0.2.9"),
-    ),
-    (
-        "DELETE",
-        "/whitelist/192.0.2.9",
-        Body::None,
-        200,
-        says!("IP removed from whtielist: 192.0.2.9"),
-    ),
-    (
-        "PUT",
-        "/reload",
-        Body::None,
-        200,
-        says!("Config file reloaded. Modules were loaded, unloaded or reloaded to match it."),
-    ),
-    (
-        "PUT",
-        "/groups",
-        Body::Json(r#"{"name":"Staff","group_id":"staff"}"#),
-        200,
-        result!({"group_id": "staff"}),
-    ),
-    (
-        "PUT",
-        "/groups/team",
-        Body::Json(r#"{"name":"Team"}"#),
-        200,
-        result!({"group_id": "team"}),
-    ),
-    (
-        "PUT",
-        "/groups/staff/members/alice",
-        Body::None,
-        200,
-        says!("Member 'alice' successfully added to group 'staff'."),
-    ),
-    (
-        "POST",
-        "/groups/staff/sync",
-        Body::None,
-        200,
-        says!("Successfully did group subscriptions for group 'staff'."),
-    ),
-    (
-        "DELETE",
-        "/groups/staff/members/alice",
-        Body::None,
-        200,
-        says!("Member 'alice' successfully removed from group 'staff'."),
-    ),
-    (
-        "DELETE",
-        "/groups/team",
-        Body::None,
-        200,
-        says!("Group 'team' deleted successfully."),
-    ),
-    (
-        "GET",
-        "/vcards/alice",
-        Body::None,
-        404,
-        says!("The user <alice@localhost> has no vCard configured."),
-    ),
-    (
-        "PUT",
-        "/vcards/alice",
-        Body::Text("BEGIN:VCARD\r\nFN:Alice\r\nEND:VCARD\r\n"),
-        200,
-        says!("vCard stored for <alice@localhost>"),
-    ),
-    (
-        "DELETE",
-        "/vcards/alice",
-        Body::None,
-        200,
-        says!("vCard deleted for <alice@localhost>"),
-    ),
-    (
-        "DELETE",
-        "/data",
-        Body::None,
-        403,
-        says!("Destructive operations are disabled (admin_rest_allow_destructive = false)"),
-    ),
-    (
-        "DELETE",
-        "/certs",
-        Body::None,
-        403,
-        says!("Destructive operations are disabled (admin_rest_allow_destructive = false)"),
-    ),
-    (
-        "DELETE",
-        "/user/carol",
-        Body::None,
-        200,
-        says!("User deleted: carol@localhost"),
-    ),
+    ("GET", "/openapi.json", Body::None, 200, Some(|v: &Value| v["openapi"] == "3.1.0")),
+    ("GET", "/user/alice", Body::None, 200,
+        result!({"user": {"connected": false, "sessions": [], "roster": []}})),
+    ("POST", "/user/carol", Body::Json(r#"{"password":"pw"}"#), 201,
+        says!("User registered: carol@localhost")),
+    ("PATCH", "/user/carol/password", Body::Json(r#"{"password":"pw2"}"#), 200,
+        says!("User modified: carol@localhost")),
+    ("PATCH", "/user/carol/role", Body::Json(r#"{"role":"prosody:member"}"#), 200,
+        says!("User modified: carol@localhost")),
+    ("GET", "/user/alice/connected", Body::None, 404, result!({"connected": false})),
+    ("GET", "/user_connected/nobody", Body::None, 404, result!({"connected": false})),
+    ("GET", "/users", Body::None, 200, result!({"users": [], "count": 0})),
+    ("GET", "/users/count", Body::None, 200, result!({"count": 0})),
+    ("GET", "/all-users", Body::None, 200, Some(|v: &Value| {
+        v["result"]["count"] == 4
+            && v["result"]["users"].as_array().is_some_and(|u| {
+                u.contains(&json!({
+                    "jid": "carol@localhost",
+                    "role": {"name": "prosody:member", "priority": 35, "oxpecker": "member"},
+                    "secondary_roles": [],
+                }))
+            })
+    })),
+    ("GET", "/roster/alice", Body::None, 200, result!({"roster": [], "count": 0})),
+    ("POST", "/roster/alice", Body::Json(r#"{"contact":"bob"}"#), 200,
+        says!("Roster registered: alice@localhost and bob@localhost")),
+    ("DELETE", "/roster/alice", Body::Json(r#"{"contact":"bob"}"#), 200,
+        says!("Roster deleted: alice@localhost and bob@localhost")),
+    ("POST", "/message/alice", Body::Json(r#"{"message":"hi"}"#), 202,
+        says!("Message sent to offline queue: alice@localhost")),
+    ("POST", "/message", Body::Json(r#"[{"to":"alice","message":"hi"}]"#), 200,
+        says!("Message multicasted to users: 0/1")),
+    ("POST", "/broadcast", Body::Json(r#"{"message":"hi"}"#), 200, result!({"count": 0})),
+    ("GET", "/modules", Body::None, 200, Some(|v: &Value| {
+        let r = &v["result"];
+        r["modules"].as_array().is_some_and(|m| {
+            json!(m.len()) == r["count"] && m.contains(&json!("ping"))
+        })
+    })),
+    ("GET", "/modules/count", Body::None, 200, Some(|v: &Value| v["result"]["count"].as_u64() > Some(0))),
+    ("GET", "/module/ping", Body::None, 200,
+        Some(|v: &Value| v["result"]["module"] == "ping" && v["result"]["loaded"] == true)),
+    ("PUT", "/module/ping", Body::None, 200, says!("Module loaded: ping")),
+    ("DELETE", "/module/ping", Body::None, 200, says!("Module unloaded: ping")),
+    ("GET", "/whitelist", Body::None, 200,
+        Some(|v: &Value| v["result"]["whitelist"].as_array().is_some_and(|w| w.contains(&json!("127.0.0.0/8"))))),
+    ("PUT", "/whitelist", Body::None, 400, says!("Missing IP address in path")),
+    ("DELETE", "/whitelist", Body::None, 400, says!("Missing IP address in path")),
+    ("PUT", "/whitelist/192.0.2.9", Body::None, 200, says!("IP added to whitelist: 192.0.2.9")),
+    ("DELETE", "/whitelist/192.0.2.9", Body::None, 200,
+        says!("IP removed from whtielist: 192.0.2.9")),
+    ("PUT", "/reload", Body::None, 200,
+        says!("Config file reloaded. Modules were loaded, unloaded or reloaded to match it.")),
+    ("PUT", "/groups", Body::Json(r#"{"name":"Staff","group_id":"staff"}"#), 200,
+        result!({"group_id": "staff"})),
+    ("PUT", "/groups/team", Body::Json(r#"{"name":"Team"}"#), 200, result!({"group_id": "team"})),
+    ("PUT", "/groups/staff/members/alice", Body::None, 200,
+        says!("Member 'alice' successfully added to group 'staff'.")),
+    ("POST", "/groups/staff/sync", Body::None, 200,
+        says!("Successfully did group subscriptions for group 'staff'.")),
+    ("DELETE", "/groups/staff/members/alice", Body::None, 200,
+        says!("Member 'alice' successfully removed from group 'staff'.")),
+    ("DELETE", "/groups/team", Body::None, 200, says!("Group 'team' deleted successfully.")),
+    ("GET", "/vcards/alice", Body::None, 404,
+        says!("The user <alice@localhost> has no vCard configured.")),
+    ("PUT", "/vcards/alice", Body::Text("BEGIN:VCARD\r\nFN:Alice\r\nEND:VCARD\r\n"), 200,
+        says!("vCard stored for <alice@localhost>")),
+    ("DELETE", "/vcards/alice", Body::None, 200, says!("vCard deleted for <alice@localhost>")),
+    ("DELETE", "/data", Body::None, 403,
+        says!("Destructive operations are disabled (admin_rest_allow_destructive = false)")),
+    ("DELETE", "/certs", Body::None, 403,
+        says!("Destructive operations are disabled (admin_rest_allow_destructive = false)")),
+    ("DELETE", "/user/carol", Body::None, 200, says!("User deleted: carol@localhost")),
 ];
 
 /// Paths and methods the reference tables name as failures.
+#[rustfmt::skip]
 const UNKNOWN: &[Row] = &[
     ("GET", "/", Body::None, 404, says!("Invalid request path")),
-    (
-        "GET",
-        "/nope",
-        Body::None,
-        404,
-        says!("Invalid request path"),
-    ),
-    (
-        "GET",
-        "/alice/connected",
-        Body::None,
-        404,
-        says!("Invalid request path"),
-    ),
-    (
-        "GET",
-        "/user",
-        Body::None,
-        404,
-        says!("Invalid request path"),
-    ),
-    (
-        "GET",
-        "/user/",
-        Body::None,
-        404,
-        says!("Invalid request path"),
-    ),
-    (
-        "GET",
-        "/module",
-        Body::None,
-        404,
-        says!("Invalid request path"),
-    ),
-    (
-        "PATCH",
-        "/user/alice",
-        Body::Json(r#"{"password":"x"}"#),
-        404,
-        says!("Invalid request path"),
-    ),
-    (
-        "PATCH",
-        "/user/alice/email",
-        Body::Json(r#"{"email":"x"}"#),
-        404,
-        says!("Invalid request path"),
-    ),
-    (
-        "GET",
-        "/groups",
-        Body::None,
-        405,
-        says!("Invalid request method"),
-    ),
-    (
-        "POST",
-        "/groups",
-        Body::Json(r#"{"name":"x"}"#),
-        404,
-        says!("Invalid request path"),
-    ),
-    (
-        "POST",
-        "/groups/staff",
-        Body::None,
-        404,
-        says!("Invalid request path"),
-    ),
-    (
-        "DELETE",
-        "/groups",
-        Body::None,
-        404,
-        says!("Invalid request path"),
-    ),
-    (
-        "PUT",
-        "/groups/staff/x",
-        Body::None,
-        404,
-        says!("Invalid request path"),
-    ),
-    (
-        "POST",
-        "/message/",
-        Body::Json(r#"{"message":"x"}"#),
-        404,
-        says!("Invalid request path"),
-    ),
-    (
-        "PATCH",
-        "/users",
-        Body::None,
-        405,
-        says!("Invalid request method"),
-    ),
-    (
-        "DELETE",
-        "/ping",
-        Body::None,
-        405,
-        says!("Invalid request method"),
-    ),
+    ("GET", "/nope", Body::None, 404, says!("Invalid request path")),
+    ("GET", "/alice/connected", Body::None, 404, says!("Invalid request path")),
+    ("GET", "/user", Body::None, 404, says!("Invalid request path")),
+    ("GET", "/user/", Body::None, 404, says!("Invalid request path")),
+    ("GET", "/module", Body::None, 404, says!("Invalid request path")),
+    ("PATCH", "/user/alice", Body::Json(r#"{"password":"x"}"#), 404, says!("Invalid request path")),
+    ("PATCH", "/user/alice/email", Body::Json(r#"{"email":"x"}"#), 404, says!("Invalid request path")),
+    ("GET", "/groups", Body::None, 405, says!("Invalid request method")),
+    ("POST", "/groups", Body::Json(r#"{"name":"x"}"#), 404, says!("Invalid request path")),
+    ("POST", "/groups/staff", Body::None, 404, says!("Invalid request path")),
+    ("DELETE", "/groups", Body::None, 404, says!("Invalid request path")),
+    ("PUT", "/groups/staff/x", Body::None, 404, says!("Invalid request path")),
+    ("POST", "/message/", Body::Json(r#"{"message":"x"}"#), 404, says!("Invalid request path")),
+    ("PATCH", "/users", Body::None, 405, says!("Invalid request method")),
+    ("DELETE", "/ping", Body::None, 405, says!("Invalid request method")),
     ("HEAD", "/ping", Body::None, 405, None),
     ("HEAD", "/users", Body::None, 405, None),
     ("HEAD", "/nope", Body::None, 404, None),
@@ -1175,115 +885,33 @@ async fn user_lifecycle() {
     let pw = |p: &str| Some(json!({ "password": p }));
 
     // (method, path, body, status, `result` (null: not checked), `error` ("": none)), in order.
-    let rows: Vec<(Method, &str, Option<Value>, u16, Value, &str)> = vec![
-        (
-            Method::POST,
-            "/user/alice",
-            Some(json!({"password": "a1", "regip": "192.0.2.1"})),
-            201,
-            json!("User registered: alice@localhost"),
-            "",
-        ),
-        (
-            Method::POST,
-            "/user/alice",
-            pw("a2"),
-            200,
-            json!("User <alice@localhost> already existed, password updated"),
-            "",
-        ),
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::POST, "/user/alice", Some(json!({"password": "a1", "regip": "192.0.2.1"})),
+            201, json!("User registered: alice@localhost"), ""),
+        (Method::POST, "/user/alice", pw("a2"),
+            200, json!("User <alice@localhost> already existed, password updated"), ""),
         // Full JIDs in the path (URL-encoded), hosts not served, malformed JIDs.
-        (
-            Method::GET,
-            "/user/alice%40localhost",
-            None,
-            200,
-            Value::Null,
-            "",
-        ),
-        (
-            Method::POST,
-            "/user/x%40elsewhere.example",
-            pw("p"),
-            404,
-            json!("Host does not exist or is malformed"),
-            "unknown_host",
-        ),
-        (
-            Method::GET,
-            "/user/%40%40",
-            None,
-            404,
-            json!("User does not exist or is malformed"),
-            "invalid_user",
-        ),
+        (Method::GET, "/user/alice%40localhost", None, 200, Value::Null, ""),
+        (Method::POST, "/user/x%40elsewhere.example", pw("p"),
+            404, json!("Host does not exist or is malformed"), "unknown_host"),
+        (Method::GET, "/user/%40%40", None, 404, json!("User does not exist or is malformed"), "invalid_user"),
         // Offline is still 200, with empty lists (arrays, not {}).
-        (
-            Method::GET,
-            "/user/alice",
-            None,
-            200,
-            json!({"user": {"connected": false, "sessions": [], "roster": []}}),
-            "",
-        ),
-        (
-            Method::GET,
-            "/user/nobody",
-            None,
-            404,
-            json!("User does not exist: nobody@localhost"),
-            "user_not_found",
-        ),
+        (Method::GET, "/user/alice", None,
+            200, json!({"user": {"connected": false, "sessions": [], "roster": []}}), ""),
+        (Method::GET, "/user/nobody", None,
+            404, json!("User does not exist: nobody@localhost"), "user_not_found"),
         // PATCH: unknown attribute 404, unknown user 404, missing field 400.
-        (
-            Method::PATCH,
-            "/user/alice/email",
-            Some(json!({"email": "x"})),
-            404,
-            json!("Invalid request path"),
-            "invalid_path",
-        ),
-        (
-            Method::PATCH,
-            "/user/nobody/password",
-            pw("x"),
-            404,
-            json!("User does not exist: nobody@localhost"),
-            "user_not_found",
-        ),
-        (
-            Method::PATCH,
-            "/user/alice/password",
-            Some(json!({"pass": "x"})),
-            400,
-            json!("Body does not exist or is malformed"),
-            "invalid_body",
-        ),
-        (
-            Method::PATCH,
-            "/user/alice/password",
-            pw("a3"),
-            200,
-            json!("User modified: alice@localhost"),
-            "",
-        ),
-        (
-            Method::POST,
-            "/user/zed",
-            pw("z"),
-            201,
-            json!("User registered: zed@localhost"),
-            "",
-        ),
+        (Method::PATCH, "/user/alice/email", Some(json!({"email": "x"})),
+            404, json!("Invalid request path"), "invalid_path"),
+        (Method::PATCH, "/user/nobody/password", pw("x"),
+            404, json!("User does not exist: nobody@localhost"), "user_not_found"),
+        (Method::PATCH, "/user/alice/password", Some(json!({"pass": "x"})),
+            400, json!("Body does not exist or is malformed"), "invalid_body"),
+        (Method::PATCH, "/user/alice/password", pw("a3"), 200, json!("User modified: alice@localhost"), ""),
+        (Method::POST, "/user/zed", pw("z"), 201, json!("User registered: zed@localhost"), ""),
     ];
-    for (method, path, body, status, result, error) in rows {
-        let r = api.call(method.clone(), path, body).await;
-        assert_eq!(r.status.as_u16(), status, "{method} {path}: {}", r.text);
-        if !result.is_null() {
-            assert_eq!(r.result(), result, "{method} {path}");
-        }
-        assert_eq!(r.error(), error, "{method} {path}");
-    }
+    api.run(cases).await;
     // The last password is the one that logs in over XMPP.
     let mut c = RawClient::connect(srv.c2s()).await;
     c.starttls(&srv.cert_pem()).await;
