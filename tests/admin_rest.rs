@@ -1100,26 +1100,15 @@ async fn message_online_offline_and_dropped() {
     assert!(m.contains("urn:xmpp:delay"), "{m}");
 
     // Unknown user, bad bodies.
-    let r = api
-        .call(
-            Method::POST,
-            "/message/nobody",
-            Some(json!({"message": "x"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::NOT_FOUND,
-            json!("User does not exist or is malformed")
-        )
-    );
-    let r = api.raw(Method::POST, "/message/alice", "", None).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = api
-        .call(Method::POST, "/message/alice", Some(json!({"msg": "x"})))
-        .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::POST, "/message/nobody", Some(json!({"message": "x"})),
+            404, json!("User does not exist or is malformed"), "invalid_user"),
+        (Method::POST, "/message/alice", None, 400, json!("Body does not exist or is malformed"), "invalid_body"),
+        (Method::POST, "/message/alice", Some(json!({"msg": "x"})),
+            400, json!("Body does not exist or is malformed"), "invalid_body"),
+    ];
+    api.run(cases).await;
 
     // Without offline storage, a message to an offline user is dropped: 501.
     drop(b);
@@ -1274,39 +1263,20 @@ async fn modules_act_on_the_real_registry() {
         (&result["status"]["type"], &result["status"]["message"]),
         (&json!("warn"), &json!("slow pings"))
     );
-    let r = api.call(Method::DELETE, "/module/ping", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!("Module unloaded: ping"))
-    );
-    assert!(!host.is_loaded("ping"));
-    let r = api.get("/module/ping").await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::NOT_FOUND,
-            json!({"module": "ping", "loaded": false, "status": null})
-        )
-    );
-    let r = api.call(Method::DELETE, "/module/ping", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::NOT_FOUND, json!("Module is not loaded:ping"))
-    );
-    let r = api.call(Method::PUT, "/module/ping", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!("Module loaded: ping"))
-    );
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::DELETE, "/module/ping", None, 200, json!("Module unloaded: ping"), ""),
+        (Method::GET, "/module/ping", None,
+            404, json!({"module": "ping", "loaded": false, "status": null}), "module_not_loaded"),
+        (Method::DELETE, "/module/ping", None, 404, json!("Module is not loaded:ping"), "module_not_loaded"),
+        (Method::PUT, "/module/ping", None, 200, json!("Module loaded: ping"), ""),
+        // Loaded again = reload.
+        (Method::PUT, "/module/ping", None, 200, json!("Module loaded: ping"), ""),
+        (Method::PUT, "/module/no_such_module", None,
+            404, json!("Module does not exist: no_such_module"), "unknown_module"),
+    ];
+    api.run(cases).await;
     assert!(host.is_loaded("ping"));
-    // Loaded again = reload.
-    let r = api.call(Method::PUT, "/module/ping", None).await;
-    assert_eq!(r.status, StatusCode::OK);
-    let r = api.call(Method::PUT, "/module/no_such_module", None).await;
-    assert_eq!(
-        (r.status, r.error()),
-        (StatusCode::NOT_FOUND, "unknown_module".to_string())
-    );
 
     // Unloading admin_rest turns the API off for the host.
     let r = api.call(Method::DELETE, "/module/admin_rest", None).await;
