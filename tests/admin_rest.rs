@@ -1298,40 +1298,19 @@ async fn whitelist_edits_persist_across_restart() {
         json!({"count": 2, "whitelist": ["127.0.0.0/8", "::1"]})
     );
 
-    let r = api.call(Method::PUT, "/whitelist/192.0.2.10", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!("IP added to whitelist: 192.0.2.10"))
-    );
-    let r = api
-        .call(Method::PUT, "/whitelist/198.51.100.0%2F24", None)
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let r = api.call(Method::DELETE, "/whitelist/::1", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!("IP removed from whtielist: ::1"))
-    );
-    let r = api
-        .call(Method::DELETE, "/whitelist/203.0.113.1", None)
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::NOT_FOUND,
-            json!("IP is not whitelisted: 203.0.113.1")
-        )
-    );
-    let r = api.call(Method::PUT, "/whitelist/not-an-ip", None).await;
-    assert_eq!(
-        (r.status, r.error()),
-        (StatusCode::BAD_REQUEST, "invalid_ip".to_string())
-    );
-    let r = api.call(Method::PUT, "/whitelist", None).await;
-    assert_eq!(
-        (r.status, r.error()),
-        (StatusCode::BAD_REQUEST, "missing_ip".to_string())
-    );
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::PUT, "/whitelist/192.0.2.10", None, 200, json!("IP added to whitelist: 192.0.2.10"), ""),
+        (Method::PUT, "/whitelist/198.51.100.0%2F24", None,
+            200, json!("IP added to whitelist: 198.51.100.0/24"), ""),
+        (Method::DELETE, "/whitelist/::1", None, 200, json!("IP removed from whtielist: ::1"), ""),
+        (Method::DELETE, "/whitelist/203.0.113.1", None,
+            404, json!("IP is not whitelisted: 203.0.113.1"), "not_whitelisted"),
+        (Method::PUT, "/whitelist/not-an-ip", None,
+            400, json!("Not an IP address or CIDR range: not-an-ip"), "invalid_ip"),
+        (Method::PUT, "/whitelist", None, 400, json!("Missing IP address in path"), "missing_ip"),
+    ];
+    api.run(cases).await;
 
     let expected =
         json!({"count": 3, "whitelist": ["127.0.0.0/8", "192.0.2.10", "198.51.100.0/24"]});
