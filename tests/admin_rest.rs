@@ -1654,58 +1654,20 @@ async fn groups_members_see_each_other() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let generated = r.result()["group_id"].as_str().unwrap().to_string();
     assert_eq!(generated.len(), 12);
-    let r = api
-        .call(
-            Method::PUT,
-            "/groups/staff",
-            Some(json!({"name": "Staff", "group_id": "ignored"})),
-        )
-        .await;
-    assert_eq!(r.result(), json!({"group_id": "staff"}));
-    let r = api
-        .call(
-            Method::PUT,
-            "/groups",
-            Some(json!({"name": "Again", "group_id": "staff"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::CONFLICT, json!("conflict"))
-    );
-    let r = api
-        .call(
-            Method::PUT,
-            "/groups",
-            Some(json!({"create_default_muc": false})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::BAD_REQUEST,
-            json!("Body must contain a `name` key")
-        )
-    );
-
-    let r = api
-        .call(Method::PUT, "/groups/staff/members/alice", None)
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::OK,
-            json!("Member 'alice' successfully added to group 'staff'.")
-        )
-    );
-    let r = api
-        .call(
-            Method::PUT,
-            "/groups/staff/members/bob",
-            Some(json!([{"delay_update": false}])),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::PUT, "/groups/staff", Some(json!({"name": "Staff", "group_id": "ignored"})),
+            200, json!({"group_id": "staff"}), ""),
+        (Method::PUT, "/groups", Some(json!({"name": "Again", "group_id": "staff"})),
+            409, json!("conflict"), "conflict"),
+        (Method::PUT, "/groups", Some(json!({"create_default_muc": false})),
+            400, json!("Body must contain a `name` key"), "invalid_body"),
+        (Method::PUT, "/groups/staff/members/alice", None,
+            200, json!("Member 'alice' successfully added to group 'staff'."), ""),
+        (Method::PUT, "/groups/staff/members/bob", Some(json!([{"delay_update": false}])),
+            200, json!("Member 'bob' successfully added to group 'staff'."), ""),
+    ];
+    api.run(cases).await;
     // alice (online, roster fetched) sees bob appear, in the group.
     let push = read_until_contains(&mut a, "iq", "bob@localhost").await;
     assert!(
@@ -1717,56 +1679,28 @@ async fn groups_members_see_each_other() {
         r.result(),
         json!({"count": 1, "roster": [["item", {"jid": "alice@localhost", "subscription": "both", "group": ["Staff"]}]]})
     );
-    let r = api
-        .call(Method::PUT, "/groups/nope/members/carol", None)
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::NOT_FOUND, json!("group-not-found"))
-    );
-    let r = api
-        .call(Method::PUT, "/groups/staff/members/ghost", None)
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-
-    let r = api.call(Method::POST, "/groups/staff/sync", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::OK,
-            json!("Successfully did group subscriptions for group 'staff'.")
-        )
-    );
-    let r = api.call(Method::POST, "/groups/nope/sync", None).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-
-    let r = api
-        .call(Method::DELETE, "/groups/staff/members/bob", None)
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::OK,
-            json!("Member 'bob' successfully removed from group 'staff'.")
-        )
-    );
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::PUT, "/groups/nope/members/carol", None, 404, json!("group-not-found"), "group_not_found"),
+        (Method::PUT, "/groups/staff/members/ghost", None,
+            404, json!("User does not exist: ghost@localhost"), "user_not_found"),
+        (Method::POST, "/groups/staff/sync", None,
+            200, json!("Successfully did group subscriptions for group 'staff'."), ""),
+        (Method::POST, "/groups/nope/sync", None, 404, json!("group-not-found"), "group_not_found"),
+        (Method::DELETE, "/groups/staff/members/bob", None,
+            200, json!("Member 'bob' successfully removed from group 'staff'."), ""),
+    ];
+    api.run(cases).await;
     read_until_contains(&mut a, "iq", "subscription=\"remove\"").await;
     assert_eq!(api.get("/roster/bob").await.result()["count"], 0);
-    let r = api
-        .call(Method::DELETE, "/groups/nope/members/bob", None)
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::NOT_FOUND, json!("group-not-found"))
-    );
-
-    let r = api.call(Method::DELETE, "/groups/staff", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!("Group 'staff' deleted successfully."))
-    );
-    let r = api.call(Method::DELETE, "/groups/staff", None).await;
-    assert_eq!(r.status, StatusCode::OK, "idempotent");
+    // Removing from an unknown group is 404; deleting a group is idempotent.
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::DELETE, "/groups/nope/members/bob", None, 404, json!("group-not-found"), "group_not_found"),
+        (Method::DELETE, "/groups/staff", None, 200, json!("Group 'staff' deleted successfully."), ""),
+        (Method::DELETE, "/groups/staff", None, 200, json!("Group 'staff' deleted successfully."), ""),
+    ];
+    api.run(cases).await;
     assert_eq!(api.get("/roster/alice").await.result()["count"], 0);
 }
 
