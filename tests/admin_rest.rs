@@ -1554,49 +1554,18 @@ async fn roster_add_pushes_to_online_clients_and_remove() {
     assert_eq!(r.result()["user"]["roster"][0][1]["jid"], "bob@localhost");
 
     // Errors: missing contact 404, unknown local contact 404, remote contact 400 (nothing written), unknown user 404.
-    let r = api
-        .call(Method::POST, "/roster/alice", Some(json!({})))
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::NOT_FOUND,
-            json!("Contact does not exist or is malformed")
-        )
-    );
-    let r = api
-        .call(
-            Method::POST,
-            "/roster/alice",
-            Some(json!({"contact": "ghost@localhost"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = api
-        .call(
-            Method::POST,
-            "/roster/alice",
-            Some(json!({"contact": "x@remote.example"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.error()),
-        (StatusCode::BAD_REQUEST, "remote_contact".to_string())
-    );
-    let r = api
-        .call(
-            Method::POST,
-            "/roster/nobody",
-            Some(json!({"contact": "bob"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::NOT_FOUND,
-            json!("User does not exist: nobody@localhost")
-        )
-    );
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::POST, "/roster/alice", Some(json!({})),
+            404, json!("Contact does not exist or is malformed"), "invalid_contact"),
+        (Method::POST, "/roster/alice", Some(json!({"contact": "ghost@localhost"})),
+            404, json!("Contact does not exist or is malformed"), "invalid_contact"),
+        (Method::POST, "/roster/alice", Some(json!({"contact": "x@remote.example"})),
+            400, json!("Remote contacts are not supported: x@remote.example"), "remote_contact"),
+        (Method::POST, "/roster/nobody", Some(json!({"contact": "bob"})),
+            404, json!("User does not exist: nobody@localhost"), "user_not_found"),
+    ];
+    api.run(cases).await;
     let r = api
         .raw(
             Method::POST,
@@ -1625,18 +1594,14 @@ async fn roster_add_pushes_to_online_clients_and_remove() {
     let push = read_until_contains(&mut a, "iq", "subscription=\"remove\"").await;
     assert!(push.contains("jid=\"bob@localhost\""), "{push}");
     assert_eq!(api.get("/roster/alice").await.result()["count"], 0);
-    let r = api
-        .call(
-            Method::DELETE,
-            "/roster/nobody",
-            Some(json!({"contact": "bob"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = api
-        .call(Method::DELETE, "/roster/alice", Some(json!({})))
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::DELETE, "/roster/nobody", Some(json!({"contact": "bob"})),
+            404, json!("User does not exist: nobody@localhost"), "user_not_found"),
+        (Method::DELETE, "/roster/alice", Some(json!({})),
+            404, json!("Contact does not exist or is malformed"), "invalid_contact"),
+    ];
+    api.run(cases).await;
 }
 
 #[tokio::test]
