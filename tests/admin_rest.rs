@@ -359,6 +359,7 @@ const UNKNOWN: &[Row] = &[
     ("POST", "/message/", Body::Json(r#"{"message":"x"}"#), 404, says!("Invalid request path")),
     ("PATCH", "/users", Body::None, 405, says!("Invalid request method")),
     ("DELETE", "/ping", Body::None, 405, says!("Invalid request method")),
+    ("OPTIONS", "/users", Body::None, 405, says!("Invalid request method")),
     ("HEAD", "/ping", Body::None, 405, None),
     ("HEAD", "/users", Body::None, 405, None),
     ("HEAD", "/nope", Body::None, 404, None),
