@@ -109,7 +109,6 @@ impl Server {
         let http = bind_all(&config.http.listen).await?;
         let https = bind_all(&config.http.tls_listen).await?;
         let core = Core::new(config, store)?;
-        core.allowlists.load().await?;
         let tracker = TaskTracker::new();
         let addrs = |ls: &[TcpListener]| {
             ls.iter()
@@ -117,6 +116,8 @@ impl Server {
                 .collect::<Vec<_>>()
         };
         let (c2s_addrs, direct_tls_addrs, http_addrs) = (addrs(&c2s), addrs(&direct), addrs(&http));
+        // The admin allowlists are read once, before the HTTP listeners serve: requests read memory.
+        core.allowlists.load().await?;
         for l in c2s {
             tracker.spawn(crate::c2s::serve(
                 core.clone(),
