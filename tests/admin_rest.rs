@@ -1,6 +1,10 @@
 //! The admin REST API over real HTTP: every endpoint and status code, the security layers
 //! (allowlist, proxies, Basic and Bearer auth, throttling, HTTPS), and delivery to real XMPP
 //! clients where it matters (messages, multicast, broadcast, rosters, groups, vCards).
+//!
+//! `every_route_answers_by_the_reference_tables` walks the whole route table (and the unknown
+//! paths and methods the reference names) with every kind of credentials; the other tests are
+//! the behaviours behind the answers, with alike calls as [`Case`] tables.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
