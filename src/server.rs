@@ -120,6 +120,8 @@ impl Server {
                 .collect::<Vec<_>>()
         };
         let (c2s_addrs, direct_tls_addrs, http_addrs) = (addrs(&c2s), addrs(&direct), addrs(&http));
+        // The admin allowlists are read once, before the HTTP listeners serve: requests read memory.
+        core.allowlists.load().await?;
         for l in c2s {
             tracker.spawn(crate::c2s::serve(
                 core.clone(),

@@ -1,13 +1,15 @@
 //! The admin REST API over real HTTP: every endpoint and status code, the security layers
 //! (allowlist, proxies, Basic and Bearer auth, throttling, HTTPS), and delivery to real XMPP
 //! clients where it matters (messages, multicast, broadcast, rosters, groups, vCards).
+//!
+//! `every_route_answers_by_the_reference_tables` walks the whole route table (and the unknown
+//! paths and methods the reference names) with every kind of credentials; the other tests are
+//! the behaviours behind the answers, with alike calls as [`Case`] tables.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::time::Duration;
-
-use common::{RawClient, TestServer, read_until_contains};
+use common::{RawClient, TestServer, online, read_until_contains, wait_offline};
 use oxpecker::config::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -60,6 +62,10 @@ impl Reply {
             .unwrap_or_default()
     }
 }
+
+/// One admin call in a table: method, path, body, expected status, expected `result`
+/// (`Value::Null`: not checked) and expected `error` code (`""`: none).
+type Case<'a> = (Method, &'a str, Option<Value>, u16, Value, &'a str);
 
 /// An HTTP client for one server.
 struct Api {
@@ -117,6 +123,18 @@ impl Api {
         self.call_with(method, path, &admin(), body, &[]).await
     }
 
+    /// Makes each admin call of `cases` in order and checks its answer.
+    async fn run(&self, cases: Vec<Case<'_>>) {
+        for (method, path, body, status, result, error) in cases {
+            let r = self.call(method.clone(), path, body).await;
+            assert_eq!(r.status.as_u16(), status, "{method} {path}: {}", r.text);
+            if !result.is_null() {
+                assert_eq!(r.result(), result, "{method} {path}");
+            }
+            assert_eq!(r.error(), error, "{method} {path}");
+        }
+    }
+
     async fn get(&self, path: &str) -> Reply {
         self.call(Method::GET, path, None).await
     }
@@ -147,15 +165,12 @@ impl Api {
 
 /// A server with `admin@localhost` (listed in `admins`) and the given extra users (password "pw").
 async fn server_with(users: &[&str], f: impl FnOnce(&mut Config)) -> TestServer {
-    let srv = TestServer::start_with(|c| {
+    let srv = TestServer::with_users(users, |c| {
         c.admins = vec![ADMIN.0.into()];
         f(c)
     })
     .await;
     srv.add_user(ADMIN.0, ADMIN.1).await;
-    for u in users {
-        srv.add_user(&format!("{u}@localhost"), "pw").await;
-    }
     srv
 }
 
@@ -175,98 +190,16 @@ fn strings(v: &[&str]) -> toml::Value {
     )
 }
 
-/// Logs in and sends initial presence (synchronised on the presence echo).
-async fn online(srv: &TestServer, user: &str, resource: &str) -> RawClient {
-    let mut c = RawClient::login(srv, user, "pw", resource).await;
-    c.send("<presence/>").await;
-    c.read_stanza("presence").await;
-    c
-}
-
-async fn wait_offline(srv: &TestServer, jid: &str) {
-    let j = oxpecker::xmpp::Jid::parse(jid).unwrap();
-    for _ in 0..200 {
-        if !srv.server().core.sessions.is_online(&j) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{jid} still online");
-}
-
 // ---------------------------------------------------------------------------------------------
 // Security: allowlist, credentials, roles, tokens, throttling, HTTPS
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn authentication_answers_follow_http() {
+async fn base_path_trailing_slashes_and_bare_usernames() {
     let srv = server(&["bob"]).await;
     let api = Api::new(&srv);
 
-    let r = api
-        .call_with(Method::GET, "/users/count", &Auth::None, None, &[])
-        .await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(r.header("www-authenticate"), "Basic realm=\"oxpecker\"");
-    assert_eq!(r.result(), "Missing authorization header");
-    assert_eq!(r.error(), "missing_credentials");
-    assert_eq!(r.header("content-type"), "application/json");
-
-    for (auth, code, msg) in [
-        (
-            Auth::Raw("Bearer".into()),
-            "invalid_credentials",
-            "Invalid authentication details",
-        ),
-        (
-            Auth::Raw("Basic !!!!".into()),
-            "invalid_credentials",
-            "Invalid authentication details",
-        ),
-        (
-            Auth::Raw("Digest abc".into()),
-            "invalid_credentials",
-            "Invalid authentication details",
-        ),
-        (
-            Auth::Basic(ADMIN.0.into(), "wrong".into()),
-            "authentication_failed",
-            "Authentication failure",
-        ),
-        (
-            Auth::Basic("nobody@localhost".into(), "x".into()),
-            "authentication_failed",
-            "Authentication failure",
-        ),
-        (
-            Auth::Basic("admin@elsewhere".into(), ADMIN.1.into()),
-            "authentication_failed",
-            "Authentication failure",
-        ),
-        (
-            Auth::Bearer("oxp_notatoken".into()),
-            "authentication_failed",
-            "Authentication failure",
-        ),
-    ] {
-        let r = api
-            .call_with(Method::GET, "/users/count", &auth, None, &[])
-            .await;
-        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
-        assert_eq!(r.error(), code);
-        assert_eq!(r.result(), msg);
-        assert_eq!(r.header("www-authenticate"), "Basic realm=\"oxpecker\"");
-    }
-
-    // Authenticated but not an admin: 403.
-    let bob = Auth::Basic("bob@localhost".into(), "pw".into());
-    let r = api
-        .call_with(Method::GET, "/users/count", &bob, None, &[])
-        .await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert_eq!(r.result(), "User must be an administrator");
-    assert_eq!(r.error(), "not_admin");
-
+    // Each kind of bad credentials, on every route: `every_route_answers_by_the_reference_tables`.
     // The admin, with a full JID or a bare username on the request's host.
     assert_eq!(api.get("/users/count").await.status, StatusCode::OK);
     let bare = Auth::Basic("admin".into(), ADMIN.1.into());
@@ -275,20 +208,6 @@ async fn authentication_answers_follow_http() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 
-    // Order: credentials before routing, so an unknown route is 401 without them, 404 with.
-    let r = api
-        .call_with(Method::GET, "/nope", &Auth::None, None, &[])
-        .await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let r = api.get("/nope").await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    assert_eq!(r.result(), "Invalid request path");
-    let r = api.get("/").await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    // Wrong method: JSON 405.
-    let r = api.call(Method::PATCH, "/users", None).await;
-    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(r.result(), "Invalid request method");
     // Base without slash redirects; trailing slashes are ignored.
     let r = Api::at(format!("http://{}", srv.http()))
         .get("/admin_rest")
@@ -306,6 +225,359 @@ async fn authentication_answers_follow_http() {
         .get("/health")
         .await;
     assert_eq!(r.json()["status"], "ok");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The route table, walked: every (method, path) pair, known and unknown, with every kind of
+// credentials (the reference: mod_admin_rest-observed.md §1.8, §2, §3 and "Our policy")
+// ---------------------------------------------------------------------------------------------
+
+/// A request body in a table row.
+#[derive(Clone, Copy)]
+enum Body {
+    None,
+    Json(&'static str),
+    Text(&'static str),
+}
+
+/// One row: method, path, body, expected status, and a check of the reply's JSON (`None` for
+/// `HEAD`, which has no body).
+type Row = (
+    &'static str,
+    &'static str,
+    Body,
+    u16,
+    Option<fn(&Value) -> bool>,
+);
+
+/// `result` is exactly this string.
+macro_rules! says {
+    ($s:literal) => {
+        Some(|v: &Value| v["result"] == $s)
+    };
+}
+
+/// `result` is exactly this JSON.
+macro_rules! result {
+    ($($j:tt)+) => {
+        Some(|v: &Value| v["result"] == json!($($j)+))
+    };
+}
+
+/// Every route with admin credentials, in an order whose side effects the later rows expect.
+/// Users: admin, alice, bob (non-admin); carol is created and deleted here.
+#[rustfmt::skip]
+const KNOWN: &[Row] = &[
+    ("GET", "/ping", Body::None, 200, says!("PONG")),
+    ("GET", "/openapi.json", Body::None, 200, Some(|v: &Value| v["openapi"] == "3.1.0")),
+    ("GET", "/user/alice", Body::None, 200,
+        result!({"user": {"connected": false, "sessions": [], "roster": []}})),
+    ("POST", "/user/carol", Body::Json(r#"{"password":"pw"}"#), 201,
+        says!("User registered: carol@localhost")),
+    ("PATCH", "/user/carol/password", Body::Json(r#"{"password":"pw2"}"#), 200,
+        says!("User modified: carol@localhost")),
+    ("PATCH", "/user/carol/role", Body::Json(r#"{"role":"prosody:member"}"#), 200,
+        says!("User modified: carol@localhost")),
+    ("GET", "/user/alice/connected", Body::None, 404, result!({"connected": false})),
+    ("GET", "/user_connected/nobody", Body::None, 404, result!({"connected": false})),
+    ("GET", "/users", Body::None, 200, result!({"users": [], "count": 0})),
+    ("GET", "/users/count", Body::None, 200, result!({"count": 0})),
+    ("GET", "/all-users", Body::None, 200, Some(|v: &Value| {
+        v["result"]["count"] == 4
+            && v["result"]["users"].as_array().is_some_and(|u| {
+                u.contains(&json!({
+                    "jid": "carol@localhost",
+                    "role": {"name": "prosody:member", "priority": 35, "oxpecker": "member"},
+                    "secondary_roles": [],
+                }))
+            })
+    })),
+    ("GET", "/roster/alice", Body::None, 200, result!({"roster": [], "count": 0})),
+    ("POST", "/roster/alice", Body::Json(r#"{"contact":"bob"}"#), 200,
+        says!("Roster registered: alice@localhost and bob@localhost")),
+    ("DELETE", "/roster/alice", Body::Json(r#"{"contact":"bob"}"#), 200,
+        says!("Roster deleted: alice@localhost and bob@localhost")),
+    ("POST", "/message/alice", Body::Json(r#"{"message":"hi"}"#), 202,
+        says!("Message sent to offline queue: alice@localhost")),
+    ("POST", "/message", Body::Json(r#"[{"to":"alice","message":"hi"}]"#), 200,
+        says!("Message multicasted to users: 0/1")),
+    ("POST", "/broadcast", Body::Json(r#"{"message":"hi"}"#), 200, result!({"count": 0})),
+    ("GET", "/modules", Body::None, 200, Some(|v: &Value| {
+        let r = &v["result"];
+        r["modules"].as_array().is_some_and(|m| {
+            json!(m.len()) == r["count"] && m.contains(&json!("ping"))
+        })
+    })),
+    ("GET", "/modules/count", Body::None, 200, Some(|v: &Value| v["result"]["count"].as_u64() > Some(0))),
+    ("GET", "/module/ping", Body::None, 200,
+        Some(|v: &Value| v["result"]["module"] == "ping" && v["result"]["loaded"] == true)),
+    ("PUT", "/module/ping", Body::None, 200, says!("Module loaded: ping")),
+    ("DELETE", "/module/ping", Body::None, 200, says!("Module unloaded: ping")),
+    ("GET", "/whitelist", Body::None, 200,
+        Some(|v: &Value| v["result"]["whitelist"].as_array().is_some_and(|w| w.contains(&json!("127.0.0.0/8"))))),
+    ("PUT", "/whitelist", Body::None, 400, says!("Missing IP address in path")),
+    ("DELETE", "/whitelist", Body::None, 400, says!("Missing IP address in path")),
+    ("PUT", "/whitelist/192.0.2.9", Body::None, 200, says!("IP added to whitelist: 192.0.2.9")),
+    ("DELETE", "/whitelist/192.0.2.9", Body::None, 200,
+        says!("IP removed from whtielist: 192.0.2.9")),
+    ("PUT", "/reload", Body::None, 200,
+        says!("Config file reloaded. Modules were loaded, unloaded or reloaded to match it.")),
+    ("PUT", "/groups", Body::Json(r#"{"name":"Staff","group_id":"staff"}"#), 200,
+        result!({"group_id": "staff"})),
+    ("PUT", "/groups/team", Body::Json(r#"{"name":"Team"}"#), 200, result!({"group_id": "team"})),
+    ("PUT", "/groups/staff/members/alice", Body::None, 200,
+        says!("Member 'alice' successfully added to group 'staff'.")),
+    ("POST", "/groups/staff/sync", Body::None, 200,
+        says!("Successfully did group subscriptions for group 'staff'.")),
+    ("DELETE", "/groups/staff/members/alice", Body::None, 200,
+        says!("Member 'alice' successfully removed from group 'staff'.")),
+    ("DELETE", "/groups/team", Body::None, 200, says!("Group 'team' deleted successfully.")),
+    ("GET", "/vcards/alice", Body::None, 404,
+        says!("The user <alice@localhost> has no vCard configured.")),
+    ("PUT", "/vcards/alice", Body::Text("BEGIN:VCARD\r\nFN:Alice\r\nEND:VCARD\r\n"), 200,
+        says!("vCard stored for <alice@localhost>")),
+    ("DELETE", "/vcards/alice", Body::None, 200, says!("vCard deleted for <alice@localhost>")),
+    ("DELETE", "/data", Body::None, 403,
+        says!("Destructive operations are disabled (admin_rest_allow_destructive = false)")),
+    ("DELETE", "/certs", Body::None, 403,
+        says!("Destructive operations are disabled (admin_rest_allow_destructive = false)")),
+    ("DELETE", "/user/carol", Body::None, 200, says!("User deleted: carol@localhost")),
+];
+
+/// Paths and methods the reference tables name as failures.
+#[rustfmt::skip]
+const UNKNOWN: &[Row] = &[
+    ("GET", "/", Body::None, 404, says!("Invalid request path")),
+    ("GET", "/nope", Body::None, 404, says!("Invalid request path")),
+    ("GET", "/alice/connected", Body::None, 404, says!("Invalid request path")),
+    ("GET", "/user", Body::None, 404, says!("Invalid request path")),
+    ("GET", "/user/", Body::None, 404, says!("Invalid request path")),
+    ("GET", "/module", Body::None, 404, says!("Invalid request path")),
+    ("PATCH", "/user/alice", Body::Json(r#"{"password":"x"}"#), 404, says!("Invalid request path")),
+    ("PATCH", "/user/alice/email", Body::Json(r#"{"email":"x"}"#), 404, says!("Invalid request path")),
+    ("GET", "/groups", Body::None, 405, says!("Invalid request method")),
+    ("POST", "/groups", Body::Json(r#"{"name":"x"}"#), 404, says!("Invalid request path")),
+    ("POST", "/groups/staff", Body::None, 404, says!("Invalid request path")),
+    ("DELETE", "/groups", Body::None, 404, says!("Invalid request path")),
+    ("PUT", "/groups/staff/x", Body::None, 404, says!("Invalid request path")),
+    ("POST", "/message/", Body::Json(r#"{"message":"x"}"#), 404, says!("Invalid request path")),
+    ("PATCH", "/users", Body::None, 405, says!("Invalid request method")),
+    ("DELETE", "/ping", Body::None, 405, says!("Invalid request method")),
+    ("OPTIONS", "/users", Body::None, 405, says!("Invalid request method")),
+    ("HEAD", "/ping", Body::None, 405, None),
+    ("HEAD", "/users", Body::None, 405, None),
+    ("HEAD", "/nope", Body::None, 404, None),
+];
+
+/// The methods that reach the module (§1.8), and `HEAD`.
+const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"];
+
+/// The concrete path of a route template.
+fn concrete(template: &str) -> String {
+    template
+        .replace("{name}", "alice")
+        .replace("{attribute}", "password")
+        .replace("{id}", "staff")
+        .replace("{member}", "alice")
+        .replace("{ip}", "192.0.2.9")
+}
+
+fn family(path: &str) -> &str {
+    path.trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+}
+
+/// Every method a route path does not serve: 405 where its family lacks the method, else 404.
+fn unserved() -> Vec<(String, String, u16)> {
+    let routes = oxpecker::http::admin_rest::ROUTES;
+    let mut out = Vec::new();
+    let mut paths: Vec<&str> = routes.iter().map(|(_, p)| *p).collect();
+    paths.dedup();
+    for path in paths {
+        for m in METHODS {
+            if routes.iter().any(|(rm, rp)| rm == m && *rp == path) {
+                continue;
+            }
+            let in_family = routes
+                .iter()
+                .any(|(rm, rp)| rm == m && family(rp) == family(path));
+            out.push((
+                m.to_string(),
+                concrete(path),
+                if in_family { 404 } else { 405 },
+            ));
+        }
+    }
+    out
+}
+
+impl Api {
+    async fn row(&self, method: &str, path: &str, auth: &Auth, body: Body) -> Reply {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        req = match auth {
+            Auth::None => req,
+            Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
+            Auth::Bearer(t) => req.bearer_auth(t),
+            Auth::Raw(h) => req.header("authorization", h),
+        };
+        req = match body {
+            Body::None => req,
+            Body::Json(j) => req.header("content-type", "application/json").body(j),
+            Body::Text(t) => req.header("content-type", "text/vcard").body(t),
+        };
+        let resp = req.send().await.unwrap();
+        Reply {
+            status: resp.status(),
+            headers: resp.headers().clone(),
+            text: resp.text().await.unwrap(),
+        }
+    }
+}
+
+/// The status and machine-readable code that go with a refusal's `result` message (§2, fixed
+/// to follow HTTP: 401 with the challenge, 403 for a non-admin).
+fn refusal(message: &str) -> (u16, &'static str) {
+    match message {
+        "Missing authorization header" => (401, "missing_credentials"),
+        "Invalid authentication details" => (401, "invalid_credentials"),
+        "Authentication failure" => (401, "authentication_failed"),
+        "User must be an administrator" => (403, "not_admin"),
+        other => panic!("no refusal says {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_route_answers_by_the_reference_tables() {
+    let srv = server_with(&["alice", "bob"], |c| {
+        // Hundreds of failures from loopback here: throttling is tested on its own.
+        set_option(
+            c,
+            "admin_rest_auth_max_failures",
+            toml::Value::Integer(1_000_000),
+        );
+    })
+    .await;
+    let api = Api::new(&srv);
+
+    // Every route of the table has a known row, so a new route must say what it answers.
+    for (m, template) in oxpecker::http::admin_rest::ROUTES {
+        let segs: Vec<&str> = template.split('/').collect();
+        let covered = KNOWN.iter().any(|(rm, rp, ..)| {
+            let got: Vec<&str> = rp.split('/').collect();
+            rm == m
+                && got.len() == segs.len()
+                && segs
+                    .iter()
+                    .zip(&got)
+                    .all(|(s, g)| s.starts_with('{') || s == g)
+        });
+        assert!(covered, "no row for {m} {template}");
+    }
+
+    // Every pair, with credentials that are missing, malformed, wrong or not an admin's: the
+    // answer never depends on the route, and no route skips the check.
+    let cheap: Vec<(Auth, &str)> = vec![
+        (Auth::None, "Missing authorization header"),
+        (Auth::Raw("Bearer".into()), "Invalid authentication details"),
+        (
+            Auth::Raw("Digest abc".into()),
+            "Invalid authentication details",
+        ),
+        (
+            Auth::Raw("Basic !!!!".into()),
+            "Invalid authentication details",
+        ),
+        // base64("admin@localhost"): no colon.
+        (
+            Auth::Raw("Basic YWRtaW5AbG9jYWxob3N0".into()),
+            "Invalid authentication details",
+        ),
+        (
+            Auth::Basic("admin@elsewhere".into(), ADMIN.1.into()),
+            "Authentication failure",
+        ),
+        (
+            Auth::Bearer("oxp_notatoken".into()),
+            "Authentication failure",
+        ),
+        (
+            Auth::Basic("bob@localhost".into(), "pw".into()),
+            "User must be an administrator",
+        ),
+    ];
+    // These run Argon2 (about half a second unoptimised): one per route family, in turn.
+    let costly: Vec<(Auth, &str)> = vec![
+        (
+            Auth::Basic(ADMIN.0.into(), "wrong".into()),
+            "Authentication failure",
+        ),
+        (
+            Auth::Basic("nobody@localhost".into(), "x".into()),
+            "Authentication failure",
+        ),
+        (
+            Auth::Basic("nobody".into(), "x".into()),
+            "Authentication failure",
+        ),
+    ];
+    let mut pairs: Vec<(String, String, Body)> = Vec::new();
+    for (m, p, b, ..) in KNOWN.iter().chain(UNKNOWN) {
+        pairs.push((m.to_string(), p.to_string(), *b));
+    }
+    for (m, p, _) in unserved() {
+        pairs.push((m, p, Body::None));
+    }
+    let mut families_done: Vec<String> = Vec::new();
+    for (m, p, b) in &pairs {
+        let mut cases: Vec<&(Auth, &str)> = cheap.iter().collect();
+        if !families_done.iter().any(|f| f == family(p)) {
+            cases.push(&costly[families_done.len() % costly.len()]);
+            families_done.push(family(p).to_string());
+        }
+        for (auth, msg) in cases {
+            let (status, code) = refusal(msg);
+            let r = api.row(m, p, auth, *b).await;
+            assert_eq!(r.status.as_u16(), status, "{m} {p}: {}", r.text);
+            if status == 401 {
+                assert_eq!(
+                    r.header("www-authenticate"),
+                    "Basic realm=\"oxpecker\"",
+                    "{m} {p}"
+                );
+            }
+            if m != "HEAD" {
+                assert_eq!(r.result(), *msg, "{m} {p}");
+                assert_eq!(r.error(), code, "{m} {p}");
+                assert_eq!(r.header("content-type"), "application/json", "{m} {p}");
+            }
+        }
+    }
+
+    // With an admin's credentials: the reference answers, in order.
+    for (m, p, b, status, check) in KNOWN.iter().chain(UNKNOWN) {
+        let r = api.row(m, p, &admin(), *b).await;
+        assert_eq!(r.status.as_u16(), *status, "{m} {p}: {}", r.text);
+        match check {
+            Some(check) => assert!(check(&r.json()), "{m} {p}: {}", r.text),
+            None => assert!(r.text.is_empty(), "{m} {p}: a HEAD answer has no body"),
+        }
+    }
+    // And every method a route path does not serve.
+    for (m, p, status) in unserved() {
+        let r = api.row(&m, &p, &admin(), Body::None).await;
+        assert_eq!(r.status.as_u16(), status, "{m} {p}: {}", r.text);
+        if m != "HEAD" {
+            let want = if status == 405 {
+                "Invalid request method"
+            } else {
+                "Invalid request path"
+            };
+            assert_eq!(r.result(), want, "{m} {p}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -430,10 +702,11 @@ async fn roles_passwords_and_deletion_take_effect_on_the_next_request() {
     assert_eq!(count(bob.clone()).await, StatusCode::OK, "cached");
     let users = api.get("/all-users").await.result();
     assert!(
-        users
-            .as_array()
-            .unwrap()
-            .contains(&json!({"jid": "bob@localhost", "role": "admin", "secondary_roles": []})),
+        users["users"].as_array().unwrap().contains(&json!({
+            "jid": "bob@localhost",
+            "role": {"name": "prosody:admin", "priority": 50, "oxpecker": "admin"},
+            "secondary_roles": [],
+        })),
         "{users}"
     );
 
@@ -614,28 +887,40 @@ async fn secure_mode_refuses_plain_http_and_https_serves_the_api() {
 async fn user_lifecycle() {
     let srv = server(&[]).await;
     let api = Api::new(&srv);
+    let pw = |p: &str| Some(json!({ "password": p }));
 
-    let r = api
-        .call(
-            Method::POST,
-            "/user/alice",
-            Some(json!({"password": "a1", "regip": "192.0.2.1"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    assert_eq!(r.result(), "User registered: alice@localhost");
-    let r = api
-        .call(Method::POST, "/user/alice", Some(json!({"password": "a2"})))
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(
-        r.result(),
-        "User <alice@localhost> already existed, password updated"
-    );
-    // The new password is the one that logs in over XMPP.
+    // (method, path, body, status, `result` (null: not checked), `error` ("": none)), in order.
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::POST, "/user/alice", Some(json!({"password": "a1", "regip": "192.0.2.1"})),
+            201, json!("User registered: alice@localhost"), ""),
+        (Method::POST, "/user/alice", pw("a2"),
+            200, json!("User <alice@localhost> already existed, password updated"), ""),
+        // Full JIDs in the path (URL-encoded), hosts not served, malformed JIDs.
+        (Method::GET, "/user/alice%40localhost", None, 200, Value::Null, ""),
+        (Method::POST, "/user/x%40elsewhere.example", pw("p"),
+            404, json!("Host does not exist or is malformed"), "unknown_host"),
+        (Method::GET, "/user/%40%40", None, 404, json!("User does not exist or is malformed"), "invalid_user"),
+        // Offline is still 200, with empty lists (arrays, not {}).
+        (Method::GET, "/user/alice", None,
+            200, json!({"user": {"connected": false, "sessions": [], "roster": []}}), ""),
+        (Method::GET, "/user/nobody", None,
+            404, json!("User does not exist: nobody@localhost"), "user_not_found"),
+        // PATCH: unknown attribute 404, unknown user 404, missing field 400.
+        (Method::PATCH, "/user/alice/email", Some(json!({"email": "x"})),
+            404, json!("Invalid request path"), "invalid_path"),
+        (Method::PATCH, "/user/nobody/password", pw("x"),
+            404, json!("User does not exist: nobody@localhost"), "user_not_found"),
+        (Method::PATCH, "/user/alice/password", Some(json!({"pass": "x"})),
+            400, json!("Body does not exist or is malformed"), "invalid_body"),
+        (Method::PATCH, "/user/alice/password", pw("a3"), 200, json!("User modified: alice@localhost"), ""),
+        (Method::POST, "/user/zed", pw("z"), 201, json!("User registered: zed@localhost"), ""),
+    ];
+    api.run(cases).await;
+    // The last password is the one that logs in over XMPP.
     let mut c = RawClient::connect(srv.c2s()).await;
     c.starttls(&srv.cert_pem()).await;
-    assert!(c.auth_plain("alice", "a2").await.contains("<success"));
+    assert!(c.auth_plain("alice", "a3").await.contains("<success"));
 
     // Bad bodies: 400, never 500, and nothing written.
     for (body, ct) in [
@@ -648,110 +933,43 @@ async fn user_lifecycle() {
         ("{\"password\": \"\"}", Some("application/json")),
         ("{}", Some("application/json")),
     ] {
-        let r = api.raw(Method::POST, "/user/zed", body, ct).await;
+        let r = api.raw(Method::POST, "/user/yan", body, ct).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text);
         assert_eq!(r.result(), "Body does not exist or is malformed");
         assert_eq!(r.error(), "invalid_body");
     }
     // JSON without a content type is accepted.
     let r = api
-        .raw(Method::POST, "/user/zed", "{\"password\":\"z\"}", None)
+        .raw(Method::POST, "/user/yan", "{\"password\":\"y\"}", None)
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
 
-    // Full JIDs in the path (URL-encoded), and hosts not served.
-    let r = api.get("/user/alice%40localhost").await;
-    assert_eq!(r.status, StatusCode::OK);
-    let r = api
-        .call(
-            Method::POST,
-            "/user/x%40elsewhere.example",
-            Some(json!({"password": "p"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    assert_eq!(r.error(), "unknown_host");
-    let r = api.get("/user/%40%40").await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    assert_eq!(r.result(), "User does not exist or is malformed");
-
-    // GET user: offline is still 200, with empty lists (arrays, not {}).
-    let r = api.get("/user/alice").await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(
-        r.result(),
-        json!({"user": {"connected": false, "sessions": [], "roster": []}})
-    );
-    let r = api.get("/user/nobody").await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    assert_eq!(r.result(), "User does not exist: nobody@localhost");
-    assert_eq!(r.error(), "user_not_found");
-
-    // PATCH: password ok, unknown attribute 404, unknown user 404, missing field 400.
-    let r = api
-        .call(
-            Method::PATCH,
-            "/user/alice/password",
-            Some(json!({"password": "a3"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!("User modified: alice@localhost"))
-    );
-    let r = api
-        .call(
-            Method::PATCH,
-            "/user/alice/email",
-            Some(json!({"email": "x"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::NOT_FOUND, json!("Invalid request path"))
-    );
-    let r = api
-        .call(
-            Method::PATCH,
-            "/user/nobody/password",
-            Some(json!({"password": "x"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = api
-        .call(
-            Method::PATCH,
-            "/user/alice/password",
-            Some(json!({"pass": "x"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-
-    // all-users: JSON list with roles.
+    // all-users: `users` and `count` inside `result`, each role an object with Prosody's name.
     let r = api.get("/all-users").await;
-    let list = r.result();
-    assert!(
-        list.as_array().unwrap().contains(
-            &json!({"jid": "admin@localhost", "role": "operator", "secondary_roles": []})
-        )
-    );
-    assert!(
-        list.as_array().unwrap().contains(
-            &json!({"jid": "alice@localhost", "role": "registered", "secondary_roles": []})
-        )
-    );
+    assert_eq!(r.status, StatusCode::OK);
+    let all = r.result();
+    assert_eq!(all["count"], 4, "{all}");
+    let users = all["users"].as_array().unwrap();
+    assert_eq!(users.len(), 4);
+    assert!(users.contains(&json!({
+        "jid": "admin@localhost",
+        "role": {"name": "prosody:operator", "priority": 75, "oxpecker": "operator"},
+        "secondary_roles": [],
+    })));
+    assert!(users.contains(&json!({
+        "jid": "alice@localhost",
+        "role": {"name": "prosody:registered", "priority": 25, "oxpecker": "registered"},
+        "secondary_roles": [],
+    })));
 
     // DELETE is idempotent.
-    let r = api.call(Method::DELETE, "/user/zed", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!("User deleted: zed@localhost"))
-    );
-    let r = api.call(Method::DELETE, "/user/zed", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!("User does not exist: zed@localhost"))
-    );
+    for result in [
+        "User deleted: zed@localhost",
+        "User does not exist: zed@localhost",
+    ] {
+        let r = api.call(Method::DELETE, "/user/zed", None).await;
+        assert_eq!((r.status, r.result()), (StatusCode::OK, json!(result)));
+    }
 
     // A body over the limit is refused.
     let big = format!("{{\"password\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
@@ -887,26 +1105,15 @@ async fn message_online_offline_and_dropped() {
     assert!(m.contains("urn:xmpp:delay"), "{m}");
 
     // Unknown user, bad bodies.
-    let r = api
-        .call(
-            Method::POST,
-            "/message/nobody",
-            Some(json!({"message": "x"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::NOT_FOUND,
-            json!("User does not exist or is malformed")
-        )
-    );
-    let r = api.raw(Method::POST, "/message/alice", "", None).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = api
-        .call(Method::POST, "/message/alice", Some(json!({"msg": "x"})))
-        .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::POST, "/message/nobody", Some(json!({"message": "x"})),
+            404, json!("User does not exist or is malformed"), "invalid_user"),
+        (Method::POST, "/message/alice", None, 400, json!("Body does not exist or is malformed"), "invalid_body"),
+        (Method::POST, "/message/alice", Some(json!({"msg": "x"})),
+            400, json!("Body does not exist or is malformed"), "invalid_body"),
+    ];
+    api.run(cases).await;
 
     // Without offline storage, a message to an offline user is dropped: 501.
     drop(b);
@@ -1061,39 +1268,20 @@ async fn modules_act_on_the_real_registry() {
         (&result["status"]["type"], &result["status"]["message"]),
         (&json!("warn"), &json!("slow pings"))
     );
-    let r = api.call(Method::DELETE, "/module/ping", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!("Module unloaded: ping"))
-    );
-    assert!(!host.is_loaded("ping"));
-    let r = api.get("/module/ping").await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::NOT_FOUND,
-            json!({"module": "ping", "loaded": false, "status": null})
-        )
-    );
-    let r = api.call(Method::DELETE, "/module/ping", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::NOT_FOUND, json!("Module is not loaded:ping"))
-    );
-    let r = api.call(Method::PUT, "/module/ping", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!("Module loaded: ping"))
-    );
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::DELETE, "/module/ping", None, 200, json!("Module unloaded: ping"), ""),
+        (Method::GET, "/module/ping", None,
+            404, json!({"module": "ping", "loaded": false, "status": null}), "module_not_loaded"),
+        (Method::DELETE, "/module/ping", None, 404, json!("Module is not loaded:ping"), "module_not_loaded"),
+        (Method::PUT, "/module/ping", None, 200, json!("Module loaded: ping"), ""),
+        // Loaded again = reload.
+        (Method::PUT, "/module/ping", None, 200, json!("Module loaded: ping"), ""),
+        (Method::PUT, "/module/no_such_module", None,
+            404, json!("Module does not exist: no_such_module"), "unknown_module"),
+    ];
+    api.run(cases).await;
     assert!(host.is_loaded("ping"));
-    // Loaded again = reload.
-    let r = api.call(Method::PUT, "/module/ping", None).await;
-    assert_eq!(r.status, StatusCode::OK);
-    let r = api.call(Method::PUT, "/module/no_such_module", None).await;
-    assert_eq!(
-        (r.status, r.error()),
-        (StatusCode::NOT_FOUND, "unknown_module".to_string())
-    );
 
     // Unloading admin_rest turns the API off for the host.
     let r = api.call(Method::DELETE, "/module/admin_rest", None).await;
@@ -1115,40 +1303,19 @@ async fn whitelist_edits_persist_across_restart() {
         json!({"count": 2, "whitelist": ["127.0.0.0/8", "::1"]})
     );
 
-    let r = api.call(Method::PUT, "/whitelist/192.0.2.10", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!("IP added to whitelist: 192.0.2.10"))
-    );
-    let r = api
-        .call(Method::PUT, "/whitelist/198.51.100.0%2F24", None)
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let r = api.call(Method::DELETE, "/whitelist/::1", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!("IP removed from whtielist: ::1"))
-    );
-    let r = api
-        .call(Method::DELETE, "/whitelist/203.0.113.1", None)
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::NOT_FOUND,
-            json!("IP is not whitelisted: 203.0.113.1")
-        )
-    );
-    let r = api.call(Method::PUT, "/whitelist/not-an-ip", None).await;
-    assert_eq!(
-        (r.status, r.error()),
-        (StatusCode::BAD_REQUEST, "invalid_ip".to_string())
-    );
-    let r = api.call(Method::PUT, "/whitelist", None).await;
-    assert_eq!(
-        (r.status, r.error()),
-        (StatusCode::BAD_REQUEST, "missing_ip".to_string())
-    );
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::PUT, "/whitelist/192.0.2.10", None, 200, json!("IP added to whitelist: 192.0.2.10"), ""),
+        (Method::PUT, "/whitelist/198.51.100.0%2F24", None,
+            200, json!("IP added to whitelist: 198.51.100.0/24"), ""),
+        (Method::DELETE, "/whitelist/::1", None, 200, json!("IP removed from whtielist: ::1"), ""),
+        (Method::DELETE, "/whitelist/203.0.113.1", None,
+            404, json!("IP is not whitelisted: 203.0.113.1"), "not_whitelisted"),
+        (Method::PUT, "/whitelist/not-an-ip", None,
+            400, json!("Not an IP address or CIDR range: not-an-ip"), "invalid_ip"),
+        (Method::PUT, "/whitelist", None, 400, json!("Missing IP address in path"), "missing_ip"),
+    ];
+    api.run(cases).await;
 
     let expected =
         json!({"count": 3, "whitelist": ["127.0.0.0/8", "192.0.2.10", "198.51.100.0/24"]});
@@ -1308,14 +1475,16 @@ async fn base_path_host_selection_and_openapi() {
         )
     );
 
-    // OpenAPI and ping need no credentials; the spec names this server's base.
-    let r = api
-        .call_with(Method::GET, "/ping", &Auth::None, None, &[])
-        .await;
+    // OpenAPI and ping need credentials like every route; the spec names this server's base.
+    for path in ["/ping", "/openapi.json"] {
+        let r = api
+            .call_with(Method::GET, path, &Auth::None, None, &[])
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let r = api.get("/ping").await;
     assert_eq!((r.status, r.result()), (StatusCode::OK, json!("PONG")));
-    let r = api
-        .call_with(Method::GET, "/openapi.json", &Auth::None, None, &[])
-        .await;
+    let r = api.get("/openapi.json").await;
     let spec = r.json();
     assert_eq!(spec["openapi"], "3.1.0");
     assert_eq!(spec["servers"][0]["url"], "/api/admin");
@@ -1390,49 +1559,18 @@ async fn roster_add_pushes_to_online_clients_and_remove() {
     assert_eq!(r.result()["user"]["roster"][0][1]["jid"], "bob@localhost");
 
     // Errors: missing contact 404, unknown local contact 404, remote contact 400 (nothing written), unknown user 404.
-    let r = api
-        .call(Method::POST, "/roster/alice", Some(json!({})))
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::NOT_FOUND,
-            json!("Contact does not exist or is malformed")
-        )
-    );
-    let r = api
-        .call(
-            Method::POST,
-            "/roster/alice",
-            Some(json!({"contact": "ghost@localhost"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = api
-        .call(
-            Method::POST,
-            "/roster/alice",
-            Some(json!({"contact": "x@remote.example"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.error()),
-        (StatusCode::BAD_REQUEST, "remote_contact".to_string())
-    );
-    let r = api
-        .call(
-            Method::POST,
-            "/roster/nobody",
-            Some(json!({"contact": "bob"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::NOT_FOUND,
-            json!("User does not exist: nobody@localhost")
-        )
-    );
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::POST, "/roster/alice", Some(json!({})),
+            404, json!("Contact does not exist or is malformed"), "invalid_contact"),
+        (Method::POST, "/roster/alice", Some(json!({"contact": "ghost@localhost"})),
+            404, json!("Contact does not exist or is malformed"), "invalid_contact"),
+        (Method::POST, "/roster/alice", Some(json!({"contact": "x@remote.example"})),
+            400, json!("Remote contacts are not supported: x@remote.example"), "remote_contact"),
+        (Method::POST, "/roster/nobody", Some(json!({"contact": "bob"})),
+            404, json!("User does not exist: nobody@localhost"), "user_not_found"),
+    ];
+    api.run(cases).await;
     let r = api
         .raw(
             Method::POST,
@@ -1461,18 +1599,14 @@ async fn roster_add_pushes_to_online_clients_and_remove() {
     let push = read_until_contains(&mut a, "iq", "subscription=\"remove\"").await;
     assert!(push.contains("jid=\"bob@localhost\""), "{push}");
     assert_eq!(api.get("/roster/alice").await.result()["count"], 0);
-    let r = api
-        .call(
-            Method::DELETE,
-            "/roster/nobody",
-            Some(json!({"contact": "bob"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = api
-        .call(Method::DELETE, "/roster/alice", Some(json!({})))
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::DELETE, "/roster/nobody", Some(json!({"contact": "bob"})),
+            404, json!("User does not exist: nobody@localhost"), "user_not_found"),
+        (Method::DELETE, "/roster/alice", Some(json!({})),
+            404, json!("Contact does not exist or is malformed"), "invalid_contact"),
+    ];
+    api.run(cases).await;
 }
 
 #[tokio::test]
@@ -1490,58 +1624,20 @@ async fn groups_members_see_each_other() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let generated = r.result()["group_id"].as_str().unwrap().to_string();
     assert_eq!(generated.len(), 12);
-    let r = api
-        .call(
-            Method::PUT,
-            "/groups/staff",
-            Some(json!({"name": "Staff", "group_id": "ignored"})),
-        )
-        .await;
-    assert_eq!(r.result(), json!({"group_id": "staff"}));
-    let r = api
-        .call(
-            Method::PUT,
-            "/groups",
-            Some(json!({"name": "Again", "group_id": "staff"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::CONFLICT, json!("conflict"))
-    );
-    let r = api
-        .call(
-            Method::PUT,
-            "/groups",
-            Some(json!({"create_default_muc": false})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::BAD_REQUEST,
-            json!("Body must contain a `name` key")
-        )
-    );
-
-    let r = api
-        .call(Method::PUT, "/groups/staff/members/alice", None)
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::OK,
-            json!("Member 'alice' successfully added to group 'staff'.")
-        )
-    );
-    let r = api
-        .call(
-            Method::PUT,
-            "/groups/staff/members/bob",
-            Some(json!([{"delay_update": false}])),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::PUT, "/groups/staff", Some(json!({"name": "Staff", "group_id": "ignored"})),
+            200, json!({"group_id": "staff"}), ""),
+        (Method::PUT, "/groups", Some(json!({"name": "Again", "group_id": "staff"})),
+            409, json!("conflict"), "conflict"),
+        (Method::PUT, "/groups", Some(json!({"create_default_muc": false})),
+            400, json!("Body must contain a `name` key"), "invalid_body"),
+        (Method::PUT, "/groups/staff/members/alice", None,
+            200, json!("Member 'alice' successfully added to group 'staff'."), ""),
+        (Method::PUT, "/groups/staff/members/bob", Some(json!([{"delay_update": false}])),
+            200, json!("Member 'bob' successfully added to group 'staff'."), ""),
+    ];
+    api.run(cases).await;
     // alice (online, roster fetched) sees bob appear, in the group.
     let push = read_until_contains(&mut a, "iq", "bob@localhost").await;
     assert!(
@@ -1553,56 +1649,28 @@ async fn groups_members_see_each_other() {
         r.result(),
         json!({"count": 1, "roster": [["item", {"jid": "alice@localhost", "subscription": "both", "group": ["Staff"]}]]})
     );
-    let r = api
-        .call(Method::PUT, "/groups/nope/members/carol", None)
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::NOT_FOUND, json!("group-not-found"))
-    );
-    let r = api
-        .call(Method::PUT, "/groups/staff/members/ghost", None)
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-
-    let r = api.call(Method::POST, "/groups/staff/sync", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::OK,
-            json!("Successfully did group subscriptions for group 'staff'.")
-        )
-    );
-    let r = api.call(Method::POST, "/groups/nope/sync", None).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-
-    let r = api
-        .call(Method::DELETE, "/groups/staff/members/bob", None)
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (
-            StatusCode::OK,
-            json!("Member 'bob' successfully removed from group 'staff'.")
-        )
-    );
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::PUT, "/groups/nope/members/carol", None, 404, json!("group-not-found"), "group_not_found"),
+        (Method::PUT, "/groups/staff/members/ghost", None,
+            404, json!("User does not exist: ghost@localhost"), "user_not_found"),
+        (Method::POST, "/groups/staff/sync", None,
+            200, json!("Successfully did group subscriptions for group 'staff'."), ""),
+        (Method::POST, "/groups/nope/sync", None, 404, json!("group-not-found"), "group_not_found"),
+        (Method::DELETE, "/groups/staff/members/bob", None,
+            200, json!("Member 'bob' successfully removed from group 'staff'."), ""),
+    ];
+    api.run(cases).await;
     read_until_contains(&mut a, "iq", "subscription=\"remove\"").await;
     assert_eq!(api.get("/roster/bob").await.result()["count"], 0);
-    let r = api
-        .call(Method::DELETE, "/groups/nope/members/bob", None)
-        .await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::NOT_FOUND, json!("group-not-found"))
-    );
-
-    let r = api.call(Method::DELETE, "/groups/staff", None).await;
-    assert_eq!(
-        (r.status, r.result()),
-        (StatusCode::OK, json!("Group 'staff' deleted successfully."))
-    );
-    let r = api.call(Method::DELETE, "/groups/staff", None).await;
-    assert_eq!(r.status, StatusCode::OK, "idempotent");
+    // Removing from an unknown group is 404; deleting a group is idempotent.
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::DELETE, "/groups/nope/members/bob", None, 404, json!("group-not-found"), "group_not_found"),
+        (Method::DELETE, "/groups/staff", None, 200, json!("Group 'staff' deleted successfully."), ""),
+        (Method::DELETE, "/groups/staff", None, 200, json!("Group 'staff' deleted successfully."), ""),
+    ];
+    api.run(cases).await;
     assert_eq!(api.get("/roster/alice").await.result()["count"], 0);
 }
 

@@ -5,23 +5,12 @@
 
 mod common;
 
-use common::{RawClient, TestServer, nothing_pending, read_until_contains};
-use oxpecker::xmpp::Jid;
+use common::{
+    RawClient, TestServer, jid, login, nothing_pending, read_until_contains, wait_offline,
+};
 
 async fn server(users: &[&str]) -> TestServer {
-    server_with(users, |_| {}).await
-}
-
-async fn server_with(users: &[&str], f: impl FnOnce(&mut oxpecker::config::Config)) -> TestServer {
-    let srv = TestServer::start_with(f).await;
-    for u in users {
-        srv.add_user(&format!("{u}@localhost"), "pw").await;
-    }
-    srv
-}
-
-async fn login(srv: &TestServer, user: &str, resource: &str) -> RawClient {
-    RawClient::login(srv, user, "pw", resource).await
+    TestServer::with_users(users, |_| {}).await
 }
 
 /// Fetches the roster (marking the session interested in pushes); returns the result stanza.
@@ -29,22 +18,6 @@ async fn roster_get(c: &mut RawClient) -> String {
     c.send("<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>")
         .await;
     read_until_contains(c, "iq", "id=\"rg\"").await
-}
-
-/// Waits until `user` has no session left on the server.
-async fn wait_offline(srv: &TestServer, user: &str) {
-    let j = jid(user);
-    for _ in 0..100 {
-        if !srv.server().core.sessions.is_online(&j) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("{user} still online");
-}
-
-fn jid(s: &str) -> Jid {
-    Jid::parse(s).unwrap()
 }
 
 #[tokio::test]
@@ -96,7 +69,7 @@ async fn roster_set_pushes_to_every_interested_resource_and_versions() {
 
 #[tokio::test]
 async fn roster_item_limit_gives_a_clear_error() {
-    let srv = server_with(&["alice"], |c| {
+    let srv = TestServer::with_users(&["alice"], |c| {
         c.options
             .insert("roster_max_items".into(), toml::Value::Integer(1));
     })
@@ -311,7 +284,7 @@ async fn offline_messages_survive_restart_and_arrive_with_delay() {
 
 #[tokio::test]
 async fn offline_storage_is_bounded() {
-    let srv = server_with(&["alice", "bob"], |c| {
+    let srv = TestServer::with_users(&["alice", "bob"], |c| {
         c.options
             .insert("offline_max_messages".into(), toml::Value::Integer(2));
     })
@@ -439,7 +412,7 @@ async fn deleting_an_account_removes_its_data_everywhere() {
 
 #[tokio::test]
 async fn highest_priority_delivery_is_configurable() {
-    let srv = server_with(&["alice", "bob"], |c| {
+    let srv = TestServer::with_users(&["alice", "bob"], |c| {
         c.bare_message_delivery = oxpecker::config::BareMessageDelivery::Highest;
     })
     .await;

@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{RawClient, TestServer};
+use common::{RawClient, TestServer, login, online};
 use oxpecker::xmpp::Element;
 use oxpecker::xmpp::parser::parse_element;
 use serde_json::json;
@@ -35,18 +35,6 @@ async fn server_with(users: &[&str], f: impl FnOnce(&mut oxpecker::config::Confi
         srv.add_user(&format!("{u}@localhost"), "pw").await;
     }
     srv
-}
-
-async fn login(srv: &TestServer, user: &str, resource: &str) -> RawClient {
-    RawClient::login(srv, user, "pw", resource).await
-}
-
-/// Logs in and sends initial presence (so bare-JID messages are delivered), draining the echo.
-async fn online(srv: &TestServer, user: &str, resource: &str) -> RawClient {
-    let mut c = login(srv, user, resource).await;
-    c.send("<presence/>").await;
-    read_until_contains(&mut c, "presence", &format!("{user}@localhost/{resource}")).await;
-    c
 }
 
 /// Reads the next complete `<message/>` (which may nest forwarded messages), skipping anything before it.

@@ -8,31 +8,14 @@
 mod common;
 
 use base64::Engine;
-use common::{RawClient, TestServer, nothing_pending, read_until_contains};
-use oxpecker::xmpp::Jid;
+use common::{RawClient, TestServer, jid, login, nothing_pending, read_until_contains};
 use sha1::{Digest, Sha1};
 
 const DISCO: &str = "http://jabber.org/protocol/disco#info";
 const CAPS_NODE: &str = "https://oxpecker.test/client";
 
 async fn server(users: &[&str]) -> TestServer {
-    server_with(users, |_| {}).await
-}
-
-async fn server_with(users: &[&str], f: impl FnOnce(&mut oxpecker::config::Config)) -> TestServer {
-    let srv = TestServer::start_with(f).await;
-    for u in users {
-        srv.add_user(&format!("{u}@localhost"), "pw").await;
-    }
-    srv
-}
-
-async fn login(srv: &TestServer, user: &str, resource: &str) -> RawClient {
-    RawClient::login(srv, user, "pw", resource).await
-}
-
-fn jid(s: &str) -> Jid {
-    Jid::parse(s).unwrap()
+    TestServer::with_users(users, |_| {}).await
 }
 
 async fn befriend(srv: &TestServer, a: &str, b: &str) {
@@ -343,7 +326,7 @@ async fn access_models_govern_item_retrieval() {
 
 #[tokio::test]
 async fn publish_options_max_items_retract_and_delete() {
-    let srv = server_with(&["alice", "bob"], |c| {
+    let srv = TestServer::with_users(&["alice", "bob"], |c| {
         c.options
             .insert("pep_max_item_size".into(), toml::Value::Integer(1024));
     })

@@ -108,6 +108,17 @@ impl Role {
         }
     }
 
+    /// The priority Prosody gives the role (higher is more privileged).
+    pub fn prosody_priority(self) -> u32 {
+        match self {
+            Role::Operator => 75,
+            Role::Admin => 50,
+            Role::Member => 35,
+            Role::Registered => 25,
+            Role::Guest => 15,
+        }
+    }
+
     /// Whether the role has admin rights (may use the admin API).
     pub fn is_admin(self) -> bool {
         matches!(self, Role::Operator | Role::Admin)

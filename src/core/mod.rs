@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod delivery;
+pub mod allowlist;
 pub mod events;
 pub mod groups;
 pub mod iq;
@@ -47,6 +48,8 @@ pub struct Core {
     pub roster: roster::RosterManager,
     /// Shared-roster groups.
     pub groups: groups::GroupManager,
+    /// The admin API's allowlist edits of each host, in memory.
+    pub allowlists: allowlist::Allowlists,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Every task the server runs (listeners, connections, module timers and tasks); shutdown
@@ -103,6 +106,7 @@ impl Core {
             sessions: Sessions::new(),
             roster: roster::RosterManager::new(store.clone()),
             groups: groups::GroupManager::new(store.clone()),
+            allowlists: allowlist::Allowlists::new(store.clone(), &host_names),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             modules,

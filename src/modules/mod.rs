@@ -21,6 +21,7 @@ pub mod smacks;
 pub mod time;
 pub mod vcard;
 pub mod vcard_legacy;
+pub mod vcard_text;
 pub mod version;
 
 use std::sync::Arc;

@@ -90,6 +90,10 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    fn clear(&self, tree: &str) -> Result<usize> {
+        Ok(self.lock().remove(tree).map_or(0, |t| t.len()))
+    }
+
     fn flush(&self) -> Result<()> {
         Ok(())
     }

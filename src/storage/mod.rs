@@ -89,6 +89,9 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Applies an atomic batch: `Some` puts, `None` deletes.
     fn apply(&self, tree: &str, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()>;
+    /// Deletes every entry of `tree` and returns how many there were (not flushed: the
+    /// [`Store`] flushes through its single flush thread).
+    fn clear(&self, tree: &str) -> Result<usize>;
     /// Blocking flush + fsync of everything written so far.
     fn flush(&self) -> Result<()>;
     /// Non-blocking flush + fsync of everything written so far.
@@ -341,6 +344,26 @@ impl Store {
         }
         rx.await
             .map_err(|_| StorageError::Io("the flush thread stopped".into()))?
+    }
+
+    /// Deletes every item of every host, store and kind (the admin API's factory reset), and
+    /// returns once that is durable. Returns the number of entries removed.
+    pub async fn wipe(&self) -> Result<usize> {
+        let started = std::time::Instant::now();
+        let removed = self
+            .blocking(|inner| {
+                // No archive append may interleave with the wipe and leave a half-indexed item.
+                let _guard = inner.archive_lock.lock().unwrap_or_else(|e| e.into_inner());
+                let mut n = 0usize;
+                for tree in [KEYVAL_TREE, MAP_TREE, ARCHIVE_TREE] {
+                    n = n.saturating_add(inner.backend.clear(tree)?);
+                }
+                Ok(n)
+            })
+            .await?;
+        self.flush().await?;
+        self.observe(started);
+        Ok(removed)
     }
 
     /// Runs blocking backend work off the async executor.
@@ -1274,6 +1297,34 @@ pub(crate) mod tests {
         assert_eq!(a.count("u").await.unwrap(), 1000);
     }
 
+    async fn wipe_suite(s: &Store) {
+        populate(s).await;
+        let stored: usize = [KEYVAL_TREE, MAP_TREE, ARCHIVE_TREE]
+            .iter()
+            .map(|t| s.backend().count_prefix(t, b"").unwrap())
+            .sum();
+        assert!(stored > 1000);
+        assert_eq!(s.wipe().await.unwrap(), stored);
+        for tree in [KEYVAL_TREE, MAP_TREE, ARCHIVE_TREE] {
+            assert_eq!(s.backend().count_prefix(tree, b"").unwrap(), 0, "{tree}");
+        }
+        assert_eq!(s.keyval("h1", "accounts").get("a").await.unwrap(), None);
+        assert!(s.keyval("h1", "accounts").users().await.unwrap().is_empty());
+        assert!(s.map("h1", "roster").get_all("a").await.unwrap().is_empty());
+        assert_eq!(s.archive("h1", "mam").count("u").await.unwrap(), 0);
+        assert!(s.archive("h2", "mam").users().await.unwrap().is_empty());
+        // An empty store wipes to nothing, and stays usable.
+        assert_eq!(s.wipe().await.unwrap(), 0);
+        s.keyval("h1", "accounts")
+            .set("a", Some(json!(1)))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.keyval("h1", "accounts").get("a").await.unwrap(),
+            Some(json!(1))
+        );
+    }
+
     macro_rules! conformance {
         ($name:ident, $make:expr) => {
             mod $name {
@@ -1292,6 +1343,11 @@ pub(crate) mod tests {
                 async fn archive() {
                     let (_dir, s) = $make;
                     archive_suite(&s).await;
+                }
+                #[tokio::test]
+                async fn wipe() {
+                    let (_dir, s) = $make;
+                    wipe_suite(&s).await;
                 }
                 #[tokio::test(flavor = "multi_thread")]
                 async fn paging() {

@@ -145,6 +145,13 @@ impl Backend for SledBackend {
         self.tree(tree)?.apply_batch(batch).map_err(map_err)
     }
 
+    fn clear(&self, tree: &str) -> Result<usize> {
+        let t = self.tree(tree)?;
+        let n = t.len();
+        t.clear().map_err(map_err)?;
+        Ok(n)
+    }
+
     fn flush(&self) -> Result<()> {
         self.db.flush().map(|_| ()).map_err(map_err)
     }

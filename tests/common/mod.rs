@@ -86,6 +86,16 @@ impl TestServer {
         std::fs::read(&self.server().cert.certificate).unwrap()
     }
 
+    /// Starts a server after `f` adjusts the test config, with an account `NAME@localhost`
+    /// (password [`PASSWORD`]) for each of `users`.
+    pub async fn with_users(users: &[&str], f: impl FnOnce(&mut Config)) -> Self {
+        let srv = Self::start_with(f).await;
+        for u in users {
+            srv.add_user(&format!("{u}@localhost"), PASSWORD).await;
+        }
+        srv
+    }
+
     /// Creates an account through the account manager.
     pub async fn add_user(&self, jid: &str, password: &str) {
         let core = &self.server().core;
@@ -325,6 +335,39 @@ mod empty {
     pub fn placeholder() -> tokio::io::DuplexStream {
         tokio::io::duplex(1).0
     }
+}
+
+/// The password of the accounts made by [`TestServer::with_users`].
+pub const PASSWORD: &str = "pw";
+
+/// A JID written in a test.
+pub fn jid(s: &str) -> oxpecker::xmpp::Jid {
+    oxpecker::xmpp::Jid::parse(s).unwrap()
+}
+
+/// Logs `user` (of localhost, password [`PASSWORD`]) in and binds `resource`.
+pub async fn login(srv: &TestServer, user: &str, resource: &str) -> RawClient {
+    RawClient::login(srv, user, PASSWORD, resource).await
+}
+
+/// Logs in and sends initial presence (so bare-JID messages are delivered), reading up to its echo.
+pub async fn online(srv: &TestServer, user: &str, resource: &str) -> RawClient {
+    let mut c = login(srv, user, resource).await;
+    c.send("<presence/>").await;
+    read_until_contains(&mut c, "presence", &format!("{user}@localhost/{resource}")).await;
+    c
+}
+
+/// Waits until the account `bare` (`user@host`) has no session left on the server.
+pub async fn wait_offline(srv: &TestServer, bare: &str) {
+    let j = jid(bare);
+    for _ in 0..200 {
+        if !srv.server().core.sessions.is_online(&j) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{bare} still online");
 }
 
 /// Reads `<name>` stanzas until one contains `needle` (at most 50 are skipped).

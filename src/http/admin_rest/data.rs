@@ -13,9 +13,6 @@ use crate::core::Core;
 use crate::modules::admin_rest::AdminRestOptions;
 use crate::xmpp::error::{StreamError, StreamErrorCondition};
 
-/// The store's trees (see the key layout in [`crate::storage`]).
-const TREES: &[&str] = &["keyval", "map", "archive"];
-
 fn allowed(core: &Core, ctx: &Ctx) -> Result<(), ApiError> {
     if AdminRestOptions::for_host(&core.config.load(), &ctx.host).allow_destructive {
         Ok(())
@@ -34,26 +31,12 @@ pub async fn delete_data(
     Extension(ctx): Extension<Ctx>,
 ) -> Result<Response, ApiError> {
     allowed(&core, &ctx)?;
-    let store = core.store.clone();
-    let removed = tokio::task::spawn_blocking(move || -> Result<usize, String> {
-        let backend = store.backend();
-        let mut n = 0;
-        for tree in TREES {
-            let keys: Vec<_> = backend
-                .scan_prefix(tree, b"")
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(|(k, _)| (k, None))
-                .collect();
-            n += keys.len();
-            backend.apply(tree, keys).map_err(|e| e.to_string())?;
-        }
-        backend.flush().map_err(|e| e.to_string())?;
-        Ok(n)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(ApiError::Internal)?;
+    let removed = core
+        .store
+        .wipe()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    core.allowlists.reset().await;
     core.sessions.close_all(StreamError::with_text(
         StreamErrorCondition::NotAuthorized,
         "server data deleted",

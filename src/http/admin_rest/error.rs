@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::core::accounts::AccountError;
+use crate::core::allowlist::AllowlistError;
 
 /// The realm announced in `WWW-Authenticate`.
 pub const REALM: &str = "Basic realm=\"oxpecker\"";
@@ -158,6 +159,15 @@ impl From<AccountError> for ApiError {
             e @ (AccountError::Storage(_) | AccountError::Corrupt(_)) => {
                 ApiError::Internal(e.to_string())
             }
+        }
+    }
+}
+
+impl From<AllowlistError> for ApiError {
+    fn from(e: AllowlistError) -> Self {
+        match e {
+            AllowlistError::UnknownHost(_) => ApiError::UnknownHost,
+            e @ AllowlistError::Storage(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

@@ -3,12 +3,14 @@
 //! Every request goes through [`entry`], in mod_admin_rest's order: resolve the host (`?host=`,
 //! else the `Host` header if it names a served host, else the first host) → allowlist (client
 //! address, `X-Forwarded-For` only from trusted proxies) → HTTPS requirement → the module is
-//! loaded on the host → authentication (Basic for admins, Bearer API tokens) → route. Handlers,
+//! loaded on the host → authentication (Basic for admins, Bearer API tokens; every path under the
+//! base, `/ping` included) → the route family's path and method rule ([`routes::check`]: 404
+//! `Invalid request path`, 405 `Invalid request method`) → route. Handlers,
 //! one file per resource, call the same managers as the XMPP side. Responses are
 //! `{"result": …}`; failures add a machine-readable `"error"` ([`ApiError`]). Every
 //! state-changing call is logged with tracing target `audit`.
 //!
-//! The route table ([`ROUTES`]) is declared once; it builds the router and is checked against
+//! The route table ([`ROUTES`], in [`routes`]) is declared once; it builds the router and is checked against
 //! `openapi/admin_rest.yaml` by a test, so the spec and the server cannot drift.
 
 pub mod auth;
@@ -21,6 +23,7 @@ pub mod openapi;
 pub mod params;
 pub mod reload;
 pub mod roster;
+pub mod routes;
 pub mod users;
 pub mod vcards;
 pub mod whitelist;
@@ -32,12 +35,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, on};
 use axum::{Extension, Router};
 use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 
 pub use error::ApiError;
+pub use routes::ROUTES;
 
 use crate::core::Core;
 use crate::modules::admin_rest::AdminRestOptions;
@@ -54,8 +57,8 @@ pub const MAX_BODY: usize = 1024 * 1024;
 pub struct Ctx {
     /// The host the request acts on.
     pub host: String,
-    /// The authenticated caller (`None` on the public routes `/ping` and `/openapi.json`).
-    pub principal: Option<Principal>,
+    /// The authenticated caller.
+    pub principal: Principal,
     /// The client address (after trusted-proxy resolution).
     pub ip: IpAddr,
     /// The base path the API is mounted under.
@@ -66,8 +69,6 @@ pub struct Ctx {
 pub struct AdminState {
     /// Credential checks, cache and throttling.
     pub auth: Authenticator,
-    /// Serialises allowlist edits (read-modify-write of the stored delta).
-    pub whitelist_lock: tokio::sync::Mutex<()>,
     router: Router,
 }
 
@@ -76,79 +77,9 @@ impl AdminState {
     pub fn new(core: Arc<Core>) -> Self {
         AdminState {
             auth: Authenticator::new(),
-            whitelist_lock: tokio::sync::Mutex::new(()),
-            router: build_router()
-                .fallback(invalid_path)
-                .method_not_allowed_fallback(invalid_method)
-                .with_state(core),
+            router: routes::build_router().with_state(core),
         }
     }
-}
-
-macro_rules! routes {
-    ($($method:ident $path:literal => $handler:path),* $(,)?) => {
-        /// Every route of the API as (method, path relative to the base), in OpenAPI path syntax.
-        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
-
-        fn build_router() -> Router<Arc<Core>> {
-            let router = Router::new();
-            $(let router = router.route($path, on(MethodFilter::$method, $handler));)*
-            router
-        }
-    };
-}
-
-routes! {
-    GET "/ping" => openapi::ping,
-    GET "/openapi.json" => openapi::spec,
-    GET "/user/{name}" => users::get_user,
-    POST "/user/{name}" => users::add_user,
-    DELETE "/user/{name}" => users::delete_user,
-    PATCH "/user/{name}/{attribute}" => users::patch_user,
-    GET "/user/{name}/connected" => users::user_connected,
-    GET "/user_connected/{name}" => users::user_connected_alias,
-    GET "/users" => users::connected_users,
-    GET "/users/count" => users::connected_count,
-    GET "/all-users" => users::all_users,
-    GET "/roster/{name}" => roster::get_roster,
-    POST "/roster/{name}" => roster::add_contact,
-    DELETE "/roster/{name}" => roster::remove_contact,
-    POST "/message/{name}" => messages::send_message,
-    POST "/message" => messages::multicast,
-    POST "/broadcast" => messages::broadcast,
-    GET "/modules" => modules::list,
-    GET "/modules/count" => modules::count,
-    GET "/module/{name}" => modules::get,
-    PUT "/module/{name}" => modules::load,
-    DELETE "/module/{name}" => modules::unload,
-    GET "/whitelist" => whitelist::list,
-    PUT "/whitelist" => whitelist::missing_ip,
-    DELETE "/whitelist" => whitelist::missing_ip,
-    PUT "/whitelist/{ip}" => whitelist::add,
-    DELETE "/whitelist/{ip}" => whitelist::remove,
-    PUT "/reload" => reload::reload,
-    PUT "/groups" => groups::create,
-    PUT "/groups/{id}" => groups::create_with_id,
-    DELETE "/groups/{id}" => groups::delete,
-    PUT "/groups/{id}/members/{member}" => groups::add_member,
-    DELETE "/groups/{id}/members/{member}" => groups::remove_member,
-    POST "/groups/{id}/sync" => groups::sync,
-    GET "/vcards/{name}" => vcards::get,
-    PUT "/vcards/{name}" => vcards::set,
-    DELETE "/vcards/{name}" => vcards::delete,
-    DELETE "/data" => data::delete_data,
-    DELETE "/certs" => data::delete_certs,
-}
-
-/// Routes answered without credentials (the allowlist still applies).
-const PUBLIC: &[&str] = &["/ping", "/openapi.json"];
-
-async fn invalid_path() -> ApiError {
-    ApiError::InvalidPath
-}
-
-async fn invalid_method() -> ApiError {
-    ApiError::InvalidMethod
 }
 
 /// A JSON response with `Content-Type: application/json` (no charset, as mod_admin_rest).
@@ -250,37 +181,11 @@ fn query_host(uri: &Uri) -> Option<String> {
     })
 }
 
-/// Decodes `%XX` escapes and `+` (query strings).
+/// Decodes a query-string value: `+` is a space, then `%XX` escapes (invalid ones stay as written).
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The host a request acts on: `Err` when `?host=` names a host not served here.
@@ -307,24 +212,13 @@ fn request_host(core: &Core, uri: &Uri, headers: &HeaderMap) -> Result<String, (
     Ok(from_header.unwrap_or_else(|| cfg.default_host().to_string()))
 }
 
-/// The effective allowlist of `host`: the configured entries plus those added over the API,
-/// minus those removed over the API (the delta is kept in the store, so it survives restarts).
-pub async fn effective_whitelist(
-    core: &Core,
-    host: &str,
-    opts: &AdminRestOptions,
-) -> Result<Vec<ipnet::IpNet>, ApiError> {
-    let delta = whitelist::load_delta(core, host).await?;
-    let mut out: Vec<ipnet::IpNet> = Vec::new();
-    for s in opts.whitelist.iter().chain(delta.added.iter()) {
-        if let Some(n) = crate::modules::admin_rest::parse_net(s)
-            && !delta.removed.contains(&n.to_string())
-            && !out.contains(&n)
-        {
-            out.push(n);
-        }
-    }
-    Ok(out)
+/// The configured allowlist of a host (`admin_rest_whitelist`), parsed; unparsable entries are
+/// refused when the configuration is validated.
+pub fn configured_allowlist(opts: &AdminRestOptions) -> Vec<ipnet::IpNet> {
+    opts.whitelist
+        .iter()
+        .filter_map(|s| crate::modules::admin_rest::parse_net(s))
+        .collect()
 }
 
 /// Every admin API request enters here (the HTTP router's fallback).
@@ -380,13 +274,17 @@ pub async fn entry(
                 .is_some_and(|p| p.eq_ignore_ascii_case("https")));
 
     // 1. Allowlist, before anything else.
-    match effective_whitelist(&core, &opts_host, &opts).await {
-        Ok(list) if list.iter().any(|n| n.contains(&ip)) => {}
-        Ok(_) => {
+    match core
+        .allowlists
+        .allows(&opts_host, &configured_allowlist(&opts), ip)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
             tracing::warn!(target: "audit", %ip, method = %parts.method, path = %path, "refused: address not on the admin_rest allowlist");
             return ApiError::IpNotAllowed(ip.to_string()).into_response();
         }
-        Err(e) => return e.into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     }
     // 2. Plain HTTP refused when the API must be secure.
     if opts.secure && !secure {
@@ -406,33 +304,33 @@ pub async fn entry(
     }
     // Trailing slashes are ignored.
     let mut rest = rest;
+    let trailing_slash = rest.len() > 1 && rest.ends_with('/');
     while rest.len() > 1 && rest.ends_with('/') {
         rest.pop();
     }
-    // 4. Authentication (everything but the public routes).
-    let public = parts.method == Method::GET && PUBLIC.contains(&rest.as_str());
-    let principal = if public {
-        None
-    } else {
-        let authorization = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .map(|v| v.to_str().unwrap_or("\u{0}"));
-        match state
-            .auth
-            .authenticate(&core, &host, ip, authorization, &opts)
-            .await
-        {
-            Ok(p) => Some(p),
-            Err(e) => {
-                if !matches!(e, ApiError::MissingAuth) {
-                    tracing::warn!(target: "audit", %ip, method = %parts.method, path = %path, error = e.code(), "refused: authentication");
-                }
-                return e.into_response();
+    // 4. Authentication, for every route.
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    let principal = match state
+        .auth
+        .authenticate(&core, &host, ip, authorization, &opts)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            if !matches!(e, ApiError::MissingAuth) {
+                tracing::warn!(target: "audit", %ip, method = %parts.method, path = %path, error = e.code(), "refused: authentication");
             }
+            return e.into_response();
         }
     };
-    // 5. Route, with a bounded body.
+    // 5. The route family knows the path and the method (404 / 405), in one place.
+    if let Err(e) = routes::check(&parts.method, &rest, trailing_slash) {
+        return e.into_response();
+    }
+    // 6. Route, with a bounded body.
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => return ApiError::BodyTooLarge.into_response(),
@@ -461,7 +359,7 @@ pub async fn entry(
         let status = resp.status();
         tracing::info!(
             target: "audit",
-            who = principal.as_ref().map(Principal::who).unwrap_or_default(),
+            who = principal.who(),
             %ip,
             %host,
             method = %method,
@@ -512,13 +410,6 @@ mod tests {
         assert_eq!(percent_decode("%"), "%");
         assert_eq!(percent_decode("a%2"), "a%2");
         assert_eq!(percent_decode("%zz"), "%zz");
-    }
-
-    #[test]
-    fn routes_are_unique() {
-        let mut seen = std::collections::HashSet::new();
-        for r in ROUTES {
-            assert!(seen.insert(r), "duplicate route {r:?}");
-        }
+        assert_eq!(percent_decode("a+b%2Bc"), "a b+c");
     }
 }

@@ -1,4 +1,4 @@
-//! `GET /ping` (health, no credentials) and `GET /openapi.json` (the spec of this API, no credentials).
+//! `GET /ping` (tests the caller's credentials) and `GET /openapi.json` (the spec of this API).
 
 use std::sync::OnceLock;
 
@@ -17,7 +17,7 @@ pub fn document() -> &'static Value {
     })
 }
 
-/// `GET /ping`: 200 `"PONG"`.
+/// `GET /ping`: 200 `"PONG"` once the allowlist and the credentials have passed.
 pub async fn ping() -> Response {
     ok("PONG")
 }

@@ -235,7 +235,16 @@ pub async fn connected_count(
     ok(json!({ "count": users.len() }))
 }
 
-/// `GET /all-users`: every account of the host with its role.
+/// A role as Prosody shows it (`name`, `priority`), plus Oxpecker's own name as `oxpecker`.
+fn role_json(role: Role) -> Value {
+    json!({
+        "name": role.prosody_name(),
+        "priority": role.prosody_priority(),
+        "oxpecker": role.as_str(),
+    })
+}
+
+/// `GET /all-users`: `{"users": [{jid, role, secondary_roles}], "count": n}` for every account of the host.
 pub async fn all_users(
     State(core): State<Arc<Core>>,
     Extension(ctx): Extension<Ctx>,
@@ -256,9 +265,9 @@ pub async fn all_users(
         };
         out.push(json!({
             "jid": jid.to_string(),
-            "role": role.as_str(),
+            "role": role_json(role),
             "secondary_roles": [],
         }));
     }
-    Ok(ok(Value::Array(out)))
+    Ok(ok(json!({ "count": out.len(), "users": out })))
 }
