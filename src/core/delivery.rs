@@ -371,7 +371,12 @@ mod tests {
         config.hosts[0].name = "h".into();
         config.modules_enabled = vec!["offline".into()];
         config.bare_message_delivery = BareMessageDelivery::Highest;
-        let core = Core::new(config, crate::storage::Store::memory(), crate::modules::BUILTIN).unwrap();
+        let core = Core::new(
+            config,
+            crate::storage::Store::memory(),
+            crate::modules::BUILTIN,
+        )
+        .unwrap();
         let bind = |res: &str, p: i8| {
             let b = core
                 .sessions

@@ -287,7 +287,8 @@ pub(crate) mod tests {
 
     /// A server on a memory store with a [`Recorder`] of `events` loaded.
     pub(crate) fn recording(events: &'static [&'static str], global: bool) -> (Arc<Core>, Seen) {
-        let core = Core::new(Config::default(), Store::memory(), crate::modules::BUILTIN).expect("core");
+        let core =
+            Core::new(Config::default(), Store::memory(), crate::modules::BUILTIN).expect("core");
         let seen = Seen::default();
         let host = if global {
             core.global_host()
@@ -403,7 +404,8 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn initial_presence_reaches_a_module_with_its_session() {
-        let core = Core::new(Config::default(), Store::memory(), crate::modules::BUILTIN).expect("core");
+        let core =
+            Core::new(Config::default(), Store::memory(), crate::modules::BUILTIN).expect("core");
         let seen = Arc::new(Mutex::new(Vec::new()));
         struct Initial(Arc<Mutex<Vec<String>>>);
         impl Module for Initial {

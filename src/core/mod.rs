@@ -2,8 +2,8 @@
 //! router, accounts and storage, held together in one [`Core`].
 
 pub mod accounts;
-pub mod delivery;
 pub mod allowlist;
+pub mod delivery;
 pub mod events;
 pub mod groups;
 pub mod iq;

@@ -18,8 +18,8 @@ pub mod send;
 pub mod shared;
 pub mod status;
 pub mod stores;
-pub mod timers;
 pub mod tags;
+pub mod timers;
 
 #[cfg(test)]
 pub(super) mod probe;

@@ -139,7 +139,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_hooked_tag_reaches_its_handler_and_an_unhooked_one_is_unsupported() {
-        let core = Core::new(Config::default(), Store::memory(), crate::modules::BUILTIN).expect("core");
+        let core =
+            Core::new(Config::default(), Store::memory(), crate::modules::BUILTIN).expect("core");
         let host = core.host("localhost").cloned().expect("host");
         let seen = Arc::new(Mutex::new(Vec::new()));
         host.load(Arc::downgrade(&core), &TagProbe(seen.clone()))
