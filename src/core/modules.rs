@@ -11,10 +11,14 @@
 //!
 //! ```
 //! use std::time::Duration;
+//! use std::sync::Arc;
 //! use oxpecker::core::events::{handler, Flow};
+//! use oxpecker::core::lifecycle::RESOURCE_BIND;
+//! use oxpecker::core::priority;
 //! use oxpecker::core::modules::{
 //!     LoadError, Measure, MeasureConf, Module, ModuleContext, StatusType,
 //! };
+//! use oxpecker::core::sessions::Outbound;
 //! use oxpecker::xmpp::{stanza, Element};
 //!
 //! /// Answers `<query xmlns='urn:example:hello'/>` IQs sent to the server, counts and times them.
@@ -48,7 +52,7 @@
 //!         ctx.add_feature("urn:example:hello");
 //!         ctx.hook(
 //!             "iq-get/host/urn:example:hello:query",
-//!             0,
+//!             priority::HANDLER,
 //!             handler(move |ev| {
 //!                 let (greeting, counter, timing) =
 //!                     (greeting.clone(), counter.clone(), timing.clone());
@@ -61,7 +65,33 @@
 //!                 }
 //!             }),
 //!         );
-//!         // Lifecycle events and `hook_tag` (stream-level elements) go here.
+//!         // A lifecycle event (a data event): count the resources bound on this host.
+//!         let binds = ctx.measure("binds", Measure::Counter, MeasureConf::default());
+//!         ctx.hook_event(
+//!             RESOURCE_BIND,
+//!             priority::HANDLER,
+//!             Arc::new(move |data: &mut serde_json::Value| {
+//!                 if data["resource"].is_string() {
+//!                     binds.inc();
+//!                 }
+//!                 None // let the event go on to other handlers
+//!             }),
+//!         );
+//!         // A stream-level element (nonza) of a bound session: `<wave xmlns='urn:example:hello'/>`
+//!         // is answered on the stream with `<waved/>`.
+//!         ctx.hook_tag(
+//!             "urn:example:hello",
+//!             "wave",
+//!             priority::HANDLER,
+//!             handler(|ev| async move {
+//!                 if let Some(session) = ev.origin.session() {
+//!                     session.send_nonza(Outbound::Nonza(
+//!                         Element::new("waved", "urn:example:hello").to_xml("jabber:client"),
+//!                     ));
+//!                 }
+//!                 Flow::Handled
+//!             }),
+//!         );
 //!         // A repeating timer: returning Some(delay) runs it again, None stops it.
 //!         let module = ctx.handle();
 //!         ctx.add_timer(Duration::from_secs(3600), move || {
