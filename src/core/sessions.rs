@@ -508,6 +508,18 @@ impl Sessions {
             .collect()
     }
 
+    /// The distinct accounts with at least one session on `host` (or every host), sorted.
+    pub fn online_users(&self, host: Option<&str>) -> Vec<Jid> {
+        let mut users: Vec<Jid> = self
+            .by_bare
+            .iter()
+            .filter(|e| host.is_none_or(|h| e.key().domain() == h) && !e.value().is_empty())
+            .map(|e| e.key().clone())
+            .collect();
+        users.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        users
+    }
+
     /// Asks every session to close with `error` (shutdown).
     pub fn close_all(&self, error: StreamError) {
         for s in self.all(None) {

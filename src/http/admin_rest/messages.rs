@@ -159,14 +159,7 @@ pub async fn broadcast(
     let text = string_field(&body, "message")?;
     let opts = AdminRestOptions::for_host(&core.config.load(), &ctx.host);
     let text = format!("{}{text}", opts.broadcast_prefix);
-    let mut users: Vec<Jid> = core
-        .sessions
-        .all(Some(&ctx.host))
-        .iter()
-        .map(|s| s.jid.bare())
-        .collect();
-    users.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    users.dedup();
+    let users = core.sessions.online_users(Some(&ctx.host));
     let mut count = 0usize;
     for jid in &users {
         let msg = stanza(jid, text.clone());

@@ -224,14 +224,7 @@ pub async fn connected_count(
     State(core): State<Arc<Core>>,
     Extension(ctx): Extension<Ctx>,
 ) -> Response {
-    let mut users: Vec<Jid> = core
-        .sessions
-        .all(Some(&ctx.host))
-        .iter()
-        .map(|s| s.jid.bare())
-        .collect();
-    users.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    users.dedup();
+    let users = core.sessions.online_users(Some(&ctx.host));
     ok(json!({ "count": users.len() }))
 }
 
