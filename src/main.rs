@@ -244,7 +244,12 @@ fn main() -> Result<()> {
 
 async fn serve(cfg: Config) -> Result<()> {
     let server = oxpecker::Server::start(cfg).await?;
-    wait_for_signal().await;
+    let core = server.core.clone();
+    // A signal, or an admin's `server:shutdown` (shell, REST, ad-hoc): drain, then exit 0.
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        _ = core.stop.requested() => {}
+    }
     server.shutdown().await;
     Ok(())
 }

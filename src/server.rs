@@ -14,7 +14,6 @@ use crate::core::Core;
 use crate::core::modules::ModuleError;
 use crate::storage::{StorageError, Store};
 use crate::tls::{self, TlsError};
-use crate::xmpp::error::{StreamError, StreamErrorCondition};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -174,9 +173,7 @@ impl Server {
     pub async fn shutdown(self) {
         self.core.deactivate("shutdown");
         self.core.shutdown.cancel();
-        self.core
-            .sessions
-            .close_all(StreamError::new(StreamErrorCondition::SystemShutdown));
+        self.core.sessions.close_all(self.core.shutdown_error());
         self.tracker.close();
         if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
             .await
