@@ -7,7 +7,7 @@
 //! what an operation does.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -15,10 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::Core;
 use super::accounts::{AccountError, Role};
+use super::events::Origin;
 use super::modules::ModuleError;
 use super::sessions::SessionHandle;
-use crate::xmpp::Jid;
 use crate::xmpp::error::{StreamError, StreamErrorCondition};
+use crate::xmpp::{Element, Jid, ns};
 
 /// Why an admin operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -422,6 +423,42 @@ impl Core {
             .filter(|v| !v.is_null())
             .cloned()
             .ok_or_else(|| AdminError::NoKey(key.to_string()))
+    }
+
+    /// Sends a message from `host` to every account with an online session there (never stored
+    /// offline: only users a session takes it from now); returns how many got it.
+    pub async fn announce(
+        self: &Arc<Self>,
+        host: &str,
+        subject: Option<&str>,
+        body: &str,
+    ) -> usize {
+        let mut users: Vec<Jid> = self
+            .sessions
+            .all(Some(host))
+            .iter()
+            .map(|s| s.jid.bare())
+            .collect();
+        users.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        users.dedup();
+        let Ok(from) = Jid::parse(host) else {
+            return 0;
+        };
+        let mut count = 0usize;
+        for jid in &users {
+            let mut msg = Element::new("message", ns::CLIENT)
+                .attr("from", host.to_string())
+                .attr("to", jid.to_string());
+            if let Some(s) = subject.filter(|s| !s.is_empty()) {
+                msg.push(Element::new("subject", ns::CLIENT).text(s.to_string()));
+            }
+            msg.push(Element::new("body", ns::CLIENT).text(body.to_string()));
+            if self.delivery(&from, jid, &msg).await.fate == super::delivery::Fate::Delivered {
+                self.route(Origin::Server, msg).await;
+                count += 1;
+            }
+        }
+        count
     }
 
     /// Creates an account, with a role when one is given.

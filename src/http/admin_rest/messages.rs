@@ -159,22 +159,6 @@ pub async fn broadcast(
     let text = string_field(&body, "message")?;
     let opts = AdminRestOptions::for_host(&core.config.load(), &ctx.host);
     let text = format!("{}{text}", opts.broadcast_prefix);
-    let mut users: Vec<Jid> = core
-        .sessions
-        .all(Some(&ctx.host))
-        .iter()
-        .map(|s| s.jid.bare())
-        .collect();
-    users.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    users.dedup();
-    let mut count = 0usize;
-    for jid in &users {
-        let msg = stanza(jid, text.clone());
-        // Only users an online session takes it from now (never stored offline).
-        if fate(&core, jid, &msg).await == Fate::Delivered {
-            core.route(Origin::Server, msg).await;
-            count += 1;
-        }
-    }
+    let count = core.announce(&ctx.host, None, &text).await;
     Ok(ok(json!({ "count": count })))
 }
