@@ -193,3 +193,33 @@ async fn shutdown_delivers_the_reason() {
     assert!(end.contains("<system-shutdown"), "{end}");
     assert!(end.contains(">bye</text>"), "{end}");
 }
+
+#[tokio::test]
+async fn a_closed_session_is_not_resumed_by_stream_management() {
+    const SM: &str = "urn:xmpp:sm:3";
+    let srv = server(false).await;
+    let mut a = login(&srv, "alice", "phone").await;
+    a.send(&format!("<enable xmlns='{SM}' resume='true'/>"))
+        .await;
+    let enabled = a.read_stanza("enabled").await;
+    let start = enabled.find("id=\"").unwrap() + 4;
+    let id = enabled[start..start + enabled[start..].find('"').unwrap()].to_string();
+
+    let (st, v) = call(&srv, "DELETE", "/sessions/alice@localhost", None).await;
+    assert_eq!(st, 200, "{v}");
+    assert!(a.read_to_close().await.contains("<policy-violation"));
+    wait_offline(&srv, "alice@localhost").await;
+
+    let mut c = RawClient::connect(srv.c2s()).await;
+    c.starttls(&srv.cert_pem()).await;
+    assert!(
+        c.auth_plain("alice", common::PASSWORD)
+            .await
+            .contains("<success")
+    );
+    c.open().await;
+    c.send(&format!("<resume xmlns='{SM}' previd='{id}' h='0'/>"))
+        .await;
+    let failed = c.read_stanza("failed").await;
+    assert!(failed.contains("item-not-found"), "{failed}");
+}
