@@ -172,7 +172,8 @@ impl Server {
     /// Stops accepting, closes every session with `system-shutdown`, waits for tasks, flushes the store.
     pub async fn shutdown(self) {
         let reason = self.core.stop.reason().filter(|r| !r.is_empty());
-        self.core.deactivate(reason.as_deref().unwrap_or("shutdown"));
+        self.core
+            .deactivate(reason.as_deref().unwrap_or("shutdown"));
         self.core.shutdown.cancel();
         self.core.sessions.close_all(self.core.shutdown_error());
         self.tracker.close();

@@ -125,6 +125,27 @@ async fn admins_run_commands_and_others_are_forbidden() {
     assert!(alice.read_to_close().await.contains("<policy-violation"));
     wait_offline(&srv, "alice@localhost").await;
 
+    // Message of the day: set, shown to the next login, edited with the current text, deleted.
+    let r = iq(
+        &mut admin,
+        "o1",
+        &command("set-motd", &submit(&[("motd", "Welcome aboard")])),
+    )
+    .await;
+    assert!(r.contains("status=\"completed\""), "{r}");
+    let mut bob = online(&srv, "bob", "laptop").await;
+    let m = read_until_contains(&mut bob, "message", "Welcome aboard").await;
+    assert!(
+        m.contains("type=\"headline\"") && m.contains("from=\"localhost\""),
+        "{m}"
+    );
+    let r = iq(&mut admin, "o2", &command("edit-motd", "")).await;
+    assert!(r.contains("<value>Welcome aboard</value>"), "{r}");
+    let r = iq(&mut admin, "o3", &command("delete-motd", "")).await;
+    assert!(r.contains("deleted"), "{r}");
+    let r = iq(&mut admin, "o4", &command("edit-motd", "")).await;
+    assert!(!r.contains("Welcome aboard"), "{r}");
+
     // Errors are notes, not crashes.
     let form = submit(&[
         ("accountjid", "carol@localhost"),

