@@ -261,8 +261,11 @@ fn main() -> Result<()> {
             rt.block_on(user(cfg, req))
         }
         Command::Reload => rt.block_on(user(cfg, Request::ConfigReload)),
-        Command::Shell { json, words } => {
+        Command::Shell { json, mut words } => {
             drop(rt);
+            // `--json` after the command words counts too (`shell c2s show --json`).
+            let json = json || words.iter().any(|w| w == "--json");
+            words.retain(|w| w != "--json");
             let opts = oxpecker::control::shell::Options { json };
             std::process::exit(oxpecker::control::shell::run(&cfg.data_dir, words, opts));
         }

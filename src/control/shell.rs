@@ -79,7 +79,7 @@ pub fn run(data_dir: &Path, words: Vec<String>, opts: Options) -> i32 {
         }
     };
     if !words.is_empty() {
-        return match run_one(&mut conn, one_shot(words), opts) {
+        return match one_shot(words).and_then(|l| run_one(&mut conn, l, opts)) {
             Ok(_) => 0,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -106,14 +106,14 @@ pub fn run(data_dir: &Path, words: Vec<String>, opts: Options) -> i32 {
 }
 
 /// The words of a one-shot call: `c2s show HOST` as given, or a Prosody-style line.
-fn one_shot(words: Vec<String>) -> Line {
+fn one_shot(words: Vec<String>) -> Result<Line, String> {
     if words.len() >= 2 && !words[0].contains([':', '(']) && group(&words[0]).is_some() {
         let mut it = words.into_iter();
         let g = it.next().unwrap_or_default();
         let c = it.next().unwrap_or_default();
-        return Line::Command(g, c, it.collect());
+        return Ok(Line::Command(g, c, it.collect()));
     }
-    parse(&words.join(" ")).unwrap_or_else(|e| Line::Command(String::new(), e, Vec::new()))
+    parse(&words.join(" "))
 }
 
 /// Runs one parsed line; `Ok(false)` means the user asked to leave.
@@ -131,9 +131,6 @@ fn run_one(conn: &mut Conn, line: Line, opts: Options) -> Result<bool, String> {
             serde_json::to_string_pretty(&v).unwrap_or_default()
         }
         Line::Command(g, c, args) => {
-            if g.is_empty() {
-                return Err(c);
-            }
             let v = conn.call(&Request::Console {
                 group: g,
                 command: c,
@@ -471,12 +468,21 @@ mod tests {
         let w = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             one_shot(w(&["server", "shutdown", "back soon"])),
-            Line::Command("server".into(), "shutdown".into(), w(&["back soon"]))
+            Ok(Line::Command(
+                "server".into(),
+                "shutdown".into(),
+                w(&["back soon"])
+            ))
         );
         assert_eq!(
             one_shot(w(&["c2s:show(\"localhost\")"])),
-            Line::Command("c2s".into(), "show".into(), w(&["localhost"]))
+            Ok(Line::Command(
+                "c2s".into(),
+                "show".into(),
+                w(&["localhost"])
+            ))
         );
-        assert_eq!(one_shot(w(&["help"])), Line::Help(None));
+        assert_eq!(one_shot(w(&["help"])), Ok(Line::Help(None)));
+        assert!(one_shot(w(&["c2s:show(\"x"])).is_err());
     }
 }
