@@ -107,10 +107,16 @@ async fn c2s_show_and_close_bare_and_full_jids() {
     );
     assert!(table.contains("3 items"), "{table}");
 
-    // Prosody's spelling, one session.
-    let o = shell_async(&cfg, &["c2s:close(\"alice@localhost/one\")"], "").await;
+    // Prosody's spelling, one session (here with <reset/>: the client may reconnect).
+    let o = shell_async(
+        &cfg,
+        &["c2s:close(\"alice@localhost/one\", \"reconnect\", \"reset\")"],
+        "",
+    )
+    .await;
     assert!(o.status.success(), "{}", err(&o));
-    assert!(a1.read_to_close().await.contains("<policy-violation"));
+    let end = a1.read_to_close().await;
+    assert!(end.contains("<reset") && end.contains("reconnect"), "{end}");
     a2.send("<iq type='get' id='s1'><ping xmlns='urn:xmpp:ping'/></iq>")
         .await;
     a2.read_until("id=\"s1\"").await;
@@ -272,7 +278,11 @@ async fn modules_config_users_internals_and_json() {
         assert!(err(&o).contains(what), "{}", err(&o));
     }
     let o = shell_async(&cfg, &["help", "c2s"], "").await;
-    assert!(out(&o).contains("c2s:close(jid, text?)"), "{}", out(&o));
+    assert!(
+        out(&o).contains("c2s:close(jid, text?, condition?)"),
+        "{}",
+        out(&o)
+    );
 }
 
 #[tokio::test]

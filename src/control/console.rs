@@ -133,8 +133,8 @@ pub const GROUPS: &[Group] = &[
             cmd("count", "host?", "how many client sessions"),
             cmd(
                 "close",
-                "jid, text?",
-                "close a bare JID's sessions or one full JID's",
+                "jid, text?, condition?",
+                "close a bare JID's sessions or one full JID's (condition: policy-violation or reset)",
             ),
         ],
         run: |c, n, a| Box::pin(c2s_cmd(c, n, a)),
@@ -394,8 +394,15 @@ async fn c2s_cmd(core: Arc<Core>, name: String, args: Vec<String>) -> Result<Out
         "close" => {
             let jid = arg(&args, 0, "jid")?;
             let text = opt(&args, 1).unwrap_or_else(|| "session closed by an administrator".into());
+            let condition = match opt(&args, 2).as_deref() {
+                None | Some("policy-violation") => StreamErrorCondition::PolicyViolation,
+                Some("reset") => StreamErrorCondition::Reset,
+                Some(other) => {
+                    return Err(format!("condition {other}: use policy-violation or reset"));
+                }
+            };
             let closed = core
-                .close_sessions(&jid, StreamErrorCondition::PolicyViolation, &text)
+                .close_sessions(&jid, condition, &text)
                 .map_err(|e| e.to_string())?;
             Ok(Output::text(
                 format!("closed {} session(s): {}", closed.len(), closed.join(", ")),

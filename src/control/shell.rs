@@ -458,7 +458,7 @@ mod tests {
             assert!(all.contains(g.name), "{}", g.name);
         }
         let c2s = help(Some("c2s")).unwrap();
-        assert!(c2s.contains("c2s:close(jid, text?)"), "{c2s}");
+        assert!(c2s.contains("c2s:close(jid, text?, condition?)"), "{c2s}");
         assert!(help(Some("c2s:show")).unwrap().contains("c2s:show(host?)"));
         assert!(help(Some("nope")).is_err());
     }
