@@ -243,8 +243,14 @@ async fn execute(ev: &StanzaEvent) {
         return;
     };
     let who = ev.from.to_string();
+    // Where from: the client connection's address.
+    let peer = ev
+        .origin
+        .session()
+        .map(|s| s.peer.clone())
+        .unwrap_or_default();
     if !ev.core.is_admin(&ev.from).await {
-        tracing::warn!(target: "audit", who = %who, from = "xmpp ad-hoc", what = %node, outcome = "refused", "ad-hoc command");
+        tracing::warn!(target: "audit", who = %who, from = "xmpp ad-hoc", %peer, what = %node, outcome = "refused", "ad-hoc command");
         ev.reply_error(StanzaError::new(StanzaErrorCondition::Forbidden))
             .await;
         return;
@@ -280,6 +286,7 @@ async fn execute(ev: &StanzaEvent) {
         target: "audit",
         who = %who,
         from = "xmpp ad-hoc",
+        %peer,
         what = %node,
         outcome = if result.is_ok() { "ok" } else { "failed" },
         error = result.as_ref().err().map(String::as_str).unwrap_or(""),
