@@ -48,6 +48,16 @@ enum Command {
     },
     /// Re-read the configuration file of a running server and apply it (`config:reload`).
     Reload,
+    /// The admin console of a running server: interactive, one command (`shell c2s show`),
+    /// or lines from stdin; exits non-zero when a command fails.
+    Shell {
+        /// Print results as JSON.
+        #[arg(long)]
+        json: bool,
+        /// One command to run, e.g. `c2s show localhost` or `'server:uptime()'`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -89,6 +99,16 @@ enum UserCommand {
     Add {
         /// The account, e.g. alice@localhost.
         jid: String,
+        /// Its role: operator, admin, member, registered or guest (default registered).
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// Set an account's role (operator, admin, member, registered, guest).
+    SetRole {
+        /// The account.
+        jid: String,
+        /// The role.
+        role: String,
     },
     /// Change an account's password (prompted, or one line from stdin).
     Passwd {
@@ -203,10 +223,12 @@ fn main() -> Result<()> {
         }
         Command::User { command } => {
             let req = match command {
-                UserCommand::Add { jid } => Request::UserAdd {
+                UserCommand::Add { jid, role } => Request::UserAdd {
                     password: read_password(&format!("Password for {jid}: "))?,
                     jid,
+                    role,
                 },
+                UserCommand::SetRole { jid, role } => Request::UserSetRole { jid, role },
                 UserCommand::Passwd { jid } => Request::UserPasswd {
                     password: read_password(&format!("New password for {jid}: "))?,
                     jid,
@@ -239,12 +261,25 @@ fn main() -> Result<()> {
             rt.block_on(user(cfg, req))
         }
         Command::Reload => rt.block_on(user(cfg, Request::ConfigReload)),
+        Command::Shell { json, mut words } => {
+            drop(rt);
+            // `--json` after the command words counts too (`shell c2s show --json`).
+            let json = json || words.iter().any(|w| w == "--json");
+            words.retain(|w| w != "--json");
+            let opts = oxpecker::control::shell::Options { json };
+            std::process::exit(oxpecker::control::shell::run(&cfg.data_dir, words, opts));
+        }
     }
 }
 
 async fn serve(cfg: Config) -> Result<()> {
     let server = oxpecker::Server::start(cfg).await?;
-    wait_for_signal().await;
+    let core = server.core.clone();
+    // A signal, or an admin's `server:shutdown` (shell, REST, ad-hoc): drain, then exit 0.
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        _ = core.stop.requested() => {}
+    }
     server.shutdown().await;
     Ok(())
 }
@@ -309,8 +344,12 @@ async fn user(cfg: Config, req: Request) -> Result<()> {
                 writeln!(out, "{}", u.as_str().unwrap_or_default())?;
             }
         }
-        (Request::UserAdd { .. }, Some(j)) => {
-            writeln!(out, "created {}", j.as_str().unwrap_or_default())?
+        (Request::UserAdd { role, .. }, Some(j)) => match role {
+            Some(r) => writeln!(out, "created {} ({r})", j.as_str().unwrap_or_default())?,
+            None => writeln!(out, "created {}", j.as_str().unwrap_or_default())?,
+        },
+        (Request::UserSetRole { role, .. }, Some(j)) => {
+            writeln!(out, "{} is now {role}", j.as_str().unwrap_or_default())?
         }
         (Request::UserPasswd { .. }, Some(j)) => writeln!(
             out,

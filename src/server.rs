@@ -14,7 +14,6 @@ use crate::core::Core;
 use crate::core::modules::ModuleError;
 use crate::storage::{StorageError, Store};
 use crate::tls::{self, TlsError};
-use crate::xmpp::error::{StreamError, StreamErrorCondition};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -172,11 +171,11 @@ impl Server {
 
     /// Stops accepting, closes every session with `system-shutdown`, waits for tasks, flushes the store.
     pub async fn shutdown(self) {
-        self.core.deactivate("shutdown");
-        self.core.shutdown.cancel();
+        let reason = self.core.stop.reason().filter(|r| !r.is_empty());
         self.core
-            .sessions
-            .close_all(StreamError::new(StreamErrorCondition::SystemShutdown));
+            .deactivate(reason.as_deref().unwrap_or("shutdown"));
+        self.core.shutdown.cancel();
+        self.core.sessions.close_all(self.core.shutdown_error());
         self.tracker.close();
         if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
             .await

@@ -341,6 +341,16 @@ const KNOWN: &[Row] = &[
         says!("Destructive operations are disabled (admin_rest_allow_destructive = false)")),
     ("DELETE", "/certs", Body::None, 403,
         says!("Destructive operations are disabled (admin_rest_allow_destructive = false)")),
+    ("GET", "/sessions", Body::None, 200, result!({"count": 0, "sessions": []})),
+    ("DELETE", "/sessions/alice@localhost", Body::None, 404,
+        says!("no session of alice@localhost")),
+    ("GET", "/hosts", Body::None, 200, Some(|v: &Value| v["result"]["hosts"][0]["active"] == true)),
+    ("PUT", "/hosts/localhost", Body::None, 409, says!("host localhost is already active")),
+    ("DELETE", "/hosts/nowhere.example", Body::None, 404,
+        says!("Host does not exist or is malformed")),
+    ("GET", "/server", Body::None, 200, Some(|v: &Value| v["result"]["name"] == "oxpecker")),
+    ("POST", "/server/shutdown", Body::Json(r#"{"reason":"x"}"#), 403,
+        says!("Shutting down over the API is disabled (admin_rest_allow_shutdown = false)")),
     ("DELETE", "/user/carol", Body::None, 200, says!("User deleted: carol@localhost")),
 ];
 

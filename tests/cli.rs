@@ -239,3 +239,67 @@ async fn module_commands_act_on_the_running_server() {
     let o = run_async(&["module", "list"]).await.unwrap();
     assert!(stderr(&o).contains("not running"), "{}", stderr(&o));
 }
+
+#[tokio::test]
+async fn first_admin_in_one_line_and_shutdown_from_the_shell_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, port) = write_config(dir.path());
+    // Offline: create with a role, and change a role.
+    let o = run(
+        &cfg,
+        &["user", "add", "admin@localhost", "--role", "admin"],
+        "pw\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("created admin@localhost (admin)"));
+    let o = run(
+        &cfg,
+        &["user", "add", "x@localhost", "--role", "boss"],
+        "pw\n",
+    );
+    assert!(stderr(&o).contains("unknown role boss"), "{}", stderr(&o));
+    run(&cfg, &["user", "add", "bob@localhost"], "pw\n");
+    let o = run(&cfg, &["user", "set-role", "bob@localhost", "member"], "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // No server: the shell says so and fails.
+    let o = run(&cfg, &["shell", "server", "uptime"], "");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no server is running"),
+        "{}",
+        stderr(&o)
+    );
+
+    let mut server = serve(&cfg, port);
+    let c = cfg.clone();
+    let run_async = move |args: &'static [&'static str]| {
+        let c = c.clone();
+        tokio::task::spawn_blocking(move || run(&c, args, ""))
+    };
+    let o = run_async(&["shell", "user", "roles", "admin@localhost"])
+        .await
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), "admin", "{}", stderr(&o));
+    let o = run_async(&["shell", "user:roles('bob@localhost')"])
+        .await
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), "member", "{}", stderr(&o));
+    // Online: set-role goes through the running server.
+    let o = run_async(&["user", "set-role", "bob@localhost", "admin"])
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_async(&["shell", "user", "roles", "bob@localhost"])
+        .await
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), "admin");
+
+    let o = run_async(&["shell", "server:shutdown('maintenance')"])
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let status = tokio::task::spawn_blocking(move || server.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}

@@ -142,7 +142,7 @@ async fn attach<R, W>(
         tokio::select! {
             _ = handle.closed() => break End::Close(handle.close_reason()),
             _ = detach.cancelled() => break End::Detached,
-            _ = core.shutdown.cancelled() => break End::Close(Some(StreamError::new(C::SystemShutdown))),
+            _ = core.shutdown.cancelled() => break End::Close(Some(core.shutdown_error())),
             r = read => match r {
                 Err(_) => break End::Close(Some(StreamError::new(C::ConnectionTimeout))),
                 Ok(Ok(StreamEvent::Stanza(el))) => {

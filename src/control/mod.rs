@@ -2,7 +2,13 @@
 //!
 //! A Unix socket `oxpecker.sock` in the data directory (mode 0600) takes one JSON request per
 //! line and answers one JSON line. The same [`execute`] runs the request offline when no server
-//! holds the data directory.
+//! holds the data directory. Every request is audited (tracing target `audit`) with the Unix
+//! user that sent it; [`console`] holds the shell's commands, [`line`] how a shell line reads,
+//! [`shell`] the interactive client.
+
+pub mod console;
+pub mod line;
+pub mod shell;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +34,16 @@ pub enum Request {
         jid: String,
         /// Its password.
         password: String,
+        /// Its role (`admin`, `member`, …); none: the default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+    },
+    /// Set an account's role.
+    UserSetRole {
+        /// The account JID.
+        jid: String,
+        /// The role.
+        role: String,
     },
     /// Change an account's password.
     UserPasswd {
@@ -92,6 +108,68 @@ pub enum Request {
     },
     /// Re-read the configuration file and apply it (running server only).
     ConfigReload,
+    /// A shell command, `group:command(args)` (running server only; see [`console`]).
+    Console {
+        /// The group (`c2s`).
+        group: String,
+        /// The command (`show`).
+        command: String,
+        /// Its arguments.
+        #[serde(default)]
+        args: Vec<String>,
+    },
+    /// Read-only internals as JSON (the shell's `>` mode; running server only).
+    Inspect {
+        /// What to show (`hosts`, `sessions`, `modules`, `config`, `server`).
+        what: String,
+        /// Its argument (a JID or host).
+        #[serde(default)]
+        arg: Option<String>,
+    },
+}
+
+impl Request {
+    /// What the request does, for the audit log: its operation and arguments, secrets left out.
+    pub fn describe(&self) -> String {
+        match self {
+            Request::UserAdd { jid, role, .. } => format!("user_add {jid} role={role:?}"),
+            Request::UserPasswd { jid, .. } => format!("user_passwd {jid}"),
+            Request::Console {
+                group,
+                command,
+                args,
+            } => {
+                // Passwords are the second argument of user:create and user:password.
+                let secret = group == "user" && (command == "create" || command == "password");
+                let shown: Vec<&str> = args
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| if secret && i == 1 { "***" } else { a.as_str() })
+                    .collect();
+                format!("{group}:{command}({})", shown.join(", "))
+            }
+            other => serde_json::to_string(other).unwrap_or_default(),
+        }
+    }
+
+    /// Whether the request changes state (read-only ones are not audited).
+    pub fn mutates(&self) -> bool {
+        match self {
+            Request::UserList { .. }
+            | Request::TokenList { .. }
+            | Request::ModuleList { .. }
+            | Request::Inspect { .. } => false,
+            Request::Console { group, command, .. } => !matches!(
+                (group.as_str(), command.as_str()),
+                (
+                    _,
+                    "show" | "show_secure" | "show_insecure" | "count" | "list" | "info"
+                ) | (_, "loaded" | "get" | "roles" | "clients")
+                    | ("server", "uptime" | "version" | "memory")
+            ),
+            _ => true,
+        }
+    }
 }
 
 /// A control response: `{"ok":true,"result":…}` or `{"ok":false,"error":"…"}`.
@@ -127,13 +205,24 @@ impl Response {
 /// Runs a request against the account manager.
 pub async fn execute(accounts: &Accounts, req: Request) -> Response {
     let r = match req {
-        Request::UserAdd { jid, password } => match accounts.account_jid(&jid) {
-            Ok(j) => accounts
-                .create(&j, &password)
+        Request::UserAdd {
+            jid,
+            password,
+            role,
+        } => {
+            return match crate::core::admin::user_create(accounts, &jid, &password, role.as_deref())
                 .await
-                .map(|_| json!(j.to_string())),
-            Err(e) => Err(e),
-        },
+            {
+                Ok(j) => Response::ok(json!(j.to_string())),
+                Err(e) => Response::err(e),
+            };
+        }
+        Request::UserSetRole { jid, role } => {
+            return match crate::core::admin::user_set_role(accounts, &jid, &role).await {
+                Ok(j) => Response::ok(json!(j.to_string())),
+                Err(e) => Response::err(e),
+            };
+        }
         Request::UserPasswd { jid, password } => match accounts.account_jid(&jid) {
             Ok(j) => accounts
                 .set_password(&j, &password)
@@ -179,9 +268,11 @@ pub async fn execute(accounts: &Accounts, req: Request) -> Response {
         | Request::ModuleLoad { .. }
         | Request::ModuleUnload { .. }
         | Request::ModuleReload { .. }
-        | Request::ConfigReload => {
+        | Request::ConfigReload
+        | Request::Console { .. }
+        | Request::Inspect { .. } => {
             return Response::err(
-                "the server is not running (module and config commands act on a running server)",
+                "the server is not running (module, config and shell commands act on a running server)",
             );
         }
     };
@@ -239,6 +330,18 @@ pub async fn execute_live(core: &Arc<Core>, req: Request) -> Response {
             },
             Err(e) => Response::err(e),
         },
+        Request::Console {
+            group,
+            command,
+            args,
+        } => match console::run(core, &group, &command, args).await {
+            Ok(out) => Response::ok(serde_json::to_value(out).unwrap_or(Value::Null)),
+            Err(e) => Response::err(e),
+        },
+        Request::Inspect { what, arg } => match console::inspect(core, &what, arg.as_deref()) {
+            Ok(v) => Response::ok(v),
+            Err(e) => Response::err(e),
+        },
         Request::ConfigReload => match core.reload_config() {
             Ok(report) => Response::ok(serde_json::to_value(&report).unwrap_or(Value::Null)),
             Err(e) => Response::err(e),
@@ -280,6 +383,7 @@ pub async fn serve(core: Arc<Core>, listener: UnixListener) {
             c = listener.accept() => c,
         };
         let Ok((stream, _)) = conn else { continue };
+        let who = peer_user(&stream);
         let core = core.clone();
         // Tracked, and idle connections end at shutdown, so the server waits for requests in flight.
         core.tasks.clone().spawn(async move {
@@ -298,7 +402,22 @@ pub async fn serve(core: Arc<Core>, listener: UnixListener) {
                     Ok(_) => {}
                 }
                 let resp = match serde_json::from_str::<Request>(line.trim()) {
-                    Ok(req) => execute_live(&core, req).await,
+                    Ok(req) => {
+                        let (what, audited) = (req.describe(), req.mutates());
+                        let resp = execute_live(&core, req).await;
+                        if audited {
+                            tracing::info!(
+                                target: "audit",
+                                who = %who,
+                                from = "control socket",
+                                what = %what,
+                                outcome = if resp.ok { "ok" } else { "failed" },
+                                error = resp.error.as_deref().unwrap_or(""),
+                                "control call"
+                            );
+                        }
+                        resp
+                    }
                     Err(e) => Response::err(format!("bad request: {e}")),
                 };
                 let mut out =
@@ -310,6 +429,31 @@ pub async fn serve(core: Arc<Core>, listener: UnixListener) {
             }
         });
     }
+}
+
+/// The Unix user on the other end of a control connection, as `uid=N(name)`.
+fn peer_user(stream: &UnixStream) -> String {
+    match stream.peer_cred() {
+        Ok(c) => {
+            let uid = c.uid();
+            match user_name(uid) {
+                Some(n) => format!("uid={uid}({n})"),
+                None => format!("uid={uid}"),
+            }
+        }
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// The login name of `uid` from `/etc/passwd`, if listed.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let id: u32 = f.nth(1)?.parse().ok()?;
+        (id == uid).then(|| name.to_string())
+    })
 }
 
 /// Sends one request to a running server; `None` if no server listens on the data directory.

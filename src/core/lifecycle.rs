@@ -19,10 +19,10 @@
 //! | `user-registered` | host | [`Accounts::create`](super::accounts::Accounts::create) (in-band registration, admin API, CLI) | `username`, `host` |
 //! | `user-password-changed` | host | [`Accounts::set_password`](super::accounts::Accounts::set_password) | `username`, `host` |
 //! | `user-deleted` | host | [`Core::delete_account`], after every module cleanup | `username`, `host` |
-//! | `host-activated` | `*` | [`Core::activate`], at start, once per host | `host` |
+//! | `host-activated` | `*` | [`Core::activate`], at start, once per host; [`Core::activate_host`] at run time (`host:activate`) | `host` |
 //! | `server-started` | `*` | [`Core::activate`], after every `host-activated` | `hosts` (the served domains) |
-//! | `server-stopping` | `*` | [`Core::deactivate`], at shutdown before sessions close | `reason` |
-//! | `host-deactivated` | `*` | [`Core::deactivate`], after `server-stopping`, once per host | `host` |
+//! | `server-stopping` | `*` | [`Core::deactivate`], at shutdown before sessions close | `reason` (the admin's `server:shutdown` reason, else `shutdown`) |
+//! | `host-deactivated` | `*` | [`Core::deactivate`], after `server-stopping`, once per active host; [`Core::deactivate_host`] at run time (`host:deactivate`), after its sessions were asked to close and its modules unloaded | `host` |
 //!
 //! `presence/initial` is a stanza event (hook it with `ModuleHandle::hook`), fired by
 //! `Core::initial_presence` after a session's first available presence was broadcast, with the

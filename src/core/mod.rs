@@ -2,6 +2,7 @@
 //! router, accounts and storage, held together in one [`Core`].
 
 pub mod accounts;
+pub mod admin;
 pub mod allowlist;
 pub mod delivery;
 pub mod events;
@@ -71,6 +72,10 @@ pub struct Core {
     pub registrations: throttle::Throttle,
     /// State modules share by path.
     pub shared: std::sync::Mutex<module_api::SharedMap>,
+    /// Hosts switched off at run time ([`admin`]); [`Core::host`] does not serve them.
+    pub inactive_hosts: admin::InactiveHosts,
+    /// A shutdown asked for by an admin (`server:shutdown`), with its reason.
+    pub stop: admin::StopRequest,
     global: Arc<Host>,
     hosts: HashMap<String, Arc<Host>>,
     weak: Weak<Core>,
@@ -95,6 +100,8 @@ impl Core {
             started: std::time::Instant::now(),
             registrations: throttle::Throttle::new(std::time::Duration::from_secs(60)),
             shared: std::sync::Mutex::new(Default::default()),
+            inactive_hosts: Default::default(),
+            stop: Default::default(),
             http_routes: Default::default(),
             global: Arc::new(Host::with_kind("*", modules::HostType::Global)),
             accounts: Accounts::new(
@@ -132,8 +139,11 @@ impl Core {
         self.global.clone()
     }
 
-    /// A served host by domain.
+    /// A served host by domain (`None` for a host switched off by `host:deactivate`).
     pub fn host(&self, domain: &str) -> Option<&Arc<Host>> {
+        if self.inactive_hosts.contains(domain) {
+            return None;
+        }
         self.hosts.get(domain)
     }
 
@@ -142,7 +152,7 @@ impl Core {
         let cfg = self.config.load();
         cfg.hosts
             .iter()
-            .filter_map(|h| self.hosts.get(&h.name).cloned())
+            .filter_map(|h| self.host(&h.name).cloned())
             .collect()
     }
 

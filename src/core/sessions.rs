@@ -162,6 +162,11 @@ impl SessionHandle {
         self.csi_inactive.load(Ordering::Relaxed)
     }
 
+    /// Stanzas waiting in the outbound queue.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity().saturating_sub(self.tx.capacity())
+    }
+
     /// Queues a stream-level element (XEP-0198 nonzas and the like).
     pub fn send_nonza(&self, item: Outbound) -> bool {
         self.tx.try_send(item).is_ok()

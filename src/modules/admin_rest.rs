@@ -32,6 +32,7 @@ const OPTIONS: &[&str] = &[
     "admin_rest_multicast_prefix",
     "admin_rest_broadcast_prefix",
     "admin_rest_allow_destructive",
+    "admin_rest_allow_shutdown",
     "admin_rest_auth_max_failures",
     "admin_rest_auth_lockout_secs",
 ];
@@ -72,7 +73,11 @@ impl Module for AdminRest {
             Ok(())
         };
         expect(
-            &["admin_rest_secure", "admin_rest_allow_destructive"],
+            &[
+                "admin_rest_secure",
+                "admin_rest_allow_destructive",
+                "admin_rest_allow_shutdown",
+            ],
             "true or false",
             |v| v.is_bool(),
         )?;
@@ -144,6 +149,8 @@ pub struct AdminRestOptions {
     pub broadcast_prefix: String,
     /// Whether `DELETE /data` and `DELETE /certs` are enabled (`admin_rest_allow_destructive`).
     pub allow_destructive: bool,
+    /// Whether `POST /server/shutdown` is enabled (`admin_rest_allow_shutdown`).
+    pub allow_shutdown: bool,
     /// Failed authentications from one address before it gets 429 (`admin_rest_auth_max_failures`).
     pub max_failures: u32,
     /// Throttling window in seconds (`admin_rest_auth_lockout_secs`).
@@ -194,6 +201,7 @@ impl AdminRestOptions {
             multicast_prefix: string("admin_rest_multicast_prefix", ""),
             broadcast_prefix: string("admin_rest_broadcast_prefix", ""),
             allow_destructive: boolean("admin_rest_allow_destructive", false),
+            allow_shutdown: boolean("admin_rest_allow_shutdown", false),
             max_failures: int(
                 "admin_rest_auth_max_failures",
                 DEFAULT_MAX_FAILURES,

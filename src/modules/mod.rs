@@ -1,5 +1,6 @@
 //! Built-in feature modules, one file each, and the registry that names them.
 
+pub mod admin_adhoc;
 pub mod admin_rest;
 pub mod blocking;
 pub mod bookmarks;
@@ -31,6 +32,7 @@ use crate::core::modules::ModuleTable;
 /// The built-in modules, by name: the table `Server` hands to the core (add new modules here only).
 pub const BUILTIN: ModuleTable = ModuleTable::new(&[
     ("admin_rest", || Arc::new(admin_rest::AdminRest)),
+    ("admin_adhoc", || Arc::new(admin_adhoc::AdminAdhoc)),
     ("blocking", || Arc::new(blocking::Blocking)),
     ("bookmarks", || Arc::new(bookmarks::Bookmarks)),
     ("carbons", || Arc::new(carbons::Carbons)),

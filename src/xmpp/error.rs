@@ -18,6 +18,12 @@ pub enum StreamErrorCondition {
     /// The peer has not generated traffic for too long.
     #[error("connection-timeout")]
     ConnectionTimeout,
+    /// The host the stream is with is no longer served here.
+    #[error("host-gone")]
+    HostGone,
+    /// The server resets the stream (e.g. an admin closed the session; the client may reconnect).
+    #[error("reset")]
+    Reset,
     /// The `to` of the stream header names no host served here.
     #[error("host-unknown")]
     HostUnknown,

@@ -110,3 +110,7 @@ pub const AVATAR_DATA: &str = "urn:xmpp:avatar:data";
 pub const AVATAR_METADATA: &str = "urn:xmpp:avatar:metadata";
 /// XEP-0153 vCard-based avatar update.
 pub const VCARD_UPDATE: &str = "vcard-temp:x:update";
+/// XEP-0050 ad-hoc commands.
+pub const COMMANDS: &str = "http://jabber.org/protocol/commands";
+/// XEP-0133 service administration (form type and command node prefix).
+pub const ADMIN: &str = "http://jabber.org/protocol/admin";

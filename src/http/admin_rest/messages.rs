@@ -159,15 +159,6 @@ pub async fn broadcast(
     let text = string_field(&body, "message")?;
     let opts = AdminRestOptions::for_host(&core.config.load(), &ctx.host);
     let text = format!("{}{text}", opts.broadcast_prefix);
-    let users = core.sessions.online_users(Some(&ctx.host));
-    let mut count = 0usize;
-    for jid in &users {
-        let msg = stanza(jid, text.clone());
-        // Only users an online session takes it from now (never stored offline).
-        if fate(&core, jid, &msg).await == Fate::Delivered {
-            core.route(Origin::Server, msg).await;
-            count += 1;
-        }
-    }
+    let count = core.announce(&ctx.host, None, &text).await;
     Ok(ok(json!({ "count": count })))
 }

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod data;
 pub mod error;
 pub mod groups;
+pub mod hosts;
 pub mod messages;
 pub mod modules;
 pub mod openapi;
@@ -24,6 +25,8 @@ pub mod params;
 pub mod reload;
 pub mod roster;
 pub mod routes;
+pub mod server;
+pub mod sessions;
 pub mod users;
 pub mod vcards;
 pub mod whitelist;
@@ -209,7 +212,11 @@ fn request_host(core: &Core, uri: &Uri, headers: &HeaderMap) -> Result<String, (
         })
         .and_then(|h| crate::xmpp::jid::normalize_domain(h).ok())
         .filter(|h| core.host(h).is_some());
-    Ok(from_header.unwrap_or_else(|| cfg.default_host().to_string()))
+    // The first host still served (a host switched off by `host:deactivate` is skipped).
+    let first_active = || core.hosts().first().map(|h| h.name.clone());
+    Ok(from_header
+        .or_else(first_active)
+        .unwrap_or_else(|| cfg.default_host().to_string()))
 }
 
 /// The configured allowlist of a host (`admin_rest_whitelist`), parsed; unparsable entries are

@@ -16,6 +16,7 @@ use axum::routing::{MethodFilter, on};
 use super::{
     ApiError, data, groups, messages, modules, openapi, reload, roster, users, vcards, whitelist,
 };
+use super::{hosts, server, sessions};
 use crate::core::Core;
 
 macro_rules! routes {
@@ -74,6 +75,13 @@ routes! {
     DELETE "/vcards/{name}" => vcards::delete,
     DELETE "/data" => data::delete_data,
     DELETE "/certs" => data::delete_certs,
+    GET "/sessions" => sessions::list,
+    DELETE "/sessions/{jid}" => sessions::close,
+    GET "/hosts" => hosts::list,
+    PUT "/hosts/{vhost}" => hosts::activate,
+    DELETE "/hosts/{vhost}" => hosts::deactivate,
+    GET "/server" => server::info,
+    POST "/server/shutdown" => server::shutdown,
 }
 
 async fn invalid_path() -> ApiError {
