@@ -1,0 +1,210 @@
+//! XEP-0045 Multi-User Chat, as a component module (`[[component]] module = "muc"`): rooms
+//! live in the component's [`service::MucService`]; this file turns stanzas to the component
+//! into its operations. [`room`] holds the protocol rules, [`form`] the room forms.
+//!
+//! A groupchat message is checked once, archived once (XEP-0313 at the room JID when the room
+//! archives), stamped with the room's XEP-0359 stanza id and XEP-0421 occupant id, and copied to
+//! each occupant session without re-running the router (local sessions get it in their queue,
+//! others through [`crate::core::Core::route`]).
+
+pub mod form;
+pub mod handlers;
+pub mod room;
+pub mod service;
+
+use std::sync::Arc;
+
+use crate::core::Core;
+use crate::core::events::{Flow, handler};
+use crate::core::modules::{HostType, LoadError, Module, ModuleContext};
+use crate::core::priority;
+use crate::xmpp::ns;
+use service::{Creation, Limits, MucService};
+
+/// The shared-state path under which a component's [`MucService`] is found.
+const SERVICE_PATH: &str = "service";
+
+/// Holds the component's service so the admin faces can reach it.
+#[derive(Default)]
+pub struct ServiceSlot(std::sync::OnceLock<Arc<MucService>>);
+
+/// The MUC service of component `host`, if the `muc` module is loaded there.
+pub fn service(core: &Core, host: &str) -> Option<Arc<MucService>> {
+    let map = core.shared.lock().unwrap_or_else(|e| e.into_inner());
+    let (value, _) = map.get(&format!("/{host}/muc/{SERVICE_PATH}"))?;
+    value
+        .clone()
+        .downcast::<ServiceSlot>()
+        .ok()
+        .and_then(|slot| slot.0.get().cloned())
+}
+
+/// Every component host running the `muc` module.
+pub fn services(core: &Core) -> Vec<Arc<MucService>> {
+    let cfg = core.config.load();
+    cfg.components()
+        .iter()
+        .filter_map(|c| service(core, &c.name))
+        .collect()
+}
+
+/// The `muc` module.
+pub struct Muc;
+
+impl Module for Muc {
+    fn name(&self) -> &'static str {
+        "muc"
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        &[
+            "muc_room_creation",
+            "muc_max_rooms_per_creator",
+            "muc_max_occupants",
+            "muc_max_message_size",
+            "muc_max_nick_length",
+            "muc_max_history",
+            "muc_rate_burst",
+            "muc_rate_per_second",
+            "muc_name",
+        ]
+    }
+
+    fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
+        if ctx.host_type() != HostType::Component {
+            return Err(LoadError::bad_option(
+                "modules_enabled",
+                "muc runs on a [[component]] host, not on a user host",
+            ));
+        }
+        let creation = match ctx.option_string("muc_room_creation", "anyone").as_str() {
+            "anyone" => Creation::Anyone,
+            "local" => Creation::Local,
+            "admin" => Creation::Admin,
+            _ => {
+                return Err(LoadError::bad_option(
+                    "muc_room_creation",
+                    "must be anyone, local or admin",
+                ));
+            }
+        };
+        let positive = |name: &str, default: i64| -> usize {
+            usize::try_from(ctx.option_integer(name, default, 1, 1 << 40)).unwrap_or(1)
+        };
+        let rate = |name: &str, default: f64| ctx.option_number(name, default, 0.001, 1e9);
+        let limits = Limits {
+            creation,
+            max_rooms_per_creator: positive("muc_max_rooms_per_creator", 100),
+            max_occupants: positive("muc_max_occupants", 5000),
+            max_message_size: positive("muc_max_message_size", 16384),
+            max_nick_length: positive("muc_max_nick_length", 64),
+            max_history: positive("muc_max_history", 50),
+            rate_burst: rate("muc_rate_burst", 10.0),
+            rate_per_second: rate("muc_rate_per_second", 2.0),
+        };
+        let svc = Arc::new(MucService::new(ctx.core(), ctx.host(), limits));
+        let slot = ctx
+            .shared::<ServiceSlot>(SERVICE_PATH)
+            .ok_or_else(|| LoadError::Shared(SERVICE_PATH.into()))?;
+        let _ = slot.0.set(svc.clone());
+        let name = ctx.option_string("muc_name", "Chatrooms");
+        ctx.add_identity("conference", "text", &name);
+        ctx.add_feature(ns::MUC);
+        ctx.add_feature(ns::DISCO_INFO);
+        ctx.add_feature(ns::DISCO_ITEMS);
+        let on = |svc: &Arc<MucService>| svc.clone();
+        let s = on(&svc);
+        ctx.hook(
+            "presence/full",
+            priority::HANDLER,
+            handler(move |ev| {
+                let s = s.clone();
+                async move {
+                    handlers::presence(&s, ev).await;
+                    Flow::Handled
+                }
+            }),
+        );
+        ctx.hook(
+            "presence/bare",
+            priority::HANDLER,
+            handler(|ev| async move {
+                handlers::presence_without_nick(ev).await;
+                Flow::Handled
+            }),
+        );
+        let s = on(&svc);
+        ctx.hook(
+            "message/bare",
+            priority::HANDLER,
+            handler(move |ev| {
+                let s = s.clone();
+                async move {
+                    handlers::message_to_room(&s, ev).await;
+                    Flow::Handled
+                }
+            }),
+        );
+        let s = on(&svc);
+        ctx.hook(
+            "message/full",
+            priority::HANDLER,
+            handler(move |ev| {
+                let s = s.clone();
+                async move {
+                    handlers::private_message(&s, ev).await;
+                    Flow::Handled
+                }
+            }),
+        );
+        let s = on(&svc);
+        ctx.hook(
+            "iq/bare",
+            priority::HANDLER,
+            handler(move |ev| {
+                let s = s.clone();
+                async move {
+                    handlers::iq_to_room(&s, ev).await;
+                    Flow::Handled
+                }
+            }),
+        );
+        let s = on(&svc);
+        ctx.hook(
+            "iq/full",
+            priority::HANDLER,
+            handler(move |ev| {
+                let s = s.clone();
+                async move {
+                    handlers::iq_to_occupant(&s, ev).await;
+                    Flow::Handled
+                }
+            }),
+        );
+        let s = on(&svc);
+        ctx.hook(
+            &format!("iq-get/host/{}:query", ns::DISCO_INFO),
+            priority::HANDLER,
+            handler(move |ev| {
+                let _ = &s;
+                async move {
+                    handlers::service_info(ev).await;
+                    Flow::Handled
+                }
+            }),
+        );
+        let s = on(&svc);
+        ctx.hook(
+            &format!("iq-get/host/{}:query", ns::DISCO_ITEMS),
+            priority::HANDLER,
+            handler(move |ev| {
+                let s = s.clone();
+                async move {
+                    handlers::service_items(&s, ev).await;
+                    Flow::Handled
+                }
+            }),
+        );
+        Ok(())
+    }
+}
