@@ -235,3 +235,484 @@ async fn join_errors_have_the_right_conditions() {
     let e = read_until_contains(&mut b, "presence", "type=\"error\"").await;
     assert!(e.contains("<forbidden"), "{e}");
 }
+
+#[tokio::test]
+async fn history_subject_nick_change_private_messages_and_multi_session() {
+    let srv = server(&["alice", "bob"]).await;
+    let mut a = login(&srv, "alice", "r").await;
+    create_instant(&mut a, "hist", "Al").await;
+    for i in 1..=4 {
+        a.send(&format!(
+            "<message type='groupchat' to='hist@{MUC}' id='h{i}'><body>line {i}</body></message>"
+        ))
+        .await;
+        read_until_contains(&mut a, "message", &format!("line {i}")).await;
+    }
+    a.send(&format!(
+        "<message type='groupchat' to='hist@{MUC}' id='s'><subject>Today: tests</subject></message>"
+    ))
+    .await;
+    read_until_contains(&mut a, "message", "Today: tests").await;
+    // maxstanzas=2: the last two lines, delayed, then the subject.
+    let mut b = login(&srv, "bob", "one").await;
+    b.send(&format!(
+        "<presence to='hist@{MUC}/Bo'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='2'/></x></presence>"
+    ))
+    .await;
+    let joined = b.read_until("</subject></message>").await;
+    assert!(
+        !joined.contains("line 2") && joined.contains("line 3") && joined.contains("line 4"),
+        "{joined}"
+    );
+    assert!(joined.contains("urn:xmpp:delay"), "{joined}");
+    assert!(joined.contains("Today: tests"), "{joined}");
+    // A second session of Bob with the same nick is the same occupant.
+    let mut b2 = login(&srv, "bob", "two").await;
+    b2.send(&format!(
+        "<presence to='hist@{MUC}/Bo'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>"
+    ))
+    .await;
+    let second = b2.read_until("</subject></message>").await;
+    assert!(
+        second.contains("code=\"110\"") && !second.contains("line"),
+        "{second}"
+    );
+    // Private message from Al to Bo reaches both of Bob's sessions, from Al's occupant JID.
+    a.send(&format!(
+        "<message type='chat' to='hist@{MUC}/Bo' id='pm'><body>psst</body></message>"
+    ))
+    .await;
+    for c in [&mut b, &mut b2] {
+        let m = read_until_contains(c, "message", "psst").await;
+        assert!(
+            m.contains("from=\"hist@conference.localhost/Al\"")
+                && m.contains("http://jabber.org/protocol/muc#user"),
+            "{m}"
+        );
+    }
+    a.send(&format!(
+        "<message type='chat' to='hist@{MUC}/Nobody' id='pm2'><body>?</body></message>"
+    ))
+    .await;
+    let e = read_until_contains(&mut a, "message", "type=\"error\"").await;
+    assert!(e.contains("item-not-found"), "{e}");
+    // Nick change: 303 with the new nick, then the new presence.
+    b.send(&format!("<presence to='hist@{MUC}/Bobby'/>")).await;
+    let gone = read_until_contains(&mut a, "presence", "code=\"303\"").await;
+    assert!(
+        gone.contains("hist@conference.localhost/Bo\"") && gone.contains("nick=\"Bobby\""),
+        "{gone}"
+    );
+    let back = read_until_contains(&mut a, "presence", "hist@conference.localhost/Bobby").await;
+    assert!(!back.contains("unavailable"), "{back}");
+    let own = read_until_contains(&mut b, "presence", "code=\"303\"").await;
+    assert!(own.contains("code=\"110\""), "{own}");
+    // Al's nick is taken for a change.
+    b.send(&format!("<presence to='hist@{MUC}/Al'/>")).await;
+    let e = read_until_contains(&mut b, "presence", "type=\"error\"").await;
+    assert!(e.contains("<conflict"), "{e}");
+}
+
+#[tokio::test]
+async fn roles_affiliations_kick_voice_and_lists() {
+    let srv = server(&["alice", "bob", "carol"]).await;
+    let mut a = login(&srv, "alice", "r").await;
+    let mut b = login(&srv, "bob", "r").await;
+    create_instant(&mut a, "mod", "Al").await;
+    let admin = |id: &str, items: &str| {
+        format!(
+            "<iq type='set' id='{id}' to='mod@{MUC}'><query xmlns='http://jabber.org/protocol/muc#admin'>{items}</query></iq>"
+        )
+    };
+    join(&mut b, "mod", "Bo").await;
+    read_until_contains(&mut a, "presence", "mod@conference.localhost/Bo").await;
+    // Revoke voice: Bob becomes a visitor and may no longer speak.
+    let r = iq(
+        &mut a,
+        "v0",
+        &admin("v0", "<item nick='Bo' role='visitor'/>"),
+    )
+    .await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    let p = read_until_contains(&mut b, "presence", "role=\"visitor\"").await;
+    assert!(p.contains("code=\"110\""), "{p}");
+    b.send(&format!(
+        "<message type='groupchat' to='mod@{MUC}' id='q'><body>can I?</body></message>"
+    ))
+    .await;
+    let e = read_until_contains(&mut b, "message", "type=\"error\"").await;
+    assert!(e.contains("<forbidden"), "{e}");
+    // Bob, not a moderator, may not kick.
+    let r = iq(&mut b, "k0", &admin("k0", "<item nick='Al' role='none'/>")).await;
+    assert!(r.contains("<forbidden"), "{r}");
+    // Grant membership: listed, role follows.
+    let r = iq(
+        &mut a,
+        "m1",
+        &admin("m1", "<item jid='bob@localhost' affiliation='member'/>"),
+    )
+    .await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    read_until_contains(&mut b, "presence", "affiliation=\"member\"").await;
+    a.send(&format!(
+        "<iq type='get' id='l1' to='mod@{MUC}'><query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='member'/></query></iq>"
+    ))
+    .await;
+    let list = read_until_contains(&mut a, "iq", "id=\"l1\"").await;
+    assert!(list.contains("jid=\"bob@localhost\""), "{list}");
+    a.send(&format!(
+        "<iq type='get' id='l2' to='mod@{MUC}'><query xmlns='http://jabber.org/protocol/muc#admin'><item role='moderator'/></query></iq>"
+    ))
+    .await;
+    let list = read_until_contains(&mut a, "iq", "id=\"l2\"").await;
+    assert!(
+        list.contains("nick=\"Al\"") && !list.contains("nick=\"Bo\""),
+        "{list}"
+    );
+    // Kick with a reason: 307 to Bob and to the room.
+    // (The room's presences come before the IQ result, so read them first.)
+    a.send(&admin(
+        "k1",
+        "<item nick='Bo' role='none'><reason>calm down</reason></item>",
+    ))
+    .await;
+    let seen = read_until_contains(&mut a, "presence", "code=\"307\"").await;
+    assert!(seen.contains("unavailable"), "{seen}");
+    let r = read_until_contains(&mut a, "iq", "id=\"k1\"").await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    let kicked = read_until_contains(&mut b, "presence", "code=\"307\"").await;
+    assert!(
+        kicked.contains("calm down") && kicked.contains("code=\"110\""),
+        "{kicked}"
+    );
+    // Only owners change admins; the last owner cannot step down.
+    let r = iq(
+        &mut a,
+        "o1",
+        &admin("o1", "<item jid='alice@localhost' affiliation='member'/>"),
+    )
+    .await;
+    assert!(r.contains("<conflict"), "{r}");
+}
+
+#[tokio::test]
+async fn config_form_roominfo_public_listing_destroy_and_tombstone() {
+    let srv = server(&["alice", "bob"]).await;
+    let mut a = login(&srv, "alice", "r").await;
+    let mut b = login(&srv, "bob", "r").await;
+    join(&mut a, "cfg", "Al").await;
+    // Locked until configured: others cannot enter.
+    b.send(&format!(
+        "<presence to='cfg@{MUC}/Bo'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ))
+    .await;
+    let e = b.read_stanza("presence").await;
+    assert!(e.contains("item-not-found"), "{e}");
+    let form = iq(
+        &mut a,
+        "g",
+        &format!("<iq type='get' id='g' to='cfg@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>"),
+    )
+    .await;
+    for var in [
+        "muc#roomconfig_roomname",
+        "muc#roomconfig_persistentroom",
+        "muc#roomconfig_membersonly",
+        "muc#roomconfig_whois",
+        "muc#roomconfig_enablearchiving",
+        "muc#roomconfig_presencebroadcast",
+    ] {
+        assert!(form.contains(var), "{var}: {form}");
+    }
+    let r = iq(
+        &mut a,
+        "s",
+        &format!("<iq type='set' id='s' to='cfg@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field><field var='muc#roomconfig_roomname'><value>Config Room</value></field><field var='muc#roomconfig_roomdesc'><value>About things</value></field><field var='muc#roomconfig_whois'><value>anyone</value></field></x></query></iq>"),
+    )
+    .await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    let form = iq(
+        &mut a,
+        "g2",
+        &format!("<iq type='get' id='g2' to='cfg@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>"),
+    )
+    .await;
+    assert!(
+        form.contains("<value>Config Room</value>") && form.contains("<value>anyone</value>"),
+        "{form}"
+    );
+    // Bad value: not-acceptable, nothing changed.
+    let r = iq(
+        &mut a,
+        "s2",
+        &format!("<iq type='set' id='s2' to='cfg@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_whois'><value>all</value></field></x></query></iq>"),
+    )
+    .await;
+    assert!(r.contains("not-acceptable"), "{r}");
+    // Non-owners may not configure.
+    let bj = join(&mut b, "cfg", "Bo").await;
+    assert!(
+        bj.contains("code=\"100\"") && bj.contains("jid=\"alice@localhost/r\""),
+        "{bj}"
+    );
+    let r = iq(
+        &mut b,
+        "g3",
+        &format!("<iq type='get' id='g3' to='cfg@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>"),
+    )
+    .await;
+    assert!(r.contains("<forbidden"), "{r}");
+    // muc#roominfo and the public listing.
+    let info = iq(
+        &mut b,
+        "i",
+        &format!("<iq type='get' id='i' to='cfg@{MUC}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),
+    )
+    .await;
+    assert!(
+        info.contains("muc#roominfo")
+            && info.contains("About things")
+            && info.contains("muc_nonanonymous")
+            && info.contains("muc_temporary")
+            && info.contains("name=\"Config Room\""),
+        "{info}"
+    );
+    let items = iq(
+        &mut b,
+        "it",
+        &format!("<iq type='get' id='it' to='{MUC}'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"),
+    )
+    .await;
+    assert!(
+        items.contains("jid=\"cfg@conference.localhost\"") && items.contains("Config Room"),
+        "{items}"
+    );
+    // Destroy with reason and alternate venue.
+    let r = iq(
+        &mut a,
+        "d",
+        &format!("<iq type='set' id='d' to='cfg@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'><destroy jid='new@{MUC}'><reason>moved</reason></destroy></query></iq>"),
+    )
+    .await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    let gone = read_until_contains(&mut b, "presence", "<destroy").await;
+    assert!(
+        gone.contains("jid=\"new@conference.localhost\"") && gone.contains("moved"),
+        "{gone}"
+    );
+    // The tombstone stops re-creation; destroying it again (an admin operation) allows it.
+    a.send(&format!(
+        "<presence to='cfg@{MUC}/Al'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ))
+    .await;
+    let e = read_until_contains(&mut a, "presence", "type=\"error\"").await;
+    assert!(e.contains("<gone"), "{e}");
+    let svc = oxpecker::modules::muc::service(&srv.server().core, MUC).unwrap();
+    svc.destroy("cfg", None, None).await.unwrap();
+    let again = join(&mut a, "cfg", "Al").await;
+    assert!(again.contains("code=\"201\""), "{again}");
+}
+
+#[tokio::test]
+async fn invitations_mediated_and_members_only() {
+    let srv = server(&["alice", "bob"]).await;
+    let mut a = login(&srv, "alice", "r").await;
+    let mut b = common::online(&srv, "bob", "r").await;
+    create_instant(&mut a, "inv", "Al").await;
+    let r = iq(
+        &mut a,
+        "mo",
+        &format!("<iq type='set' id='mo' to='inv@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_membersonly'><value>1</value></field></x></query></iq>"),
+    )
+    .await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    a.send(&format!(
+        "<message to='inv@{MUC}' id='i1'><x xmlns='http://jabber.org/protocol/muc#user'><invite to='bob@localhost'><reason>join us</reason></invite></x></message>"
+    ))
+    .await;
+    let inv = read_until_contains(&mut b, "message", "<invite").await;
+    assert!(
+        inv.contains("from=\"inv@conference.localhost\"")
+            && inv.contains("from=\"alice@localhost\"")
+            && inv.contains("join us")
+            && inv.contains("jabber:x:conference"),
+        "{inv}"
+    );
+    // The owner's invitation made Bob a member, so the members-only room lets him in.
+    let joined = join(&mut b, "inv", "Bo").await;
+    assert!(joined.contains("affiliation=\"member\""), "{joined}");
+    // A decline goes back to the inviter.
+    b.send(&format!(
+        "<message to='inv@{MUC}' id='d1'><x xmlns='http://jabber.org/protocol/muc#user'><decline to='alice@localhost/r'><reason>busy</reason></decline></x></message>"
+    ))
+    .await;
+    let d = read_until_contains(&mut a, "message", "<decline").await;
+    assert!(
+        d.contains("busy") && d.contains("from=\"bob@localhost\""),
+        "{d}"
+    );
+}
+
+#[tokio::test]
+async fn self_ping_and_limits() {
+    let srv = TestServer::with_users(&["alice", "bob"], |c| {
+        c.options
+            .insert("muc_rate_burst".into(), toml::Value::Integer(3));
+        c.options
+            .insert("muc_rate_per_second".into(), toml::Value::Float(0.01));
+        c.options
+            .insert("muc_max_message_size".into(), toml::Value::Integer(20));
+        c.options
+            .insert("muc_max_occupants".into(), toml::Value::Integer(1));
+        c.options.insert(
+            "muc_room_creation".into(),
+            toml::Value::String("admin".into()),
+        );
+        c.admins = vec!["alice@localhost".into()];
+    })
+    .await;
+    let mut a = login(&srv, "alice", "r").await;
+    let mut b = login(&srv, "bob", "r").await;
+    // Only admins create rooms.
+    b.send(&format!(
+        "<presence to='new@{MUC}/Bo'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ))
+    .await;
+    let e = b.read_stanza("presence").await;
+    assert!(e.contains("not-allowed"), "{e}");
+    create_instant(&mut a, "lim", "Al").await;
+    // Full (one occupant).
+    b.send(&format!(
+        "<presence to='lim@{MUC}/Bo'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ))
+    .await;
+    let e = b.read_stanza("presence").await;
+    assert!(e.contains("service-unavailable"), "{e}");
+    // XEP-0410: a joined occupant pinging itself gets a result; others not-acceptable.
+    let r = iq(
+        &mut a,
+        "p1",
+        &format!("<iq type='get' id='p1' to='lim@{MUC}/Al'><ping xmlns='urn:xmpp:ping'/></iq>"),
+    )
+    .await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    let r = iq(
+        &mut b,
+        "p2",
+        &format!("<iq type='get' id='p2' to='lim@{MUC}/Al'><ping xmlns='urn:xmpp:ping'/></iq>"),
+    )
+    .await;
+    assert!(r.contains("not-acceptable"), "{r}");
+    // Message size, then the rate limit.
+    a.send(&format!(
+        "<message type='groupchat' to='lim@{MUC}' id='big'><body>{}</body></message>",
+        "x".repeat(21)
+    ))
+    .await;
+    let e = read_until_contains(&mut a, "message", "type=\"error\"").await;
+    assert!(e.contains("not-acceptable"), "{e}");
+    for i in 0..3 {
+        a.send(&format!(
+            "<message type='groupchat' to='lim@{MUC}' id='r{i}'><body>r{i}</body></message>"
+        ))
+        .await;
+        read_until_contains(&mut a, "message", &format!(">r{i}<")).await;
+    }
+    a.send(&format!(
+        "<message type='groupchat' to='lim@{MUC}' id='r9'><body>r9</body></message>"
+    ))
+    .await;
+    let e = read_until_contains(&mut a, "message", "type=\"error\"").await;
+    assert!(
+        e.contains("policy-violation") && e.contains("type=\"wait\""),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn persistent_rooms_survive_a_restart_and_the_room_archive_pages() {
+    let srv = server(&["alice", "bob"]).await;
+    let mut a = login(&srv, "alice", "r").await;
+    join(&mut a, "keep", "Al").await;
+    let r = iq(
+        &mut a,
+        "s",
+        &format!("<iq type='set' id='s' to='keep@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'><value>1</value></field><field var='muc#roomconfig_roomname'><value>Kept</value></field></x></query></iq>"),
+    )
+    .await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    let r = iq(
+        &mut a,
+        "m",
+        &format!("<iq type='set' id='m' to='keep@{MUC}'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='bob@localhost' affiliation='member'/></query></iq>"),
+    )
+    .await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    for i in 1..=3 {
+        a.send(&format!(
+            "<message type='groupchat' to='keep@{MUC}' id='k{i}'><body>kept {i}</body></message>"
+        ))
+        .await;
+        read_until_contains(&mut a, "message", &format!("kept {i}")).await;
+    }
+    // A temporary room vanishes with its last occupant.
+    create_instant(&mut a, "temp", "Al").await;
+    a.send(&format!(
+        "<presence type='unavailable' to='temp@{MUC}/Al'/>"
+    ))
+    .await;
+    read_until_contains(&mut a, "presence", "temp@conference.localhost/Al").await;
+    drop(a);
+    let srv = srv.restart().await;
+    let mut b = login(&srv, "bob", "r").await;
+    let info = iq(
+        &mut b,
+        "i",
+        &format!("<iq type='get' id='i' to='keep@{MUC}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),
+    )
+    .await;
+    assert!(
+        info.contains("name=\"Kept\"") && info.contains("muc_persistent"),
+        "{info}"
+    );
+    let gone = iq(
+        &mut b,
+        "t",
+        &format!("<iq type='get' id='t' to='temp@{MUC}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),
+    )
+    .await;
+    assert!(gone.contains("item-not-found"), "{gone}");
+    let joined = join(&mut b, "keep", "Bo").await;
+    assert!(joined.contains("affiliation=\"member\""), "{joined}");
+    // The room's archive, queried at the room JID, two per page.
+    b.send(&format!(
+        "<iq type='set' id='q1' to='keep@{MUC}'><query xmlns='urn:xmpp:mam:2' queryid='x'><set xmlns='http://jabber.org/protocol/rsm'><max>2</max></set></query></iq>"
+    ))
+    .await;
+    let page = b.read_until("</iq>").await;
+    assert!(
+        page.contains("kept 1") && page.contains("kept 2") && !page.contains("kept 3"),
+        "{page}"
+    );
+    assert!(
+        page.contains("from=\"keep@conference.localhost/Al\""),
+        "{page}"
+    );
+    let last = page
+        .split("<last>")
+        .nth(1)
+        .unwrap()
+        .split("</last>")
+        .next()
+        .unwrap()
+        .to_string();
+    b.send(&format!(
+        "<iq type='set' id='q2' to='keep@{MUC}'><query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><max>2</max><after>{last}</after></set></query></iq>"
+    ))
+    .await;
+    let page = b.read_until("</iq>").await;
+    assert!(
+        page.contains("kept 3") && page.contains("complete=\"true\""),
+        "{page}"
+    );
+}
