@@ -716,3 +716,105 @@ async fn persistent_rooms_survive_a_restart_and_the_room_archive_pages() {
         "{page}"
     );
 }
+
+/// One admin REST call with `admin@localhost`'s credentials; returns status and JSON.
+async fn rest(
+    srv: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut req = client
+        .request(method, format!("http://{}/admin_rest{path}", srv.http()))
+        .basic_auth("admin@localhost", Some(common::PASSWORD));
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn rest_operations_act_on_a_live_room() {
+    use reqwest::Method;
+    let srv = TestServer::with_users(&["admin", "alice", "bob"], |c| {
+        c.admins = vec!["admin@localhost".into()];
+    })
+    .await;
+    let (s, v) = rest(
+        &srv,
+        Method::PUT,
+        "/muc/ops",
+        Some(r#"{"name":"Ops","owner":"alice@localhost","persistent":true}"#),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _) = rest(&srv, Method::PUT, "/muc/ops", Some("{}")).await;
+    assert_eq!(s, 409);
+    let mut a = login(&srv, "alice", "r").await;
+    let mut b = login(&srv, "bob", "r").await;
+    let aj = join(&mut a, "ops", "Al").await;
+    assert!(aj.contains("affiliation=\"owner\""), "{aj}");
+    join(&mut b, "ops", "Bo").await;
+    let (s, v) = rest(&srv, Method::GET, "/muc", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["result"]["rooms"][0]["occupants"], 2, "{v}");
+    let (s, v) = rest(&srv, Method::GET, "/muc/ops@conference.localhost", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["result"]["config"]["name"], "Ops");
+    assert_eq!(v["result"]["affiliations"]["alice@localhost"], "owner");
+    assert_eq!(v["result"]["occupants"].as_array().unwrap().len(), 2, "{v}");
+    let (_, v) = rest(&srv, Method::GET, "/muc/ops/role/Bo", None).await;
+    assert_eq!(v["result"]["role"], "participant");
+    // Making Bob an admin over REST changes his role in the room at once.
+    let (s, _) = rest(
+        &srv,
+        Method::PUT,
+        "/muc/ops/affiliation/bob@localhost",
+        Some(r#"{"affiliation":"admin"}"#),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let p = read_until_contains(&mut b, "presence", "affiliation=\"admin\"").await;
+    assert!(p.contains("role=\"moderator\""), "{p}");
+    let (_, v) = rest(
+        &srv,
+        Method::GET,
+        "/muc/ops/affiliation/bob@localhost",
+        None,
+    )
+    .await;
+    assert_eq!(v["result"]["affiliation"], "admin");
+    let (s, _) = rest(
+        &srv,
+        Method::PUT,
+        "/muc/ops/affiliation/bob@localhost",
+        Some(r#"{"affiliation":"king"}"#),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let (s, _) = rest(&srv, Method::GET, "/muc/nope", None).await;
+    assert_eq!(s, 404);
+    // Destroy: occupants are told; the tombstone blocks re-creation until destroyed again.
+    let (s, _) = rest(
+        &srv,
+        Method::DELETE,
+        "/muc/ops",
+        Some(r#"{"reason":"done"}"#),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let gone = read_until_contains(&mut a, "presence", "<destroy").await;
+    assert!(gone.contains("done"), "{gone}");
+    let (s, _) = rest(&srv, Method::PUT, "/muc/ops", None).await;
+    assert_eq!(s, 409);
+    let (s, _) = rest(&srv, Method::DELETE, "/muc/ops", None).await;
+    assert_eq!(s, 200);
+    let (s, _) = rest(&srv, Method::PUT, "/muc/ops", None).await;
+    assert_eq!(s, 201);
+}

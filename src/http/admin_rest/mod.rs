@@ -19,6 +19,7 @@ pub mod error;
 pub mod groups;
 pub mod messages;
 pub mod modules;
+pub mod muc;
 pub mod openapi;
 pub mod params;
 pub mod reload;

@@ -14,7 +14,8 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, on};
 
 use super::{
-    ApiError, data, groups, messages, modules, openapi, reload, roster, users, vcards, whitelist,
+    ApiError, data, groups, messages, modules, muc, openapi, reload, roster, users, vcards,
+    whitelist,
 };
 use crate::core::Core;
 
@@ -74,6 +75,13 @@ routes! {
     DELETE "/vcards/{name}" => vcards::delete,
     DELETE "/data" => data::delete_data,
     DELETE "/certs" => data::delete_certs,
+    GET "/muc" => muc::list,
+    GET "/muc/{room}" => muc::get,
+    PUT "/muc/{room}" => muc::create,
+    DELETE "/muc/{room}" => muc::destroy,
+    GET "/muc/{room}/affiliation/{jid}" => muc::get_affiliation,
+    PUT "/muc/{room}/affiliation/{jid}" => muc::set_affiliation,
+    GET "/muc/{room}/role/{nick}" => muc::get_role,
 }
 
 async fn invalid_path() -> ApiError {
