@@ -818,3 +818,51 @@ async fn rest_operations_act_on_a_live_room() {
     let (s, _) = rest(&srv, Method::PUT, "/muc/ops", None).await;
     assert_eq!(s, 201);
 }
+
+#[tokio::test]
+async fn a_groups_default_muc_follows_the_group_members() {
+    use reqwest::Method;
+    let srv = TestServer::with_users(&["admin", "alice", "bob"], |c| {
+        c.admins = vec!["admin@localhost".into()];
+    })
+    .await;
+    let (s, v) = rest(
+        &srv,
+        Method::PUT,
+        "/groups",
+        Some(r#"{"name":"Staff","group_id":"staff","create_default_muc":true}"#),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["result"]["muc_jid"], "staff@conference.localhost", "{v}");
+    let (s, _) = rest(&srv, Method::PUT, "/groups/staff/members/alice", None).await;
+    assert_eq!(s, 200);
+    let (_, v) = rest(&srv, Method::GET, "/muc/staff", None).await;
+    assert_eq!(v["result"]["config"]["members_only"], true, "{v}");
+    assert_eq!(v["result"]["config"]["persistent"], true, "{v}");
+    assert_eq!(v["result"]["config"]["name"], "Staff", "{v}");
+    let mut a = login(&srv, "alice", "r").await;
+    let joined = join(&mut a, "staff", "Al").await;
+    assert!(joined.contains("affiliation=\"member\""), "{joined}");
+    let mut b = login(&srv, "bob", "r").await;
+    b.send(&format!(
+        "<presence to='staff@{MUC}/Bo'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ))
+    .await;
+    let e = b.read_stanza("presence").await;
+    assert!(e.contains("registration-required"), "{e}");
+    // Removed from the group: no longer a member of its room.
+    a.send(&format!(
+        "<presence type='unavailable' to='staff@{MUC}/Al'/>"
+    ))
+    .await;
+    read_until_contains(&mut a, "presence", "unavailable").await;
+    let (s, _) = rest(&srv, Method::DELETE, "/groups/staff/members/alice", None).await;
+    assert_eq!(s, 200);
+    a.send(&format!(
+        "<presence to='staff@{MUC}/Al'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ))
+    .await;
+    let e = read_until_contains(&mut a, "presence", "type=\"error\"").await;
+    assert!(e.contains("registration-required"), "{e}");
+}

@@ -59,6 +59,16 @@ async fn create_group(
         .create(host, id.as_deref(), name)
         .await
         .map_err(group_error)?;
+    // `create_default_muc`: a members-only persistent room named after the group.
+    if body.get("create_default_muc").and_then(Value::as_bool) == Some(true) {
+        // The group exists either way; a room that cannot be made is reported beside its id.
+        return Ok(ok(
+            match crate::modules::muc::create_group_room(core, host, &id, name).await {
+                Ok(room) => json!({ "group_id": id, "muc_jid": room.as_str() }),
+                Err(e) => json!({ "group_id": id, "muc_error": e.to_string() }),
+            },
+        ));
+    }
     Ok(ok(json!({ "group_id": id })))
 }
 

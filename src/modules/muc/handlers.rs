@@ -71,6 +71,10 @@ pub async fn presence(svc: &Arc<MucService>, ev: StanzaEvent) {
             return;
         }
     };
+    // A group's room follows the group's membership.
+    if !created && let Err(e) = svc.sync_group_member(&node, &ev.from).await {
+        tracing::warn!(error = %e, "cannot sync a group room's membership");
+    }
     let history = x.and_then(|x| x.get_child("history", ns::MUC));
     let num = |name: &str| {
         history

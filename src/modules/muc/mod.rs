@@ -48,6 +48,22 @@ pub fn services(core: &Core) -> Vec<Arc<MucService>> {
         .collect()
 }
 
+/// Creates the default room of shared-roster group `id` on user host `host` on the host's
+/// first MUC component (`PUT /groups` with `create_default_muc`); returns the room's JID.
+pub async fn create_group_room(
+    core: &Core,
+    host: &str,
+    id: &str,
+    name: &str,
+) -> Result<crate::xmpp::Jid, service::MucError> {
+    let svc = core
+        .components_of(host)
+        .iter()
+        .find_map(|c| service(core, &c.name))
+        .ok_or(service::MucError::NotFound)?;
+    svc.create_group_room(host, id, name).await
+}
+
 /// The `muc` module.
 pub struct Muc;
 

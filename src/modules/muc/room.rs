@@ -159,6 +159,17 @@ pub struct Stored {
     pub affiliations: BTreeMap<String, Affiliation>,
     /// The subject and who set it.
     pub subject: Option<(String, String)>,
+    /// The shared-roster group whose members are the room's members (`create_default_muc`).
+    pub group: Option<GroupLink>,
+}
+
+/// A room's shared-roster group: `id` on user host `host`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupLink {
+    /// The user host of the group.
+    pub host: String,
+    /// The group id.
+    pub id: String,
 }
 
 /// One occupant: a nick held by one bare JID, from one or more sessions.
@@ -232,6 +243,8 @@ pub struct Room {
     pub history: VecDeque<HistoryItem>,
     /// Created and awaiting its owner's configuration (XEP-0045 §10.1).
     pub locked: bool,
+    /// The group whose members are members here.
+    pub group: Option<GroupLink>,
 }
 
 fn modify(condition: C, text: &str) -> StanzaError {
@@ -257,6 +270,7 @@ impl Room {
             subject: None,
             history: VecDeque::new(),
             locked: false,
+            group: None,
         }
     }
 
@@ -265,6 +279,7 @@ impl Room {
         let mut room = Room::new(jid, stored.config);
         room.affiliations = stored.affiliations;
         room.subject = stored.subject;
+        room.group = stored.group;
         room
     }
 
@@ -274,6 +289,7 @@ impl Room {
             config: self.config.clone(),
             affiliations: self.affiliations.clone(),
             subject: self.subject.clone(),
+            group: self.group.clone(),
         }
     }
 

@@ -359,6 +359,79 @@ impl MucService {
             .unwrap_or(Role::None))
     }
 
+    /// Creates the members-only persistent room of shared-roster group `id` on `host`
+    /// (`create_default_muc`), named after the group, its members the group's members.
+    pub async fn create_group_room(
+        &self,
+        host: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<Jid, MucError> {
+        let core = self.core().ok_or(MucError::NotFound)?;
+        let node = id.to_lowercase();
+        let jid = self.room_jid(&node)?;
+        let config = RoomConfig {
+            name: name.to_string(),
+            persistent: true,
+            members_only: true,
+            public: false,
+            ..RoomConfig::default()
+        };
+        let room = self.create(&node, None, config, true).await?;
+        let members = core
+            .groups
+            .members(host, id)
+            .await
+            .map_err(|e| MucError::Invalid(e.to_string()))?;
+        {
+            let mut r = lock(&room);
+            r.group = Some(super::room::GroupLink {
+                host: host.to_string(),
+                id: id.to_string(),
+            });
+            for m in members {
+                if let Ok(j) = Jid::new(Some(&m), host, None) {
+                    r.affiliations.insert(j.to_string(), Affiliation::Member);
+                }
+            }
+            r.locked = false;
+        }
+        self.save(&node).await?;
+        Ok(jid)
+    }
+
+    /// Brings `user`'s affiliation with a group's room in line with the group: a member of the
+    /// group is a member of the room, a former one is no longer (owners and admins are kept).
+    pub async fn sync_group_member(&self, node: &str, user: &Jid) -> Result<(), MucError> {
+        let Some(core) = self.core() else {
+            return Ok(());
+        };
+        let Some(room) = self.room(node).await? else {
+            return Ok(());
+        };
+        let (link, current) = {
+            let r = lock(&room);
+            (r.group.clone(), r.affiliation(&user.bare()))
+        };
+        let Some(link) = link else {
+            return Ok(());
+        };
+        let is_member = user.domain() == link.host
+            && core
+                .groups
+                .members(&link.host, &link.id)
+                .await
+                .map_err(|e| MucError::Invalid(e.to_string()))?
+                .iter()
+                .any(|m| Some(m.as_str()) == user.node());
+        let wanted = match (is_member, current) {
+            (true, Affiliation::None) => Affiliation::Member,
+            (false, Affiliation::Member) => Affiliation::None,
+            _ => return Ok(()),
+        };
+        self.set_affiliation(node, user, wanted, None).await
+    }
+
     /// Rooms owned by `owner` among the live and stored rooms.
     pub async fn owned_by(&self, owner: &Jid) -> Result<usize, MucError> {
         let mut n = 0usize;
