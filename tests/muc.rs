@@ -866,3 +866,22 @@ async fn a_groups_default_muc_follows_the_group_members() {
     let e = read_until_contains(&mut a, "presence", "type=\"error\"").await;
     assert!(e.contains("registration-required"), "{e}");
 }
+
+#[tokio::test]
+async fn a_dropped_connection_leaves_the_room() {
+    let srv = server(&["alice", "bob"]).await;
+    let mut a = login(&srv, "alice", "r").await;
+    create_instant(&mut a, "drop", "Al").await;
+    // An available session's disconnect sends unavailable to its directed-presence targets.
+    let mut b = common::online(&srv, "bob", "r").await;
+    join(&mut b, "drop", "Bo").await;
+    read_until_contains(&mut a, "presence", "drop@conference.localhost/Bo").await;
+    drop(b);
+    let p = read_until_contains(&mut a, "presence", "unavailable").await;
+    assert!(p.contains("drop@conference.localhost/Bo"), "{p}");
+    let svc = oxpecker::modules::muc::service(&srv.server().core, MUC).unwrap();
+    assert_eq!(
+        svc.get_role("drop", "Bo").await.unwrap(),
+        oxpecker::modules::muc::room::Role::None
+    );
+}
