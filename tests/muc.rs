@@ -885,3 +885,30 @@ async fn a_dropped_connection_leaves_the_room() {
         oxpecker::modules::muc::room::Role::None
     );
 }
+
+#[tokio::test]
+async fn config_changes_are_announced_and_members_only_removes_outsiders() {
+    let srv = server(&["alice", "bob"]).await;
+    let mut a = login(&srv, "alice", "r").await;
+    let mut b = login(&srv, "bob", "r").await;
+    create_instant(&mut a, "chg", "Al").await;
+    join(&mut b, "chg", "Bo").await;
+    // A voice request reaches the moderators.
+    b.send(&format!(
+        "<message to='chg@{MUC}' id='vr'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value></field><field var='muc#role'><value>participant</value></field></x></message>"
+    ))
+    .await;
+    let vr = read_until_contains(&mut a, "message", "muc#request").await;
+    assert!(vr.contains("from=\"chg@conference.localhost\""), "{vr}");
+    a.send(&format!(
+        "<iq type='set' id='s' to='chg@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_whois'><value>anyone</value></field><field var='muc#roomconfig_membersonly'><value>1</value></field></x></query></iq>"
+    ))
+    .await;
+    let out = read_until_contains(&mut b, "presence", "code=\"322\"").await;
+    assert!(
+        out.contains("unavailable") && out.contains("code=\"110\""),
+        "{out}"
+    );
+    let note = read_until_contains(&mut a, "message", "code=\"104\"").await;
+    assert!(note.contains("code=\"172\""), "{note}");
+}

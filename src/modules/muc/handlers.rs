@@ -167,7 +167,7 @@ async fn leave(svc: &Arc<MucService>, ev: &StanzaEvent, node: &str) {
     let out = lock(&room).leave(&ev.from, Some(&ev.stanza));
     svc.forget_bucket(&ev.from);
     svc.send(out).await;
-    svc.evict_if_empty(node);
+    svc.vanish_if_empty(node).await;
 }
 
 /// Presence to the room's bare JID: a join needs a nick.
@@ -404,7 +404,10 @@ fn is_voice_request(msg: &Element) -> bool {
     msg.get_child("x", ns::DATA).is_some_and(|x| {
         x.children().any(|f| {
             f.get_attr("var") == Some("FORM_TYPE")
-                && f.text_content().trim() == "http://jabber.org/protocol/muc#request"
+                && f.get_child("value", ns::DATA)
+                    .map(Element::text_content)
+                    .as_deref()
+                    == Some("http://jabber.org/protocol/muc#request")
         })
     })
 }
@@ -747,7 +750,7 @@ async fn admin(
     };
     svc.send(out).await;
     svc.save(node).await.map_err(internal)?;
-    svc.evict_if_empty(node);
+    svc.vanish_if_empty(node).await;
     Ok(reply)
 }
 
@@ -794,17 +797,24 @@ async fn owner(
             Ok(None)
         }
         Some("submit") => {
-            {
+            let out = {
                 let mut r = lock(room);
-                let mut config = r.config.clone();
+                let old = r.config.clone();
+                let mut config = old.clone();
                 form::apply(x, &mut config, svc.limits.max_history)?;
                 r.config = config;
-                r.locked = false;
+                let was_locked = std::mem::replace(&mut r.locked, false);
                 while r.history.len() > r.config.history_length {
                     r.history.pop_front();
                 }
-            }
+                if was_locked {
+                    Vec::new()
+                } else {
+                    r.config_changed(&old)
+                }
+            };
             svc.save(node).await.map_err(internal)?;
+            svc.send(out).await;
             Ok(None)
         }
         _ => Err(err(C::BadRequest, "the form must be submit or cancel")),

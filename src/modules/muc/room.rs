@@ -805,6 +805,49 @@ impl Room {
         out
     }
 
+    /// Tells the occupants the configuration changed (status 104; 172/173 when real JIDs became
+    /// visible or hidden; 170/171 when archiving started or stopped) and removes non-members
+    /// when the room became members-only (322).
+    pub fn config_changed(&mut self, old: &RoomConfig) -> Out {
+        let mut out = Out::new();
+        if self.config.members_only && !old.members_only {
+            let outsiders: Vec<String> = self
+                .occupants
+                .values()
+                .filter(|o| self.affiliation(&o.bare) < Affiliation::Member)
+                .map(|o| o.nick.clone())
+                .collect();
+            for nick in outsiders {
+                out.extend(self.remove_occupant(&nick, &[322], None));
+            }
+        }
+        let mut codes = vec![104];
+        if self.config.whois_anyone != old.whois_anyone {
+            codes.push(if self.config.whois_anyone { 172 } else { 173 });
+        }
+        if self.config.enable_archiving != old.enable_archiving {
+            codes.push(if self.config.enable_archiving {
+                170
+            } else {
+                171
+            });
+        }
+        let mut x = Element::new("x", ns::MUC_USER);
+        for c in codes {
+            x.push(status(c));
+        }
+        let msg = Element::new("message", ns::CLIENT)
+            .attr("type", "groupchat")
+            .attr("from", self.jid.to_string())
+            .child(x);
+        for j in self.session_jids() {
+            let mut copy = msg.clone();
+            copy.set_attr("to", Some(j.to_string()));
+            out.push((j.clone(), copy));
+        }
+        out
+    }
+
     /// Checks a nick: not empty, at most `max_len` characters, a valid resource.
     pub fn check_nick(nick: &str, max_len: usize) -> Result<(), StanzaError> {
         if nick.trim().is_empty() || nick.chars().count() > max_len {

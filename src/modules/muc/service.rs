@@ -234,6 +234,42 @@ impl MucService {
         }
     }
 
+    /// Forgets an empty room; a temporary one vanishes for good, its archive with it.
+    pub async fn vanish_if_empty(&self, node: &str) {
+        let temporary = {
+            let mut map = self.map();
+            let Some(room) = map.get(node) else {
+                return;
+            };
+            let (empty, persistent) = {
+                let r = lock(room);
+                (r.occupants.is_empty(), r.config.persistent)
+            };
+            if !empty {
+                return;
+            }
+            map.remove(node);
+            !persistent
+        };
+        if temporary {
+            self.delete_archive(node).await;
+        }
+    }
+
+    /// Deletes a room's archive.
+    async fn delete_archive(&self, node: &str) {
+        let Some(core) = self.core() else {
+            return;
+        };
+        let archive = core.store.archive(&self.host, ARCHIVE_STORE);
+        if let Err(e) = archive
+            .delete(node, &crate::storage::ArchiveQuery::default())
+            .await
+        {
+            tracing::warn!(room = node, error = %e, "cannot delete a room's archive");
+        }
+    }
+
     /// Destroys a room (occupants are told, a tombstone is kept); destroying a tombstone
     /// removes it so the room may be created again.
     pub async fn destroy(
@@ -266,6 +302,7 @@ impl MucService {
             .keyval(&self.host, ROOMS_STORE)
             .set(node, None)
             .await?;
+        self.delete_archive(node).await;
         self.send(out).await;
         Ok(())
     }
