@@ -912,3 +912,51 @@ async fn config_changes_are_announced_and_members_only_removes_outsiders() {
     let note = read_until_contains(&mut a, "message", "code=\"104\"").await;
     assert!(note.contains("code=\"172\""), "{note}");
 }
+
+#[tokio::test]
+async fn room_avatar_from_the_rooms_vcard() {
+    let srv = server(&["alice", "bob"]).await;
+    let mut a = login(&srv, "alice", "r").await;
+    let mut b = login(&srv, "bob", "r").await;
+    create_instant(&mut a, "pic", "Al").await;
+    join(&mut b, "pic", "Bo").await;
+    // "hello" in base64; its SHA-1 is the avatar hash.
+    let hash = "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d";
+    let r = iq(
+        &mut b,
+        "v0",
+        &format!("<iq type='set' id='v0' to='pic@{MUC}'><vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>aGVsbG8=</BINVAL></PHOTO></vCard></iq>"),
+    )
+    .await;
+    assert!(r.contains("<forbidden"), "{r}");
+    a.send(&format!(
+        "<iq type='set' id='v1' to='pic@{MUC}'><vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>aGVsbG8=</BINVAL></PHOTO></vCard></iq>"
+    ))
+    .await;
+    let p = read_until_contains(&mut b, "presence", "vcard-temp:x:update").await;
+    assert!(
+        p.contains(hash) && p.contains("from=\"pic@conference.localhost\""),
+        "{p}"
+    );
+    let v = iq(
+        &mut b,
+        "v2",
+        &format!("<iq type='get' id='v2' to='pic@{MUC}'><vCard xmlns='vcard-temp'/></iq>"),
+    )
+    .await;
+    assert!(v.contains("aGVsbG8="), "{v}");
+    let info = iq(
+        &mut b,
+        "i",
+        &format!("<iq type='get' id='i' to='pic@{MUC}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),
+    )
+    .await;
+    assert!(
+        info.contains("muc#roominfo_avatarhash") && info.contains(hash),
+        "{info}"
+    );
+    // A newcomer gets the hash on joining.
+    let mut a2 = login(&srv, "alice", "two").await;
+    let joined = join(&mut a2, "pic", "Al").await;
+    assert!(joined.contains(hash), "{joined}");
+}

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::form;
 use super::room::{Affiliation, JoinRequest, Role, Room, RoomConfig};
-use super::service::{ARCHIVE_STORE, Creation, MucError, MucService, lock};
+use super::service::{ARCHIVE_STORE, Creation, MucError, MucService, VCARDS_STORE, lock};
 use crate::core::accounts::now;
 use crate::core::events::StanzaEvent;
 use crate::core::sessions::random_resource;
@@ -526,6 +526,8 @@ pub async fn iq_to_room(svc: &Arc<MucService>, ev: StanzaEvent) {
         ("get", ns::DISCO_ITEMS) => Ok(Some(Element::new("query", ns::DISCO_ITEMS))),
         (_, ns::MUC_ADMIN) => admin(svc, &room, &ev, &payload, &node).await,
         (_, ns::MUC_OWNER) => owner(svc, &room, &ev, &payload, &node).await,
+        ("get", ns::VCARD) => room_vcard(&ev, &svc.host, &node).await,
+        ("set", ns::VCARD) => set_room_vcard(svc, &room, &ev, payload, &node).await,
         ("set", ns::MAM) => {
             room_archive_query(svc, &room, &ev, &payload, &node).await;
             return;
@@ -559,6 +561,7 @@ fn room_info(r: &Room) -> Element {
         ns::SID,
         ns::OCCUPANT_ID,
         ns::DISCO_INFO,
+        ns::VCARD,
         if c.persistent {
             "muc_persistent"
         } else {
@@ -593,8 +596,70 @@ fn room_info(r: &Room) -> Element {
         q.push(Element::new("feature", ns::DISCO_INFO).attr("var", f));
     }
     let subject = r.subject.as_ref().map(|s| s.1.as_str()).unwrap_or("");
-    q.push(form::room_info(c, r.occupants.len(), subject));
+    let mut info = form::room_info(c, r.occupants.len(), subject);
+    if let Some(h) = &r.avatar_hash {
+        info.push(
+            Element::new("field", ns::DATA)
+                .attr("var", "muc#roominfo_avatarhash")
+                .attr("type", "text-multi")
+                .child(Element::new("value", ns::DATA).text(h.clone())),
+        );
+    }
+    q.push(info);
     q
+}
+
+/// The room's vCard (empty when it has none).
+async fn room_vcard(
+    ev: &StanzaEvent,
+    host: &str,
+    node: &str,
+) -> Result<Option<Element>, StanzaError> {
+    let stored = ev
+        .core
+        .store
+        .keyval(host, VCARDS_STORE)
+        .get(node)
+        .await
+        .map_err(|e| internal(e.into()))?;
+    let vcard = stored
+        .and_then(|v| v["xml"].as_str().map(str::to_string))
+        .and_then(|x| crate::xmpp::parser::parse_element(&x).ok())
+        .unwrap_or_else(|| Element::new("vCard", ns::VCARD));
+    Ok(Some(vcard))
+}
+
+/// An owner sets the room's vCard; its photo becomes the room's avatar (XEP-0486), announced
+/// to every occupant with the new hash.
+async fn set_room_vcard(
+    svc: &Arc<MucService>,
+    room: &Arc<std::sync::Mutex<Room>>,
+    ev: &StanzaEvent,
+    vcard: Element,
+    node: &str,
+) -> Result<Option<Element>, StanzaError> {
+    if effective_affiliation(ev, &lock(room)) != Affiliation::Owner {
+        return Err(err(C::Forbidden, "only owners may set the room's vCard"));
+    }
+    let hash = crate::modules::vcard_legacy::photo_of(&vcard)
+        .map(|p| crate::modules::vcard_legacy::sha1_hex(&p.data));
+    ev.core
+        .store
+        .keyval(&svc.host, VCARDS_STORE)
+        .set(node, Some(json!({ "xml": vcard.to_xml(ns::CLIENT) })))
+        .await
+        .map_err(|e| internal(e.into()))?;
+    let out = {
+        let mut r = lock(room);
+        r.avatar_hash = hash.clone();
+        let shown = hash.unwrap_or_default();
+        r.session_jids()
+            .map(|j| (j.clone(), r.avatar_presence(&shown, j)))
+            .collect::<Vec<_>>()
+    };
+    svc.save(node).await.map_err(internal)?;
+    svc.send(out).await;
+    Ok(None)
 }
 
 async fn admin(

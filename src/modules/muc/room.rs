@@ -161,6 +161,8 @@ pub struct Stored {
     pub subject: Option<(String, String)>,
     /// The shared-roster group whose members are the room's members (`create_default_muc`).
     pub group: Option<GroupLink>,
+    /// SHA-1 of the room's avatar (its vCard photo), XEP-0486.
+    pub avatar_hash: Option<String>,
 }
 
 /// A room's shared-roster group: `id` on user host `host`.
@@ -245,6 +247,8 @@ pub struct Room {
     pub locked: bool,
     /// The group whose members are members here.
     pub group: Option<GroupLink>,
+    /// SHA-1 of the room's avatar, if it has one.
+    pub avatar_hash: Option<String>,
 }
 
 fn modify(condition: C, text: &str) -> StanzaError {
@@ -271,6 +275,7 @@ impl Room {
             history: VecDeque::new(),
             locked: false,
             group: None,
+            avatar_hash: None,
         }
     }
 
@@ -280,6 +285,7 @@ impl Room {
         room.affiliations = stored.affiliations;
         room.subject = stored.subject;
         room.group = stored.group;
+        room.avatar_hash = stored.avatar_hash;
         room
     }
 
@@ -290,6 +296,7 @@ impl Room {
             affiliations: self.affiliations.clone(),
             subject: self.subject.clone(),
             group: self.group.clone(),
+            avatar_hash: self.avatar_hash.clone(),
         }
     }
 
@@ -523,7 +530,10 @@ impl Room {
         } else {
             self.broadcast_presence(nick, &[], &self_codes, &mut out);
         }
-        // History, then the subject (XEP-0045 §7.2.15, §7.2.16).
+        // The room's avatar hash (XEP-0486), then history, then the subject (§7.2.15, §7.2.16).
+        if let Some(hash) = &self.avatar_hash {
+            out.push((from.clone(), self.avatar_presence(hash, from)));
+        }
         for item in self.history_for(req) {
             let mut m = item.stanza.clone();
             m.set_attr("to", Some(from.to_string()));
@@ -846,6 +856,17 @@ impl Room {
             out.push((j.clone(), copy));
         }
         out
+    }
+
+    /// The room's presence carrying its avatar hash (XEP-0486) for `to`.
+    pub fn avatar_presence(&self, hash: &str, to: &Jid) -> Element {
+        Element::new("presence", ns::CLIENT)
+            .attr("from", self.jid.to_string())
+            .attr("to", to.to_string())
+            .child(
+                Element::new("x", ns::VCARD_UPDATE)
+                    .child(Element::new("photo", ns::VCARD_UPDATE).text(hash)),
+            )
     }
 
     /// Checks a nick: not empty, at most `max_len` characters, a valid resource.

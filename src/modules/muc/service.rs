@@ -19,6 +19,8 @@ pub const ROOMS_STORE: &str = "muc_rooms";
 pub const TOMBSTONES_STORE: &str = "muc_tombstones";
 /// Archive store of room messages (keyed by room node).
 pub const ARCHIVE_STORE: &str = "muc_log";
+/// Keyval store of rooms' vCards (keyed by room node), XEP-0486 avatars.
+pub const VCARDS_STORE: &str = "muc_vcards";
 /// Keyval store of the service's own settings (the occupant-id salt).
 pub const SERVICE_STORE: &str = "muc_service";
 
@@ -303,6 +305,10 @@ impl MucService {
             .set(node, None)
             .await?;
         self.delete_archive(node).await;
+        core.store
+            .keyval(&self.host, VCARDS_STORE)
+            .set(node, None)
+            .await?;
         self.send(out).await;
         Ok(())
     }
