@@ -842,6 +842,17 @@ async fn a_groups_default_muc_follows_the_group_members() {
     assert_eq!(v["result"]["config"]["persistent"], true, "{v}");
     assert_eq!(v["result"]["config"]["name"], "Staff", "{v}");
     let mut a = login(&srv, "alice", "r").await;
+    // Alice finds the room in her bookmarks (XEP-0402), to join automatically.
+    let marks = iq(
+        &mut a,
+        "bm",
+        "<iq type='get' id='bm'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>",
+    )
+    .await;
+    assert!(
+        marks.contains("id=\"staff@conference.localhost\"") && marks.contains("autojoin=\"true\""),
+        "{marks}"
+    );
     let joined = join(&mut a, "staff", "Al").await;
     assert!(joined.contains("affiliation=\"member\""), "{joined}");
     let mut b = login(&srv, "bob", "r").await;
@@ -865,6 +876,13 @@ async fn a_groups_default_muc_follows_the_group_members() {
     .await;
     let e = read_until_contains(&mut a, "presence", "type=\"error\"").await;
     assert!(e.contains("registration-required"), "{e}");
+    let marks = iq(
+        &mut a,
+        "bm2",
+        "<iq type='get' id='bm2'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>",
+    )
+    .await;
+    assert!(!marks.contains("staff@conference.localhost"), "{marks}");
 }
 
 #[tokio::test]

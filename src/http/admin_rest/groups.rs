@@ -130,6 +130,7 @@ pub async fn add_member(
     core.group_add_member(&ctx.host, &id, &jid)
         .await
         .map_err(group_error)?;
+    crate::modules::muc::group_membership(&core, &ctx.host, &id, &jid, true).await;
     Ok(ok(format!(
         "Member '{member}' successfully added to group '{id}'."
     )))
@@ -145,6 +146,7 @@ pub async fn remove_member(
     core.group_remove_member(&ctx.host, &id, &jid)
         .await
         .map_err(group_error)?;
+    crate::modules::muc::group_membership(&core, &ctx.host, &id, &jid, false).await;
     Ok(ok(format!(
         "Member '{member}' successfully removed from group '{id}'."
     )))

@@ -61,7 +61,93 @@ pub async fn create_group_room(
         .iter()
         .find_map(|c| service(core, &c.name))
         .ok_or(service::MucError::NotFound)?;
-    svc.create_group_room(host, id, name).await
+    let room = svc.create_group_room(host, id, name).await?;
+    if let Some(core) = svc.core() {
+        if let Ok(members) = core.groups.members(host, id).await {
+            for m in members {
+                if let Ok(j) = crate::xmpp::Jid::new(Some(&m), host, None) {
+                    bookmark(&core, &j, &room, name, true).await;
+                }
+            }
+        }
+    }
+    Ok(room)
+}
+
+/// Follows a change of shared-roster group `id` on `host`: `user` becomes (`on`) or stops being
+/// a member of the group's room, and gets (or loses) an autojoin XEP-0402 bookmark for it.
+/// Nothing happens for a group without a room.
+pub async fn group_membership(
+    core: &Arc<Core>,
+    host: &str,
+    id: &str,
+    user: &crate::xmpp::Jid,
+    on: bool,
+) {
+    let Some(svc) = core
+        .components_of(host)
+        .iter()
+        .find_map(|c| service(core, &c.name))
+    else {
+        return;
+    };
+    let node = id.to_lowercase();
+    let Ok(Some(room)) = svc.room(&node).await else {
+        return;
+    };
+    let (linked, name, room_jid) = {
+        let r = service::lock(&room);
+        let linked = r
+            .group
+            .as_ref()
+            .is_some_and(|g| g.host == host && g.id == id);
+        (linked, r.config.name.clone(), r.jid.clone())
+    };
+    if !linked {
+        return;
+    }
+    if let Err(e) = svc.sync_group_member(&node, user).await {
+        tracing::warn!(error = %e, "cannot follow a group change in its room");
+    }
+    bookmark(core, user, &room_jid, &name, on).await;
+}
+
+/// Publishes (or retracts) `user`'s autojoin XEP-0402 bookmark of `room`, if PEP is served.
+async fn bookmark(
+    core: &Arc<Core>,
+    user: &crate::xmpp::Jid,
+    room: &crate::xmpp::Jid,
+    name: &str,
+    on: bool,
+) {
+    let Some(pep) = super::pep::service(core, user.domain()) else {
+        return;
+    };
+    let owner = user.bare();
+    let result = if on {
+        let payload = crate::xmpp::Element::new("conference", ns::BOOKMARKS2)
+            .attr("name", name)
+            .attr("autojoin", "true")
+            .child(
+                crate::xmpp::Element::new("nick", ns::BOOKMARKS2)
+                    .text(owner.node().unwrap_or_default()),
+            );
+        let req = super::pep::Publish {
+            node: ns::BOOKMARKS2.to_string(),
+            id: Some(room.to_string()),
+            payload,
+            options: Some(super::bookmarks::node_options()),
+            preconditions: false,
+            fire_event: false,
+        };
+        pep.publish(core, &owner, req).await.map(|_| ())
+    } else {
+        pep.retract(core, &owner, ns::BOOKMARKS2, room.as_str(), None)
+            .await
+    };
+    if let Err(e) = result {
+        tracing::warn!(%owner, error = %e, "cannot update a group room bookmark");
+    }
 }
 
 /// The `muc` module.

@@ -123,7 +123,8 @@ impl MucService {
         }
     }
 
-    fn core(&self) -> Option<Arc<Core>> {
+    /// The server, while it runs.
+    pub fn core(&self) -> Option<Arc<Core>> {
         self.core.upgrade()
     }
 
