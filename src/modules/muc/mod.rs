@@ -62,12 +62,12 @@ pub async fn create_group_room(
         .find_map(|c| service(core, &c.name))
         .ok_or(service::MucError::NotFound)?;
     let room = svc.create_group_room(host, id, name).await?;
-    if let Some(core) = svc.core() {
-        if let Ok(members) = core.groups.members(host, id).await {
-            for m in members {
-                if let Ok(j) = crate::xmpp::Jid::new(Some(&m), host, None) {
-                    bookmark(&core, &j, &room, name, true).await;
-                }
+    if let Some(core) = svc.core()
+        && let Ok(members) = core.groups.members(host, id).await
+    {
+        for m in members {
+            if let Ok(j) = crate::xmpp::Jid::new(Some(&m), host, None) {
+                bookmark(&core, &j, &room, name, true).await;
             }
         }
     }
