@@ -684,6 +684,12 @@ async fn persistent_rooms_survive_a_restart_and_the_room_archive_pages() {
     assert!(gone.contains("item-not-found"), "{gone}");
     let joined = join(&mut b, "keep", "Bo").await;
     assert!(joined.contains("affiliation=\"member\""), "{joined}");
+    // History on join comes back from the room's archive after the restart, in order.
+    let (k1, k3) = (
+        joined.find("kept 1").unwrap(),
+        joined.find("kept 3").unwrap(),
+    );
+    assert!(k1 < k3 && joined.contains("urn:xmpp:delay"), "{joined}");
     // The room's archive, queried at the room JID, two per page.
     b.send(&format!(
         "<iq type='set' id='q1' to='keep@{MUC}'><query xmlns='urn:xmpp:mam:2' queryid='x'><set xmlns='http://jabber.org/protocol/rsm'><max>2</max></set></query></iq>"

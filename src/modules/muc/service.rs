@@ -150,10 +150,65 @@ impl MucService {
         };
         let stored: Stored = serde_json::from_value(value)
             .map_err(|e| MucError::Invalid(format!("stored room {node}: {e}")))?;
-        let room = Arc::new(Mutex::new(Room::restore(self.room_jid(node)?, stored)));
+        let mut room = Room::restore(self.room_jid(node)?, stored);
+        if room.config.enable_archiving && room.config.history_length > 0 {
+            room.history = self.recent_history(&core, node, &room).await;
+        }
+        let room = Arc::new(Mutex::new(room));
         Ok(Some(
             self.map().entry(node.to_string()).or_insert(room).clone(),
         ))
+    }
+
+    /// The last messages of a room's archive, as history for a room loaded from storage.
+    async fn recent_history(
+        &self,
+        core: &Core,
+        node: &str,
+        room: &Room,
+    ) -> std::collections::VecDeque<super::room::HistoryItem> {
+        let q = crate::storage::ArchiveQuery {
+            limit: Some(room.config.history_length),
+            reverse: true,
+            ..Default::default()
+        };
+        let page = match core
+            .store
+            .archive(&self.host, ARCHIVE_STORE)
+            .find(node, &q)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(room = node, error = %e, "cannot read a room's recent history");
+                return Default::default();
+            }
+        };
+        let mut history: std::collections::VecDeque<_> = page
+            .items
+            .into_iter()
+            .filter_map(|item| {
+                let mut stanza = item.value["xml"]
+                    .as_str()
+                    .and_then(|x| crate::xmpp::parser::parse_element(x).ok())?;
+                let chars = stanza
+                    .get_child("body", crate::xmpp::ns::CLIENT)
+                    .map(|b| b.text_content().len())
+                    .unwrap_or(0);
+                stanza.push(
+                    Element::new("stanza-id", crate::xmpp::ns::SID)
+                        .attr("id", item.id)
+                        .attr("by", room.jid.as_str()),
+                );
+                Some(super::room::HistoryItem {
+                    stanza,
+                    when: item.when,
+                    chars,
+                })
+            })
+            .collect();
+        history.make_contiguous().reverse();
+        history
     }
 
     /// The tombstone of a destroyed room (`{reason, alternate}`), if any.
