@@ -371,29 +371,65 @@ impl MucService {
 
     /// Every room, live or stored.
     pub async fn list(&self) -> Result<Vec<RoomSummary>, MucError> {
-        let mut nodes: Vec<String> = self.map().keys().cloned().collect();
-        if let Some(core) = self.core() {
-            nodes.extend(core.store.keyval(&self.host, ROOMS_STORE).users().await?);
-        }
-        nodes.sort();
-        nodes.dedup();
-        let mut list = Vec::with_capacity(nodes.len());
-        for node in nodes {
-            if let Some(room) = self.room(&node).await? {
-                let r = lock(&room);
-                if r.locked {
-                    continue;
-                }
-                list.push(RoomSummary {
+        Ok(self
+            .scan()
+            .await?
+            .into_iter()
+            .map(|(summary, _)| summary)
+            .collect())
+    }
+
+    /// Every unlocked room with its affiliations: live rooms from memory, stored ones read
+    /// without loading them (a listing does not fill memory with idle rooms).
+    async fn scan(
+        &self,
+    ) -> Result<Vec<(RoomSummary, std::collections::BTreeMap<String, Affiliation>)>, MucError> {
+        let live: Vec<Arc<Mutex<Room>>> = self.map().values().cloned().collect();
+        let mut out = Vec::with_capacity(live.len());
+        let mut seen = std::collections::HashSet::new();
+        for room in live {
+            let r = lock(&room);
+            seen.insert(r.jid.node().unwrap_or_default().to_string());
+            if r.locked {
+                continue;
+            }
+            out.push((
+                RoomSummary {
                     jid: r.jid.to_string(),
                     name: r.config.name.clone(),
                     occupants: r.occupants.len(),
                     persistent: r.config.persistent,
                     public: r.config.public,
-                });
+                },
+                r.affiliations.clone(),
+            ));
+        }
+        if let Some(core) = self.core() {
+            let store = core.store.keyval(&self.host, ROOMS_STORE);
+            for node in store.users().await? {
+                if seen.contains(&node) {
+                    continue;
+                }
+                let Some(value) = store.get(&node).await? else {
+                    continue;
+                };
+                let Ok(stored) = serde_json::from_value::<Stored>(value) else {
+                    continue;
+                };
+                out.push((
+                    RoomSummary {
+                        jid: self.room_jid(&node)?.to_string(),
+                        name: stored.config.name.clone(),
+                        occupants: 0,
+                        persistent: stored.config.persistent,
+                        public: stored.config.public,
+                    },
+                    stored.affiliations,
+                ));
             }
         }
-        Ok(list)
+        out.sort_by(|a, b| a.0.jid.cmp(&b.0.jid));
+        Ok(out)
     }
 
     /// A room's configuration, occupants and affiliations as JSON.
@@ -533,14 +569,13 @@ impl MucService {
 
     /// Rooms owned by `owner` among the live and stored rooms.
     pub async fn owned_by(&self, owner: &Jid) -> Result<usize, MucError> {
-        let mut n = 0usize;
-        for s in self.list().await? {
-            let node = s.jid.split('@').next().unwrap_or_default().to_string();
-            if self.get_affiliation(&node, owner).await? == Affiliation::Owner {
-                n = n.saturating_add(1);
-            }
-        }
-        Ok(n)
+        let owner = owner.bare();
+        Ok(self
+            .scan()
+            .await?
+            .iter()
+            .filter(|(_, affs)| affs.get(owner.as_str()) == Some(&Affiliation::Owner))
+            .count())
     }
 
     /// The XEP-0421 occupant id of `bare` in room `room`: stable, opaque, per room.
