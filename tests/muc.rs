@@ -984,3 +984,54 @@ async fn room_avatar_from_the_rooms_vcard() {
     let joined = join(&mut a2, "pic", "Al").await;
     assert!(joined.contains(hash), "{joined}");
 }
+
+#[tokio::test]
+async fn components_are_general_hosts_with_their_own_modules() {
+    let srv = TestServer::with_users(&["alice"], |c| {
+        c.components = Some(vec![
+            oxpecker::config::ComponentConfig {
+                name: "rooms.localhost".into(),
+                module: "muc".into(),
+                ..Default::default()
+            },
+            oxpecker::config::ComponentConfig {
+                name: "echo.localhost".into(),
+                module: "ping".into(),
+                ..Default::default()
+            },
+        ]);
+    })
+    .await;
+    let core = &srv.server().core;
+    assert_eq!(core.host("echo.localhost").unwrap().modules(), vec!["ping"]);
+    assert!(!core.host("echo.localhost").unwrap().is_loaded("muc"));
+    let mut a = login(&srv, "alice", "r").await;
+    let items = iq(
+        &mut a,
+        "it",
+        "<iq type='get' id='it' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
+    )
+    .await;
+    assert!(
+        items.contains("jid=\"echo.localhost\"") && items.contains("jid=\"rooms.localhost\""),
+        "{items}"
+    );
+    assert!(!items.contains("conference.localhost"), "{items}");
+    // The ping module answers on the component's own bus.
+    let pong = iq(
+        &mut a,
+        "p",
+        "<iq type='get' id='p' to='echo.localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    )
+    .await;
+    assert!(pong.contains("type=\"result\""), "{pong}");
+    // The MUC service runs at the configured name.
+    let joined = join_at(&mut a, "rooms.localhost", "r1", "Al").await;
+    assert!(joined.contains("code=\"201\""), "{joined}");
+}
+
+async fn join_at(c: &mut RawClient, service: &str, room: &str, nick: &str) -> String {
+    c.send(&format!("<presence to='{room}@{service}/{nick}'/>"))
+        .await;
+    c.read_until("</subject></message>").await
+}
