@@ -214,7 +214,7 @@ impl Module for Muc {
         ctx.add_feature(ns::MUC);
         ctx.add_feature(ns::DISCO_INFO);
         ctx.add_feature(ns::DISCO_ITEMS);
-        let on = |svc: &Arc<MucService>| svc.clone();
+        let on = Arc::clone;
         let s = on(&svc);
         ctx.hook(
             "presence/full",
@@ -283,16 +283,12 @@ impl Module for Muc {
                 }
             }),
         );
-        let s = on(&svc);
         ctx.hook(
             &format!("iq-get/host/{}:query", ns::DISCO_INFO),
             priority::HANDLER,
-            handler(move |ev| {
-                let _ = &s;
-                async move {
-                    handlers::service_info(ev).await;
-                    Flow::Handled
-                }
+            handler(|ev| async move {
+                handlers::service_info(ev).await;
+                Flow::Handled
             }),
         );
         let s = on(&svc);
