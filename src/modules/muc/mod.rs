@@ -306,3 +306,27 @@ impl Module for Muc {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::core::Core;
+    use crate::core::modules::ModuleError;
+    use crate::storage::Store;
+
+    #[tokio::test]
+    async fn muc_runs_on_components_only_and_its_service_is_found() {
+        let core = Core::new(Config::default(), Store::memory(), crate::modules::BUILTIN).unwrap();
+        let svc = super::service(&core, "conference.localhost").unwrap();
+        assert_eq!(svc.host, "conference.localhost");
+        assert_eq!(super::services(&core).len(), 1);
+        assert!(super::service(&core, "localhost").is_none());
+        let cfg = Config::parse("modules_enabled = [\"muc\"]\ncomponent = []\n").unwrap();
+        let e = Core::new(cfg, Store::memory(), crate::modules::BUILTIN).err();
+        assert!(
+            matches!(e, Some(ModuleError::LoadFailed { ref module, .. }) if module == "muc"),
+            "{:?}",
+            e.map(|e| e.to_string())
+        );
+    }
+}
