@@ -1035,3 +1035,117 @@ async fn join_at(c: &mut RawClient, service: &str, room: &str, nick: &str) -> St
         .await;
     c.read_until("</subject></message>").await
 }
+
+/// A client of a server run as a separate process (for the kill -9 test).
+async fn process_client(port: u16, cert: &[u8], user: &str) -> RawClient {
+    let mut c = RawClient::connect(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    c.starttls(cert).await;
+    assert!(c.auth_plain(user, "secret").await.contains("<success"));
+    c.bind("r").await;
+    c
+}
+
+#[tokio::test]
+async fn acknowledged_room_changes_survive_kill_9() {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    const BIN: &str = env!("CARGO_BIN_EXE_oxpecker");
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("oxpecker.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"data\"\n[c2s]\nlisten = [\"127.0.0.1:{port}\"]\n[http]\nlisten = [\"127.0.0.1:0\"]\n[auth]\nscram_iterations = 4096\n"
+        ),
+    )
+    .unwrap();
+    let add = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["user", "add", "alice@localhost"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        add.stdin.as_ref().unwrap().write_all(b"secret\n").unwrap();
+    }
+    assert!(add.wait_with_output().unwrap().status.success());
+    let serve = || {
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return child;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not start");
+    };
+    let mut server = serve();
+    let cert = std::fs::read(dir.path().join("data/tls/cert.pem")).unwrap();
+    let mut a = process_client(port, &cert, "alice").await;
+    join(&mut a, "durable", "Al").await;
+    let r = iq(
+        &mut a,
+        "s",
+        &format!("<iq type='set' id='s' to='durable@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'><value>1</value></field><field var='muc#roomconfig_roomname'><value>Durable</value></field></x></query></iq>"),
+    )
+    .await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    let r = iq(
+        &mut a,
+        "m",
+        &format!("<iq type='set' id='m' to='durable@{MUC}'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='bob@localhost' affiliation='outcast'/></query></iq>"),
+    )
+    .await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    create_instant(&mut a, "doomed", "Al").await;
+    let r = iq(
+        &mut a,
+        "d",
+        &format!("<iq type='set' id='d' to='doomed@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'><destroy/></query></iq>"),
+    )
+    .await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    // Acknowledged means durable: kill -9, then everything acknowledged is there.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let mut server = serve();
+    let mut a = process_client(port, &cert, "alice").await;
+    let info = iq(
+        &mut a,
+        "i",
+        &format!("<iq type='get' id='i' to='durable@{MUC}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),
+    )
+    .await;
+    assert!(info.contains("name=\"Durable\""), "{info}");
+    let list = iq(
+        &mut a,
+        "l",
+        &format!("<iq type='get' id='l' to='durable@{MUC}'><query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='outcast'/></query></iq>"),
+    )
+    .await;
+    assert!(list.contains("bob@localhost"), "{list}");
+    a.send(&format!(
+        "<presence to='doomed@{MUC}/Al'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ))
+    .await;
+    let e = read_until_contains(&mut a, "presence", "type=\"error\"").await;
+    assert!(e.contains("<gone"), "{e}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
