@@ -1079,7 +1079,7 @@ async fn acknowledged_room_changes_survive_kill_9() {
     }
     assert!(add.wait_with_output().unwrap().status.success());
     let serve = || {
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .arg("--config")
             .arg(&cfg)
             .arg("serve")
@@ -1093,6 +1093,8 @@ async fn acknowledged_room_changes_survive_kill_9() {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("server did not start");
     };
     let mut server = serve();
