@@ -755,12 +755,7 @@ async fn admin(
                         ..err(C::NotAllowed, "admins and owners keep their role")
                     });
                 }
-                changes.push((
-                    None,
-                    Some(nick.to_string()),
-                    role_or_aff::Role(role),
-                    reason,
-                ));
+                changes.push((None, Some(nick.to_string()), Change::Role(role), reason));
             } else if let Some(aff) = item.get_attr("affiliation") {
                 let aff = Affiliation::parse(aff)
                     .ok_or_else(|| err(C::BadRequest, "unknown affiliation"))?;
@@ -794,18 +789,18 @@ async fn admin(
                 {
                     return Err(err(C::Conflict, "a room needs an owner"));
                 }
-                changes.push((Some(jid), None, role_or_aff::Aff(aff), reason));
+                changes.push((Some(jid), None, Change::Aff(aff), reason));
             } else {
                 return Err(err(C::BadRequest, "name a role or an affiliation"));
             }
         }
         for (jid, nick, change, reason) in changes {
             match (change, jid, nick) {
-                (role_or_aff::Role(Role::None), _, Some(n)) => {
+                (Change::Role(Role::None), _, Some(n)) => {
                     out.extend(r.remove_occupant(&n, &[307], reason.as_deref()))
                 }
-                (role_or_aff::Role(role), _, Some(n)) => out.extend(r.set_role(&n, role)),
-                (role_or_aff::Aff(a), Some(j), _) => {
+                (Change::Role(role), _, Some(n)) => out.extend(r.set_role(&n, role)),
+                (Change::Aff(a), Some(j), _) => {
                     out.extend(r.set_affiliation(&j, a, reason.as_deref()))
                 }
                 _ => {}
@@ -819,9 +814,11 @@ async fn admin(
     Ok(reply)
 }
 
-#[allow(non_camel_case_types)]
-enum role_or_aff {
+/// One checked change of an admin request.
+enum Change {
+    /// A new role for a nick.
     Role(Role),
+    /// A new affiliation for a bare JID.
     Aff(Affiliation),
 }
 
