@@ -1,6 +1,7 @@
 //! XEP-0045 Multi-User Chat, as a component module (`[[component]] module = "muc"`): rooms
 //! live in the component's [`service::MucService`]; this file turns stanzas to the component
-//! into its operations. [`room`] holds the protocol rules, [`form`] the room forms.
+//! into its operations ([`handlers`], and `room_iq` for the admin, owner, vCard and archive
+//! IQs). [`room`] holds the protocol rules, [`form`] the room forms.
 //!
 //! A groupchat message is checked once, archived once (XEP-0313 at the room JID when the room
 //! archives), stamped with the room's XEP-0359 stanza id and XEP-0421 occupant id, and copied to
@@ -10,6 +11,7 @@
 pub mod form;
 pub mod handlers;
 pub mod room;
+mod room_iq;
 pub mod service;
 
 use std::sync::Arc;
