@@ -337,6 +337,18 @@ const KNOWN: &[Row] = &[
     ("PUT", "/vcards/alice", Body::Text("BEGIN:VCARD\r\nFN:Alice\r\nEND:VCARD\r\n"), 200,
         says!("vCard stored for <alice@localhost>")),
     ("DELETE", "/vcards/alice", Body::None, 200, says!("vCard deleted for <alice@localhost>")),
+    ("PUT", "/muc/lounge", Body::Json(r#"{"name":"Lounge","persistent":true}"#), 201,
+        says!("Room created: lounge@conference.localhost")),
+    ("GET", "/muc", Body::None, 200, Some(|v: &Value| v["result"]["count"] == 1)),
+    ("GET", "/muc/lounge", Body::None, 200,
+        Some(|v: &Value| v["result"]["config"]["name"] == "Lounge")),
+    ("PUT", "/muc/lounge/affiliation/bob@localhost", Body::Json(r#"{"affiliation":"member"}"#), 200,
+        says!("Affiliation of bob@localhost set to member")),
+    ("GET", "/muc/lounge/affiliation/bob@localhost", Body::None, 200,
+        result!({"affiliation": "member"})),
+    ("GET", "/muc/lounge/role/Bo", Body::None, 200, result!({"role": "none"})),
+    ("DELETE", "/muc/lounge", Body::None, 200,
+        says!("Room destroyed: lounge@conference.localhost")),
     ("DELETE", "/data", Body::None, 403,
         says!("Destructive operations are disabled (admin_rest_allow_destructive = false)")),
     ("DELETE", "/certs", Body::None, 403,
@@ -390,6 +402,9 @@ fn concrete(template: &str) -> String {
         .replace("{id}", "staff")
         .replace("{member}", "alice")
         .replace("{ip}", "192.0.2.9")
+        .replace("{room}", "lounge")
+        .replace("{jid}", "bob@localhost")
+        .replace("{nick}", "Bo")
 }
 
 fn family(path: &str) -> &str {

@@ -12,6 +12,9 @@
 //!    not yet received by the partner. Messages per second count deliveries seen by receivers.
 //!    With `--cpu`, the server's utime+stime (`/proc/PID/stat`) gives CPU time per message/login.
 //!
+//! 4. **muc** (with `--muc-occupants N`): N of the sessions join one room in turn, then
+//!    `--muc-senders` of them send `--muc-rounds` groupchat messages each (see [`muc`]).
+//!
 //! Prints a human-readable report and one JSON line (starting with `{`) with the figures.
 //! `--bulk-create CONFIG` instead creates the accounts `PREFIX0..PREFIX{N-1}` offline in the
 //! store of that server configuration (the server must be stopped) and exits.
@@ -38,6 +41,9 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+
+#[path = "bench/muc.rs"]
+mod muc;
 
 /// Command-line arguments.
 #[derive(Parser, Debug, Clone)]
@@ -89,6 +95,16 @@ struct Args {
     /// Seconds each phase may take before the bench gives up.
     #[arg(long, default_value_t = 60)]
     phase_timeout: u64,
+    /// Occupants of the `muc` scenario (0 = skip it): that many sessions join one room.
+    #[arg(long, default_value_t = 0)]
+    muc_occupants: usize,
+    /// Occupants that send groupchat messages in the `muc` scenario.
+    #[arg(long, default_value_t = 10)]
+    muc_senders: usize,
+    /// Messages each `muc` sender sends (one per round; every occupant receives each). Above
+    /// the server's `muc_rate_burst` (default 10) raise that limit, or senders are refused.
+    #[arg(long, default_value_t = 10)]
+    muc_rounds: u64,
     /// Create the accounts offline in the store of this server config, then exit (server stopped).
     #[arg(long, value_name = "CONFIG")]
     bulk_create: Option<PathBuf>,
@@ -116,6 +132,8 @@ struct Shared {
     received: AtomicU64,
     /// Error stanzas received by all clients.
     errors: AtomicU64,
+    /// Own MUC presences (status 110) received by all clients.
+    joined: AtomicU64,
     /// Streams that ended (closed, failed) while the bench still used them.
     dropped: AtomicU64,
     /// Target for `received`; `done` is notified when it is reached.
@@ -421,6 +439,45 @@ async fn run(args: Args) -> Result<()> {
     }
     writers_back.extend(writers.into_iter().flatten());
 
+    // Phase 4: one room, N occupants, M senders.
+    let mut muc_json = serde_json::Value::Null;
+    if args.muc_occupants > 0 {
+        let k = args.muc_occupants.min(writers_back.len());
+        let plan = muc::MucPlan {
+            domain: &args.domain,
+            senders: args.muc_senders,
+            rounds: args.muc_rounds,
+            pid: args.server_pid.filter(|_| args.cpu),
+            tck,
+            limit: Duration::from_secs(args.phase_timeout),
+        };
+        let f = muc::run(&mut writers_back[..k], &shared, plan).await?;
+        println!(
+            "muc:     {} occupants joined one room; the last join took {:.1} ms{}",
+            f.occupants,
+            f.last_join_ms,
+            f.server_ms_per_join
+                .map(|v| format!(", server CPU {v:.2} ms/join over the last joins"))
+                .unwrap_or_default()
+        );
+        println!(
+            "         {} occupant copies delivered ({:.0}/s){}",
+            f.copies,
+            f.copies_per_sec,
+            f.server_us_per_copy
+                .map(|v| format!(", server CPU {v:.2} µs/copy"))
+                .unwrap_or_default()
+        );
+        muc_json = serde_json::json!({
+            "occupants": f.occupants,
+            "last_join_ms": round(f.last_join_ms, 2),
+            "server_cpu_ms_per_join": f.server_ms_per_join.map(|v| round(v, 3)),
+            "copies": f.copies,
+            "copies_per_sec": round(f.copies_per_sec, 0),
+            "server_cpu_us_per_copy": f.server_us_per_copy.map(|v| round(v, 3)),
+        });
+    }
+
     let json = serde_json::json!({
         "clients": args.clients,
         "logged_in": logged_in,
@@ -443,6 +500,7 @@ async fn run(args: Args) -> Result<()> {
         "server_cpu_us_per_msg": server_us_per_msg.map(|v| round(v, 2)),
         "error_stanzas": errors,
         "dropped_streams": dropped,
+        "muc": muc_json,
     });
     println!("{json}");
 
@@ -507,6 +565,8 @@ async fn reader(mut parser: TlsParser, count: watch::Sender<u64>, shared: Arc<Sh
             Ok(StreamEvent::Stanza(el)) => {
                 if el.get_attr("type") == Some("error") {
                     shared.errors.fetch_add(1, Ordering::SeqCst);
+                } else if el.name() == "presence" && is_own_muc_presence(&el) {
+                    shared.joined.fetch_add(1, Ordering::SeqCst);
                 } else if el.name() == "message" && el.get_child("body", ns::CLIENT).is_some() {
                     count.send_modify(|n| *n += 1);
                     let now = shared.received.fetch_add(1, Ordering::SeqCst) + 1;
@@ -522,6 +582,17 @@ async fn reader(mut parser: TlsParser, count: watch::Sender<u64>, shared: Arc<Sh
             }
         }
     }
+}
+
+/// Whether a presence is the room's answer to our own join (muc#user status 110).
+fn is_own_muc_presence(el: &Element) -> bool {
+    el.get_attr("type").is_none()
+        && el
+            .get_child("x", "http://jabber.org/protocol/muc#user")
+            .is_some_and(|x| {
+                x.children()
+                    .any(|s| s.name() == "status" && s.get_attr("code") == Some("110"))
+            })
 }
 
 /// Connects client `i`, negotiates STARTTLS, SCRAM-SHA-256 and a resource, sends presence.

@@ -454,7 +454,7 @@ impl Negotiation {
             StreamError::with_text(C::HostUnknown, "the stream header needs a 'to'")
         })?;
         let host = jid::normalize_domain(to).map_err(|_| StreamError::new(C::HostUnknown))?;
-        if self.core.host(&host).is_none() {
+        if self.core.user_host(&host).is_none() {
             return Err(StreamError::with_text(
                 C::HostUnknown,
                 format!("{host} is not served here"),

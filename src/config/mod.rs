@@ -85,6 +85,10 @@ pub struct Config {
     /// Virtual hosts, in order; the first is the default host.
     #[serde(rename = "host")]
     pub hosts: Vec<HostConfig>,
+    /// Component hosts (`[[component]]`); unset = the embedded default, a MUC service at
+    /// `conference.<first host>` (see [`Config::components`]); `component = []` = none.
+    #[serde(rename = "component", default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<Vec<ComponentConfig>>,
     /// Accounts with admin rights (bare JIDs).
     pub admins: Vec<String>,
     /// Where the embedded store, certificates and the control socket live.
@@ -133,6 +137,26 @@ pub struct HostConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bare_message_delivery: Option<BareMessageDelivery>,
     /// Module options for this host only; they override the global ones.
+    #[serde(flatten)]
+    pub options: BTreeMap<String, toml::Value>,
+}
+
+/// One component host (Prosody's `Component "conference.example.org" "muc"`): its own event
+/// bus and modules, no user logins, listed in its parent host's disco#items.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ComponentConfig {
+    /// The component's domain.
+    pub name: String,
+    /// The module that implements the component (e.g. `muc`).
+    pub module: String,
+    /// Further modules loaded on the component.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules_enabled: Vec<String>,
+    /// The user host whose disco#items lists the component; unset = the domain after the
+    /// component's first label if it is served here, else the first host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Options for this component's modules; they override the global ones.
     #[serde(flatten)]
     pub options: BTreeMap<String, toml::Value>,
 }
@@ -257,6 +281,7 @@ impl Default for Config {
                 name: "localhost".into(),
                 ..HostConfig::default()
             }],
+            components: None,
             admins: Vec::new(),
             data_dir: PathBuf::from("./data"),
             module_resources: PathBuf::from("modules"),
@@ -357,6 +382,9 @@ impl Config {
         for (i, h) in self.hosts.iter().enumerate() {
             check_options(&format!("host[{i}]."), &h.options)?;
         }
+        for (i, c) in self.components.iter().flatten().enumerate() {
+            check_options(&format!("component[{i}]."), &c.options)?;
+        }
         let check_modules = |key: &str, list: &[String]| -> Result<(), ConfigError> {
             for m in list {
                 if !known.names.contains(&m.as_str()) {
@@ -376,6 +404,16 @@ impl Config {
             }
             check_modules(&format!("host[{i}].modules_disabled"), &h.modules_disabled)?;
         }
+        for (i, c) in self.components.iter().flatten().enumerate() {
+            check_modules(
+                &format!("component[{i}].module"),
+                std::slice::from_ref(&c.module),
+            )?;
+            check_modules(
+                &format!("component[{i}].modules_enabled"),
+                &c.modules_enabled,
+            )?;
+        }
         Ok(())
     }
 
@@ -393,6 +431,32 @@ impl Config {
                     format!("host[{i}].name"),
                     format!("host {} is listed twice", h.name),
                 ));
+            }
+        }
+        for (i, c) in self.components.iter_mut().flatten().enumerate() {
+            c.name = jid::normalize_domain(&c.name)
+                .map_err(|e| invalid(format!("component[{i}].name"), e.to_string()))?;
+            if !seen.insert(c.name.clone()) {
+                return Err(invalid(
+                    format!("component[{i}].name"),
+                    format!("{} is already a host or component", c.name),
+                ));
+            }
+            if c.module.is_empty() {
+                return Err(invalid(
+                    format!("component[{i}].module"),
+                    "name the module that implements the component (e.g. \"muc\")",
+                ));
+            }
+            if let Some(p) = c.parent.as_mut() {
+                *p = jid::normalize_domain(p)
+                    .map_err(|e| invalid(format!("component[{i}].parent"), e.to_string()))?;
+                if !self.hosts.iter().any(|h| &h.name == p) {
+                    return Err(invalid(
+                        format!("component[{i}].parent"),
+                        format!("{p} is not a [[host]]"),
+                    ));
+                }
             }
         }
         for (i, a) in self.admins.iter_mut().enumerate() {
@@ -485,6 +549,31 @@ impl Config {
             .collect()
     }
 
+    /// The component hosts served: the configured `[[component]]`s, or with none configured
+    /// the embedded default (a `muc` service at `conference.<first host>`), each with its
+    /// parent resolved.
+    pub fn components(&self) -> Vec<ComponentConfig> {
+        let mut list = match &self.components {
+            Some(list) => list.clone(),
+            None => vec![ComponentConfig {
+                name: format!("conference.{}", self.default_host()),
+                module: "muc".into(),
+                ..ComponentConfig::default()
+            }],
+        };
+        for c in &mut list {
+            if c.parent.is_none() {
+                let after_first = c.name.split_once('.').map(|(_, rest)| rest);
+                let parent = match after_first {
+                    Some(p) if self.hosts.iter().any(|h| h.name == p) => p,
+                    _ => self.default_host(),
+                };
+                c.parent = Some(parent.to_string());
+            }
+        }
+        list
+    }
+
     /// Whether `jid` (a bare JID string) is an admin.
     pub fn is_admin(&self, jid: &str) -> bool {
         self.admins.iter().any(|a| a == jid)
@@ -496,6 +585,13 @@ impl Config {
             .iter()
             .find(|h| h.name == host)
             .and_then(|h| h.options.get(name))
+            .or_else(|| {
+                self.components
+                    .iter()
+                    .flatten()
+                    .find(|c| c.name == host)
+                    .and_then(|c| c.options.get(name))
+            })
             .or_else(|| self.options.get(name))
     }
 
@@ -606,6 +702,45 @@ mod tests {
         let e = Config::parse("bare_message_delivery = \"some\"\n").unwrap_err();
         assert!(e.to_string().contains("highest"), "{e}");
         assert!(e.to_string().contains("bare_message_delivery"), "{e}");
+    }
+
+    #[test]
+    fn components_default_to_a_muc_service_and_name_bad_keys() {
+        let c = Config::parse("[[host]]\nname = \"a.example\"\n").unwrap();
+        let list = c.components();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].name, "conference.a.example");
+        assert_eq!(list[0].module, "muc");
+        assert_eq!(list[0].parent.as_deref(), Some("a.example"));
+        assert!(
+            Config::parse("component = []\n")
+                .unwrap()
+                .components()
+                .is_empty()
+        );
+        let c = Config::parse(
+            "[[host]]\nname = \"a\"\n[[component]]\nname = \"Rooms.A\"\nmodule = \"muc\"\nmuc_x = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.components()[0].name, "rooms.a");
+        assert_eq!(c.option("rooms.a", "muc_x"), Some(&toml::Value::Integer(3)));
+        for (text, key) in [
+            (
+                "[[host]]\nname = \"a\"\n[[component]]\nname = \"a\"\nmodule = \"muc\"\n",
+                "component[0].name",
+            ),
+            (
+                "[[component]]\nname = \"x.localhost\"\nmodule = \"\"\n",
+                "component[0].module",
+            ),
+            (
+                "[[component]]\nname = \"x.y\"\nmodule = \"muc\"\nparent = \"nope\"\n",
+                "component[0].parent",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

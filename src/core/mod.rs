@@ -120,6 +120,10 @@ impl Core {
             hosts: host_names
                 .iter()
                 .map(|h| (h.clone(), Arc::new(Host::new(h))))
+                .chain(config.components().iter().map(|c| {
+                    let parent = c.parent.as_deref().unwrap_or(config.default_host());
+                    (c.name.clone(), Arc::new(Host::component(&c.name, parent)))
+                }))
                 .collect(),
             config: ArcSwap::from_pointee(config),
             store,
@@ -129,6 +133,11 @@ impl Core {
         for h in &config.hosts {
             for m in config.modules_for(h) {
                 core.load_module(&h.name, &m)?;
+            }
+        }
+        for c in config.components() {
+            for m in std::iter::once(&c.module).chain(&c.modules_enabled) {
+                core.load_module(&c.name, m)?;
             }
         }
         Ok(core)
@@ -145,6 +154,25 @@ impl Core {
             return None;
         }
         self.hosts.get(domain)
+    }
+
+    /// A served user host (one users log into) by domain; `None` for components.
+    pub fn user_host(&self, domain: &str) -> Option<&Arc<Host>> {
+        self.hosts
+            .get(domain)
+            .filter(|h| h.kind == modules::HostType::Local)
+    }
+
+    /// The component hosts listed under user host `parent`, sorted by name.
+    pub fn components_of(&self, parent: &str) -> Vec<Arc<Host>> {
+        let mut list: Vec<Arc<Host>> = self
+            .hosts
+            .values()
+            .filter(|h| h.parent.as_deref() == Some(parent))
+            .cloned()
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
     }
 
     /// Every served host, in configuration order.

@@ -248,7 +248,7 @@ pub trait Module: Send + Sync + 'static {
 pub enum HostType {
     /// A virtual host users log into.
     Local,
-    /// A component (e.g. a MUC service); none are served yet.
+    /// A component host (a MUC service, upload, …): its own bus and modules, no user logins.
     Component,
     /// The `*` pseudo-host of global modules.
     Global,
@@ -338,6 +338,8 @@ pub struct Host {
     pub name: String,
     /// What kind of host this is.
     pub kind: HostType,
+    /// For a component, the user host whose disco#items lists it.
+    pub parent: Option<String>,
     /// The host's stanza event bus.
     pub events: Events,
     /// The host's data event bus.
@@ -353,11 +355,20 @@ impl Host {
         Self::with_kind(name, HostType::Local)
     }
 
+    /// A component host listed under `parent`.
+    pub fn component(name: &str, parent: &str) -> Self {
+        Host {
+            parent: Some(parent.to_string()),
+            ..Self::with_kind(name, HostType::Component)
+        }
+    }
+
     /// A host of the given kind.
     pub fn with_kind(name: &str, kind: HostType) -> Self {
         Host {
             name: name.to_string(),
             kind,
+            parent: None,
             events: Events::new(),
             data_events: DataEvents::new(),
             loaded: Mutex::new(BTreeMap::new()),

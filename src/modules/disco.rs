@@ -155,7 +155,17 @@ impl Module for Disco {
             &format!("iq-get/host/{}:query", ns::DISCO_ITEMS),
             priority::HANDLER,
             handler(|ev| async move {
-                let query = Element::new("query", ns::DISCO_ITEMS);
+                // The components this host is the parent of, each named by its identity.
+                let mut query = Element::new("query", ns::DISCO_ITEMS);
+                for c in ev.core.components_of(ev.to.domain()) {
+                    let mut item =
+                        Element::new("item", ns::DISCO_ITEMS).attr("jid", c.name.clone());
+                    if let Some((_, _, name)) = c.identities().into_iter().find(|i| !i.2.is_empty())
+                    {
+                        item.set_attr("name", Some(name));
+                    }
+                    query.push(item);
+                }
                 ev.reply(stanza::iq_result(&ev.stanza, Some(query))).await;
                 Flow::Handled
             }),

@@ -483,7 +483,8 @@ pub enum QueryError {
 }
 
 impl QueryError {
-    fn to_stanza_error(&self) -> StanzaError {
+    /// The stanza error a client gets for this failure.
+    pub fn to_stanza_error(&self) -> StanzaError {
         match self {
             QueryError::BadRequest(t) => StanzaError::with_text(C::BadRequest, t.clone()),
             QueryError::ItemNotFound(id) => {
@@ -768,7 +769,7 @@ async fn own(ev: &StanzaEvent) -> bool {
 }
 
 /// The `<message><result><forwarded>…` for one archived item.
-fn result_message(
+pub fn result_message(
     user: &Jid,
     to: &Jid,
     queryid: Option<&str>,

@@ -10,6 +10,7 @@ pub mod disco;
 pub mod last;
 pub mod mam;
 pub mod metrics;
+pub mod muc;
 pub mod offline;
 pub mod pep;
 pub mod ping;
@@ -43,6 +44,7 @@ pub const BUILTIN: ModuleTable = ModuleTable::new(&[
     ("last", || Arc::new(last::Last)),
     ("mam", || Arc::new(mam::Mam)),
     ("metrics", || Arc::new(metrics::Metrics)),
+    ("muc", || Arc::new(muc::Muc)),
     ("offline", || Arc::new(offline::Offline)),
     ("pep", || Arc::new(pep::Pep)),
     ("ping", || Arc::new(ping::Ping)),

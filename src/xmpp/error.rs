@@ -185,6 +185,9 @@ pub enum StanzaErrorCondition {
     /// The intended recipient is temporarily unavailable.
     #[error("recipient-unavailable")]
     RecipientUnavailable,
+    /// Registration (membership) is required first.
+    #[error("registration-required")]
+    RegistrationRequired,
     /// The remote server could not be found.
     #[error("remote-server-not-found")]
     RemoteServerNotFound,
@@ -214,7 +217,9 @@ impl StanzaErrorCondition {
         use StanzaErrorCondition::*;
         match self {
             BadRequest | JidMalformed | NotAcceptable | PolicyViolation => ErrorType::Modify,
-            NotAuthorized | SubscriptionRequired | Forbidden => ErrorType::Auth,
+            NotAuthorized | SubscriptionRequired | Forbidden | RegistrationRequired => {
+                ErrorType::Auth
+            }
             InternalServerError | ResourceConstraint | RecipientUnavailable
             | RemoteServerTimeout | UnexpectedRequest => ErrorType::Wait,
             _ => ErrorType::Cancel,

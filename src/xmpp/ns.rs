@@ -114,3 +114,21 @@ pub const VCARD_UPDATE: &str = "vcard-temp:x:update";
 pub const COMMANDS: &str = "http://jabber.org/protocol/commands";
 /// XEP-0133 service administration (form type and command node prefix).
 pub const ADMIN: &str = "http://jabber.org/protocol/admin";
+/// XEP-0045 Multi-User Chat: the join element.
+pub const MUC: &str = "http://jabber.org/protocol/muc";
+/// XEP-0045 occupant payloads (`<x/>` with items and status codes, invitations).
+pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+/// XEP-0045 moderator and admin requests (roles, affiliations).
+pub const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+/// XEP-0045 owner requests (room configuration, destruction).
+pub const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+/// XEP-0045 room configuration form type.
+pub const MUC_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
+/// XEP-0045 room information form type (disco#info extension).
+pub const MUC_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
+/// XEP-0045 feature: the room's stanza ids are stable (XEP-0359 `by` the room).
+pub const MUC_STABLE_ID: &str = "http://jabber.org/protocol/muc#stable_id";
+/// XEP-0421 anonymous unique occupant identifiers.
+pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+/// XEP-0249 direct MUC invitations.
+pub const CONFERENCE: &str = "jabber:x:conference";

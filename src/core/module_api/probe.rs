@@ -37,8 +37,10 @@ impl Module for Helper {
 /// The module table of the test servers: just `helper`.
 pub const TABLE: ModuleTable = ModuleTable::new(&[("helper", || Arc::new(Helper))]);
 
-/// A server with `cfg` over `store` and the test table.
-pub fn core_with(cfg: Config, store: Store) -> Arc<Core> {
+/// A server with `cfg` over `store` and the test table (which has no component module, so
+/// the embedded default MUC component is left out unless `cfg` names components).
+pub fn core_with(mut cfg: Config, store: Store) -> Arc<Core> {
+    cfg.components.get_or_insert_with(Vec::new);
     Core::new(cfg, store, TABLE).expect("core")
 }
 

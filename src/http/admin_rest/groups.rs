@@ -59,6 +59,16 @@ async fn create_group(
         .create(host, id.as_deref(), name)
         .await
         .map_err(group_error)?;
+    // `create_default_muc`: a members-only persistent room named after the group.
+    if body.get("create_default_muc").and_then(Value::as_bool) == Some(true) {
+        // The group exists either way; a room that cannot be made is reported beside its id.
+        return Ok(ok(
+            match crate::modules::muc::create_group_room(core, host, &id, name).await {
+                Ok(room) => json!({ "group_id": id, "muc_jid": room.as_str() }),
+                Err(e) => json!({ "group_id": id, "muc_error": e.to_string() }),
+            },
+        ));
+    }
     Ok(ok(json!({ "group_id": id })))
 }
 
@@ -120,6 +130,7 @@ pub async fn add_member(
     core.group_add_member(&ctx.host, &id, &jid)
         .await
         .map_err(group_error)?;
+    crate::modules::muc::group_membership(&core, &ctx.host, &id, &jid, true).await;
     Ok(ok(format!(
         "Member '{member}' successfully added to group '{id}'."
     )))
@@ -135,6 +146,7 @@ pub async fn remove_member(
     core.group_remove_member(&ctx.host, &id, &jid)
         .await
         .map_err(group_error)?;
+    crate::modules::muc::group_membership(&core, &ctx.host, &id, &jid, false).await;
     Ok(ok(format!(
         "Member '{member}' successfully removed from group '{id}'."
     )))

@@ -20,6 +20,7 @@ pub mod groups;
 pub mod hosts;
 pub mod messages;
 pub mod modules;
+pub mod muc;
 pub mod openapi;
 pub mod params;
 pub mod reload;

@@ -14,7 +14,8 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, on};
 
 use super::{
-    ApiError, data, groups, messages, modules, openapi, reload, roster, users, vcards, whitelist,
+    ApiError, data, groups, messages, modules, muc, openapi, reload, roster, users, vcards,
+    whitelist,
 };
 use super::{hosts, server, sessions};
 use crate::core::Core;
@@ -82,6 +83,13 @@ routes! {
     DELETE "/hosts/{vhost}" => hosts::deactivate,
     GET "/server" => server::info,
     POST "/server/shutdown" => server::shutdown,
+    GET "/muc" => muc::list,
+    GET "/muc/{room}" => muc::get,
+    PUT "/muc/{room}" => muc::create,
+    DELETE "/muc/{room}" => muc::destroy,
+    GET "/muc/{room}/affiliation/{jid}" => muc::get_affiliation,
+    PUT "/muc/{room}/affiliation/{jid}" => muc::set_affiliation,
+    GET "/muc/{room}/role/{nick}" => muc::get_role,
 }
 
 async fn invalid_path() -> ApiError {

@@ -1,0 +1,963 @@
+//! One room: its configuration, affiliations, occupants, subject and history, and the XEP-0045
+//! rules that change them. Every rule returns the stanzas to send (each with its `to`), so the
+//! caller sends them after releasing the room's lock.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::xmpp::error::{ErrorType, StanzaError, StanzaErrorCondition as C};
+use crate::xmpp::{Element, Jid, ns};
+
+/// A long-lived relation of a user to a room (XEP-0045 §5.2), in rising order of rights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Affiliation {
+    /// Banned.
+    Outcast,
+    /// No affiliation.
+    #[default]
+    None,
+    /// A member.
+    Member,
+    /// An administrator.
+    Admin,
+    /// An owner.
+    Owner,
+}
+
+impl Affiliation {
+    /// The protocol name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Affiliation::Outcast => "outcast",
+            Affiliation::None => "none",
+            Affiliation::Member => "member",
+            Affiliation::Admin => "admin",
+            Affiliation::Owner => "owner",
+        }
+    }
+
+    /// Parses a protocol name.
+    pub fn parse(s: &str) -> Option<Affiliation> {
+        Some(match s {
+            "outcast" => Affiliation::Outcast,
+            "none" => Affiliation::None,
+            "member" => Affiliation::Member,
+            "admin" => Affiliation::Admin,
+            "owner" => Affiliation::Owner,
+            _ => return None,
+        })
+    }
+}
+
+/// An occupant's role while present (XEP-0045 §5.1), in rising order of rights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Not present.
+    None,
+    /// Present without voice.
+    Visitor,
+    /// Present with voice.
+    Participant,
+    /// May kick and grant voice.
+    Moderator,
+}
+
+impl Role {
+    /// The protocol name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::None => "none",
+            Role::Visitor => "visitor",
+            Role::Participant => "participant",
+            Role::Moderator => "moderator",
+        }
+    }
+
+    /// Parses a protocol name.
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "none" => Role::None,
+            "visitor" => Role::Visitor,
+            "participant" => Role::Participant,
+            "moderator" => Role::Moderator,
+            _ => return None,
+        })
+    }
+}
+
+/// A room's `muc#roomconfig` settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RoomConfig {
+    /// Natural-language name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Main language.
+    pub language: String,
+    /// Outlives its last occupant and a restart.
+    pub persistent: bool,
+    /// Listed in the service's disco#items.
+    pub public: bool,
+    /// Only members (and above) may enter.
+    pub members_only: bool,
+    /// Only participants (voice) may speak; newcomers without affiliation are visitors.
+    pub moderated: bool,
+    /// Password to enter; empty = none.
+    pub password: String,
+    /// Most occupants; 0 = the service limit.
+    pub max_occupants: usize,
+    /// Real JIDs visible to everyone (non-anonymous) rather than to moderators only.
+    pub whois_anyone: bool,
+    /// Messages of history sent on join.
+    pub history_length: usize,
+    /// Occupants may invite others (else only admins and owners).
+    pub allow_invites: bool,
+    /// Participants may change the subject (else only moderators).
+    pub change_subject: bool,
+    /// Who may send private messages: `anyone`, `participants`, `moderators` or `none`.
+    pub allow_pm: String,
+    /// Roles whose presence is broadcast.
+    pub presence_broadcast: Vec<Role>,
+    /// Messages are archived (XEP-0313 at the room JID).
+    pub enable_archiving: bool,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig {
+            name: String::new(),
+            description: String::new(),
+            language: String::new(),
+            persistent: false,
+            public: true,
+            members_only: false,
+            moderated: false,
+            password: String::new(),
+            max_occupants: 0,
+            whois_anyone: false,
+            history_length: 20,
+            allow_invites: false,
+            change_subject: false,
+            allow_pm: "anyone".into(),
+            presence_broadcast: vec![Role::Visitor, Role::Participant, Role::Moderator],
+            enable_archiving: true,
+        }
+    }
+}
+
+/// What of a room is stored for a persistent room.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Stored {
+    /// The configuration.
+    pub config: RoomConfig,
+    /// Affiliations by bare JID.
+    pub affiliations: BTreeMap<String, Affiliation>,
+    /// The subject and who set it.
+    pub subject: Option<(String, String)>,
+    /// The shared-roster group whose members are the room's members (`create_default_muc`).
+    pub group: Option<GroupLink>,
+    /// SHA-1 of the room's avatar (its vCard photo), XEP-0486.
+    pub avatar_hash: Option<String>,
+}
+
+/// A room's shared-roster group: `id` on user host `host`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupLink {
+    /// The user host of the group.
+    pub host: String,
+    /// The group id.
+    pub id: String,
+}
+
+/// One occupant: a nick held by one bare JID, from one or more sessions.
+#[derive(Clone, Debug)]
+pub struct Occupant {
+    /// The nick (the resource of its occupant JID).
+    pub nick: String,
+    /// The real bare JID.
+    pub bare: Jid,
+    /// The joined sessions (full JIDs) and the presence each last sent.
+    pub sessions: Vec<(Jid, Element)>,
+    /// The role.
+    pub role: Role,
+    /// The XEP-0421 occupant id.
+    pub id: String,
+}
+
+/// A message kept for history on join.
+#[derive(Clone, Debug)]
+pub struct HistoryItem {
+    /// The groupchat message as broadcast (without `to`).
+    pub stanza: Element,
+    /// When it was sent (Unix seconds).
+    pub when: i64,
+    /// Its size in characters, for `maxchars`.
+    pub chars: usize,
+}
+
+/// What a joining user asked for (`<history/>` of XEP-0045 §7.2.15) and may do.
+#[derive(Clone, Debug, Default)]
+pub struct JoinRequest {
+    /// `maxstanzas`.
+    pub max_stanzas: Option<usize>,
+    /// `maxchars`.
+    pub max_chars: Option<usize>,
+    /// `seconds`.
+    pub seconds: Option<i64>,
+    /// `since` (Unix seconds).
+    pub since: Option<i64>,
+    /// The password given.
+    pub password: Option<String>,
+    /// The occupant id this user gets.
+    pub occupant_id: String,
+    /// The user is a server admin (treated as an owner).
+    pub server_admin: bool,
+    /// The service's occupant limit.
+    pub max_occupants: usize,
+    /// Now (Unix seconds).
+    pub now: i64,
+}
+
+/// Stanzas to send: each recipient's full JID and the stanza (its `to` already set).
+pub type Out = Vec<(Jid, Element)>;
+
+/// A live room.
+#[derive(Debug)]
+pub struct Room {
+    /// The room's bare JID.
+    pub jid: Jid,
+    /// Its configuration.
+    pub config: RoomConfig,
+    /// Affiliations by bare JID (`none` is not kept).
+    pub affiliations: BTreeMap<String, Affiliation>,
+    /// Occupants by nick.
+    pub occupants: BTreeMap<String, Occupant>,
+    /// Nick of each joined session, by full JID.
+    sessions: HashMap<Jid, String>,
+    /// The subject text and the nick that set it.
+    pub subject: Option<(String, String)>,
+    /// Recent messages, oldest first.
+    pub history: VecDeque<HistoryItem>,
+    /// Created and awaiting its owner's configuration (XEP-0045 §10.1).
+    pub locked: bool,
+    /// The group whose members are members here.
+    pub group: Option<GroupLink>,
+    /// SHA-1 of the room's avatar, if it has one.
+    pub avatar_hash: Option<String>,
+}
+
+fn modify(condition: C, text: &str) -> StanzaError {
+    StanzaError {
+        kind: ErrorType::Modify,
+        ..StanzaError::with_text(condition, text)
+    }
+}
+
+fn status(code: u16) -> Element {
+    Element::new("status", ns::MUC_USER).attr("code", code.to_string())
+}
+
+impl Room {
+    /// A new empty room.
+    pub fn new(jid: Jid, config: RoomConfig) -> Room {
+        Room {
+            jid,
+            config,
+            affiliations: BTreeMap::new(),
+            occupants: BTreeMap::new(),
+            sessions: HashMap::new(),
+            subject: None,
+            history: VecDeque::new(),
+            locked: false,
+            group: None,
+            avatar_hash: None,
+        }
+    }
+
+    /// A room restored from storage.
+    pub fn restore(jid: Jid, stored: Stored) -> Room {
+        let mut room = Room::new(jid, stored.config);
+        room.affiliations = stored.affiliations;
+        room.subject = stored.subject;
+        room.group = stored.group;
+        room.avatar_hash = stored.avatar_hash;
+        room
+    }
+
+    /// What is stored of the room.
+    pub fn stored(&self) -> Stored {
+        Stored {
+            config: self.config.clone(),
+            affiliations: self.affiliations.clone(),
+            subject: self.subject.clone(),
+            group: self.group.clone(),
+            avatar_hash: self.avatar_hash.clone(),
+        }
+    }
+
+    /// The affiliation of a bare JID.
+    pub fn affiliation(&self, bare: &Jid) -> Affiliation {
+        self.affiliations
+            .get(bare.as_str())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The occupant a session (full JID) has joined as.
+    pub fn occupant_of(&self, full: &Jid) -> Option<&Occupant> {
+        self.sessions.get(full).and_then(|n| self.occupants.get(n))
+    }
+
+    /// The occupant JID `room@service/nick`.
+    pub fn occupant_jid(&self, nick: &str) -> String {
+        format!("{}/{}", self.jid, nick)
+    }
+
+    /// Every joined session's full JID.
+    pub fn session_jids(&self) -> impl Iterator<Item = &Jid> {
+        self.occupants
+            .values()
+            .flat_map(|o| o.sessions.iter().map(|(j, _)| j))
+    }
+
+    fn default_role(&self, affiliation: Affiliation) -> Role {
+        match affiliation {
+            Affiliation::Owner | Affiliation::Admin => Role::Moderator,
+            Affiliation::Member => Role::Participant,
+            _ if self.config.moderated => Role::Visitor,
+            _ => Role::Participant,
+        }
+    }
+
+    fn sees_real_jids(&self, viewer: &Occupant) -> bool {
+        self.config.whois_anyone || viewer.role == Role::Moderator
+    }
+
+    /// `occ`'s presence as `viewer` sees it, with `codes` added.
+    fn presence_for(&self, occ: &Occupant, viewer: &Occupant, codes: &[u16]) -> Element {
+        let mut p = match occ.sessions.last() {
+            Some((_, p)) => {
+                let mut p = p.clone();
+                p.remove_children("x", ns::MUC);
+                p.remove_children("x", ns::MUC_USER);
+                p.remove_children("occupant-id", ns::OCCUPANT_ID);
+                p
+            }
+            None => Element::new("presence", ns::CLIENT),
+        };
+        p.set_attr("from", Some(self.occupant_jid(&occ.nick)));
+        p.set_attr("id", None);
+        let mut item = Element::new("item", ns::MUC_USER)
+            .attr("affiliation", self.affiliation(&occ.bare).as_str())
+            .attr("role", occ.role.as_str());
+        if (self.sees_real_jids(viewer) || viewer.bare == occ.bare)
+            && let Some((j, _)) = occ.sessions.last()
+        {
+            item.set_attr("jid", Some(j.to_string()));
+        }
+        let mut x = Element::new("x", ns::MUC_USER).child(item);
+        for c in codes {
+            x.push(status(*c));
+        }
+        p.push(x);
+        p.push(Element::new("occupant-id", ns::OCCUPANT_ID).attr("id", occ.id.clone()));
+        p
+    }
+
+    /// `p` addressed to each session of `viewer`.
+    fn to_sessions(viewer: &Occupant, p: Element, out: &mut Out) {
+        let mut sessions = viewer.sessions.iter().peekable();
+        let mut p = Some(p);
+        while let Some((j, _)) = sessions.next() {
+            let Some(mut copy) = (if sessions.peek().is_some() {
+                p.clone()
+            } else {
+                p.take()
+            }) else {
+                break;
+            };
+            copy.set_attr("to", Some(j.to_string()));
+            out.push((j.clone(), copy));
+        }
+    }
+
+    /// Broadcasts `nick`'s current presence to every occupant that receives it; the occupant
+    /// itself gets `self_codes` (with 110), the others `codes`.
+    fn broadcast_presence(&self, nick: &str, codes: &[u16], self_codes: &[u16], out: &mut Out) {
+        let Some(occ) = self.occupants.get(nick) else {
+            return;
+        };
+        let broadcast = self.config.presence_broadcast.contains(&occ.role);
+        for viewer in self.occupants.values() {
+            if viewer.nick == occ.nick {
+                let mut all = codes.to_vec();
+                all.extend_from_slice(self_codes);
+                all.push(110);
+                Room::to_sessions(viewer, self.presence_for(occ, viewer, &all), out);
+            } else if broadcast {
+                Room::to_sessions(viewer, self.presence_for(occ, viewer, codes), out);
+            }
+        }
+    }
+
+    /// Handles an available presence to `room/nick` from `from`: a join, a second session of
+    /// an occupant, a presence update or a nick change (XEP-0045 §7.2, §7.6, §7.7).
+    pub fn presence(
+        &mut self,
+        from: &Jid,
+        nick: &str,
+        presence: Element,
+        req: &JoinRequest,
+        created: bool,
+    ) -> Result<Out, StanzaError> {
+        let mut out = Out::new();
+        if let Some(current) = self.sessions.get(from).cloned() {
+            if current == nick {
+                // A presence update.
+                if let Some(occ) = self.occupants.get_mut(nick)
+                    && let Some(s) = occ.sessions.iter_mut().find(|(j, _)| j == from)
+                {
+                    s.1 = presence;
+                }
+                self.broadcast_presence(nick, &[], &[], &mut out);
+                return Ok(out);
+            }
+            return self.change_nick(from, &current, nick, presence);
+        }
+        let bare = from.bare();
+        let mut affiliation = self.affiliation(&bare);
+        if req.server_admin && affiliation < Affiliation::Owner {
+            affiliation = Affiliation::Owner;
+        }
+        if affiliation == Affiliation::Outcast {
+            return Err(StanzaError::with_text(C::Forbidden, "you are banned"));
+        }
+        if let Some(occ) = self.occupants.get(nick)
+            && occ.bare != bare
+        {
+            return Err(StanzaError::with_text(C::Conflict, "that nick is taken"));
+        }
+        let joining_existing = self.occupants.contains_key(nick);
+        if self.locked && affiliation != Affiliation::Owner {
+            return Err(StanzaError::with_text(
+                C::ItemNotFound,
+                "the room is being configured",
+            ));
+        }
+        if self.config.members_only && affiliation < Affiliation::Member {
+            return Err(StanzaError::with_text(
+                C::RegistrationRequired,
+                "the room is members-only",
+            ));
+        }
+        if !self.config.password.is_empty()
+            && affiliation < Affiliation::Owner
+            && req.password.as_deref() != Some(self.config.password.as_str())
+        {
+            return Err(StanzaError::with_text(
+                C::NotAuthorized,
+                "a password is required",
+            ));
+        }
+        let limit = match self.config.max_occupants {
+            0 => req.max_occupants,
+            n => n.min(req.max_occupants),
+        };
+        if !joining_existing && self.occupants.len() >= limit && affiliation < Affiliation::Admin {
+            return Err(StanzaError::with_text(
+                C::ServiceUnavailable,
+                "the room is full",
+            ));
+        }
+        self.sessions.insert(from.clone(), nick.to_string());
+        let role = self.default_role(affiliation);
+        let occ = self
+            .occupants
+            .entry(nick.to_string())
+            .or_insert_with(|| Occupant {
+                nick: nick.to_string(),
+                bare: bare.clone(),
+                sessions: Vec::new(),
+                role,
+                id: req.occupant_id.clone(),
+            });
+        occ.sessions.push((from.clone(), presence));
+        let Some(me) = self.occupants.get(nick) else {
+            return Ok(out);
+        };
+        // Everyone else's presence to the newcomer's session, then its own to everyone.
+        let only_new = Occupant {
+            sessions: me
+                .sessions
+                .iter()
+                .filter(|(j, _)| j == from)
+                .cloned()
+                .collect(),
+            ..me.clone()
+        };
+        for other in self.occupants.values() {
+            if other.nick != nick && self.config.presence_broadcast.contains(&other.role) {
+                Room::to_sessions(
+                    &only_new,
+                    self.presence_for(other, &only_new, &[]),
+                    &mut out,
+                );
+            }
+        }
+        let mut self_codes = Vec::new();
+        if self.config.whois_anyone {
+            self_codes.push(100);
+        }
+        if self.config.enable_archiving {
+            self_codes.push(170);
+        }
+        if created {
+            self_codes.push(201);
+        }
+        if joining_existing {
+            let mut codes = self_codes.clone();
+            codes.push(110);
+            Room::to_sessions(
+                &only_new,
+                self.presence_for(me, &only_new, &codes),
+                &mut out,
+            );
+        } else {
+            self.broadcast_presence(nick, &[], &self_codes, &mut out);
+        }
+        // The room's avatar hash (XEP-0486), then history, then the subject (§7.2.15, §7.2.16).
+        if let Some(hash) = &self.avatar_hash {
+            out.push((from.clone(), self.avatar_presence(hash, from)));
+        }
+        for item in self.history_for(req) {
+            let mut m = item.stanza.clone();
+            m.set_attr("to", Some(from.to_string()));
+            m.push(
+                Element::new("delay", ns::DELAY)
+                    .attr("from", self.jid.to_string())
+                    .attr("stamp", crate::xmpp::datetime::format(item.when)),
+            );
+            out.push((from.clone(), m));
+        }
+        let (by, text) = self.subject.clone().unwrap_or_default();
+        let from_subject = if by.is_empty() {
+            self.jid.to_string()
+        } else {
+            self.occupant_jid(&by)
+        };
+        out.push((
+            from.clone(),
+            Element::new("message", ns::CLIENT)
+                .attr("type", "groupchat")
+                .attr("from", from_subject)
+                .attr("to", from.to_string())
+                .attr("id", crate::core::sessions::random_resource())
+                .child(Element::new("subject", ns::CLIENT).text(text)),
+        ));
+        Ok(out)
+    }
+
+    fn history_for(&self, req: &JoinRequest) -> Vec<&HistoryItem> {
+        let mut picked = Vec::new();
+        let mut chars = 0usize;
+        let max = req
+            .max_stanzas
+            .unwrap_or(usize::MAX)
+            .min(self.config.history_length);
+        for item in self.history.iter().rev() {
+            if picked.len() >= max {
+                break;
+            }
+            if let Some(s) = req.seconds
+                && item.when < req.now.saturating_sub(s)
+            {
+                break;
+            }
+            if let Some(since) = req.since
+                && item.when < since
+            {
+                break;
+            }
+            chars = chars.saturating_add(item.chars);
+            if let Some(mc) = req.max_chars
+                && chars > mc
+            {
+                break;
+            }
+            picked.push(item);
+        }
+        picked.reverse();
+        picked
+    }
+
+    fn change_nick(
+        &mut self,
+        from: &Jid,
+        old: &str,
+        new: &str,
+        presence: Element,
+    ) -> Result<Out, StanzaError> {
+        if self.occupants.contains_key(new) {
+            return Err(StanzaError::with_text(C::Conflict, "that nick is taken"));
+        }
+        let mut out = Out::new();
+        let Some(mut occ) = self.occupants.get(old).cloned() else {
+            return Ok(out);
+        };
+        // 303 unavailable under the old nick, then the new nick's presence.
+        for viewer in self.occupants.values() {
+            let mut p = self.presence_for(&occ, viewer, &[303]);
+            p.set_attr("type", Some("unavailable".into()));
+            if let Some(item) = p
+                .get_child_mut("x", ns::MUC_USER)
+                .and_then(|x| x.get_child_mut("item", ns::MUC_USER))
+            {
+                item.set_attr("nick", Some(new.to_string()));
+            }
+            if viewer.nick == old
+                && let Some(x) = p.get_child_mut("x", ns::MUC_USER)
+            {
+                x.push(status(110));
+            }
+            Room::to_sessions(viewer, p, &mut out);
+        }
+        self.occupants.remove(old);
+        occ.nick = new.to_string();
+        if let Some(s) = occ.sessions.iter_mut().find(|(j, _)| j == from) {
+            s.1 = presence;
+        }
+        for (j, _) in &occ.sessions {
+            self.sessions.insert(j.clone(), new.to_string());
+        }
+        self.occupants.insert(new.to_string(), occ);
+        self.broadcast_presence(new, &[], &[], &mut out);
+        Ok(out)
+    }
+
+    /// Handles an unavailable presence from a joined session (XEP-0045 §7.14).
+    pub fn leave(&mut self, from: &Jid, presence: Option<&Element>) -> Out {
+        let mut out = Out::new();
+        let Some(nick) = self.sessions.remove(from) else {
+            return out;
+        };
+        let Some(occ) = self.occupants.get_mut(&nick) else {
+            return out;
+        };
+        let last = occ.sessions.len() <= 1;
+        if !last {
+            occ.sessions.retain(|(j, _)| j != from);
+        }
+        let Some(occ) = self.occupants.get(&nick).cloned() else {
+            return out;
+        };
+        let mut gone = occ.clone();
+        gone.role = Role::None;
+        if let Some(p) = presence {
+            gone.sessions = vec![(from.clone(), p.clone())];
+        }
+        let mut self_view = gone.clone();
+        self_view.sessions = vec![(from.clone(), Element::new("presence", ns::CLIENT))];
+        let mut p = self.presence_for(&gone, &self_view, &[110]);
+        p.set_attr("type", Some("unavailable".into()));
+        Room::to_sessions(&self_view, p, &mut out);
+        if last {
+            self.occupants.remove(&nick);
+            for viewer in self.occupants.values() {
+                let mut p = self.presence_for(&gone, viewer, &[]);
+                p.set_attr("type", Some("unavailable".into()));
+                Room::to_sessions(viewer, p, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Removes an occupant with all its sessions, telling everyone why (`codes`: 307 kicked,
+    /// 301 banned, 321 affiliation change, 322 members-only).
+    pub fn remove_occupant(&mut self, nick: &str, codes: &[u16], reason: Option<&str>) -> Out {
+        let mut out = Out::new();
+        let Some(mut occ) = self.occupants.remove(nick) else {
+            return out;
+        };
+        for (j, _) in &occ.sessions {
+            self.sessions.remove(j);
+        }
+        occ.role = Role::None;
+        let with_reason = |mut p: Element| {
+            p.set_attr("type", Some("unavailable".into()));
+            if let Some(r) = reason
+                && let Some(item) = p
+                    .get_child_mut("x", ns::MUC_USER)
+                    .and_then(|x| x.get_child_mut("item", ns::MUC_USER))
+            {
+                item.push(Element::new("reason", ns::MUC_USER).text(r));
+            }
+            p
+        };
+        let mut self_codes = codes.to_vec();
+        self_codes.push(110);
+        Room::to_sessions(
+            &occ,
+            with_reason(self.presence_for(&occ, &occ, &self_codes)),
+            &mut out,
+        );
+        for viewer in self.occupants.values() {
+            Room::to_sessions(
+                viewer,
+                with_reason(self.presence_for(&occ, viewer, codes)),
+                &mut out,
+            );
+        }
+        out
+    }
+
+    /// Sets an occupant's role and broadcasts its presence.
+    pub fn set_role(&mut self, nick: &str, role: Role) -> Out {
+        let mut out = Out::new();
+        if let Some(occ) = self.occupants.get_mut(nick) {
+            occ.role = role;
+        }
+        self.broadcast_presence(nick, &[], &[], &mut out);
+        out
+    }
+
+    /// Sets a bare JID's affiliation and applies it to a present occupant (new role, or removal
+    /// for outcasts and, in members-only rooms, non-members).
+    pub fn set_affiliation(
+        &mut self,
+        bare: &Jid,
+        affiliation: Affiliation,
+        reason: Option<&str>,
+    ) -> Out {
+        if affiliation == Affiliation::None {
+            self.affiliations.remove(bare.as_str());
+        } else {
+            self.affiliations.insert(bare.to_string(), affiliation);
+        }
+        let nicks: Vec<String> = self
+            .occupants
+            .values()
+            .filter(|o| &o.bare == bare)
+            .map(|o| o.nick.clone())
+            .collect();
+        let mut out = Out::new();
+        for nick in nicks {
+            if affiliation == Affiliation::Outcast {
+                out.extend(self.remove_occupant(&nick, &[301], reason));
+            } else if self.config.members_only && affiliation < Affiliation::Member {
+                out.extend(self.remove_occupant(&nick, &[321], reason));
+            } else {
+                let role = self.default_role(affiliation);
+                out.extend(self.set_role(&nick, role));
+            }
+        }
+        out
+    }
+
+    /// Copies a groupchat message (already stamped `from` the sender's occupant JID) to every
+    /// session, keeping it in history.
+    pub fn broadcast_message(&mut self, msg: Element, now: i64, chars: usize) -> Out {
+        let mut out = Out::with_capacity(self.sessions.len());
+        for j in self.session_jids() {
+            let mut copy = msg.clone();
+            copy.set_attr("to", Some(j.to_string()));
+            out.push((j.clone(), copy));
+        }
+        if self.config.history_length > 0 {
+            self.history.push_back(HistoryItem {
+                stanza: msg,
+                when: now,
+                chars,
+            });
+            while self.history.len() > self.config.history_length {
+                self.history.pop_front();
+            }
+        }
+        out
+    }
+
+    /// Destroys the room: every occupant gets an unavailable presence with `<destroy/>`.
+    pub fn destroy(&mut self, reason: Option<&str>, alternate: Option<&str>) -> Out {
+        let mut out = Out::new();
+        let mut destroy = Element::new("destroy", ns::MUC_USER);
+        if let Some(a) = alternate {
+            destroy.set_attr("jid", Some(a.to_string()));
+        }
+        if let Some(r) = reason {
+            destroy.push(Element::new("reason", ns::MUC_USER).text(r));
+        }
+        for occ in self.occupants.values() {
+            for (j, _) in &occ.sessions {
+                out.push((
+                    j.clone(),
+                    Element::new("presence", ns::CLIENT)
+                        .attr("type", "unavailable")
+                        .attr("from", self.occupant_jid(&occ.nick))
+                        .attr("to", j.to_string())
+                        .child(
+                            Element::new("x", ns::MUC_USER)
+                                .child(
+                                    Element::new("item", ns::MUC_USER)
+                                        .attr("affiliation", "none")
+                                        .attr("role", "none"),
+                                )
+                                .child(destroy.clone()),
+                        ),
+                ));
+            }
+        }
+        self.occupants.clear();
+        self.sessions.clear();
+        out
+    }
+
+    /// Tells the occupants the configuration changed (status 104; 172/173 when real JIDs became
+    /// visible or hidden; 170/171 when archiving started or stopped) and removes non-members
+    /// when the room became members-only (322).
+    pub fn config_changed(&mut self, old: &RoomConfig) -> Out {
+        let mut out = Out::new();
+        if self.config.members_only && !old.members_only {
+            let outsiders: Vec<String> = self
+                .occupants
+                .values()
+                .filter(|o| self.affiliation(&o.bare) < Affiliation::Member)
+                .map(|o| o.nick.clone())
+                .collect();
+            for nick in outsiders {
+                out.extend(self.remove_occupant(&nick, &[322], None));
+            }
+        }
+        let mut codes = vec![104];
+        if self.config.whois_anyone != old.whois_anyone {
+            codes.push(if self.config.whois_anyone { 172 } else { 173 });
+        }
+        if self.config.enable_archiving != old.enable_archiving {
+            codes.push(if self.config.enable_archiving {
+                170
+            } else {
+                171
+            });
+        }
+        let mut x = Element::new("x", ns::MUC_USER);
+        for c in codes {
+            x.push(status(c));
+        }
+        let msg = Element::new("message", ns::CLIENT)
+            .attr("type", "groupchat")
+            .attr("from", self.jid.to_string())
+            .child(x);
+        for j in self.session_jids() {
+            let mut copy = msg.clone();
+            copy.set_attr("to", Some(j.to_string()));
+            out.push((j.clone(), copy));
+        }
+        out
+    }
+
+    /// The room's presence carrying its avatar hash (XEP-0486) for `to`.
+    pub fn avatar_presence(&self, hash: &str, to: &Jid) -> Element {
+        Element::new("presence", ns::CLIENT)
+            .attr("from", self.jid.to_string())
+            .attr("to", to.to_string())
+            .child(
+                Element::new("x", ns::VCARD_UPDATE)
+                    .child(Element::new("photo", ns::VCARD_UPDATE).text(hash)),
+            )
+    }
+
+    /// Checks a nick: not empty, at most `max_len` characters, a valid resource.
+    pub fn check_nick(nick: &str, max_len: usize) -> Result<(), StanzaError> {
+        if nick.trim().is_empty() || nick.chars().count() > max_len {
+            return Err(modify(C::NotAcceptable, "the nick is empty or too long"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn j(s: &str) -> Jid {
+        Jid::parse(s).unwrap()
+    }
+
+    fn req() -> JoinRequest {
+        JoinRequest {
+            occupant_id: "id".into(),
+            max_occupants: 10,
+            ..JoinRequest::default()
+        }
+    }
+
+    #[test]
+    fn join_broadcast_and_leave_address_every_session() {
+        let mut room = Room::new(j("r@c.x"), RoomConfig::default());
+        let p = Element::new("presence", ns::CLIENT);
+        room.presence(&j("a@x/1"), "A", p.clone(), &req(), true)
+            .unwrap();
+        let out = room
+            .presence(&j("b@x/1"), "B", p.clone(), &req(), false)
+            .unwrap();
+        // A's presence to B, B's to A, B's own (110), the subject.
+        let tos: Vec<_> = out.iter().map(|(j, _)| j.as_str()).collect();
+        assert_eq!(tos, vec!["b@x/1", "a@x/1", "b@x/1", "b@x/1"]);
+        assert_eq!(
+            room.presence(&j("c@x/1"), "A", p, &req(), false)
+                .unwrap_err()
+                .condition,
+            C::Conflict
+        );
+        let out = room.leave(&j("b@x/1"), None);
+        assert_eq!(out.len(), 2);
+        assert!(!room.occupants.contains_key("B"));
+    }
+
+    #[test]
+    fn history_respects_maxstanzas_maxchars_and_since() {
+        let mut room = Room::new(j("r@c.x"), RoomConfig::default());
+        for i in 0..5 {
+            let m = Element::new("message", ns::CLIENT).attr("id", i.to_string());
+            room.broadcast_message(m, 100 + i, 10);
+        }
+        let pick = |r: JoinRequest| -> Vec<String> {
+            room.history_for(&r)
+                .iter()
+                .filter_map(|h| h.stanza.get_attr("id").map(str::to_string))
+                .collect()
+        };
+        assert_eq!(
+            pick(JoinRequest {
+                max_stanzas: Some(2),
+                ..req()
+            }),
+            ["3", "4"]
+        );
+        assert_eq!(
+            pick(JoinRequest {
+                max_chars: Some(35),
+                ..req()
+            }),
+            ["2", "3", "4"]
+        );
+        assert_eq!(
+            pick(JoinRequest {
+                since: Some(103),
+                ..req()
+            }),
+            ["3", "4"]
+        );
+        assert_eq!(
+            pick(JoinRequest {
+                seconds: Some(1),
+                now: 104,
+                ..req()
+            }),
+            ["3", "4"]
+        );
+    }
+}

@@ -1,0 +1,664 @@
+//! The MUC manager of one component host: the live rooms, their storage, the service limits,
+//! fan-out, and the operations the admin faces (REST, shell) call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::room::{Affiliation, Out, Role, Room, RoomConfig, Stored};
+use crate::core::Core;
+use crate::core::events::Origin;
+use crate::storage::StorageError;
+use crate::xmpp::{Element, Jid};
+
+/// Keyval store of persistent rooms (keyed by room node).
+pub const ROOMS_STORE: &str = "muc_rooms";
+/// Keyval store of destroyed rooms' tombstones (keyed by room node).
+pub const TOMBSTONES_STORE: &str = "muc_tombstones";
+/// Archive store of room messages (keyed by room node).
+pub const ARCHIVE_STORE: &str = "muc_log";
+/// Keyval store of rooms' vCards (keyed by room node), XEP-0486 avatars.
+pub const VCARDS_STORE: &str = "muc_vcards";
+/// Keyval store of the service's own settings (the occupant-id salt).
+pub const SERVICE_STORE: &str = "muc_service";
+
+/// Who may create rooms (`muc_room_creation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Creation {
+    /// Anyone, local or remote.
+    Anyone,
+    /// Users of this server's hosts.
+    Local,
+    /// Server admins only.
+    Admin,
+}
+
+/// The service limits, from the component's options.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Who may create rooms.
+    pub creation: Creation,
+    /// Most rooms one bare JID may own through creation.
+    pub max_rooms_per_creator: usize,
+    /// Most occupants per room.
+    pub max_occupants: usize,
+    /// Largest groupchat body in bytes.
+    pub max_message_size: usize,
+    /// Longest nick in characters.
+    pub max_nick_length: usize,
+    /// Largest history length a room may keep.
+    pub max_history: usize,
+    /// Messages an occupant may send in a burst.
+    pub rate_burst: f64,
+    /// Messages per second an occupant may send once the burst is spent.
+    pub rate_per_second: f64,
+}
+
+/// Why an admin operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MucError {
+    /// No such room.
+    #[error("no such room")]
+    NotFound,
+    /// The room exists (or its tombstone does).
+    #[error("the room already exists or was destroyed (destroy it again to allow re-creating it)")]
+    Exists,
+    /// The JID or value is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// A room's summary for listings.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RoomSummary {
+    /// The room's JID.
+    pub jid: String,
+    /// Its name.
+    pub name: String,
+    /// Occupants present.
+    pub occupants: usize,
+    /// Persistent.
+    pub persistent: bool,
+    /// Public.
+    pub public: bool,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// The MUC manager of one component host.
+pub struct MucService {
+    /// The component's domain.
+    pub host: String,
+    /// The limits.
+    pub limits: Limits,
+    core: Weak<Core>,
+    rooms: Mutex<HashMap<String, Arc<Mutex<Room>>>>,
+    buckets: Mutex<HashMap<Jid, Bucket>>,
+    salt: tokio::sync::OnceCell<String>,
+}
+
+/// Locks a room; a poisoned lock still yields the state.
+pub fn lock(room: &Mutex<Room>) -> std::sync::MutexGuard<'_, Room> {
+    room.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MucService {
+    /// A service for component `host`.
+    pub fn new(core: Weak<Core>, host: &str, limits: Limits) -> Self {
+        MucService {
+            host: host.to_string(),
+            limits,
+            core,
+            rooms: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+            salt: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The server, while it runs.
+    pub fn core(&self) -> Option<Arc<Core>> {
+        self.core.upgrade()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Mutex<Room>>>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The room's JID for `node`.
+    pub fn room_jid(&self, node: &str) -> Result<Jid, MucError> {
+        Jid::new(Some(node), &self.host, None).map_err(|e| MucError::Invalid(e.to_string()))
+    }
+
+    /// A live room, loading a persistent one from storage.
+    pub async fn room(&self, node: &str) -> Result<Option<Arc<Mutex<Room>>>, MucError> {
+        if let Some(r) = self.map().get(node).cloned() {
+            return Ok(Some(r));
+        }
+        let Some(core) = self.core() else {
+            return Ok(None);
+        };
+        let Some(value) = core.store.keyval(&self.host, ROOMS_STORE).get(node).await? else {
+            return Ok(None);
+        };
+        let stored: Stored = serde_json::from_value(value)
+            .map_err(|e| MucError::Invalid(format!("stored room {node}: {e}")))?;
+        let mut room = Room::restore(self.room_jid(node)?, stored);
+        if room.config.enable_archiving && room.config.history_length > 0 {
+            room.history = self.recent_history(&core, node, &room).await;
+        }
+        let room = Arc::new(Mutex::new(room));
+        Ok(Some(
+            self.map().entry(node.to_string()).or_insert(room).clone(),
+        ))
+    }
+
+    /// The last messages of a room's archive, as history for a room loaded from storage.
+    async fn recent_history(
+        &self,
+        core: &Core,
+        node: &str,
+        room: &Room,
+    ) -> std::collections::VecDeque<super::room::HistoryItem> {
+        let q = crate::storage::ArchiveQuery {
+            limit: Some(room.config.history_length),
+            reverse: true,
+            ..Default::default()
+        };
+        let page = match core
+            .store
+            .archive(&self.host, ARCHIVE_STORE)
+            .find(node, &q)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(room = node, error = %e, "cannot read a room's recent history");
+                return Default::default();
+            }
+        };
+        let mut history: std::collections::VecDeque<_> = page
+            .items
+            .into_iter()
+            .filter_map(|item| {
+                let mut stanza = item.value["xml"]
+                    .as_str()
+                    .and_then(|x| crate::xmpp::parser::parse_element(x).ok())?;
+                let chars = stanza
+                    .get_child("body", crate::xmpp::ns::CLIENT)
+                    .map(|b| b.text_content().len())
+                    .unwrap_or(0);
+                stanza.push(
+                    Element::new("stanza-id", crate::xmpp::ns::SID)
+                        .attr("id", item.id)
+                        .attr("by", room.jid.as_str()),
+                );
+                Some(super::room::HistoryItem {
+                    stanza,
+                    when: item.when,
+                    chars,
+                })
+            })
+            .collect();
+        history.make_contiguous().reverse();
+        history
+    }
+
+    /// The tombstone of a destroyed room (`{reason, alternate}`), if any.
+    pub async fn tombstone(&self, node: &str) -> Result<Option<Value>, MucError> {
+        let Some(core) = self.core() else {
+            return Ok(None);
+        };
+        Ok(core
+            .store
+            .keyval(&self.host, TOMBSTONES_STORE)
+            .get(node)
+            .await?)
+    }
+
+    /// Creates a room owned by `owner` (`None` for a room made by an admin face); locked rooms
+    /// wait for their owner's configuration.
+    pub async fn create(
+        &self,
+        node: &str,
+        owner: Option<&Jid>,
+        config: RoomConfig,
+        locked: bool,
+    ) -> Result<Arc<Mutex<Room>>, MucError> {
+        if self.room(node).await?.is_some() || self.tombstone(node).await?.is_some() {
+            return Err(MucError::Exists);
+        }
+        let mut room = Room::new(self.room_jid(node)?, config);
+        room.locked = locked;
+        if let Some(o) = owner {
+            room.affiliations
+                .insert(o.bare().to_string(), Affiliation::Owner);
+        }
+        let room = Arc::new(Mutex::new(room));
+        let room = {
+            let mut map = self.map();
+            if map.contains_key(node) {
+                return Err(MucError::Exists);
+            }
+            map.insert(node.to_string(), room.clone());
+            room
+        };
+        if !locked {
+            self.save(node).await?;
+        }
+        Ok(room)
+    }
+
+    /// Stores a persistent room's config and affiliations (deletes a room no longer persistent).
+    pub async fn save(&self, node: &str) -> Result<(), MucError> {
+        let Some(core) = self.core() else {
+            return Ok(());
+        };
+        let Some(room) = self.map().get(node).cloned() else {
+            return Ok(());
+        };
+        let value = {
+            let r = lock(&room);
+            if r.locked {
+                return Ok(());
+            }
+            r.config
+                .persistent
+                .then(|| serde_json::to_value(r.stored()))
+                .transpose()
+                .map_err(|e| MucError::Invalid(e.to_string()))?
+        };
+        core.store
+            .keyval(&self.host, ROOMS_STORE)
+            .set(node, value)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets an empty room from memory (a persistent one stays stored).
+    pub fn evict_if_empty(&self, node: &str) {
+        let mut map = self.map();
+        if let Some(room) = map.get(node)
+            && lock(room).occupants.is_empty()
+        {
+            map.remove(node);
+        }
+    }
+
+    /// Forgets an empty room; a temporary one vanishes for good, its archive with it.
+    pub async fn vanish_if_empty(&self, node: &str) {
+        let temporary = {
+            let mut map = self.map();
+            let Some(room) = map.get(node) else {
+                return;
+            };
+            let (empty, persistent) = {
+                let r = lock(room);
+                (r.occupants.is_empty(), r.config.persistent)
+            };
+            if !empty {
+                return;
+            }
+            map.remove(node);
+            !persistent
+        };
+        if temporary {
+            self.delete_archive(node).await;
+        }
+    }
+
+    /// Deletes a room's archive.
+    async fn delete_archive(&self, node: &str) {
+        let Some(core) = self.core() else {
+            return;
+        };
+        let archive = core.store.archive(&self.host, ARCHIVE_STORE);
+        if let Err(e) = archive
+            .delete(node, &crate::storage::ArchiveQuery::default())
+            .await
+        {
+            tracing::warn!(room = node, error = %e, "cannot delete a room's archive");
+        }
+    }
+
+    /// Destroys a room (occupants are told, a tombstone is kept); destroying a tombstone
+    /// removes it so the room may be created again.
+    pub async fn destroy(
+        &self,
+        node: &str,
+        reason: Option<&str>,
+        alternate: Option<&str>,
+    ) -> Result<(), MucError> {
+        let core = self.core().ok_or(MucError::NotFound)?;
+        let Some(room) = self.room(node).await? else {
+            if self.tombstone(node).await?.is_some() {
+                core.store
+                    .keyval(&self.host, TOMBSTONES_STORE)
+                    .set(node, None)
+                    .await?;
+                return Ok(());
+            }
+            return Err(MucError::NotFound);
+        };
+        let out = lock(&room).destroy(reason, alternate);
+        self.map().remove(node);
+        core.store
+            .keyval(&self.host, TOMBSTONES_STORE)
+            .set(
+                node,
+                Some(json!({ "reason": reason, "alternate": alternate })),
+            )
+            .await?;
+        core.store
+            .keyval(&self.host, ROOMS_STORE)
+            .set(node, None)
+            .await?;
+        self.delete_archive(node).await;
+        core.store
+            .keyval(&self.host, VCARDS_STORE)
+            .set(node, None)
+            .await?;
+        self.send(out).await;
+        Ok(())
+    }
+
+    /// Every room, live or stored.
+    pub async fn list(&self) -> Result<Vec<RoomSummary>, MucError> {
+        Ok(self
+            .scan()
+            .await?
+            .into_iter()
+            .map(|(summary, _)| summary)
+            .collect())
+    }
+
+    /// Every unlocked room with its affiliations: live rooms from memory, stored ones read
+    /// without loading them (a listing does not fill memory with idle rooms).
+    async fn scan(
+        &self,
+    ) -> Result<Vec<(RoomSummary, std::collections::BTreeMap<String, Affiliation>)>, MucError> {
+        let live: Vec<Arc<Mutex<Room>>> = self.map().values().cloned().collect();
+        let mut out = Vec::with_capacity(live.len());
+        let mut seen = std::collections::HashSet::new();
+        for room in live {
+            let r = lock(&room);
+            seen.insert(r.jid.node().unwrap_or_default().to_string());
+            if r.locked {
+                continue;
+            }
+            out.push((
+                RoomSummary {
+                    jid: r.jid.to_string(),
+                    name: r.config.name.clone(),
+                    occupants: r.occupants.len(),
+                    persistent: r.config.persistent,
+                    public: r.config.public,
+                },
+                r.affiliations.clone(),
+            ));
+        }
+        if let Some(core) = self.core() {
+            let store = core.store.keyval(&self.host, ROOMS_STORE);
+            for node in store.users().await? {
+                if seen.contains(&node) {
+                    continue;
+                }
+                let Some(value) = store.get(&node).await? else {
+                    continue;
+                };
+                let Ok(stored) = serde_json::from_value::<Stored>(value) else {
+                    continue;
+                };
+                out.push((
+                    RoomSummary {
+                        jid: self.room_jid(&node)?.to_string(),
+                        name: stored.config.name.clone(),
+                        occupants: 0,
+                        persistent: stored.config.persistent,
+                        public: stored.config.public,
+                    },
+                    stored.affiliations,
+                ));
+            }
+        }
+        out.sort_by(|a, b| a.0.jid.cmp(&b.0.jid));
+        Ok(out)
+    }
+
+    /// A room's configuration, occupants and affiliations as JSON.
+    pub async fn describe(&self, node: &str) -> Result<Value, MucError> {
+        let room = self.room(node).await?.ok_or(MucError::NotFound)?;
+        let r = lock(&room);
+        let occupants: Vec<Value> = r
+            .occupants
+            .values()
+            .map(|o| {
+                json!({
+                    "nick": o.nick,
+                    "jid": o.bare.as_str(),
+                    "role": o.role.as_str(),
+                    "affiliation": r.affiliation(&o.bare).as_str(),
+                    "sessions": o.sessions.len(),
+                })
+            })
+            .collect();
+        let affiliations: serde_json::Map<String, Value> = r
+            .affiliations
+            .iter()
+            .map(|(j, a)| (j.clone(), Value::from(a.as_str())))
+            .collect();
+        Ok(json!({
+            "jid": r.jid.as_str(),
+            "config": r.config,
+            "subject": r.subject.as_ref().map(|s| s.1.clone()),
+            "occupants": occupants,
+            "affiliations": affiliations,
+        }))
+    }
+
+    /// Sets a bare JID's affiliation (admin operation): present occupants' roles follow.
+    pub async fn set_affiliation(
+        &self,
+        node: &str,
+        jid: &Jid,
+        affiliation: Affiliation,
+        reason: Option<&str>,
+    ) -> Result<(), MucError> {
+        let room = self.room(node).await?.ok_or(MucError::NotFound)?;
+        let out = lock(&room).set_affiliation(&jid.bare(), affiliation, reason);
+        self.save(node).await?;
+        self.send(out).await;
+        Ok(())
+    }
+
+    /// A bare JID's affiliation.
+    pub async fn get_affiliation(&self, node: &str, jid: &Jid) -> Result<Affiliation, MucError> {
+        let room = self.room(node).await?.ok_or(MucError::NotFound)?;
+        Ok(lock(&room).affiliation(&jid.bare()))
+    }
+
+    /// The role of the occupant `nick` (`none` when absent).
+    pub async fn get_role(&self, node: &str, nick: &str) -> Result<Role, MucError> {
+        let room = self.room(node).await?.ok_or(MucError::NotFound)?;
+        Ok(lock(&room)
+            .occupants
+            .get(nick)
+            .map(|o| o.role)
+            .unwrap_or(Role::None))
+    }
+
+    /// Creates the members-only persistent room of shared-roster group `id` on `host`
+    /// (`create_default_muc`), named after the group, its members the group's members.
+    pub async fn create_group_room(
+        &self,
+        host: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<Jid, MucError> {
+        let core = self.core().ok_or(MucError::NotFound)?;
+        let node = id.to_lowercase();
+        let jid = self.room_jid(&node)?;
+        let config = RoomConfig {
+            name: name.to_string(),
+            persistent: true,
+            members_only: true,
+            public: false,
+            ..RoomConfig::default()
+        };
+        let room = self.create(&node, None, config, true).await?;
+        let members = core
+            .groups
+            .members(host, id)
+            .await
+            .map_err(|e| MucError::Invalid(e.to_string()))?;
+        {
+            let mut r = lock(&room);
+            r.group = Some(super::room::GroupLink {
+                host: host.to_string(),
+                id: id.to_string(),
+            });
+            for m in members {
+                if let Ok(j) = Jid::new(Some(&m), host, None) {
+                    r.affiliations.insert(j.to_string(), Affiliation::Member);
+                }
+            }
+            r.locked = false;
+        }
+        self.save(&node).await?;
+        Ok(jid)
+    }
+
+    /// Brings `user`'s affiliation with a group's room in line with the group: a member of the
+    /// group is a member of the room, a former one is no longer (owners and admins are kept).
+    pub async fn sync_group_member(&self, node: &str, user: &Jid) -> Result<(), MucError> {
+        let Some(core) = self.core() else {
+            return Ok(());
+        };
+        let Some(room) = self.room(node).await? else {
+            return Ok(());
+        };
+        let (link, current) = {
+            let r = lock(&room);
+            (r.group.clone(), r.affiliation(&user.bare()))
+        };
+        let Some(link) = link else {
+            return Ok(());
+        };
+        let is_member = user.domain() == link.host
+            && core
+                .groups
+                .members(&link.host, &link.id)
+                .await
+                .map_err(|e| MucError::Invalid(e.to_string()))?
+                .iter()
+                .any(|m| Some(m.as_str()) == user.node());
+        let wanted = match (is_member, current) {
+            (true, Affiliation::None) => Affiliation::Member,
+            (false, Affiliation::Member) => Affiliation::None,
+            _ => return Ok(()),
+        };
+        self.set_affiliation(node, user, wanted, None).await
+    }
+
+    /// Rooms owned by `owner` among the live and stored rooms.
+    pub async fn owned_by(&self, owner: &Jid) -> Result<usize, MucError> {
+        let owner = owner.bare();
+        Ok(self
+            .scan()
+            .await?
+            .iter()
+            .filter(|(_, affs)| affs.get(owner.as_str()) == Some(&Affiliation::Owner))
+            .count())
+    }
+
+    /// The XEP-0421 occupant id of `bare` in room `room`: stable, opaque, per room.
+    pub async fn occupant_id(&self, room: &Jid, bare: &Jid) -> String {
+        use base64::Engine;
+        use sha2::Digest;
+        let salt = self
+            .salt
+            .get_or_init(|| async {
+                let Some(core) = self.core() else {
+                    return String::new();
+                };
+                let store = core.store.keyval(&self.host, SERVICE_STORE);
+                if let Ok(Some(v)) = store.get("salt").await
+                    && let Some(s) = v.as_str()
+                {
+                    return s.to_string();
+                }
+                let s: String = (0..4)
+                    .map(|_| crate::core::sessions::random_resource())
+                    .collect();
+                if let Err(e) = store.set("salt", Some(Value::from(s.clone()))).await {
+                    tracing::warn!(error = %e, "cannot store the occupant-id salt");
+                }
+                s
+            })
+            .await;
+        let mut h = sha2::Sha256::new();
+        h.update(salt.as_bytes());
+        h.update([0]);
+        h.update(room.as_str().as_bytes());
+        h.update([0]);
+        h.update(bare.as_str().as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&h.finalize()[..18])
+    }
+
+    /// Takes one message from `sender`'s rate bucket; `false` if it is empty.
+    pub fn take_token(&self, sender: &Jid) -> bool {
+        let now = Instant::now();
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let b = map.entry(sender.clone()).or_insert(Bucket {
+            tokens: self.limits.rate_burst,
+            at: now,
+        });
+        let refill = now.duration_since(b.at).as_secs_f64() * self.limits.rate_per_second;
+        b.tokens = (b.tokens + refill).min(self.limits.rate_burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets a sender's rate bucket (when it leaves).
+    pub fn forget_bucket(&self, sender: &Jid) {
+        self.buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(sender);
+    }
+
+    /// Sends each stanza to its recipient: straight to a local session's queue, otherwise
+    /// through the core's router (remote occupants, resumed sessions).
+    pub async fn send(&self, out: Out) {
+        let Some(core) = self.core() else {
+            return;
+        };
+        for (to, stanza) in out {
+            match core.sessions.get(&to) {
+                Some(s) => {
+                    s.send(stanza);
+                }
+                None => core.route(Origin::Server, stanza).await,
+            }
+        }
+    }
+
+    /// Sends one stanza through the router (replies, invitations).
+    pub async fn route(&self, stanza: Element) {
+        if let Some(core) = self.core() {
+            core.route(Origin::Server, stanza).await;
+        }
+    }
+}
