@@ -158,8 +158,7 @@ impl Core {
 
     /// A served user host (one users log into) by domain; `None` for components.
     pub fn user_host(&self, domain: &str) -> Option<&Arc<Host>> {
-        self.hosts
-            .get(domain)
+        self.host(domain)
             .filter(|h| h.kind == modules::HostType::Local)
     }
 
