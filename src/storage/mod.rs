@@ -467,6 +467,12 @@ impl KeyValStore {
             .transpose()
     }
 
+    /// Whether the user has a value (without decoding it).
+    pub async fn contains(&self, user: &str) -> Result<bool> {
+        let key = self.key(user)?;
+        Ok(self.store.inner.backend.get(KEYVAL_TREE, &key)?.is_some())
+    }
+
     /// Sets (or with `None` deletes) the user's value; durable on return.
     pub async fn set(&self, user: &str, value: Option<Value>) -> Result<()> {
         let key = self.key(user)?;
@@ -756,8 +762,13 @@ fn find_sync(inner: &Inner, user_prefix: &[u8], q: &ArchiveQuery) -> Result<Arch
     }
     let total = if q.total {
         let base = [user_prefix, &[ITEM_TAG]].concat();
-        let all = (base.clone(), prefix_end(&base));
-        Some(collect_items(backend, user_prefix, q, all, None)?.len())
+        if q.start.is_none() && q.end.is_none() && q.with.is_none() && q.ids.is_none() {
+            // Unfiltered: count keys, without copying or decoding any item.
+            Some(backend.count_prefix(ARCHIVE_TREE, &base)?)
+        } else {
+            let all = (base.clone(), prefix_end(&base));
+            Some(collect_items(backend, user_prefix, q, all, None)?.len())
+        }
     } else {
         None
     };
@@ -947,8 +958,10 @@ pub(crate) mod tests {
         assert_eq!(kv.users().await.unwrap(), ["", "a", "ab"]);
         kv.set("a", Some(json!(3))).await.unwrap();
         assert_eq!(kv.get("a").await.unwrap(), Some(json!(3)));
+        assert!(kv.contains("a").await.unwrap());
         kv.set("a", None).await.unwrap();
         assert_eq!(kv.get("a").await.unwrap(), None);
+        assert!(!kv.contains("a").await.unwrap());
         assert_eq!(kv.get("ab").await.unwrap(), Some(json!(2)));
         assert_eq!(kv.users().await.unwrap(), ["", "ab"]);
         // isolation between hosts and stores
