@@ -8,7 +8,7 @@
 //! |---|---|
 //! | [`xmpp`] | the protocol, no business logic: [`xmpp::jid`] (RFC 7622), [`xmpp::element`], the incremental [`xmpp::parser`] on quick-xml, namespaces, stream/stanza errors |
 //! | [`auth`] | credentials (argon2id + SCRAM keys) and SASL mechanisms (SCRAM-SHA-256/-1, PLAIN) |
-//! | [`storage`] | the [`storage::Store`] with Prosody's three store kinds (keyval, map, archive) on sled or memory, export/import |
+//! | [`storage`] | the [`storage::Store`] with Prosody's three store kinds (keyval, map, archive) on sled or memory, archive appends batched by one writer thread, export/import |
 //! | [`config`] | TOML loading, defaults, validation that names the key |
 //! | [`tls`] | certificates (self-signed on first start) and the rustls configuration |
 //! | [`core`] | the shared managers in [`core::Core`]: hosts and their event buses ([`core::events`]), the module system ([`core::modules`]: the `Module` trait, hosts, the module table the server hands in; [`core::module_api`]: one submodule per concern — status, hooks (host and global `*` bus), stream-level elements ([`core::module_api::tags`]), disco, items, typed options, send, timers and cron, shared state, stores with account cleanup, metrics, resource files), sessions ([`core::sessions`], incl. XEP-0198 state and hibernation, [`core::stream_management`]), the one delivery decision ([`core::delivery`]: who receives a stanza, who gets a carbon copy, what waits offline), the hook priority table ([`core::priority`]), the router, accounts and their lifecycle with the lifecycle events ([`core::lifecycle`]), rosters and shared groups, server-sent IQs ([`core::iq`]), metrics ([`core::metrics`]), config reload, API tokens, the admin API's allowlists ([`core::allowlist`]) |
