@@ -2,6 +2,12 @@
 //! has queued up meanwhile as one atomic batch (group commit on the write side), so appends
 //! need no hop to the blocking pool, no lock per item and no read.
 //!
+//! Every append gets its sequence number while it is queued (under the queue's lock), so the
+//! queue, the batches and what queries see all follow sequence order: a query never sees item
+//! N+1 without item N. A lazy append with a generated id returns its id at once, without
+//! waiting for the writer; queries, deletes and flushes first pass a barrier through the queue,
+//! so they see every append queued before them.
+//!
 //! Ids are derived from the engine's monotonic id (sequence number) without reading anything;
 //! a generated id carries its sequence number (`{seq:x}-{hash:016x}`), so it needs no id-index
 //! entry: [`super::lookup_seq`] parses it back. Only a caller-supplied id (imports, tests) gets
@@ -48,8 +54,19 @@ pub(super) struct AppendReq {
     pub(super) with: String,
     /// The payload, already serialised as JSON by the caller (off the writer thread).
     pub(super) value_json: Vec<u8>,
-    /// Told the item's id once the batch holding it is written (not yet flushed).
-    pub(super) reply: tokio::sync::oneshot::Sender<Result<String>>,
+    /// Sequence number reserved by the caller ([`Appender::send_reserved`]), or None.
+    pub(super) seq: Option<u64>,
+    /// Told the item's id once the batch holding it is written (not yet flushed); None for an
+    /// append nobody waits for (a failure is logged).
+    pub(super) reply: Option<tokio::sync::oneshot::Sender<Result<String>>>,
+}
+
+/// Work for the writer thread.
+pub(super) enum Job {
+    /// Append one item.
+    Append(AppendReq),
+    /// Answer once every job queued before it is written (read-your-writes for queries).
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 impl AppendReq {
@@ -71,7 +88,8 @@ impl AppendReq {
                 when,
                 with,
                 value_json,
-                reply,
+                seq: None,
+                reply: Some(reply),
             },
             rx,
         ))
@@ -118,7 +136,10 @@ pub(super) fn stage(
     ops: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
     supplied: &mut HashMap<Vec<u8>, u64>,
 ) -> Result<String> {
-    let seq = inner.backend.next_id()?;
+    let seq = match req.seq {
+        Some(seq) => seq,
+        None => inner.backend.next_id()?,
+    };
     let Some(id) = &req.id else {
         let id = generated_id(inner, seq);
         let item = encode_item(&id, req.when, &req.with, &req.value_json)?;
@@ -143,7 +164,15 @@ pub(super) fn stage(
 }
 
 /// Writes `reqs` as one batch (under the archive lock) and answers each of them.
-fn write_batch(inner: &Writer, reqs: Vec<AppendReq>) {
+fn write_batch(inner: &Writer, jobs: Vec<Job>) {
+    let mut reqs = Vec::with_capacity(jobs.len());
+    let mut barriers = Vec::new();
+    for job in jobs {
+        match job {
+            Job::Append(r) => reqs.push(r),
+            Job::Barrier(b) => barriers.push(b),
+        }
+    }
     let mut ops = Vec::with_capacity(reqs.len().saturating_add(4));
     let mut supplied = HashMap::new();
     let _guard = inner.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -159,20 +188,31 @@ fn write_batch(inner: &Writer, reqs: Vec<AppendReq>) {
             Ok(()) => id,
             Err(e) => Err(e.clone()),
         };
-        let _ = req.reply.send(answer);
+        match (req.reply, answer) {
+            (Some(reply), answer) => {
+                let _ = reply.send(answer);
+            }
+            (None, Err(e)) => tracing::error!(error = %e, "archive append failed"),
+            (None, Ok(_)) => {}
+        }
+    }
+    for b in barriers {
+        let _ = b.send(());
     }
 }
 
 /// Handle to the writer thread; dropping it stops the thread after the queued appends.
 pub(super) struct Appender {
-    tx: Option<std::sync::mpsc::Sender<AppendReq>>,
+    /// Locked while a sequence number is reserved and its append queued, so the queue (and
+    /// therefore what queries see) follows sequence order.
+    tx: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Appender {
     /// Starts the writer thread.
     pub(super) fn start(writer: Writer) -> Appender {
-        let (tx, rx) = std::sync::mpsc::channel::<AppendReq>();
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("oxpecker-archive".into())
             .spawn(move || {
@@ -189,21 +229,60 @@ impl Appender {
             })
             .ok();
         Appender {
-            tx: Some(tx),
+            tx: Mutex::new(Some(tx)),
             thread,
         }
     }
 
-    /// Queues an append; false if the writer is gone.
-    pub(super) fn send(&self, req: AppendReq) -> bool {
-        self.tx.as_ref().is_some_and(|tx| tx.send(req).is_ok())
+    /// Queues a job (an append gets its sequence number here, in queue order); false if the
+    /// writer is gone.
+    pub(super) fn send(&self, writer: &Writer, mut job: Job) -> Result<bool> {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        if let Job::Append(req) = &mut job
+            && req.seq.is_none()
+        {
+            req.seq = Some(writer.backend.next_id()?);
+        }
+        Ok(tx.as_ref().is_some_and(|tx| tx.send(job).is_ok()))
+    }
+
+    /// Reserves the next sequence number, names the item by it, and queues the append without
+    /// waiting for it; returns the generated id. Queries see it after their [`Appender::barrier`].
+    pub(super) fn send_reserved(&self, writer: &Writer, mut req: AppendReq) -> Result<String> {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = writer.backend.next_id()?;
+        req.seq = Some(seq);
+        req.reply = None;
+        let id = generated_id(writer, seq);
+        let sent = tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(Job::Append(req)).is_ok());
+        if !sent {
+            return Err(StorageError::Io("the archive writer is gone".into()));
+        }
+        Ok(id)
+    }
+
+    /// Waits until every append queued so far is written (not flushed).
+    pub(super) async fn barrier(&self) -> Result<()> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let sent = {
+            let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+            tx.as_ref()
+                .is_some_and(|tx| tx.send(Job::Barrier(done)).is_ok())
+        };
+        if !sent {
+            return Err(StorageError::Io("the archive writer is gone".into()));
+        }
+        rx.await
+            .map_err(|_| StorageError::Io("the archive writer stopped".into()))
     }
 }
 
 impl Drop for Appender {
     fn drop(&mut self) {
         // Closing the channel ends the thread after the queued appends are written.
-        self.tx.take();
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

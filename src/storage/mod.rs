@@ -338,8 +338,10 @@ impl Store {
         }
     }
 
-    /// Flushes all outstanding writes to disk (group commit: concurrent callers share a flush).
+    /// Flushes all outstanding writes to disk (group commit: concurrent callers share a flush),
+    /// queued archive appends included.
     pub async fn flush(&self) -> Result<()> {
+        self.inner.appender.barrier().await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = self
             .inner
@@ -358,6 +360,7 @@ impl Store {
     /// returns once that is durable. Returns the number of entries removed.
     pub async fn wipe(&self) -> Result<usize> {
         let started = std::time::Instant::now();
+        self.inner.appender.barrier().await?;
         let removed = self
             .blocking(|inner| {
                 // No archive append may interleave with the wipe and leave a half-indexed item.
@@ -815,7 +818,11 @@ impl ArchiveStore {
     ) -> Result<String> {
         let prefix = self.user_prefix(user)?;
         let (req, rx) = appender::AppendReq::new(prefix, id, when, with.to_owned(), value)?;
-        if !self.store.inner.appender.send(req) {
+        let inner = &self.store.inner;
+        if !inner
+            .appender
+            .send(&inner.writer, appender::Job::Append(req))?
+        {
             return Err(StorageError::Io("the archive writer is gone".into()));
         }
         rx.await
@@ -840,8 +847,10 @@ impl ArchiveStore {
     }
 
     /// Appends like [`ArchiveStore::append`] but returns without waiting for the disk: the item
-    /// is flushed within [`LAZY_FLUSH_INTERVAL`] (or with the next durable write). For
-    /// high-volume, re-creatable data such as a message archive.
+    /// is flushed within [`LAZY_FLUSH_INTERVAL`] (or with the next durable write). With a
+    /// generated id it does not even wait for the write: the id is reserved and the append
+    /// queued, and every later query of this store sees it. For high-volume, re-creatable data
+    /// such as a message archive.
     pub async fn append_lazy(
         &self,
         user: &str,
@@ -850,12 +859,19 @@ impl ArchiveStore {
         with: &str,
         value: Value,
     ) -> Result<String> {
-        self.append_written(user, id, when, with, &value).await
+        if id.is_some() {
+            return self.append_written(user, id, when, with, &value).await;
+        }
+        let prefix = self.user_prefix(user)?;
+        let (req, _) = appender::AppendReq::new(prefix, None, when, with.to_owned(), &value)?;
+        let inner = &self.store.inner;
+        inner.appender.send_reserved(&inner.writer, req)
     }
 
     /// Queries the user's archive, in append order (newest first if `reverse`).
     pub async fn find(&self, user: &str, q: &ArchiveQuery) -> Result<ArchivePage> {
         let prefix = self.user_prefix(user)?;
+        self.store.inner.appender.barrier().await?;
         let q = q.clone();
         self.store
             .blocking(move |i| find_sync(i, &prefix, &q))
@@ -865,6 +881,7 @@ impl ArchiveStore {
     /// Deletes the items matching `q` (limit respected); returns how many. Durable on return.
     pub async fn delete(&self, user: &str, q: &ArchiveQuery) -> Result<usize> {
         let prefix = self.user_prefix(user)?;
+        self.store.inner.appender.barrier().await?;
         let q = q.clone();
         let n = self
             .store
@@ -890,6 +907,7 @@ impl ArchiveStore {
     /// Number of items in the user's archive.
     pub async fn count(&self, user: &str) -> Result<usize> {
         let prefix = [&self.user_prefix(user)?[..], &[ITEM_TAG]].concat();
+        self.store.inner.appender.barrier().await?;
         self.store
             .blocking(move |i| i.backend.count_prefix(ARCHIVE_TREE, &prefix))
             .await
@@ -898,6 +916,7 @@ impl ArchiveStore {
     /// Users that have at least one archived item.
     pub async fn users(&self) -> Result<Vec<String>> {
         let prefix = self.prefix.clone()?;
+        self.store.inner.appender.barrier().await?;
         self.store
             .blocking(move |i| distinct_users(&*i.backend, ARCHIVE_TREE, &prefix))
             .await
