@@ -303,3 +303,66 @@ async fn first_admin_in_one_line_and_shutdown_from_the_shell_exits_0() {
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// The message archive is written lazily but within its documented window
+/// (`storage::LAZY_FLUSH_INTERVAL`, 200 ms): once a delivered message has been archived for
+/// longer than that, `kill -9` loses neither party's copy.
+#[tokio::test]
+async fn archived_messages_survive_kill_9_after_the_flush_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, port) = write_config(dir.path());
+    for user in ["alice@localhost", "bob@localhost"] {
+        let o = run(&cfg, &["user", "add", user], "secret\n");
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let mut server = serve(&cfg, port);
+    let cert = std::fs::read(dir.path().join("data/tls/cert.pem")).unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut clients = Vec::new();
+    for user in ["alice", "bob"] {
+        let mut c = RawClient::connect(addr).await;
+        c.starttls(&cert).await;
+        assert!(c.auth_plain(user, "secret").await.contains("<success"));
+        c.bind("r").await;
+        clients.push(c);
+    }
+    for i in 0..20 {
+        clients[0]
+            .send(&format!(
+                "<message to='bob@localhost/r' type='chat' id='m{i}'><body>kept-{i}</body></message>"
+            ))
+            .await;
+        let got = clients[1].read_stanza("message").await;
+        assert!(
+            got.contains(&format!("kept-{i}")) && got.contains("stanza-id"),
+            "{got}"
+        );
+    }
+    // Past the durability window (with margin), then no clean shutdown at all.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let dump = dir.path().join("dump.jsonl");
+    let cfg2 = cfg.clone();
+    let dump2 = dump.clone();
+    let o = tokio::task::spawn_blocking(move || {
+        run(&cfg2, &["store", "export", dump2.to_str().unwrap()], "")
+    })
+    .await
+    .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&dump).unwrap();
+    for i in 0..20 {
+        for user in ["alice", "bob"] {
+            let line = text
+                .lines()
+                .find(|l| {
+                    l.contains("\"archive\"")
+                        && l.contains(&format!("\"user\":\"{user}\""))
+                        && l.contains(&format!("kept-{i}<"))
+                })
+                .unwrap_or_else(|| panic!("{user}'s copy of message {i} is lost:\n{text}"));
+            assert!(line.contains("\"id\":"), "{line}");
+        }
+    }
+}

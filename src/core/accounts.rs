@@ -223,7 +223,13 @@ impl Accounts {
 
     /// Whether the account exists.
     pub async fn exists(&self, jid: &Jid) -> Result<bool, AccountError> {
-        Ok(self.get(jid).await?.is_some())
+        self.check(jid)?;
+        // Asked for every archived message: a key lookup, without decoding the record.
+        Ok(self
+            .store
+            .keyval(jid.domain(), ACCOUNTS_STORE)
+            .contains(jid.node().unwrap_or_default())
+            .await?)
     }
 
     /// Creates an account; fails if it exists. Durable on return.

@@ -9,10 +9,15 @@
 //! - tree `keyval`: `host\0store\0user` -> value
 //! - tree `map`: `host\0store\0user\0key` -> value
 //! - tree `archive`: `host\0store\0user\0` + `i` + seq (u64 BE) -> [`ArchiveItem`],
-//!   and `host\0store\0user\0` + `x` + id -> seq (id index)
+//!   and `host\0store\0user\0` + `x` + id -> seq (id index, only for caller-supplied ids:
+//!   a generated id `{seq:x}-{hash}` names its sequence number itself)
+//!
+//! Archive appends go to one writer thread that writes all queued appends as one batch
+//! (see `appender`); lazy appends are durable within [`LAZY_FLUSH_INTERVAL`].
 //!
 //! Every stored value is a version byte (`1`) followed by JSON.
 
+mod appender;
 mod export;
 mod memory;
 mod sled;
@@ -25,7 +30,6 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -175,12 +179,11 @@ fn join_err(e: tokio::task::JoinError) -> StorageError {
 
 struct Inner {
     backend: Arc<dyn Backend>,
-    /// Serialises archive mutations (id-index check-then-write).
-    archive_lock: Mutex<()>,
-    id_salt: std::collections::hash_map::RandomState,
+    /// The archive writer's shared state (engine, id salt, archive lock, dirty flag).
+    writer: appender::Writer,
+    /// The archive writer thread (dropped before the flusher, which then flushes its writes).
+    appender: appender::Appender,
     flusher: Flusher,
-    /// Set by writes that did not wait for a flush; the flush thread flushes them soon.
-    dirty: Arc<AtomicBool>,
     /// Told the duration of every durable write (the server's storage latency metric).
     observer: std::sync::OnceLock<LatencyObserver>,
     /// Bounds concurrent blocking storage work: a few threads keep the engine busy; hundreds
@@ -270,15 +273,20 @@ impl Store {
     /// Wraps a backend.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
         let dirty = Arc::new(AtomicBool::new(false));
+        let writer = appender::Writer {
+            backend: backend.clone(),
+            id_salt: std::collections::hash_map::RandomState::new(),
+            lock: Arc::new(Mutex::new(())),
+            dirty: dirty.clone(),
+        };
         Store {
             inner: Arc::new(Inner {
-                flusher: Flusher::start(backend.clone(), dirty.clone()),
-                dirty,
+                appender: appender::Appender::start(writer.clone()),
+                flusher: Flusher::start(backend.clone(), dirty),
+                writer,
                 permits: tokio::sync::Semaphore::new(4),
                 observer: std::sync::OnceLock::new(),
                 backend,
-                archive_lock: Mutex::new(()),
-                id_salt: std::collections::hash_map::RandomState::new(),
             }),
         }
     }
@@ -330,8 +338,10 @@ impl Store {
         }
     }
 
-    /// Flushes all outstanding writes to disk (group commit: concurrent callers share a flush).
+    /// Flushes all outstanding writes to disk (group commit: concurrent callers share a flush),
+    /// queued archive appends included.
     pub async fn flush(&self) -> Result<()> {
+        self.inner.appender.barrier().await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = self
             .inner
@@ -350,10 +360,11 @@ impl Store {
     /// returns once that is durable. Returns the number of entries removed.
     pub async fn wipe(&self) -> Result<usize> {
         let started = std::time::Instant::now();
+        self.inner.appender.barrier().await?;
         let removed = self
             .blocking(|inner| {
                 // No archive append may interleave with the wipe and leave a half-indexed item.
-                let _guard = inner.archive_lock.lock().unwrap_or_else(|e| e.into_inner());
+                let _guard = inner.writer.lock.lock().unwrap_or_else(|e| e.into_inner());
                 let mut n = 0usize;
                 for tree in [KEYVAL_TREE, MAP_TREE, ARCHIVE_TREE] {
                     n = n.saturating_add(inner.backend.clear(tree)?);
@@ -457,6 +468,12 @@ impl KeyValStore {
             .get(KEYVAL_TREE, &key)?
             .map(|v| decode(&v))
             .transpose()
+    }
+
+    /// Whether the user has a value (without decoding it).
+    pub async fn contains(&self, user: &str) -> Result<bool> {
+        let key = self.key(user)?;
+        Ok(self.store.inner.backend.get(KEYVAL_TREE, &key)?.is_some())
     }
 
     /// Sets (or with `None` deletes) the user's value; durable on return.
@@ -622,7 +639,15 @@ fn index_key(user_prefix: &[u8], id: &str) -> Vec<u8> {
     [user_prefix, &[INDEX_TAG], id.as_bytes()].concat()
 }
 
+/// The sequence number of the item with `id`: a generated id names it (checked against the
+/// item), a caller-supplied one is looked up in the id index.
 fn lookup_seq(backend: &dyn Backend, user_prefix: &[u8], id: &str) -> Result<Option<u64>> {
+    if let Some(seq) = appender::claimed_seq(id)
+        && let Some(v) = backend.get(ARCHIVE_TREE, &item_key(user_prefix, seq))?
+        && decode::<ArchiveItem>(&v)?.id == id
+    {
+        return Ok(Some(seq));
+    }
     backend
         .get(ARCHIVE_TREE, &index_key(user_prefix, id))?
         .map(|v| decode(&v))
@@ -740,8 +765,13 @@ fn find_sync(inner: &Inner, user_prefix: &[u8], q: &ArchiveQuery) -> Result<Arch
     }
     let total = if q.total {
         let base = [user_prefix, &[ITEM_TAG]].concat();
-        let all = (base.clone(), prefix_end(&base));
-        Some(collect_items(backend, user_prefix, q, all, None)?.len())
+        if q.start.is_none() && q.end.is_none() && q.with.is_none() && q.ids.is_none() {
+            // Unfiltered: count keys, without copying or decoding any item.
+            Some(backend.count_prefix(ARCHIVE_TREE, &base)?)
+        } else {
+            let all = (base.clone(), prefix_end(&base));
+            Some(collect_items(backend, user_prefix, q, all, None)?.len())
+        }
     } else {
         None
     };
@@ -752,7 +782,8 @@ fn find_sync(inner: &Inner, user_prefix: &[u8], q: &ArchiveQuery) -> Result<Arch
     })
 }
 
-/// Appends an item (replacing any item with the same id); not yet flushed.
+/// Appends an item (replacing any item with the same id) on the caller's thread, under the
+/// archive lock; not yet flushed. Used by imports; live appends go through the writer thread.
 fn append_sync(
     inner: &Inner,
     user_prefix: &[u8],
@@ -761,28 +792,12 @@ fn append_sync(
     with: &str,
     value: Value,
 ) -> Result<String> {
-    let backend = &*inner.backend;
-    let _guard = inner.archive_lock.lock().unwrap_or_else(|e| e.into_inner());
-    let seq = backend.next_id()?;
-    let id = id.unwrap_or_else(|| {
-        let mut h = inner.id_salt.build_hasher();
-        h.write_u64(seq);
-        format!("{seq:x}-{:016x}", h.finish())
-    });
+    let (req, _rx) = appender::AppendReq::new(user_prefix.to_vec(), id, when, with.into(), &value)?;
     let mut ops = Vec::with_capacity(3);
-    if let Some(old) = lookup_seq(backend, user_prefix, &id)? {
-        ops.push((item_key(user_prefix, old), None));
-    }
-    let item = ArchiveItem {
-        id,
-        when,
-        with: with.to_owned(),
-        value,
-    };
-    ops.push((item_key(user_prefix, seq), Some(encode(&item)?)));
-    ops.push((index_key(user_prefix, &item.id), Some(encode(&seq)?)));
-    backend.apply(ARCHIVE_TREE, ops)?;
-    Ok(item.id)
+    let _guard = inner.writer.lock.lock().unwrap_or_else(|e| e.into_inner());
+    let id = appender::stage(&inner.writer, &req, &mut ops, &mut Default::default())?;
+    inner.backend.apply(ARCHIVE_TREE, ops)?;
+    Ok(id)
 }
 
 impl ArchiveStore {
@@ -790,6 +805,28 @@ impl ArchiveStore {
         let mut key = self.prefix.clone()?;
         key.extend(join_names(&[user], true)?);
         Ok(key)
+    }
+
+    /// Queues an item for the writer thread and waits until it is written (not flushed).
+    async fn append_written(
+        &self,
+        user: &str,
+        id: Option<String>,
+        when: i64,
+        with: &str,
+        value: &Value,
+    ) -> Result<String> {
+        let prefix = self.user_prefix(user)?;
+        let (req, rx) = appender::AppendReq::new(prefix, id, when, with.to_owned(), value)?;
+        let inner = &self.store.inner;
+        if !inner
+            .appender
+            .send(&inner.writer, appender::Job::Append(req))?
+        {
+            return Err(StorageError::Io("the archive writer is gone".into()));
+        }
+        rx.await
+            .map_err(|_| StorageError::Io("the archive writer stopped".into()))?
     }
 
     /// Appends an item, generating a unique URL-safe id if `id` is None; an
@@ -803,20 +840,17 @@ impl ArchiveStore {
         value: Value,
     ) -> Result<String> {
         let started = std::time::Instant::now();
-        let prefix = self.user_prefix(user)?;
-        let with = with.to_owned();
-        let id = self
-            .store
-            .blocking(move |i| append_sync(i, &prefix, id, when, &with, value))
-            .await?;
+        let id = self.append_written(user, id, when, with, &value).await?;
         self.store.flush().await?;
         self.store.observe(started);
         Ok(id)
     }
 
     /// Appends like [`ArchiveStore::append`] but returns without waiting for the disk: the item
-    /// is flushed within [`LAZY_FLUSH_INTERVAL`] (or with the next durable write). For
-    /// high-volume, re-creatable data such as a message archive.
+    /// is flushed within [`LAZY_FLUSH_INTERVAL`] (or with the next durable write). With a
+    /// generated id it does not even wait for the write: the id is reserved and the append
+    /// queued, and every later query of this store sees it. For high-volume, re-creatable data
+    /// such as a message archive.
     pub async fn append_lazy(
         &self,
         user: &str,
@@ -825,19 +859,19 @@ impl ArchiveStore {
         with: &str,
         value: Value,
     ) -> Result<String> {
+        if id.is_some() {
+            return self.append_written(user, id, when, with, &value).await;
+        }
         let prefix = self.user_prefix(user)?;
-        let with = with.to_owned();
-        let id = self
-            .store
-            .blocking(move |i| append_sync(i, &prefix, id, when, &with, value))
-            .await?;
-        self.store.inner.dirty.store(true, Ordering::Release);
-        Ok(id)
+        let (req, _) = appender::AppendReq::new(prefix, None, when, with.to_owned(), &value)?;
+        let inner = &self.store.inner;
+        inner.appender.send_reserved(&inner.writer, req)
     }
 
     /// Queries the user's archive, in append order (newest first if `reverse`).
     pub async fn find(&self, user: &str, q: &ArchiveQuery) -> Result<ArchivePage> {
         let prefix = self.user_prefix(user)?;
+        self.store.inner.appender.barrier().await?;
         let q = q.clone();
         self.store
             .blocking(move |i| find_sync(i, &prefix, &q))
@@ -847,12 +881,13 @@ impl ArchiveStore {
     /// Deletes the items matching `q` (limit respected); returns how many. Durable on return.
     pub async fn delete(&self, user: &str, q: &ArchiveQuery) -> Result<usize> {
         let prefix = self.user_prefix(user)?;
+        self.store.inner.appender.barrier().await?;
         let q = q.clone();
         let n = self
             .store
             .blocking(move |i| {
                 let backend = &*i.backend;
-                let _guard = i.archive_lock.lock().unwrap_or_else(|e| e.into_inner());
+                let _guard = i.writer.lock.lock().unwrap_or_else(|e| e.into_inner());
                 let bounds = query_bounds(backend, &prefix, &q)?;
                 let items = collect_items(backend, &prefix, &q, bounds, q.limit)?;
                 let n = items.len();
@@ -872,6 +907,7 @@ impl ArchiveStore {
     /// Number of items in the user's archive.
     pub async fn count(&self, user: &str) -> Result<usize> {
         let prefix = [&self.user_prefix(user)?[..], &[ITEM_TAG]].concat();
+        self.store.inner.appender.barrier().await?;
         self.store
             .blocking(move |i| i.backend.count_prefix(ARCHIVE_TREE, &prefix))
             .await
@@ -880,6 +916,7 @@ impl ArchiveStore {
     /// Users that have at least one archived item.
     pub async fn users(&self) -> Result<Vec<String>> {
         let prefix = self.prefix.clone()?;
+        self.store.inner.appender.barrier().await?;
         self.store
             .blocking(move |i| distinct_users(&*i.backend, ARCHIVE_TREE, &prefix))
             .await
@@ -940,8 +977,10 @@ pub(crate) mod tests {
         assert_eq!(kv.users().await.unwrap(), ["", "a", "ab"]);
         kv.set("a", Some(json!(3))).await.unwrap();
         assert_eq!(kv.get("a").await.unwrap(), Some(json!(3)));
+        assert!(kv.contains("a").await.unwrap());
         kv.set("a", None).await.unwrap();
         assert_eq!(kv.get("a").await.unwrap(), None);
+        assert!(!kv.contains("a").await.unwrap());
         assert_eq!(kv.get("ab").await.unwrap(), Some(json!(2)));
         assert_eq!(kv.users().await.unwrap(), ["", "ab"]);
         // isolation between hosts and stores
@@ -1325,6 +1364,73 @@ pub(crate) mod tests {
         );
     }
 
+    /// Concurrent appends (batched by the writer) all land, in the order their ids were
+    /// returned per caller, with distinct ids usable as paging bounds; a well-formed generated
+    /// id that names no item of this user is not found, and generated ids need no index entry.
+    async fn concurrent_suite(s: &Store) {
+        let a = s.archive("h", "mam");
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let a = a.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..50 {
+                    ids.push(
+                        a.append_lazy("u", None, i, "w", json!([t, i]))
+                            .await
+                            .unwrap(),
+                    );
+                }
+                ids
+            }));
+        }
+        let mut per_task = Vec::new();
+        for t in tasks {
+            per_task.push(t.await.unwrap());
+        }
+        let all = a.find("u", &q()).await.unwrap();
+        assert_eq!(all.items.len(), 400);
+        let mut seen: Vec<&str> = ids(&all);
+        for ids in &per_task {
+            let pos: Vec<usize> = ids
+                .iter()
+                .map(|id| seen.iter().position(|s| s == id).unwrap())
+                .collect();
+            assert!(
+                pos.windows(2).all(|w| w[0] < w[1]),
+                "one caller's appends keep their order"
+            );
+        }
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 400);
+        let mid = all.items[200].id.clone();
+        let page = a
+            .find(
+                "u",
+                &ArchiveQuery {
+                    after: Some(mid.clone()),
+                    limit: Some(3),
+                    ..q()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids(&page), ids(&all)[201..204]);
+        // The same id under another user names nothing there.
+        a.append_lazy("v", None, 1, "w", json!(0)).await.unwrap();
+        let other = ArchiveQuery {
+            before: Some(mid),
+            ..q()
+        };
+        assert!(matches!(
+            a.find("v", &other).await,
+            Err(StorageError::ItemNotFound(_))
+        ));
+        let index = [&a.user_prefix("u").unwrap()[..], &[INDEX_TAG]].concat();
+        assert_eq!(s.backend().count_prefix(ARCHIVE_TREE, &index).unwrap(), 0);
+    }
+
     macro_rules! conformance {
         ($name:ident, $make:expr) => {
             mod $name {
@@ -1348,6 +1454,11 @@ pub(crate) mod tests {
                 async fn wipe() {
                     let (_dir, s) = $make;
                     wipe_suite(&s).await;
+                }
+                #[tokio::test(flavor = "multi_thread")]
+                async fn concurrent() {
+                    let (_dir, s) = $make;
+                    concurrent_suite(&s).await;
                 }
                 #[tokio::test(flavor = "multi_thread")]
                 async fn paging() {
