@@ -60,6 +60,10 @@ pub struct Server {
     pub c2s_addrs: Vec<SocketAddr>,
     /// Bound direct-TLS client addresses.
     pub direct_tls_addrs: Vec<SocketAddr>,
+    /// Bound STARTTLS server-to-server addresses (`s2s.listen`).
+    pub s2s_addrs: Vec<SocketAddr>,
+    /// Bound direct-TLS server-to-server addresses (`s2s.direct_tls_listen`).
+    pub s2s_direct_tls_addrs: Vec<SocketAddr>,
     /// Bound HTTP addresses.
     pub http_addrs: Vec<SocketAddr>,
     /// Bound HTTPS addresses (`http.tls_listen`).
@@ -110,6 +114,8 @@ impl Server {
         let acceptor = TlsAcceptor::from(tls::server_config(&cert)?);
         let c2s = bind_all(&config.c2s.listen).await?;
         let direct = bind_all(&config.c2s.direct_tls_listen).await?;
+        let s2s = bind_all(&config.s2s.listen).await?;
+        let s2s_direct = bind_all(&config.s2s.direct_tls_listen).await?;
         let http = bind_all(&config.http.listen).await?;
         let https = bind_all(&config.http.tls_listen).await?;
         let core = Core::new(config, store, crate::modules::BUILTIN)?;
@@ -140,6 +146,15 @@ impl Server {
                 tracker.clone(),
             ));
         }
+        let (s2s_addrs, s2s_direct_tls_addrs) = (addrs(&s2s), addrs(&s2s_direct));
+        let federation = crate::s2s::S2s::new(&core, acceptor.clone())?;
+        let _ = core.federation.set(federation.clone());
+        for l in s2s {
+            tracker.spawn(federation.clone().serve(l, false));
+        }
+        for l in s2s_direct {
+            tracker.spawn(federation.clone().serve(l, true));
+        }
         let https_addrs = addrs(&https);
         let web = crate::http::Http::new(core.clone());
         for l in http {
@@ -153,6 +168,7 @@ impl Server {
         core.activate();
         tracing::info!(
             c2s = ?c2s_addrs,
+            s2s = ?s2s_addrs,
             direct_tls = ?direct_tls_addrs,
             http = ?http_addrs,
             https = ?https_addrs,
@@ -163,6 +179,8 @@ impl Server {
             core,
             c2s_addrs,
             direct_tls_addrs,
+            s2s_addrs,
+            s2s_direct_tls_addrs,
             http_addrs,
             https_addrs,
             cert,

@@ -1341,7 +1341,7 @@ async fn reload_rereads_the_config_file() {
         std::fs::write(
             &path,
             format!(
-                "admins = [\"admin@localhost\"]\nmodules_enabled = [{modules}]\n{extra}\ndata_dir = \"data\"\n[c2s]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = [\"127.0.0.1:0\"]\n[auth]\nscram_iterations = 4096\n"
+                "admins = [\"admin@localhost\"]\nmodules_enabled = [{modules}]\n{extra}\ndata_dir = \"data\"\n[c2s]\nlisten = [\"127.0.0.1:0\"]\n[s2s]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = [\"127.0.0.1:0\"]\n[auth]\nscram_iterations = 4096\n"
             ),
         )
         .unwrap();

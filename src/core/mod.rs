@@ -14,6 +14,7 @@ pub mod modules;
 pub mod options;
 pub mod priority;
 pub mod reload;
+pub mod remote;
 pub mod roster;
 pub mod router;
 pub mod sessions;
@@ -71,6 +72,8 @@ pub struct Core {
     pub registrations: throttle::Throttle,
     /// State modules share by path.
     pub shared: std::sync::Mutex<module_api::SharedMap>,
+    /// The way to other servers (the s2s manager), installed once by the server; unset = none.
+    pub federation: std::sync::OnceLock<Arc<dyn remote::Federation>>,
     global: Arc<Host>,
     hosts: HashMap<String, Arc<Host>>,
     weak: Weak<Core>,
@@ -95,6 +98,7 @@ impl Core {
             started: std::time::Instant::now(),
             registrations: throttle::Throttle::new(std::time::Duration::from_secs(60)),
             shared: std::sync::Mutex::new(Default::default()),
+            federation: std::sync::OnceLock::new(),
             http_routes: Default::default(),
             global: Arc::new(Host::with_kind("*", modules::HostType::Global)),
             accounts: Accounts::new(

@@ -110,3 +110,7 @@ pub const AVATAR_DATA: &str = "urn:xmpp:avatar:data";
 pub const AVATAR_METADATA: &str = "urn:xmpp:avatar:metadata";
 /// XEP-0153 vCard-based avatar update.
 pub const VCARD_UPDATE: &str = "vcard-temp:x:update";
+/// Server Dialback (XEP-0220), the `db:` prefix on server-to-server streams.
+pub const DIALBACK: &str = "jabber:server:dialback";
+/// The dialback stream feature (XEP-0220 §2.1).
+pub const DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";

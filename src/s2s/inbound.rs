@@ -1,0 +1,392 @@
+//! Incoming streams: the listener, STARTTLS, dialback (answering `<db:result/>` after checking
+//! the key with the authoritative server, and `<db:verify/>` for keys we made), then stanzas
+//! from the authenticated domains into [`Core::route`].
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+use super::stream::{self, Conn, Writer};
+use super::{Counted, S2s, StreamState, outbound};
+use crate::c2s::negotiate::{limits_feature, stream_id};
+use crate::core::Core;
+use crate::core::events::Origin;
+use crate::xmpp::error::{
+    StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition as C,
+};
+use crate::xmpp::parser::{ParseError, StreamEvent};
+use crate::xmpp::stanza::Kind;
+use crate::xmpp::{Element, Jid, ns};
+
+/// Accepts server connections until shutdown.
+pub(super) async fn serve(s2s: Arc<S2s>, listener: TcpListener, direct_tls: bool) {
+    let Some(core) = s2s.core.upgrade() else {
+        return;
+    };
+    loop {
+        let accepted = tokio::select! {
+            _ = core.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "s2s accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        core.tasks
+            .spawn(connection(s2s.clone(), core.clone(), tcp, peer, direct_tls));
+    }
+}
+
+/// Sends a stream error (after our header if none was sent) and closes.
+async fn fail(w: &mut Writer, header: Option<String>, err: StreamError) {
+    let mut out = header.unwrap_or_default();
+    out.push_str(&err.to_element().to_xml(ns::SERVER));
+    out.push_str("</stream:stream>");
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream::write(w, &out).await;
+        let _ = w.shutdown().await;
+    })
+    .await;
+}
+
+/// One incoming connection: its registry entry lives as long as the task.
+async fn connection(
+    s2s: Arc<S2s>,
+    core: Arc<Core>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+) {
+    let state = StreamState::new("incoming", "", "");
+    let id = s2s.register_incoming(state.clone());
+    let mut c = Incoming {
+        s2s: s2s.clone(),
+        core,
+        peer,
+        state,
+        authed: HashSet::new(),
+        tls: false,
+        _counted: None,
+    };
+    let mut conn: Conn = Box::new(tcp);
+    let deadline =
+        Instant::now() + Duration::from_secs(c.core.config.load().s2s.negotiation_timeout_secs);
+    if direct_tls {
+        match tokio::time::timeout_at(deadline, c.s2s.tls_server.accept(conn)).await {
+            Ok(Ok(t)) => {
+                conn = Box::new(t);
+                c.tls = true;
+            }
+            _ => {
+                s2s.unregister_incoming(id);
+                return;
+            }
+        }
+    }
+    let cancel = c.state.cancel.clone();
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = c.run(conn, deadline) => {}
+    }
+    s2s.unregister_incoming(id);
+}
+
+struct Incoming {
+    s2s: Arc<S2s>,
+    core: Arc<Core>,
+    peer: SocketAddr,
+    state: Arc<StreamState>,
+    /// (local domain, remote domain) pairs authenticated on this stream.
+    authed: HashSet<(String, String)>,
+    tls: bool,
+    _counted: Option<Counted>,
+}
+
+impl Incoming {
+    /// Serves streams on `conn` (a new one after STARTTLS) until the peer closes or fails.
+    async fn run(&mut self, mut conn: Conn, deadline: Instant) {
+        loop {
+            let cfg = self.core.config.load_full();
+            let (mut parser, mut w) = stream::open(conn, &cfg);
+            let limit = |authed: bool| if authed { None } else { Some(deadline) };
+            let header = match stream::next(&mut parser, limit(!self.authed.is_empty())).await {
+                Ok(StreamEvent::Header(h)) => h,
+                Ok(_) => {
+                    return fail(
+                        &mut w,
+                        Some(stream::header(cfg.default_host(), None, None)),
+                        C::BadFormat.into(),
+                    )
+                    .await;
+                }
+                Err(ParseError::Stream(e)) => {
+                    return fail(
+                        &mut w,
+                        Some(stream::header(cfg.default_host(), None, None)),
+                        e,
+                    )
+                    .await;
+                }
+                Err(_) => return,
+            };
+            let local = header.to.clone().unwrap_or_default();
+            let sid = stream_id();
+            let our_header = stream::header(
+                if local.is_empty() {
+                    cfg.default_host()
+                } else {
+                    &local
+                },
+                header.from.as_deref(),
+                Some(&sid),
+            );
+            if header.default_ns.as_deref() != Some(ns::SERVER) {
+                return fail(&mut w, Some(our_header), C::InvalidNamespace.into()).await;
+            }
+            if self.core.host(&local).is_none() {
+                return fail(&mut w, Some(our_header), C::HostUnknown.into()).await;
+            }
+            let mut features = Element::new("features", ns::STREAM);
+            if !self.tls {
+                let mut st = Element::new("starttls", ns::TLS);
+                if cfg.s2s.require_encryption {
+                    st = st.child(Element::new("required", ns::TLS));
+                }
+                features = features.child(st);
+            }
+            if self.tls || !cfg.s2s.require_encryption {
+                features = features
+                    .child(
+                        Element::new("dialback", ns::DIALBACK_FEATURE)
+                            .child(Element::new("errors", ns::DIALBACK_FEATURE)),
+                    )
+                    .child(limits_feature(cfg.s2s.max_stanza_size));
+            }
+            let mut out = our_header;
+            out.push_str(&features.to_xml(ns::SERVER));
+            if stream::write(&mut w, &out).await.is_err() {
+                return;
+            }
+            loop {
+                let el = match stream::next(&mut parser, limit(!self.authed.is_empty())).await {
+                    Ok(StreamEvent::Stanza(el)) => el,
+                    Ok(StreamEvent::Close) => {
+                        let _ = stream::write(&mut w, "</stream:stream>").await;
+                        return;
+                    }
+                    Ok(StreamEvent::Header(_)) => {
+                        return fail(&mut w, None, C::BadFormat.into()).await;
+                    }
+                    Err(ParseError::Stream(e)) => {
+                        tracing::info!(peer = %self.peer, error = %e, "closing s2s stream");
+                        return fail(&mut w, None, e).await;
+                    }
+                    Err(_) => return,
+                };
+                if el.is("starttls", ns::TLS) && !self.tls {
+                    let proceed = Element::new("proceed", ns::TLS).to_xml(ns::SERVER);
+                    if stream::write(&mut w, &proceed).await.is_err() {
+                        return;
+                    }
+                    let Some(plain) = stream::rejoin(parser, w) else {
+                        tracing::info!(peer = %self.peer, "s2s data sent after starttls; dropping");
+                        return;
+                    };
+                    match tokio::time::timeout_at(deadline, self.s2s.tls_server.accept(plain)).await
+                    {
+                        Ok(Ok(t)) => {
+                            conn = Box::new(t);
+                            self.tls = true;
+                            self.state.update(|i| i.tls = true);
+                            break;
+                        }
+                        _ => return,
+                    }
+                }
+                if !self.tls && cfg.s2s.require_encryption {
+                    return fail(
+                        &mut w,
+                        None,
+                        StreamError::with_text(C::PolicyViolation, "STARTTLS is required"),
+                    )
+                    .await;
+                }
+                let step = if el.is("result", ns::DIALBACK) {
+                    self.db_result(&mut w, &local, &sid, &el).await
+                } else if el.is("verify", ns::DIALBACK) {
+                    self.db_verify(&mut w, &local, &el).await
+                } else {
+                    self.stanza(el).await
+                };
+                if let Err(e) = step {
+                    tracing::info!(peer = %self.peer, error = %e, "closing s2s stream");
+                    return fail(&mut w, None, e).await;
+                }
+            }
+        }
+    }
+
+    /// `<db:result/>`: the peer claims a domain; check its key with that domain's server.
+    async fn db_result(
+        &mut self,
+        w: &mut Writer,
+        stream_to: &str,
+        sid: &str,
+        el: &Element,
+    ) -> Result<(), StreamError> {
+        let (Some(from), Some(to)) = (el.get_attr("from"), el.get_attr("to")) else {
+            return Err(StreamError::with_text(
+                C::ImproperAddressing,
+                "dialback needs from and to",
+            ));
+        };
+        let remote = crate::xmpp::jid::normalize_domain(from)
+            .map_err(|_| StreamError::new(C::InvalidFrom))?;
+        let answer = |ty: &str| {
+            Element::new("result", ns::DIALBACK)
+                .attr("from", to)
+                .attr("to", from)
+                .attr("type", ty)
+        };
+        if to != stream_to || self.core.host(to).is_none() {
+            // XEP-0220 §2.4: a dialback error, the stream stays.
+            let reply = answer("error")
+                .child(StanzaError::new(StanzaErrorCondition::ItemNotFound).to_element());
+            return stream::write(w, &stream::wire(&reply))
+                .await
+                .map_err(|_| StreamError::new(C::UndefinedCondition));
+        }
+        let key = el.text_content();
+        let verdict = outbound::verify(&self.s2s, &self.core, to, &remote, sid, &key).await;
+        let reply = match &verdict {
+            Ok(true) => answer("valid"),
+            Ok(false) => answer("invalid"),
+            Err(e) => {
+                tracing::info!(peer = %self.peer, %remote, error = %e, "dialback verification failed");
+                answer("error").child(
+                    StanzaError::new(StanzaErrorCondition::RemoteServerNotFound).to_element(),
+                )
+            }
+        };
+        stream::write(w, &stream::wire(&reply))
+            .await
+            .map_err(|_| StreamError::new(C::UndefinedCondition))?;
+        match verdict {
+            Ok(true) => {
+                tracing::info!(peer = %self.peer, local = %to, %remote, tls = self.tls, "s2s incoming stream authenticated (dialback)");
+                self.authed.insert((to.to_string(), remote.clone()));
+                let tls = self.tls;
+                self.state.update(|i| {
+                    if i.remote.is_empty() {
+                        i.local = to.to_string();
+                        i.remote = remote.clone();
+                    }
+                    i.auth = "dialback";
+                    i.tls = tls;
+                });
+                if self._counted.is_none() {
+                    self._counted = Some(Counted::new(
+                        &self.s2s.metrics.connections,
+                        "incoming",
+                        "dialback",
+                    ));
+                }
+                Ok(())
+            }
+            Ok(false) => {
+                tracing::info!(peer = %self.peer, %remote, "s2s dialback key refused");
+                Err(StreamError::with_text(
+                    C::NotAuthorized,
+                    "dialback key not valid",
+                ))
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// `<db:verify/>`: a receiving server asks whether we made this key.
+    async fn db_verify(
+        &mut self,
+        w: &mut Writer,
+        stream_to: &str,
+        el: &Element,
+    ) -> Result<(), StreamError> {
+        let (Some(from), Some(to), Some(id)) =
+            (el.get_attr("from"), el.get_attr("to"), el.get_attr("id"))
+        else {
+            return Err(StreamError::with_text(
+                C::ImproperAddressing,
+                "verify needs from, to and id",
+            ));
+        };
+        let mut reply = Element::new("verify", ns::DIALBACK)
+            .attr("from", to)
+            .attr("to", from)
+            .attr("id", id);
+        if to != stream_to || self.core.host(to).is_none() {
+            reply = reply
+                .attr("type", "error")
+                .child(StanzaError::new(StanzaErrorCondition::ItemNotFound).to_element());
+        } else {
+            let ok = self.s2s.secret.verify(from, to, id, &el.text_content());
+            reply = reply.attr("type", if ok { "valid" } else { "invalid" });
+        }
+        stream::write(w, &stream::wire(&reply))
+            .await
+            .map_err(|_| StreamError::new(C::UndefinedCondition))
+    }
+
+    /// A stanza: from an authenticated domain, to a domain we serve, then into the router.
+    async fn stanza(&mut self, mut el: Element) -> Result<(), StreamError> {
+        if el.ns() != ns::SERVER || !matches!(el.name(), "message" | "presence" | "iq") {
+            return Err(StreamError::new(C::UnsupportedStanzaType));
+        }
+        if self.authed.is_empty() {
+            return Err(StreamError::with_text(
+                C::NotAuthorized,
+                "authenticate first",
+            ));
+        }
+        let from = el.get_attr("from").and_then(|f| Jid::parse(f).ok());
+        let to = el.get_attr("to").and_then(|t| Jid::parse(t).ok());
+        let (Some(from), Some(to)) = (from, to) else {
+            return Err(StreamError::with_text(
+                C::ImproperAddressing,
+                "stanzas need from and to",
+            ));
+        };
+        if self.core.host(to.domain()).is_none() {
+            return Err(StreamError::with_text(
+                C::HostUnknown,
+                format!("{} is not served here", to.domain()),
+            ));
+        }
+        if !self
+            .authed
+            .contains(&(to.domain().to_string(), from.domain().to_string()))
+        {
+            return Err(StreamError::with_text(
+                C::InvalidFrom,
+                format!("{} is not authenticated on this stream", from.domain()),
+            ));
+        }
+        el.rename_ns(ns::SERVER, ns::CLIENT);
+        debug_assert!(Kind::of(&el).is_some());
+        self.s2s.metrics.stanzas.with(&["in"]).inc();
+        self.state.touch();
+        self.core
+            .route(Origin::Remote(from.domain().to_string()), el)
+            .await;
+        Ok(())
+    }
+}

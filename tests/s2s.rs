@@ -1,0 +1,383 @@
+//! Federation: two Oxpecker servers in one process (`a.example`, `b.example`) joined by their
+//! `[s2s.hosts]` tables, plus raw server peers on real sockets for the faults.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use common::{PASSWORD, RawClient, TestServer, client_tls, read_until_contains};
+use oxpecker::config::Config;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+const A: &str = "a.example";
+const B: &str = "b.example";
+
+fn host(cfg: &mut Config, name: &str) {
+    cfg.hosts = vec![oxpecker::config::HostConfig {
+        name: name.into(),
+        ..Default::default()
+    }];
+}
+
+fn s2s_addr(srv: &TestServer) -> SocketAddr {
+    srv.server().s2s_addrs[0]
+}
+
+/// Points `srv`'s `[s2s.hosts]` entry for `domain` at `addr` (a live config swap, as a reload does).
+fn point(srv: &TestServer, domain: &str, addr: SocketAddr) {
+    let core = &srv.server().core;
+    let mut cfg = (**core.config.load()).clone();
+    cfg.s2s.hosts.insert(domain.into(), addr);
+    core.config.store(Arc::new(cfg));
+}
+
+/// `a.example` with alice and `b.example` with bob, each knowing where the other listens.
+async fn pair(tweak_b: impl FnOnce(&mut Config)) -> (TestServer, TestServer) {
+    let a = TestServer::start_with(|c| host(c, A)).await;
+    let b = TestServer::start_with(|c| {
+        host(c, B);
+        tweak_b(c);
+    })
+    .await;
+    point(&a, B, s2s_addr(&b));
+    point(&b, A, s2s_addr(&a));
+    a.add_user("alice@a.example", PASSWORD).await;
+    b.add_user("bob@b.example", PASSWORD).await;
+    (a, b)
+}
+
+fn client_header(domain: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
+    )
+}
+
+/// A client of `srv` logged in as `user@domain/resource` over STARTTLS + PLAIN.
+async fn login(srv: &TestServer, domain: &str, user: &str, resource: &str) -> RawClient {
+    let header = client_header(domain);
+    let mut c = RawClient::connect(srv.c2s()).await;
+    c.send(&header).await;
+    c.read_until("</stream:features>").await;
+    c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await;
+    c.read_until("<proceed").await;
+    c.read_until("/>").await;
+    let io = std::mem::replace(&mut c.io, Box::new(tokio::io::duplex(1).0));
+    let name = rustls_pki_types::ServerName::try_from(domain.to_string()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client_tls(&srv.cert_pem()))
+        .connect(name, io)
+        .await
+        .unwrap();
+    c.io = Box::new(tls);
+    c.send(&header).await;
+    c.read_until("</stream:features>").await;
+    let r = c.auth_plain(user, PASSWORD).await;
+    assert!(r.contains("<success"), "{r}");
+    c.send(&header).await;
+    c.read_until("</stream:features>").await;
+    c.send(&format!(
+        "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+    ))
+    .await;
+    let reply = c.read_until("</iq>").await;
+    assert!(
+        reply.contains(&format!("{user}@{domain}/{resource}")),
+        "{reply}"
+    );
+    c.jid = format!("{user}@{domain}/{resource}");
+    c
+}
+
+/// Logged in and available (initial presence sent, its echo read).
+async fn online(srv: &TestServer, domain: &str, user: &str, resource: &str) -> RawClient {
+    let mut c = login(srv, domain, user, resource).await;
+    c.send("<presence/>").await;
+    read_until_contains(&mut c, "presence", &format!("{user}@{domain}/{resource}")).await;
+    c
+}
+
+#[tokio::test]
+async fn messages_cross_both_ways_over_dialback() {
+    let (a, b) = pair(|_| {}).await;
+    let mut alice = online(&a, A, "alice", "pc").await;
+    let mut bob = online(&b, B, "bob", "phone").await;
+    alice
+        .send("<message to='bob@b.example' type='chat' id='m1'><body>hi bob</body></message>")
+        .await;
+    let got = read_until_contains(&mut bob, "message", "hi bob").await;
+    assert!(got.contains("from=\"alice@a.example/pc\""), "{got}");
+    bob.send(
+        "<message to='alice@a.example/pc' type='chat' id='m2'><body>hi alice</body></message>",
+    )
+    .await;
+    let got = read_until_contains(&mut alice, "message", "hi alice").await;
+    assert!(got.contains("from=\"bob@b.example/phone\""), "{got}");
+
+    // Each side now has an authenticated outgoing and incoming stream, both over TLS.
+    let streams = a.server().core.federation.get().unwrap().streams();
+    let out = streams
+        .iter()
+        .find(|s| s.direction == "outgoing" && s.remote == B)
+        .expect("outgoing a→b");
+    assert_eq!(
+        (out.local.as_str(), out.auth, out.tls),
+        (A, "dialback", true)
+    );
+    assert!(
+        streams
+            .iter()
+            .any(|s| s.direction == "incoming" && s.remote == B && s.auth == "dialback"),
+        "{streams:?}"
+    );
+    let metrics = a.server().core.metrics.render();
+    assert!(
+        metrics.contains("oxpecker_s2s_connections{direction=\"outgoing\",auth=\"dialback\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn message_to_an_offline_remote_user_waits_offline() {
+    let (a, b) = pair(|_| {}).await;
+    let mut alice = online(&a, A, "alice", "pc").await;
+    alice
+        .send("<message to='bob@b.example' type='chat'><body>while you were out</body></message>")
+        .await;
+    // The message is stored on b.example once it arrived there.
+    let offline = b.server().core.store.archive(B, "offline");
+    let mut stored = false;
+    for _ in 0..200 {
+        let n = offline.count("bob").await.unwrap_or(0);
+        if n > 0 {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(stored, "message not stored offline on b.example");
+    let mut bob = online(&b, B, "bob", "phone").await;
+    let got = read_until_contains(&mut bob, "message", "while you were out").await;
+    assert!(got.contains("alice@a.example"), "{got}");
+}
+
+#[tokio::test]
+async fn ping_of_the_remote_server_is_an_iq_round_trip() {
+    let (a, _b) = pair(|_| {}).await;
+    let mut alice = login(&a, A, "alice", "pc").await;
+    alice
+        .send("<iq type='get' to='b.example' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let got = read_until_contains(&mut alice, "iq", "p1").await;
+    assert!(got.contains("type=\"result\""), "{got}");
+    assert!(got.contains("from=\"b.example\""), "{got}");
+    alice
+        .send("<iq type='get' to='b.example' id='d1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        .await;
+    let got = read_until_contains(&mut alice, "iq", "d1").await;
+    assert!(got.contains("urn:xmpp:ping"), "{got}");
+}
+
+#[tokio::test]
+async fn unknown_and_unreachable_domains_bounce() {
+    let (a, _b) = pair(|_| {}).await;
+    // A port nothing listens on.
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    point(&a, "dead.example", dead);
+    let mut alice = login(&a, A, "alice", "pc").await;
+    alice
+        .send("<message to='x@nowhere.example' id='n1'><body>?</body></message>")
+        .await;
+    let got = read_until_contains(&mut alice, "message", "n1").await;
+    assert!(got.contains("remote-server-not-found"), "{got}");
+    alice
+        .send("<message to='x@dead.example' id='n2'><body>?</body></message>")
+        .await;
+    let got = read_until_contains(&mut alice, "message", "n2").await;
+    assert!(got.contains("remote-server-not-found"), "{got}");
+    let metrics = a.server().core.metrics.render();
+    assert!(
+        metrics.contains("oxpecker_s2s_failed_connects_total{reason=\"not_found\"} 1"),
+        "{metrics}"
+    );
+    // Local delivery and the other domain's stream are unaffected.
+    alice
+        .send("<iq type='get' to='b.example' id='p2'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let got = read_until_contains(&mut alice, "iq", "p2").await;
+    assert!(got.contains("type=\"result\""), "{got}");
+}
+
+// ---- raw server peers (b.example accepts plaintext streams for these) ----
+
+const PEER_HEADER_NS: &str = "xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback'";
+
+fn peer_header(from: &str, to: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream {PEER_HEADER_NS} from='{from}' to='{to}' version='1.0'>"
+    )
+}
+
+fn attr<'a>(s: &'a str, name: &str) -> &'a str {
+    let key = format!("{name}=\"");
+    let alt = format!("{name}='");
+    let (start, quote) = match s.find(&key) {
+        Some(i) => (i + key.len(), '"'),
+        None => (s.find(&alt).expect(name) + alt.len(), '\''),
+    };
+    let end = s[start..].find(quote).unwrap() + start;
+    &s[start..end]
+}
+
+/// An authoritative server for `domain` that confirms every key it is asked about.
+async fn yes_authority(domain: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut c = RawClient {
+                    io: Box::new(tcp),
+                    buf: String::new(),
+                    jid: String::new(),
+                };
+                c.read_until("version='1.0'>").await;
+                c.send(&format!(
+                    "<stream:stream {PEER_HEADER_NS} id='auth1' from='{domain}' version='1.0'><stream:features/>"
+                ))
+                .await;
+                let v = c.read_until("</verify>").await;
+                let (id, from) = (attr(&v, "id").to_string(), attr(&v, "from").to_string());
+                c.send(&format!(
+                    "<db:verify from='{domain}' to='{from}' id='{id}' type='valid'/>"
+                ))
+                .await;
+                let _ = c.io.read(&mut [0u8; 64]).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A raw plaintext server stream to `srv` that authenticated as `from` by dialback.
+async fn raw_peer(srv: &TestServer, from: &str, key: &str) -> (RawClient, String) {
+    let mut p = RawClient::connect(s2s_addr(srv)).await;
+    p.send(&peer_header(from, B)).await;
+    p.read_until("</stream:features>").await;
+    p.send(&format!(
+        "<db:result from='{from}' to='{B}'>{key}</db:result>"
+    ))
+    .await;
+    let r = p.read_stanza("result").await;
+    (p, r)
+}
+
+fn plaintext_b(c: &mut Config) {
+    c.s2s.require_encryption = false;
+    c.s2s.max_stanza_size = 10_000;
+    c.s2s.negotiation_timeout_secs = 2;
+}
+
+#[tokio::test]
+async fn authenticated_peer_delivers_and_is_held_to_its_domain() {
+    let (_a, b) = pair(plaintext_b).await;
+    point(&b, "c.example", yes_authority("c.example").await);
+    let mut bob = online(&b, B, "bob", "phone").await;
+    let (mut peer, r) = raw_peer(&b, "c.example", "anykey").await;
+    assert!(r.contains("type=\"valid\""), "{r}");
+    peer.send("<message from='carol@c.example/x' to='bob@b.example' type='chat'><body>from c</body></message>")
+        .await;
+    let got = read_until_contains(&mut bob, "message", "from c").await;
+    assert!(got.contains("carol@c.example/x"), "{got}");
+    // A spoofed sender domain ends the stream with invalid-from.
+    peer.send("<message from='mallory@a.example' to='bob@b.example'><body>spoof</body></message>")
+        .await;
+    let closed = peer.read_to_close().await;
+    assert!(closed.contains("<invalid-from"), "{closed}");
+    assert!(!closed.contains("spoof"));
+}
+
+#[tokio::test]
+async fn stanza_to_a_domain_not_served_is_host_unknown() {
+    let (_a, b) = pair(plaintext_b).await;
+    point(&b, "c.example", yes_authority("c.example").await);
+    let (mut peer, _) = raw_peer(&b, "c.example", "k").await;
+    peer.send(
+        "<message from='carol@c.example' to='x@elsewhere.example'><body>relay?</body></message>",
+    )
+    .await;
+    let closed = peer.read_to_close().await;
+    assert!(closed.contains("<host-unknown"), "{closed}");
+    // A stream header for a domain not served is refused the same way.
+    let mut p = RawClient::connect(s2s_addr(&b)).await;
+    p.send(&peer_header("c.example", "elsewhere.example")).await;
+    let closed = p.read_to_close().await;
+    assert!(closed.contains("<host-unknown"), "{closed}");
+}
+
+#[tokio::test]
+async fn oversized_stanza_is_a_policy_violation() {
+    let (_a, b) = pair(plaintext_b).await;
+    point(&b, "c.example", yes_authority("c.example").await);
+    let (mut peer, _) = raw_peer(&b, "c.example", "k").await;
+    let body = "x".repeat(20_000);
+    let _ = peer
+        .try_send(&format!(
+            "<message from='carol@c.example' to='bob@b.example'><body>{body}</body></message>"
+        ))
+        .await;
+    let closed = peer.read_to_close().await;
+    assert!(closed.contains("<policy-violation"), "{closed}");
+}
+
+#[tokio::test]
+async fn wrong_dialback_key_is_refused_by_the_authoritative_server() {
+    let (_a, b) = pair(plaintext_b).await;
+    // a.example is real: it never made this key, so b.example hears `invalid` from it.
+    let (mut peer, r) = raw_peer(&b, A, "00ff00ff").await;
+    assert!(r.contains("type=\"invalid\""), "{r}");
+    let closed = peer.read_to_close().await;
+    assert!(closed.contains("<not-authorized"), "{closed}");
+}
+
+#[tokio::test]
+async fn stanzas_before_authentication_and_stalled_negotiation_are_refused() {
+    let (_a, b) = pair(plaintext_b).await;
+    let mut p = RawClient::connect(s2s_addr(&b)).await;
+    p.send(&peer_header("c.example", B)).await;
+    p.read_until("</stream:features>").await;
+    p.send("<message from='carol@c.example' to='bob@b.example'><body>early</body></message>")
+        .await;
+    let closed = p.read_to_close().await;
+    assert!(closed.contains("<not-authorized"), "{closed}");
+    // A peer that opens a stream and then says nothing is closed at the negotiation deadline.
+    let mut p = RawClient::connect(s2s_addr(&b)).await;
+    p.send(&peer_header("c.example", B)).await;
+    let closed = p.read_to_close().await;
+    assert!(closed.contains("<connection-timeout"), "{closed}");
+}
+
+#[tokio::test]
+async fn encryption_is_required_by_default() {
+    let (a, _b) = pair(|_| {}).await;
+    let mut p = RawClient::connect(s2s_addr(&a)).await;
+    p.send(&peer_header("c.example", A)).await;
+    let features = p.read_until("</stream:features>").await;
+    assert!(features.contains("<required"), "{features}");
+    assert!(
+        !features.contains("urn:xmpp:features:dialback"),
+        "{features}"
+    );
+    p.send(&format!(
+        "<db:result from='c.example' to='{A}'>k</db:result>"
+    ))
+    .await;
+    let closed = p.read_to_close().await;
+    assert!(closed.contains("<policy-violation"), "{closed}");
+}
