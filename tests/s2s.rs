@@ -381,3 +381,169 @@ async fn encryption_is_required_by_default() {
     let closed = p.read_to_close().await;
     assert!(closed.contains("<policy-violation"), "{closed}");
 }
+
+async fn subscription(core: &oxpecker::core::Core, user: &str, contact: &str) -> &'static str {
+    core.roster
+        .item(&common::jid(user), &common::jid(contact))
+        .await
+        .unwrap()
+        .map(|i| i.subscription.as_str())
+        .unwrap_or("absent")
+}
+
+/// Waits until `user`'s roster item for `contact` reaches `want`.
+async fn wait_subscription(core: &oxpecker::core::Core, user: &str, contact: &str, want: &str) {
+    for _ in 0..250 {
+        if subscription(core, user, contact).await == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!(
+        "{user} → {contact}: {} instead of {want}",
+        subscription(core, user, contact).await
+    );
+}
+
+#[tokio::test]
+async fn subscription_handshake_ends_in_both_on_both_sides_with_presence_and_probes() {
+    let (a, b) = pair(|_| {}).await;
+    let mut alice = online(&a, A, "alice", "pc").await;
+    let mut bob = online(&b, B, "bob", "phone").await;
+    alice
+        .send("<presence to='bob@b.example' type='subscribe'/>")
+        .await;
+    let req = read_until_contains(&mut bob, "presence", "subscribe").await;
+    assert!(req.contains("from=\"alice@a.example\""), "{req}");
+    bob.send("<presence to='alice@a.example' type='subscribed'/>")
+        .await;
+    // The approval arrives, followed by bob's current presence.
+    read_until_contains(&mut alice, "presence", "subscribed").await;
+    let p = read_until_contains(&mut alice, "presence", "bob@b.example/phone").await;
+    assert!(!p.contains("type="), "{p}");
+    bob.send("<presence to='alice@a.example' type='subscribe'/>")
+        .await;
+    read_until_contains(&mut alice, "presence", "type=\"subscribe\"").await;
+    alice
+        .send("<presence to='bob@b.example' type='subscribed'/>")
+        .await;
+    read_until_contains(&mut bob, "presence", "alice@a.example/pc").await;
+    let (ca, cb) = (&a.server().core, &b.server().core);
+    wait_subscription(ca, "alice@a.example", "bob@b.example", "both").await;
+    wait_subscription(cb, "bob@b.example", "alice@a.example", "both").await;
+
+    // Logging out sends unavailable across; logging in probes the remote contact.
+    drop(alice);
+    let gone = read_until_contains(&mut bob, "presence", "alice@a.example/pc").await;
+    assert!(gone.contains("unavailable"), "{gone}");
+    common::wait_offline(&a, "alice@a.example").await;
+    let mut alice = online(&a, A, "alice", "laptop").await;
+    let seen = read_until_contains(&mut alice, "presence", "bob@b.example/phone").await;
+    assert!(!seen.contains("unavailable"), "{seen}");
+}
+
+/// A REST call to `srv`'s admin API as `admin@domain` (password [`PASSWORD`]).
+async fn rest(
+    srv: &TestServer,
+    domain: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut req = client
+        .request(method, format!("http://{}/admin_rest{path}", srv.http()))
+        .basic_auth(format!("admin@{domain}"), Some(PASSWORD));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn rest_roster_add_of_a_remote_contact_sends_the_request_and_s2s_admin_lists_and_closes() {
+    let (a, b) = pair(|_| {}).await;
+    {
+        let core = &a.server().core;
+        let mut cfg = (**core.config.load()).clone();
+        cfg.admins = vec!["admin@a.example".into()];
+        core.config.store(Arc::new(cfg));
+    }
+    a.add_user("admin@a.example", PASSWORD).await;
+    let mut bob = online(&b, B, "bob", "phone").await;
+    let (status, body) = rest(
+        &a,
+        A,
+        reqwest::Method::POST,
+        "/roster/alice",
+        Some(serde_json::json!({"contact": "bob@b.example"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["result"],
+        "Subscription requested: alice@a.example to bob@b.example"
+    );
+    let req = read_until_contains(&mut bob, "presence", "type=\"subscribe\"").await;
+    assert!(req.contains("from=\"alice@a.example\""), "{req}");
+    bob.send("<presence to='alice@a.example' type='subscribed'/>")
+        .await;
+    wait_subscription(&a.server().core, "alice@a.example", "bob@b.example", "to").await;
+
+    // GET /s2s shows the streams; DELETE closes them; the next stanza reconnects.
+    let (status, body) = rest(&a, A, reqwest::Method::GET, "/s2s", None).await;
+    assert_eq!(status, 200, "{body}");
+    let streams = body["result"]["s2s"].as_array().unwrap();
+    assert!(
+        streams.iter().any(|s| s["direction"] == "outgoing"
+            && s["remote"] == B
+            && s["auth"] == "dialback"
+            && s["tls"] == true),
+        "{body}"
+    );
+    let (status, body) = rest(
+        &a,
+        A,
+        reqwest::Method::DELETE,
+        "/s2s/a.example/b.example",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let federation = a.server().core.federation.get().unwrap().clone();
+    for _ in 0..250 {
+        if !federation
+            .streams()
+            .iter()
+            .any(|s| s.direction == "outgoing")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !federation
+            .streams()
+            .iter()
+            .any(|s| s.direction == "outgoing"),
+        "{:?}",
+        federation.streams()
+    );
+    let mut alice = login(&a, A, "alice", "pc").await;
+    alice
+        .send("<message to='bob@b.example' type='chat'><body>after close</body></message>")
+        .await;
+    read_until_contains(&mut bob, "message", "after close").await;
+    let (status, _) = rest(
+        &a,
+        A,
+        reqwest::Method::DELETE,
+        "/s2s/a.example/nowhere.example",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+}

@@ -24,6 +24,7 @@ pub mod params;
 pub mod reload;
 pub mod roster;
 pub mod routes;
+pub mod s2s;
 pub mod users;
 pub mod vcards;
 pub mod whitelist;

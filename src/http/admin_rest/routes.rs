@@ -14,7 +14,8 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, on};
 
 use super::{
-    ApiError, data, groups, messages, modules, openapi, reload, roster, users, vcards, whitelist,
+    ApiError, data, groups, messages, modules, openapi, reload, roster, s2s, users, vcards,
+    whitelist,
 };
 use crate::core::Core;
 
@@ -74,6 +75,8 @@ routes! {
     DELETE "/vcards/{name}" => vcards::delete,
     DELETE "/data" => data::delete_data,
     DELETE "/certs" => data::delete_certs,
+    GET "/s2s" => s2s::list,
+    DELETE "/s2s/{local}/{remote}" => s2s::close,
 }
 
 async fn invalid_path() -> ApiError {
