@@ -147,7 +147,7 @@ impl Server {
             ));
         }
         let (s2s_addrs, s2s_direct_tls_addrs) = (addrs(&s2s), addrs(&s2s_direct));
-        let federation = crate::s2s::S2s::new(&core, acceptor.clone())?;
+        let federation = crate::s2s::S2s::new(&core, &cert)?;
         let _ = core.federation.set(federation.clone());
         for l in s2s {
             tracker.spawn(federation.clone().serve(l, false));

@@ -203,8 +203,44 @@ pub struct S2sConfig {
     pub idle_timeout_secs: u64,
     /// Stanzas queued per outgoing stream (while it connects or when the peer reads slowly).
     pub queue_size: usize,
+    /// Require a valid certificate (trusted, naming the domain) from every remote domain:
+    /// no dialback without one (Prosody's `s2s_secure_auth`).
+    pub secure_auth: bool,
+    /// Remote domains that need a valid certificate even when `secure_auth` is off.
+    pub secure_domains: Vec<String>,
+    /// Remote domains allowed to use dialback without a valid certificate when `secure_auth` is on.
+    pub insecure_domains: Vec<String>,
+    /// If not empty, the only remote domains this server federates with.
+    pub allow_domains: Vec<String>,
+    /// Remote domains this server never federates with.
+    pub deny_domains: Vec<String>,
+    /// Trust the operating system's certificate store for peer certificates.
+    pub system_roots: bool,
+    /// Further PEM files of trusted certificate authorities for peer certificates.
+    pub ca_files: Vec<PathBuf>,
     /// Static targets that replace DNS for these remote domains (`"example.net" = "127.0.0.2:5269"`).
     pub hosts: BTreeMap<String, SocketAddr>,
+}
+
+impl S2sConfig {
+    /// Whether `domain` must present a valid certificate (`secure_auth` and its exceptions).
+    pub fn requires_certificate(&self, domain: &str) -> bool {
+        let listed = |l: &[String]| l.iter().any(|d| d.eq_ignore_ascii_case(domain));
+        if listed(&self.secure_domains) {
+            return true;
+        }
+        if listed(&self.insecure_domains) {
+            return false;
+        }
+        self.secure_auth
+    }
+
+    /// Whether this server federates with `domain` at all (`allow_domains`, `deny_domains`).
+    pub fn permits(&self, domain: &str) -> bool {
+        let listed = |l: &[String]| l.iter().any(|d| d.eq_ignore_ascii_case(domain));
+        !listed(&self.deny_domains)
+            && (self.allow_domains.is_empty() || listed(&self.allow_domains))
+    }
 }
 
 impl Default for S2sConfig {
@@ -217,6 +253,13 @@ impl Default for S2sConfig {
             negotiation_timeout_secs: 30,
             idle_timeout_secs: 300,
             queue_size: 256,
+            secure_auth: false,
+            secure_domains: Vec::new(),
+            insecure_domains: Vec::new(),
+            allow_domains: Vec::new(),
+            deny_domains: Vec::new(),
+            system_roots: true,
+            ca_files: Vec::new(),
             hosts: BTreeMap::new(),
         }
     }
@@ -375,6 +418,9 @@ impl Config {
             fix(p);
         }
         if let Some(p) = self.tls.key.as_mut() {
+            fix(p);
+        }
+        for p in &mut self.s2s.ca_files {
             fix(p);
         }
     }

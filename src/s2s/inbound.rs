@@ -11,9 +11,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use rustls::pki_types::CertificateDer;
+
 use super::stream::{self, Conn, Writer};
 use super::{Counted, S2s, StreamState, outbound};
 use crate::c2s::negotiate::{limits_feature, stream_id};
+use crate::config::Config;
 use crate::core::Core;
 use crate::core::events::Origin;
 use crate::xmpp::error::{
@@ -76,6 +79,7 @@ async fn connection(
         state,
         authed: HashSet::new(),
         tls: false,
+        chain: Vec::new(),
         _counted: None,
     };
     let mut conn: Conn = Box::new(tcp);
@@ -84,6 +88,7 @@ async fn connection(
     if direct_tls {
         match tokio::time::timeout_at(deadline, c.s2s.tls_server.accept(conn)).await {
             Ok(Ok(t)) => {
+                c.chain = stream::peer_chain(t.get_ref().1);
                 conn = Box::new(t);
                 c.tls = true;
             }
@@ -109,33 +114,27 @@ struct Incoming {
     /// (local domain, remote domain) pairs authenticated on this stream.
     authed: HashSet<(String, String)>,
     tls: bool,
+    /// The certificate chain the peer presented in the TLS handshake.
+    chain: Vec<CertificateDer<'static>>,
     _counted: Option<Counted>,
 }
 
 impl Incoming {
-    /// Serves streams on `conn` (a new one after STARTTLS) until the peer closes or fails.
-    async fn run(&mut self, mut conn: Conn, deadline: Instant) {
-        loop {
-            let cfg = self.core.config.load_full();
-            let (mut parser, mut w) = stream::open(conn, &cfg);
+    /// Serves streams on `conn` (a new one after STARTTLS or SASL) until the peer closes or fails.
+    async fn run(&mut self, conn: Conn, deadline: Instant) {
+        let cfg = self.core.config.load_full();
+        let (mut parser, mut w) = stream::open(conn, &cfg);
+        'streams: loop {
             let limit = |authed: bool| if authed { None } else { Some(deadline) };
             let header = match stream::next(&mut parser, limit(!self.authed.is_empty())).await {
                 Ok(StreamEvent::Header(h)) => h,
                 Ok(_) => {
-                    return fail(
-                        &mut w,
-                        Some(stream::header(cfg.default_host(), None, None)),
-                        C::BadFormat.into(),
-                    )
-                    .await;
+                    let h = stream::header(cfg.default_host(), None, None);
+                    return fail(&mut w, Some(h), C::BadFormat.into()).await;
                 }
                 Err(ParseError::Stream(e)) => {
-                    return fail(
-                        &mut w,
-                        Some(stream::header(cfg.default_host(), None, None)),
-                        e,
-                    )
-                    .await;
+                    let h = stream::header(cfg.default_host(), None, None);
+                    return fail(&mut w, Some(h), e).await;
                 }
                 Err(_) => return,
             };
@@ -156,24 +155,13 @@ impl Incoming {
             if self.core.host(&local).is_none() {
                 return fail(&mut w, Some(our_header), C::HostUnknown.into()).await;
             }
-            let mut features = Element::new("features", ns::STREAM);
-            if !self.tls {
-                let mut st = Element::new("starttls", ns::TLS);
-                if cfg.s2s.require_encryption {
-                    st = st.child(Element::new("required", ns::TLS));
-                }
-                features = features.child(st);
-            }
-            if self.tls || !cfg.s2s.require_encryption {
-                features = features
-                    .child(
-                        Element::new("dialback", ns::DIALBACK_FEATURE)
-                            .child(Element::new("errors", ns::DIALBACK_FEATURE)),
-                    )
-                    .child(limits_feature(cfg.s2s.max_stanza_size));
-            }
+            let peer_domain = header
+                .from
+                .as_deref()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             let mut out = our_header;
-            out.push_str(&features.to_xml(ns::SERVER));
+            out.push_str(&self.features(&cfg, &local, &peer_domain).to_xml(ns::SERVER));
             if stream::write(&mut w, &out).await.is_err() {
                 return;
             }
@@ -202,27 +190,39 @@ impl Incoming {
                         tracing::info!(peer = %self.peer, "s2s data sent after starttls; dropping");
                         return;
                     };
-                    match tokio::time::timeout_at(deadline, self.s2s.tls_server.accept(plain)).await
-                    {
-                        Ok(Ok(t)) => {
-                            conn = Box::new(t);
-                            self.tls = true;
-                            self.state.update(|i| i.tls = true);
-                            break;
-                        }
-                        _ => return,
-                    }
+                    let accepted =
+                        tokio::time::timeout_at(deadline, self.s2s.tls_server.accept(plain)).await;
+                    let Ok(Ok(t)) = accepted else {
+                        return;
+                    };
+                    self.chain = stream::peer_chain(t.get_ref().1);
+                    self.tls = true;
+                    self.state.update(|i| i.tls = true);
+                    (parser, w) = stream::open(Box::new(t), &cfg);
+                    continue 'streams;
                 }
                 if !self.tls && cfg.s2s.require_encryption {
-                    return fail(
-                        &mut w,
-                        None,
-                        StreamError::with_text(C::PolicyViolation, "STARTTLS is required"),
-                    )
-                    .await;
+                    let e = StreamError::with_text(C::PolicyViolation, "STARTTLS is required");
+                    return fail(&mut w, None, e).await;
                 }
-                let step = if el.is("result", ns::DIALBACK) {
-                    self.db_result(&mut w, &local, &sid, &el).await
+                let step = if el.is("auth", ns::SASL) {
+                    match self
+                        .sasl_external(&mut w, &cfg, &local, &peer_domain, &el)
+                        .await
+                    {
+                        Ok(true) => {
+                            // Stream restart: a fresh parser over the same buffered reader.
+                            parser = crate::xmpp::parser::StreamParser::new(
+                                parser.into_inner(),
+                                stream::limits(&cfg),
+                            );
+                            continue 'streams;
+                        }
+                        Ok(false) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                } else if el.is("result", ns::DIALBACK) {
+                    self.db_result(&mut w, &cfg, &local, &sid, &el).await
                 } else if el.is("verify", ns::DIALBACK) {
                     self.db_verify(&mut w, &local, &el).await
                 } else {
@@ -236,10 +236,120 @@ impl Incoming {
         }
     }
 
+    /// Whether the peer's certificate is trusted and names `domain`.
+    fn cert_valid_for(&self, domain: &str) -> bool {
+        self.tls && !domain.is_empty() && self.s2s.trust.valid_for(&self.chain, domain)
+    }
+
+    /// The stream features: STARTTLS first; then SASL EXTERNAL when the certificate names the
+    /// domain of the header's `from` (not yet authenticated), dialback and the XEP-0478 limit.
+    fn features(&self, cfg: &Config, local: &str, peer_domain: &str) -> Element {
+        let mut features = Element::new("features", ns::STREAM);
+        if !self.tls {
+            let mut st = Element::new("starttls", ns::TLS);
+            if cfg.s2s.require_encryption {
+                st = st.child(Element::new("required", ns::TLS));
+            }
+            features = features.child(st);
+            if cfg.s2s.require_encryption {
+                return features;
+            }
+        }
+        let done = self
+            .authed
+            .contains(&(local.to_string(), peer_domain.to_string()));
+        if !done && self.cert_valid_for(peer_domain) {
+            features = features.child(
+                Element::new("mechanisms", ns::SASL)
+                    .child(Element::new("mechanism", ns::SASL).text("EXTERNAL")),
+            );
+        }
+        features
+            .child(
+                Element::new("dialback", ns::DIALBACK_FEATURE)
+                    .child(Element::new("errors", ns::DIALBACK_FEATURE)),
+            )
+            .child(limits_feature(cfg.s2s.max_stanza_size))
+    }
+
+    /// Records `remote` as authenticated for `local` on this stream.
+    fn authenticated(&mut self, local: &str, remote: &str, auth: &'static str) {
+        tracing::info!(peer = %self.peer, %local, %remote, tls = self.tls, auth, "s2s incoming stream authenticated");
+        self.authed.insert((local.to_string(), remote.to_string()));
+        let (tls, cert_valid) = (self.tls, self.cert_valid_for(remote));
+        self.state.update(|i| {
+            if i.remote.is_empty() {
+                i.local = local.to_string();
+                i.remote = remote.to_string();
+                i.auth = auth;
+                i.cert_valid = cert_valid;
+            }
+            i.tls = tls;
+        });
+        if self._counted.is_none() {
+            self._counted = Some(Counted::new(
+                &self.s2s.metrics.connections,
+                "incoming",
+                auth,
+            ));
+        }
+    }
+
+    /// SASL EXTERNAL (XEP-0178): the certificate must name the stream's `from` domain, which an
+    /// authorization identity, if given, must equal. `Ok(true)`: succeeded, restart the stream.
+    async fn sasl_external(
+        &mut self,
+        w: &mut Writer,
+        cfg: &Config,
+        local: &str,
+        peer_domain: &str,
+        el: &Element,
+    ) -> Result<bool, StreamError> {
+        use base64::Engine;
+        let failure = |condition: &str| {
+            Element::new("failure", ns::SASL).child(Element::new(condition, ns::SASL))
+        };
+        let text = el.text_content();
+        let text = text.trim();
+        let authzid = if text.is_empty() || text == "=" {
+            Some(String::new())
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+        };
+        let outcome = match authzid {
+            _ if el.get_attr("mechanism") != Some("EXTERNAL") => Err("invalid-mechanism"),
+            None => Err("incorrect-encoding"),
+            Some(a) if !a.is_empty() && !a.eq_ignore_ascii_case(peer_domain) => {
+                Err("invalid-authzid")
+            }
+            Some(_) if !cfg.s2s.permits(peer_domain) => Err("not-authorized"),
+            Some(_) if !self.cert_valid_for(peer_domain) => Err("not-authorized"),
+            Some(_) => Ok(()),
+        };
+        let reply = match outcome {
+            Ok(()) => Element::new("success", ns::SASL),
+            Err(c) => {
+                tracing::info!(peer = %self.peer, remote = %peer_domain, condition = c, "s2s SASL EXTERNAL refused");
+                failure(c)
+            }
+        };
+        stream::write(w, &stream::wire(&reply))
+            .await
+            .map_err(|_| StreamError::new(C::UndefinedCondition))?;
+        if outcome.is_ok() {
+            self.authenticated(local, peer_domain, "external");
+        }
+        Ok(outcome.is_ok())
+    }
+
     /// `<db:result/>`: the peer claims a domain; check its key with that domain's server.
     async fn db_result(
         &mut self,
         w: &mut Writer,
+        cfg: &Config,
         stream_to: &str,
         sid: &str,
         el: &Element,
@@ -266,6 +376,21 @@ impl Incoming {
                 .await
                 .map_err(|_| StreamError::new(C::UndefinedCondition));
         }
+        if !cfg.s2s.permits(&remote) {
+            tracing::info!(peer = %self.peer, %remote, "s2s domain not allowed");
+            let reply = answer("error")
+                .child(StanzaError::new(StanzaErrorCondition::NotAllowed).to_element());
+            return stream::write(w, &stream::wire(&reply))
+                .await
+                .map_err(|_| StreamError::new(C::UndefinedCondition));
+        }
+        if cfg.s2s.requires_certificate(&remote) && !self.cert_valid_for(&remote) {
+            tracing::info!(peer = %self.peer, %remote, "s2s dialback refused: no valid certificate");
+            return Err(StreamError::with_text(
+                C::PolicyViolation,
+                format!("a valid certificate is required for {remote}"),
+            ));
+        }
         let key = el.text_content();
         let verdict = outbound::verify(&self.s2s, &self.core, to, &remote, sid, &key).await;
         let reply = match &verdict {
@@ -283,24 +408,7 @@ impl Incoming {
             .map_err(|_| StreamError::new(C::UndefinedCondition))?;
         match verdict {
             Ok(true) => {
-                tracing::info!(peer = %self.peer, local = %to, %remote, tls = self.tls, "s2s incoming stream authenticated (dialback)");
-                self.authed.insert((to.to_string(), remote.clone()));
-                let tls = self.tls;
-                self.state.update(|i| {
-                    if i.remote.is_empty() {
-                        i.local = to.to_string();
-                        i.remote = remote.clone();
-                    }
-                    i.auth = "dialback";
-                    i.tls = tls;
-                });
-                if self._counted.is_none() {
-                    self._counted = Some(Counted::new(
-                        &self.s2s.metrics.connections,
-                        "incoming",
-                        "dialback",
-                    ));
-                }
+                self.authenticated(to, &remote, "dialback");
                 Ok(())
             }
             Ok(false) => {

@@ -6,6 +6,7 @@
 //! [`Origin::Remote`](crate::core::events::Origin::Remote); nothing above the router knows
 //! whether a JID is local or remote.
 
+pub mod cert;
 pub mod dialback;
 mod inbound;
 mod outbound;
@@ -35,6 +36,7 @@ pub struct S2s {
     secret: dialback::Secret,
     tls_client: Arc<rustls::ClientConfig>,
     tls_server: TlsAcceptor,
+    trust: cert::Trust,
     outgoing: Mutex<HashMap<(String, String), Outgoing>>,
     incoming: Mutex<HashMap<u64, Arc<StreamState>>>,
     next_id: AtomicU64,
@@ -145,18 +147,21 @@ impl Drop for Counted {
 }
 
 impl S2s {
-    /// Builds the manager for `core`; `tls_server` is the acceptor the listeners use.
+    /// Builds the manager for `core`, with the server's certificate for both TLS roles.
     pub fn new(
         core: &Arc<Core>,
-        tls_server: TlsAcceptor,
+        cert: &crate::tls::CertPaths,
     ) -> Result<Arc<S2s>, crate::tls::TlsError> {
-        let tls_client = stream::client_config()?;
+        let tls_client = stream::client_config(cert)?;
+        let tls_server = TlsAcceptor::from(stream::server_config(cert)?);
+        let trust = cert::Trust::load(&core.config.load().s2s)?;
         Ok(Arc::new_cyclic(|me| S2s {
             core: Arc::downgrade(core),
             me: me.clone(),
             secret: dialback::Secret::generate(),
             tls_client,
             tls_server,
+            trust,
             outgoing: Mutex::new(HashMap::new()),
             incoming: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),

@@ -36,6 +36,10 @@ pub(super) enum Failure {
     /// The peer refused our dialback key.
     #[error("dialback refused")]
     Refused,
+    /// Our policy refuses the domain (`deny_domains`/`allow_domains`) or its certificate
+    /// (`secure_auth`).
+    #[error("policy: {0}")]
+    Policy(String),
     /// Negotiation did not finish in time.
     #[error("timed out")]
     Timeout,
@@ -49,6 +53,7 @@ impl Failure {
             Failure::Connect(_) => "connect",
             Failure::Protocol(_) => "protocol",
             Failure::Refused => "refused",
+            Failure::Policy(_) => "policy",
             Failure::Timeout => "timeout",
         }
     }
@@ -57,6 +62,7 @@ impl Failure {
     fn condition(&self) -> C {
         match self {
             Failure::Timeout => C::RemoteServerTimeout,
+            Failure::Policy(_) => C::NotAllowed,
             _ => C::RemoteServerNotFound,
         }
     }
@@ -73,6 +79,10 @@ struct Opened {
     /// The id the receiving server gave the stream.
     id: String,
     tls: bool,
+    /// Whether the peer's certificate is trusted and names `remote`.
+    cert_valid: bool,
+    /// The last stream features the peer sent.
+    features: Element,
 }
 
 /// Connects to `remote` as `local`, upgrading with STARTTLS when offered (required unless
@@ -89,6 +99,7 @@ async fn open(
     let _ = tcp.set_nodelay(true);
     let mut conn: Conn = Box::new(tcp);
     let mut tls = false;
+    let mut cert_valid = false;
     loop {
         let (mut parser, mut writer) = stream::open(conn, cfg);
         stream::write(&mut writer, &stream::header(local, Some(remote), None))
@@ -121,6 +132,14 @@ async fn open(
                 .connect(name, plain)
                 .await
                 .map_err(|e| protocol(format!("TLS: {e}")))?;
+            cert_valid = s2s
+                .trust
+                .valid_for(&stream::peer_chain(secured.get_ref().1), remote);
+            if !cert_valid && cfg.s2s.requires_certificate(remote) {
+                return Err(Failure::Policy(format!(
+                    "no valid certificate for {remote}"
+                )));
+            }
             conn = Box::new(secured);
             tls = true;
             continue;
@@ -138,19 +157,93 @@ async fn open(
             writer,
             id,
             tls,
+            cert_valid,
+            features,
         });
     }
 }
 
-/// Opens the stream and authenticates `local` to `remote` with a dialback key.
+/// How our domain was authenticated on an outgoing stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Auth {
+    /// SASL EXTERNAL with our certificate (XEP-0178).
+    External,
+    /// Server Dialback (XEP-0220).
+    Dialback,
+}
+
+impl Auth {
+    fn label(self) -> &'static str {
+        match self {
+            Auth::External => "external",
+            Auth::Dialback => "dialback",
+        }
+    }
+}
+
+fn offers_external(features: &Element) -> bool {
+    features.get_child("mechanisms", ns::SASL).is_some_and(|m| {
+        m.children()
+            .any(|c| c.is("mechanism", ns::SASL) && c.text_content().trim() == "EXTERNAL")
+    })
+}
+
+/// SASL EXTERNAL as `local`; on success the stream is restarted and its features read again.
+async fn external(
+    mut o: Opened,
+    cfg: &Config,
+    local: &str,
+    remote: &str,
+) -> Result<(Opened, bool), Failure> {
+    use base64::Engine;
+    let auth = Element::new("auth", ns::SASL)
+        .attr("mechanism", "EXTERNAL")
+        .text(base64::engine::general_purpose::STANDARD.encode(local));
+    stream::write(&mut o.writer, &stream::wire(&auth))
+        .await
+        .map_err(|e| protocol(e.to_string()))?;
+    match stream::next(&mut o.parser, None).await {
+        Ok(StreamEvent::Stanza(r)) if r.is("success", ns::SASL) => {}
+        Ok(StreamEvent::Stanza(r)) if r.is("failure", ns::SASL) => return Ok((o, false)),
+        other => return Err(protocol(format!("no SASL outcome: {other:?}"))),
+    }
+    // Stream restart (RFC 6120 §6.4.6): a fresh parser over the same buffered reader.
+    o.parser = crate::xmpp::parser::StreamParser::new(o.parser.into_inner(), stream::limits(cfg));
+    stream::write(&mut o.writer, &stream::header(local, Some(remote), None))
+        .await
+        .map_err(|e| protocol(e.to_string()))?;
+    match stream::next(&mut o.parser, None).await {
+        Ok(StreamEvent::Header(_)) => {}
+        other => return Err(protocol(format!("no stream header after SASL: {other:?}"))),
+    }
+    match stream::next(&mut o.parser, None).await {
+        Ok(StreamEvent::Stanza(f)) if f.is("features", ns::STREAM) => o.features = f,
+        other => {
+            return Err(protocol(format!(
+                "no stream features after SASL: {other:?}"
+            )));
+        }
+    }
+    Ok((o, true))
+}
+
+/// Opens the stream and authenticates `local` to `remote`: SASL EXTERNAL when the peer offers
+/// it (it does when our certificate names `local`), else a dialback key.
 async fn establish(
     s2s: &S2s,
     core: &Core,
     cfg: &Config,
     local: &str,
     remote: &str,
-) -> Result<Opened, Failure> {
+) -> Result<(Opened, Auth), Failure> {
     let mut o = open(s2s, core, cfg, local, remote).await?;
+    if o.tls && offers_external(&o.features) {
+        let (opened, ok) = external(o, cfg, local, remote).await?;
+        if ok {
+            return Ok((opened, Auth::External));
+        }
+        o = opened;
+    }
     let key = s2s.secret.key(remote, local, &o.id);
     let result = Element::new("result", ns::DIALBACK)
         .attr("from", local)
@@ -163,7 +256,7 @@ async fn establish(
         match stream::next(&mut o.parser, None).await {
             Ok(StreamEvent::Stanza(r)) if r.is("result", ns::DIALBACK) => {
                 return match r.get_attr("type") {
-                    Some("valid") => Ok(o),
+                    Some("valid") => Ok((o, Auth::Dialback)),
                     _ => Err(Failure::Refused),
                 };
             }
@@ -236,14 +329,18 @@ pub(super) async fn run(
     let cfg = core.config.load_full();
     let (local, remote) = (key.0.as_str(), key.1.as_str());
     let deadline = Instant::now() + Duration::from_secs(cfg.s2s.negotiation_timeout_secs);
-    let attempt = tokio::select! {
+    let attempt = if !cfg.s2s.permits(remote) {
+        Err(Failure::Policy(format!("{remote} is not allowed")))
+    } else {
+        tokio::select! {
         _ = core.shutdown.cancelled() => Err(Failure::Protocol("shutting down".into())),
         _ = state.cancel.cancelled() => Err(Failure::Protocol("closed by the administrator".into())),
         r = tokio::time::timeout_at(deadline, establish(&s2s, &core, &cfg, local, remote)) => {
             r.unwrap_or(Err(Failure::Timeout))
         }
+        }
     };
-    let o = match attempt {
+    let (o, auth) = match attempt {
         Ok(o) => o,
         Err(f) => {
             tracing::info!(%local, %remote, error = %f, "s2s connection failed");
@@ -260,13 +357,14 @@ pub(super) async fn run(
             return;
         }
     };
-    tracing::info!(%local, %remote, tls = o.tls, "s2s outgoing stream authenticated (dialback)");
+    tracing::info!(%local, %remote, tls = o.tls, cert_valid = o.cert_valid, auth = auth.label(), "s2s outgoing stream authenticated");
     state.update(|i| {
-        i.auth = "dialback";
+        i.auth = auth.label();
         i.tls = o.tls;
+        i.cert_valid = o.cert_valid;
     });
     state.touch();
-    let _counted = Counted::new(&s2s.metrics.connections, "outgoing", "dialback");
+    let _counted = Counted::new(&s2s.metrics.connections, "outgoing", auth.label());
     let Opened {
         mut parser,
         mut writer,

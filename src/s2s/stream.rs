@@ -5,11 +5,15 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
+};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::tls::{CertPaths, TlsError};
 use crate::xmpp::element::escape;
 use crate::xmpp::error::{StreamError, StreamErrorCondition as C};
 use crate::xmpp::parser::{Limits, ParseError, StreamEvent, StreamParser};
@@ -102,23 +106,105 @@ pub async fn next(
     }
 }
 
-/// A TLS client configuration for outgoing streams. The certificate is not required to be
-/// valid: the domain is then authenticated by dialback, and the stream records it unverified.
-pub fn client_config() -> Result<Arc<ClientConfig>, crate::tls::TlsError> {
+/// A TLS client configuration for outgoing streams, presenting our certificate (for the peer's
+/// SASL EXTERNAL). The peer's certificate is not required to be valid here: it is checked for
+/// its domain after the handshake ([`super::cert::Trust`]), and a stream without a valid one
+/// authenticates by dialback where policy allows.
+pub fn client_config(paths: &CertPaths) -> Result<Arc<ClientConfig>, TlsError> {
+    let (certs, key) = crate::tls::load_pair(paths)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(AnyCertificate(provider.clone()));
     let cfg = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| crate::tls::TlsError::Setup(e.to_string()))?
+        .map_err(|e| TlsError::Setup(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
     Ok(Arc::new(cfg))
 }
 
-/// Accepts any certificate but still checks the handshake signatures with it.
+/// The TLS server configuration of the s2s listeners: like c2s, but asking (not requiring) the
+/// peer for its certificate, checked for its domain after the handshake.
+pub fn server_config(paths: &CertPaths) -> Result<Arc<ServerConfig>, TlsError> {
+    let (certs, key) = crate::tls::load_pair(paths)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(AnyCertificate(provider.clone()));
+    let cfg = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Setup(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    Ok(Arc::new(cfg))
+}
+
+/// The certificate chain the peer presented on a TLS stream (empty if none).
+pub fn peer_chain(conn: &rustls::CommonState) -> Vec<CertificateDer<'static>> {
+    conn.peer_certificates()
+        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Accepts any certificate but still checks the handshake signatures with it (server and
+/// client side); whether it names the peer's domain is decided after the handshake.
 #[derive(Debug)]
 struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ClientCertVerifier for AnyCertificate {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(
