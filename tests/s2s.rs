@@ -58,6 +58,18 @@ fn client_header(domain: &str) -> String {
 
 /// A client of `srv` logged in as `user@domain/resource` over STARTTLS + PLAIN.
 async fn login(srv: &TestServer, domain: &str, user: &str, resource: &str) -> RawClient {
+    login_trusting(srv, domain, user, resource, &srv.cert_pem(), domain).await
+}
+
+/// [`login`] trusting the certificates in `roots` (PEM) for the TLS name `tls_name`.
+async fn login_trusting(
+    srv: &TestServer,
+    domain: &str,
+    user: &str,
+    resource: &str,
+    roots: &[u8],
+    tls_name: &str,
+) -> RawClient {
     let header = client_header(domain);
     let mut c = RawClient::connect(srv.c2s()).await;
     c.send(&header).await;
@@ -67,8 +79,8 @@ async fn login(srv: &TestServer, domain: &str, user: &str, resource: &str) -> Ra
     c.read_until("<proceed").await;
     c.read_until("/>").await;
     let io = std::mem::replace(&mut c.io, Box::new(tokio::io::duplex(1).0));
-    let name = rustls_pki_types::ServerName::try_from(domain.to_string()).unwrap();
-    let tls = tokio_rustls::TlsConnector::from(client_tls(&srv.cert_pem()))
+    let name = rustls_pki_types::ServerName::try_from(tls_name.to_string()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client_tls(roots))
         .connect(name, io)
         .await
         .unwrap();
@@ -546,4 +558,176 @@ async fn rest_roster_add_of_a_remote_contact_sends_the_request_and_s2s_admin_lis
     )
     .await;
     assert_eq!(status, 404);
+}
+
+// ---- certificates from a test CA: SASL EXTERNAL and secure_auth ----
+
+/// A CA made for one test, issuing server certificates into `dir`.
+struct TestCa {
+    cert: rcgen::Certificate,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
+        TestCa {
+            cert,
+            issuer: rcgen::Issuer::new(p, key),
+            dir,
+        }
+    }
+
+    fn pem(&self) -> Vec<u8> {
+        self.cert.pem().into_bytes()
+    }
+
+    /// Issues a certificate naming `dns` and configures `cfg` to use it and to trust this CA only.
+    fn use_for(&self, cfg: &mut Config, dns: &str) {
+        let mut p = rcgen::CertificateParams::new(vec![dns.to_string()]).unwrap();
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        let (c, k) = (
+            self.dir.path().join(format!("{dns}.pem")),
+            self.dir.path().join(format!("{dns}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        cfg.tls.certificate = Some(c);
+        cfg.tls.key = Some(k);
+        cfg.s2s.system_roots = false;
+        cfg.s2s.ca_files = vec![self.dir.path().join("ca.pem")];
+    }
+}
+
+#[tokio::test]
+async fn sasl_external_with_certificates_from_a_test_ca() {
+    let ca = TestCa::new();
+    let a = TestServer::start_with(|c| {
+        host(c, A);
+        ca.use_for(c, A);
+        c.s2s.secure_auth = true;
+    })
+    .await;
+    let b = TestServer::start_with(|c| {
+        host(c, B);
+        ca.use_for(c, B);
+        c.s2s.secure_auth = true;
+    })
+    .await;
+    point(&a, B, s2s_addr(&b));
+    point(&b, A, s2s_addr(&a));
+    a.add_user("alice@a.example", PASSWORD).await;
+    b.add_user("bob@b.example", PASSWORD).await;
+    let mut alice = login_trusting(&a, A, "alice", "pc", &ca.pem(), A).await;
+    let mut bob = login_trusting(&b, B, "bob", "phone", &ca.pem(), B).await;
+    alice
+        .send("<message to='bob@b.example/phone' type='chat'><body>signed</body></message>")
+        .await;
+    read_until_contains(&mut bob, "message", "signed").await;
+    bob.send("<message to='alice@a.example/pc' type='chat'><body>sealed</body></message>")
+        .await;
+    read_until_contains(&mut alice, "message", "sealed").await;
+    for (srv, remote) in [(&a, B), (&b, A)] {
+        let streams = srv.server().core.federation.get().unwrap().streams();
+        for direction in ["outgoing", "incoming"] {
+            let s = streams
+                .iter()
+                .find(|s| s.direction == direction && s.remote == remote)
+                .unwrap_or_else(|| panic!("no {direction} stream: {streams:?}"));
+            assert_eq!(
+                (s.auth, s.tls, s.cert_valid),
+                ("external", true, true),
+                "{s:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_domain_is_refused_with_secure_auth() {
+    let ca = TestCa::new();
+    // a.example presents a valid certificate, but for other.example.
+    let a = TestServer::start_with(|c| {
+        host(c, A);
+        ca.use_for(c, "other.example");
+    })
+    .await;
+    let b = TestServer::start_with(|c| {
+        host(c, B);
+        ca.use_for(c, B);
+        c.s2s.secure_auth = true;
+    })
+    .await;
+    point(&a, B, s2s_addr(&b));
+    point(&b, A, s2s_addr(&a));
+    a.add_user("alice@a.example", PASSWORD).await;
+    let mut alice = login_trusting(&a, A, "alice", "pc", &ca.pem(), "other.example").await;
+    alice
+        .send("<message to='bob@b.example' id='s1'><body>let me in</body></message>")
+        .await;
+    let got = read_until_contains(&mut alice, "message", "s1").await;
+    assert!(got.contains("type=\"error\""), "{got}");
+    assert!(got.contains("remote-server-not-found"), "{got}");
+    assert!(
+        !b.server()
+            .core
+            .federation
+            .get()
+            .unwrap()
+            .streams()
+            .iter()
+            .any(|s| s.remote == A && s.auth != "none"),
+        "a.example must not be authenticated on b.example"
+    );
+}
+
+#[tokio::test]
+async fn insecure_domains_may_still_use_dialback_and_denied_domains_bounce() {
+    let ca = TestCa::new();
+    let a = TestServer::start_with(|c| {
+        host(c, A);
+        ca.use_for(c, "other.example");
+        c.s2s.deny_domains = vec!["denied.example".into()];
+    })
+    .await;
+    let b = TestServer::start_with(|c| {
+        host(c, B);
+        ca.use_for(c, B);
+        c.s2s.secure_auth = true;
+        c.s2s.insecure_domains = vec![A.into()];
+    })
+    .await;
+    point(&a, B, s2s_addr(&b));
+    point(&b, A, s2s_addr(&a));
+    point(&a, "denied.example", s2s_addr(&b));
+    a.add_user("alice@a.example", PASSWORD).await;
+    b.add_user("bob@b.example", PASSWORD).await;
+    let mut bob = login_trusting(&b, B, "bob", "phone", &ca.pem(), B).await;
+    let mut alice = login_trusting(&a, A, "alice", "pc", &ca.pem(), "other.example").await;
+    alice
+        .send("<message to='bob@b.example/phone' type='chat'><body>by dialback</body></message>")
+        .await;
+    read_until_contains(&mut bob, "message", "by dialback").await;
+    let streams = b.server().core.federation.get().unwrap().streams();
+    let s = streams
+        .iter()
+        .find(|s| s.direction == "incoming" && s.remote == A)
+        .unwrap();
+    assert_eq!((s.auth, s.cert_valid), ("dialback", false), "{s:?}");
+    alice
+        .send("<message to='x@denied.example' id='d1'><body>no</body></message>")
+        .await;
+    let got = read_until_contains(&mut alice, "message", "d1").await;
+    assert!(got.contains("not-allowed"), "{got}");
 }
