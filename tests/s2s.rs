@@ -731,3 +731,106 @@ async fn insecure_domains_may_still_use_dialback_and_denied_domains_bounce() {
     let got = read_until_contains(&mut alice, "message", "d1").await;
     assert!(got.contains("not-allowed"), "{got}");
 }
+
+// ---- peers that misbehave on our outgoing streams ----
+
+/// A receiving server for `domain` that accepts any dialback key from a.example and then never
+/// reads again.
+async fn deaf_peer(domain: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut c = RawClient {
+                    io: Box::new(tcp),
+                    buf: String::new(),
+                    jid: String::new(),
+                };
+                c.read_until("version='1.0'>").await;
+                c.send(&format!(
+                    "<stream:stream {PEER_HEADER_NS} id='deaf1' from='{domain}' version='1.0'><stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>"
+                ))
+                .await;
+                c.read_until("</result>").await;
+                c.send(&format!(
+                    "<db:result from='{domain}' to='{A}' type='valid'/>"
+                ))
+                .await;
+                // Hold the connection open without reading.
+                std::future::pending::<()>().await;
+                drop(c);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_times_out_and_never_blocks_local_delivery() {
+    let a = TestServer::start_with(|c| {
+        host(c, A);
+        c.s2s.require_encryption = false;
+        c.s2s.send_timeout_secs = 1;
+        c.s2s.queue_size = 4000;
+        c.c2s.send_queue = 8192;
+    })
+    .await;
+    point(&a, "deaf.example", deaf_peer("deaf.example").await);
+    a.add_user("alice@a.example", PASSWORD).await;
+    a.add_user("carol@a.example", PASSWORD).await;
+    let mut carol = online(&a, A, "carol", "pc").await;
+    let mut alice = login(&a, A, "alice", "pc").await;
+    // Far more than the socket buffers hold.
+    let body = "x".repeat(8000);
+    for i in 0..1500 {
+        alice
+            .send(&format!(
+                "<message to='x@deaf.example' id='f{i}'><body>{body}</body></message>"
+            ))
+            .await;
+    }
+    alice
+        .send("<message to='carol@a.example' type='chat'><body>still here</body></message>")
+        .await;
+    read_until_contains(&mut carol, "message", "still here").await;
+    let got = read_until_contains(&mut alice, "message", "remote-server-timeout").await;
+    assert!(got.contains("type=\"error\""), "{got}");
+}
+
+#[tokio::test]
+async fn idle_streams_close_and_reconnect_on_demand() {
+    let (a, b) = pair(|_| {}).await;
+    {
+        let core = &a.server().core;
+        let mut cfg = (**core.config.load()).clone();
+        cfg.s2s.idle_timeout_secs = 1;
+        core.config.store(Arc::new(cfg));
+    }
+    let mut alice = login(&a, A, "alice", "pc").await;
+    let mut bob = login(&b, B, "bob", "phone").await;
+    alice
+        .send("<message to='bob@b.example/phone' type='chat'><body>one</body></message>")
+        .await;
+    read_until_contains(&mut bob, "message", "one").await;
+    let federation = a.server().core.federation.get().unwrap().clone();
+    let outgoing = || {
+        federation
+            .streams()
+            .iter()
+            .filter(|s| s.direction == "outgoing")
+            .count()
+    };
+    for _ in 0..250 {
+        if outgoing() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(outgoing(), 0, "the idle stream was not closed");
+    alice
+        .send("<message to='bob@b.example/phone' type='chat'><body>two</body></message>")
+        .await;
+    read_until_contains(&mut bob, "message", "two").await;
+    assert_eq!(outgoing(), 1);
+}

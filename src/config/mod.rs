@@ -203,6 +203,8 @@ pub struct S2sConfig {
     pub idle_timeout_secs: u64,
     /// Stanzas queued per outgoing stream (while it connects or when the peer reads slowly).
     pub queue_size: usize,
+    /// Seconds one write to a peer may block before the peer counts as not reading.
+    pub send_timeout_secs: u64,
     /// Require a valid certificate (trusted, naming the domain) from every remote domain:
     /// no dialback without one (Prosody's `s2s_secure_auth`).
     pub secure_auth: bool,
@@ -253,6 +255,7 @@ impl Default for S2sConfig {
             negotiation_timeout_secs: 30,
             idle_timeout_secs: 300,
             queue_size: 256,
+            send_timeout_secs: 30,
             secure_auth: false,
             secure_domains: Vec::new(),
             insecure_domains: Vec::new(),
@@ -565,6 +568,9 @@ impl Config {
         }
         if s.queue_size == 0 {
             return Err(invalid("s2s.queue_size", "must be positive"));
+        }
+        if s.send_timeout_secs == 0 {
+            return Err(invalid("s2s.send_timeout_secs", "must be positive"));
         }
         let mut hosts = BTreeMap::new();
         for (domain, addr) in &s.hosts {

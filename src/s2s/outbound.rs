@@ -18,9 +18,6 @@ use crate::xmpp::error::StanzaErrorCondition as C;
 use crate::xmpp::parser::StreamEvent;
 use crate::xmpp::{Element, ns};
 
-/// How long one stanza write may take before the peer counts as not reading.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Why an outgoing stream could not be established.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum Failure {
@@ -386,6 +383,7 @@ pub(super) async fn run(
         reader_done.cancel();
     });
     let idle = Duration::from_secs(cfg.s2s.idle_timeout_secs.max(1));
+    let send_timeout = Duration::from_secs(cfg.s2s.send_timeout_secs.max(1));
     let end = loop {
         let next = tokio::select! {
             _ = core.shutdown.cancelled() => break End::Quiet,
@@ -397,11 +395,8 @@ pub(super) async fn run(
             Err(_) | Ok(None) => break End::Quiet,
             Ok(Some(el)) => el,
         };
-        match tokio::time::timeout(
-            WRITE_TIMEOUT,
-            stream::write(&mut writer, &stream::wire(&el)),
-        )
-        .await
+        match tokio::time::timeout(send_timeout, stream::write(&mut writer, &stream::wire(&el)))
+            .await
         {
             Ok(Ok(())) => {
                 s2s.metrics.stanzas.with(&["out"]).inc();
