@@ -796,6 +796,16 @@ async fn a_peer_that_stops_reading_times_out_and_never_blocks_local_delivery() {
     read_until_contains(&mut carol, "message", "still here").await;
     let got = read_until_contains(&mut alice, "message", "remote-server-timeout").await;
     assert!(got.contains("type=\"error\""), "{got}");
+    // Everything that was queued for the dead stream left the queue (bounced).
+    let mut metrics = String::new();
+    for _ in 0..250 {
+        metrics = a.server().core.metrics.render();
+        if metrics.contains("oxpecker_s2s_queued 0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(metrics.contains("oxpecker_s2s_queued 0"), "{metrics}");
 }
 
 #[tokio::test]

@@ -99,6 +99,7 @@ struct S2sMetrics {
     connections: Arc<Family>,
     stanzas: Arc<Family>,
     failed: Arc<Family>,
+    queued: Arc<Family>,
 }
 
 impl S2sMetrics {
@@ -119,6 +120,11 @@ impl S2sMetrics {
                 "oxpecker_s2s_failed_connects",
                 "Outgoing server-to-server streams that failed to establish",
                 &["reason"],
+            ),
+            queued: m.gauge(
+                "oxpecker_s2s_queued",
+                "Stanzas waiting in outgoing server-to-server queues",
+                &[],
             ),
         }
     }
@@ -235,7 +241,10 @@ impl Federation for S2s {
         };
         if let Some(o) = pool.get(&key) {
             match o.tx.try_send(stanza) {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.metrics.queued.with(&[]).inc();
+                    return;
+                }
                 Err(mpsc::error::TrySendError::Full(s)) => {
                     drop(pool);
                     tracing::debug!(local = %key.0, remote = %key.1, "s2s queue full; bouncing");
@@ -253,6 +262,7 @@ impl Federation for S2s {
             self.bounce_later(vec![e.into_inner()], C::ResourceConstraint);
             return;
         }
+        self.metrics.queued.with(&[]).inc();
         let id = self.next_id();
         let state = StreamState::new("outgoing", &key.0, &key.1);
         pool.insert(

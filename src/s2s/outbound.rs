@@ -346,6 +346,7 @@ pub(super) async fn run(
             rx.close();
             let mut queued = Vec::new();
             while let Ok(el) = rx.try_recv() {
+                s2s.metrics.queued.with(&[]).dec();
                 queued.push(el);
             }
             for el in queued {
@@ -393,7 +394,10 @@ pub(super) async fn run(
         };
         let el = match next {
             Err(_) | Ok(None) => break End::Quiet,
-            Ok(Some(el)) => el,
+            Ok(Some(el)) => {
+                s2s.metrics.queued.with(&[]).dec();
+                el
+            }
         };
         match tokio::time::timeout(send_timeout, stream::write(&mut writer, &stream::wire(&el)))
             .await
@@ -422,6 +426,7 @@ pub(super) async fn run(
     // What was queued after the stream ended: a quiet end reconnects, a broken one bounces.
     let mut rest = Vec::new();
     while let Ok(el) = rx.try_recv() {
+        s2s.metrics.queued.with(&[]).dec();
         rest.push(el);
     }
     for el in rest {
