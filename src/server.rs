@@ -112,6 +112,8 @@ impl Server {
             &hosts,
         )?;
         let acceptor = TlsAcceptor::from(tls::server_config(&cert)?);
+        // Read before any listener binds: the system trust store can take a moment to load.
+        let trust = crate::s2s::cert::Trust::load(&config.s2s)?;
         let c2s = bind_all(&config.c2s.listen).await?;
         let direct = bind_all(&config.c2s.direct_tls_listen).await?;
         let s2s = bind_all(&config.s2s.listen).await?;
@@ -147,7 +149,7 @@ impl Server {
             ));
         }
         let (s2s_addrs, s2s_direct_tls_addrs) = (addrs(&s2s), addrs(&s2s_direct));
-        let federation = crate::s2s::S2s::new(&core, &cert)?;
+        let federation = crate::s2s::S2s::new(&core, &cert, trust)?;
         let _ = core.federation.set(federation.clone());
         for l in s2s {
             tracker.spawn(federation.clone().serve(l, false));

@@ -153,14 +153,15 @@ impl Drop for Counted {
 }
 
 impl S2s {
-    /// Builds the manager for `core`, with the server's certificate for both TLS roles.
+    /// Builds the manager for `core`, with the server's certificate for both TLS roles and
+    /// `trust` for peer certificates.
     pub fn new(
         core: &Arc<Core>,
         cert: &crate::tls::CertPaths,
+        trust: cert::Trust,
     ) -> Result<Arc<S2s>, crate::tls::TlsError> {
         let tls_client = stream::client_config(cert)?;
         let tls_server = TlsAcceptor::from(stream::server_config(cert)?);
-        let trust = cert::Trust::load(&core.config.load().s2s)?;
         Ok(Arc::new_cyclic(|me| S2s {
             core: Arc::downgrade(core),
             me: me.clone(),
