@@ -14,11 +14,12 @@
 //! | [`core`] | the shared managers in [`core::Core`]: hosts (user hosts and `[[component]]` hosts, [`core::modules::HostType`]) and their event buses ([`core::events`]), the module system ([`core::modules`]: the `Module` trait, hosts, the module table the server hands in; [`core::module_api`]: one submodule per concern — status, hooks (host and global `*` bus), stream-level elements ([`core::module_api::tags`]), disco, items, typed options, send, timers and cron, shared state, stores with account cleanup, metrics, resource files), sessions ([`core::sessions`], incl. XEP-0198 state and hibernation, [`core::stream_management`]), the one delivery decision ([`core::delivery`]: who receives a stanza, who gets a carbon copy, what waits offline), the hook priority table ([`core::priority`]), the router, accounts and their lifecycle with the lifecycle events ([`core::lifecycle`]), rosters and shared groups, server-sent IQs ([`core::iq`]), metrics ([`core::metrics`]), config reload, API tokens, the admin API's allowlists ([`core::allowlist`]), the admin operations every admin face calls ([`core::admin`]: list and close sessions, host activate/deactivate, shutdown with a reason, server info, config get, users and roles) |
 //! | [`modules`] | one file per feature module, registered in one table ([`modules::BUILTIN`], which [`server`] hands to the core and to config validation): roster, presence, offline, disco, ping, time, version, last, vcard, private, blocking, register, mam, carbons, smacks, csi, push, pep (with caps), bookmarks, vcard_legacy, admin_rest, admin_adhoc (XEP-0133), and the global metrics (`/metrics`, OpenMetrics); [`modules::muc`], group chat on a component host (the room rules in `room`, the forms in `form`, stanza handlers in `handlers` and `room_iq`, the MUC manager with the admin operations in `service`); and [`modules::vcard_text`], the text/vcard ⇄ vcard-temp converter |
 //! | [`c2s`] | client listeners: negotiation (STARTTLS, SASL, bind, XEP-0198 resume, XEP-0077 pre-auth registration), the session reader/writer tasks, XEP-0198 counting on the wire; other stream-level elements go to the modules hooking their tags |
+//! | [`s2s`] | federation: the server listeners, the outgoing pool (one stream per local/remote domain pair, bounded queue, bounce on failure, idle close), STARTTLS, SASL EXTERNAL with certificate identities read from the subjectAltName ([`s2s::cert`]) and Server Dialback with XEP-0185 keys ([`s2s::dialback`]), policy (`secure_auth`, allow/deny); installed in the core as its [`core::remote::Federation`], which the router hands stanzas for other domains |
 //! | [`http`] | the axum router on HTTP and HTTPS: `/health`, the routes modules serve ([`http::module_routes`], e.g. `/metrics`) and the admin REST API ([`http::admin_rest`]: allowlist and auth before every route, the route table and its one 404/405 rule in [`http::admin_rest::routes`], one file per resource, OpenAPI in `openapi/admin_rest.yaml`) |
 //! | [`control`] | the local control socket through which the CLI manages a running server, audited per Unix user; the admin shell: its command table ([`control::console`], where s2s and muc plug in), how a line reads in both spellings ([`control::line`]), and the interactive client ([`control::shell`]) |
 //! | [`server`] | [`server::Server`]: opens the store, builds the core, starts listeners, shuts down |
 //!
-//! Dependencies point downward: `c2s`, `http`, `control`, `modules` → `core` → `storage`,
+//! Dependencies point downward: `c2s`, `s2s`, `http`, `control`, `modules` → `core` → `storage`,
 //! `auth`, `config`, `xmpp`. `core` never imports `c2s` or `http`; `xmpp` imports nothing of ours.
 //! `core` and `config` never name `modules`: `server` (and `main`) hand the module table to
 //! [`core::Core::new`] and to [`config::Config::check_modules`]. One deliberate exception:
@@ -52,6 +53,7 @@ pub mod control;
 pub mod core;
 pub mod http;
 pub mod modules;
+pub mod s2s;
 pub mod server;
 pub mod storage;
 pub mod tls;

@@ -59,6 +59,10 @@ pub struct Server {
     pub c2s_addrs: Vec<SocketAddr>,
     /// Bound direct-TLS client addresses.
     pub direct_tls_addrs: Vec<SocketAddr>,
+    /// Bound STARTTLS server-to-server addresses (`s2s.listen`).
+    pub s2s_addrs: Vec<SocketAddr>,
+    /// Bound direct-TLS server-to-server addresses (`s2s.direct_tls_listen`).
+    pub s2s_direct_tls_addrs: Vec<SocketAddr>,
     /// Bound HTTP addresses.
     pub http_addrs: Vec<SocketAddr>,
     /// Bound HTTPS addresses (`http.tls_listen`).
@@ -107,8 +111,12 @@ impl Server {
             &hosts,
         )?;
         let acceptor = TlsAcceptor::from(tls::server_config(&cert)?);
+        // Read before any listener binds: the system trust store can take a moment to load.
+        let trust = crate::s2s::cert::Trust::load(&config.s2s)?;
         let c2s = bind_all(&config.c2s.listen).await?;
         let direct = bind_all(&config.c2s.direct_tls_listen).await?;
+        let s2s = bind_all(&config.s2s.listen).await?;
+        let s2s_direct = bind_all(&config.s2s.direct_tls_listen).await?;
         let http = bind_all(&config.http.listen).await?;
         let https = bind_all(&config.http.tls_listen).await?;
         let core = Core::new(config, store, crate::modules::BUILTIN)?;
@@ -139,6 +147,15 @@ impl Server {
                 tracker.clone(),
             ));
         }
+        let (s2s_addrs, s2s_direct_tls_addrs) = (addrs(&s2s), addrs(&s2s_direct));
+        let federation = crate::s2s::S2s::new(&core, &cert, trust)?;
+        let _ = core.federation.set(federation.clone());
+        for l in s2s {
+            tracker.spawn(federation.clone().serve(l, false));
+        }
+        for l in s2s_direct {
+            tracker.spawn(federation.clone().serve(l, true));
+        }
         let https_addrs = addrs(&https);
         let web = crate::http::Http::new(core.clone());
         for l in http {
@@ -152,6 +169,7 @@ impl Server {
         core.activate();
         tracing::info!(
             c2s = ?c2s_addrs,
+            s2s = ?s2s_addrs,
             direct_tls = ?direct_tls_addrs,
             http = ?http_addrs,
             https = ?https_addrs,
@@ -162,6 +180,8 @@ impl Server {
             core,
             c2s_addrs,
             direct_tls_addrs,
+            s2s_addrs,
+            s2s_direct_tls_addrs,
             http_addrs,
             https_addrs,
             cert,

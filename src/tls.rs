@@ -96,8 +96,10 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
         })
 }
 
-/// Builds a rustls server configuration (ring provider, TLS 1.2+) from PEM files.
-pub fn server_config(paths: &CertPaths) -> Result<Arc<ServerConfig>, TlsError> {
+/// Reads the PEM certificate chain and private key of `paths`.
+pub fn load_pair(
+    paths: &CertPaths,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&paths.certificate)
         .map_err(|e| TlsError::Pem {
             path: paths.certificate.clone(),
@@ -118,6 +120,12 @@ pub fn server_config(paths: &CertPaths) -> Result<Arc<ServerConfig>, TlsError> {
         path: paths.key.clone(),
         reason: e.to_string(),
     })?;
+    Ok((certs, key))
+}
+
+/// Builds a rustls server configuration (ring provider, TLS 1.2+) from PEM files.
+pub fn server_config(paths: &CertPaths) -> Result<Arc<ServerConfig>, TlsError> {
+    let (certs, key) = load_pair(paths)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

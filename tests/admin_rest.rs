@@ -363,6 +363,9 @@ const KNOWN: &[Row] = &[
     ("GET", "/server", Body::None, 200, Some(|v: &Value| v["result"]["name"] == "oxpecker")),
     ("POST", "/server/shutdown", Body::Json(r#"{"reason":"x"}"#), 403,
         says!("Shutting down over the API is disabled (admin_rest_allow_shutdown = false)")),
+    ("GET", "/s2s", Body::None, 200, result!({"count": 0, "s2s": []})),
+    ("DELETE", "/s2s/localhost/b.example", Body::None, 404,
+        says!("No s2s stream between localhost and b.example")),
     ("DELETE", "/user/carol", Body::None, 200, says!("User deleted: carol@localhost")),
 ];
 
@@ -1366,7 +1369,7 @@ async fn reload_rereads_the_config_file() {
         std::fs::write(
             &path,
             format!(
-                "admins = [\"admin@localhost\"]\nmodules_enabled = [{modules}]\n{extra}\ndata_dir = \"data\"\n[c2s]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = [\"127.0.0.1:0\"]\n[auth]\nscram_iterations = 4096\n"
+                "admins = [\"admin@localhost\"]\nmodules_enabled = [{modules}]\n{extra}\ndata_dir = \"data\"\n[c2s]\nlisten = [\"127.0.0.1:0\"]\n[s2s]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = [\"127.0.0.1:0\"]\n[auth]\nscram_iterations = 4096\n"
             ),
         )
         .unwrap();
@@ -1583,15 +1586,14 @@ async fn roster_add_pushes_to_online_clients_and_remove() {
     let r = api.get("/user/alice").await;
     assert_eq!(r.result()["user"]["roster"][0][1]["jid"], "bob@localhost");
 
-    // Errors: missing contact 404, unknown local contact 404, remote contact 400 (nothing written), unknown user 404.
+    // Errors: missing contact 404, unknown local contact 404, unknown user 404 (a remote contact
+    // is sent a subscription request: tests/s2s.rs).
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
         (Method::POST, "/roster/alice", Some(json!({})),
             404, json!("Contact does not exist or is malformed"), "invalid_contact"),
         (Method::POST, "/roster/alice", Some(json!({"contact": "ghost@localhost"})),
             404, json!("Contact does not exist or is malformed"), "invalid_contact"),
-        (Method::POST, "/roster/alice", Some(json!({"contact": "x@remote.example"})),
-            400, json!("Remote contacts are not supported: x@remote.example"), "remote_contact"),
         (Method::POST, "/roster/nobody", Some(json!({"contact": "bob"})),
             404, json!("User does not exist: nobody@localhost"), "user_not_found"),
     ];

@@ -30,7 +30,7 @@ fn write_config(dir: &Path) -> (std::path::PathBuf, u16) {
     std::fs::write(
         &path,
         format!(
-            "data_dir = \"data\"\n[c2s]\nlisten = [\"127.0.0.1:{c2s}\"]\n[http]\nlisten = [\"127.0.0.1:{http}\"]\n[auth]\nscram_iterations = 4096\n"
+            "data_dir = \"data\"\n[c2s]\nlisten = [\"127.0.0.1:{c2s}\"]\n[s2s]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = [\"127.0.0.1:{http}\"]\n[auth]\nscram_iterations = 4096\n"
         ),
     )
     .unwrap();

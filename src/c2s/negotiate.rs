@@ -115,13 +115,15 @@ pub fn stream_header(host: &str, id: &str) -> String {
     )
 }
 
-fn stream_id() -> String {
+/// A fresh random stream id.
+pub fn stream_id() -> String {
     use rand::Rng;
     let n: u128 = rand::rng().random();
     format!("{n:032x}")
 }
 
-fn limits_feature(max_bytes: usize) -> Element {
+/// The XEP-0478 `<limits/>` stream feature.
+pub fn limits_feature(max_bytes: usize) -> Element {
     Element::new("limits", ns::STREAM_LIMITS)
         .child(Element::new("max-bytes", ns::STREAM_LIMITS).text(max_bytes.to_string()))
 }

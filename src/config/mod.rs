@@ -104,6 +104,8 @@ pub struct Config {
     pub log_level: String,
     /// Client-to-server listener settings.
     pub c2s: C2sConfig,
+    /// Server-to-server (federation) settings.
+    pub s2s: S2sConfig,
     /// HTTP listener settings.
     pub http: HttpConfig,
     /// TLS certificate settings.
@@ -203,6 +205,89 @@ impl Default for C2sConfig {
             resource_conflict: ResourceConflict::KickOld,
             send_queue: 1024,
             max_connections: 100_000,
+        }
+    }
+}
+
+/// Server-to-server (federation) settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S2sConfig {
+    /// Addresses for STARTTLS server connections (port 5269 by convention).
+    pub listen: Vec<SocketAddr>,
+    /// Addresses for direct-TLS server connections (XEP-0368, port 5270 by convention).
+    pub direct_tls_listen: Vec<SocketAddr>,
+    /// Require TLS on every server-to-server stream, both directions.
+    pub require_encryption: bool,
+    /// Largest stanza in bytes on a server-to-server stream; advertised per XEP-0478.
+    pub max_stanza_size: usize,
+    /// Seconds a stream may take to connect, secure and authenticate.
+    pub negotiation_timeout_secs: u64,
+    /// Seconds an outgoing stream may stay unused before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Stanzas queued per outgoing stream (while it connects or when the peer reads slowly).
+    pub queue_size: usize,
+    /// Seconds one write to a peer may block before the peer counts as not reading.
+    pub send_timeout_secs: u64,
+    /// Require a valid certificate (trusted, naming the domain) from every remote domain:
+    /// no dialback without one (Prosody's `s2s_secure_auth`).
+    pub secure_auth: bool,
+    /// Remote domains that need a valid certificate even when `secure_auth` is off.
+    pub secure_domains: Vec<String>,
+    /// Remote domains allowed to use dialback without a valid certificate when `secure_auth` is on.
+    pub insecure_domains: Vec<String>,
+    /// If not empty, the only remote domains this server federates with.
+    pub allow_domains: Vec<String>,
+    /// Remote domains this server never federates with.
+    pub deny_domains: Vec<String>,
+    /// Trust the operating system's certificate store for peer certificates.
+    pub system_roots: bool,
+    /// Further PEM files of trusted certificate authorities for peer certificates.
+    pub ca_files: Vec<PathBuf>,
+    /// Static targets that replace DNS for these remote domains (`"example.net" = "127.0.0.2:5269"`).
+    pub hosts: BTreeMap<String, SocketAddr>,
+}
+
+impl S2sConfig {
+    /// Whether `domain` must present a valid certificate (`secure_auth` and its exceptions).
+    pub fn requires_certificate(&self, domain: &str) -> bool {
+        let listed = |l: &[String]| l.iter().any(|d| d.eq_ignore_ascii_case(domain));
+        if listed(&self.secure_domains) {
+            return true;
+        }
+        if listed(&self.insecure_domains) {
+            return false;
+        }
+        self.secure_auth
+    }
+
+    /// Whether this server federates with `domain` at all (`allow_domains`, `deny_domains`).
+    pub fn permits(&self, domain: &str) -> bool {
+        let listed = |l: &[String]| l.iter().any(|d| d.eq_ignore_ascii_case(domain));
+        !listed(&self.deny_domains)
+            && (self.allow_domains.is_empty() || listed(&self.allow_domains))
+    }
+}
+
+impl Default for S2sConfig {
+    fn default() -> Self {
+        S2sConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5269))],
+            direct_tls_listen: Vec::new(),
+            require_encryption: true,
+            max_stanza_size: 512 * 1024,
+            negotiation_timeout_secs: 30,
+            idle_timeout_secs: 300,
+            queue_size: 256,
+            send_timeout_secs: 30,
+            secure_auth: false,
+            secure_domains: Vec::new(),
+            insecure_domains: Vec::new(),
+            allow_domains: Vec::new(),
+            deny_domains: Vec::new(),
+            system_roots: true,
+            ca_files: Vec::new(),
+            hosts: BTreeMap::new(),
         }
     }
 }
@@ -313,6 +398,7 @@ impl Default for Config {
             modules_disabled: Vec::new(),
             log_level: "info".into(),
             c2s: C2sConfig::default(),
+            s2s: S2sConfig::default(),
             http: HttpConfig::default(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
@@ -360,6 +446,9 @@ impl Config {
             fix(p);
         }
         if let Some(p) = self.tls.key.as_mut() {
+            fix(p);
+        }
+        for p in &mut self.s2s.ca_files {
             fix(p);
         }
     }
@@ -514,6 +603,7 @@ impl Config {
                 ),
             ));
         }
+        self.validate_s2s()?;
         if self.tls.certificate.is_some() != self.tls.key.is_some() {
             return Err(invalid(
                 "tls",
@@ -526,6 +616,33 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(invalid("log_level", e.to_string()));
         }
+        Ok(())
+    }
+
+    fn validate_s2s(&mut self) -> Result<(), ConfigError> {
+        let s = &self.s2s;
+        if s.max_stanza_size < 10_000 {
+            return Err(invalid(
+                "s2s.max_stanza_size",
+                "must be at least 10000 bytes (RFC 6120 §13.12)",
+            ));
+        }
+        if s.negotiation_timeout_secs == 0 {
+            return Err(invalid("s2s.negotiation_timeout_secs", "must be positive"));
+        }
+        if s.queue_size == 0 {
+            return Err(invalid("s2s.queue_size", "must be positive"));
+        }
+        if s.send_timeout_secs == 0 {
+            return Err(invalid("s2s.send_timeout_secs", "must be positive"));
+        }
+        let mut hosts = BTreeMap::new();
+        for (domain, addr) in &s.hosts {
+            let d = jid::normalize_domain(domain)
+                .map_err(|e| invalid(format!("s2s.hosts.{domain}"), e.to_string()))?;
+            hosts.insert(d, *addr);
+        }
+        self.s2s.hosts = hosts;
         Ok(())
     }
 

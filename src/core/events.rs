@@ -23,6 +23,8 @@ pub enum Origin {
     Client(Arc<SessionHandle>),
     /// The server itself (modules, the admin API).
     Server,
+    /// An authenticated server-to-server stream; the remote domain it verified.
+    Remote(String),
 }
 
 impl Origin {
@@ -30,7 +32,7 @@ impl Origin {
     pub fn session(&self) -> Option<&Arc<SessionHandle>> {
         match self {
             Origin::Client(s) => Some(s),
-            Origin::Server => None,
+            Origin::Server | Origin::Remote(_) => None,
         }
     }
 }

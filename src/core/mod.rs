@@ -15,6 +15,7 @@ pub mod modules;
 pub mod options;
 pub mod priority;
 pub mod reload;
+pub mod remote;
 pub mod roster;
 pub mod router;
 pub mod sessions;
@@ -76,6 +77,8 @@ pub struct Core {
     pub inactive_hosts: admin::InactiveHosts,
     /// A shutdown asked for by an admin (`server:shutdown`), with its reason.
     pub stop: admin::StopRequest,
+    /// The way to other servers (the s2s manager), installed once by the server; unset = none.
+    pub federation: std::sync::OnceLock<Arc<dyn remote::Federation>>,
     global: Arc<Host>,
     hosts: HashMap<String, Arc<Host>>,
     weak: Weak<Core>,
@@ -102,6 +105,7 @@ impl Core {
             shared: std::sync::Mutex::new(Default::default()),
             inactive_hosts: Default::default(),
             stop: Default::default(),
+            federation: std::sync::OnceLock::new(),
             http_routes: Default::default(),
             global: Arc::new(Host::with_kind("*", modules::HostType::Global)),
             accounts: Accounts::new(

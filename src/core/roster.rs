@@ -355,7 +355,8 @@ impl Core {
     /// JID, or a bare JID meaning its available sessions), through the router so policy such as
     /// blocking applies.
     pub async fn send_current_presence(self: &Arc<Self>, from_user: &Jid, to: &Jid) {
-        if !self.sessions.is_online(&to.bare()) {
+        // A local recipient must be online; a remote one is reached through its server.
+        if self.host(to.domain()).is_some() && !self.sessions.is_online(&to.bare()) {
             return;
         }
         for s in self.sessions.resources(&from_user.bare()) {

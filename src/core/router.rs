@@ -86,11 +86,12 @@ impl Core {
         {
             return;
         }
-        let Some(host) = self.host(to.domain()).cloned() else {
-            // No federation yet: every other domain is unreachable.
+        let host = self.host(to.domain()).cloned();
+        if host.is_none() && self.host(from.domain()).is_none() {
+            // Neither end is ours: never relay between two other domains.
             self.bounce(&stanza, C::RemoteServerNotFound).await;
             return;
-        };
+        }
         let dest = Dest::of(&to);
         let name = event_name(kind, dest, &stanza);
         let mut ev = StanzaEvent {
@@ -115,6 +116,14 @@ impl Core {
                 Flow::Continue(ev) => ev,
             };
         }
+        let Some(host) = host else {
+            // Another domain: out through the s2s manager, which bounces what it cannot deliver.
+            match self.federation.get() {
+                Some(f) => f.send(ev.from, ev.to, ev.stanza),
+                None => self.bounce(&ev.stanza, C::RemoteServerNotFound).await,
+            }
+            return;
+        };
         // IQs fire the generic `iq/<dest>` first (Prosody's order), then the specific
         // `iq-<type>/<dest>/<ns>:<name>`: policy modules hook the former, features the latter.
         let ev = if kind == Kind::Iq {

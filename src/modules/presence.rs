@@ -97,6 +97,20 @@ async fn outbound(mut ev: StanzaEvent) -> Flow {
     }
 }
 
+/// Sends `user`'s subscription request to `contact` exactly as the user's own
+/// `<presence type='subscribe'/>` would (the roster item gets `ask`, the request is routed):
+/// the admin API's roster add of a remote contact.
+pub async fn request_subscription(core: &Arc<Core>, user: &Jid, contact: &Jid) {
+    let (user, contact) = (user.bare(), contact.bare());
+    if outbound_subscription(core, &user, &contact, "subscribe").await {
+        let p = Element::new("presence", ns::CLIENT)
+            .attr("type", "subscribe")
+            .attr("from", user.to_string())
+            .attr("to", contact.to_string());
+        core.route(Origin::Server, p).await;
+    }
+}
+
 /// Follow-ups once an outbound subscription stanza was routed.
 async fn after_outbound(core: &Arc<Core>, user: &Jid, contact: &Jid, ty: &str) {
     match ty {

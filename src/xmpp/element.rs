@@ -49,6 +49,19 @@ impl Element {
         self
     }
 
+    /// Moves this element and every descendant in namespace `from` to namespace `to` (e.g. a
+    /// stanza received as `jabber:server` handled as `jabber:client`).
+    pub fn rename_ns(&mut self, from: &str, to: &str) {
+        if self.ns == from {
+            self.ns = to.to_string();
+        }
+        for node in &mut self.children {
+            if let Node::Element(e) = node {
+                e.rename_ns(from, to);
+            }
+        }
+    }
+
     /// The local name.
     pub fn name(&self) -> &str {
         &self.name

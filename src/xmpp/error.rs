@@ -30,6 +30,9 @@ pub enum StreamErrorCondition {
     /// The server is misconfigured or hit an internal error.
     #[error("internal-server-error")]
     InternalServerError,
+    /// A stanza lacks the `from` or `to` a server-to-server stream requires.
+    #[error("improper-addressing")]
+    ImproperAddressing,
     /// The `from` of a stanza does not match the authenticated entity.
     #[error("invalid-from")]
     InvalidFrom,

@@ -132,3 +132,7 @@ pub const MUC_STABLE_ID: &str = "http://jabber.org/protocol/muc#stable_id";
 pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
 /// XEP-0249 direct MUC invitations.
 pub const CONFERENCE: &str = "jabber:x:conference";
+/// Server Dialback (XEP-0220), the `db:` prefix on server-to-server streams.
+pub const DIALBACK: &str = "jabber:server:dialback";
+/// The dialback stream feature (XEP-0220 §2.1).
+pub const DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";

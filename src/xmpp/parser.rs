@@ -51,6 +51,8 @@ pub struct StreamHeader {
     pub from: Option<String>,
     /// The `version` attribute.
     pub version: Option<String>,
+    /// The `id` attribute (set by the receiving side; Server Dialback keys are bound to it).
+    pub id: Option<String>,
     /// The `xml:lang` attribute.
     pub lang: Option<String>,
     /// The default namespace declared on the header (`jabber:client` for c2s).
@@ -393,6 +395,7 @@ fn parse_header(start: &BytesStart<'_>, ns: Option<&str>) -> Result<StreamHeader
             "to" => h.to = Some(value),
             "from" => h.from = Some(value),
             "version" => h.version = Some(value),
+            "id" => h.id = Some(value),
             "xml:lang" => h.lang = Some(value),
             "xmlns" => h.default_ns = Some(value),
             _ => {}

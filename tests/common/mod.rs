@@ -29,6 +29,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     cfg.data_dir = dir.to_path_buf();
     cfg.c2s.listen = vec!["127.0.0.1:0".parse().unwrap()];
     cfg.c2s.direct_tls_listen = vec!["127.0.0.1:0".parse().unwrap()];
+    cfg.s2s.listen = vec!["127.0.0.1:0".parse().unwrap()];
     cfg.http.listen = vec!["127.0.0.1:0".parse().unwrap()];
     cfg.auth.scram_iterations = 4096;
     cfg.storage.cache_capacity_mb = 8;

@@ -28,6 +28,7 @@ pub mod roster;
 pub mod routes;
 pub mod server;
 pub mod sessions;
+pub mod s2s;
 pub mod users;
 pub mod vcards;
 pub mod whitelist;

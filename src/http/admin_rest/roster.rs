@@ -28,7 +28,8 @@ pub async fn get_roster(
     Ok(ok(json!({ "count": roster.len(), "roster": roster })))
 }
 
-/// The `contact` of a roster body: a local account (bare name or JID); remote contacts are refused.
+/// The `contact` of a roster body: a local account (bare name or JID), or a remote account's
+/// bare JID when the server federates (remote contacts are refused otherwise).
 async fn contact(core: &Core, host: &str, body: Option<&Value>) -> Result<Jid, ApiError> {
     let name = body
         .and_then(Value::as_str)
@@ -36,6 +37,9 @@ async fn contact(core: &Core, host: &str, body: Option<&Value>) -> Result<Jid, A
         .ok_or(ApiError::InvalidContact)?;
     let jid = match user_jid(core, host, name) {
         Ok(j) => j,
+        Err(ApiError::UnknownHost) if core.federation.get().is_some() => {
+            Jid::parse(name).map_err(|_| ApiError::InvalidContact)?
+        }
         Err(ApiError::UnknownHost) => {
             return Err(ApiError::other(
                 StatusCode::BAD_REQUEST,
@@ -64,7 +68,8 @@ fn roster_error(e: RosterError) -> ApiError {
     }
 }
 
-/// `POST /roster/{name}` `{"contact"}`: both users get each other with subscription `both`.
+/// `POST /roster/{name}` `{"contact"}`: both users get each other with subscription `both`;
+/// a remote contact is sent the user's subscription request instead.
 pub async fn add_contact(
     State(core): State<Arc<Core>>,
     Extension(ctx): Extension<Ctx>,
@@ -75,6 +80,11 @@ pub async fn add_contact(
     let body = optional_body_object(&headers, &body)?;
     let contact = contact(&core, &ctx.host, body.get("contact")).await?;
     let jid = existing_user(&core, &ctx.host, &name).await?;
+    if core.host(contact.domain()).is_none() {
+        // A remote contact: ask it, as the user's client would; the answer completes the roster.
+        crate::modules::presence::request_subscription(&core, &jid, &contact).await;
+        return Ok(ok(format!("Subscription requested: {jid} to {contact}")));
+    }
     if !core.accounts.exists(&contact).await? {
         return Err(ApiError::InvalidContact);
     }

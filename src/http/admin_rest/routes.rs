@@ -14,7 +14,7 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, on};
 
 use super::{
-    ApiError, data, groups, messages, modules, muc, openapi, reload, roster, users, vcards,
+    ApiError, data, groups, messages, modules, muc, openapi, reload, roster, s2s, users, vcards,
     whitelist,
 };
 use super::{hosts, server, sessions};
@@ -90,6 +90,8 @@ routes! {
     GET "/muc/{room}/affiliation/{jid}" => muc::get_affiliation,
     PUT "/muc/{room}/affiliation/{jid}" => muc::set_affiliation,
     GET "/muc/{room}/role/{nick}" => muc::get_role,
+    GET "/s2s" => s2s::list,
+    DELETE "/s2s/{local}/{remote}" => s2s::close,
 }
 
 async fn invalid_path() -> ApiError {

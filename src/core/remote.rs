@@ -1,0 +1,37 @@
+//! The way out to other servers: the router hands stanzas for domains it does not serve to the
+//! [`Federation`] the server installed (the s2s manager), and the admin faces list and close
+//! its streams through it. `core` knows only this trait, never the s2s code behind it.
+
+use crate::xmpp::{Element, Jid};
+
+/// One server-to-server stream, as the admin surfaces show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StreamInfo {
+    /// `outgoing` or `incoming`.
+    pub direction: &'static str,
+    /// Our domain on this stream.
+    pub local: String,
+    /// The other server's domain.
+    pub remote: String,
+    /// How the remote domain was authenticated: `dialback`, or `none` while negotiating.
+    pub auth: &'static str,
+    /// Whether the stream is encrypted with TLS.
+    pub tls: bool,
+    /// Whether the peer's certificate was verified for its domain.
+    pub cert_valid: bool,
+    /// Seconds since the stream last carried a stanza.
+    pub idle_secs: u64,
+    /// Stanzas waiting to be written (outgoing streams).
+    pub queued: usize,
+}
+
+/// The server-to-server side as the router and the admin faces see it.
+pub trait Federation: Send + Sync {
+    /// Sends `stanza` from local `from` to remote `to`: queued on the (from-domain, to-domain)
+    /// stream, which is opened on demand; a stanza that cannot be delivered is bounced.
+    fn send(&self, from: Jid, to: Jid, stanza: Element);
+    /// Every stream, both directions.
+    fn streams(&self) -> Vec<StreamInfo>;
+    /// Closes every stream between `local` and `remote`; how many were closed.
+    fn close(&self, local: &str, remote: &str) -> usize;
+}

@@ -1,0 +1,448 @@
+//! Outgoing streams: connect, STARTTLS, authenticate our domain by dialback, then write the
+//! queued stanzas until the stream idles out, fails or is closed. Also the one-shot connection
+//! that asks an authoritative server to verify a dialback key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::stream::{self, Conn, Parser, Writer};
+use super::{Counted, S2s, StreamState};
+use crate::config::Config;
+use crate::core::Core;
+use crate::xmpp::error::StanzaErrorCondition as C;
+use crate::xmpp::parser::StreamEvent;
+use crate::xmpp::{Element, ns};
+
+/// Why an outgoing stream could not be established.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Failure {
+    /// No address for the domain (no `[s2s.hosts]` entry).
+    #[error("no address known")]
+    NoAddress,
+    /// The TCP connection failed.
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    /// The peer broke the protocol, closed, or offered nothing we accept.
+    #[error("negotiation: {0}")]
+    Protocol(String),
+    /// The peer refused our dialback key.
+    #[error("dialback refused")]
+    Refused,
+    /// Our policy refuses the domain (`deny_domains`/`allow_domains`) or its certificate
+    /// (`secure_auth`).
+    #[error("policy: {0}")]
+    Policy(String),
+    /// Negotiation did not finish in time.
+    #[error("timed out")]
+    Timeout,
+}
+
+impl Failure {
+    /// The metric label.
+    fn reason(&self) -> &'static str {
+        match self {
+            Failure::NoAddress => "not_found",
+            Failure::Connect(_) => "connect",
+            Failure::Protocol(_) => "protocol",
+            Failure::Refused => "refused",
+            Failure::Policy(_) => "policy",
+            Failure::Timeout => "timeout",
+        }
+    }
+
+    /// The error queued stanzas bounce with.
+    fn condition(&self) -> C {
+        match self {
+            Failure::Timeout => C::RemoteServerTimeout,
+            Failure::Policy(_) => C::NotAllowed,
+            _ => C::RemoteServerNotFound,
+        }
+    }
+}
+
+fn protocol(what: impl Into<String>) -> Failure {
+    Failure::Protocol(what.into())
+}
+
+/// An open, secured stream to `remote` whose header and features were read.
+struct Opened {
+    parser: Parser,
+    writer: Writer,
+    /// The id the receiving server gave the stream.
+    id: String,
+    tls: bool,
+    /// Whether the peer's certificate is trusted and names `remote`.
+    cert_valid: bool,
+    /// The last stream features the peer sent.
+    features: Element,
+}
+
+/// Connects to `remote` as `local`, upgrading with STARTTLS when offered (required unless
+/// `s2s.require_encryption` is off), and reads the final stream features.
+async fn open(
+    s2s: &S2s,
+    core: &Core,
+    cfg: &Config,
+    local: &str,
+    remote: &str,
+) -> Result<Opened, Failure> {
+    let addr = s2s.resolve(core, remote).ok_or(Failure::NoAddress)?;
+    let tcp = TcpStream::connect(addr).await.map_err(Failure::Connect)?;
+    let _ = tcp.set_nodelay(true);
+    let mut conn: Conn = Box::new(tcp);
+    let mut tls = false;
+    let mut cert_valid = false;
+    loop {
+        let (mut parser, mut writer) = stream::open(conn, cfg);
+        stream::write(&mut writer, &stream::header(local, Some(remote), None))
+            .await
+            .map_err(|e| protocol(e.to_string()))?;
+        let id = match stream::next(&mut parser, None).await {
+            Ok(StreamEvent::Header(h)) => h.id.unwrap_or_default(),
+            other => return Err(protocol(format!("no stream header: {other:?}"))),
+        };
+        let features = match stream::next(&mut parser, None).await {
+            Ok(StreamEvent::Stanza(f)) if f.is("features", ns::STREAM) => f,
+            other => return Err(protocol(format!("no stream features: {other:?}"))),
+        };
+        if !tls && features.get_child("starttls", ns::TLS).is_some() {
+            stream::write(
+                &mut writer,
+                &Element::new("starttls", ns::TLS).to_xml(ns::SERVER),
+            )
+            .await
+            .map_err(|e| protocol(e.to_string()))?;
+            match stream::next(&mut parser, None).await {
+                Ok(StreamEvent::Stanza(p)) if p.is("proceed", ns::TLS) => {}
+                other => return Err(protocol(format!("STARTTLS refused: {other:?}"))),
+            }
+            let plain =
+                stream::rejoin(parser, writer).ok_or_else(|| protocol("data after <proceed/>"))?;
+            let name = rustls::pki_types::ServerName::try_from(remote.to_string())
+                .map_err(|e| protocol(e.to_string()))?;
+            let secured = tokio_rustls::TlsConnector::from(s2s.tls_client.clone())
+                .connect(name, plain)
+                .await
+                .map_err(|e| protocol(format!("TLS: {e}")))?;
+            cert_valid = s2s
+                .trust
+                .valid_for(&stream::peer_chain(secured.get_ref().1), remote);
+            if !cert_valid && cfg.s2s.requires_certificate(remote) {
+                return Err(Failure::Policy(format!(
+                    "no valid certificate for {remote}"
+                )));
+            }
+            conn = Box::new(secured);
+            tls = true;
+            continue;
+        }
+        if !tls && cfg.s2s.require_encryption {
+            return Err(protocol(
+                "the peer offers no STARTTLS and encryption is required",
+            ));
+        }
+        if id.is_empty() {
+            return Err(protocol("the stream header has no id"));
+        }
+        return Ok(Opened {
+            parser,
+            writer,
+            id,
+            tls,
+            cert_valid,
+            features,
+        });
+    }
+}
+
+/// How our domain was authenticated on an outgoing stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Auth {
+    /// SASL EXTERNAL with our certificate (XEP-0178).
+    External,
+    /// Server Dialback (XEP-0220).
+    Dialback,
+}
+
+impl Auth {
+    fn label(self) -> &'static str {
+        match self {
+            Auth::External => "external",
+            Auth::Dialback => "dialback",
+        }
+    }
+}
+
+fn offers_external(features: &Element) -> bool {
+    features.get_child("mechanisms", ns::SASL).is_some_and(|m| {
+        m.children()
+            .any(|c| c.is("mechanism", ns::SASL) && c.text_content().trim() == "EXTERNAL")
+    })
+}
+
+/// SASL EXTERNAL as `local`; on success the stream is restarted and its features read again.
+async fn external(
+    mut o: Opened,
+    cfg: &Config,
+    local: &str,
+    remote: &str,
+) -> Result<(Opened, bool), Failure> {
+    use base64::Engine;
+    let auth = Element::new("auth", ns::SASL)
+        .attr("mechanism", "EXTERNAL")
+        .text(base64::engine::general_purpose::STANDARD.encode(local));
+    stream::write(&mut o.writer, &stream::wire(&auth))
+        .await
+        .map_err(|e| protocol(e.to_string()))?;
+    match stream::next(&mut o.parser, None).await {
+        Ok(StreamEvent::Stanza(r)) if r.is("success", ns::SASL) => {}
+        Ok(StreamEvent::Stanza(r)) if r.is("failure", ns::SASL) => return Ok((o, false)),
+        other => return Err(protocol(format!("no SASL outcome: {other:?}"))),
+    }
+    // Stream restart (RFC 6120 §6.4.6): a fresh parser over the same buffered reader.
+    o.parser = crate::xmpp::parser::StreamParser::new(o.parser.into_inner(), stream::limits(cfg));
+    stream::write(&mut o.writer, &stream::header(local, Some(remote), None))
+        .await
+        .map_err(|e| protocol(e.to_string()))?;
+    match stream::next(&mut o.parser, None).await {
+        Ok(StreamEvent::Header(_)) => {}
+        other => return Err(protocol(format!("no stream header after SASL: {other:?}"))),
+    }
+    match stream::next(&mut o.parser, None).await {
+        Ok(StreamEvent::Stanza(f)) if f.is("features", ns::STREAM) => o.features = f,
+        other => {
+            return Err(protocol(format!(
+                "no stream features after SASL: {other:?}"
+            )));
+        }
+    }
+    Ok((o, true))
+}
+
+/// Opens the stream and authenticates `local` to `remote`: SASL EXTERNAL when the peer offers
+/// it (it does when our certificate names `local`), else a dialback key.
+async fn establish(
+    s2s: &S2s,
+    core: &Core,
+    cfg: &Config,
+    local: &str,
+    remote: &str,
+) -> Result<(Opened, Auth), Failure> {
+    let mut o = open(s2s, core, cfg, local, remote).await?;
+    if o.tls && offers_external(&o.features) {
+        let (opened, ok) = external(o, cfg, local, remote).await?;
+        if ok {
+            return Ok((opened, Auth::External));
+        }
+        o = opened;
+    }
+    let key = s2s.secret.key(remote, local, &o.id);
+    let result = Element::new("result", ns::DIALBACK)
+        .attr("from", local)
+        .attr("to", remote)
+        .text(key);
+    stream::write(&mut o.writer, &stream::wire(&result))
+        .await
+        .map_err(|e| protocol(e.to_string()))?;
+    loop {
+        match stream::next(&mut o.parser, None).await {
+            Ok(StreamEvent::Stanza(r)) if r.is("result", ns::DIALBACK) => {
+                return match r.get_attr("type") {
+                    Some("valid") => Ok((o, Auth::Dialback)),
+                    _ => Err(Failure::Refused),
+                };
+            }
+            Ok(StreamEvent::Stanza(_)) => continue,
+            other => return Err(protocol(format!("no dialback result: {other:?}"))),
+        }
+    }
+}
+
+/// Asks the authoritative server of `remote` whether `key` is the key it made for the stream
+/// `id` it opened to our `local` (XEP-0220 §2.1.2, over a connection of its own).
+pub(super) async fn verify(
+    s2s: &S2s,
+    core: &Core,
+    local: &str,
+    remote: &str,
+    id: &str,
+    key: &str,
+) -> Result<bool, Failure> {
+    let cfg = core.config.load_full();
+    let deadline = Instant::now() + Duration::from_secs(cfg.s2s.negotiation_timeout_secs);
+    let run = async {
+        let mut o = open(s2s, core, &cfg, local, remote).await?;
+        let req = Element::new("verify", ns::DIALBACK)
+            .attr("from", local)
+            .attr("to", remote)
+            .attr("id", id)
+            .text(key);
+        stream::write(&mut o.writer, &stream::wire(&req))
+            .await
+            .map_err(|e| protocol(e.to_string()))?;
+        let valid = loop {
+            match stream::next(&mut o.parser, None).await {
+                Ok(StreamEvent::Stanza(r))
+                    if r.is("verify", ns::DIALBACK) && r.get_attr("id") == Some(id) =>
+                {
+                    break r.get_attr("type") == Some("valid");
+                }
+                Ok(StreamEvent::Stanza(_)) => continue,
+                other => return Err(protocol(format!("no verify answer: {other:?}"))),
+            }
+        };
+        let _ = stream::write(&mut o.writer, "</stream:stream>").await;
+        let _ = o.writer.shutdown().await;
+        Ok(valid)
+    };
+    match tokio::time::timeout_at(deadline, run).await {
+        Ok(r) => r,
+        Err(_) => Err(Failure::Timeout),
+    }
+}
+
+/// How the writing loop ended.
+enum End {
+    /// Unused for `idle_timeout_secs`, or closed by the admin or shutdown.
+    Quiet,
+    /// The peer went away or stopped reading.
+    Broken,
+}
+
+/// Runs the outgoing stream for `key` = (local, remote): establish, then drain `rx`.
+pub(super) async fn run(
+    s2s: Arc<S2s>,
+    core: Arc<Core>,
+    key: (String, String),
+    id: u64,
+    mut rx: mpsc::Receiver<Element>,
+    state: Arc<StreamState>,
+) {
+    let cfg = core.config.load_full();
+    let (local, remote) = (key.0.as_str(), key.1.as_str());
+    let deadline = Instant::now() + Duration::from_secs(cfg.s2s.negotiation_timeout_secs);
+    let attempt = if !cfg.s2s.permits(remote) {
+        Err(Failure::Policy(format!("{remote} is not allowed")))
+    } else {
+        tokio::select! {
+        _ = core.shutdown.cancelled() => Err(Failure::Protocol("shutting down".into())),
+        _ = state.cancel.cancelled() => Err(Failure::Protocol("closed by the administrator".into())),
+        r = tokio::time::timeout_at(deadline, establish(&s2s, &core, &cfg, local, remote)) => {
+            r.unwrap_or(Err(Failure::Timeout))
+        }
+        }
+    };
+    let (o, auth) = match attempt {
+        Ok(o) => o,
+        Err(f) => {
+            tracing::info!(%local, %remote, error = %f, "s2s connection failed");
+            s2s.metrics.failed.with(&[f.reason()]).inc();
+            s2s.remove_outgoing(&key, id);
+            rx.close();
+            let mut queued = Vec::new();
+            while let Ok(el) = rx.try_recv() {
+                s2s.metrics.queued.with(&[]).dec();
+                queued.push(el);
+            }
+            for el in queued {
+                core.bounce(&el, f.condition()).await;
+            }
+            return;
+        }
+    };
+    tracing::info!(%local, %remote, tls = o.tls, cert_valid = o.cert_valid, auth = auth.label(), "s2s outgoing stream authenticated");
+    state.update(|i| {
+        i.auth = auth.label();
+        i.tls = o.tls;
+        i.cert_valid = o.cert_valid;
+    });
+    state.touch();
+    let _counted = Counted::new(&s2s.metrics.connections, "outgoing", auth.label());
+    let Opened {
+        mut parser,
+        mut writer,
+        ..
+    } = o;
+    // The peer sends nothing but a close (or an error) on our outgoing stream; read it apart.
+    let peer_gone = state.cancel.child_token();
+    let reader_done = peer_gone.clone();
+    core.tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = reader_done.cancelled() => break,
+                ev = parser.next() => match ev {
+                    Ok(StreamEvent::Stanza(_)) => continue,
+                    _ => break,
+                },
+            }
+        }
+        reader_done.cancel();
+    });
+    let idle = Duration::from_secs(cfg.s2s.idle_timeout_secs.max(1));
+    let send_timeout = Duration::from_secs(cfg.s2s.send_timeout_secs.max(1));
+    let end = loop {
+        let next = tokio::select! {
+            _ = core.shutdown.cancelled() => break End::Quiet,
+            _ = state.cancel.cancelled() => break End::Quiet,
+            _ = peer_gone.cancelled() => break End::Broken,
+            r = tokio::time::timeout(idle, rx.recv()) => r,
+        };
+        let el = match next {
+            Err(_) | Ok(None) => break End::Quiet,
+            Ok(Some(el)) => {
+                s2s.metrics.queued.with(&[]).dec();
+                el
+            }
+        };
+        match tokio::time::timeout(send_timeout, stream::write(&mut writer, &stream::wire(&el)))
+            .await
+        {
+            Ok(Ok(())) => {
+                s2s.metrics.stanzas.with(&["out"]).inc();
+                state.touch();
+            }
+            _ => {
+                tracing::info!(%local, %remote, "s2s peer stopped reading; closing the stream");
+                core.bounce(&el, C::RemoteServerTimeout).await;
+                break End::Broken;
+            }
+        }
+    };
+    peer_gone.cancel();
+    s2s.remove_outgoing(&key, id);
+    rx.close();
+    if matches!(end, End::Quiet) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = stream::write(&mut writer, "</stream:stream>").await;
+            let _ = writer.shutdown().await;
+        })
+        .await;
+    }
+    // What was queued after the stream ended: a quiet end reconnects, a broken one bounces.
+    let mut rest = Vec::new();
+    while let Ok(el) = rx.try_recv() {
+        s2s.metrics.queued.with(&[]).dec();
+        rest.push(el);
+    }
+    for el in rest {
+        match end {
+            End::Quiet if !core.shutdown.is_cancelled() => {
+                let from = el
+                    .get_attr("from")
+                    .and_then(|f| crate::xmpp::Jid::parse(f).ok());
+                let to = el
+                    .get_attr("to")
+                    .and_then(|t| crate::xmpp::Jid::parse(t).ok());
+                if let (Some(from), Some(to)) = (from, to) {
+                    crate::core::remote::Federation::send(s2s.as_ref(), from, to, el);
+                }
+            }
+            _ => core.bounce(&el, C::RemoteServerTimeout).await,
+        }
+    }
+}
