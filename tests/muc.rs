@@ -1060,7 +1060,7 @@ async fn acknowledged_room_changes_survive_kill_9() {
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = \"data\"\n[c2s]\nlisten = [\"127.0.0.1:{port}\"]\n[http]\nlisten = [\"127.0.0.1:0\"]\n[auth]\nscram_iterations = 4096\n"
+            "data_dir = \"data\"\n[c2s]\nlisten = [\"127.0.0.1:{port}\"]\n[s2s]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = [\"127.0.0.1:0\"]\n[auth]\nscram_iterations = 4096\n"
         ),
     )
     .unwrap();
