@@ -1,7 +1,8 @@
 //! `oxpecker shell` against a running server: the binary talks to the control socket of an
 //! in-process server with real sessions. One-shot and piped forms, both spellings, exit
 //! status on failure, `c2s:close` on bare and full JIDs, hosts switched off and on,
-//! `server:shutdown` with its reason, `>` internals, `--json`, users and roles; and an
+//! `server:shutdown` with its reason, `>` internals, `--json`, users and roles, `muc:*` on a
+//! live room with an occupant, `s2s:show` / `s2s:close` between two servers; and an
 //! interactive session through a pseudo-terminal (completion, history, help, bye).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{RawClient, TestServer, login, wait_offline};
+use common::{RawClient, TestServer, login, read_until_contains, wait_offline};
 use oxpecker::config::HostConfig;
 
 const BIN: &str = env!("CARGO_BIN_EXE_oxpecker");
@@ -266,17 +267,6 @@ async fn modules_config_users_internals_and_json() {
     let o = shell_async(&cfg, &[], "> nothing\n").await;
     assert!(!o.status.success());
 
-    for (line, what) in [
-        ("s2s:show()", "federation"),
-        (
-            "muc:room(\"r@conference.localhost\"):get_role(\"n\")",
-            "group chat",
-        ),
-    ] {
-        let o = shell_async(&cfg, &[line], "").await;
-        assert!(!o.status.success());
-        assert!(err(&o).contains(what), "{}", err(&o));
-    }
     let o = shell_async(&cfg, &["help", "c2s"], "").await;
     assert!(
         out(&o).contains("c2s:close(jid, text?, condition?)"),
@@ -360,4 +350,299 @@ async fn interactive_completion_history_help_and_bye() {
     })
     .await
     .unwrap();
+}
+
+const MUC: &str = "conference.localhost";
+
+/// Joins `room` on [`MUC`] as `nick`, reading up to the subject (the end of a join).
+async fn join(c: &mut RawClient, room: &str, nick: &str) -> String {
+    c.send(&format!(
+        "<presence to='{room}@{MUC}/{nick}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ))
+    .await;
+    c.read_until("</subject></message>").await
+}
+
+#[tokio::test]
+async fn muc_commands_on_a_live_room_in_both_spellings() {
+    let srv = TestServer::with_users(&["alice", "bob"], |_| {}).await;
+    let cfg = config_for(&srv);
+
+    let o = shell_async(
+        &cfg,
+        &["muc:create(\"lounge@conference.localhost\", '{\"persistent\":true}', name=Lounge)"],
+        "",
+    )
+    .await;
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        out(&o).contains("created lounge@conference.localhost"),
+        "{}",
+        out(&o)
+    );
+    // A second create of the same room fails with a non-zero exit.
+    let o = shell_async(&cfg, &["muc", "create", "lounge@conference.localhost"], "").await;
+    assert!(!o.status.success());
+    assert!(err(&o).contains("already exists"), "{}", err(&o));
+
+    let mut a = login(&srv, "alice", "one").await;
+    let joined = join(&mut a, "lounge", "Al").await;
+    assert!(joined.contains("role=\"participant\""), "{joined}");
+
+    let o = shell_async(&cfg, &["muc:list(\"conference.localhost\")"], "").await;
+    assert!(o.status.success(), "{}", err(&o));
+    let line = out(&o)
+        .lines()
+        .find(|l| l.contains("lounge@conference.localhost"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        line.contains("Lounge") && line.contains(" 1 "),
+        "{}",
+        out(&o)
+    );
+    let o = shell_async(&cfg, &["--json", "muc", "list"], "").await;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["jid"], "lounge@conference.localhost");
+    assert_eq!(v[0]["occupants"], 1);
+    assert_eq!(v[0]["persistent"], true);
+    let o = shell_async(&cfg, &["muc", "list", "localhost"], "").await;
+    assert!(!o.status.success());
+
+    let o = shell_async(
+        &cfg,
+        &[
+            "muc",
+            "room",
+            "lounge@conference.localhost",
+            "get_role",
+            "Al",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(out(&o).trim(), "participant", "{}", err(&o));
+    let o = shell_async(
+        &cfg,
+        &["muc:room(\"lounge@conference.localhost\"):get_affiliation(\"alice@localhost/one\")"],
+        "",
+    )
+    .await;
+    assert_eq!(out(&o).trim(), "none", "{}", err(&o));
+
+    // Making alice owner reaches her as presence, and both reads follow.
+    let o = shell_async(
+        &cfg,
+        &["muc:room(\"lounge@conference.localhost\"):set_affiliation(true, \"alice@localhost\", \"owner\")"],
+        "",
+    )
+    .await;
+    assert!(o.status.success(), "{}", err(&o));
+    let p = read_until_contains(&mut a, "presence", "affiliation=\"owner\"").await;
+    assert!(p.contains("role=\"moderator\""), "{p}");
+    let o = shell_async(
+        &cfg,
+        &[
+            "--json",
+            "muc",
+            "room",
+            "lounge@conference.localhost",
+            "get_affiliation",
+            "alice@localhost",
+        ],
+        "",
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["affiliation"], "owner");
+    let o = shell_async(
+        &cfg,
+        &["muc:room('lounge@conference.localhost'):get_role('Al')"],
+        "",
+    )
+    .await;
+    assert_eq!(out(&o).trim(), "moderator");
+    let o = shell_async(&cfg, &["muc:room('lounge@conference.localhost')"], "").await;
+    assert!(
+        out(&o)
+            .lines()
+            .any(|l| l.contains("Al") && l.contains("moderator") && l.contains("owner")),
+        "{}",
+        out(&o)
+    );
+
+    // Bad input fails without a change.
+    for line in [
+        "muc:room('lounge@conference.localhost'):set_affiliation(true, 'bob@localhost', 'king')",
+        "muc:room('lounge@conference.localhost'):set_affiliation('bob@localhost', 'bob@localhost', 'owner')",
+        "muc:room('nothere@conference.localhost'):get_role('Al')",
+        "muc:room('lounge@elsewhere.localhost'):get_role('Al')",
+        "muc:room('lounge@conference.localhost'):fly()",
+    ] {
+        let o = shell_async(&cfg, &[line], "").await;
+        assert!(!o.status.success(), "{line}: {}", out(&o));
+    }
+    let o = shell_async(
+        &cfg,
+        &["muc:room('lounge@conference.localhost'):get_affiliation('bob@localhost')"],
+        "",
+    )
+    .await;
+    assert_eq!(out(&o).trim(), "none");
+
+    let o = shell_async(
+        &cfg,
+        &["muc:room('lounge@conference.localhost'):save(true)"],
+        "",
+    )
+    .await;
+    assert!(o.status.success(), "{}", err(&o));
+    let o = shell_async(
+        &cfg,
+        &["muc:room('nothere@conference.localhost'):save(true)"],
+        "",
+    )
+    .await;
+    assert!(!o.status.success());
+
+    // Destroy tells the occupant, leaves a tombstone; a second destroy removes it.
+    let o = shell_async(
+        &cfg,
+        &[
+            "muc",
+            "room",
+            "lounge@conference.localhost",
+            "destroy",
+            "closing time",
+        ],
+        "",
+    )
+    .await;
+    assert!(o.status.success(), "{}", err(&o));
+    let p = read_until_contains(&mut a, "presence", "<destroy").await;
+    assert!(p.contains("closing time"), "{p}");
+    let o = shell_async(&cfg, &["--json", "muc:list()"], "").await;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v, serde_json::json!([]));
+    let o = shell_async(&cfg, &["muc:create('lounge@conference.localhost')"], "").await;
+    assert!(!o.status.success());
+    let o = shell_async(
+        &cfg,
+        &["muc:room('lounge@conference.localhost'):destroy()"],
+        "",
+    )
+    .await;
+    assert!(o.status.success(), "{}", err(&o));
+    let o = shell_async(&cfg, &["muc:create('lounge@conference.localhost')"], "").await;
+    assert!(o.status.success(), "{}", err(&o));
+}
+
+/// Points `srv`'s `[s2s.hosts]` entry for `domain` at `addr` (a live config swap).
+fn point(srv: &TestServer, domain: &str, addr: std::net::SocketAddr) {
+    let core = &srv.server().core;
+    let mut c = (**core.config.load()).clone();
+    c.s2s.hosts.insert(domain.into(), addr);
+    core.config.store(std::sync::Arc::new(c));
+}
+
+async fn one_host(name: &str) -> TestServer {
+    TestServer::start_with(|c| {
+        c.hosts = vec![HostConfig {
+            name: name.into(),
+            ..Default::default()
+        }];
+    })
+    .await
+}
+
+#[tokio::test]
+async fn s2s_show_and_close_between_two_servers() {
+    let a = one_host("a.example").await;
+    let b = one_host("b.example").await;
+    point(&a, "b.example", b.server().s2s_addrs[0]);
+    point(&b, "a.example", a.server().s2s_addrs[0]);
+    let cfg = config_for(&a);
+
+    // No stream yet: an empty list, and closing any pair fails.
+    let o = shell_async(&cfg, &["--json", "s2s:show()"], "").await;
+    assert!(o.status.success(), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v, serde_json::json!([]));
+    let o = shell_async(&cfg, &["s2s:close('a.example', 'b.example')"], "").await;
+    assert!(!o.status.success());
+    assert!(err(&o).contains("no s2s stream"), "{}", err(&o));
+
+    // A stanza from a.example to b.example opens the outgoing stream.
+    let fed = a.server().core.federation.get().unwrap().clone();
+    let to = oxpecker::xmpp::Jid::parse("bob@b.example").unwrap();
+    let from = oxpecker::xmpp::Jid::parse("alice@a.example").unwrap();
+    let msg = oxpecker::xmpp::Element::new("message", "jabber:client")
+        .attr("from", from.to_string())
+        .attr("to", to.to_string())
+        .attr("type", "chat");
+    fed.send(from, to, msg);
+    let mut streams = Vec::new();
+    for _ in 0..500 {
+        streams = fed.streams();
+        if streams
+            .iter()
+            .any(|s| s.direction == "outgoing" && s.auth != "none")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let s = streams
+        .iter()
+        .find(|s| s.direction == "outgoing")
+        .unwrap_or_else(|| panic!("no outgoing stream: {streams:?}"));
+
+    let o = shell_async(&cfg, &["s2s", "show"], "").await;
+    assert!(o.status.success(), "{}", err(&o));
+    let row = out(&o)
+        .lines()
+        .find(|l| l.starts_with("outgoing"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        row.contains("a.example") && row.contains("b.example") && row.contains(s.auth),
+        "{}",
+        out(&o)
+    );
+    let o = shell_async(&cfg, &["--json", "s2s", "show", "b.example"], "").await;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["direction"] == "outgoing"
+                && s["local"] == "a.example"
+                && s["remote"] == "b.example"
+                && s["tls"].is_boolean()
+                && s["idle_secs"].is_u64()
+                && s["queued"].is_u64()),
+        "{v}"
+    );
+    let o = shell_async(&cfg, &["--json", "s2s:show('nowhere.example')"], "").await;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v, serde_json::json!([]));
+
+    let o = shell_async(&cfg, &["s2s:close(\"a.example\", \"b.example\")"], "").await;
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(out(&o).contains("closed"), "{}", out(&o));
+    // The closed stream leaves the list once its task has ended.
+    let gone = |f: &std::sync::Arc<dyn oxpecker::core::remote::Federation>| {
+        f.streams().iter().all(|s| {
+            !(s.direction == "outgoing" && s.local == "a.example" && s.remote == "b.example")
+        })
+    };
+    for _ in 0..500 {
+        if gone(&fed) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(gone(&fed), "{:?}", fed.streams());
+    let o = shell_async(&cfg, &["s2s", "close", "a.example", "nowhere.example"], "").await;
+    assert!(!o.status.success());
 }

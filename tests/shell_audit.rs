@@ -62,6 +62,33 @@ async fn shell_actions_are_audited_without_secrets() {
         .await
         .unwrap()
         .unwrap();
+    control::call(
+        &dir,
+        &console(
+            "muc",
+            "room:get_role",
+            &["lounge@conference.localhost", "x"],
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let r = control::call(
+        &dir,
+        &console("muc", "create", &["lounge@conference.localhost"]),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(r.ok, "{r:?}");
+    let r = control::call(
+        &dir,
+        &console("s2s", "close", &["localhost", "nowhere.example"]),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!r.ok);
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let uid = std::fs::metadata(&dir).map(|m| {
@@ -69,7 +96,7 @@ async fn shell_actions_are_audited_without_secrets() {
         m.uid()
     });
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("control call")).collect();
-    assert_eq!(lines.len(), 2, "{log}");
+    assert_eq!(lines.len(), 4, "{log}");
     assert!(
         lines[0].contains(&format!("who=uid={}", uid.unwrap())),
         "{log}"
@@ -82,5 +109,15 @@ async fn shell_actions_are_audited_without_secrets() {
     assert!(lines[0].contains("outcome=\"ok\""), "{log}");
     assert!(lines[1].contains("c2s:close(nobody@localhost)"), "{log}");
     assert!(lines[1].contains("outcome=\"failed\""), "{log}");
+    assert!(
+        lines[2].contains("muc:create(lounge@conference.localhost)")
+            && lines[2].contains("outcome=\"ok\""),
+        "{log}"
+    );
+    assert!(
+        lines[3].contains("s2s:close(localhost, nowhere.example)")
+            && lines[3].contains("outcome=\"failed\""),
+        "{log}"
+    );
     assert!(!log.contains("hunter2"), "{log}");
 }

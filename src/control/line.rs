@@ -51,7 +51,17 @@ pub fn parse(line: &str) -> Result<Line, String> {
     let command = it
         .next()
         .ok_or_else(|| format!("{group}: which command? (try help {group})"))?;
-    Ok(Line::Command(group, command, it.collect()))
+    Ok(words_command(group, command, it.collect()))
+}
+
+/// A command written in words: `group command args…`, where `muc room R METHOD args…` is the
+/// chain `muc:room(R):METHOD(args…)`.
+pub fn words_command(group: String, command: String, mut args: Vec<String>) -> Line {
+    if group == "muc" && command == "room" && args.len() >= 2 {
+        let method = args.remove(1);
+        return Line::Command(group, format!("room:{method}"), args);
+    }
+    Line::Command(group, command, args)
 }
 
 /// `group:cmd(args)[:cmd(args)]…`
@@ -209,6 +219,16 @@ mod tests {
                     "member"
                 ]
             ))
+        );
+        assert_eq!(
+            parse("muc room room@conference.localhost set_affiliation true user@localhost member"),
+            parse(
+                "muc:room(\"room@conference.localhost\"):set_affiliation(true, \"user@localhost\", \"member\")"
+            )
+        );
+        assert_eq!(
+            parse("muc room room@conference.localhost"),
+            Ok(cmd("muc", "room", &["room@conference.localhost"]))
         );
         assert_eq!(
             parse("server shutdown 'back soon'"),

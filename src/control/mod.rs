@@ -165,6 +165,7 @@ impl Request {
                     _,
                     "show" | "show_secure" | "show_insecure" | "count" | "list" | "info"
                 ) | (_, "loaded" | "get" | "roles" | "clients")
+                    | ("muc", "room" | "room:get_affiliation" | "room:get_role")
                     | ("server", "uptime" | "version" | "memory")
             ),
             _ => true,

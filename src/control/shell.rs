@@ -19,8 +19,8 @@ use rustyline::validate::Validator;
 use rustyline::{Context, Helper};
 use serde_json::Value;
 
-use super::console::{GROUPS, Output, group};
-use super::line::{Line, parse};
+use super::console::{GROUPS, Output, ROOM_METHODS, group};
+use super::line::{Line, parse, words_command};
 use super::{Request, Response, socket_path};
 
 /// How the shell prints.
@@ -111,7 +111,7 @@ fn one_shot(words: Vec<String>) -> Result<Line, String> {
         let mut it = words.into_iter();
         let g = it.next().unwrap_or_default();
         let c = it.next().unwrap_or_default();
-        return Ok(Line::Command(g, c, it.collect()));
+        return Ok(words_command(g, c, it.collect()));
     }
     parse(&words.join(" "))
 }
@@ -291,7 +291,7 @@ fn interactive(data_dir: &Path, conn: &mut Conn, opts: Options) -> i32 {
     status
 }
 
-/// Tab completion: groups and commands, then hosts and online JIDs for arguments.
+/// Tab completion: groups and commands, room methods, then hosts and online JIDs for arguments.
 struct ShellHelper {
     data_dir: PathBuf,
 }
@@ -342,6 +342,7 @@ fn candidates(before: &[&str], word: &str, args: impl FnOnce() -> Vec<String>) -
             }
         },
         ["help"] => GROUPS.iter().map(|g| g.name.to_string()).collect(),
+        ["muc", "room", _] => ROOM_METHODS.iter().map(|m| m.to_string()).collect(),
         [g] if group(g).is_some() => group(g)
             .map(|g| g.commands.iter().map(|c| c.name.to_string()).collect())
             .unwrap_or_default(),
@@ -443,6 +444,10 @@ mod tests {
         assert_eq!(candidates(&["host"], "de", none), ["deactivate"]);
         assert_eq!(candidates(&["help"], "us", none), ["user"]);
         assert_eq!(
+            candidates(&["muc", "room", "r@conference.localhost"], "get_", none),
+            ["get_affiliation", "get_role"]
+        );
+        assert_eq!(
             candidates(&["c2s", "close"], "al", || vec![
                 "alice@localhost".into(),
                 "bob@localhost".into()
@@ -480,6 +485,20 @@ mod tests {
                 "c2s".into(),
                 "show".into(),
                 w(&["localhost"])
+            ))
+        );
+        assert_eq!(
+            one_shot(w(&[
+                "muc",
+                "room",
+                "r@conference.localhost",
+                "get_role",
+                "Al"
+            ])),
+            Ok(Line::Command(
+                "muc".into(),
+                "room:get_role".into(),
+                w(&["r@conference.localhost", "Al"])
             ))
         );
         assert_eq!(one_shot(w(&["help"])), Ok(Line::Help(None)));

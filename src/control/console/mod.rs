@@ -1,11 +1,11 @@
-//! The console commands of `oxpecker shell` (Prosody's `module:*`, `c2s:*`, `server:*`,
-//! `config:*`, `host:*`, `user:*`, and the `s2s:*` / `muc:*` seams), run on the live core.
+//! The console commands of `oxpecker shell` (Prosody's `module:*`, `c2s:*`, `s2s:*`,
+//! `server:*`, `config:*`, `host:*`, `muc:*` and `user:*`), run on the live core.
 //!
 //! [`GROUPS`] is the one dispatch table: each group names its commands (for `help` and tab
-//! completion) and the function that runs them. Federation and group chat plug in by replacing
-//! the [`not_configured`] runner of their group. Every command calls a manager method that the
-//! REST API and the ad-hoc commands call too; the runners ([`commands`]) only parse arguments
-//! and render, and [`inspect`] serves the read-only `>` mode.
+//! completion) and the function that runs them. Every command calls a manager method that the
+//! REST API and the ad-hoc commands call too; the runners ([`commands`], [`s2s`] for
+//! federation, [`muc`] for group chat) only parse arguments and render, and [`inspect`] serves
+//! the read-only `>` mode.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,9 +18,12 @@ use crate::core::Core;
 
 mod commands;
 mod inspect;
+mod muc;
+mod s2s;
 
 use commands::{c2s_cmd, config_cmd, host_cmd, module_cmd, server_cmd, user_cmd};
 pub use inspect::inspect;
+pub use muc::ROOM_METHODS;
 
 /// What a command answers: a message, or a table, and the same data as JSON for `--json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -148,10 +151,18 @@ pub const GROUPS: &[Group] = &[
         name: "s2s",
         help: "server-to-server connections",
         commands: &[
-            cmd("show", "host?", "server-to-server connections"),
-            cmd("close", "from, to", "close a server-to-server connection"),
+            cmd(
+                "show",
+                "host?",
+                "server-to-server streams: direction, domains, auth, TLS and certificate, idle, queued (host: either end)",
+            ),
+            cmd(
+                "close",
+                "from, to",
+                "close every stream between local domain from and remote domain to",
+            ),
         ],
-        run: |_, _, _| Box::pin(not_configured("federation (s2s)")),
+        run: |c, n, a| Box::pin(s2s::s2s_cmd(c, n, a)),
     },
     Group {
         name: "server",
@@ -199,15 +210,23 @@ pub const GROUPS: &[Group] = &[
         name: "muc",
         help: "group chat rooms",
         commands: &[
-            cmd("list", "host", "rooms of a MUC host"),
-            cmd("create", "jid, options?", "create a room"),
+            cmd(
+                "list",
+                "host?",
+                "rooms of a MUC host (no host: every MUC host)",
+            ),
+            cmd(
+                "create",
+                "jid, options?",
+                "create a room; options: JSON object or key=value words (owner, persistent, name…)",
+            ),
             cmd(
                 "room",
                 "jid",
-                "a room, with :get_affiliation, :set_affiliation, :get_role, :destroy, :save",
+                "a room's occupants and config; methods :get_affiliation(jid), :set_affiliation(true, jid, affiliation, reason?), :get_role(nick), :destroy(reason?) (again: drop the tombstone), :save(force?)",
             ),
         ],
-        run: |_, _, _| Box::pin(not_configured("group chat (muc)")),
+        run: |c, n, a| Box::pin(muc::muc_cmd(c, n, a)),
     },
     Group {
         name: "user",
@@ -252,10 +271,6 @@ pub async fn run(
         ));
     }
     (g.run)(core.clone(), command.to_string(), args).await
-}
-
-async fn not_configured(what: &str) -> Result<Output, String> {
-    Err(format!("{what} is not configured on this server yet"))
 }
 
 /// Argument `i`, or an error naming it.

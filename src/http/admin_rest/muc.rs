@@ -11,14 +11,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::params::Params;
 use super::{ApiError, Ctx, ok, parse_body, reply};
 use crate::core::Core;
-use crate::modules::muc::room::{Affiliation, RoomConfig};
+use crate::modules::muc::room::Affiliation;
 use crate::modules::muc::service::{MucError, MucService};
-use crate::modules::muc::{self as muc_module};
+use crate::modules::muc::{self as muc_module, LocateError};
 use crate::xmpp::Jid;
 
 fn muc_error(e: MucError) -> ApiError {
@@ -52,24 +52,12 @@ fn services(core: &Core, host: &str) -> Vec<Arc<MucService>> {
 
 /// The service and room node named by `room`.
 fn locate(core: &Core, host: &str, room: &str) -> Result<(Arc<MucService>, String), ApiError> {
-    let all = services(core, host);
-    match room.split_once('@') {
-        Some((node, service)) => {
-            let jid = Jid::new(Some(node), service, None).map_err(|_| {
-                ApiError::other(StatusCode::BAD_REQUEST, "invalid_room", "Invalid room JID")
-            })?;
-            let svc = all
-                .into_iter()
-                .find(|s| s.host == jid.domain())
-                .ok_or_else(no_service)?;
-            Ok((svc, jid.node().unwrap_or_default().to_string()))
+    muc_module::locate(services(core, host), room).map_err(|e| match e {
+        LocateError::NoService => no_service(),
+        LocateError::Invalid => {
+            ApiError::other(StatusCode::BAD_REQUEST, "invalid_room", "Invalid room JID")
         }
-        None => {
-            let svc = all.into_iter().next().ok_or_else(no_service)?;
-            let jid = svc.room_jid(room).map_err(muc_error)?;
-            Ok((svc, jid.node().unwrap_or_default().to_string()))
-        }
-    }
+    })
 }
 
 fn bad_body(message: &str) -> ApiError {
@@ -112,20 +100,7 @@ pub async fn create(
     } else {
         parse_body(&headers, &body)?
     };
-    let Value::Object(mut fields) = body else {
-        return Err(bad_body("Body must be a JSON object"));
-    };
-    let owner = match fields.remove("owner") {
-        None => None,
-        Some(Value::String(s)) => Some(
-            Jid::parse(&s)
-                .map_err(|_| bad_body("`owner` must be a JID"))?
-                .bare(),
-        ),
-        Some(_) => return Err(bad_body("`owner` must be a JID")),
-    };
-    let config: RoomConfig = serde_json::from_value(Value::Object(fields))
-        .map_err(|e| bad_body(&format!("invalid room option: {e}")))?;
+    let (owner, config) = muc_module::creation_options(body).map_err(|m| bad_body(&m))?;
     let room = svc
         .create(&node, owner.as_ref(), config, false)
         .await

@@ -50,6 +50,64 @@ pub fn services(core: &Core) -> Vec<Arc<MucService>> {
         .collect()
 }
 
+/// Why a room could not be addressed: no MUC service there, or the name is not a room JID.
+#[derive(Debug, thiserror::Error)]
+pub enum LocateError {
+    /// No MUC service at the domain named (or none at all for a bare node).
+    #[error("no group chat service on this host")]
+    NoService,
+    /// Not a valid room JID.
+    #[error("invalid room JID")]
+    Invalid,
+}
+
+/// The service and room node `room` names among `services`: `node@service`, or a bare node
+/// on the first of them (every admin face addresses rooms this way).
+pub fn locate(
+    services: Vec<Arc<MucService>>,
+    room: &str,
+) -> Result<(Arc<MucService>, String), LocateError> {
+    let (svc, jid) = match room.split_once('@') {
+        Some((node, domain)) => {
+            let jid = crate::xmpp::Jid::new(Some(node), domain, None)
+                .map_err(|_| LocateError::Invalid)?;
+            let svc = services
+                .into_iter()
+                .find(|s| s.host == jid.domain())
+                .ok_or(LocateError::NoService)?;
+            (svc, jid)
+        }
+        None => {
+            let svc = services.into_iter().next().ok_or(LocateError::NoService)?;
+            let jid = svc.room_jid(room).map_err(|_| LocateError::Invalid)?;
+            (svc, jid)
+        }
+    };
+    Ok((svc, jid.node().unwrap_or_default().to_string()))
+}
+
+/// The owner and configuration of a room an admin face creates, from a JSON object of
+/// `owner` (a JID) and [`room::RoomConfig`] fields; `Err` says what is wrong.
+pub fn creation_options(
+    fields: serde_json::Value,
+) -> Result<(Option<crate::xmpp::Jid>, room::RoomConfig), String> {
+    let serde_json::Value::Object(mut fields) = fields else {
+        return Err("room options must be a JSON object".into());
+    };
+    let owner = match fields.remove("owner") {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(
+            crate::xmpp::Jid::parse(&s)
+                .map_err(|_| "`owner` must be a JID".to_string())?
+                .bare(),
+        ),
+        Some(_) => return Err("`owner` must be a JID".into()),
+    };
+    let config = serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|e| format!("invalid room option: {e}"))?;
+    Ok((owner, config))
+}
+
 /// Creates the default room of shared-roster group `id` on user host `host` on the host's
 /// first MUC component (`PUT /groups` with `create_default_muc`); returns the room's JID.
 pub async fn create_group_room(
@@ -323,6 +381,41 @@ mod tests {
         assert_eq!(svc.host, "conference.localhost");
         assert_eq!(super::services(&core).len(), 1);
         assert!(super::service(&core, "localhost").is_none());
+        let find = |room: &str| super::locate(super::services(&core), room);
+        let (s, node) = find("lounge@conference.localhost").unwrap();
+        assert_eq!(
+            (s.host.as_str(), node.as_str()),
+            ("conference.localhost", "lounge")
+        );
+        let (s, node) = find("lounge").unwrap();
+        assert_eq!(
+            (s.host.as_str(), node.as_str()),
+            ("conference.localhost", "lounge")
+        );
+        assert!(matches!(
+            find("lounge@elsewhere.localhost"),
+            Err(super::LocateError::NoService)
+        ));
+        assert!(matches!(
+            find("a b@conference.localhost"),
+            Err(super::LocateError::Invalid)
+        ));
+        assert!(matches!(
+            super::locate(Vec::new(), "lounge"),
+            Err(super::LocateError::NoService)
+        ));
+        let (owner, config) = super::creation_options(serde_json::json!({
+            "owner": "alice@localhost/phone", "persistent": true, "name": "Lounge"
+        }))
+        .unwrap();
+        assert_eq!(
+            owner.map(|o| o.to_string()).as_deref(),
+            Some("alice@localhost")
+        );
+        assert!(config.persistent && config.name == "Lounge");
+        assert!(super::creation_options(serde_json::json!({ "owner": 3 })).is_err());
+        assert!(super::creation_options(serde_json::json!({ "persistent": "yes" })).is_err());
+        assert!(super::creation_options(serde_json::json!([])).is_err());
         let cfg = Config::parse("modules_enabled = [\"muc\"]\ncomponent = []\n").unwrap();
         let e = Core::new(cfg, Store::memory(), crate::modules::BUILTIN).err();
         assert!(
