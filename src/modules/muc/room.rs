@@ -520,6 +520,26 @@ impl Room {
             self_codes.push(201);
         }
         if joining_existing {
+            // Another session of a present occupant (§7.2, multi-session nicks): everyone sees
+            // the occupant's presence again (its other sessions with 110), the new session its
+            // self-presence with the join's codes.
+            let broadcast = self.config.presence_broadcast.contains(&me.role);
+            for viewer in self.occupants.values() {
+                if viewer.nick == nick {
+                    let others = Occupant {
+                        sessions: viewer
+                            .sessions
+                            .iter()
+                            .filter(|(j, _)| j != from)
+                            .cloned()
+                            .collect(),
+                        ..viewer.clone()
+                    };
+                    Room::to_sessions(&others, self.presence_for(me, &others, &[110]), &mut out);
+                } else if broadcast {
+                    Room::to_sessions(viewer, self.presence_for(me, viewer, &[]), &mut out);
+                }
+            }
             let mut codes = self_codes.clone();
             codes.push(110);
             Room::to_sessions(
@@ -914,6 +934,46 @@ mod tests {
         );
         let out = room.leave(&j("b@x/1"), None);
         assert_eq!(out.len(), 2);
+        assert!(!room.occupants.contains_key("B"));
+    }
+
+    #[test]
+    fn a_second_session_of_an_occupant_is_announced_and_only_the_last_leave_is() {
+        let mut room = Room::new(j("r@c.x"), RoomConfig::default());
+        let p = Element::new("presence", ns::CLIENT);
+        room.presence(&j("a@x/1"), "A", p.clone(), &req(), true)
+            .unwrap();
+        room.presence(&j("b@x/1"), "B", p.clone(), &req(), false)
+            .unwrap();
+        let out = room
+            .presence(&j("b@x/2"), "B", p.clone(), &req(), false)
+            .unwrap();
+        let presences: Vec<_> = out
+            .iter()
+            .filter(|(_, s)| s.name() == "presence")
+            .map(|(j, s)| (j.as_str(), s.get_attr("from").unwrap_or_default()))
+            .collect();
+        // A to the new session; B again to A and to B's first session; B's self-presence.
+        assert_eq!(
+            presences,
+            vec![
+                ("b@x/2", "r@c.x/A"),
+                ("a@x/1", "r@c.x/B"),
+                ("b@x/1", "r@c.x/B"),
+                ("b@x/2", "r@c.x/B"),
+            ]
+        );
+        let first = room.leave(&j("b@x/1"), None);
+        assert!(
+            first.iter().all(|(to, _)| to.as_str() == "b@x/1"),
+            "{first:?}"
+        );
+        assert!(room.occupants.contains_key("B"));
+        let last = room.leave(&j("b@x/2"), None);
+        assert!(
+            last.iter().any(|(to, _)| to.as_str() == "a@x/1"),
+            "{last:?}"
+        );
         assert!(!room.occupants.contains_key("B"));
     }
 

@@ -282,6 +282,31 @@ impl MucService {
         Ok(())
     }
 
+    /// Takes session `full` out of every room it is in, as if it had sent unavailable presence
+    /// (its session ended without one: `resource-unbind`).
+    pub async fn session_ended(&self, full: &Jid) {
+        let rooms: Vec<(String, Arc<Mutex<Room>>)> = self
+            .map()
+            .iter()
+            .map(|(node, room)| (node.clone(), room.clone()))
+            .collect();
+        for (node, room) in rooms {
+            let out = {
+                let mut r = lock(&room);
+                if r.occupant_of(full).is_none() {
+                    continue;
+                }
+                r.leave(
+                    full,
+                    Some(&Element::new("presence", crate::xmpp::ns::CLIENT)),
+                )
+            };
+            self.send(out).await;
+            self.vanish_if_empty(&node).await;
+        }
+        self.forget_bucket(full);
+    }
+
     /// Forgets an empty room from memory (a persistent one stays stored).
     pub fn evict_if_empty(&self, node: &str) {
         let mut map = self.map();
