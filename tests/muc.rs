@@ -1244,3 +1244,80 @@ async fn a_second_session_under_the_same_nick_is_announced_and_leaves_quietly() 
         oxpecker::modules::muc::room::Role::None
     );
 }
+
+#[tokio::test]
+async fn reload_follows_component_modules_and_warns_on_added_or_removed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("oxpecker.toml");
+    let write = |components: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "data_dir = \"data\"\n[c2s]\nlisten = [\"127.0.0.1:0\"]\n[s2s]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = [\"127.0.0.1:0\"]\n[auth]\nscram_iterations = 4096\n{components}"
+            ),
+        )
+        .unwrap();
+    };
+    write(
+        "[[component]]\nname = \"conference.localhost\"\nmodule = \"muc\"\n[[component]]\nname = \"echo.localhost\"\nmodule = \"ping\"\n",
+    );
+    let config = oxpecker::config::Config::load(&path).unwrap();
+    let srv = TestServer {
+        server: Some(oxpecker::Server::start(config.clone()).await.unwrap()),
+        dir,
+        config,
+    };
+    srv.add_user("alice@localhost", common::PASSWORD).await;
+    let core = srv.server().core.clone();
+    let mut a = login(&srv, "alice", "r").await;
+    join(&mut a, "before", "Al").await;
+    write(
+        "[[component]]\nname = \"conference.localhost\"\nmodule = \"muc\"\nmodules_enabled = [\"ping\"]\nmuc_name = \"Rooms\"\n[[component]]\nname = \"new.localhost\"\nmodule = \"ping\"\n",
+    );
+    let r = core.reload_config().unwrap();
+    assert_eq!(r.loaded, vec!["conference.localhost/ping"], "{r:?}");
+    assert_eq!(r.reloaded, vec!["conference.localhost/muc"], "{r:?}");
+    assert!(r.failed.is_empty(), "{r:?}");
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("new.localhost") && w.contains("restart")),
+        "{r:?}"
+    );
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("echo.localhost") && w.contains("restart")),
+        "{r:?}"
+    );
+    // The reloaded service's occupants are told they were removed (332), not left joined.
+    let removed = read_until_contains(&mut a, "presence", "code=\"332\"").await;
+    assert!(
+        removed.contains("type=\"unavailable\"")
+            && removed.contains("before@conference.localhost/Al")
+            && removed.contains("code=\"110\""),
+        "{removed}"
+    );
+    // Over the wire: the reloaded MUC has its new name, the added module answers.
+    let info = iq(
+        &mut a,
+        "in",
+        &format!("<iq type='get' id='in' to='{MUC}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),
+    )
+    .await;
+    assert!(info.contains("name=\"Rooms\""), "{info}");
+    let pong = iq(
+        &mut a,
+        "p",
+        &format!("<iq type='get' id='p' to='{MUC}'><ping xmlns='urn:xmpp:ping'/></iq>"),
+    )
+    .await;
+    assert!(pong.contains("type=\"result\""), "{pong}");
+    let joined = join(&mut a, "after", "Al").await;
+    assert!(joined.contains("code=\"201\""), "{joined}");
+    // A removed module goes again.
+    write("[[component]]\nname = \"conference.localhost\"\nmodule = \"muc\"\n");
+    let r = core.reload_config().unwrap();
+    assert_eq!(r.unloaded, vec!["conference.localhost/ping"], "{r:?}");
+    assert!(!core.host(MUC).unwrap().is_loaded("ping"));
+}

@@ -835,6 +835,23 @@ impl Room {
         out
     }
 
+    /// Empties the room because its service stops (the module unloads or reloads): each
+    /// session gets its own unavailable presence with status 110 and 332 (removed because the
+    /// service shuts down); nobody is told about the others, which would be quadratic.
+    pub fn shut_down(&mut self) -> Out {
+        let mut out = Out::new();
+        for occ in self.occupants.values() {
+            let mut gone = occ.clone();
+            gone.role = Role::None;
+            let mut p = self.presence_for(&gone, &gone, &[110, 332]);
+            p.set_attr("type", Some("unavailable".into()));
+            Room::to_sessions(&gone, p, &mut out);
+        }
+        self.occupants.clear();
+        self.sessions.clear();
+        out
+    }
+
     /// Tells the occupants the configuration changed (status 104; 172/173 when real JIDs became
     /// visible or hidden; 170/171 when archiving started or stopped) and removes non-members
     /// when the room became members-only (322).
