@@ -1167,7 +1167,10 @@ async fn a_session_without_initial_presence_leaves_its_rooms_when_it_ends() {
     b.send("</stream:stream>").await;
     drop(b);
     // One unavailable presence per room, in either order.
-    let both = [a.read_stanza("presence").await, a.read_stanza("presence").await];
+    let both = [
+        a.read_stanza("presence").await,
+        a.read_stanza("presence").await,
+    ];
     for room in ["quiet", "other"] {
         let from = format!("from=\"{room}@{MUC}/Bo\"");
         let p = both.iter().find(|p| p.contains(&from)).expect(&from);
