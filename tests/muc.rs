@@ -1151,3 +1151,179 @@ async fn acknowledged_room_changes_survive_kill_9() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[tokio::test]
+async fn a_session_without_initial_presence_leaves_its_rooms_when_it_ends() {
+    let srv = server(&["alice", "bob"]).await;
+    let mut a = login(&srv, "alice", "r").await;
+    create_instant(&mut a, "quiet", "Al").await;
+    create_instant(&mut a, "other", "Al").await;
+    // Bob never sends initial presence: no unavailable presence is sent for him at the end.
+    let mut b = login(&srv, "bob", "r").await;
+    join(&mut b, "quiet", "Bo").await;
+    join(&mut b, "other", "Bo").await;
+    read_until_contains(&mut a, "presence", "quiet@conference.localhost/Bo").await;
+    read_until_contains(&mut a, "presence", "other@conference.localhost/Bo").await;
+    b.send("</stream:stream>").await;
+    drop(b);
+    // One unavailable presence per room, in either order.
+    let both = [
+        a.read_stanza("presence").await,
+        a.read_stanza("presence").await,
+    ];
+    for room in ["quiet", "other"] {
+        let from = format!("from=\"{room}@{MUC}/Bo\"");
+        let p = both.iter().find(|p| p.contains(&from)).expect(&from);
+        assert!(
+            p.contains("type=\"unavailable\"") && p.contains("role=\"none\""),
+            "{p}"
+        );
+    }
+    let svc = oxpecker::modules::muc::service(&srv.server().core, MUC).unwrap();
+    for room in ["quiet", "other"] {
+        assert_eq!(
+            svc.get_role(room, "Bo").await.unwrap(),
+            oxpecker::modules::muc::room::Role::None
+        );
+    }
+    // Al is still there, and the nick is free again.
+    assert_eq!(
+        svc.get_role("quiet", "Al").await.unwrap(),
+        oxpecker::modules::muc::room::Role::Moderator
+    );
+}
+
+#[tokio::test]
+async fn a_second_session_under_the_same_nick_is_announced_and_leaves_quietly() {
+    let srv = server(&["alice", "bob"]).await;
+    let mut a = login(&srv, "alice", "r").await;
+    create_instant(&mut a, "multi", "Al").await;
+    a.send(&format!(
+        "<message type='groupchat' to='multi@{MUC}' id='h'><body>before</body></message>"
+    ))
+    .await;
+    read_until_contains(&mut a, "message", "before").await;
+    let mut b1 = login(&srv, "bob", "one").await;
+    join(&mut b1, "multi", "Bo").await;
+    read_until_contains(&mut a, "presence", "multi@conference.localhost/Bo").await;
+    // The second session gets the occupant list, its self-presence (110) and the history.
+    let mut b2 = login(&srv, "bob", "two").await;
+    let second = join(&mut b2, "multi", "Bo").await;
+    let al = second.find("multi@conference.localhost/Al").unwrap();
+    let me = second.find("code=\"110\"").unwrap();
+    assert!(al < me, "{second}");
+    assert!(second.contains("before"), "{second}");
+    // Al sees Bo's presence again (not a new occupant, no unavailable); Bob's first session
+    // sees its own occupant's presence with 110.
+    let again = read_until_contains(&mut a, "presence", "multi@conference.localhost/Bo").await;
+    assert!(!again.contains("unavailable"), "{again}");
+    assert!(again.contains("jid=\"bob@localhost/two\""), "{again}");
+    let own = read_until_contains(&mut b1, "presence", "multi@conference.localhost/Bo").await;
+    assert!(own.contains("code=\"110\""), "{own}");
+    // One session leaves: it gets its unavailable self-presence; Al sees nothing.
+    b2.send(&format!(
+        "<presence type='unavailable' to='multi@{MUC}/Bo'/>"
+    ))
+    .await;
+    let left = read_until_contains(&mut b2, "presence", "type=\"unavailable\"").await;
+    assert!(left.contains("code=\"110\""), "{left}");
+    b1.send(&format!(
+        "<message type='groupchat' to='multi@{MUC}' id='mark'><body>still here</body></message>"
+    ))
+    .await;
+    let before_mark = a.read_until("still here").await;
+    assert!(!before_mark.contains("unavailable"), "{before_mark}");
+    let svc = oxpecker::modules::muc::service(&srv.server().core, MUC).unwrap();
+    assert_eq!(
+        svc.get_role("multi", "Bo").await.unwrap(),
+        oxpecker::modules::muc::room::Role::Participant
+    );
+    // The last session leaves: now the others see Bo go.
+    b1.send(&format!(
+        "<presence type='unavailable' to='multi@{MUC}/Bo'/>"
+    ))
+    .await;
+    let gone = read_until_contains(&mut a, "presence", "type=\"unavailable\"").await;
+    assert!(gone.contains("multi@conference.localhost/Bo"), "{gone}");
+    assert_eq!(
+        svc.get_role("multi", "Bo").await.unwrap(),
+        oxpecker::modules::muc::room::Role::None
+    );
+}
+
+#[tokio::test]
+async fn reload_follows_component_modules_and_warns_on_added_or_removed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("oxpecker.toml");
+    let write = |components: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "data_dir = \"data\"\n[c2s]\nlisten = [\"127.0.0.1:0\"]\n[s2s]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = [\"127.0.0.1:0\"]\n[auth]\nscram_iterations = 4096\n{components}"
+            ),
+        )
+        .unwrap();
+    };
+    write(
+        "[[component]]\nname = \"conference.localhost\"\nmodule = \"muc\"\n[[component]]\nname = \"echo.localhost\"\nmodule = \"ping\"\n",
+    );
+    let config = oxpecker::config::Config::load(&path).unwrap();
+    let srv = TestServer {
+        server: Some(oxpecker::Server::start(config.clone()).await.unwrap()),
+        dir,
+        config,
+    };
+    srv.add_user("alice@localhost", common::PASSWORD).await;
+    let core = srv.server().core.clone();
+    let mut a = login(&srv, "alice", "r").await;
+    join(&mut a, "before", "Al").await;
+    write(
+        "[[component]]\nname = \"conference.localhost\"\nmodule = \"muc\"\nmodules_enabled = [\"ping\"]\nmuc_name = \"Rooms\"\n[[component]]\nname = \"new.localhost\"\nmodule = \"ping\"\n",
+    );
+    let r = core.reload_config().unwrap();
+    assert_eq!(r.loaded, vec!["conference.localhost/ping"], "{r:?}");
+    assert_eq!(r.reloaded, vec!["conference.localhost/muc"], "{r:?}");
+    assert!(r.failed.is_empty(), "{r:?}");
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("new.localhost") && w.contains("restart")),
+        "{r:?}"
+    );
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("echo.localhost") && w.contains("restart")),
+        "{r:?}"
+    );
+    // The reloaded service's occupants are told they were removed (332), not left joined.
+    let removed = read_until_contains(&mut a, "presence", "code=\"332\"").await;
+    assert!(
+        removed.contains("type=\"unavailable\"")
+            && removed.contains("before@conference.localhost/Al")
+            && removed.contains("code=\"110\""),
+        "{removed}"
+    );
+    // Over the wire: the reloaded MUC has its new name, the added module answers.
+    let info = iq(
+        &mut a,
+        "in",
+        &format!("<iq type='get' id='in' to='{MUC}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),
+    )
+    .await;
+    assert!(info.contains("name=\"Rooms\""), "{info}");
+    let pong = iq(
+        &mut a,
+        "p",
+        &format!("<iq type='get' id='p' to='{MUC}'><ping xmlns='urn:xmpp:ping'/></iq>"),
+    )
+    .await;
+    assert!(pong.contains("type=\"result\""), "{pong}");
+    let joined = join(&mut a, "after", "Al").await;
+    assert!(joined.contains("code=\"201\""), "{joined}");
+    // A removed module goes again.
+    write("[[component]]\nname = \"conference.localhost\"\nmodule = \"muc\"\n");
+    let r = core.reload_config().unwrap();
+    assert_eq!(r.unloaded, vec!["conference.localhost/ping"], "{r:?}");
+    assert!(!core.host(MUC).unwrap().is_loaded("ping"));
+}

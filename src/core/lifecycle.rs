@@ -15,7 +15,7 @@
 //! | `authentication-failure` | host | c2s negotiation, SASL failure | `host`, `mechanism`, `condition` (the SASL condition), `peer`, `secure` |
 //! | `pre-resource-bind` | host | [`Core::bind_resource`] | `username`, `host`, `resource`, `peer`; a handler may rewrite `resource`, or return `Some` to refuse the bind (`<not-allowed/>`) |
 //! | `resource-bind` | host | [`Core::bind_resource`] | `username`, `host`, `resource`, `jid`, `peer`, `session` (the session id) |
-//! | `resource-unbind` | host | [`Core::unbind_resource`], once per session | `username`, `host`, `resource`, `jid`, `session`, `error` (the condition of the stream error the session ended with, or null) |
+//! | `resource-unbind` | host, then `*` | [`Core::unbind_resource`], once per session (also on the global bus, so a component such as MUC sees its users' sessions end) | `username`, `host`, `resource`, `jid`, `session`, `error` (the condition of the stream error the session ended with, or null) |
 //! | `user-registered` | host | [`Accounts::create`](super::accounts::Accounts::create) (in-band registration, admin API, CLI) | `username`, `host` |
 //! | `user-password-changed` | host | [`Accounts::set_password`](super::accounts::Accounts::set_password) | `username`, `host` |
 //! | `user-deleted` | host | [`Core::delete_account`], after every module cleanup | `username`, `host` |
@@ -51,7 +51,7 @@ pub const AUTHENTICATION_FAILURE: &str = "authentication-failure";
 pub const PRE_RESOURCE_BIND: &str = "pre-resource-bind";
 /// Fired on the host after a resource was bound.
 pub const RESOURCE_BIND: &str = "resource-bind";
-/// Fired on the host when a bound session ends for good.
+/// Fired on the host, then on the global bus, when a bound session ends for good.
 pub const RESOURCE_UNBIND: &str = "resource-unbind";
 /// Fired on the host after an account was created.
 pub const USER_REGISTERED: &str = "user-registered";
@@ -192,7 +192,10 @@ impl Core {
             Some(e) => json!(e.condition.to_string()),
             None => Value::Null,
         };
-        self.fire_host_event(handle.jid.domain(), RESOURCE_UNBIND, data);
+        self.fire_host_event(handle.jid.domain(), RESOURCE_UNBIND, data.clone());
+        self.global_host()
+            .data_events
+            .fire(RESOURCE_UNBIND, &mut data);
     }
 
     /// Announces a started server on the global bus: `host-activated` for each host, then
@@ -326,6 +329,21 @@ pub(crate) mod tests {
         // A refused creation announces nothing.
         assert!(core.accounts.create(&jid, "pw3").await.is_err());
         assert!(take(&seen).is_empty());
+    }
+
+    #[tokio::test]
+    async fn unbinding_is_also_fired_on_the_global_bus_once() {
+        let (core, seen) = recording(&[RESOURCE_BIND, RESOURCE_UNBIND], true);
+        let bare = Jid::parse("bo@localhost").expect("jid");
+        let bound = core
+            .bind_resource(&bare, "r", ResourceConflict::KickOld, 8, "p", true)
+            .expect("bind");
+        core.unbind_resource(&bound.handle, None);
+        core.unbind_resource(&bound.handle, None);
+        let events = take(&seen);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].0, RESOURCE_UNBIND);
+        assert_eq!(events[0].1["jid"], json!("bo@localhost/r"));
     }
 
     #[tokio::test]

@@ -2,8 +2,10 @@
 //! the file the server started from, validate it, swap it in, and load, unload or reload
 //! modules per host so the running server matches it.
 //!
-//! What cannot change without a restart (the host list, listeners, data dir, TLS, storage) is
-//! kept as it was and named in the report's warnings.
+//! What cannot change without a restart (the host list, adding or removing a `[[component]]`
+//! or changing its parent, listeners, data dir, TLS, storage) is kept as it was and named in
+//! the report's warnings. A component served since the start follows its `module`,
+//! `modules_enabled` and options like a user host.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,6 +65,22 @@ impl Core {
             };
             let (global, local): (Vec<String>, Vec<String>) =
                 new.modules_for(hc).into_iter().partition(is_global);
+            for m in global {
+                if !global_want.contains(&m) {
+                    global_want.push(m);
+                }
+            }
+            plan.push((host, local));
+        }
+        // Components served since the start follow their module list and options; adding or
+        // removing one needs a restart (see `restart_warnings`).
+        for c in new.components() {
+            let Some(host) = self.host(&c.name).cloned() else {
+                continue;
+            };
+            let (global, local): (Vec<String>, Vec<String>) = std::iter::once(c.module.clone())
+                .chain(c.modules_enabled.iter().cloned())
+                .partition(is_global);
             for m in global {
                 if !global_want.contains(&m) {
                     global_want.push(m);
@@ -134,6 +152,31 @@ fn restart_warnings(old: &Config, new: &Config) -> Vec<String> {
     let names = |c: &Config| c.hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>();
     if names(old) != names(new) {
         out.push("the host list changed; adding or removing hosts needs a restart".to_string());
+    }
+    let components = |c: &Config| {
+        c.components()
+            .into_iter()
+            .map(|c| (c.name, c.parent))
+            .collect::<Vec<_>>()
+    };
+    let (before, after) = (components(old), components(new));
+    for (name, parent) in &after {
+        match before.iter().find(|(n, _)| n == name) {
+            None => out.push(format!(
+                "component {name} was added; it is served after a restart"
+            )),
+            Some((_, p)) if p != parent => out.push(format!(
+                "the parent of component {name} changed; it takes effect at the next restart"
+            )),
+            Some(_) => {}
+        }
+    }
+    for (name, _) in &before {
+        if !after.iter().any(|(n, _)| n == name) {
+            out.push(format!(
+                "component {name} was removed; it is served until a restart"
+            ));
+        }
     }
     let mut check = |changed: bool, what: &str| {
         if changed {

@@ -18,9 +18,10 @@ use std::sync::Arc;
 
 use crate::core::Core;
 use crate::core::events::{Flow, handler};
+use crate::core::lifecycle::RESOURCE_UNBIND;
 use crate::core::modules::{HostType, LoadError, Module, ModuleContext};
 use crate::core::priority;
-use crate::xmpp::ns;
+use crate::xmpp::{Jid, ns};
 use service::{Creation, Limits, MucService};
 
 /// The shared-state path under which a component's [`MucService`] is found.
@@ -341,6 +342,22 @@ impl Module for Muc {
                     handlers::iq_to_occupant(&s, ev).await;
                     Flow::Handled
                 }
+            }),
+        );
+        // A session that ends without unavailable presence (it never sent initial presence, or
+        // its connection dropped) leaves its rooms; the event comes on the global bus.
+        let s = on(&svc);
+        ctx.hook_global_event(
+            RESOURCE_UNBIND,
+            priority::HANDLER,
+            Arc::new(move |data| {
+                let full = data["jid"].as_str().and_then(|j| Jid::parse(j).ok());
+                if let (Some(full), Some(core)) = (full, s.core()) {
+                    let s = s.clone();
+                    core.tasks
+                        .spawn(async move { s.session_ended(&full).await });
+                }
+                None
             }),
         );
         ctx.hook(

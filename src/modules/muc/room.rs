@@ -520,6 +520,26 @@ impl Room {
             self_codes.push(201);
         }
         if joining_existing {
+            // Another session of a present occupant (§7.2, multi-session nicks): everyone sees
+            // the occupant's presence again (its other sessions with 110), the new session its
+            // self-presence with the join's codes.
+            let broadcast = self.config.presence_broadcast.contains(&me.role);
+            for viewer in self.occupants.values() {
+                if viewer.nick == nick {
+                    let others = Occupant {
+                        sessions: viewer
+                            .sessions
+                            .iter()
+                            .filter(|(j, _)| j != from)
+                            .cloned()
+                            .collect(),
+                        ..viewer.clone()
+                    };
+                    Room::to_sessions(&others, self.presence_for(me, &others, &[110]), &mut out);
+                } else if broadcast {
+                    Room::to_sessions(viewer, self.presence_for(me, viewer, &[]), &mut out);
+                }
+            }
             let mut codes = self_codes.clone();
             codes.push(110);
             Room::to_sessions(
@@ -815,6 +835,23 @@ impl Room {
         out
     }
 
+    /// Empties the room because its service stops (the module unloads or reloads): each
+    /// session gets its own unavailable presence with status 110 and 332 (removed because the
+    /// service shuts down); nobody is told about the others, which would be quadratic.
+    pub fn shut_down(&mut self) -> Out {
+        let mut out = Out::new();
+        for occ in self.occupants.values() {
+            let mut gone = occ.clone();
+            gone.role = Role::None;
+            let mut p = self.presence_for(&gone, &gone, &[110, 332]);
+            p.set_attr("type", Some("unavailable".into()));
+            Room::to_sessions(&gone, p, &mut out);
+        }
+        self.occupants.clear();
+        self.sessions.clear();
+        out
+    }
+
     /// Tells the occupants the configuration changed (status 104; 172/173 when real JIDs became
     /// visible or hidden; 170/171 when archiving started or stopped) and removes non-members
     /// when the room became members-only (322).
@@ -914,6 +951,46 @@ mod tests {
         );
         let out = room.leave(&j("b@x/1"), None);
         assert_eq!(out.len(), 2);
+        assert!(!room.occupants.contains_key("B"));
+    }
+
+    #[test]
+    fn a_second_session_of_an_occupant_is_announced_and_only_the_last_leave_is() {
+        let mut room = Room::new(j("r@c.x"), RoomConfig::default());
+        let p = Element::new("presence", ns::CLIENT);
+        room.presence(&j("a@x/1"), "A", p.clone(), &req(), true)
+            .unwrap();
+        room.presence(&j("b@x/1"), "B", p.clone(), &req(), false)
+            .unwrap();
+        let out = room
+            .presence(&j("b@x/2"), "B", p.clone(), &req(), false)
+            .unwrap();
+        let presences: Vec<_> = out
+            .iter()
+            .filter(|(_, s)| s.name() == "presence")
+            .map(|(j, s)| (j.as_str(), s.get_attr("from").unwrap_or_default()))
+            .collect();
+        // A to the new session; B again to A and to B's first session; B's self-presence.
+        assert_eq!(
+            presences,
+            vec![
+                ("b@x/2", "r@c.x/A"),
+                ("a@x/1", "r@c.x/B"),
+                ("b@x/1", "r@c.x/B"),
+                ("b@x/2", "r@c.x/B"),
+            ]
+        );
+        let first = room.leave(&j("b@x/1"), None);
+        assert!(
+            first.iter().all(|(to, _)| to.as_str() == "b@x/1"),
+            "{first:?}"
+        );
+        assert!(room.occupants.contains_key("B"));
+        let last = room.leave(&j("b@x/2"), None);
+        assert!(
+            last.iter().any(|(to, _)| to.as_str() == "a@x/1"),
+            "{last:?}"
+        );
         assert!(!room.occupants.contains_key("B"));
     }
 

@@ -105,6 +105,33 @@ pub struct MucService {
     salt: tokio::sync::OnceCell<String>,
 }
 
+/// When the service goes (its module unloads or is reloaded), the live rooms' occupants are
+/// told they were removed (332) rather than left believing they are joined.
+impl Drop for MucService {
+    fn drop(&mut self) {
+        let Some(core) = self.core() else {
+            return;
+        };
+        let rooms = std::mem::take(&mut *self.map());
+        for room in rooms.values() {
+            for (to, stanza) in lock(room).shut_down() {
+                match core.sessions.get(&to) {
+                    Some(s) => {
+                        s.send(stanza);
+                    }
+                    None if tokio::runtime::Handle::try_current().is_ok() => {
+                        let core = core.clone();
+                        core.tasks
+                            .clone()
+                            .spawn(async move { core.route(Origin::Server, stanza).await });
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
 /// Locks a room; a poisoned lock still yields the state.
 pub fn lock(room: &Mutex<Room>) -> std::sync::MutexGuard<'_, Room> {
     room.lock().unwrap_or_else(|e| e.into_inner())
@@ -280,6 +307,31 @@ impl MucService {
             .set(node, value)
             .await?;
         Ok(())
+    }
+
+    /// Takes session `full` out of every room it is in, as if it had sent unavailable presence
+    /// (its session ended without one: `resource-unbind`).
+    pub async fn session_ended(&self, full: &Jid) {
+        let rooms: Vec<(String, Arc<Mutex<Room>>)> = self
+            .map()
+            .iter()
+            .map(|(node, room)| (node.clone(), room.clone()))
+            .collect();
+        for (node, room) in rooms {
+            let out = {
+                let mut r = lock(&room);
+                if r.occupant_of(full).is_none() {
+                    continue;
+                }
+                r.leave(
+                    full,
+                    Some(&Element::new("presence", crate::xmpp::ns::CLIENT)),
+                )
+            };
+            self.send(out).await;
+            self.vanish_if_empty(&node).await;
+        }
+        self.forget_bucket(full);
     }
 
     /// Forgets an empty room from memory (a persistent one stays stored).
