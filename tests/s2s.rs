@@ -844,3 +844,88 @@ async fn idle_streams_close_and_reconnect_on_demand() {
     read_until_contains(&mut bob, "message", "two").await;
     assert_eq!(outgoing(), 1);
 }
+
+/// Records the s2s lifecycle events of its host with their data.
+struct S2sRecorder(Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>);
+
+impl oxpecker::core::modules::Module for S2sRecorder {
+    fn name(&self) -> &'static str {
+        "s2s_recorder"
+    }
+    fn load(
+        &self,
+        ctx: &mut oxpecker::core::modules::ModuleContext,
+    ) -> Result<(), oxpecker::core::modules::LoadError> {
+        use oxpecker::core::lifecycle as ev;
+        for event in [
+            ev::S2S_AUTHENTICATED,
+            ev::S2SIN_ESTABLISHED,
+            ev::S2SOUT_ESTABLISHED,
+        ] {
+            let seen = self.0.clone();
+            ctx.hook_event(
+                event,
+                0,
+                Arc::new(move |d: &mut serde_json::Value| {
+                    seen.lock().unwrap().push((event.to_string(), d.clone()));
+                    None
+                }),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn s2s_streams_are_announced_as_lifecycle_events() {
+    let (a, b) = pair(|_| {}).await;
+    let record = |srv: &TestServer, domain: &str| {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let core = &srv.server().core;
+        let host = core.host(domain).cloned().unwrap();
+        host.load(Arc::downgrade(core), &S2sRecorder(seen.clone()))
+            .unwrap();
+        seen
+    };
+    let (seen_a, seen_b) = (record(&a, A), record(&b, B));
+    let mut alice = online(&a, A, "alice", "pc").await;
+    let mut bob = online(&b, B, "bob", "phone").await;
+    alice
+        .send("<message to='bob@b.example' type='chat' id='e1'><body>hello</body></message>")
+        .await;
+    read_until_contains(&mut bob, "message", "hello").await;
+    let find = |seen: &Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>, e: &str| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .find(|(n, _)| n == e)
+            .map(|(_, d)| d.clone())
+    };
+    // The stream a→b: a announces it outgoing; b announces the authenticated domain incoming.
+    let out = find(&seen_a, "s2sout-established").expect("s2sout-established on a");
+    assert_eq!(
+        (out["local"].as_str(), out["remote"].as_str()),
+        (Some(A), Some(B))
+    );
+    assert_eq!(
+        (out["auth"].as_str(), out["tls"].as_bool()),
+        (Some("dialback"), Some(true))
+    );
+    for event in ["s2s-authenticated", "s2sin-established"] {
+        let d = find(&seen_b, event).unwrap_or_else(|| panic!("{event} on b"));
+        assert_eq!(
+            (d["local"].as_str(), d["remote"].as_str()),
+            (Some(B), Some(A)),
+            "{event}"
+        );
+        assert!(
+            d["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.1:")),
+            "{d}"
+        );
+    }
+    // Nothing was announced for a stream that does not exist yet (b→a carries no stanza).
+    assert!(find(&seen_b, "s2sout-established").is_none());
+    drop(alice);
+}

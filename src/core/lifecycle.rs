@@ -19,6 +19,9 @@
 //! | `user-registered` | host | [`Accounts::create`](super::accounts::Accounts::create) (in-band registration, admin API, CLI) | `username`, `host` |
 //! | `user-password-changed` | host | [`Accounts::set_password`](super::accounts::Accounts::set_password) | `username`, `host` |
 //! | `user-deleted` | host | [`Core::delete_account`], after every module cleanup | `username`, `host` |
+//! | `s2s-authenticated` | host (the local domain) | the s2s listener, when a remote domain authenticated on an incoming stream | `local`, `remote`, `auth` (`external` or `dialback`), `tls`, `peer` |
+//! | `s2sin-established` | host (the local domain) | the s2s listener, right after `s2s-authenticated` (the stream takes that domain's stanzas) | `local`, `remote`, `auth`, `tls`, `peer` |
+//! | `s2sout-established` | host (the local domain) | the outgoing s2s stream, once our domain is authenticated and its queue drains | `local`, `remote`, `auth`, `tls`, `peer` (null) |
 //! | `host-activated` | `*` | [`Core::activate`], at start, once per host; [`Core::activate_host`] at run time (`host:activate`) | `host` |
 //! | `server-started` | `*` | [`Core::activate`], after every `host-activated` | `hosts` (the served domains) |
 //! | `server-stopping` | `*` | [`Core::deactivate`], at shutdown before sessions close | `reason` (the admin's `server:shutdown` reason, else `shutdown`) |
@@ -57,6 +60,12 @@ pub const RESOURCE_UNBIND: &str = "resource-unbind";
 pub const USER_REGISTERED: &str = "user-registered";
 /// Fired on the host after an account's password was replaced.
 pub const USER_PASSWORD_CHANGED: &str = "user-password-changed";
+/// Fired on the local host when a remote domain authenticated on an incoming s2s stream.
+pub const S2S_AUTHENTICATED: &str = "s2s-authenticated";
+/// Fired on the local host when an incoming s2s stream carries a newly authenticated domain.
+pub const S2SIN_ESTABLISHED: &str = "s2sin-established";
+/// Fired on the local host when an outgoing s2s stream is authenticated and ready.
+pub const S2SOUT_ESTABLISHED: &str = "s2sout-established";
 /// Fired on the global bus for each host when the server starts.
 pub const HOST_ACTIVATED: &str = "host-activated";
 /// Fired on the global bus for each host when the server stops.
@@ -67,6 +76,33 @@ pub const SERVER_STARTED: &str = "server-started";
 pub const SERVER_STOPPING: &str = "server-stopping";
 
 impl Core {
+    /// Announces an authenticated server-to-server stream between `local` (ours) and `remote`
+    /// on `local`'s bus: `s2s-authenticated` then `s2sin-established` for an incoming stream
+    /// (`peer` is its address), `s2sout-established` for an outgoing one.
+    pub fn s2s_established(
+        &self,
+        incoming: bool,
+        local: &str,
+        remote: &str,
+        auth: &str,
+        tls: bool,
+        peer: Option<String>,
+    ) {
+        let Some(host) = self.host(local) else {
+            return;
+        };
+        let data =
+            json!({ "local": local, "remote": remote, "auth": auth, "tls": tls, "peer": peer });
+        let events: &[&str] = if incoming {
+            &[S2S_AUTHENTICATED, S2SIN_ESTABLISHED]
+        } else {
+            &[S2SOUT_ESTABLISHED]
+        };
+        for event in events {
+            host.data_events.fire(event, &mut data.clone());
+        }
+    }
+
     /// Deletes an account and everything kept for it; returns whether it existed.
     pub async fn delete_account(self: &Arc<Self>, jid: &Jid) -> Result<bool, AccountError> {
         if !self.accounts.delete(jid).await? {

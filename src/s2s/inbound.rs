@@ -275,8 +275,13 @@ impl Incoming {
     /// Records `remote` as authenticated for `local` on this stream.
     fn authenticated(&mut self, local: &str, remote: &str, auth: &'static str) {
         tracing::info!(peer = %self.peer, %local, %remote, tls = self.tls, auth, "s2s incoming stream authenticated");
-        self.authed.insert((local.to_string(), remote.to_string()));
+        let fresh = self.authed.insert((local.to_string(), remote.to_string()));
         let (tls, cert_valid) = (self.tls, self.cert_valid_for(remote));
+        if fresh {
+            let peer = Some(self.peer.to_string());
+            self.core
+                .s2s_established(true, local, remote, auth, tls, peer);
+        }
         self.state.update(|i| {
             if i.remote.is_empty() {
                 i.local = local.to_string();

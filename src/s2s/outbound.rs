@@ -362,6 +362,7 @@ pub(super) async fn run(
         i.cert_valid = o.cert_valid;
     });
     state.touch();
+    core.s2s_established(false, local, remote, auth.label(), o.tls, None);
     let _counted = Counted::new(&s2s.metrics.connections, "outgoing", auth.label());
     let Opened {
         mut parser,
