@@ -511,24 +511,25 @@ impl Negotiation {
         mechanism: &str,
         outcome: &Result<Option<(Jid, String)>, SaslError>,
     ) {
-        let mut data = serde_json::json!({
-            "host": host,
-            "mechanism": mechanism,
-            "peer": self.peer,
-            "secure": self.secure,
-        });
         let event = match outcome {
-            Ok(Some((jid, _))) => {
-                data["username"] = jid.node().unwrap_or_default().into();
-                AUTHENTICATION_SUCCESS
-            }
+            Ok(Some(_)) => AUTHENTICATION_SUCCESS,
             Ok(None) => return,
-            Err(e) => {
-                data["condition"] = e.condition().into();
-                AUTHENTICATION_FAILURE
-            }
+            Err(_) => AUTHENTICATION_FAILURE,
         };
-        self.core.fire_host_event(host, event, data);
+        self.core.fire_host_event_with(host, event, || {
+            let mut data = serde_json::json!({
+                "host": host,
+                "mechanism": mechanism,
+                "peer": self.peer,
+                "secure": self.secure,
+            });
+            match outcome {
+                Ok(Some((jid, _))) => data["username"] = jid.node().unwrap_or_default().into(),
+                Err(e) => data["condition"] = e.condition().into(),
+                Ok(None) => {}
+            }
+            data
+        });
     }
 
     fn mechanisms(&self) -> Vec<Mechanism> {

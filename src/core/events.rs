@@ -280,6 +280,11 @@ impl DataEvents {
         self.table.unhook(id);
     }
 
+    /// Whether any handler is hooked to `event` (so callers build its data only when needed).
+    pub fn has_handlers(&self, event: &str) -> bool {
+        self.table.contains(event)
+    }
+
     /// Runs the handlers in priority order; the first `Some` halts and is returned.
     pub fn fire(&self, event: &str, data: &mut serde_json::Value) -> Option<serde_json::Value> {
         let list = self.table.get(event)?;

@@ -170,8 +170,23 @@ fn account_data(jid: &Jid) -> Value {
 impl Core {
     /// Fires the data event `event` on `host`'s bus (nothing if the host is not served); the
     /// first handler's `Some` is returned.
-    pub fn fire_host_event(&self, host: &str, event: &str, mut data: Value) -> Option<Value> {
-        self.host(host)?.data_events.fire(event, &mut data)
+    pub fn fire_host_event(&self, host: &str, event: &str, data: Value) -> Option<Value> {
+        self.fire_host_event_with(host, event, || data)
+    }
+
+    /// Like [`Core::fire_host_event`], but builds the data only when a handler is hooked
+    /// (lifecycle events fire on every login; most servers hook few of them).
+    pub fn fire_host_event_with(
+        &self,
+        host: &str,
+        event: &str,
+        data: impl FnOnce() -> Value,
+    ) -> Option<Value> {
+        let events = &self.host(host)?.data_events;
+        if !events.has_handlers(event) {
+            return None;
+        }
+        events.fire(event, &mut data())
     }
 
     /// Fires an account event (`username`, `host`) on the account's host.
@@ -191,25 +206,26 @@ impl Core {
         peer: &str,
         secure: bool,
     ) -> Result<BoundSession, BindError> {
-        let mut data = account_data(bare);
-        data["resource"] = json!(resource);
-        data["peer"] = json!(peer);
         let host = self.host(bare.domain()).cloned();
-        if let Some(h) = &host
-            && h.data_events.fire(PRE_RESOURCE_BIND, &mut data).is_some()
+        let mut resource = resource.to_string();
+        if let Some(h) = host
+            .as_ref()
+            .filter(|h| h.data_events.has_handlers(PRE_RESOURCE_BIND))
         {
-            return Err(BindError::NotAllowed);
-        }
-        let resource = match data["resource"].as_str() {
-            Some(r) if r != resource => {
-                jid::normalize_resource(r).map_err(|_| BindError::NotAllowed)?
+            let mut data = account_data(bare);
+            data["resource"] = json!(resource);
+            data["peer"] = json!(peer);
+            if h.data_events.fire(PRE_RESOURCE_BIND, &mut data).is_some() {
+                return Err(BindError::NotAllowed);
             }
-            _ => resource.to_string(),
-        };
+            if let Some(r) = data["resource"].as_str().filter(|r| *r != resource) {
+                resource = jid::normalize_resource(r).map_err(|_| BindError::NotAllowed)?;
+            }
+        }
         let bound = self
             .sessions
             .bind(bare, &resource, policy, queue, peer.to_string(), secure)?;
-        if let Some(h) = &host {
+        if let Some(h) = host.filter(|h| h.data_events.has_handlers(RESOURCE_BIND)) {
             let mut data = session_data(&bound.handle);
             data["peer"] = json!(peer);
             h.data_events.fire(RESOURCE_BIND, &mut data);
@@ -223,15 +239,19 @@ impl Core {
         if !self.sessions.unbind(handle) {
             return;
         }
-        let mut data = session_data(handle);
-        data["error"] = match error {
-            Some(e) => json!(e.condition.to_string()),
-            None => Value::Null,
+        let data = || {
+            let mut data = session_data(handle);
+            data["error"] = match error {
+                Some(e) => json!(e.condition.to_string()),
+                None => Value::Null,
+            };
+            data
         };
-        self.fire_host_event(handle.jid.domain(), RESOURCE_UNBIND, data.clone());
-        self.global_host()
-            .data_events
-            .fire(RESOURCE_UNBIND, &mut data);
+        self.fire_host_event_with(handle.jid.domain(), RESOURCE_UNBIND, data);
+        let global = &self.global_host().data_events;
+        if global.has_handlers(RESOURCE_UNBIND) {
+            global.fire(RESOURCE_UNBIND, &mut data());
+        }
     }
 
     /// Announces a started server on the global bus: `host-activated` for each host, then
