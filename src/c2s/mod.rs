@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use crate::core::Core;
+use crate::core::sessions::TlsInfo;
 use crate::xmpp::parser::StreamParser;
 use negotiate::{Negotiation, Outcome, unauth_limits};
 
@@ -98,6 +99,16 @@ fn bool_label(b: bool) -> &'static str {
     if b { "true" } else { "false" }
 }
 
+/// The negotiated TLS version and cipher suite of a server-side rustls connection.
+pub fn tls_info(tls: &rustls::ServerConnection) -> Option<TlsInfo> {
+    let version = tls.protocol_version()?;
+    let suite = tls.negotiated_cipher_suite()?;
+    Some(TlsInfo {
+        version: version.as_str().unwrap_or("TLS").to_string(),
+        cipher: suite.suite().as_str().unwrap_or("unknown").to_string(),
+    })
+}
+
 async fn connection(
     core: Arc<Core>,
     tcp: TcpStream,
@@ -150,7 +161,7 @@ async fn connection(
         }
         Err(_) => return,
     };
-    neg.upgraded();
+    neg.upgraded(tls_info(stream.get_ref().1));
     gauge.secured();
     let (r, w) = tokio::io::split(stream);
     let parser = StreamParser::new(BufReader::with_capacity(READ_BUFFER, r), limits);

@@ -11,7 +11,7 @@ use crate::auth::scram::ScramServer;
 use crate::config::Config;
 use crate::core::Core;
 use crate::core::lifecycle::{AUTHENTICATION_FAILURE, AUTHENTICATION_SUCCESS};
-use crate::core::sessions::{BindError, BoundSession, random_resource};
+use crate::core::sessions::{BindError, BoundSession, Connection, TlsInfo, random_resource};
 use crate::xmpp::element::escape;
 use crate::xmpp::error::{
     StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition as C,
@@ -80,6 +80,8 @@ pub struct Negotiation {
     pub deadline: Instant,
     /// Whether a stream header was already sent on this connection.
     header_sent: bool,
+    /// What the session will show of its connection (TLS, mechanism), filled as negotiation goes.
+    pub conn: Connection,
 }
 
 /// Limits before authentication.
@@ -293,6 +295,7 @@ impl Negotiation {
                             return Step::Done(Outcome::Closed);
                         }
                         tracing::info!(peer = %self.peer, %jid, "authenticated");
+                        self.conn.mechanism = Some(mech_label.to_string());
                         return Step::Restart(parser, writer, jid);
                     }
                     Ok(None) => return Step::Done(Outcome::Closed),
@@ -349,8 +352,10 @@ impl Negotiation {
                     &resource,
                     c2s.resource_conflict,
                     c2s.send_queue,
-                    &self.peer,
-                    self.secure,
+                    Connection {
+                        since: std::time::SystemTime::now(),
+                        ..self.conn.clone()
+                    },
                 ) {
                     Ok(session) => {
                         let mut result = stanza::iq_result(&el, None);
@@ -739,6 +744,7 @@ impl Negotiation {
         Negotiation {
             core,
             config,
+            conn: Connection::new(peer.clone(), secure),
             peer,
             secure,
             deadline,
@@ -747,8 +753,10 @@ impl Negotiation {
     }
 
     /// Marks the transport as encrypted (after STARTTLS) and expects a fresh stream header.
-    pub fn upgraded(&mut self) {
+    pub fn upgraded(&mut self, tls: Option<TlsInfo>) {
         self.secure = true;
+        self.conn.secure = true;
+        self.conn.tls = tls;
         self.header_sent = false;
     }
 }

@@ -268,8 +268,7 @@ mod tests {
                 res,
                 ResourceConflict::Refuse,
                 8,
-                "peer".into(),
-                true,
+                crate::core::sessions::Connection::new("peer", true),
             )
             .unwrap();
         if let Some(p) = priority {
@@ -385,8 +384,7 @@ mod tests {
                     res,
                     ResourceConflict::Refuse,
                     8,
-                    "peer".into(),
-                    true,
+                    crate::core::sessions::Connection::new("peer", true),
                 )
                 .unwrap();
             b.handle.set_presence(true, p, None);

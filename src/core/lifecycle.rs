@@ -38,7 +38,7 @@ use serde_json::{Value, json};
 
 use super::Core;
 use super::accounts::AccountError;
-use super::sessions::{BindError, BoundSession, SessionHandle};
+use super::sessions::{BindError, BoundSession, Connection, SessionHandle};
 use crate::config::ResourceConflict;
 use crate::xmpp::error::{StreamError, StreamErrorCondition};
 use crate::xmpp::{Jid, jid};
@@ -203,9 +203,9 @@ impl Core {
         resource: &str,
         policy: ResourceConflict,
         queue: usize,
-        peer: &str,
-        secure: bool,
+        conn: Connection,
     ) -> Result<BoundSession, BindError> {
+        let peer = conn.peer.clone();
         let host = self.host(bare.domain()).cloned();
         let mut resource = resource.to_string();
         if let Some(h) = host
@@ -222,9 +222,7 @@ impl Core {
                 resource = jid::normalize_resource(r).map_err(|_| BindError::NotAllowed)?;
             }
         }
-        let bound = self
-            .sessions
-            .bind(bare, &resource, policy, queue, peer.to_string(), secure)?;
+        let bound = self.sessions.bind(bare, &resource, policy, queue, conn)?;
         if let Some(h) = host.filter(|h| h.data_events.has_handlers(RESOURCE_BIND)) {
             let mut data = session_data(&bound.handle);
             data["peer"] = json!(peer);
@@ -392,7 +390,13 @@ pub(crate) mod tests {
         let (core, seen) = recording(&[RESOURCE_BIND, RESOURCE_UNBIND], true);
         let bare = Jid::parse("bo@localhost").expect("jid");
         let bound = core
-            .bind_resource(&bare, "r", ResourceConflict::KickOld, 8, "p", true)
+            .bind_resource(
+                &bare,
+                "r",
+                ResourceConflict::KickOld,
+                8,
+                Connection::new("p", true),
+            )
             .expect("bind");
         core.unbind_resource(&bound.handle, None);
         core.unbind_resource(&bound.handle, None);
@@ -407,7 +411,13 @@ pub(crate) mod tests {
         let (core, seen) = recording(&[PRE_RESOURCE_BIND, RESOURCE_BIND, RESOURCE_UNBIND], false);
         let bare = Jid::parse("bo@localhost").expect("jid");
         let bind = |r: &str| {
-            core.bind_resource(&bare, r, ResourceConflict::KickOld, 8, "10.0.0.1:5", true)
+            core.bind_resource(
+                &bare,
+                r,
+                ResourceConflict::KickOld,
+                8,
+                Connection::new("10.0.0.1:5", true),
+            )
         };
         let bound = bind("phone").expect("bind");
         let id = bound.handle.id;
@@ -513,7 +523,13 @@ pub(crate) mod tests {
             .expect("load");
         let bare = Jid::parse("cy@localhost").expect("jid");
         let bound = core
-            .bind_resource(&bare, "r", ResourceConflict::KickOld, 8, "p", true)
+            .bind_resource(
+                &bare,
+                "r",
+                ResourceConflict::KickOld,
+                8,
+                Connection::new("p", true),
+            )
             .expect("bind");
         let presence = Element::new("presence", crate::xmpp::ns::CLIENT);
         core.initial_presence(&bound.handle, presence).await;

@@ -82,6 +82,78 @@ impl SmState {
     }
 }
 
+/// Which transport carries a client session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// A TCP stream (RFC 6120), with STARTTLS or direct TLS.
+    #[default]
+    Tcp,
+}
+
+impl Transport {
+    /// The name the admin faces and metrics show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// The negotiated TLS parameters of a connection.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TlsInfo {
+    /// The protocol version, e.g. `TLSv1.3`.
+    pub version: String,
+    /// The cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
+}
+
+/// What a client said about itself (SASL2 `<user-agent/>`), when it did.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct ClientAgent {
+    /// The client's stable id (`<user-agent id=…>`).
+    pub id: String,
+    /// The software name, if given.
+    pub software: Option<String>,
+    /// The device name, if given.
+    pub device: Option<String>,
+}
+
+/// How a session is connected: fixed when it binds, shown by the admin faces.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The remote address.
+    pub peer: String,
+    /// Whether the connection is encrypted.
+    pub secure: bool,
+    /// The transport.
+    pub transport: Transport,
+    /// TLS parameters, when encrypted by us.
+    pub tls: Option<TlsInfo>,
+    /// The SASL mechanism the client authenticated with.
+    pub mechanism: Option<String>,
+    /// The client's self-description, if it gave one.
+    pub client: Option<ClientAgent>,
+    /// When the session was bound.
+    pub since: std::time::SystemTime,
+}
+
+impl Connection {
+    /// A TCP connection from `peer` bound now, with nothing else known yet.
+    pub fn new(peer: impl Into<String>, secure: bool) -> Self {
+        Connection {
+            peer: peer.into(),
+            secure,
+            transport: Transport::Tcp,
+            tls: None,
+            mechanism: None,
+            client: None,
+            since: std::time::SystemTime::now(),
+        }
+    }
+}
+
 /// A live, bound client session as the rest of the server sees it.
 pub struct SessionHandle {
     /// Unique id for this server run.
@@ -92,6 +164,8 @@ pub struct SessionHandle {
     pub peer: String,
     /// Whether the connection is encrypted.
     pub secure: bool,
+    /// How the session is connected (transport, TLS, authentication, client), for the admin faces.
+    pub conn: Connection,
     tx: mpsc::Sender<Outbound>,
     closer: CancellationToken,
     close_reason: Mutex<Option<StreamError>>,
@@ -372,8 +446,7 @@ impl Sessions {
         resource: &str,
         policy: ResourceConflict,
         queue: usize,
-        peer: String,
-        secure: bool,
+        conn: Connection,
     ) -> Result<BoundSession, BindError> {
         let mut resource = resource.to_string();
         let mut kicked = None;
@@ -395,8 +468,9 @@ impl Sessions {
         let handle = Arc::new(SessionHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             jid,
-            peer,
-            secure,
+            peer: conn.peer.clone(),
+            secure: conn.secure,
+            conn,
             tx,
             closer: CancellationToken::new(),
             close_reason: Mutex::new(None),

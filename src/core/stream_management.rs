@@ -120,8 +120,7 @@ mod tests {
                 "r",
                 ResourceConflict::KickOld,
                 8,
-                "test".into(),
-                true,
+                crate::core::sessions::Connection::new("test", true),
             )
             .expect("bind")
     }

@@ -72,8 +72,7 @@ mod tests {
                 "r",
                 ResourceConflict::KickOld,
                 8,
-                "test".into(),
-                true,
+                crate::core::sessions::Connection::new("test", true),
             )
             .unwrap();
         h.send(msg(), Some(Origin::Client(bound.handle.clone())))

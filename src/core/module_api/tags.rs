@@ -149,7 +149,13 @@ mod tests {
         let bare = Jid::parse("a@localhost").expect("jid");
         let mut bound = core
             .sessions
-            .bind(&bare, "r", ResourceConflict::KickOld, 8, "t".into(), true)
+            .bind(
+                &bare,
+                "r",
+                ResourceConflict::KickOld,
+                8,
+                crate::core::sessions::Connection::new("t", true),
+            )
             .expect("bind");
         let session = bound.handle.clone();
 
