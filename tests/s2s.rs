@@ -929,3 +929,174 @@ async fn s2s_streams_are_announced_as_lifecycle_events() {
     assert!(find(&seen_b, "s2sout-established").is_none());
     drop(alice);
 }
+
+// ---- DNS: SRV (RFC 6120 §3.2.1, XEP-0368) and address records from a DNS server on loopback ----
+
+use hickory_resolver::proto::op::Message;
+use hickory_resolver::proto::rr::rdata::{A as ARecord, SRV};
+use hickory_resolver::proto::rr::{Name, RData, Record};
+use oxpecker::s2s::resolve::DEFAULT_PORT;
+
+/// A DNS server on a loopback UDP port answering from `records` (name with its trailing dot),
+/// with an empty answer for anything else.
+async fn fake_dns(records: Vec<(String, RData)>) -> SocketAddr {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut resp = Message::response(q.metadata.id, q.metadata.op_code);
+            resp.metadata.authoritative = true;
+            resp.metadata.recursion_desired = q.metadata.recursion_desired;
+            for query in &q.queries {
+                resp.add_query(query.clone());
+                for (name, data) in &records {
+                    if query.name.to_ascii().eq_ignore_ascii_case(name)
+                        && data.record_type() == query.query_type
+                    {
+                        resp.add_answer(Record::from_rdata(query.name.clone(), 60, data.clone()));
+                    }
+                }
+            }
+            let _ = sock.send_to(&resp.to_vec().unwrap(), from).await;
+        }
+    });
+    addr
+}
+
+fn srv(priority: u16, weight: u16, port: u16, target: &str) -> RData {
+    RData::SRV(SRV::new(
+        priority,
+        weight,
+        port,
+        Name::from_ascii(target).unwrap(),
+    ))
+}
+
+fn a_record(ip: [u8; 4]) -> RData {
+    RData::A(ARecord(ip.into()))
+}
+
+/// `a.example` finding `b.example` only through `dns` (b knows a statically); alice and bob exist.
+async fn pair_over_dns(
+    records: impl FnOnce(&TestServer) -> Vec<(String, RData)>,
+    tweak_b: impl FnOnce(&mut Config),
+) -> (TestServer, TestServer) {
+    let b = TestServer::start_with(|c| {
+        host(c, B);
+        tweak_b(c);
+    })
+    .await;
+    let dns = fake_dns(records(&b)).await;
+    let a = TestServer::start_with(|c| {
+        host(c, A);
+        c.s2s.dns = true;
+        c.s2s.dns_servers = vec![dns];
+    })
+    .await;
+    point(&b, A, s2s_addr(&a));
+    a.add_user("alice@a.example", PASSWORD).await;
+    b.add_user("bob@b.example", PASSWORD).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn srv_records_are_followed_past_a_dead_direct_tls_target() {
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (a, b) = pair_over_dns(
+        |b| {
+            vec![
+                // Tried first (direct TLS wins a priority tie), but nothing listens there.
+                (
+                    "_xmpps-server._tcp.b.example.".into(),
+                    srv(5, 0, dead, "xmpp.b.example."),
+                ),
+                (
+                    "_xmpp-server._tcp.b.example.".into(),
+                    srv(5, 0, s2s_addr(b).port(), "xmpp.b.example."),
+                ),
+                ("xmpp.b.example.".into(), a_record([127, 0, 0, 1])),
+            ]
+        },
+        |_| {},
+    )
+    .await;
+    let mut alice = online(&a, A, "alice", "pc").await;
+    let mut bob = online(&b, B, "bob", "phone").await;
+    alice
+        .send("<message to='bob@b.example' type='chat' id='d1'><body>found you</body></message>")
+        .await;
+    let got = read_until_contains(&mut bob, "message", "found you").await;
+    assert!(got.contains("from=\"alice@a.example/pc\""), "{got}");
+}
+
+#[tokio::test]
+async fn an_xmpps_server_record_connects_with_direct_tls() {
+    let (a, b) = pair_over_dns(
+        |b| {
+            vec![
+                (
+                    "_xmpps-server._tcp.b.example.".into(),
+                    srv(
+                        0,
+                        0,
+                        b.server().s2s_direct_tls_addrs[0].port(),
+                        "tls.b.example.",
+                    ),
+                ),
+                ("tls.b.example.".into(), a_record([127, 0, 0, 1])),
+            ]
+        },
+        |c| c.s2s.direct_tls_listen = vec!["127.0.0.1:0".parse().unwrap()],
+    )
+    .await;
+    let mut alice = online(&a, A, "alice", "pc").await;
+    let mut bob = online(&b, B, "bob", "phone").await;
+    alice
+        .send("<message to='bob@b.example' type='chat' id='d2'><body>over tls</body></message>")
+        .await;
+    read_until_contains(&mut bob, "message", "over tls").await;
+    let streams = a.server().core.federation.get().unwrap().streams();
+    let out = streams
+        .iter()
+        .find(|s| s.direction == "outgoing" && s.remote == B)
+        .expect("outgoing a→b");
+    assert!(out.tls, "{streams:?}");
+}
+
+#[tokio::test]
+async fn a_domain_refusing_federation_or_unreachable_on_5269_bounces() {
+    let (a, _b) = pair_over_dns(
+        |_| {
+            vec![
+                // RFC 2782: "." as the only target means the service is not offered.
+                ("_xmpp-server._tcp.b.example.".into(), srv(0, 0, 0, ".")),
+                // No SRV for c.example: its own address on the default port, where nothing listens.
+                ("c.example.".into(), a_record([127, 0, 0, 1])),
+            ]
+        },
+        |_| {},
+    )
+    .await;
+    assert_eq!(DEFAULT_PORT, 5269);
+    let mut alice = login(&a, A, "alice", "pc").await;
+    alice
+        .send("<message to='bob@b.example' id='r1'><body>?</body></message>")
+        .await;
+    let got = read_until_contains(&mut alice, "message", "r1").await;
+    assert!(got.contains("remote-server-not-found"), "{got}");
+    alice
+        .send("<message to='x@c.example' id='r2'><body>?</body></message>")
+        .await;
+    let got = read_until_contains(&mut alice, "message", "r2").await;
+    assert!(got.contains("remote-server-not-found"), "{got}");
+}

@@ -244,6 +244,11 @@ pub struct S2sConfig {
     pub system_roots: bool,
     /// Further PEM files of trusted certificate authorities for peer certificates.
     pub ca_files: Vec<PathBuf>,
+    /// Look remote domains up in DNS (SRV `_xmpps-server`/`_xmpp-server`, then A/AAAA on 5269);
+    /// off: only `hosts` below is consulted.
+    pub dns: bool,
+    /// Name servers for those lookups (`"127.0.0.1:53"`); empty: the system's `/etc/resolv.conf`.
+    pub dns_servers: Vec<SocketAddr>,
     /// Static targets that replace DNS for these remote domains (`"example.net" = "127.0.0.2:5269"`).
     pub hosts: BTreeMap<String, SocketAddr>,
 }
@@ -287,6 +292,8 @@ impl Default for S2sConfig {
             deny_domains: Vec::new(),
             system_roots: true,
             ca_files: Vec::new(),
+            dns: true,
+            dns_servers: Vec::new(),
             hosts: BTreeMap::new(),
         }
     }

@@ -10,10 +10,10 @@ pub mod cert;
 pub mod dialback;
 mod inbound;
 mod outbound;
+pub mod resolve;
 pub mod stream;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
@@ -35,6 +35,8 @@ pub struct S2s {
     me: Weak<S2s>,
     secret: dialback::Secret,
     tls_client: Arc<rustls::ClientConfig>,
+    /// Where remote domains are found ([`resolve`]).
+    dns: resolve::Dns,
     tls_server: TlsAcceptor,
     trust: cert::Trust,
     outgoing: Mutex<HashMap<(String, String), Outgoing>>,
@@ -167,6 +169,7 @@ impl S2s {
             me: me.clone(),
             secret: dialback::Secret::generate(),
             tls_client,
+            dns: resolve::Dns::default(),
             tls_server,
             trust,
             outgoing: Mutex::new(HashMap::new()),
@@ -183,11 +186,6 @@ impl S2s {
 
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Where to connect for `remote`: the static `[s2s.hosts]` table (DNS is not consulted yet).
-    fn resolve(&self, core: &Core, remote: &str) -> Option<SocketAddr> {
-        core.config.load().s2s.hosts.get(remote).copied()
     }
 
     fn register_incoming(&self, state: Arc<StreamState>) -> u64 {

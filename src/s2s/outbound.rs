@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::resolve::{self, Target};
 use super::stream::{self, Conn, Parser, Writer};
 use super::{Counted, S2s, StreamState};
 use crate::config::Config;
@@ -21,7 +21,7 @@ use crate::xmpp::{Element, ns};
 /// Why an outgoing stream could not be established.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum Failure {
-    /// No address for the domain (no `[s2s.hosts]` entry).
+    /// No address for the domain (no `[s2s.hosts]` entry, nothing in DNS, or the domain refuses federation).
     #[error("no address known")]
     NoAddress,
     /// The TCP connection failed.
@@ -82,21 +82,88 @@ struct Opened {
     features: Element,
 }
 
+/// Connects to the first reachable target for `remote` (see [`resolve`]): a plain TCP stream
+/// for STARTTLS, or one already secured for a direct-TLS (`_xmpps-server`) target. Returns the
+/// stream, whether it is encrypted and whether the peer's certificate is valid for `remote`.
+async fn connect(s2s: &S2s, cfg: &Config, remote: &str) -> Result<(Conn, bool, bool), Failure> {
+    let targets = s2s.dns.targets(&cfg.s2s, remote).await.map_err(|e| {
+        tracing::debug!(%remote, error = %e, "no s2s target");
+        Failure::NoAddress
+    })?;
+    let mut last = Failure::NoAddress;
+    for target in targets {
+        let (addrs, direct_tls) = match &target {
+            Target::Static(addr) => (vec![*addr], false),
+            Target::Host {
+                host,
+                port,
+                direct_tls,
+            } => (s2s.dns.addresses(&cfg.s2s, host, *port).await, *direct_tls),
+        };
+        if addrs.is_empty() {
+            continue;
+        }
+        let tcp = match resolve::connect(&addrs).await {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::debug!(%remote, ?target, error = %e, "s2s target unreachable");
+                last = Failure::Connect(e);
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        if !direct_tls {
+            return Ok((Box::new(tcp), false, false));
+        }
+        // XEP-0368: TLS at once, with the ALPN protocol id of server-to-server XMPP.
+        let mut client = (*s2s.tls_client).clone();
+        client.alpn_protocols = vec![b"xmpp-server".to_vec()];
+        match secure(s2s, cfg, remote, tcp, Arc::new(client)).await {
+            Ok((conn, cert_valid)) => return Ok((conn, true, cert_valid)),
+            Err(e @ Failure::Policy(_)) => return Err(e),
+            Err(e) => {
+                tracing::debug!(%remote, ?target, error = %e, "direct TLS failed");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// The TLS handshake as a client for `remote` over `plain`, with the policy check of the
+/// peer's certificate (`secure_auth`); returns the secured stream and whether the certificate
+/// is valid for `remote`.
+async fn secure<IO>(
+    s2s: &S2s,
+    cfg: &Config,
+    remote: &str,
+    plain: IO,
+    client: Arc<rustls::ClientConfig>,
+) -> Result<(Conn, bool), Failure>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let name = rustls::pki_types::ServerName::try_from(remote.to_string())
+        .map_err(|e| protocol(e.to_string()))?;
+    let secured = tokio_rustls::TlsConnector::from(client)
+        .connect(name, plain)
+        .await
+        .map_err(|e| protocol(format!("TLS: {e}")))?;
+    let cert_valid = s2s
+        .trust
+        .valid_for(&stream::peer_chain(secured.get_ref().1), remote);
+    if !cert_valid && cfg.s2s.requires_certificate(remote) {
+        return Err(Failure::Policy(format!(
+            "no valid certificate for {remote}"
+        )));
+    }
+    Ok((Box::new(secured), cert_valid))
+}
+
 /// Connects to `remote` as `local`, upgrading with STARTTLS when offered (required unless
 /// `s2s.require_encryption` is off), and reads the final stream features.
-async fn open(
-    s2s: &S2s,
-    core: &Core,
-    cfg: &Config,
-    local: &str,
-    remote: &str,
-) -> Result<Opened, Failure> {
-    let addr = s2s.resolve(core, remote).ok_or(Failure::NoAddress)?;
-    let tcp = TcpStream::connect(addr).await.map_err(Failure::Connect)?;
-    let _ = tcp.set_nodelay(true);
-    let mut conn: Conn = Box::new(tcp);
-    let mut tls = false;
-    let mut cert_valid = false;
+async fn open(s2s: &S2s, cfg: &Config, local: &str, remote: &str) -> Result<Opened, Failure> {
+    let (mut conn, mut tls, mut cert_valid) = connect(s2s, cfg, remote).await?;
     loop {
         let (mut parser, mut writer) = stream::open(conn, cfg);
         stream::write(&mut writer, &stream::header(local, Some(remote), None))
@@ -123,21 +190,7 @@ async fn open(
             }
             let plain =
                 stream::rejoin(parser, writer).ok_or_else(|| protocol("data after <proceed/>"))?;
-            let name = rustls::pki_types::ServerName::try_from(remote.to_string())
-                .map_err(|e| protocol(e.to_string()))?;
-            let secured = tokio_rustls::TlsConnector::from(s2s.tls_client.clone())
-                .connect(name, plain)
-                .await
-                .map_err(|e| protocol(format!("TLS: {e}")))?;
-            cert_valid = s2s
-                .trust
-                .valid_for(&stream::peer_chain(secured.get_ref().1), remote);
-            if !cert_valid && cfg.s2s.requires_certificate(remote) {
-                return Err(Failure::Policy(format!(
-                    "no valid certificate for {remote}"
-                )));
-            }
-            conn = Box::new(secured);
+            (conn, cert_valid) = secure(s2s, cfg, remote, plain, s2s.tls_client.clone()).await?;
             tls = true;
             continue;
         }
@@ -228,12 +281,11 @@ async fn external(
 /// it (it does when our certificate names `local`), else a dialback key.
 async fn establish(
     s2s: &S2s,
-    core: &Core,
     cfg: &Config,
     local: &str,
     remote: &str,
 ) -> Result<(Opened, Auth), Failure> {
-    let mut o = open(s2s, core, cfg, local, remote).await?;
+    let mut o = open(s2s, cfg, local, remote).await?;
     if o.tls && offers_external(&o.features) {
         let (opened, ok) = external(o, cfg, local, remote).await?;
         if ok {
@@ -276,7 +328,7 @@ pub(super) async fn verify(
     let cfg = core.config.load_full();
     let deadline = Instant::now() + Duration::from_secs(cfg.s2s.negotiation_timeout_secs);
     let run = async {
-        let mut o = open(s2s, core, &cfg, local, remote).await?;
+        let mut o = open(s2s, &cfg, local, remote).await?;
         let req = Element::new("verify", ns::DIALBACK)
             .attr("from", local)
             .attr("to", remote)
@@ -332,7 +384,7 @@ pub(super) async fn run(
         tokio::select! {
         _ = core.shutdown.cancelled() => Err(Failure::Protocol("shutting down".into())),
         _ = state.cancel.cancelled() => Err(Failure::Protocol("closed by the administrator".into())),
-        r = tokio::time::timeout_at(deadline, establish(&s2s, &core, &cfg, local, remote)) => {
+        r = tokio::time::timeout_at(deadline, establish(&s2s, &cfg, local, remote)) => {
             r.unwrap_or(Err(Failure::Timeout))
         }
         }

@@ -30,6 +30,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     cfg.c2s.listen = vec!["127.0.0.1:0".parse().unwrap()];
     cfg.c2s.direct_tls_listen = vec!["127.0.0.1:0".parse().unwrap()];
     cfg.s2s.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    // Tests never ask a real resolver: remote domains are found through [s2s.hosts] or a test DNS server.
+    cfg.s2s.dns = false;
     cfg.http.listen = vec!["127.0.0.1:0".parse().unwrap()];
     cfg.auth.scram_iterations = 4096;
     cfg.storage.cache_capacity_mb = 8;
