@@ -1100,3 +1100,72 @@ async fn a_domain_refusing_federation_or_unreachable_on_5269_bounces() {
     let got = read_until_contains(&mut alice, "message", "r2").await;
     assert!(got.contains("remote-server-not-found"), "{got}");
 }
+
+// ---- group chat across servers ----
+
+/// A remote user joins a room of `conference.a.example` over s2s, talks and hears the room;
+/// when its server goes away, the bounced groupchat removes it (status 333) instead of leaving
+/// a ghost occupant.
+#[tokio::test]
+async fn a_remote_occupant_chats_and_is_removed_when_its_server_goes_away() {
+    let (a, b) = pair(|_| {}).await;
+    point(&b, "conference.a.example", s2s_addr(&a));
+    let room = "lounge@conference.a.example";
+    let mut alice = online(&a, A, "alice", "pc").await;
+    alice
+        .send(&format!(
+            "<presence to='{room}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ))
+        .await;
+    read_until_contains(&mut alice, "presence", "110").await;
+    // An instant room (XEP-0045 §10.1.2): accept the default configuration.
+    alice
+        .send(&format!(
+            "<iq type='set' to='{room}' id='c1'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"
+        ))
+        .await;
+    read_until_contains(&mut alice, "iq", "c1").await;
+    let mut bob = online(&b, B, "bob", "phone").await;
+    bob.send(&format!(
+        "<presence to='{room}/bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ))
+    .await;
+    let joined = read_until_contains(&mut bob, "presence", "110").await;
+    assert!(joined.contains(&format!("from=\"{room}/bob\"")), "{joined}");
+    read_until_contains(&mut alice, "presence", &format!("{room}/bob")).await;
+
+    bob.send(&format!(
+        "<message to='{room}' type='groupchat' id='g1'><body>hello from b</body></message>"
+    ))
+    .await;
+    let got = read_until_contains(&mut alice, "message", "hello from b").await;
+    assert!(got.contains(&format!("from=\"{room}/bob\"")), "{got}");
+    alice
+        .send(&format!(
+            "<message to='{room}' type='groupchat' id='g2'><body>hello from a</body></message>"
+        ))
+        .await;
+    let got = read_until_contains(&mut bob, "message", "hello from a").await;
+    assert!(got.contains(&format!("from=\"{room}/alice\"")), "{got}");
+
+    // b.example disappears: its stream breaks, the next groupchat bounces, bob is removed.
+    drop(bob);
+    b.stop().await;
+    let fed = a.server().core.federation.get().unwrap();
+    for _ in 0..100 {
+        if !fed.streams().iter().any(|s| s.remote == B) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    alice
+        .send(&format!(
+            "<message to='{room}' type='groupchat' id='g3'><body>anyone?</body></message>"
+        ))
+        .await;
+    let gone = read_until_contains(&mut alice, "presence", "333").await;
+    assert!(
+        gone.contains(&format!("from=\"{room}/bob\"")) && gone.contains("unavailable"),
+        "{gone}"
+    );
+}

@@ -99,8 +99,12 @@ async fn connection(
         }
     }
     let cancel = c.state.cancel.clone();
+    let shutdown = c.core.shutdown.clone();
+    // Closed by the administrator or by shutdown: the connection is dropped, which the peer
+    // sees as the end of its outgoing stream (it bounces or reconnects from there).
     tokio::select! {
         _ = cancel.cancelled() => {}
+        _ = shutdown.cancelled() => {}
         _ = c.run(conn, deadline) => {}
     }
     s2s.unregister_incoming(id);

@@ -44,8 +44,14 @@ pub async fn presence(svc: &Arc<MucService>, ev: StanzaEvent) {
     let nick = ev.to.resource().unwrap_or_default().to_string();
     match stanza::stanza_type(&ev.stanza, "available") {
         "available" => {}
-        "unavailable" | "error" => {
+        "unavailable" => {
             leave(svc, &ev, &node).await;
+            return;
+        }
+        "error" => {
+            if !kick_on_error(svc, &ev, &node).await {
+                leave(svc, &ev, &node).await;
+            }
             return;
         }
         _ => return,
@@ -172,6 +178,51 @@ async fn leave(svc: &Arc<MucService>, ev: &StanzaEvent, node: &str) {
     svc.vanish_if_empty(node).await;
 }
 
+/// Error conditions that show an occupant's session is unreachable, so that it is removed
+/// rather than left in the room as a ghost (a remote server that went away never sends
+/// unavailable presence).
+const KICKABLE: &[&str] = &[
+    "gone",
+    "internal-server-error",
+    "item-not-found",
+    "jid-malformed",
+    "recipient-unavailable",
+    "redirect",
+    "remote-server-not-found",
+    "remote-server-timeout",
+    "service-unavailable",
+];
+
+/// The defined condition of an error stanza, if it has one.
+fn error_condition(stanza: &Element) -> Option<&str> {
+    stanza
+        .get_child("error", ns::CLIENT)
+        .or_else(|| stanza.get_child("error", ns::SERVER))
+        .and_then(|e| e.children().find(|c| c.ns() == ns::STANZAS))
+        .map(|c| c.name())
+}
+
+/// An error bounced by an occupant's session: with a [`KICKABLE`] condition the session is
+/// removed (status 333). Whether it was.
+async fn kick_on_error(svc: &Arc<MucService>, ev: &StanzaEvent, node: &str) -> bool {
+    let Some(cond) = error_condition(&ev.stanza).filter(|c| KICKABLE.contains(c)) else {
+        return false;
+    };
+    let Ok(Some(room)) = svc.room(node).await else {
+        return false;
+    };
+    let reason = format!("Kicked: {}", cond.replace('-', " "));
+    let out = lock(&room).remove_on_error(&ev.from, &reason);
+    if out.is_empty() {
+        return false;
+    }
+    tracing::info!(room = %ev.to.bare(), occupant = %ev.from, condition = cond, "occupant removed after an error reply");
+    svc.forget_bucket(&ev.from);
+    svc.send(out).await;
+    svc.vanish_if_empty(node).await;
+    true
+}
+
 /// Presence to the room's bare JID: a join needs a nick.
 pub async fn presence_without_nick(ev: StanzaEvent) {
     if stanza::stanza_type(&ev.stanza, "available") == "available" {
@@ -188,6 +239,7 @@ pub async fn message_to_room(svc: &Arc<MucService>, ev: StanzaEvent) {
     let node = node(&ev);
     let ty = stanza::stanza_type(&ev.stanza, "normal").to_string();
     if ty == "error" {
+        kick_on_error(svc, &ev, &node).await;
         return;
     }
     let room = match svc.room(&node).await {
@@ -442,6 +494,7 @@ async fn voice_request(
 pub async fn private_message(svc: &Arc<MucService>, ev: StanzaEvent) {
     let ty = stanza::stanza_type(&ev.stanza, "normal");
     if ty == "error" {
+        kick_on_error(svc, &ev, &node(&ev)).await;
         return;
     }
     if ty == "groupchat" {

@@ -696,6 +696,20 @@ impl Room {
         out
     }
 
+    /// Removes the session `from` after its server bounced a stanza to it (the s2s link
+    /// failed, the session is gone): the last session of an occupant takes the occupant out,
+    /// everyone seeing status 333 (removed because of an error reply) and `reason`.
+    pub fn remove_on_error(&mut self, from: &Jid, reason: &str) -> Out {
+        let Some(nick) = self.sessions.get(from).cloned() else {
+            return Out::new();
+        };
+        match self.occupants.get(&nick) {
+            Some(occ) if occ.sessions.len() > 1 => self.leave(from, None),
+            Some(_) => self.remove_occupant(&nick, &[333], Some(reason)),
+            None => Out::new(),
+        }
+    }
+
     /// Removes an occupant with all its sessions, telling everyone why (`codes`: 307 kicked,
     /// 301 banned, 321 affiliation change, 322 members-only).
     pub fn remove_occupant(&mut self, nick: &str, codes: &[u16], reason: Option<&str>) -> Out {
