@@ -1169,3 +1169,71 @@ async fn a_remote_occupant_chats_and_is_removed_when_its_server_goes_away() {
         "{gone}"
     );
 }
+
+// ---- the IM extensions with a remote contact ----
+
+/// A message from a remote user is carbon-copied to the recipient's other resource, archived
+/// for both sides (each server archives its own user's copy), found by a MAM query filtered by
+/// the remote JID; once the recipient blocks the remote user, its messages no longer arrive.
+#[tokio::test]
+async fn carbons_archive_and_blocking_work_with_a_remote_contact() {
+    let (a, b) = pair(|_| {}).await;
+    let mut alice_pc = online(&a, A, "alice", "pc").await;
+    let mut alice_phone = online(&a, A, "alice", "phone").await;
+    alice_phone
+        .send("<iq type='set' id='cb'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        .await;
+    read_until_contains(&mut alice_phone, "iq", "cb").await;
+    let mut bob = online(&b, B, "bob", "desk").await;
+
+    bob.send(
+        "<message to='alice@a.example/pc' type='chat' id='x1'><body>to your pc</body></message>",
+    )
+    .await;
+    read_until_contains(&mut alice_pc, "message", "to your pc").await;
+    let copy = read_until_contains(&mut alice_phone, "message", "to your pc").await;
+    assert!(
+        copy.contains("<received xmlns=\"urn:xmpp:carbons:2\"")
+            && copy.contains("from=\"bob@b.example/desk\""),
+        "{copy}"
+    );
+
+    // Both archives hold the message: alice's, filtered by the remote JID, and bob's own.
+    let query = |id: &str, with: &str| {
+        format!(
+            "<iq type='set' id='{id}'><query xmlns='urn:xmpp:mam:2' queryid='{id}'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field><field var='with'><value>{with}</value></field></x></query></iq>"
+        )
+    };
+    alice_pc.send(&query("q1", "bob@b.example")).await;
+    let found = alice_pc.read_until("</iq>").await;
+    assert!(
+        found.contains("to your pc") && found.contains("<fin"),
+        "{found}"
+    );
+    bob.send(&query("q2", "alice@a.example")).await;
+    let found = bob.read_until("</iq>").await;
+    assert!(
+        found.contains("to your pc") && found.contains("<fin"),
+        "{found}"
+    );
+
+    // Blocked: bob's next message is dropped silently (XEP-0191 §3.5, as for local contacts).
+    // A ping of a.example on the same stream, answered, shows a.example has handled it.
+    alice_pc
+        .send("<iq type='set' id='bl'><block xmlns='urn:xmpp:blocking'><item jid='bob@b.example'/></block></iq>")
+        .await;
+    read_until_contains(&mut alice_pc, "iq", "bl").await;
+    bob.send(
+        "<message to='alice@a.example' type='chat' id='x2'><body>still there?</body></message>",
+    )
+    .await;
+    bob.send("<iq type='get' to='a.example' id='bp'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let pong = bob.read_until("id=\"bp\"").await;
+    assert!(!pong.contains("x2"), "{pong}");
+    alice_pc
+        .send("<iq type='get' to='a.example' id='pp'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let rest = alice_pc.read_until("id=\"pp\"").await;
+    assert!(!rest.contains("still there?"), "{rest}");
+}
