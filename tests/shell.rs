@@ -490,6 +490,22 @@ async fn muc_commands_on_a_live_room_in_both_spellings() {
     .await;
     assert_eq!(out(&o).trim(), "none");
 
+    // A user as the actor acts under the room's rules: the owner alice may make bob a member.
+    let o = shell_async(
+        &cfg,
+        &["muc:room('lounge@conference.localhost'):set_affiliation('alice@localhost', 'bob@localhost', 'member')"],
+        "",
+    )
+    .await;
+    assert!(o.status.success(), "{}", err(&o));
+    let o = shell_async(
+        &cfg,
+        &["muc:room('lounge@conference.localhost'):get_affiliation('bob@localhost')"],
+        "",
+    )
+    .await;
+    assert_eq!(out(&o).trim(), "member");
+
     let o = shell_async(
         &cfg,
         &["muc:room('lounge@conference.localhost'):save(true)"],

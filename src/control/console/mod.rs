@@ -223,7 +223,7 @@ pub const GROUPS: &[Group] = &[
             cmd(
                 "room",
                 "jid",
-                "a room's occupants and config; methods :get_affiliation(jid), :set_affiliation(true, jid, affiliation, reason?), :get_role(nick), :destroy(reason?) (again: drop the tombstone), :save(force?)",
+                "a room's occupants and config; methods :get_affiliation(jid), :set_affiliation(actor, jid, affiliation, reason?) (actor: true for the server, or a user's JID acting under the room's rules), :get_role(nick), :destroy(reason?) (again: drop the tombstone), :save(force?)",
             ),
         ],
         run: |c, n, a| Box::pin(muc::muc_cmd(c, n, a)),

@@ -152,18 +152,21 @@ async fn room_method(
             ))
         }
         "set_affiliation" => {
+            // `true` acts as the server; a JID acts as that user, under the room's rules.
             let actor = arg(args, 0, "actor")?;
-            if actor != "true" {
-                return Err(format!(
-                    "actor {actor}: only true (acting as the server) is supported"
-                ));
-            }
+            let actor = match actor.as_str() {
+                "true" => None,
+                j => Some(
+                    Jid::parse(j)
+                        .map_err(|_| format!("actor {j}: use true (the server) or a user's JID"))?,
+                ),
+            };
             let jid = jid_arg(1, "jid")?;
             let given = arg(args, 2, "affiliation")?;
             let a = Affiliation::parse(&given).ok_or_else(|| {
                 format!("affiliation {given}: use owner, admin, member, outcast or none")
             })?;
-            svc.set_affiliation(node, &jid, a, opt(args, 3).as_deref())
+            svc.set_affiliation_as(node, actor.as_ref(), &jid, a, opt(args, 3).as_deref())
                 .await
                 .map_err(e)?;
             Ok(Output::text(

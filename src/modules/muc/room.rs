@@ -226,6 +226,17 @@ pub struct JoinRequest {
 /// Stanzas to send: each recipient's full JID and the stanza (its `to` already set).
 pub type Out = Vec<(Jid, Element)>;
 
+/// Why an affiliation change is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AffiliationRefused {
+    /// The actor's own affiliation does not allow it.
+    #[error("you may not change this affiliation")]
+    Forbidden,
+    /// It would leave the room without an owner.
+    #[error("a room needs an owner")]
+    LastOwner,
+}
+
 /// A live room.
 #[derive(Debug)]
 pub struct Room {
@@ -757,6 +768,35 @@ impl Room {
         }
         self.broadcast_presence(nick, &[], &[], &mut out);
         out
+    }
+
+    /// Whether an actor with affiliation `actor` may give `jid` the affiliation `new`
+    /// (XEP-0045 §9–10: owners change any; admins only below admin, from below admin), keeping
+    /// at least one owner.
+    pub fn check_affiliation_change(
+        &self,
+        actor: Affiliation,
+        jid: &Jid,
+        new: Affiliation,
+    ) -> Result<(), AffiliationRefused> {
+        let current = self.affiliation(jid);
+        let allowed = match actor {
+            Affiliation::Owner => true,
+            Affiliation::Admin => current < Affiliation::Admin && new < Affiliation::Admin,
+            _ => false,
+        };
+        if !allowed {
+            return Err(AffiliationRefused::Forbidden);
+        }
+        let owners = self
+            .affiliations
+            .values()
+            .filter(|a| **a == Affiliation::Owner)
+            .count();
+        if current == Affiliation::Owner && new != Affiliation::Owner && owners <= 1 {
+            return Err(AffiliationRefused::LastOwner);
+        }
+        Ok(())
     }
 
     /// Sets a bare JID's affiliation and applies it to a present occupant (new role, or removal

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::form;
 use super::handlers::{effective_affiliation, err, internal};
-use super::room::{Affiliation, Role, Room};
+use super::room::{Affiliation, AffiliationRefused, Role, Room};
 use super::service::{ARCHIVE_STORE, MucService, VCARDS_STORE, lock};
 use crate::core::events::StanzaEvent;
 use crate::modules::mam;
@@ -247,25 +247,11 @@ pub(super) async fn admin(
                         .ok_or_else(|| err(C::ItemNotFound, "no such occupant"))?,
                     _ => return Err(err(C::BadRequest, "name the jid")),
                 };
-                let current = r.affiliation(&jid);
-                let ok = match my_aff {
-                    Affiliation::Owner => true,
-                    Affiliation::Admin => current < Affiliation::Admin && aff < Affiliation::Admin,
-                    _ => false,
-                };
-                if !ok {
-                    return Err(err(C::Forbidden, "you may not change this affiliation"));
-                }
-                if current == Affiliation::Owner
-                    && aff != Affiliation::Owner
-                    && r.affiliations
-                        .values()
-                        .filter(|a| **a == Affiliation::Owner)
-                        .count()
-                        <= 1
-                {
-                    return Err(err(C::Conflict, "a room needs an owner"));
-                }
+                r.check_affiliation_change(my_aff, &jid, aff)
+                    .map_err(|refused| match refused {
+                        AffiliationRefused::Forbidden => err(C::Forbidden, &refused.to_string()),
+                        AffiliationRefused::LastOwner => err(C::Conflict, &refused.to_string()),
+                    })?;
                 changes.push((Some(jid), None, Change::Aff(aff), reason));
             } else {
                 return Err(err(C::BadRequest, "name a role or an affiliation"));

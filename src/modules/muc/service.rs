@@ -71,6 +71,9 @@ pub enum MucError {
     /// Storage failed.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    /// The acting user may not do this.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// A room's summary for listings.
@@ -523,8 +526,34 @@ impl MucService {
         affiliation: Affiliation,
         reason: Option<&str>,
     ) -> Result<(), MucError> {
+        self.set_affiliation_as(node, None, jid, affiliation, reason)
+            .await
+    }
+
+    /// [`Self::set_affiliation`] on behalf of `actor` (`None`: the server, which may do
+    /// anything), with the room's rules for who may change what; server admins count as owners.
+    pub async fn set_affiliation_as(
+        &self,
+        node: &str,
+        actor: Option<&Jid>,
+        jid: &Jid,
+        affiliation: Affiliation,
+        reason: Option<&str>,
+    ) -> Result<(), MucError> {
         let room = self.room(node).await?.ok_or(MucError::NotFound)?;
-        let out = lock(&room).set_affiliation(&jid.bare(), affiliation, reason);
+        let is_server_admin = |a: &Jid| {
+            self.core()
+                .is_some_and(|c| c.config.load().is_admin(a.bare().as_str()))
+        };
+        let out = {
+            let mut r = lock(&room);
+            if let Some(a) = actor.filter(|a| !is_server_admin(a)) {
+                let mine = r.affiliation(&a.bare());
+                r.check_affiliation_change(mine, &jid.bare(), affiliation)
+                    .map_err(|e| MucError::Refused(e.to_string()))?;
+            }
+            r.set_affiliation(&jid.bare(), affiliation, reason)
+        };
         self.save(node).await?;
         self.send(out).await;
         Ok(())
