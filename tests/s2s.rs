@@ -139,6 +139,13 @@ async fn messages_cross_both_ways_over_dialback() {
         (out.local.as_str(), out.auth, out.tls),
         (A, "dialback", true)
     );
+    assert_eq!(out.tls_version.as_deref(), Some("TLSv1_3"), "{out:?}");
+    assert!(
+        out.cipher
+            .as_deref()
+            .is_some_and(|c| c.starts_with("TLS13_")),
+        "{out:?}"
+    );
     assert!(
         streams
             .iter()

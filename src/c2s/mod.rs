@@ -101,12 +101,7 @@ fn bool_label(b: bool) -> &'static str {
 
 /// The negotiated TLS version and cipher suite of a server-side rustls connection.
 pub fn tls_info(tls: &rustls::ServerConnection) -> Option<TlsInfo> {
-    let version = tls.protocol_version()?;
-    let suite = tls.negotiated_cipher_suite()?;
-    Some(TlsInfo {
-        version: version.as_str().unwrap_or("TLS").to_string(),
-        cipher: suite.suite().as_str().unwrap_or("unknown").to_string(),
-    })
+    TlsInfo::of(tls)
 }
 
 async fn connection(

@@ -17,6 +17,10 @@ pub struct StreamInfo {
     pub auth: &'static str,
     /// Whether the stream is encrypted with TLS.
     pub tls: bool,
+    /// The TLS version, e.g. `TLSv1_3`, when encrypted.
+    pub tls_version: Option<String>,
+    /// The TLS cipher suite, when encrypted.
+    pub cipher: Option<String>,
     /// Whether the peer's certificate was verified for its domain.
     pub cert_valid: bool,
     /// Seconds since the stream last carried a stanza.

@@ -109,6 +109,18 @@ pub struct TlsInfo {
     pub cipher: String,
 }
 
+impl TlsInfo {
+    /// The version and cipher suite a finished rustls handshake negotiated (client or server side).
+    pub fn of(tls: &rustls::CommonState) -> Option<TlsInfo> {
+        let version = tls.protocol_version()?;
+        let suite = tls.negotiated_cipher_suite()?;
+        Some(TlsInfo {
+            version: version.as_str().unwrap_or("TLS").to_string(),
+            cipher: suite.suite().as_str().unwrap_or("unknown").to_string(),
+        })
+    }
+}
+
 /// What a client said about itself (SASL2 `<user-agent/>`), when it did.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct ClientAgent {

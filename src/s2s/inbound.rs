@@ -19,6 +19,7 @@ use crate::c2s::negotiate::{limits_feature, stream_id};
 use crate::config::Config;
 use crate::core::Core;
 use crate::core::events::Origin;
+use crate::core::sessions::TlsInfo;
 use crate::xmpp::error::{
     StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition as C,
 };
@@ -89,6 +90,7 @@ async fn connection(
         match tokio::time::timeout_at(deadline, c.s2s.tls_server.accept(conn)).await {
             Ok(Ok(t)) => {
                 c.chain = stream::peer_chain(t.get_ref().1);
+                c.state.secured(TlsInfo::of(t.get_ref().1));
                 conn = Box::new(t);
                 c.tls = true;
             }
@@ -201,7 +203,7 @@ impl Incoming {
                     };
                     self.chain = stream::peer_chain(t.get_ref().1);
                     self.tls = true;
-                    self.state.update(|i| i.tls = true);
+                    self.state.secured(TlsInfo::of(t.get_ref().1));
                     (parser, w) = stream::open(Box::new(t), &cfg);
                     continue 'streams;
                 }
@@ -293,7 +295,7 @@ impl Incoming {
                 i.auth = auth;
                 i.cert_valid = cert_valid;
             }
-            i.tls = tls;
+            i.tls |= tls;
         });
         if self._counted.is_none() {
             self._counted = Some(Counted::new(

@@ -68,6 +68,8 @@ impl StreamState {
                 remote: remote.to_string(),
                 auth: "none",
                 tls: false,
+                tls_version: None,
+                cipher: None,
                 cert_valid: false,
                 idle_secs: 0,
                 queued: 0,
@@ -75,6 +77,15 @@ impl StreamState {
             last: Mutex::new(Instant::now()),
             cancel: CancellationToken::new(),
         })
+    }
+
+    /// Records that the stream is now encrypted with `info`'s parameters.
+    fn secured(&self, info: Option<crate::core::sessions::TlsInfo>) {
+        self.update(|i| {
+            i.tls = true;
+            i.tls_version = info.as_ref().map(|t| t.version.clone());
+            i.cipher = info.map(|t| t.cipher);
+        });
     }
 
     fn update(&self, f: impl FnOnce(&mut StreamInfo)) {

@@ -14,6 +14,7 @@ use super::stream::{self, Conn, Parser, Writer};
 use super::{Counted, S2s, StreamState};
 use crate::config::Config;
 use crate::core::Core;
+use crate::core::sessions::TlsInfo;
 use crate::xmpp::error::StanzaErrorCondition as C;
 use crate::xmpp::parser::StreamEvent;
 use crate::xmpp::{Element, ns};
@@ -76,6 +77,8 @@ struct Opened {
     /// The id the receiving server gave the stream.
     id: String,
     tls: bool,
+    /// The negotiated TLS parameters, when encrypted.
+    tls_info: Option<TlsInfo>,
     /// Whether the peer's certificate is trusted and names `remote`.
     cert_valid: bool,
     /// The last stream features the peer sent.
@@ -85,7 +88,7 @@ struct Opened {
 /// Connects to the first reachable target for `remote` (see [`resolve`]): a plain TCP stream
 /// for STARTTLS, or one already secured for a direct-TLS (`_xmpps-server`) target. Returns the
 /// stream, whether it is encrypted and whether the peer's certificate is valid for `remote`.
-async fn connect(s2s: &S2s, cfg: &Config, remote: &str) -> Result<(Conn, bool, bool), Failure> {
+async fn connect(s2s: &S2s, cfg: &Config, remote: &str) -> Result<(Conn, Secured), Failure> {
     let targets = s2s.dns.targets(&cfg.s2s, remote).await.map_err(|e| {
         tracing::debug!(%remote, error = %e, "no s2s target");
         Failure::NoAddress
@@ -113,13 +116,13 @@ async fn connect(s2s: &S2s, cfg: &Config, remote: &str) -> Result<(Conn, bool, b
         };
         let _ = tcp.set_nodelay(true);
         if !direct_tls {
-            return Ok((Box::new(tcp), false, false));
+            return Ok((Box::new(tcp), Secured::default()));
         }
         // XEP-0368: TLS at once, with the ALPN protocol id of server-to-server XMPP.
         let mut client = (*s2s.tls_client).clone();
         client.alpn_protocols = vec![b"xmpp-server".to_vec()];
         match secure(s2s, cfg, remote, tcp, Arc::new(client)).await {
-            Ok((conn, cert_valid)) => return Ok((conn, true, cert_valid)),
+            Ok(secured) => return Ok(secured),
             Err(e @ Failure::Policy(_)) => return Err(e),
             Err(e) => {
                 tracing::debug!(%remote, ?target, error = %e, "direct TLS failed");
@@ -128,6 +131,17 @@ async fn connect(s2s: &S2s, cfg: &Config, remote: &str) -> Result<(Conn, bool, b
         }
     }
     Err(last)
+}
+
+/// What TLS gave a connection.
+#[derive(Default)]
+struct Secured {
+    /// Encrypted.
+    tls: bool,
+    /// The negotiated version and cipher.
+    tls_info: Option<TlsInfo>,
+    /// The peer's certificate is trusted and names the remote domain.
+    cert_valid: bool,
 }
 
 /// The TLS handshake as a client for `remote` over `plain`, with the policy check of the
@@ -139,7 +153,7 @@ async fn secure<IO>(
     remote: &str,
     plain: IO,
     client: Arc<rustls::ClientConfig>,
-) -> Result<(Conn, bool), Failure>
+) -> Result<(Conn, Secured), Failure>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -157,13 +171,21 @@ where
             "no valid certificate for {remote}"
         )));
     }
-    Ok((Box::new(secured), cert_valid))
+    let tls_info = TlsInfo::of(secured.get_ref().1);
+    Ok((
+        Box::new(secured),
+        Secured {
+            tls: true,
+            tls_info,
+            cert_valid,
+        },
+    ))
 }
 
 /// Connects to `remote` as `local`, upgrading with STARTTLS when offered (required unless
 /// `s2s.require_encryption` is off), and reads the final stream features.
 async fn open(s2s: &S2s, cfg: &Config, local: &str, remote: &str) -> Result<Opened, Failure> {
-    let (mut conn, mut tls, mut cert_valid) = connect(s2s, cfg, remote).await?;
+    let (mut conn, mut secured) = connect(s2s, cfg, remote).await?;
     loop {
         let (mut parser, mut writer) = stream::open(conn, cfg);
         stream::write(&mut writer, &stream::header(local, Some(remote), None))
@@ -177,7 +199,7 @@ async fn open(s2s: &S2s, cfg: &Config, local: &str, remote: &str) -> Result<Open
             Ok(StreamEvent::Stanza(f)) if f.is("features", ns::STREAM) => f,
             other => return Err(protocol(format!("no stream features: {other:?}"))),
         };
-        if !tls && features.get_child("starttls", ns::TLS).is_some() {
+        if !secured.tls && features.get_child("starttls", ns::TLS).is_some() {
             stream::write(
                 &mut writer,
                 &Element::new("starttls", ns::TLS).to_xml(ns::SERVER),
@@ -190,11 +212,10 @@ async fn open(s2s: &S2s, cfg: &Config, local: &str, remote: &str) -> Result<Open
             }
             let plain =
                 stream::rejoin(parser, writer).ok_or_else(|| protocol("data after <proceed/>"))?;
-            (conn, cert_valid) = secure(s2s, cfg, remote, plain, s2s.tls_client.clone()).await?;
-            tls = true;
+            (conn, secured) = secure(s2s, cfg, remote, plain, s2s.tls_client.clone()).await?;
             continue;
         }
-        if !tls && cfg.s2s.require_encryption {
+        if !secured.tls && cfg.s2s.require_encryption {
             return Err(protocol(
                 "the peer offers no STARTTLS and encryption is required",
             ));
@@ -206,8 +227,9 @@ async fn open(s2s: &S2s, cfg: &Config, local: &str, remote: &str) -> Result<Open
             parser,
             writer,
             id,
-            tls,
-            cert_valid,
+            tls: secured.tls,
+            tls_info: secured.tls_info,
+            cert_valid: secured.cert_valid,
             features,
         });
     }
@@ -411,6 +433,8 @@ pub(super) async fn run(
     state.update(|i| {
         i.auth = auth.label();
         i.tls = o.tls;
+        i.tls_version = o.tls_info.as_ref().map(|t| t.version.clone());
+        i.cipher = o.tls_info.as_ref().map(|t| t.cipher.clone());
         i.cert_valid = o.cert_valid;
     });
     state.touch();

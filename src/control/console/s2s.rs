@@ -35,7 +35,11 @@ pub(super) async fn s2s_cmd(
                         s.local.clone(),
                         s.remote.clone(),
                         s.auth.to_string(),
-                        if s.tls { "tls" } else { "plain" }.to_string(),
+                        match (&s.tls_version, s.tls) {
+                            (Some(v), _) => v.replace('_', "."),
+                            (None, true) => "tls".to_string(),
+                            (None, false) => "plain".to_string(),
+                        },
                         if s.cert_valid { "valid" } else { "-" }.to_string(),
                         format!("{}s", s.idle_secs),
                         s.queued.to_string(),
