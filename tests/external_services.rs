@@ -7,8 +7,8 @@
 mod common;
 
 use base64::Engine;
-use hmac::{Hmac, KeyInit, Mac};
 use common::{RawClient, TestServer, login, read_until_contains};
+use hmac::{Hmac, KeyInit, Mac};
 
 async fn iq(c: &mut RawClient, id: &str, body: &str) -> String {
     c.send(body).await;
@@ -16,7 +16,9 @@ async fn iq(c: &mut RawClient, id: &str, body: &str) -> String {
 }
 
 fn attr(xml: &str, name: &str) -> String {
-    let at = xml.find(&format!(" {name}=\"")).unwrap_or_else(|| panic!("no {name} in {xml}"))
+    let at = xml
+        .find(&format!(" {name}=\""))
+        .unwrap_or_else(|| panic!("no {name} in {xml}"))
         + name.len()
         + 3;
     let v = &xml[at..];
@@ -65,7 +67,10 @@ async fn turn_credentials_are_the_shared_secret_hmac() {
     let turn_at = all.find("turn.example.org").unwrap();
     let stun = &all[all[..stun_at].rfind("<service").unwrap()..];
     let stun = &stun[..stun.find("/>").unwrap()];
-    assert!(!stun.contains("password") && stun.contains("port=\"3478\""), "{stun}");
+    assert!(
+        !stun.contains("password") && stun.contains("port=\"3478\""),
+        "{stun}"
+    );
     let turn = &all[all[..turn_at].rfind("<service").unwrap()..];
     let turn = &turn[..turn.find("/>").unwrap()];
     assert_eq!(attr(turn, "restricted"), "1");
@@ -91,14 +96,20 @@ async fn turn_credentials_are_the_shared_secret_hmac() {
         "<iq type='get' id='t' to='localhost'><services xmlns='urn:xmpp:extdisco:2' type='stun'/></iq>",
     )
     .await;
-    assert!(stuns.contains("stun.example.org") && !stuns.contains("turn.example.org"), "{stuns}");
+    assert!(
+        stuns.contains("stun.example.org") && !stuns.contains("turn.example.org"),
+        "{stuns}"
+    );
     let creds = iq(
         &mut a,
         "c",
         "<iq type='get' id='c' to='localhost'><credentials xmlns='urn:xmpp:extdisco:2'><service host='turn.example.org' type='turn'/></credentials></iq>",
     )
     .await;
-    assert!(creds.contains("<credentials") && creds.contains("password=\""), "{creds}");
+    assert!(
+        creds.contains("<credentials") && creds.contains("password=\""),
+        "{creds}"
+    );
     let none = iq(
         &mut a,
         "n",

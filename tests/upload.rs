@@ -30,7 +30,9 @@ async fn request(c: &mut RawClient, id: &str, name: &str, size: usize, ctype: &s
 }
 
 fn attr(xml: &str, el: &str, name: &str) -> String {
-    let start = xml.find(&format!("<{el} ")).unwrap_or_else(|| panic!("no <{el}> in {xml}"));
+    let start = xml
+        .find(&format!("<{el} "))
+        .unwrap_or_else(|| panic!("no <{el}> in {xml}"));
     let rest = &xml[start..];
     let at = rest.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
     let v = &rest[at..];
@@ -38,9 +40,18 @@ fn attr(xml: &str, el: &str, name: &str) -> String {
 }
 
 /// A slot's (PUT, GET) URLs.
-async fn slot(c: &mut RawClient, id: &str, name: &str, size: usize, ctype: &str) -> (String, String) {
+async fn slot(
+    c: &mut RawClient,
+    id: &str,
+    name: &str,
+    size: usize,
+    ctype: &str,
+) -> (String, String) {
     let r = request(c, id, name, size, ctype).await;
-    assert!(r.contains("type=\"result\"") && r.contains("urn:xmpp:http:upload:0"), "{r}");
+    assert!(
+        r.contains("type=\"result\"") && r.contains("urn:xmpp:http:upload:0"),
+        "{r}"
+    );
     (attr(&r, "put", "url"), attr(&r, "get", "url"))
 }
 
@@ -71,8 +82,10 @@ async fn server(f: impl FnOnce(&mut oxpecker::config::Config)) -> TestServer {
 #[tokio::test]
 async fn the_component_is_discovered_with_its_limit() {
     let srv = server(|c| {
-        c.options
-            .insert("http_upload_max_file_size".into(), toml::Value::Integer(1234));
+        c.options.insert(
+            "http_upload_max_file_size".into(),
+            toml::Value::Integer(1234),
+        );
     })
     .await;
     let mut a = login(&srv, "alice", "r").await;
@@ -108,8 +121,14 @@ async fn a_file_goes_up_once_and_comes_down_whole_in_ranges_and_as_head() {
     let mut a = login(&srv, "alice", "r").await;
     let body = b"hello, upload world";
     let (put_url, get_url) = slot(&mut a, "s1", "h\u{e9}llo w.txt", body.len(), "text/plain").await;
-    assert!(put_url.starts_with(&get_url) && put_url.contains("token="), "{put_url}");
-    assert!(get_url.starts_with(&format!("http://{}/upload/", srv.http())), "{get_url}");
+    assert!(
+        put_url.starts_with(&get_url) && put_url.contains("token="),
+        "{put_url}"
+    );
+    assert!(
+        get_url.starts_with(&format!("http://{}/upload/", srv.http())),
+        "{get_url}"
+    );
     // Nothing is served before the upload.
     let early = http().get(&get_url).send().await.unwrap();
     assert_eq!(early.status(), StatusCode::NOT_FOUND);
@@ -183,14 +202,28 @@ async fn a_file_goes_up_once_and_comes_down_whole_in_ranges_and_as_head() {
         .await
         .unwrap();
     assert_eq!(pre.status(), StatusCode::NO_CONTENT);
-    assert_eq!(pre.headers()["access-control-allow-origin"], "https://chat.example");
-    assert!(pre.headers()["access-control-allow-methods"].to_str().unwrap().contains("PUT"));
+    assert_eq!(
+        pre.headers()["access-control-allow-origin"],
+        "https://chat.example"
+    );
+    assert!(
+        pre.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("PUT")
+    );
     // The wrong file name under a real slot is not found.
     let wrong = get_url.rsplit_once('/').unwrap().0.to_string() + "/other.txt";
-    assert_eq!(http().get(&wrong).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        http().get(&wrong).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
     // The file survives a restart (records in the store, bytes on disk).
     let srv = srv.restart().await;
-    let get_url = get_url.replace(&get_url[7..get_url.find("/upload/").unwrap()], &srv.http().to_string());
+    let get_url = get_url.replace(
+        &get_url[7..get_url.find("/upload/").unwrap()],
+        &srv.http().to_string(),
+    );
     let again = http().get(&get_url).send().await.unwrap();
     assert_eq!(again.bytes().await.unwrap().as_ref(), body);
 }
@@ -223,25 +256,51 @@ async fn bodies_that_break_the_slot_are_refused_and_leave_nothing() {
     let (other_put, _) = slot(&mut a, "s2", "a.bin", 10, "application/octet-stream").await;
     let other_token = other_put.split_once("?token=").unwrap().1;
     assert_eq!(
-        put(&format!("{base}?token={other_token}"), &[0u8; 10], "application/octet-stream").await,
+        put(
+            &format!("{base}?token={other_token}"),
+            &[0u8; 10],
+            "application/octet-stream"
+        )
+        .await,
         StatusCode::FORBIDDEN
     );
-    assert_eq!(put(base, &[0u8; 10], "application/octet-stream").await, StatusCode::FORBIDDEN);
-    assert_eq!(http().get(&get_url).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        put(base, &[0u8; 10], "application/octet-stream").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        http().get(&get_url).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
     let dir = srv.dir.path().join("http_upload").join(UPLOAD);
     let left: Vec<_> = std::fs::read_dir(&dir)
         .map(|d| d.filter_map(|e| e.ok()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "no file or part file left: {left:?}");
     // The slot still works with the right body.
-    assert_eq!(put(&put_url, &[7u8; 10], "application/octet-stream").await, StatusCode::CREATED);
-    assert_eq!(http().get(&get_url).send().await.unwrap().bytes().await.unwrap().as_ref(), &[7u8; 10]);
+    assert_eq!(
+        put(&put_url, &[7u8; 10], "application/octet-stream").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        http()
+            .get(&get_url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .as_ref(),
+        &[7u8; 10]
+    );
 }
 
 #[tokio::test]
 async fn an_expired_slot_is_refused() {
     let srv = server(|c| {
-        c.options.insert("http_upload_slot_ttl".into(), toml::Value::Integer(0));
+        c.options
+            .insert("http_upload_slot_ttl".into(), toml::Value::Integer(0));
     })
     .await;
     let mut a = login(&srv, "alice", "r").await;
@@ -292,10 +351,15 @@ async fn limits_give_the_xep_errors() {
     assert!(bad.contains("<bad-request"), "{bad}");
     // Quota: 100 bytes stored, then 60 more would pass 150.
     let (put_url, _) = slot(&mut a, "q1", "a.png", 100, "image/png").await;
-    assert_eq!(put(&put_url, &[1u8; 100], "image/png").await, StatusCode::CREATED);
+    assert_eq!(
+        put(&put_url, &[1u8; 100], "image/png").await,
+        StatusCode::CREATED
+    );
     let over = request(&mut a, "q2", "b.png", 60, "image/png").await;
     assert!(
-        over.contains("type=\"wait\"") && over.contains("<resource-constraint") && over.contains("quota"),
+        over.contains("type=\"wait\"")
+            && over.contains("<resource-constraint")
+            && over.contains("quota"),
         "{over}"
     );
     // Bob has his own quota.
@@ -311,7 +375,10 @@ async fn limits_give_the_xep_errors() {
             break;
         }
     }
-    assert!(limited.contains("<resource-constraint") && limited.contains("minute"), "{limited}");
+    assert!(
+        limited.contains("<resource-constraint") && limited.contains("minute"),
+        "{limited}"
+    );
 }
 
 #[tokio::test]
@@ -330,7 +397,10 @@ async fn files_go_with_the_account_of_their_uploader() {
         .await
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
-    assert_eq!(http().get(&get_a).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        http().get(&get_a).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
     let slot_a = get_a.split('/').rev().nth(1).unwrap().to_string();
     let slot_b = get_b.split('/').rev().nth(1).unwrap().to_string();
     let dir = srv.dir.path().join("http_upload").join(UPLOAD);
@@ -343,7 +413,8 @@ async fn files_go_with_the_account_of_their_uploader() {
 #[tokio::test]
 async fn the_module_timer_removes_expired_files() {
     let srv = server(|c| {
-        c.options.insert("http_upload_expire_after".into(), toml::Value::Integer(2));
+        c.options
+            .insert("http_upload_expire_after".into(), toml::Value::Integer(2));
     })
     .await;
     let mut a = login(&srv, "alice", "r").await;

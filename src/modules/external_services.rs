@@ -166,7 +166,10 @@ impl Module for ExternalServices {
         let services: Vec<Service> = match ctx.option("external_services") {
             None => Vec::new(),
             Some(v) => v.try_into().map_err(|e| {
-                LoadError::bad_option("external_services", format!("is not a list of services: {e}"))
+                LoadError::bad_option(
+                    "external_services",
+                    format!("is not a list of services: {e}"),
+                )
             })?,
         };
         for s in &services {
@@ -216,6 +219,9 @@ mod tests {
         let (user, pass) = turn_credentials("s3cret", "alice@localhost", 1_700_000_000);
         assert_eq!(user, "1700000000:alice@localhost");
         assert_eq!(pass, "JmOvEuFTDA6w6K9QXNFPR8Za6bU=");
-        assert_ne!(turn_credentials("other", "alice@localhost", 1_700_000_000).1, pass);
+        assert_ne!(
+            turn_credentials("other", "alice@localhost", 1_700_000_000).1,
+            pass
+        );
     }
 }

@@ -41,7 +41,9 @@ pub const BUILTIN: ModuleTable = ModuleTable::new(&[
     ("carbons", || Arc::new(carbons::Carbons)),
     ("csi", || Arc::new(csi::Csi)),
     ("disco", || Arc::new(disco::Disco)),
-    ("external_services", || Arc::new(external_services::ExternalServices)),
+    ("external_services", || {
+        Arc::new(external_services::ExternalServices)
+    }),
     ("http_upload", || Arc::new(http_upload::HttpUpload)),
     ("push", || Arc::new(push::Push)),
     ("smacks", || Arc::new(smacks::Smacks)),

@@ -194,7 +194,11 @@ impl HttpRoutes {
     /// Number of routes served (for tests and status).
     pub fn len(&self) -> usize {
         self.routes.read().unwrap_or_else(|e| e.into_inner()).len()
-            + self.prefixes.read().unwrap_or_else(|e| e.into_inner()).len()
+            + self
+                .prefixes
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .len()
     }
 
     /// Whether no module serves a route.
@@ -393,7 +397,10 @@ mod tests {
         });
         let answer = h(HttpRequest::default(), body).await;
         assert_eq!(answer.body, b"long 5");
-        assert_eq!(answer.headers, vec![("x-t".to_string(), "long".to_string())]);
+        assert_eq!(
+            answer.headers,
+            vec![("x-t".to_string(), "long".to_string())]
+        );
         let h = core.http_routes.find_stream("PUT", "/files/a").unwrap();
         let (tx, body) = HttpBody::channel(1);
         drop(tx);

@@ -150,14 +150,23 @@ impl UploadService {
         if !valid_file_name(&name) {
             return Err(fail(bad("invalid file name")));
         }
-        let Some(size) = req.get_attr("size").and_then(|s| s.trim().parse::<u64>().ok()) else {
+        let Some(size) = req
+            .get_attr("size")
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        else {
             return Err(fail(bad("invalid size")));
         };
-        let content_type = req.get_attr("content-type").map(mime_type).unwrap_or_default();
+        let content_type = req
+            .get_attr("content-type")
+            .map(mime_type)
+            .unwrap_or_default();
         if size > self.limits.max_file_size {
             let mut reply = fail(refuse(StanzaError::with_text(
                 C::NotAcceptable,
-                format!("the largest file accepted is {} bytes", self.limits.max_file_size),
+                format!(
+                    "the largest file accepted is {} bytes",
+                    self.limits.max_file_size
+                ),
             )));
             if let Some(error) = reply.get_child_mut("error", ns::CLIENT) {
                 error.push(
@@ -236,7 +245,9 @@ pub fn valid_file_name(name: &str) -> bool {
         && name.len() <= MAX_NAME
         && name != "."
         && name != ".."
-        && !name.chars().any(|c| c == '/' || c == '\\' || c.is_control())
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control())
 }
 
 /// The `type/subtype` of a `Content-Type` value, lowercased, without parameters.
@@ -314,7 +325,11 @@ impl Module for HttpUpload {
         };
         let svc = Arc::new(UploadService {
             prefix: format!("/upload/{host}/"),
-            files: Files::new(core.clone(), &host, data_dir.join("http_upload").join(&host)),
+            files: Files::new(
+                core.clone(),
+                &host,
+                data_dir.join("http_upload").join(&host),
+            ),
             base_url: ctx.option_string("http_upload_url", ""),
             limits,
             core,
@@ -391,9 +406,8 @@ impl Module for HttpUpload {
                 Flow::Handled
             }),
         );
-        let route_error = |e: crate::core::module_api::http::RouteError| {
-            LoadError::Unavailable(e.to_string())
-        };
+        let route_error =
+            |e: crate::core::module_api::http::RouteError| LoadError::Unavailable(e.to_string());
         let s = svc.clone();
         ctx.add_http_stream_route(
             "PUT",
@@ -440,8 +454,12 @@ impl Module for HttpUpload {
                     let before = crate::core::accounts::now().saturating_sub(keep);
                     match s.files.expire(before).await {
                         Ok(0) => {}
-                        Ok(n) => tracing::info!(host = %s.host, files = n, "expired uploads removed"),
-                        Err(e) => tracing::warn!(host = %s.host, error = %e, "cannot expire uploads"),
+                        Ok(n) => {
+                            tracing::info!(host = %s.host, files = n, "expired uploads removed")
+                        }
+                        Err(e) => {
+                            tracing::warn!(host = %s.host, error = %e, "cannot expire uploads")
+                        }
                     }
                     Some(every)
                 }

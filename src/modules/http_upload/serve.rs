@@ -276,7 +276,10 @@ mod tests {
         assert_eq!(range("bytes=0-1,3-4", 10), Range::Ignored);
         assert_eq!(range("items=0-1", 10), Range::Ignored);
         assert_eq!(range("bytes=x-1", 10), Range::Ignored);
-        assert_eq!(range("bytes=18446744073709551615-", 10), Range::Unsatisfiable);
+        assert_eq!(
+            range("bytes=18446744073709551615-", 10),
+            Range::Unsatisfiable
+        );
     }
 
     #[test]

@@ -54,7 +54,11 @@ pub fn sign(secret: &[u8], host: &str, slot: &str, name: &str, claims: &Claims) 
     let sig = mac(secret, host, slot, name, &json)
         .map(|m| m.finalize().into_bytes().to_vec())
         .unwrap_or_default();
-    format!("{}.{}", URL_SAFE_NO_PAD.encode(&json), URL_SAFE_NO_PAD.encode(sig))
+    format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(&json),
+        URL_SAFE_NO_PAD.encode(sig)
+    )
 }
 
 /// The claims of `token` if this service signed it for `slot` and `name` and it is valid at `now`.
@@ -74,7 +78,8 @@ pub fn verify(
         .decode(sig)
         .map_err(|_| SlotError::BadSignature)?;
     let mac = mac(secret, host, slot, name, &json).ok_or(SlotError::BadSignature)?;
-    mac.verify_slice(&sig).map_err(|_| SlotError::BadSignature)?;
+    mac.verify_slice(&sig)
+        .map_err(|_| SlotError::BadSignature)?;
     let claims: Claims = serde_json::from_slice(&json).map_err(|_| SlotError::BadSignature)?;
     if now > claims.expires {
         return Err(SlotError::Expired);
@@ -99,20 +104,41 @@ mod tests {
             verify(secret, "upload.localhost", slot, name, token, now)
         };
         assert_eq!(check(b"secret", "s1", "a.txt", &t, 999), Ok(claims.clone()));
-        assert_eq!(check(b"secret", "s1", "a.txt", &t, 1001), Err(SlotError::Expired));
-        assert_eq!(check(b"other", "s1", "a.txt", &t, 999), Err(SlotError::BadSignature));
-        assert_eq!(check(b"secret", "s2", "a.txt", &t, 999), Err(SlotError::BadSignature));
-        assert_eq!(check(b"secret", "s1", "b.txt", &t, 999), Err(SlotError::BadSignature));
+        assert_eq!(
+            check(b"secret", "s1", "a.txt", &t, 1001),
+            Err(SlotError::Expired)
+        );
+        assert_eq!(
+            check(b"other", "s1", "a.txt", &t, 999),
+            Err(SlotError::BadSignature)
+        );
+        assert_eq!(
+            check(b"secret", "s2", "a.txt", &t, 999),
+            Err(SlotError::BadSignature)
+        );
+        assert_eq!(
+            check(b"secret", "s1", "b.txt", &t, 999),
+            Err(SlotError::BadSignature)
+        );
         // Claims changed by the client (a bigger size) no longer match the signature.
         let (_, sig) = t.split_once('.').unwrap();
-        let bigger = Claims { size: 5000, ..claims };
+        let bigger = Claims {
+            size: 5000,
+            ..claims
+        };
         let forged = format!(
             "{}.{sig}",
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&bigger).unwrap())
         );
-        assert_eq!(check(b"secret", "s1", "a.txt", &forged, 999), Err(SlotError::BadSignature));
+        assert_eq!(
+            check(b"secret", "s1", "a.txt", &forged, 999),
+            Err(SlotError::BadSignature)
+        );
         for junk in ["", ".", "abc", "a.b", "!!.??"] {
-            assert_eq!(check(b"secret", "s1", "a.txt", junk, 0), Err(SlotError::BadSignature));
+            assert_eq!(
+                check(b"secret", "s1", "a.txt", junk, 0),
+                Err(SlotError::BadSignature)
+            );
         }
     }
 }
