@@ -433,3 +433,53 @@ async fn the_module_timer_removes_expired_files() {
     let dir = srv.dir.path().join("http_upload").join(UPLOAD);
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no bytes left");
 }
+
+#[tokio::test]
+async fn an_upload_under_way_holds_its_slot_and_is_not_served_until_complete() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = server(|_| {}).await;
+    let mut a = login(&srv, "alice", "r").await;
+    let (put_url, get_url) = slot(&mut a, "s1", "slow.bin", 8, "application/octet-stream").await;
+    let target = &put_url[put_url.find("/upload/").unwrap()..];
+    // The first half of the body, over a raw connection that then waits.
+    let mut slow = tokio::net::TcpStream::connect(srv.http()).await.unwrap();
+    slow.write_all(
+        format!(
+            "PUT {target} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: 8\r\n\r\nabcd",
+            srv.http()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // The part file appears once the server reads the body; until then and after, nothing is served.
+    let dir = srv.dir.path().join("http_upload").join(UPLOAD);
+    let part = dir.join(format!("{}.part", get_url.split('/').rev().nth(1).unwrap()));
+    for _ in 0..100 {
+        if part.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        part.exists(),
+        "the upload is written under a temporary name"
+    );
+    assert_eq!(
+        http().get(&get_url).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        put(&put_url, b"12345678", "application/octet-stream").await,
+        StatusCode::CONFLICT,
+        "a second upload to a slot in use"
+    );
+    slow.write_all(b"efgh").await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = slow.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(!part.exists());
+    let got = http().get(&get_url).send().await.unwrap();
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b"abcdefgh");
+}
