@@ -127,6 +127,7 @@ impl Server {
                 .collect::<Vec<_>>()
         };
         let (c2s_addrs, direct_tls_addrs, http_addrs) = (addrs(&c2s), addrs(&direct), addrs(&http));
+        let _ = core.http_bound.set(http_addrs.clone());
         // The admin allowlists are read once, before the HTTP listeners serve: requests read memory.
         core.allowlists.load().await?;
         for l in c2s {

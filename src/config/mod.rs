@@ -85,8 +85,9 @@ pub struct Config {
     /// Virtual hosts, in order; the first is the default host.
     #[serde(rename = "host")]
     pub hosts: Vec<HostConfig>,
-    /// Component hosts (`[[component]]`); unset = the embedded default, a MUC service at
-    /// `conference.<first host>` (see [`Config::components`]); `component = []` = none.
+    /// Component hosts (`[[component]]`); unset = the embedded defaults, a MUC service at
+    /// `conference.<first host>` and a file upload service at `upload.<first host>` (see
+    /// [`Config::components`]); `component = []` = none.
     #[serde(rename = "component", default, skip_serializing_if = "Option::is_none")]
     pub components: Option<Vec<ComponentConfig>>,
     /// Accounts with admin rights (bare JIDs).
@@ -309,6 +310,8 @@ pub struct HttpConfig {
     pub tls_listen: Vec<SocketAddr>,
     /// Addresses (CIDR) allowed to read `GET /metrics`.
     pub metrics_allow: Vec<ipnet::IpNet>,
+    /// Origins browsers may call from (CORS), e.g. `https://chat.example.org`; `*` = any; empty = none.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -320,6 +323,7 @@ impl Default for HttpConfig {
                 ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
                 ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
             ],
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -674,16 +678,24 @@ impl Config {
     }
 
     /// The component hosts served: the configured `[[component]]`s, or with none configured
-    /// the embedded default (a `muc` service at `conference.<first host>`), each with its
+    /// the embedded defaults (a `muc` service at `conference.<first host>`, an `http_upload`
+    /// service at `upload.<first host>`), each with its
     /// parent resolved.
     pub fn components(&self) -> Vec<ComponentConfig> {
         let mut list = match &self.components {
             Some(list) => list.clone(),
-            None => vec![ComponentConfig {
-                name: format!("conference.{}", self.default_host()),
-                module: "muc".into(),
-                ..ComponentConfig::default()
-            }],
+            None => vec![
+                ComponentConfig {
+                    name: format!("conference.{}", self.default_host()),
+                    module: "muc".into(),
+                    ..ComponentConfig::default()
+                },
+                ComponentConfig {
+                    name: format!("upload.{}", self.default_host()),
+                    module: "http_upload".into(),
+                    ..ComponentConfig::default()
+                },
+            ],
         };
         for c in &mut list {
             if c.parent.is_none() {
@@ -832,10 +844,13 @@ mod tests {
     fn components_default_to_a_muc_service_and_name_bad_keys() {
         let c = Config::parse("[[host]]\nname = \"a.example\"\n").unwrap();
         let list = c.components();
-        assert_eq!(list.len(), 1);
+        assert_eq!(list.len(), 2);
         assert_eq!(list[0].name, "conference.a.example");
         assert_eq!(list[0].module, "muc");
         assert_eq!(list[0].parent.as_deref(), Some("a.example"));
+        assert_eq!(list[1].name, "upload.a.example");
+        assert_eq!(list[1].module, "http_upload");
+        assert_eq!(list[1].parent.as_deref(), Some("a.example"));
         assert!(
             Config::parse("component = []\n")
                 .unwrap()

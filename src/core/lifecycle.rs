@@ -18,7 +18,7 @@
 //! | `resource-unbind` | host, then `*` | [`Core::unbind_resource`], once per session (also on the global bus, so a component such as MUC sees its users' sessions end) | `username`, `host`, `resource`, `jid`, `session`, `error` (the condition of the stream error the session ended with, or null) |
 //! | `user-registered` | host | [`Accounts::create`](super::accounts::Accounts::create) (in-band registration, admin API, CLI) | `username`, `host` |
 //! | `user-password-changed` | host | [`Accounts::set_password`](super::accounts::Accounts::set_password) | `username`, `host` |
-//! | `user-deleted` | host | [`Core::delete_account`], after every module cleanup | `username`, `host` |
+//! | `user-deleted` | host | [`Core::delete_account`], after every module cleanup (the host's and its components') | `username`, `host` |
 //! | `s2s-authenticated` | host (the local domain) | the s2s listener, when a remote domain authenticated on an incoming stream | `local`, `remote`, `auth` (`external` or `dialback`), `tls`, `peer` |
 //! | `s2sin-established` | host (the local domain) | the s2s listener, right after `s2s-authenticated` (the stream takes that domain's stanzas) | `local`, `remote`, `auth`, `tls`, `peer` |
 //! | `s2sout-established` | host (the local domain) | the outgoing s2s stream, once our domain is authenticated and its queue drains | `local`, `remote`, `auth`, `tls`, `peer` (null) |
@@ -140,13 +140,19 @@ impl Core {
     }
 
     /// Empties every store the modules of the account's host opened and runs their own
-    /// cleanups for the deleted account `jid`; each failure is logged, and their number returned.
+    /// cleanups, then those of the modules on the components the host is the parent of (an
+    /// upload service's files, say), for the deleted account `jid`; each failure is logged,
+    /// and their number returned.
     pub async fn run_user_cleanups(self: &Arc<Self>, jid: &Jid) -> usize {
         let Some(host) = self.host(jid.domain()).cloned() else {
             return 0;
         };
         let mut failed = 0;
-        for cleanup in host.user_cleanups() {
+        let components = self.components_of(jid.domain());
+        let cleanups = std::iter::once(&host)
+            .chain(components.iter())
+            .flat_map(|h| h.user_cleanups());
+        for cleanup in cleanups {
             if let Err(e) = cleanup.run(self.clone(), jid.clone()).await {
                 failed += 1;
                 tracing::warn!(

@@ -79,6 +79,8 @@ pub struct Core {
     pub stop: admin::StopRequest,
     /// The way to other servers (the s2s manager), installed once by the server; unset = none.
     pub federation: std::sync::OnceLock<Arc<dyn remote::Federation>>,
+    /// The bound plain-HTTP addresses, set once by the server (the default base of URLs modules hand out).
+    pub http_bound: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
     global: Arc<Host>,
     hosts: HashMap<String, Arc<Host>>,
     weak: Weak<Core>,
@@ -106,6 +108,7 @@ impl Core {
             inactive_hosts: Default::default(),
             stop: Default::default(),
             federation: std::sync::OnceLock::new(),
+            http_bound: std::sync::OnceLock::new(),
             http_routes: Default::default(),
             global: Arc::new(Host::with_kind("*", modules::HostType::Global)),
             accounts: Accounts::new(

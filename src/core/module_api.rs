@@ -50,6 +50,7 @@ struct Registrations {
     items: Vec<(String, serde_json::Value)>,
     shared: Vec<String>,
     routes: Vec<(String, String)>,
+    prefix_routes: Vec<(String, String)>,
 }
 
 /// A loaded module instance's runtime handle.
@@ -147,6 +148,6 @@ impl ModuleHandle {
         self.remove_hooks(&reg);
         self.remove_items(reg.items);
         self.release_shared(reg.shared);
-        self.remove_routes(reg.routes);
+        self.remove_routes(reg.routes, reg.prefix_routes);
     }
 }

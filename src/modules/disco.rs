@@ -43,6 +43,27 @@ pub fn server_info(host: &Host) -> Element {
     query
 }
 
+/// The disco#info `<query/>` of component `host`: the identities, features and extended info
+/// of its modules (no server identity).
+pub fn component_info(host: &Host) -> Element {
+    let mut query = Element::new("query", ns::DISCO_INFO);
+    for (category, kind, name) in host.identities() {
+        query.push(
+            Element::new("identity", ns::DISCO_INFO)
+                .attr("category", category)
+                .attr("type", kind)
+                .attr("name", name),
+        );
+    }
+    for f in host.features() {
+        query.push(Element::new("feature", ns::DISCO_INFO).attr("var", f));
+    }
+    for form in host.extensions() {
+        query.push(form);
+    }
+    query
+}
+
 /// The server's XEP-0115 `<c/>` (offered as a stream feature), if `disco` is loaded on `host`.
 pub fn server_caps(host: &Host) -> Option<Element> {
     if !host.is_loaded("disco") {

@@ -7,6 +7,8 @@ pub mod bookmarks;
 pub mod carbons;
 pub mod csi;
 pub mod disco;
+pub mod external_services;
+pub mod http_upload;
 pub mod last;
 pub mod mam;
 pub mod metrics;
@@ -39,6 +41,10 @@ pub const BUILTIN: ModuleTable = ModuleTable::new(&[
     ("carbons", || Arc::new(carbons::Carbons)),
     ("csi", || Arc::new(csi::Csi)),
     ("disco", || Arc::new(disco::Disco)),
+    ("external_services", || {
+        Arc::new(external_services::ExternalServices)
+    }),
+    ("http_upload", || Arc::new(http_upload::HttpUpload)),
     ("push", || Arc::new(push::Push)),
     ("smacks", || Arc::new(smacks::Smacks)),
     ("last", || Arc::new(last::Last)),

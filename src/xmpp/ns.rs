@@ -136,3 +136,7 @@ pub const CONFERENCE: &str = "jabber:x:conference";
 pub const DIALBACK: &str = "jabber:server:dialback";
 /// The dialback stream feature (XEP-0220 §2.1).
 pub const DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
+/// XEP-0363 HTTP File Upload.
+pub const HTTP_UPLOAD: &str = "urn:xmpp:http:upload:0";
+/// XEP-0215 External Service Discovery.
+pub const EXTDISCO: &str = "urn:xmpp:extdisco:2";

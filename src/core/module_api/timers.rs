@@ -67,11 +67,16 @@ impl ModuleHandle {
         });
     }
 
-    /// Spawns `task` on the server's tracker (nothing runs once the server is gone).
+    /// Spawns `task` on the server's tracker (nothing runs once the server is gone, nor when
+    /// the module was loaded outside an async runtime, as a core built by a plain unit test is).
     fn track<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        if tokio::runtime::Handle::try_current().is_err() {
+            tracing::warn!(module = self.name, host = %self.host.name, "no async runtime: a module timer or task is not started");
+            return;
+        }
         if let Some(core) = self.core.upgrade() {
             core.tasks.spawn(task);
         }
