@@ -57,6 +57,7 @@ pub mod s2s;
 pub mod server;
 pub mod storage;
 pub mod tls;
+pub mod web;
 pub mod xmpp;
 
 pub use server::Server;

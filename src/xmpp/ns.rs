@@ -136,3 +136,11 @@ pub const CONFERENCE: &str = "jabber:x:conference";
 pub const DIALBACK: &str = "jabber:server:dialback";
 /// The dialback stream feature (XEP-0220 §2.1).
 pub const DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
+/// XMPP over WebSocket framing, `<open/>` and `<close/>` (RFC 7395 §3.3).
+pub const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
+/// BOSH `<body/>` wrapper (XEP-0124).
+pub const HTTPBIND: &str = "http://jabber.org/protocol/httpbind";
+/// XMPP over BOSH attributes, `xmpp:version`, `xmpp:restart` (XEP-0206).
+pub const XBOSH: &str = "urn:xmpp:xbosh";
+/// Extensible Resource Descriptor, the host-meta document (XEP-0156, RFC 6415).
+pub const XRD: &str = "http://docs.oasis-open.org/ns/xri/xrd-1.0";
