@@ -179,7 +179,10 @@ impl Session {
     fn flush(&self, st: &mut State) -> Vec<(oneshot::Sender<String>, String)> {
         let mut replies = Vec::new();
         loop {
-            let due = st.ended.is_some() || !st.out.is_empty() || st.held.len() > self.hold;
+            // Once the client asked to terminate, its requests wait for the stream's end.
+            let terminating = st.input.is_none();
+            let due = st.ended.is_some()
+                || (!terminating && (!st.out.is_empty() || st.held.len() > self.hold));
             if !due {
                 break;
             }
