@@ -90,7 +90,6 @@ pub enum Transport {
     #[default]
     Tcp,
     /// XMPP over WebSocket (RFC 7395) on an HTTP listener.
-    #[serde(rename = "websocket")]
     WebSocket,
     /// BOSH (XEP-0124/0206) on an HTTP listener.
     Bosh,

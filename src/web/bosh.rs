@@ -17,7 +17,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::framing::{Frame, Frames, STREAM_CLOSE, stream_open};
-use super::{Origin, Web};
+use super::{Web, WebPeer};
 use crate::c2s::duplex::{self, DUPLEX_BUFFER};
 use crate::core::sessions::Transport;
 use crate::xmpp::element::escape;
@@ -48,11 +48,6 @@ impl Sessions {
 
     fn remove(&self, sid: &str) {
         self.lock().remove(sid);
-    }
-
-    /// How many sessions are open.
-    pub fn count(&self) -> usize {
-        self.lock().len()
     }
 }
 
@@ -267,7 +262,7 @@ pub async fn request(Extension(web): Extension<Arc<Web>>, req: Request) -> Respo
     else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let origin = Origin::of(&web.core, &parts.extensions, &parts.headers);
+    let origin = WebPeer::of(&web.core, &parts.extensions, &parts.headers);
     match body.get_attr("sid") {
         None => create(&web, origin, rid, &body).await,
         Some(sid) => match web.bosh.get(sid) {
@@ -314,7 +309,7 @@ fn payload(body: &Element, host: &str) -> Payload {
 
 /// Session creation (XEP-0124 §7, XEP-0206 §3): opens the stream to `to` and answers with the
 /// session attributes and the stream features.
-async fn create(web: &Arc<Web>, origin: Origin, rid: u64, body: &Element) -> Response {
+async fn create(web: &Arc<Web>, origin: WebPeer, rid: u64, body: &Element) -> Response {
     let cfg = web.core.config.load_full();
     let Some(host) = body
         .get_attr("to")

@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{Origin, Web};
+use super::{Web, WebPeer};
 use crate::xmpp::element::escape;
 use crate::xmpp::ns;
 
@@ -22,7 +22,7 @@ pub const REL_WEBSOCKET: &str = "urn:xmpp:alt-connections:websocket";
 fn links(web: &Web, req: &Request) -> Vec<(&'static str, String)> {
     let cfg = web.core.config.load();
     let headers = req.headers();
-    let secure = Origin::of(&web.core, req.extensions(), headers).secure;
+    let secure = WebPeer::of(&web.core, req.extensions(), headers).secure;
     let authority = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

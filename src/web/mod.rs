@@ -80,14 +80,14 @@ pub fn routes(core: Arc<Core>) -> Router<Arc<Core>> {
 /// Where an HTTP request really comes from and whether it is encrypted: our TLS listener, or a
 /// trusted proxy (`http.trusted_proxies`) forwarding for a client and saying `https`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Origin {
+pub struct WebPeer {
     /// The client's address (from `X-Forwarded-For` when the peer is a trusted proxy).
     pub client: SocketAddr,
     /// Whether the client's connection is encrypted end to the proxy or to us.
     pub secure: bool,
 }
 
-impl Origin {
+impl WebPeer {
     /// Reads the origin of a request from its extensions (peer address, listener) and headers.
     pub fn of(core: &Core, extensions: &Extensions, headers: &HeaderMap) -> Self {
         let peer = extensions
@@ -117,7 +117,7 @@ impl Origin {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
         let port = if ip == peer_ip { peer.port() } else { 0 };
-        Origin {
+        WebPeer {
             client: SocketAddr::new(ip, port),
             secure: listener_tls || proxied_https,
         }

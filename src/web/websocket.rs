@@ -13,7 +13,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::framing::{self, ClientFrame, Frame, Frames, STREAM_CLOSE};
-use super::{Origin, Web};
+use super::{Web, WebPeer};
 use crate::c2s::duplex::{self, Carrier, DUPLEX_BUFFER};
 use crate::core::sessions::Transport;
 
@@ -27,7 +27,7 @@ pub async fn upgrade(Extension(web): Extension<Arc<Web>>, req: Request) -> Respo
         return StatusCode::NOT_FOUND.into_response();
     }
     let (mut parts, _) = req.into_parts();
-    let origin = Origin::of(&web.core, &parts.extensions, &parts.headers);
+    let origin = WebPeer::of(&web.core, &parts.extensions, &parts.headers);
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => ws.protocols([SUBPROTOCOL]),
         Err(rejection) => return rejection.into_response(),
