@@ -184,7 +184,7 @@ async fn login_over_websocket_and_message_a_tcp_client_both_ways() {
 }
 
 #[tokio::test]
-async fn the_xmpp_subprotocol_is_required() {
+async fn the_xmpp_subprotocol_is_required_and_the_endpoint_can_be_turned_off() {
     let srv = TestServer::start().await;
     let req = format!("ws://{}/xmpp-websocket", srv.http())
         .into_client_request()
@@ -195,6 +195,17 @@ async fn the_xmpp_subprotocol_is_required() {
             assert_eq!(resp.status(), 400)
         }
         e => panic!("expected an HTTP refusal, got {e}"),
+    }
+    // Turned off, the endpoint is not there at all.
+    let srv = TestServer::start_with(|c| c.web.websocket = false).await;
+    let mut req = format!("ws://{}/xmpp-websocket", srv.http())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "xmpp".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await.unwrap_err() {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 404),
+        e => panic!("expected 404, got {e}"),
     }
 }
 
