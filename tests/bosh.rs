@@ -441,3 +441,38 @@ async fn host_meta_lists_both_endpoints_in_xml_and_json() {
     .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn empty_polls_faster_than_polling_are_refused() {
+    let srv = TestServer::with_users(&["alice"], |c| c.web.bosh_polling_secs = 30).await;
+    let (mut b, created) = Bosh::create(&srv, 5, 0).await;
+    assert_eq!(attr(&created, "hold").as_deref(), Some("0"), "{created}");
+    assert_eq!(
+        attr(&created, "requests").as_deref(),
+        Some("1"),
+        "{created}"
+    );
+    assert_eq!(
+        attr(&created, "polling").as_deref(),
+        Some("30"),
+        "{created}"
+    );
+    // Even without a held request, the creation response carries the stream features.
+    assert!(created.contains("<stream:features>"), "{created}");
+    // hold = 0: each request comes back at once; an empty answer to an empty poll...
+    let r = b.req("", "").await;
+    assert!(attr(&r, "type").is_none() && r.ends_with("/>"), "{r}");
+    // ...and another empty poll within `polling` seconds is overactivity (XEP-0124 §12).
+    let r = b.req("", "").await;
+    assert_eq!(
+        attr(&r, "condition").as_deref(),
+        Some("policy-violation"),
+        "{r}"
+    );
+    let r = b.req("", "").await;
+    assert_eq!(
+        attr(&r, "condition").as_deref(),
+        Some("item-not-found"),
+        "{r}"
+    );
+}

@@ -339,7 +339,7 @@ pub struct WebConfig {
     pub bosh_inactivity_secs: u64,
     /// Most BOSH requests held open at once (`hold`).
     pub bosh_max_hold: u32,
-    /// Shortest interval (seconds) between empty BOSH polls, advertised as `polling`.
+    /// Shortest interval (seconds) between empty BOSH polls, advertised as `polling` and enforced.
     pub bosh_polling_secs: u64,
     /// Bytes of output a BOSH session buffers for its client before the session's queue backs up.
     pub bosh_max_buffer_bytes: usize,

@@ -1,5 +1,5 @@
 //! BOSH (XEP-0124) carrying XMPP (XEP-0206) at `/http-bind`: sessions with `sid`/`rid`,
-//! `wait`/`hold`/`requests`/`inactivity`/`polling`, requests processed in `rid` order within the
+//! `wait`/`hold`/`requests`/`inactivity`/`polling` (overactivity refused), requests processed in `rid` order within the
 //! window, the last responses kept for a repeated `rid`, `terminate`, bounded buffers and an
 //! inactivity timeout. Each session runs the c2s negotiation and session over a duplex.
 
@@ -97,8 +97,10 @@ struct State {
     held: VecDeque<(u64, oneshot::Sender<String>)>,
     /// Server output not yet handed to a request.
     out: String,
-    /// The last responses by `rid`, for retransmission.
-    sent: VecDeque<(u64, String)>,
+    /// The last responses by `rid`, for retransmission, and whether each carried no payload.
+    sent: VecDeque<(u64, String, bool)>,
+    /// The last processed request, when it was empty: its `rid` and when it arrived.
+    last_empty: Option<(u64, Instant)>,
     /// The stream id (the session response's `authid`).
     authid: String,
     /// Whether the session creation response went out.
@@ -161,7 +163,7 @@ impl Session {
     fn answer(&self, st: &mut State, rid: u64) -> String {
         let content = std::mem::take(&mut st.out);
         let body = self.body(st, &content);
-        st.sent.push_back((rid, body.clone()));
+        st.sent.push_back((rid, body.clone(), content.is_empty()));
         while st.sent.len() as u64 > self.requests {
             st.sent.pop_front();
         }
@@ -173,6 +175,10 @@ impl Session {
     /// oldest beyond `hold`. Returns the answers to send once the lock is released.
     fn flush(&self, st: &mut State) -> Vec<(oneshot::Sender<String>, String)> {
         let mut replies = Vec::new();
+        if !st.created && st.out.is_empty() && st.ended.is_none() {
+            // The creation response waits for the stream features (and so knows the `authid`).
+            return replies;
+        }
         loop {
             // Once the client asked to terminate, its requests wait for the stream's end.
             let terminating = st.input.is_none();
@@ -351,6 +357,7 @@ async fn create(web: &Arc<Web>, origin: WebPeer, rid: u64, body: &Element) -> Re
             held: VecDeque::new(),
             out: String::new(),
             sent: VecDeque::new(),
+            last_empty: None,
             authid: String::new(),
             created: false,
             last_seen: Instant::now(),
@@ -412,7 +419,7 @@ async fn session_request(
             return xml_response(StatusCode::OK, body);
         }
         if rid < st.next_rid {
-            if let Some((_, resp)) = st.sent.iter().find(|(r, _)| *r == rid) {
+            if let Some((_, resp, _)) = st.sent.iter().find(|(r, _, _)| *r == rid) {
                 return xml_response(StatusCode::OK, resp.clone());
             }
             match st.held.iter_mut().find(|(r, _)| *r == rid) {
@@ -466,7 +473,21 @@ fn process(
         let rid = st.next_rid;
         st.next_rid = rid.saturating_add(1);
         let Early { payload, reply } = early;
-        if !payload.xml.is_empty() {
+        if payload.xml.is_empty() {
+            // Overactivity (XEP-0124 §12): two consecutive empty requests within `polling`
+            // seconds, the first answered without payload.
+            let polling = Duration::from_secs(session.polling);
+            let too_soon = st.last_empty.is_some_and(|(prev, at)| {
+                prev.saturating_add(1) == rid
+                    && at.elapsed() < polling
+                    && st.sent.iter().any(|(r, _, empty)| *r == prev && *empty)
+            });
+            if too_soon {
+                return Err("policy-violation");
+            }
+            st.last_empty = Some((rid, Instant::now()));
+        } else {
+            st.last_empty = None;
             let Some(input) = &st.input else {
                 return Err("remote-connection-failed");
             };
