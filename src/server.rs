@@ -158,7 +158,8 @@ impl Server {
             tracker.spawn(federation.clone().serve(l, true));
         }
         let https_addrs = addrs(&https);
-        let web = crate::http::Http::new(core.clone());
+        let web =
+            crate::http::Http::new(core.clone()).with_routes(crate::web::routes(core.clone()));
         for l in http {
             tracker.spawn(web.clone().serve(l));
         }

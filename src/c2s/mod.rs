@@ -1,5 +1,6 @@
 //! Client-to-server: the listeners, one task per connection, negotiation, then the session.
 
+pub mod duplex;
 pub mod negotiate;
 pub mod register;
 pub mod session;
@@ -60,14 +61,14 @@ pub async fn serve(
 }
 
 /// Counts an open connection in the `oxpecker_connections` gauge while it lives.
-struct ConnectionGauge {
+pub(crate) struct ConnectionGauge {
     core: Arc<Core>,
     kind: &'static str,
     tls: bool,
 }
 
 impl ConnectionGauge {
-    fn new(core: Arc<Core>, kind: &'static str, tls: bool) -> Self {
+    pub(crate) fn new(core: Arc<Core>, kind: &'static str, tls: bool) -> Self {
         core.core_metrics
             .connections
             .with(&[kind, bool_label(tls)])

@@ -11,7 +11,9 @@ use crate::auth::scram::ScramServer;
 use crate::config::Config;
 use crate::core::Core;
 use crate::core::lifecycle::{AUTHENTICATION_FAILURE, AUTHENTICATION_SUCCESS};
-use crate::core::sessions::{BindError, BoundSession, Connection, TlsInfo, random_resource};
+use crate::core::sessions::{
+    BindError, BoundSession, Connection, TlsInfo, Transport, random_resource,
+};
 use crate::xmpp::element::escape;
 use crate::xmpp::error::{
     StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition as C,
@@ -254,7 +256,7 @@ impl Negotiation {
                 }
                 Err(_) => return Step::Done(Outcome::Closed),
             };
-            if el.is("starttls", ns::TLS) && !self.secure && authenticated.is_none() {
+            if el.is("starttls", ns::TLS) && self.offers_starttls() && authenticated.is_none() {
                 if parser.get_ref().has_pending() {
                     // Plaintext pipelined after <starttls/> must never reach the TLS layer.
                     self.fail(
@@ -571,7 +573,7 @@ impl Negotiation {
             f.push(limits_feature(c2s.max_stanza_size));
             return f;
         }
-        if !self.secure {
+        if self.offers_starttls() {
             let mut tls = Element::new("starttls", ns::TLS);
             if c2s.require_encryption {
                 tls.push(Element::new("required", ns::TLS));
@@ -750,6 +752,11 @@ impl Negotiation {
             deadline,
             header_sent: false,
         }
+    }
+
+    /// Whether STARTTLS is on offer: on a plaintext TCP stream, never on the web transports.
+    fn offers_starttls(&self) -> bool {
+        !self.secure && self.conn.transport == Transport::Tcp
     }
 
     /// Marks the transport as encrypted (after STARTTLS) and expects a fresh stream header.

@@ -109,6 +109,8 @@ pub struct Config {
     pub s2s: S2sConfig,
     /// HTTP listener settings.
     pub http: HttpConfig,
+    /// Web client transports on the HTTP listeners (WebSocket, BOSH).
+    pub web: WebConfig,
     /// TLS certificate settings.
     pub tls: TlsConfig,
     /// Credential settings.
@@ -310,8 +312,10 @@ pub struct HttpConfig {
     pub tls_listen: Vec<SocketAddr>,
     /// Addresses (CIDR) allowed to read `GET /metrics`.
     pub metrics_allow: Vec<ipnet::IpNet>,
-    /// Origins browsers may call from (CORS), e.g. `https://chat.example.org`; `*` = any; empty = none.
+    /// Origins browsers may call the web transports, host-meta and file upload from (CORS); `*` = any; empty = none.
     pub cors_origins: Vec<String>,
+    /// Reverse proxies (CIDR) whose `X-Forwarded-For`/`X-Forwarded-Proto` the web transports believe.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpConfig {
@@ -324,6 +328,41 @@ impl Default for HttpConfig {
                 ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
             ],
             cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// Web client transports (RFC 7395 WebSocket at `/xmpp-websocket`, XEP-0124/0206 BOSH at `/http-bind`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Serve XMPP over WebSocket at `/xmpp-websocket`.
+    pub websocket: bool,
+    /// Serve BOSH at `/http-bind`.
+    pub bosh: bool,
+    /// Longest `wait` (seconds) a BOSH request is held open.
+    pub bosh_max_wait_secs: u64,
+    /// Seconds a BOSH session may go without any request before it ends.
+    pub bosh_inactivity_secs: u64,
+    /// Most BOSH requests held open at once (`hold`).
+    pub bosh_max_hold: u32,
+    /// Shortest interval (seconds) between empty BOSH polls, advertised as `polling` and enforced.
+    pub bosh_polling_secs: u64,
+    /// Bytes of output a BOSH session buffers for its client before the session's queue backs up.
+    pub bosh_max_buffer_bytes: usize,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            websocket: true,
+            bosh: true,
+            bosh_max_wait_secs: 60,
+            bosh_inactivity_secs: 60,
+            bosh_max_hold: 1,
+            bosh_polling_secs: 5,
+            bosh_max_buffer_bytes: 1024 * 1024,
         }
     }
 }
@@ -411,6 +450,7 @@ impl Default for Config {
             c2s: C2sConfig::default(),
             s2s: S2sConfig::default(),
             http: HttpConfig::default(),
+            web: WebConfig::default(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             storage: StorageConfig::default(),
@@ -615,6 +655,7 @@ impl Config {
             ));
         }
         self.validate_s2s()?;
+        self.validate_web()?;
         if self.tls.certificate.is_some() != self.tls.key.is_some() {
             return Err(invalid(
                 "tls",
@@ -626,6 +667,26 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(invalid("log_level", e.to_string()));
+        }
+        Ok(())
+    }
+
+    fn validate_web(&self) -> Result<(), ConfigError> {
+        let w = &self.web;
+        if w.bosh_max_wait_secs == 0 || w.bosh_inactivity_secs == 0 {
+            return Err(invalid(
+                "web.bosh_max_wait_secs",
+                "BOSH wait and inactivity must be positive",
+            ));
+        }
+        if w.bosh_max_hold == 0 || w.bosh_max_hold > 16 {
+            return Err(invalid("web.bosh_max_hold", "must be between 1 and 16"));
+        }
+        if w.bosh_max_buffer_bytes < self.c2s.max_stanza_size {
+            return Err(invalid(
+                "web.bosh_max_buffer_bytes",
+                "must hold at least one stanza of c2s.max_stanza_size",
+            ));
         }
         Ok(())
     }

@@ -334,7 +334,7 @@ fn render_labels(names: &[String], values: &[String], le: Option<&str>) -> Strin
 /// The server's own metrics (connections, stanzas, auth, HTTP, storage), resolved once.
 #[derive(Debug)]
 pub struct CoreMetrics {
-    /// Open connections by type (c2s, c2s_direct_tls, http) and TLS state.
+    /// Open connections by type (c2s, c2s_direct_tls, c2s_websocket, c2s_bosh, http) and TLS state.
     pub connections: Arc<Family>,
     /// Stanzas by kind and direction (in/out).
     pub stanzas: Arc<Family>,

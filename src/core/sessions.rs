@@ -89,6 +89,10 @@ pub enum Transport {
     /// A TCP stream (RFC 6120), with STARTTLS or direct TLS.
     #[default]
     Tcp,
+    /// XMPP over WebSocket (RFC 7395) on an HTTP listener.
+    WebSocket,
+    /// BOSH (XEP-0124/0206) on an HTTP listener.
+    Bosh,
 }
 
 impl Transport {
@@ -96,6 +100,8 @@ impl Transport {
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
+            Transport::WebSocket => "websocket",
+            Transport::Bosh => "bosh",
         }
     }
 }

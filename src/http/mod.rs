@@ -52,19 +52,31 @@ pub struct Transport {
 pub struct Http {
     core: Arc<Core>,
     admin: Arc<admin_rest::AdminState>,
+    extra: Router<Arc<Core>>,
 }
 
 impl Http {
     /// The HTTP face for `core`.
     pub fn new(core: Arc<Core>) -> Self {
         let admin = Arc::new(admin_rest::AdminState::new(core.clone()));
-        Http { core, admin }
+        Http {
+            core,
+            admin,
+            extra: Router::new(),
+        }
+    }
+
+    /// Adds routes served by a face above this one (the web transports), before the admin fallback.
+    pub fn with_routes(mut self, routes: Router<Arc<Core>>) -> Self {
+        self.extra = self.extra.merge(routes);
+        self
     }
 
     /// The router for a plain (`secure = false`) or TLS listener.
     pub fn router(&self, secure: bool) -> Router {
         Router::new()
             .route("/health", get(health))
+            .merge(self.extra.clone())
             .fallback(admin_rest::entry)
             .layer(Extension(self.admin.clone()))
             .layer(Extension(Transport { secure }))

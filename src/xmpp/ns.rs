@@ -140,3 +140,11 @@ pub const DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
 pub const HTTP_UPLOAD: &str = "urn:xmpp:http:upload:0";
 /// XEP-0215 External Service Discovery.
 pub const EXTDISCO: &str = "urn:xmpp:extdisco:2";
+/// XMPP over WebSocket framing, `<open/>` and `<close/>` (RFC 7395 §3.3).
+pub const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
+/// BOSH `<body/>` wrapper (XEP-0124).
+pub const HTTPBIND: &str = "http://jabber.org/protocol/httpbind";
+/// XMPP over BOSH attributes, `xmpp:version`, `xmpp:restart` (XEP-0206).
+pub const XBOSH: &str = "urn:xmpp:xbosh";
+/// Extensible Resource Descriptor, the host-meta document (XEP-0156, RFC 6415).
+pub const XRD: &str = "http://docs.oasis-open.org/ns/xri/xrd-1.0";
