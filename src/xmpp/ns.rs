@@ -136,3 +136,11 @@ pub const CONFERENCE: &str = "jabber:x:conference";
 pub const DIALBACK: &str = "jabber:server:dialback";
 /// The dialback stream feature (XEP-0220 §2.1).
 pub const DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
+/// XEP-0227 portable import/export (PIEFXIS) top-level namespace.
+pub const PIE: &str = "urn:xmpp:pie:0";
+/// XEP-0227 SCRAM credentials.
+pub const PIE_SCRAM: &str = "urn:xmpp:pie:0#scram";
+/// XEP-0227 message archives.
+pub const PIE_MAM: &str = "urn:xmpp:pie:0#mam";
+/// Oxpecker's extension to XEP-0227: stored records that the standard elements do not carry.
+pub const PIE_OXPECKER: &str = "urn:oxpecker:pie:0";
