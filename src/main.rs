@@ -452,11 +452,13 @@ async fn store(cfg: Config, command: StoreCommand) -> Result<()> {
             Some(p) => {
                 let f =
                     std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
-                oxpecker::migrate::import_xep0227(&store, opts, std::io::BufReader::new(f)).await?
+                let base = p.parent().map(Path::to_path_buf);
+                oxpecker::migrate::import_xep0227(&store, opts, std::io::BufReader::new(f), base)
+                    .await?
             }
             None => {
                 let stdin = std::io::BufReader::new(std::io::stdin());
-                oxpecker::migrate::import_xep0227(&store, opts, stdin).await?
+                oxpecker::migrate::import_xep0227(&store, opts, stdin, None).await?
             }
         };
         return finish_import(report);

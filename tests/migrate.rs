@@ -32,7 +32,9 @@ fn opts(hosts: &[&str], check: bool) -> Options {
 
 async fn import_file(store: &Store, o: Options, path: &Path) -> migrate::Report {
     let f = std::io::BufReader::new(std::fs::File::open(path).unwrap());
-    migrate::import_xep0227(store, o, f).await.unwrap()
+    migrate::import_xep0227(store, o, f, path.parent().map(Path::to_path_buf))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,7 +304,7 @@ async fn piefxis_with_clear_passwords_checks_imports_and_names_bad_accounts() {
         )
         .unwrap();
         let f = std::io::BufReader::new(std::fs::File::open(dir.path().join("bad.xml")).unwrap());
-        let err = migrate::import_xep0227(&store, opts(&["localhost"], false), f)
+        let err = migrate::import_xep0227(&store, opts(&["localhost"], false), f, None)
             .await
             .unwrap_err();
         assert!(err.to_string().starts_with("byte "), "{err}");
@@ -356,6 +358,7 @@ async fn import_rate_of_ten_thousand_accounts() {
         &store,
         opts(&["localhost"], false),
         std::io::Cursor::new(xml.into_bytes()),
+        None,
     )
     .await
     .unwrap();
@@ -366,4 +369,44 @@ async fn import_rate_of_ten_thousand_accounts() {
         "imported {N} accounts (SCRAM keys, roster item, vCard) in {secs:.2} s: {:.0} accounts/s",
         N as f64 / secs
     );
+}
+
+/// A real `ejabberdctl export_piefxis` of ejabberd 23.01 (Debian 12): the host in an
+/// XInclude'd file, SCRAM-SHA-1 keys written as base64 of base64. Made with `register carol
+/// localhost carol-pw`, `add_rosteritem`, `set_vcard` and `send_message` (see scripts/migrate-test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejabberd_export_with_includes_imports_and_logs_in() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ejabberd/export.xml");
+    let srv = TestServer::start().await;
+    let data = srv.stop().await;
+    {
+        let store = open(data.path());
+        let report = import_file(&store, opts(&["localhost"], false), &fixture).await;
+        assert_eq!((report.accounts, report.errors.len()), (2, 0), "{report}");
+        assert_eq!(report.records["offline"], 1, "{report}");
+        store.flush().await.unwrap();
+        // Without the folder to read includes from, the include is refused by name.
+        let f = std::io::BufReader::new(std::fs::File::open(&fixture).unwrap());
+        let err = migrate::import_xep0227(&store, opts(&["localhost"], true), f, None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("xi:include"), "{err}");
+    }
+    let config = common::test_config(data.path());
+    let srv = TestServer {
+        server: Some(oxpecker::Server::start(config.clone()).await.unwrap()),
+        dir: data,
+        config,
+    };
+    let mut c = RawClient::connect(srv.c2s()).await;
+    c.starttls(&srv.cert_pem()).await;
+    let outcome = scram_login(&mut c, oxpecker::auth::ScramHash::Sha1, "carol", "carol-pw").await;
+    assert!(outcome.contains("<success"), "{outcome}");
+    let mut c = RawClient::login(&srv, "carol", "carol-pw", "r").await;
+    c.send("<iq type='get' id='v1'><vCard xmlns='vcard-temp'/></iq>")
+        .await;
+    let vcard = read_until_contains(&mut c, "iq", "v1").await;
+    assert!(vcard.contains("<FN>Carol Ejabberd</FN>"), "{vcard}");
+    c.send("<presence/>").await;
+    read_until_contains(&mut c, "message", "hello from dave").await;
 }

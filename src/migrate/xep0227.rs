@@ -27,6 +27,8 @@ use crate::modules::{blocking, mam, offline, private, vcard};
 use crate::xmpp::element::Node;
 use crate::xmpp::{Element, Jid, datetime, ns};
 
+/// XInclude, with which ejabberd's export puts each host in a file of its own.
+const XINCLUDE: &str = "http://www.w3.org/2001/XInclude";
 /// Deepest element nesting accepted inside a file.
 const MAX_DEPTH: usize = 64;
 
@@ -581,28 +583,41 @@ fn dedup_last_wins(records: &mut Vec<Record>) {
 }
 
 fn scram_keys(el: &Element, hash: ScramHash) -> Result<ScramKeys, String> {
+    let mech = hash.mechanism_name();
     let text = |name: &str| {
         el.get_child(name, ns::PIE_SCRAM)
             .map(|c| c.text_content().trim().to_string())
-            .ok_or_else(|| format!("{}: no <{name}/>", hash.mechanism_name()))
+            .ok_or_else(|| format!("{mech}: no <{name}/>"))
     };
     let b64 = |name: &str| {
-        decode_b64(&text(name)?)
-            .map_err(|_| format!("{}: bad base64 in <{name}/>", hash.mechanism_name()))
+        decode_b64(&text(name)?).map_err(|_| format!("{mech}: bad base64 in <{name}/>"))
     };
-    let keys = ScramKeys {
+    let mut keys = ScramKeys {
         iterations: text("iter-count")?
             .parse()
-            .map_err(|_| format!("{}: bad <iter-count/>", hash.mechanism_name()))?,
+            .map_err(|_| format!("{mech}: bad <iter-count/>"))?,
         salt: b64("salt")?,
         server_key: b64("server-key")?,
         stored_key: b64("stored-key")?,
     };
     if !keys.is_valid_for(hash) {
-        return Err(format!(
-            "{}: keys of the wrong length",
-            hash.mechanism_name()
-        ));
+        // ejabberd (23.x) writes the base64 of its own base64 strings: decode once more.
+        let again = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|s| decode_b64(s).ok());
+        if let (Some(salt), Some(server_key), Some(stored_key)) = (
+            again(&keys.salt),
+            again(&keys.server_key),
+            again(&keys.stored_key),
+        ) {
+            keys = ScramKeys {
+                salt,
+                server_key,
+                stored_key,
+                ..keys
+            };
+        }
+    }
+    if !keys.is_valid_for(hash) {
+        return Err(format!("{mech}: keys of the wrong length"));
     }
     Ok(keys)
 }
@@ -621,6 +636,8 @@ pub enum Item {
     User(String, Element),
     /// Oxpecker's host-level `<records/>`.
     HostRecords(String, Element),
+    /// An XInclude of another file holding a `<host/>` (ejabberd's `export_piefxis`).
+    Include(String),
 }
 
 /// Streams a XEP-0227 document, calling `each` with every account and host record set and the
@@ -638,6 +655,7 @@ pub fn read(
     let mut stack: Vec<Element> = Vec::new();
     let mut started = 0u64;
     let mut seen_root = false;
+    let mut root_is_host = false;
     loop {
         let pos = reader.buffer_position();
         buf.clear();
@@ -674,6 +692,18 @@ pub fn read(
                 let name = s.local_name().as_ref().to_string();
                 match (depth, name.as_str()) {
                     (0, "server-data") if ns == ns::PIE => seen_root = true,
+                    // A host file included by ejabberd's export.
+                    (0, "host") if ns == ns::PIE => {
+                        let el = make_element(&s, ns).map_err(bad)?;
+                        host = Some(
+                            el.get_attr("jid")
+                                .ok_or_else(|| bad("<host/> without a jid".into()))?
+                                .to_string(),
+                        );
+                        seen_root = true;
+                        root_is_host = true;
+                        depth = 1;
+                    }
                     (0, _) => {
                         return Err(bad("not a XEP-0227 document (no <server-data/>)".into()));
                     }
@@ -689,6 +719,16 @@ pub fn read(
                 }
                 depth += 1;
             }
+            Event::Empty(s) if depth == 1 && s.local_name().as_ref() == "include" => {
+                let el = make_element(&s, ns).map_err(bad)?;
+                if el.ns() != XINCLUDE {
+                    return Err(bad("unexpected element in <server-data/>".into()));
+                }
+                let href = el
+                    .get_attr("href")
+                    .ok_or_else(|| bad("<xi:include/> without href".into()))?;
+                each(pos, Item::Include(href.to_string()))?;
+            }
             Event::Empty(_) => {} // an empty <host/>
             Event::End(_) if !stack.is_empty() => {
                 close(&mut stack, host.as_deref(), started, &mut each)?;
@@ -697,6 +737,9 @@ pub fn read(
                 depth = depth.saturating_sub(1);
                 if depth == 1 {
                     host = None;
+                    if root_is_host {
+                        depth = 0;
+                    }
                 }
             }
             Event::Text(t) => {
