@@ -147,12 +147,27 @@ async fn prosody_data_dir_imports_and_old_passwords_log_in() {
         assert_eq!(dump(&store), first, "a repeated import changes nothing");
         store.flush().await.unwrap();
     }
-    let config = common::test_config(dir.path());
+    let mut config = common::test_config(dir.path());
+    config.admins = vec!["bob@localhost".into()];
     let srv = TestServer {
         server: Some(oxpecker::Server::start(config.clone()).await.unwrap()),
         dir,
         config,
     };
+
+    // REST Basic auth for an account without an Argon2 hash verifies against its SCRAM keys.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{}/admin_rest/users/count", srv.http());
+    for (password, status) in [("bobpw", 200), ("wrong", 401)] {
+        let resp = http
+            .get(&url)
+            .basic_auth("bob@localhost", Some(password))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{password}");
+    }
 
     // bob has SCRAM-SHA-1 keys only (Prosody's internal_hashed): SCRAM-SHA-1 works as it did.
     let mut b = RawClient::connect(srv.c2s()).await;
