@@ -849,3 +849,141 @@ fn make_element(start: &BytesStart<'_>, ns: String) -> Result<Element, String> {
     }
     Ok(el)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(doc: &str) -> Result<Vec<(u64, String)>, MigrateError> {
+        let mut out = Vec::new();
+        read(doc.as_bytes(), |pos, item| {
+            out.push((
+                pos,
+                match item {
+                    Item::User(h, el) => format!("user {h} {}", el.to_xml(ns::PIE)),
+                    Item::HostRecords(h, _) => format!("records {h}"),
+                    Item::Include(href) => format!("include {href}"),
+                },
+            ));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn reads_users_with_positions_and_includes() {
+        let doc = "<?xml version='1.0'?><server-data xmlns='urn:xmpp:pie:0' xmlns:xi='http://www.w3.org/2001/XInclude'><xi:include href='h.xml'/><host jid='h'><user name='a'><vCard xmlns='vcard-temp'><FN>A &amp; &#66;</FN></vCard></user><user name='b'/></host></server-data>";
+        let got = items(doc).unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].1, "include h.xml");
+        assert_eq!(
+            got[1].1,
+            "user h <user name=\"a\"><vCard xmlns=\"vcard-temp\"><FN>A &amp; B</FN></vCard></user>"
+        );
+        assert_eq!(&doc[got[1].0 as usize..][..17], "<user name='a'><v");
+        assert_eq!(&doc[got[2].0 as usize..][..15], "<user name='b'/");
+        // A host file on its own (what an include points at).
+        let host = "<host xmlns='urn:xmpp:pie:0' jid='h'><user name='c'/></host>";
+        assert_eq!(items(host).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn refuses_dtds_entities_and_broken_documents() {
+        for bad in [
+            "<!DOCTYPE x [<!ENTITY e 'boom'>]><server-data xmlns='urn:xmpp:pie:0'/>",
+            "<server-data xmlns='urn:xmpp:pie:0'><host jid='h'><user name='a'>&e;</user></host></server-data>",
+            "<server-data xmlns='urn:xmpp:pie:0'><host jid='h'><user name='a'></host></server-data>",
+            "<server-data xmlns='urn:xmpp:pie:0'><host jid='h'>",
+            "<other/>",
+            "<server-data xmlns='urn:xmpp:pie:0'><host><user name='a'/></host></server-data>",
+        ] {
+            let err = items(bad).unwrap_err();
+            assert!(err.to_string().starts_with("byte "), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn user_elements_give_back_their_records() {
+        let h = "h";
+        let records = vec![
+            Record::map(
+                h,
+                roster::ITEMS,
+                "a",
+                "b@h",
+                json!({"jid": "b@h", "name": "B", "subscription": "both", "ask": false, "approved": false, "groups": ["G"]}),
+            ),
+            Record::keyval(
+                h,
+                vcard::STORE,
+                "a",
+                json!({"xml": "<vCard xmlns=\"vcard-temp\"><FN>A</FN></vCard>"}),
+            ),
+            Record::map(h, blocking::STORE, "a", "x@y", json!(true)),
+            Record::archive(
+                h,
+                offline::STORE,
+                "a",
+                "id1",
+                100,
+                "b@h",
+                json!({"xml": "<message from=\"b@h/r\" to=\"a@h\"><body>hi</body></message>"}),
+            ),
+            Record::archive(
+                h,
+                mam::STORE,
+                "a",
+                "m1",
+                200,
+                "b@h",
+                json!({"xml": "<message from=\"a@h/r\" to=\"b@h\"><body>yo</body></message>", "dir": "out", "with": "b@h"}),
+            ),
+            Record::keyval(h, "last", "a", json!({"t": 5})),
+            // Not the shape the standard element gives back: carried as a record.
+            Record::map(h, blocking::STORE, "a", "z@y", json!("odd")),
+        ];
+        let el = user_element("a", &records);
+        let xml = el.to_xml(ns::PIE);
+        assert!(
+            xml.contains("<records xmlns=\"urn:oxpecker:pie:0\"><keyval store=\"last\">"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<map key=\"z@y\" store=\"blocklist\">\"odd\"</map>"),
+            "{xml}"
+        );
+        let back = read_user(h, &crate::xmpp::parser::parse_element(&xml).unwrap()).unwrap();
+        assert!(back.secret.is_none());
+        let mut want = records.clone();
+        let mut got = back.records;
+        let key = |r: &Record| serde_json::to_string(r).unwrap();
+        want.sort_by_key(key);
+        got.sort_by_key(key);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn scram_credentials_plain_and_double_base64() {
+        let keys = ScramKeys::derive(ScramHash::Sha1, b"pw", b"salt", 4096);
+        let twice = |v: &[u8]| encode_b64(encode_b64(v).as_bytes());
+        let xml = format!(
+            "<user xmlns='urn:xmpp:pie:0' name='Alice'><scram-credentials xmlns='urn:xmpp:pie:0#scram' mechanism='SCRAM-SHA-1'><iter-count>4096</iter-count><salt>{}</salt><server-key>{}</server-key><stored-key>{}</stored-key></scram-credentials><scram-credentials xmlns='urn:xmpp:pie:0#scram' mechanism='SCRAM-SHA-512'/></user>",
+            twice(&keys.salt),
+            twice(&keys.server_key),
+            twice(&keys.stored_key)
+        );
+        let acc = read_user("h", &crate::xmpp::parser::parse_element(&xml).unwrap()).unwrap();
+        assert_eq!(acc.user, "alice", "names are normalised");
+        let Some(Secret::Keys(c)) = acc.secret else {
+            panic!("expected SCRAM keys");
+        };
+        assert_eq!(c.scram_sha1, keys);
+        assert!(c.verify("pw"));
+        let short = "<user xmlns='urn:xmpp:pie:0' name='a'><scram-credentials xmlns='urn:xmpp:pie:0#scram' mechanism='SCRAM-SHA-1'><iter-count>4096</iter-count><salt>AA==</salt><server-key>AA==</server-key><stored-key>AA==</stored-key></scram-credentials></user>";
+        let err = read_user("h", &crate::xmpp::parser::parse_element(short).unwrap()).err();
+        assert_eq!(
+            err.as_deref(),
+            Some("SCRAM-SHA-1: keys of the wrong length")
+        );
+    }
+}
