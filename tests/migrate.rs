@@ -425,3 +425,43 @@ async fn ejabberd_export_with_includes_imports_and_logs_in() {
     c.send("<presence/>").await;
     read_until_contains(&mut c, "message", "hello from dave").await;
 }
+
+/// A real Prosody 0.12 `sql` storage (SQLite, `prosody.sqlite`) seeded by prosodyctl and
+/// scripts/migrate_clients.py: accounts, rosters, vCards and offline messages come along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosody_sqlite_imports_and_logs_in() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prosody-sql");
+    let srv = TestServer::start().await;
+    let data = srv.stop().await;
+    {
+        let store = open(data.path());
+        let report = migrate::import_prosody(&store, opts(&["localhost"], false), &fixture)
+            .await
+            .unwrap();
+        assert_eq!((report.accounts, report.errors.len()), (2, 0), "{report}");
+        assert_eq!(report.records["roster"], 2, "{report}");
+        assert_eq!(report.records["vcard"], 2, "{report}");
+        assert_eq!(report.records["offline"], 2, "{report}");
+        store.flush().await.unwrap();
+    }
+    let config = common::test_config(data.path());
+    let srv = TestServer {
+        server: Some(oxpecker::Server::start(config.clone()).await.unwrap()),
+        dir: data,
+        config,
+    };
+    let mut a = RawClient::login(&srv, "alice", "alicepw", "r").await;
+    a.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    let roster = read_until_contains(&mut a, "iq", "r1").await;
+    assert!(
+        roster.contains("jid=\"bob@localhost\"") && roster.contains("<group>Friends</group>"),
+        "{roster}"
+    );
+    a.send("<iq type='get' id='v1'><vCard xmlns='vcard-temp'/></iq>")
+        .await;
+    let vcard = read_until_contains(&mut a, "iq", "v1").await;
+    assert!(vcard.contains("<FN>Alice SQL</FN>"), "{vcard}");
+    a.send("<presence/>").await;
+    read_until_contains(&mut a, "message", "for alice, sql").await;
+}

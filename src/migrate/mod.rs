@@ -7,6 +7,7 @@ pub mod import;
 pub mod lua;
 pub mod model;
 pub mod prosody;
+pub mod prosody_sql;
 pub mod xep0227;
 
 use std::io::{BufRead, Write};

@@ -2,7 +2,8 @@
 //! (`example%2eorg`), one per store, one file per user (`alice.dat`: `return {…};`, archives
 //! `alice.list`: `item({…});` lines). Accounts (SCRAM-SHA-1 keys or a clear password), roster
 //! (with groups, subscription, pending-out `ask` and pending-in requests), vCard, private XML,
-//! offline messages, MAM archive and blocking list become Oxpecker records.
+//! offline messages, MAM archive and blocking list become Oxpecker records. The same reading
+//! serves Prosody's `sql` storage in `prosody.sqlite` ([`super::prosody_sql`]), through [`Stores`].
 
 use std::path::{Path, PathBuf};
 
@@ -91,8 +92,26 @@ pub fn read_dir(dir: &Path) -> Result<Source, MigrateError> {
         users.sort();
         for user in users {
             let position = accounts_dir.join(format!("{}.dat", encode_name(&user)));
-            match read_account(&host_dir, &host, &user) {
+            match read_account(&Files(&host_dir), &host, &user) {
                 Ok(acc) => source.accounts.push((position.display().to_string(), acc)),
+                Err(e) => source.errors.push(format!("{e}: {user}@{host}")),
+            }
+        }
+    }
+    // The `sql` driver with SQLite keeps everything in one file of the data directory.
+    let sqlite = dir.join("prosody.sqlite");
+    if sqlite.is_file() {
+        let db = super::prosody_sql::open(&sqlite).map_err(|e| MigrateError::Io(e.0))?;
+        for (host, user) in
+            super::prosody_sql::accounts(&db, &sqlite).map_err(|e| MigrateError::Io(e.0))?
+        {
+            let src = super::prosody_sql::Sql {
+                db: &db,
+                path: &sqlite,
+                host: host.clone(),
+            };
+            match read_account(&src, &host, &user) {
+                Ok(acc) => source.accounts.push((src.position("accounts", &user), acc)),
                 Err(e) => source.errors.push(format!("{e}: {user}@{host}")),
             }
         }
@@ -106,7 +125,67 @@ fn file_name(p: &Path) -> Option<String> {
 
 /// A file problem: the path and, for syntax errors, the byte offset.
 #[derive(Debug)]
-struct FileError(String);
+pub struct FileError(pub String);
+
+/// One archived item as a Prosody storage driver keeps it.
+pub struct ArchivedItem {
+    /// Its archive id.
+    pub key: Option<String>,
+    /// When, unix seconds.
+    pub when: Option<f64>,
+    /// The conversation partner Prosody recorded (may be empty).
+    pub with: Option<String>,
+    /// The stanza.
+    pub stanza: Element,
+    /// Where it was read, for errors.
+    pub position: String,
+}
+
+/// Prosody's stores of one host, whatever the driver (`internal` files or `sql`).
+pub trait Stores {
+    /// A keyval store's table for `user`, if any.
+    fn keyval(&self, store: &str, user: &str) -> Result<Option<Table>, FileError>;
+    /// An archive store's items for `user`, oldest first.
+    fn archive(&self, store: &str, user: &str) -> Result<Vec<ArchivedItem>, FileError>;
+    /// Where `user`'s data of `store` lives, for errors.
+    fn position(&self, store: &str, user: &str) -> String;
+}
+
+/// The `internal` driver: one folder per store, one file per user.
+struct Files<'a>(&'a Path);
+
+impl Stores for Files<'_> {
+    fn keyval(&self, store: &str, user: &str) -> Result<Option<Table>, FileError> {
+        keyval(self.0, store, user)
+    }
+
+    fn archive(&self, store: &str, user: &str) -> Result<Vec<ArchivedItem>, FileError> {
+        let path = self.position(store, user).replace(".dat", ".list");
+        list(self.0, store, user)?
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let position = format!("{path} item {}", i + 1);
+                Ok(ArchivedItem {
+                    key: t.get("key").and_then(Lua::as_str).map(str::to_string),
+                    when: t.get("when").and_then(Lua::as_f64),
+                    with: t.get("with").and_then(Lua::as_str).map(str::to_string),
+                    stanza: stanza(t, ns::CLIENT)
+                        .map_err(|e| FileError(format!("{position}: {e}")))?,
+                    position,
+                })
+            })
+            .collect()
+    }
+
+    fn position(&self, store: &str, user: &str) -> String {
+        self.0
+            .join(encode_name(store))
+            .join(format!("{}.dat", encode_name(user)))
+            .display()
+            .to_string()
+    }
+}
 
 impl std::fmt::Display for FileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -177,18 +256,12 @@ fn hex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// One account and everything it owns; any malformed file rejects the whole account.
-fn read_account(host_dir: &Path, host: &str, user: &str) -> Result<AccountImport, FileError> {
+pub fn read_account(src: &dyn Stores, host: &str, user: &str) -> Result<AccountImport, FileError> {
     let jid =
         Jid::new(Some(user), host, None).map_err(|e| FileError(format!("account name: {e}")))?;
     let own = jid.to_string();
-    let at = |store: &str, ext: &str| {
-        host_dir
-            .join(encode_name(store))
-            .join(format!("{}.{ext}", encode_name(user)))
-            .display()
-            .to_string()
-    };
-    let acc = keyval(host_dir, "accounts", user)?.unwrap_or_default();
+    let at = |store: &str, _ext: &str| src.position(store, user);
+    let acc = src.keyval("accounts", user)?.unwrap_or_default();
     let secret = if let Some(pw) = acc.get("password").and_then(Lua::as_str) {
         Some(Secret::Plain(pw.to_string()))
     } else {
@@ -217,7 +290,7 @@ fn read_account(host_dir: &Path, host: &str, user: &str) -> Result<AccountImport
     };
     let mut records = Vec::new();
 
-    if let Some(r) = keyval(host_dir, "roster", user)? {
+    if let Some(r) = src.keyval("roster", user)? {
         for (key, value) in &r.fields {
             match (key, value) {
                 (Lua::Bool(false), Lua::Table(meta)) => {
@@ -276,7 +349,7 @@ fn read_account(host_dir: &Path, host: &str, user: &str) -> Result<AccountImport
         }
     }
 
-    if let Some(v) = keyval(host_dir, "vcard", user)? {
+    if let Some(v) = src.keyval("vcard", user)? {
         let el = stanza(&v, ns::CLIENT)
             .map_err(|e| FileError(format!("{}: {e}", at("vcard", "dat"))))?;
         if el.is("vCard", ns::VCARD) {
@@ -289,7 +362,7 @@ fn read_account(host_dir: &Path, host: &str, user: &str) -> Result<AccountImport
         }
     }
 
-    if let Some(p) = keyval(host_dir, "private", user)? {
+    if let Some(p) = src.keyval("private", user)? {
         for (_, v) in p.string_keys() {
             let Some(t) = v.as_table() else { continue };
             let el = stanza(t, ns::CLIENT)
@@ -304,7 +377,7 @@ fn read_account(host_dir: &Path, host: &str, user: &str) -> Result<AccountImport
         }
     }
 
-    if let Some(b) = keyval(host_dir, "blocklist", user)? {
+    if let Some(b) = src.keyval("blocklist", user)? {
         for (k, v) in b.string_keys() {
             if let (true, Ok(j)) = (v.is_true(), Jid::parse(&k)) {
                 records.push(Record::map(
@@ -319,18 +392,11 @@ fn read_account(host_dir: &Path, host: &str, user: &str) -> Result<AccountImport
     }
 
     for (store, target) in [("offline", offline::STORE), ("archive", mam::STORE)] {
-        for (i, item) in list(host_dir, store, user)?.iter().enumerate() {
-            let pos = || format!("{} item {}", at(store, "list"), i + 1);
-            let key = item
-                .get("key")
-                .and_then(Lua::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| (i + 1).to_string());
-            let mut el =
-                stanza(item, ns::CLIENT).map_err(|e| FileError(format!("{}: {e}", pos())))?;
+        for (i, item) in src.archive(store, user)?.into_iter().enumerate() {
+            let key = item.key.clone().unwrap_or_else(|| (i + 1).to_string());
+            let mut el = item.stanza;
             let when = item
-                .get("when")
-                .and_then(Lua::as_f64)
+                .when
                 .filter(|w| w.is_finite() && w.abs() < 1e13)
                 .map(|w| w as i64)
                 .or_else(|| el.get_attr("stamp").and_then(datetime::parse))
@@ -345,10 +411,8 @@ fn read_account(host_dir: &Path, host: &str, user: &str) -> Result<AccountImport
             let outgoing = bare("from").is_some_and(|j| j.as_str() == own);
             let partner = if outgoing { bare("to") } else { bare("from") };
             let with = item
-                .get("with")
-                .and_then(Lua::as_str)
+                .with
                 .filter(|w| !w.is_empty())
-                .map(str::to_string)
                 .or_else(|| partner.map(|p| p.to_string()))
                 .unwrap_or_default();
             let value = if target == offline::STORE {
