@@ -1,7 +1,8 @@
 //! XEP-0227 (PIEFXIS) files: writing a store as one, and reading one account at a time.
 //!
 //! Standard elements carry what other servers understand: `scram-credentials` (and a clear
-//! `password` attribute from ejabberd), the roster, the vCard, private XML, offline messages,
+//! `password` attribute from ejabberd), the roster (pending inbound requests as Prosody writes
+//! them, `<presence type='subscribe'/>` in the user), the vCard, private XML, offline messages,
 //! the blocking list and MAM archives (`urn:xmpp:pie:0#mam`). Everything else — and any record
 //! a standard element would not give back exactly — travels in an Oxpecker extension element
 //! `<records xmlns='urn:oxpecker:pie:0'>` holding the stored JSON, so that export → import is
@@ -82,6 +83,7 @@ pub fn user_element(user: &str, records: &[Record]) -> Element {
     let mut blocklist = Element::new("blocklist", ns::BLOCKING);
     let mut archive = Element::new("archive", ns::PIE_MAM);
     let mut vcard_el = None;
+    let mut pending = Vec::new();
     let mut extra = Element::new("records", ns::PIE_OXPECKER);
     let mut index = 0usize;
     for r in records {
@@ -103,6 +105,7 @@ pub fn user_element(user: &str, records: &[Record]) -> Element {
         };
         match (store, standard) {
             (roster::ITEMS, Some(s)) => roster_q.push(s),
+            (roster::PENDING, Some(s)) => pending.push(s),
             (private::STORE, Some(s)) => private_q.push(s),
             (blocking::STORE, Some(s)) => blocklist.push(s),
             (offline::STORE, Some(s)) => offline_el.push(s),
@@ -115,6 +118,9 @@ pub fn user_element(user: &str, records: &[Record]) -> Element {
         if section.children().next().is_some() {
             el.push(section);
         }
+    }
+    for p in pending {
+        el.push(p);
     }
     if let Some(v) = vcard_el {
         el.push(v);
@@ -195,6 +201,11 @@ fn standard_element(r: &Record) -> Option<Element> {
         Record::Map {
             store, key, value, ..
         } => match store.as_str() {
+            // A pending inbound request: Prosody writes it as a `<presence type='subscribe'/>`.
+            roster::PENDING => value
+                .as_str()
+                .and_then(|x| crate::xmpp::parser::parse_element(x).ok())
+                .filter(|p| p.is("presence", ns::CLIENT)),
             roster::ITEMS => serde_json::from_value::<RosterItem>(value.clone())
                 .ok()
                 .filter(|i| &i.jid == key)
@@ -264,6 +275,16 @@ fn standard_record(host: &str, user: &str, el: &Element, index: usize) -> Option
             user,
             jid.as_str(),
             Value::Bool(true),
+        ));
+    }
+    if el.is("presence", ns::CLIENT) && el.get_attr("type") == Some("subscribe") {
+        let from = Jid::parse(el.get_attr("from")?).ok()?.bare();
+        return Some(Record::map(
+            host,
+            roster::PENDING,
+            user,
+            from.as_str(),
+            Value::String(el.to_xml(ns::CLIENT)),
         ));
     }
     if el.is("vCard", ns::VCARD) {
@@ -511,7 +532,7 @@ pub fn read_user(host: &str, el: &Element) -> Result<AccountImport, String> {
                     push_std(&mut records, &m)?;
                 }
             }
-            ("vCard", ns::VCARD) => push_std(&mut records, c)?,
+            ("vCard", ns::VCARD) | ("presence", ns::CLIENT) => push_std(&mut records, c)?,
             ("records", ns::PIE_OXPECKER) => {
                 for r in c.children() {
                     let r = parse_record(host, Some(&user), r)?;
@@ -939,6 +960,13 @@ mod tests {
                 json!({"xml": "<message from=\"a@h/r\" to=\"b@h\"><body>yo</body></message>", "dir": "out", "with": "b@h"}),
             ),
             Record::keyval(h, "last", "a", json!({"t": 5})),
+            Record::map(
+                h,
+                roster::PENDING,
+                "a",
+                "c@h",
+                json!("<presence from=\"c@h/x\" to=\"a@h\" type=\"subscribe\"/>"),
+            ),
             // Not the shape the standard element gives back: carried as a record.
             Record::map(h, blocking::STORE, "a", "z@y", json!("odd")),
         ];
@@ -950,6 +978,10 @@ mod tests {
         );
         assert!(
             xml.contains("<map key=\"z@y\" store=\"blocklist\">\"odd\"</map>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<presence xmlns=\"jabber:client\" from=\"c@h/x\""),
             "{xml}"
         );
         let back = read_user(h, &crate::xmpp::parser::parse_element(&xml).unwrap()).unwrap();
