@@ -18,6 +18,7 @@
 //! | [`http`] | the axum router on HTTP and HTTPS: `/health`, the routes modules serve ([`http::module_routes`], e.g. `/metrics`, `/upload/…`; streamed request and file bodies) and the admin REST API ([`http::admin_rest`]: allowlist and auth before every route, the route table and its one 404/405 rule in [`http::admin_rest::routes`], one file per resource, OpenAPI in `openapi/admin_rest.yaml`) |
 //! | [`web`] | web client transports on the HTTP listeners, mounted through [`http::Http::with_routes`]: WebSocket (RFC 7395, [`web::websocket`]) and BOSH (XEP-0124/0206, [`web::bosh`]: sid/rid windows, held requests, replay, inactivity), XEP-0156 host-meta ([`web::discovery`]), CORS ([`web::cors`]). A transport owns framing and I/O only: each client stream runs the one c2s negotiation and session over an in-memory duplex ([`c2s::duplex`]), fed with the client's XML (`<open/>` becomes the stream header) and read back into whole elements for frames and `<body/>` responses ([`web::framing`]) |
 //! | [`control`] | the local control socket through which the CLI manages a running server, audited per Unix user; the admin shell: its command table ([`control::console`]; `s2s:*` through `core.federation`, `muc:*` through the MUC services), how a line reads in both spellings ([`control::line`]), and the interactive client ([`control::shell`]) |
+//! | [`migrate`] | moving in and out with the server stopped: XEP-0227 export/import ([`migrate::xep0227`]), Prosody data directories ([`migrate::prosody`], its serialised tables read by the strict [`migrate::lua`] parser, its SQLite `prosody.sqlite` by [`migrate::prosody_sql`]); every source becomes stored records ([`migrate::model`]) checked and written per account by [`migrate::import`] |
 //! | [`server`] | [`server::Server`]: opens the store, builds the core, starts listeners, shuts down |
 //!
 //! Dependencies point downward: `web` → `http`, `c2s`; `c2s`, `s2s`, `http`, `control`, `modules` → `core` → `storage`,
@@ -53,6 +54,7 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod http;
+pub mod migrate;
 pub mod modules;
 pub mod s2s;
 pub mod server;

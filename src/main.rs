@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Import another server's data (server must be stopped).
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+    },
     /// Manage the modules of a running server (Prosody's `module:*` console commands).
     Module {
         #[command(subcommand)]
@@ -151,15 +156,45 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum StoreCommand {
-    /// Write every stored item as one JSON document per line.
+    /// Write every stored item as one JSON document per line, or as XEP-0227 (PIEFXIS).
     Export {
+        /// `jsonl` (every record, one JSON document per line) or `xep0227`.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: StoreFormat,
         /// Output file (default: stdout).
         file: Option<PathBuf>,
     },
-    /// Read items written by `store export`.
+    /// Read items written by `store export` (either format).
     Import {
+        /// `jsonl` or `xep0227` (also what Prosody and `ejabberdctl export_piefxis` write).
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: StoreFormat,
+        /// Only check and report what would be imported (XEP-0227).
+        #[arg(long)]
+        check: bool,
         /// Input file (default: stdin).
         file: Option<PathBuf>,
+    },
+}
+
+/// The file formats of `store export|import`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StoreFormat {
+    /// Oxpecker's JSON lines: every stored record.
+    Jsonl,
+    /// XEP-0227 (PIEFXIS) with Oxpecker's extension for what it does not describe.
+    Xep0227,
+}
+
+#[derive(Subcommand)]
+enum ImportSource {
+    /// A Prosody data directory (`internal` storage; Prosody stopped too).
+    Prosody {
+        /// Prosody's `data_path`, e.g. /var/lib/prosody.
+        data_dir: PathBuf,
+        /// Only check and report what would be imported.
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -241,6 +276,7 @@ fn main() -> Result<()> {
             rt.block_on(user(cfg, req))
         }
         Command::Store { command } => rt.block_on(store(cfg, command)),
+        Command::Import { source } => rt.block_on(import(cfg, source)),
         Command::Module { command } => {
             let host = |h: Option<String>| h.unwrap_or_else(|| cfg.default_host().to_string());
             let req = match command {
@@ -405,19 +441,47 @@ async fn user(cfg: Config, req: Request) -> Result<()> {
 
 async fn store(cfg: Config, command: StoreCommand) -> Result<()> {
     let store = open_store(&cfg)?;
+    if let StoreCommand::Import {
+        format: StoreFormat::Xep0227,
+        check,
+        file,
+    } = command
+    {
+        let opts = oxpecker::migrate::Options::from_config(&cfg, check);
+        let report = match file {
+            Some(p) => {
+                let f =
+                    std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
+                let base = p.parent().map(Path::to_path_buf);
+                oxpecker::migrate::import_xep0227(&store, opts, std::io::BufReader::new(f), base)
+                    .await?
+            }
+            None => {
+                let stdin = std::io::BufReader::new(std::io::stdin());
+                oxpecker::migrate::import_xep0227(&store, opts, stdin, None).await?
+            }
+        };
+        return finish_import(report);
+    }
     tokio::task::spawn_blocking(move || -> Result<()> {
         match command {
-            StoreCommand::Export { file } => {
-                let n = match file {
-                    Some(p) => {
-                        let f = std::io::BufWriter::new(std::fs::File::create(&p)?);
-                        oxpecker::storage::export(&store, f)?
-                    }
-                    None => oxpecker::storage::export(&store, std::io::stdout().lock())?,
+            StoreCommand::Export { format, file } => {
+                let out: Box<dyn Write> = match file {
+                    Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(&p)?)),
+                    None => Box::new(std::io::stdout().lock()),
                 };
-                eprintln!("exported {n} items");
+                match format {
+                    StoreFormat::Jsonl => {
+                        let n = oxpecker::storage::export(&store, out)?;
+                        eprintln!("exported {n} items");
+                    }
+                    StoreFormat::Xep0227 => {
+                        let n = oxpecker::migrate::export_xep0227(&store, out)?;
+                        eprintln!("exported {n} accounts");
+                    }
+                }
             }
-            StoreCommand::Import { file } => {
+            StoreCommand::Import { file, .. } => {
                 let n = match file {
                     Some(p) => oxpecker::storage::import(
                         &store,
@@ -431,4 +495,25 @@ async fn store(cfg: Config, command: StoreCommand) -> Result<()> {
         Ok(())
     })
     .await?
+}
+
+async fn import(cfg: Config, source: ImportSource) -> Result<()> {
+    let store = open_store(&cfg)?;
+    let ImportSource::Prosody { data_dir, check } = source;
+    let opts = oxpecker::migrate::Options::from_config(&cfg, check);
+    let report = oxpecker::migrate::import_prosody(&store, opts, &data_dir).await?;
+    store.flush().await?;
+    finish_import(report)
+}
+
+/// Prints an import's report; fails (exit 1) if anything was left out.
+fn finish_import(report: oxpecker::migrate::Report) -> Result<()> {
+    println!("{report}");
+    if !report.errors.is_empty() {
+        bail!(
+            "{} accounts or record sets were not imported",
+            report.errors.len()
+        );
+    }
+    Ok(())
 }

@@ -1,4 +1,9 @@
 //! Stored password credentials: an Argon2id PHC hash plus SCRAM keys for both hashes.
+//!
+//! An imported account may lack some of them (Prosody and ejabberd keep SCRAM keys only, often
+//! SCRAM-SHA-1 alone): an empty hash or key set means "absent". Such an account logs in with the
+//! mechanisms it has keys for, and clear-password checks (PLAIN, REST Basic) verify against
+//! its SCRAM keys until the password is next set.
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -23,6 +28,12 @@ pub enum CredentialError {
     /// The iteration count is below [`MIN_ITERATIONS`].
     #[error("iteration count {0} is below the minimum {MIN_ITERATIONS}")]
     TooFewIterations(u32),
+    /// Imported SCRAM keys do not fit their hash (length or iteration count).
+    #[error("{0} keys are malformed (key length or iteration count)")]
+    BadScramKeys(&'static str),
+    /// Imported credentials carry no SCRAM keys at all.
+    #[error("no SCRAM keys")]
+    NoScramKeys,
     /// The Argon2 hasher failed.
     #[error("argon2 hashing failed: {0}")]
     Hash(String),
@@ -46,8 +57,8 @@ mod b64 {
     }
 }
 
-/// Salted SCRAM verifier for one hash function (RFC 5802 §3).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// Salted SCRAM verifier for one hash function (RFC 5802 §3); the default (empty) one is "absent".
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ScramKeys {
     /// PBKDF2 salt.
     #[serde(with = "b64")]
@@ -73,16 +84,39 @@ impl ScramKeys {
             server_key: hash.hmac(&salted, b"Server Key"),
         }
     }
+
+    /// Whether these keys are usable for `hash` (iterations set, keys of the hash's length).
+    pub fn is_valid_for(&self, hash: ScramHash) -> bool {
+        let len = hash.output_len();
+        self.iterations > 0 && self.stored_key.len() == len && self.server_key.len() == len
+    }
+
+    /// Whether this is the absent (empty) verifier.
+    pub fn is_absent(&self) -> bool {
+        self.iterations == 0 && self.stored_key.is_empty() && self.server_key.is_empty()
+    }
+
+    /// Checks a clear password by re-deriving the StoredKey (constant-time compare).
+    pub fn verify(&self, hash: ScramHash, password: &str) -> bool {
+        if !self.is_valid_for(hash) {
+            return false;
+        }
+        let derived = ScramKeys::derive(hash, password.as_bytes(), &self.salt, self.iterations);
+        derived.stored_key.ct_eq(&self.stored_key).into()
+    }
 }
 
 /// Everything stored for one account's password.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Credentials {
-    /// Argon2id PHC string.
+    /// Argon2id PHC string; empty for an imported account whose password was not set since.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub argon2: String,
-    /// SCRAM-SHA-1 verifier.
+    /// SCRAM-SHA-1 verifier (absent when empty).
+    #[serde(default, skip_serializing_if = "ScramKeys::is_absent")]
     pub scram_sha1: ScramKeys,
-    /// SCRAM-SHA-256 verifier.
+    /// SCRAM-SHA-256 verifier (absent when empty).
+    #[serde(default, skip_serializing_if = "ScramKeys::is_absent")]
     pub scram_sha256: ScramKeys,
 }
 
@@ -110,26 +144,71 @@ impl Credentials {
         })
     }
 
-    /// Checks a password against the Argon2id hash (slow, constant-time).
+    /// Credentials carried over as SCRAM keys only (an import), without an Argon2 hash.
+    /// Fails unless at least one verifier is valid for its hash; an invalid one is an error too.
+    pub fn from_scram(
+        sha1: Option<ScramKeys>,
+        sha256: Option<ScramKeys>,
+    ) -> Result<Credentials, CredentialError> {
+        for (hash, keys) in [(ScramHash::Sha1, &sha1), (ScramHash::Sha256, &sha256)] {
+            if let Some(k) = keys
+                && !k.is_valid_for(hash)
+            {
+                return Err(CredentialError::BadScramKeys(hash.mechanism_name()));
+            }
+        }
+        if sha1.is_none() && sha256.is_none() {
+            return Err(CredentialError::NoScramKeys);
+        }
+        Ok(Credentials {
+            argon2: String::new(),
+            scram_sha1: sha1.unwrap_or_default(),
+            scram_sha256: sha256.unwrap_or_default(),
+        })
+    }
+
+    /// Whether every verifier is present (false for SCRAM-only imports until the next password set).
+    pub fn is_complete(&self) -> bool {
+        !self.argon2.is_empty()
+            && self.scram_sha1.is_valid_for(ScramHash::Sha1)
+            && self.scram_sha256.is_valid_for(ScramHash::Sha256)
+    }
+
+    /// Checks a clear password (REST Basic): against the Argon2id hash, or against the SCRAM
+    /// keys when the account has no Argon2 hash (an import).
+    pub fn verify(&self, password: &str) -> bool {
+        if self.argon2.is_empty() {
+            self.verify_scram(password)
+        } else {
+            self.verify_argon2(password)
+        }
+    }
+
+    /// What a password-verification cache keys on: changes whenever the stored secrets change.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(self.argon2.as_bytes());
+        h.update(&self.scram_sha256.stored_key);
+        h.update(&self.scram_sha1.stored_key);
+        h.finalize().into()
+    }
+
+    /// Checks a password against the Argon2id hash (slow, constant-time); false without one.
     pub fn verify_argon2(&self, password: &str) -> bool {
         Argon2::default()
             .verify_password(password.as_bytes(), self.argon2.as_str())
             .is_ok()
     }
 
-    /// Checks a password by re-deriving the SCRAM-SHA-256 StoredKey (constant-time compare).
+    /// Checks a password by re-deriving the SCRAM-SHA-256 StoredKey, or the SCRAM-SHA-1 one
+    /// when the account has SHA-1 keys only (constant-time compare).
     pub fn verify_scram(&self, password: &str) -> bool {
-        let k = &self.scram_sha256;
-        if k.iterations == 0 || k.stored_key.is_empty() {
-            return false;
+        if self.scram_sha256.is_valid_for(ScramHash::Sha256) {
+            self.scram_sha256.verify(ScramHash::Sha256, password)
+        } else {
+            self.scram_sha1.verify(ScramHash::Sha1, password)
         }
-        let derived = ScramKeys::derive(
-            ScramHash::Sha256,
-            password.as_bytes(),
-            &k.salt,
-            k.iterations,
-        );
-        derived.stored_key.ct_eq(&k.stored_key).into()
     }
 
     /// Returns the SCRAM verifier for `hash`.
@@ -181,6 +260,43 @@ mod tests {
 
         let bad = json.replace(&salt_b64, "not base64!");
         assert!(serde_json::from_str::<Credentials>(&bad).is_err());
+    }
+
+    #[test]
+    fn scram_only_credentials_verify_and_serde() {
+        let sha1 = ScramKeys::derive(ScramHash::Sha1, b"old pw", b"salt-1", 4096);
+        let c = Credentials::from_scram(Some(sha1.clone()), None).unwrap();
+        assert!(c.argon2.is_empty() && !c.is_complete());
+        assert!(c.scram_sha256.is_absent());
+        assert!(c.verify_scram("old pw") && c.verify("old pw"));
+        assert!(!c.verify("wrong") && !c.verify_argon2("old pw"));
+        assert!(!c.scram(ScramHash::Sha256).is_valid_for(ScramHash::Sha256));
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(
+            !json.contains("argon2") && !json.contains("scram_sha256"),
+            "{json}"
+        );
+        let back: Credentials = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.scram_sha1, sha1);
+        assert!(back.verify("old pw"));
+        assert_ne!(
+            back.fingerprint(),
+            Credentials::new("old pw", 4096).unwrap().fingerprint()
+        );
+
+        let sha256 = ScramKeys::derive(ScramHash::Sha256, b"pw2", b"s", 4096);
+        let both = Credentials::from_scram(Some(sha1.clone()), Some(sha256)).unwrap();
+        assert!(both.verify("pw2") && !both.verify("old pw"));
+        assert_eq!(
+            Credentials::from_scram(None, None).unwrap_err(),
+            CredentialError::NoScramKeys
+        );
+        assert_eq!(
+            Credentials::from_scram(None, Some(sha1)).unwrap_err(),
+            CredentialError::BadScramKeys("SCRAM-SHA-256")
+        );
+        let full = Credentials::new("pw", 4096).unwrap();
+        assert!(full.is_complete() && full.verify("pw") && !full.verify("px"));
     }
 
     #[test]

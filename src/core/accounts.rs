@@ -299,15 +299,22 @@ impl Accounts {
         Ok(users)
     }
 
-    /// Checks a clear password (for PLAIN); false for unknown accounts.
+    /// Checks a clear password (for PLAIN); false for unknown accounts. An imported account
+    /// missing some verifiers (no Argon2 hash, SCRAM-SHA-1 only) gains them all on success.
     pub async fn verify_password(&self, jid: &Jid, password: &str) -> Result<bool, AccountError> {
         let Some(rec) = self.get(jid).await? else {
             return Ok(false);
         };
-        let password = password.to_string();
-        tokio::task::spawn_blocking(move || rec.credentials.verify_scram(&password))
+        let creds = rec.credentials.clone();
+        let pw = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || creds.verify_scram(&pw))
             .await
-            .map_err(|e| AccountError::Corrupt(format!("verify task failed: {e}")))
+            .map_err(|e| AccountError::Corrupt(format!("verify task failed: {e}")))?;
+        if ok && !rec.credentials.is_complete() {
+            let creds = self.derive(password).await?;
+            self.put(jid, creds, rec.created, rec.role).await?;
+        }
+        Ok(ok)
     }
 }
 

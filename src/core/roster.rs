@@ -12,8 +12,10 @@ use super::Core;
 use crate::storage::{StorageError, Store};
 use crate::xmpp::{Element, Jid, ns};
 
-const ITEMS: &str = "roster";
-const PENDING: &str = "roster_pending";
+/// The map store of personal roster items (user → contact → [`RosterItem`]).
+pub const ITEMS: &str = "roster";
+/// The map store of pending inbound subscription requests (user → contact → request XML).
+pub const PENDING: &str = "roster_pending";
 const VERSIONS: &str = "roster_version";
 
 /// Why a roster operation failed.

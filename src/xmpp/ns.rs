@@ -148,3 +148,11 @@ pub const HTTPBIND: &str = "http://jabber.org/protocol/httpbind";
 pub const XBOSH: &str = "urn:xmpp:xbosh";
 /// Extensible Resource Descriptor, the host-meta document (XEP-0156, RFC 6415).
 pub const XRD: &str = "http://docs.oasis-open.org/ns/xri/xrd-1.0";
+/// XEP-0227 portable import/export (PIEFXIS) top-level namespace.
+pub const PIE: &str = "urn:xmpp:pie:0";
+/// XEP-0227 SCRAM credentials.
+pub const PIE_SCRAM: &str = "urn:xmpp:pie:0#scram";
+/// XEP-0227 message archives.
+pub const PIE_MAM: &str = "urn:xmpp:pie:0#mam";
+/// Oxpecker's extension to XEP-0227: stored records that the standard elements do not carry.
+pub const PIE_OXPECKER: &str = "urn:oxpecker:pie:0";

@@ -17,7 +17,7 @@ use base64::Engine;
 use dashmap::DashMap;
 use hmac::{Hmac, KeyInit, Mac};
 use ipnet::IpNet;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
@@ -200,7 +200,7 @@ impl Authenticator {
     /// Verifies a password, from the cache when the stored hash is unchanged.
     async fn verify(&self, jid: &Jid, password: &str, record: &AccountRecord) -> bool {
         let key = self.cache_key(jid, password);
-        let fingerprint: [u8; 32] = Sha256::digest(record.credentials.argon2.as_bytes()).into();
+        let fingerprint = record.credentials.fingerprint();
         let hit = |cache: &DashMap<[u8; 32], [u8; 32]>| {
             cache
                 .get(&key)
@@ -217,7 +217,7 @@ impl Authenticator {
         } else {
             let creds = record.credentials.clone();
             let password = password.to_string();
-            let ok = tokio::task::spawn_blocking(move || creds.verify_argon2(&password))
+            let ok = tokio::task::spawn_blocking(move || creds.verify(&password))
                 .await
                 .unwrap_or(false);
             if ok {
