@@ -87,6 +87,9 @@ pub enum SaslError {
     /// A transient server-side failure.
     #[error("temporary authentication failure")]
     TemporaryAuthFailure,
+    /// The server requires SASL2 with a client id (`enforce_client_ids`).
+    #[error("a SASL2 client id is required")]
+    ClientIdRequired,
 }
 
 impl SaslError {
@@ -104,6 +107,17 @@ impl SaslError {
             SaslError::MechanismTooWeak => "mechanism-too-weak",
             SaslError::NotAuthorized => "not-authorized",
             SaslError::TemporaryAuthFailure => "temporary-auth-failure",
+            SaslError::ClientIdRequired => "not-authorized",
+        }
+    }
+
+    /// A human-readable `<text/>` for the failure, where the condition alone is unclear.
+    pub fn text(&self) -> Option<&'static str> {
+        match self {
+            SaslError::ClientIdRequired => {
+                Some("this server only admits clients that authenticate with SASL2 and a client id")
+            }
+            _ => None,
         }
     }
 }

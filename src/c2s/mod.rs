@@ -1,7 +1,9 @@
 //! Client-to-server: the listeners, one task per connection, negotiation, then the session.
 
+pub mod bind2;
 pub mod negotiate;
 pub mod register;
+pub mod sasl2;
 pub mod session;
 pub mod sm;
 
@@ -141,9 +143,9 @@ async fn connection(
                 parser,
                 writer,
                 hib,
-                ..
+                announced,
             } => {
-                session::resume(core, parser, writer, hib).await;
+                session::resume_after(core, parser, writer, hib, announced).await;
                 return;
             }
             Outcome::StartTls(parser, w) => match parser.into_inner().into_inner().reunite(w) {
@@ -176,8 +178,8 @@ async fn connection(
             parser,
             writer,
             hib,
-            ..
-        } => session::resume(core, parser, writer, hib).await,
+            announced,
+        } => session::resume_after(core, parser, writer, hib, announced).await,
         Outcome::StartTls(..) | Outcome::Closed => {}
     }
 }

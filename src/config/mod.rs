@@ -189,6 +189,10 @@ pub struct C2sConfig {
     pub send_queue: usize,
     /// Most simultaneous client connections.
     pub max_connections: usize,
+    /// Refuse clients that do not use SASL2 with a client id.
+    pub enforce_client_ids: bool,
+    /// Lifetime of a FAST token in seconds (0 = FAST not offered).
+    pub fast_token_lifetime_secs: u64,
 }
 
 impl Default for C2sConfig {
@@ -205,6 +209,8 @@ impl Default for C2sConfig {
             resource_conflict: ResourceConflict::KickOld,
             send_queue: 1024,
             max_connections: 100_000,
+            enforce_client_ids: false,
+            fast_token_lifetime_secs: 21 * 86_400,
         }
     }
 }

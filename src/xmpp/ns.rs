@@ -136,3 +136,13 @@ pub const CONFERENCE: &str = "jabber:x:conference";
 pub const DIALBACK: &str = "jabber:server:dialback";
 /// The dialback stream feature (XEP-0220 §2.1).
 pub const DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
+/// XEP-0388 Extensible SASL Profile (SASL2).
+pub const SASL2: &str = "urn:xmpp:sasl:2";
+/// XEP-0386 Bind 2.
+pub const BIND2: &str = "urn:xmpp:bind:0";
+/// XEP-0484 Fast Authentication Streamlining Tokens.
+pub const FAST: &str = "urn:xmpp:fast:0";
+/// XEP-0440 SASL channel-binding type capability.
+pub const SASL_CB: &str = "urn:xmpp:sasl-cb:0";
+/// Prosody's client management protocol (`mod_client_management`).
+pub const CLIENT_MANAGEMENT: &str = "xmpp:prosody.im/protocol/manage-clients";
