@@ -416,3 +416,78 @@ async fn manage_clients_lists_and_revokes_over_xmpp() {
     let (_, r) = fast_login(&srv, "c-6", &token, "").await;
     assert!(r.contains("<not-authorized"), "{r}");
 }
+
+#[tokio::test]
+async fn rest_and_shell_list_and_revoke_clients() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let srv = TestServer::start_with(|c| {
+        c.modules_enabled.push("client_management".into());
+        c.admins = vec!["admin@localhost".into()];
+    })
+    .await;
+    srv.add_user("alice@localhost", "secret").await;
+    srv.add_user("admin@localhost", "admin-pw").await;
+    let (mut app, token) = password_login_with_token(&srv, "c-7").await;
+    let _legacy = RawClient::login(&srv, "alice", "secret", "old").await;
+    wait_clients(&srv, |l| l.len() == 2).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{}/admin_rest", srv.http());
+    let list: serde_json::Value = http
+        .get(format!("{base}/user/alice/clients"))
+        .basic_auth("admin@localhost", Some("admin-pw"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let clients = list["result"]["clients"].as_array().unwrap().clone();
+    assert_eq!(list["result"]["count"], 2, "{list}");
+    let app_entry = clients.iter().find(|c| c["legacy"] == false).unwrap();
+    assert_eq!(app_entry["software"], "TestApp");
+    assert_eq!(app_entry["device"], "Laptop");
+    assert_eq!(app_entry["connected"], true);
+    assert_eq!(app_entry["auth"], serde_json::json!(["password"]));
+    let legacy_id = clients.iter().find(|c| c["legacy"] == true).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The shell sees the same.
+    let core = srv.server().core.clone();
+    let out =
+        oxpecker::control::console::run(&core, "user", "clients", vec!["alice@localhost".into()])
+            .await
+            .unwrap();
+    assert_eq!(out.rows.len(), 2, "{:?}", out.rows);
+    let err = oxpecker::control::console::run(
+        &core,
+        "user",
+        "revoke_client",
+        vec!["alice@localhost".into(), legacy_id.clone()],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("password"), "{err}");
+    // REST: unknown id 404, password-only 409, the FAST client 200 and it is disconnected.
+    let del = |id: String| {
+        let http = http.clone();
+        let url = format!("{base}/user/alice/clients/{}", id.replace('/', "%2F"));
+        async move {
+            http.delete(url)
+                .basic_auth("admin@localhost", Some("admin-pw"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(del("client/nope".into()).await, 404);
+    assert_eq!(del(legacy_id).await, 409);
+    let app_id = app_entry["id"].as_str().unwrap().to_string();
+    assert_eq!(del(app_id.clone()).await, 200);
+    assert!(app.read_to_close().await.contains("not-authorized"));
+    let (_, r) = fast_login(&srv, "c-7", &token, "").await;
+    assert!(r.contains("<not-authorized"), "{r}");
+    assert_eq!(del(app_id).await, 404, "already revoked");
+}

@@ -109,6 +109,15 @@ pub fn client_key(client_id: &str) -> String {
     short_hash(client_id)
 }
 
+/// A client id as an admin types it: `client/…`, `grant/…`, or just the part after `client/`.
+pub fn full_id(id: &str) -> String {
+    if id.contains('/') {
+        id.to_string()
+    } else {
+        format!("{CLIENT_PREFIX}{id}")
+    }
+}
+
 /// The public id of a legacy client bound as `resource`.
 pub fn legacy_key(resource: &str) -> String {
     short_hash(&format!("legacy:{resource}"))
