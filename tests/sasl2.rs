@@ -491,3 +491,95 @@ async fn rest_and_shell_list_and_revoke_clients() {
     assert!(r.contains("<not-authorized"), "{r}");
     assert_eq!(del(app_id).await, 404, "already revoked");
 }
+
+#[tokio::test]
+async fn scram_plus_binds_to_the_tls_exporter_over_sasl1_and_sasl2() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let srv = server().await;
+    for sasl2 in [false, true] {
+        let tcp = starttls_tcp(&srv).await;
+        let connector = tokio_rustls::TlsConnector::from(common::client_tls(&srv.cert_pem()));
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let data = tls
+            .get_ref()
+            .1
+            .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+            .unwrap();
+        let mut c = RawClient {
+            io: Box::new(tls),
+            buf: String::new(),
+            jid: String::new(),
+        };
+        let features = c.open().await;
+        assert!(
+            features.contains("<mechanism>SCRAM-SHA-256-PLUS</mechanism>"),
+            "{features}"
+        );
+        assert!(
+            features.contains("<channel-binding type=\"tls-exporter\"/>"),
+            "{features}"
+        );
+        let cb = oxpecker::auth::scram::ChannelBinding {
+            kind: "tls-exporter".into(),
+            data: data.to_vec(),
+        };
+        let mut client =
+            ScramClient::new(ScramHash::Sha256, "alice", "secret").with_channel_binding(cb);
+        let first = B64.encode(client.client_first());
+        let (ns, open) = if sasl2 {
+            (
+                SASL2,
+                format!(
+                    "<authenticate xmlns='{SASL2}' mechanism='SCRAM-SHA-256-PLUS'><initial-response>{first}</initial-response>{}</authenticate>",
+                    user_agent("c-8")
+                ),
+            )
+        } else {
+            (
+                "urn:ietf:params:xml:ns:xmpp-sasl",
+                format!(
+                    "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256-PLUS'>{first}</auth>"
+                ),
+            )
+        };
+        c.send(&open).await;
+        let ch = c.read_stanza("challenge").await;
+        let server_first = B64.decode(between(&ch, ">", "</challenge>")).unwrap();
+        let fin = B64.encode(client.client_final(&server_first).unwrap());
+        c.send(&format!("<response xmlns='{ns}'>{fin}</response>"))
+            .await;
+        let ok = c.read_stanza("success").await;
+        let v = if sasl2 {
+            between(&ok, "<additional-data>", "</additional-data>").to_string()
+        } else {
+            between(&ok, ">", "</success>").to_string()
+        };
+        client
+            .verify_server_final(&B64.decode(v).unwrap())
+            .expect("server proof over the bound channel");
+    }
+}
+
+/// A TCP connection that asked for STARTTLS and got `<proceed/>`.
+async fn starttls_tcp(srv: &TestServer) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(srv.c2s()).await.unwrap();
+    tcp.write_all(common::HEADER.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    let mut sent = false;
+    while !seen.contains("<proceed") {
+        if !sent && seen.contains("</stream:features>") {
+            tcp.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                .await
+                .unwrap();
+            sent = true;
+        }
+        let mut buf = [0u8; 4096];
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before <proceed/>: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.ends_with("/>"), "{seen}");
+    tcp
+}

@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::scram::ChannelBinding;
 use crate::core::Core;
 use crate::core::sessions::TlsInfo;
 use crate::xmpp::parser::StreamParser;
@@ -111,6 +112,21 @@ pub fn tls_info(tls: &rustls::ServerConnection) -> Option<TlsInfo> {
     })
 }
 
+/// The RFC 9266 `tls-exporter` channel binding of a TLS 1.3 connection (none for TLS 1.2,
+/// where the exporter is only safe with extended master secret).
+pub fn tls_exporter(tls: &rustls::ServerConnection) -> Option<ChannelBinding> {
+    if tls.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    let data = tls
+        .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+        .ok()?;
+    Some(ChannelBinding {
+        kind: "tls-exporter".into(),
+        data: data.to_vec(),
+    })
+}
+
 async fn connection(
     core: Arc<Core>,
     tcp: TcpStream,
@@ -164,6 +180,7 @@ async fn connection(
         Err(_) => return,
     };
     neg.upgraded(tls_info(stream.get_ref().1));
+    neg.binding = tls_exporter(stream.get_ref().1);
     gauge.secured();
     let (r, w) = tokio::io::split(stream);
     let parser = StreamParser::new(BufReader::with_capacity(READ_BUFFER, r), limits);

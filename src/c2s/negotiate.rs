@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::sasl2::{Authed, Next};
 use crate::auth::sasl::{self, Mechanism, SaslError};
-use crate::auth::scram::ScramServer;
+use crate::auth::scram::{ChannelBinding, ScramServer};
 use crate::config::Config;
 use crate::core::Core;
 use crate::core::lifecycle::{AUTHENTICATION_FAILURE, AUTHENTICATION_SUCCESS};
@@ -85,6 +85,8 @@ pub struct Negotiation {
     header_sent: bool,
     /// What the session will show of its connection (TLS, mechanism), filled as negotiation goes.
     pub conn: Connection,
+    /// The TLS channel binding SCRAM `-PLUS` verifies (set by the transport after its handshake).
+    pub binding: Option<ChannelBinding>,
 }
 
 /// Limits before authentication.
@@ -591,6 +593,8 @@ impl Negotiation {
         });
     }
 
+    /// The configured mechanisms this connection can use: PLAIN only when encrypted, the
+    /// `-PLUS` ones only with a channel binding.
     fn mechanisms(&self) -> Vec<Mechanism> {
         self.config
             .c2s
@@ -598,6 +602,7 @@ impl Negotiation {
             .iter()
             .filter_map(|m| Mechanism::from_name(m))
             .filter(|m| *m != Mechanism::Plain || self.secure)
+            .filter(|m| !m.is_plus() || self.binding.is_some())
             .collect()
     }
 
@@ -639,6 +644,9 @@ impl Negotiation {
             }
             f.push(mechs);
             f.push(self.sasl2_feature(host, &self.mechanisms()));
+            if let Some(cb) = self.channel_binding_feature() {
+                f.push(cb);
+            }
         }
         if let Some(register) =
             super::register::stream_feature(&self.core, &self.config, host, self.secure)
@@ -706,7 +714,8 @@ impl Negotiation {
                 Ok(Some((jid, None)))
             }
             Some(hash) => {
-                let mut server = ScramServer::new(hash);
+                let mut server =
+                    ScramServer::with_binding(hash, mech.is_plus(), self.binding.clone());
                 let cf = server.client_first(&first)?;
                 let jid = self.login_jid(&cf.username, cf.authzid.as_deref(), host);
                 let record = match &jid {
@@ -804,6 +813,7 @@ impl Negotiation {
             secure,
             deadline,
             header_sent: false,
+            binding: None,
         }
     }
 

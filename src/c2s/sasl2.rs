@@ -147,6 +147,15 @@ pub fn sasl1_failure(e: &SaslError) -> String {
 }
 
 impl Negotiation {
+    /// The XEP-0440 `<sasl-channel-binding/>` feature naming the binding this connection offers.
+    pub(super) fn channel_binding_feature(&self) -> Option<Element> {
+        let b = self.binding.as_ref()?;
+        Some(
+            Element::new("sasl-channel-binding", ns::SASL_CB)
+                .child(Element::new("channel-binding", ns::SASL_CB).attr("type", b.kind.as_str())),
+        )
+    }
+
     /// The `<authentication/>` stream feature: the mechanisms, and what may be inlined.
     pub(super) fn sasl2_feature(&self, host: &str, mechanisms: &[Mechanism]) -> Element {
         let mut auth = Element::new("authentication", ns::SASL2);

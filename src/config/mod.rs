@@ -181,7 +181,8 @@ pub struct C2sConfig {
     pub negotiation_timeout_secs: u64,
     /// Seconds of silence after which an authenticated client is disconnected (0 = never).
     pub idle_timeout_secs: u64,
-    /// SASL mechanisms offered, in this order (PLAIN only ever over TLS).
+    /// SASL mechanisms offered, in this order (PLAIN only ever over TLS, `-PLUS` only with a
+    /// TLS 1.3 channel binding).
     pub sasl_mechanisms: Vec<String>,
     /// Policy when a bound resource is taken.
     pub resource_conflict: ResourceConflict,
@@ -205,7 +206,15 @@ impl Default for C2sConfig {
             max_stanza_size_unauthenticated: 10 * 1024,
             negotiation_timeout_secs: 30,
             idle_timeout_secs: 0,
-            sasl_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-1".into(), "PLAIN".into()],
+            sasl_mechanisms: [
+                "SCRAM-SHA-256-PLUS",
+                "SCRAM-SHA-1-PLUS",
+                "SCRAM-SHA-256",
+                "SCRAM-SHA-1",
+                "PLAIN",
+            ]
+            .map(String::from)
+            .to_vec(),
             resource_conflict: ResourceConflict::KickOld,
             send_queue: 1024,
             max_connections: 100_000,
