@@ -1,7 +1,7 @@
 //! XEP-0388 SASL2 on client streams: the `<authentication/>` feature, `<authenticate/>` with
 //! its `<user-agent/>` and inline requests (Bind2, XEP-0198 `<resume/>`, XEP-0484 FAST), and
 //! the `<success/>` carrying their results. The SASL exchange itself is the one SASL1 uses
-//! ([`Negotiation::sasl`] with the SASL2 namespace); failures are counted by the caller exactly
+//! (`Negotiation::sasl` with the SASL2 namespace); failures are counted by the caller exactly
 //! as SASL1 failures are. After `<success/>` the stream is not restarted: without Bind2 the
 //! server sends the post-authentication features right after it.
 
