@@ -24,7 +24,10 @@ fn main() {
     let out =
         PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default()).join("admin_rest.json");
     let json = serde_json::to_string(&value).unwrap_or_default();
-    if let Err(e) = std::fs::write(&out, json) {
+    // Write a new file and rename it over the old: a target dir copied with hard links
+    // (`cp -al`) must not see this build's spec through a shared inode.
+    let tmp = out.with_extension("json.tmp");
+    if let Err(e) = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &out)) {
         println!("cargo::error={}: {e}", out.display());
         std::process::exit(1);
     }

@@ -279,6 +279,8 @@ const KNOWN: &[Row] = &[
     ("PATCH", "/user/carol/role", Body::Json(r#"{"role":"prosody:member"}"#), 200,
         says!("User modified: carol@localhost")),
     ("GET", "/user/alice/connected", Body::None, 404, result!({"connected": false})),
+    ("GET", "/user/alice/clients", Body::None, 200, result!({"count": 0, "clients": []})),
+    ("DELETE", "/user/alice/clients/staff", Body::None, 404, says!("No such client: client/staff")),
     ("GET", "/user_connected/nobody", Body::None, 404, result!({"connected": false})),
     ("GET", "/users", Body::None, 200, result!({"users": [], "count": 0})),
     ("GET", "/users/count", Body::None, 200, result!({"count": 0})),

@@ -1,6 +1,7 @@
-//! SASL authentication: SCRAM-SHA-1/-256 and PLAIN mechanisms plus stored credentials.
+//! SASL authentication: SCRAM-SHA-1/-256 and PLAIN mechanisms, FAST hashed tokens, stored credentials.
 
 pub mod credentials;
+pub mod fast;
 pub mod sasl;
 pub mod scram;
 

@@ -11,6 +11,10 @@ const PLAIN_MAX_FIELD: usize = 255;
 /// A SASL mechanism supported by the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mechanism {
+    /// SCRAM-SHA-256-PLUS (RFC 7677, with channel binding); offered only with a binding.
+    ScramSha256Plus,
+    /// SCRAM-SHA-1-PLUS (RFC 5802, with channel binding); offered only with a binding.
+    ScramSha1Plus,
     /// SCRAM-SHA-256 (RFC 7677).
     ScramSha256,
     /// SCRAM-SHA-1 (RFC 5802).
@@ -21,7 +25,9 @@ pub enum Mechanism {
 
 impl Mechanism {
     /// All mechanisms in server preference order.
-    pub const ALL: [Mechanism; 3] = [
+    pub const ALL: [Mechanism; 5] = [
+        Mechanism::ScramSha256Plus,
+        Mechanism::ScramSha1Plus,
         Mechanism::ScramSha256,
         Mechanism::ScramSha1,
         Mechanism::Plain,
@@ -30,6 +36,8 @@ impl Mechanism {
     /// The IANA-registered mechanism name.
     pub fn name(self) -> &'static str {
         match self {
+            Mechanism::ScramSha256Plus => "SCRAM-SHA-256-PLUS",
+            Mechanism::ScramSha1Plus => "SCRAM-SHA-1-PLUS",
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
             Mechanism::ScramSha1 => "SCRAM-SHA-1",
             Mechanism::Plain => "PLAIN",
@@ -41,11 +49,25 @@ impl Mechanism {
         Self::ALL.into_iter().find(|m| m.name() == name)
     }
 
+    /// Whether this is a channel-binding (`-PLUS`) mechanism.
+    pub fn is_plus(self) -> bool {
+        matches!(self, Mechanism::ScramSha256Plus | Mechanism::ScramSha1Plus)
+    }
+
+    /// The `-PLUS` variant of a SCRAM mechanism.
+    pub fn plus(self) -> Option<Self> {
+        match self {
+            Mechanism::ScramSha256 => Some(Mechanism::ScramSha256Plus),
+            Mechanism::ScramSha1 => Some(Mechanism::ScramSha1Plus),
+            _ => None,
+        }
+    }
+
     /// The SCRAM hash used by this mechanism, if it is a SCRAM mechanism.
     pub fn scram_hash(self) -> Option<ScramHash> {
         match self {
-            Mechanism::ScramSha256 => Some(ScramHash::Sha256),
-            Mechanism::ScramSha1 => Some(ScramHash::Sha1),
+            Mechanism::ScramSha256 | Mechanism::ScramSha256Plus => Some(ScramHash::Sha256),
+            Mechanism::ScramSha1 | Mechanism::ScramSha1Plus => Some(ScramHash::Sha1),
             Mechanism::Plain => None,
         }
     }
@@ -87,6 +109,9 @@ pub enum SaslError {
     /// A transient server-side failure.
     #[error("temporary authentication failure")]
     TemporaryAuthFailure,
+    /// The server requires SASL2 with a client id (`enforce_client_ids`).
+    #[error("a SASL2 client id is required")]
+    ClientIdRequired,
 }
 
 impl SaslError {
@@ -104,6 +129,17 @@ impl SaslError {
             SaslError::MechanismTooWeak => "mechanism-too-weak",
             SaslError::NotAuthorized => "not-authorized",
             SaslError::TemporaryAuthFailure => "temporary-auth-failure",
+            SaslError::ClientIdRequired => "not-authorized",
+        }
+    }
+
+    /// A human-readable `<text/>` for the failure, where the condition alone is unclear.
+    pub fn text(&self) -> Option<&'static str> {
+        match self {
+            SaslError::ClientIdRequired => {
+                Some("this server only admits clients that authenticate with SASL2 and a client id")
+            }
+            _ => None,
         }
     }
 }
@@ -183,7 +219,9 @@ mod tests {
         for m in Mechanism::ALL {
             assert_eq!(Mechanism::from_name(m.name()), Some(m));
         }
-        assert_eq!(Mechanism::ALL[0], Mechanism::ScramSha256);
+        assert_eq!(Mechanism::ALL[0], Mechanism::ScramSha256Plus);
+        assert_eq!(Mechanism::ScramSha1.plus(), Some(Mechanism::ScramSha1Plus));
+        assert!(Mechanism::ScramSha1Plus.is_plus() && !Mechanism::Plain.is_plus());
         assert_eq!(Mechanism::from_name("scram-sha-1"), None);
         assert_eq!(Mechanism::from_name("DIGEST-MD5"), None);
         assert_eq!(Mechanism::Plain.scram_hash(), None);

@@ -160,18 +160,27 @@ pub struct ClientFirst {
     pub authzid: Option<String>,
 }
 
+/// A channel binding the server can verify (RFC 5929 / RFC 9266): its type name and data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelBinding {
+    /// The type, e.g. `tls-exporter`.
+    pub kind: String,
+    /// The binding data of this connection.
+    pub data: Vec<u8>,
+}
+
 /// Server exchange state.
 #[derive(Debug)]
 enum ServerState {
     Initial,
     GotFirst {
-        gs2_header: String,
+        cbind: Vec<u8>,
         bare: String,
         client_nonce: String,
         username: String,
     },
     SentFirst {
-        gs2_header: String,
+        cbind: Vec<u8>,
         auth_prefix: String,
         nonce: String,
         keys: Option<(Vec<u8>, Vec<u8>)>,
@@ -185,6 +194,10 @@ pub struct ScramServer {
     hash: ScramHash,
     server_nonce: String,
     state: ServerState,
+    /// Whether the mechanism is a `-PLUS` one (channel binding required).
+    plus: bool,
+    /// The connection's channel binding, when the server offers one.
+    binding: Option<ChannelBinding>,
 }
 
 impl ScramServer {
@@ -199,6 +212,18 @@ impl ScramServer {
             hash,
             server_nonce,
             state: ServerState::Initial,
+            plus: false,
+            binding: None,
+        }
+    }
+
+    /// A server exchange for the `-PLUS` variant when `plus` (which then requires the client to
+    /// bind to `binding`, the connection's channel binding).
+    pub fn with_binding(hash: ScramHash, plus: bool, binding: Option<ChannelBinding>) -> Self {
+        Self {
+            plus,
+            binding,
+            ..Self::new(hash)
         }
     }
 
@@ -213,9 +238,17 @@ impl ScramServer {
         let (Some(flag), Some(authz), Some(bare)) = (it.next(), it.next(), it.next()) else {
             return Err(SaslError::MalformedRequest);
         };
-        // "p=" would request channel binding, which we never advertise.
-        if flag != "n" && flag != "y" {
-            return Err(SaslError::MalformedRequest);
+        let gs2_header = &msg[..flag.len() + authz.len() + 2];
+        let mut cbind = gs2_header.as_bytes().to_vec();
+        match (flag, self.plus, &self.binding) {
+            // `y` ("I could bind, you offered no -PLUS") is accepted even when we offer a
+            // binding: RFC 5802 §6 would fail it as a stripped list, but clients send `y`
+            // without being able to bind (tokio-xmpp's default, which the tests use).
+            ("n" | "y", false, _) => {}
+            (f, true, Some(b)) if f.strip_prefix("p=") == Some(b.kind.as_str()) => {
+                cbind.extend_from_slice(&b.data);
+            }
+            _ => return Err(SaslError::MalformedRequest),
         }
         let authzid = match authz {
             "" => None,
@@ -229,7 +262,7 @@ impl ScramServer {
         }
         // Optional extensions are ignored (any "m=" would have failed the n= check).
         self.state = ServerState::GotFirst {
-            gs2_header: msg[..flag.len() + authz.len() + 2].to_owned(),
+            cbind,
             bare: bare.to_owned(),
             client_nonce: client_nonce.to_owned(),
             username: username.clone(),
@@ -243,7 +276,7 @@ impl ScramServer {
     pub fn server_first(&mut self, keys: Option<&ScramKeys>) -> Vec<u8> {
         let state = std::mem::replace(&mut self.state, ServerState::Done);
         let ServerState::GotFirst {
-            gs2_header,
+            cbind,
             bare,
             client_nonce,
             username,
@@ -261,7 +294,7 @@ impl ScramServer {
         let nonce = format!("{client_nonce}{}", self.server_nonce);
         let server_first = format!("r={nonce},s={},i={iterations}", STANDARD.encode(&salt));
         self.state = ServerState::SentFirst {
-            gs2_header,
+            cbind,
             auth_prefix: format!("{bare},{server_first},"),
             nonce,
             keys: keys.map(|k| (k.stored_key.clone(), k.server_key.clone())),
@@ -273,7 +306,7 @@ impl ScramServer {
     pub fn client_final(&mut self, msg: &[u8]) -> Result<Vec<u8>, SaslError> {
         let state = std::mem::replace(&mut self.state, ServerState::Done);
         let ServerState::SentFirst {
-            gs2_header,
+            cbind: expected,
             auth_prefix,
             nonce,
             keys,
@@ -287,7 +320,7 @@ impl ScramServer {
         let mut parts = without_proof.split(',');
         let cbind = b64(attr(parts.next(), 'c')?)?;
         let client_nonce = attr(parts.next(), 'r')?;
-        if cbind.ct_eq(gs2_header.as_bytes()).unwrap_u8() != 1
+        if cbind.ct_eq(&expected).unwrap_u8() != 1
             || client_nonce.as_bytes().ct_eq(nonce.as_bytes()).unwrap_u8() != 1
         {
             return Err(SaslError::NotAuthorized);
@@ -325,6 +358,7 @@ pub struct ScramClient {
     password: String,
     nonce: String,
     state: ClientState,
+    binding: Option<ChannelBinding>,
 }
 
 impl std::fmt::Debug for ScramClient {
@@ -351,13 +385,27 @@ impl ScramClient {
             password: password.to_owned(),
             nonce,
             state: ClientState::Initial,
+            binding: None,
+        }
+    }
+
+    /// The same client binding the exchange to `binding` (the `-PLUS` mechanisms).
+    pub fn with_channel_binding(mut self, binding: ChannelBinding) -> Self {
+        self.binding = Some(binding);
+        self
+    }
+
+    fn gs2_header(&self) -> String {
+        match &self.binding {
+            Some(b) => format!("p={},,", b.kind),
+            None => "n,,".into(),
         }
     }
 
     /// Produces the client-first-message.
     pub fn client_first(&mut self) -> Vec<u8> {
         let bare = format!("n={},r={}", escape_saslname(&self.username), self.nonce);
-        let msg = format!("n,,{bare}");
+        let msg = format!("{}{bare}", self.gs2_header());
         self.state = ClientState::SentFirst { bare };
         msg.into_bytes()
     }
@@ -386,7 +434,11 @@ impl ScramClient {
         let salted = h.hi(self.password.as_bytes(), &salt, iterations);
         let client_key = h.hmac(&salted, b"Client Key");
         let stored_key = h.h(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
+        let mut cbind = self.gs2_header().into_bytes();
+        if let Some(b) = &self.binding {
+            cbind.extend_from_slice(&b.data);
+        }
+        let without_proof = format!("c={},r={nonce}", STANDARD.encode(cbind));
         let auth_message = format!("{bare},{sf},{without_proof}");
         let proof = xor(&client_key, &h.hmac(&stored_key, auth_message.as_bytes()));
         let server_key = h.hmac(&salted, b"Server Key");
@@ -418,6 +470,67 @@ impl ScramClient {
 mod tests {
     use super::*;
     use SaslError::{MalformedRequest as Malformed, NotAuthorized as NotAuth};
+
+    fn exporter(data: &[u8]) -> ChannelBinding {
+        ChannelBinding {
+            kind: "tls-exporter".into(),
+            data: data.to_vec(),
+        }
+    }
+
+    /// One exchange of `client` against a PLUS (or not) server with `server_cb`.
+    fn bound_exchange(
+        mut client: ScramClient,
+        plus: bool,
+        server_cb: Option<ChannelBinding>,
+    ) -> Result<(), SaslError> {
+        let keys = ScramKeys::derive(ScramHash::Sha256, b"pw", b"saltsaltsalt", 4096);
+        let mut server = ScramServer::with_binding(ScramHash::Sha256, plus, server_cb);
+        server.client_first(&client.client_first())?;
+        let sf = server.server_first(Some(&keys));
+        let fin = client.client_final(&sf)?;
+        let v = server.client_final(&fin)?;
+        client.verify_server_final(&v)
+    }
+
+    #[test]
+    fn plus_mechanisms_verify_the_channel_binding() {
+        let c = || ScramClient::new(ScramHash::Sha256, "alice", "pw");
+        let cb = exporter(b"0123456789abcdef0123456789abcdef");
+        assert_eq!(
+            bound_exchange(c().with_channel_binding(cb.clone()), true, Some(cb.clone())),
+            Ok(())
+        );
+        // Another connection's binding (a relayed exchange) fails.
+        assert_eq!(
+            bound_exchange(
+                c().with_channel_binding(exporter(b"another connection's exporter..")),
+                true,
+                Some(cb.clone())
+            ),
+            Err(NotAuth)
+        );
+        // -PLUS without binding, a binding without -PLUS, or an unknown type: malformed.
+        assert_eq!(bound_exchange(c(), true, Some(cb.clone())), Err(Malformed));
+        assert_eq!(
+            bound_exchange(
+                c().with_channel_binding(cb.clone()),
+                false,
+                Some(cb.clone())
+            ),
+            Err(Malformed)
+        );
+        let other = ChannelBinding {
+            kind: "tls-unique".into(),
+            data: cb.data.clone(),
+        };
+        assert_eq!(
+            bound_exchange(c().with_channel_binding(other), true, Some(cb.clone())),
+            Err(Malformed)
+        );
+        // The plain mechanism still works on a connection that offers a binding.
+        assert_eq!(bound_exchange(c(), false, Some(cb)), Ok(()));
+    }
 
     /// (hash, client nonce, server nonce, salt b64, client-first, server-first, client-final, server-final)
     type Vector = (

@@ -70,8 +70,8 @@ pub async fn serve(core: Arc<Core>, carrier: Carrier, io: DuplexStream) {
             parser,
             writer,
             hib,
-            ..
-        } => session::resume(core, parser, writer, hib).await,
+            announced,
+        } => session::resume_after(core, parser, writer, hib, announced).await,
         Outcome::StartTls(..) | Outcome::Closed => {}
     }
 }

@@ -1,8 +1,10 @@
 //! Client-to-server: the listeners, one task per connection, negotiation, then the session.
 
+pub mod bind2;
 pub mod duplex;
 pub mod negotiate;
 pub mod register;
+pub mod sasl2;
 pub mod session;
 pub mod sm;
 
@@ -16,6 +18,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::scram::ChannelBinding;
 use crate::core::Core;
 use crate::core::sessions::TlsInfo;
 use crate::xmpp::parser::StreamParser;
@@ -105,6 +108,21 @@ pub fn tls_info(tls: &rustls::ServerConnection) -> Option<TlsInfo> {
     TlsInfo::of(tls)
 }
 
+/// The RFC 9266 `tls-exporter` channel binding of a TLS 1.3 connection (none for TLS 1.2,
+/// where the exporter is only safe with extended master secret).
+pub fn tls_exporter(tls: &rustls::ServerConnection) -> Option<ChannelBinding> {
+    if tls.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    let data = tls
+        .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+        .ok()?;
+    Some(ChannelBinding {
+        kind: "tls-exporter".into(),
+        data: data.to_vec(),
+    })
+}
+
 async fn connection(
     core: Arc<Core>,
     tcp: TcpStream,
@@ -137,9 +155,9 @@ async fn connection(
                 parser,
                 writer,
                 hib,
-                ..
+                announced,
             } => {
-                session::resume(core, parser, writer, hib).await;
+                session::resume_after(core, parser, writer, hib, announced).await;
                 return;
             }
             Outcome::StartTls(parser, w) => match parser.into_inner().into_inner().reunite(w) {
@@ -158,6 +176,7 @@ async fn connection(
         Err(_) => return,
     };
     neg.upgraded(tls_info(stream.get_ref().1));
+    neg.binding = tls_exporter(stream.get_ref().1);
     gauge.secured();
     let (r, w) = tokio::io::split(stream);
     let parser = StreamParser::new(BufReader::with_capacity(READ_BUFFER, r), limits);
@@ -172,8 +191,8 @@ async fn connection(
             parser,
             writer,
             hib,
-            ..
-        } => session::resume(core, parser, writer, hib).await,
+            announced,
+        } => session::resume_after(core, parser, writer, hib, announced).await,
         Outcome::StartTls(..) | Outcome::Closed => {}
     }
 }

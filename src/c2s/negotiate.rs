@@ -6,8 +6,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::sasl2::{Authed, Next};
 use crate::auth::sasl::{self, Mechanism, SaslError};
-use crate::auth::scram::ScramServer;
+use crate::auth::scram::{ChannelBinding, ScramServer};
 use crate::config::Config;
 use crate::core::Core;
 use crate::core::lifecycle::{AUTHENTICATION_FAILURE, AUTHENTICATION_SUCCESS};
@@ -63,6 +64,8 @@ pub enum Outcome<R, W> {
         writer: W,
         /// The session and its queue.
         hib: crate::core::sessions::Hibernated,
+        /// Whether `<resumed/>` was already sent (inside a SASL2 `<success/>`).
+        announced: bool,
     },
     /// The stream ended (error sent or peer gone).
     Closed,
@@ -84,6 +87,8 @@ pub struct Negotiation {
     header_sent: bool,
     /// What the session will show of its connection (TLS, mechanism), filled as negotiation goes.
     pub conn: Connection,
+    /// The TLS channel binding SCRAM `-PLUS` verifies (set by the transport after its handshake).
+    pub binding: Option<ChannelBinding>,
 }
 
 /// Limits before authentication.
@@ -130,12 +135,6 @@ pub fn stream_id() -> String {
 pub fn limits_feature(max_bytes: usize) -> Element {
     Element::new("limits", ns::STREAM_LIMITS)
         .child(Element::new("max-bytes", ns::STREAM_LIMITS).text(max_bytes.to_string()))
-}
-
-fn sasl_failure(e: &SaslError) -> String {
-    Element::new("failure", ns::SASL)
-        .child(Element::new(e.condition(), ns::SASL))
-        .to_xml(ns::CLIENT)
 }
 
 enum Step<R, W> {
@@ -200,7 +199,7 @@ impl Negotiation {
         &mut self,
         mut parser: StreamParser<R>,
         mut writer: W,
-        authenticated: Option<Jid>,
+        mut authenticated: Option<Jid>,
     ) -> Step<R, W>
     where
         R: AsyncBufRead + Pending + Unpin,
@@ -273,13 +272,35 @@ impl Negotiation {
                 }
                 return Step::Done(Outcome::StartTls(parser, writer));
             }
-            if el.is("auth", ns::SASL) && authenticated.is_none() {
+            let sasl2 = el.is("authenticate", ns::SASL2);
+            if (sasl2 || el.is("auth", ns::SASL)) && authenticated.is_none() {
                 let mech_label = el
                     .get_attr("mechanism")
-                    .and_then(Mechanism::from_name)
-                    .map(|m| m.name())
+                    .and_then(super::sasl2::mechanism_label)
                     .unwrap_or("other");
-                let outcome = self.sasl(&el, &host, &mut parser, &mut writer).await;
+                let outcome = if sasl2 {
+                    self.sasl2(&el, &host, &mut parser, &mut writer).await
+                } else if self.config.c2s.enforce_client_ids {
+                    Err(SaslError::ClientIdRequired)
+                } else {
+                    let text = el.text_content();
+                    self.sasl(
+                        el.get_attr("mechanism"),
+                        Some(text),
+                        &host,
+                        &mut parser,
+                        &mut writer,
+                        ns::SASL,
+                    )
+                    .await
+                    .map(|done| {
+                        done.map(|(jid, additional)| Authed {
+                            jid,
+                            additional,
+                            sasl2: None,
+                        })
+                    })
+                };
                 let result = match &outcome {
                     Ok(Some(_)) => "success",
                     Ok(None) => "aborted",
@@ -292,19 +313,54 @@ impl Negotiation {
                     .inc();
                 self.auth_event(&host, mech_label, &outcome);
                 match outcome {
-                    Ok(Some((jid, success))) => {
-                        if write(&mut writer, &success).await.is_err() {
-                            return Step::Done(Outcome::Closed);
-                        }
+                    Ok(Some(authed)) => {
+                        let jid = authed.jid.clone();
                         tracing::info!(peer = %self.peer, %jid, "authenticated");
                         self.conn.mechanism = Some(mech_label.to_string());
-                        return Step::Restart(parser, writer, jid);
+                        let (success, next) = self.finish_auth(authed, &host).await;
+                        if write(&mut writer, &success).await.is_err() {
+                            if let Next::Bound(session) = &next {
+                                self.core.unbind_resource(&session.handle, None);
+                            }
+                            return Step::Done(Outcome::Closed);
+                        }
+                        match next {
+                            Next::Restart => return Step::Restart(parser, writer, jid),
+                            Next::Stay => {
+                                parser.set_max_stanza_bytes(self.config.c2s.max_stanza_size);
+                                authenticated = Some(jid);
+                                continue;
+                            }
+                            Next::Bound(session) => {
+                                parser.set_max_stanza_bytes(self.config.c2s.max_stanza_size);
+                                return Step::Done(Outcome::Bound {
+                                    parser,
+                                    writer,
+                                    session,
+                                    host,
+                                });
+                            }
+                            Next::Resumed(hib) => {
+                                parser.set_max_stanza_bytes(self.config.c2s.max_stanza_size);
+                                return Step::Done(Outcome::Resumed {
+                                    parser,
+                                    writer,
+                                    hib,
+                                    announced: true,
+                                });
+                            }
+                        }
                     }
                     Ok(None) => return Step::Done(Outcome::Closed),
                     Err(e) => {
                         failures += 1;
                         tracing::info!(peer = %self.peer, condition = e.condition(), "authentication failed");
-                        if write(&mut writer, &sasl_failure(&e)).await.is_err() {
+                        let failure = if sasl2 {
+                            super::sasl2::failure(&e)
+                        } else {
+                            super::sasl2::sasl1_failure(&e)
+                        };
+                        if write(&mut writer, &failure).await.is_err() {
                             return Step::Done(Outcome::Closed);
                         }
                         if failures >= MAX_AUTH_FAILURES {
@@ -373,6 +429,10 @@ impl Negotiation {
                             return Step::Done(Outcome::Closed);
                         }
                         tracing::info!(peer = %self.peer, jid = %session.handle.jid, "resource bound");
+                        crate::modules::client_management::note_session(
+                            &self.core,
+                            &session.handle,
+                        );
                         return Step::Done(Outcome::Bound {
                             parser,
                             writer,
@@ -407,6 +467,7 @@ impl Negotiation {
                             parser,
                             writer,
                             hib,
+                            announced: false,
                         });
                     }
                     Err(condition) => {
@@ -487,7 +548,7 @@ impl Negotiation {
 
     /// Takes over the hibernated (or still attached) session `previd` of `jid`, acknowledging
     /// `h`; offered where a module handles XEP-0198 `<enable/>` (the `smacks` module).
-    async fn resume(
+    pub(super) async fn resume(
         &self,
         jid: &Jid,
         el: &Element,
@@ -512,12 +573,7 @@ impl Negotiation {
     }
 
     /// Fires `authentication-success` or `authentication-failure` for a finished SASL exchange.
-    fn auth_event(
-        &self,
-        host: &str,
-        mechanism: &str,
-        outcome: &Result<Option<(Jid, String)>, SaslError>,
-    ) {
+    fn auth_event(&self, host: &str, mechanism: &str, outcome: &Result<Option<Authed>, SaslError>) {
         let event = match outcome {
             Ok(Some(_)) => AUTHENTICATION_SUCCESS,
             Ok(None) => return,
@@ -531,7 +587,7 @@ impl Negotiation {
                 "secure": self.secure,
             });
             match outcome {
-                Ok(Some((jid, _))) => data["username"] = jid.node().unwrap_or_default().into(),
+                Ok(Some(authed)) => data["username"] = authed.jid.node().unwrap_or_default().into(),
                 Err(e) => data["condition"] = e.condition().into(),
                 Ok(None) => {}
             }
@@ -539,6 +595,8 @@ impl Negotiation {
         });
     }
 
+    /// The configured mechanisms this connection can use: PLAIN only when encrypted, the
+    /// `-PLUS` ones only with a channel binding.
     fn mechanisms(&self) -> Vec<Mechanism> {
         self.config
             .c2s
@@ -546,10 +604,11 @@ impl Negotiation {
             .iter()
             .filter_map(|m| Mechanism::from_name(m))
             .filter(|m| *m != Mechanism::Plain || self.secure)
+            .filter(|m| !m.is_plus() || self.binding.is_some())
             .collect()
     }
 
-    fn features(&self, authenticated: bool, host: &str) -> Element {
+    pub(super) fn features(&self, authenticated: bool, host: &str) -> Element {
         let mut f = Element::new("features", ns::STREAM);
         // XEP-0115: the server's entity capabilities, before and after authentication.
         if let Some(caps) = self
@@ -586,6 +645,10 @@ impl Negotiation {
                 mechs.push(Element::new("mechanism", ns::SASL).text(m.name()));
             }
             f.push(mechs);
+            f.push(self.sasl2_feature(host, &self.mechanisms()));
+            if let Some(cb) = self.channel_binding_feature() {
+                f.push(cb);
+            }
         }
         if let Some(register) =
             super::register::stream_feature(&self.core, &self.config, host, self.secure)
@@ -596,14 +659,18 @@ impl Negotiation {
         f
     }
 
-    /// Runs one SASL exchange. `Ok(Some)` = success (jid, `<success/>` to send); `Ok(None)` = stream ended.
-    async fn sasl<R, W>(
+    /// Runs one SASL exchange for `mechanism` with the base64 `initial` response, framed in
+    /// `profile` (SASL1's or SASL2's namespace). `Ok(Some)` = success (the account and the
+    /// mechanism's final server data); `Ok(None)` = stream ended.
+    pub(super) async fn sasl<R, W>(
         &mut self,
-        auth: &Element,
+        mechanism: Option<&str>,
+        initial: Option<String>,
         host: &str,
         parser: &mut StreamParser<R>,
         writer: &mut W,
-    ) -> Result<Option<(Jid, String)>, SaslError>
+        profile: &'static str,
+    ) -> Result<Option<(Jid, Option<Vec<u8>>)>, SaslError>
     where
         R: AsyncBufRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -611,24 +678,23 @@ impl Negotiation {
         if self.config.c2s.require_encryption && !self.secure {
             return Err(SaslError::EncryptionRequired);
         }
-        let mech = auth
-            .get_attr("mechanism")
+        let mech = mechanism
             .and_then(Mechanism::from_name)
             .filter(|m| self.mechanisms().contains(m));
         let Some(mech) = mech else {
-            if auth.get_attr("mechanism") == Some("PLAIN") && !self.secure {
+            if mechanism == Some("PLAIN") && !self.secure {
                 return Err(SaslError::EncryptionRequired);
             }
             return Err(SaslError::InvalidMechanism);
         };
-        let text = auth.text_content();
+        let text = initial.unwrap_or_default();
         let mut initial = if text.trim().is_empty() {
             None
         } else {
             Some(sasl::decode_b64(text.trim())?)
         };
         if initial.is_none() {
-            match self.challenge(parser, writer, b"").await? {
+            match self.challenge(parser, writer, b"", profile).await? {
                 Some(r) => initial = Some(r),
                 None => return Ok(None),
             }
@@ -647,13 +713,11 @@ impl Negotiation {
                 if !ok {
                     return Err(SaslError::NotAuthorized);
                 }
-                Ok(Some((
-                    jid,
-                    Element::new("success", ns::SASL).to_xml(ns::CLIENT),
-                )))
+                Ok(Some((jid, None)))
             }
             Some(hash) => {
-                let mut server = ScramServer::new(hash);
+                let mut server =
+                    ScramServer::with_binding(hash, mech.is_plus(), self.binding.clone());
                 let cf = server.client_first(&first)?;
                 let jid = self.login_jid(&cf.username, cf.authzid.as_deref(), host);
                 let record = match &jid {
@@ -668,20 +732,19 @@ impl Negotiation {
                 };
                 let keys = record.as_ref().map(|r| r.credentials.scram(hash));
                 let server_first = server.server_first(keys);
-                let Some(response) = self.challenge(parser, writer, &server_first).await? else {
+                let Some(response) = self
+                    .challenge(parser, writer, &server_first, profile)
+                    .await?
+                else {
                     return Ok(None);
                 };
                 let server_final = server.client_final(&response)?;
-                let jid = jid?;
-                let success = Element::new("success", ns::SASL)
-                    .text(sasl::encode_b64(&server_final))
-                    .to_xml(ns::CLIENT);
-                Ok(Some((jid, success)))
+                Ok(Some((jid?, Some(server_final))))
             }
         }
     }
 
-    fn login_jid(
+    pub(super) fn login_jid(
         &self,
         username: &str,
         authzid: Option<&str>,
@@ -698,18 +761,19 @@ impl Negotiation {
         Ok(jid)
     }
 
-    /// Sends a challenge and reads the response; `Ok(None)` if the stream ended.
+    /// Sends a challenge and reads the response, framed in `profile`; `Ok(None)` if the stream ended.
     async fn challenge<R, W>(
         &mut self,
         parser: &mut StreamParser<R>,
         writer: &mut W,
         data: &[u8],
+        profile: &'static str,
     ) -> Result<Option<Vec<u8>>, SaslError>
     where
         R: AsyncBufRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let mut ch = Element::new("challenge", ns::SASL);
+        let mut ch = Element::new("challenge", profile);
         if !data.is_empty() {
             ch.push_text(sasl::encode_b64(data));
         }
@@ -717,7 +781,7 @@ impl Negotiation {
             return Ok(None);
         }
         match self.next(parser).await {
-            Ok(StreamEvent::Stanza(el)) if el.is("response", ns::SASL) => {
+            Ok(StreamEvent::Stanza(el)) if el.is("response", profile) => {
                 let t = el.text_content();
                 Ok(Some(if t.trim().is_empty() {
                     Vec::new()
@@ -725,7 +789,7 @@ impl Negotiation {
                     sasl::decode_b64(t.trim())?
                 }))
             }
-            Ok(StreamEvent::Stanza(el)) if el.is("abort", ns::SASL) => Err(SaslError::Aborted),
+            Ok(StreamEvent::Stanza(el)) if el.is("abort", profile) => Err(SaslError::Aborted),
             Ok(StreamEvent::Stanza(_)) => Err(SaslError::MalformedRequest),
             Ok(_) => Ok(None),
             Err(ParseError::Stream(e)) => {
@@ -751,6 +815,7 @@ impl Negotiation {
             secure,
             deadline,
             header_sent: false,
+            binding: None,
         }
     }
 

@@ -79,18 +79,35 @@ where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    resume_after(core, parser, writer, hib, false).await;
+}
+
+/// [`resume`], where `announced` says `<resumed/>` was already sent (inside a SASL2
+/// `<success/>`, XEP-0388 inline resumption), so only the retransmissions follow.
+pub async fn resume_after<R, W>(
+    core: Arc<Core>,
+    parser: StreamParser<R>,
+    writer: W,
+    hib: Hibernated,
+    announced: bool,
+) where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let Hibernated { handle, rx } = hib;
     handle.renew_detach();
     let mut preamble = String::new();
     {
         let sm = handle.sm();
         let id = sm.id.clone().unwrap_or_default();
-        preamble.push_str(&format!(
-            "<resumed xmlns='{}' previd='{}' h='{}'/>",
-            ns::SM,
-            crate::xmpp::element::escape(&id, true),
-            sm.h_in
-        ));
+        if !announced {
+            preamble.push_str(&format!(
+                "<resumed xmlns='{}' previd='{}' h='{}'/>",
+                ns::SM,
+                crate::xmpp::element::escape(&id, true),
+                sm.h_in
+            ));
+        }
         for (_, el) in &sm.unacked {
             el.write_xml(&mut preamble, ns::CLIENT);
         }

@@ -184,7 +184,8 @@ pub struct C2sConfig {
     pub negotiation_timeout_secs: u64,
     /// Seconds of silence after which an authenticated client is disconnected (0 = never).
     pub idle_timeout_secs: u64,
-    /// SASL mechanisms offered, in this order (PLAIN only ever over TLS).
+    /// SASL mechanisms offered, in this order (PLAIN only ever over TLS, `-PLUS` only with a
+    /// TLS 1.3 channel binding).
     pub sasl_mechanisms: Vec<String>,
     /// Policy when a bound resource is taken.
     pub resource_conflict: ResourceConflict,
@@ -192,6 +193,10 @@ pub struct C2sConfig {
     pub send_queue: usize,
     /// Most simultaneous client connections.
     pub max_connections: usize,
+    /// Refuse clients that do not use SASL2 with a client id.
+    pub enforce_client_ids: bool,
+    /// Lifetime of a FAST token in seconds (0 = FAST not offered).
+    pub fast_token_lifetime_secs: u64,
 }
 
 impl Default for C2sConfig {
@@ -204,10 +209,20 @@ impl Default for C2sConfig {
             max_stanza_size_unauthenticated: 10 * 1024,
             negotiation_timeout_secs: 30,
             idle_timeout_secs: 0,
-            sasl_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-1".into(), "PLAIN".into()],
+            sasl_mechanisms: [
+                "SCRAM-SHA-256-PLUS",
+                "SCRAM-SHA-1-PLUS",
+                "SCRAM-SHA-256",
+                "SCRAM-SHA-1",
+                "PLAIN",
+            ]
+            .map(String::from)
+            .to_vec(),
             resource_conflict: ResourceConflict::KickOld,
             send_queue: 1024,
             max_connections: 100_000,
+            enforce_client_ids: false,
+            fast_token_lifetime_secs: 21 * 86_400,
         }
     }
 }

@@ -238,6 +238,18 @@ mod tests {
             parse("user:list(\"localhost\", nil)"),
             Ok(cmd("user", "list", &["localhost", ""]))
         );
+        assert_eq!(
+            parse("user clients alice@localhost"),
+            Ok(cmd("user", "clients", &["alice@localhost"]))
+        );
+        assert_eq!(
+            parse("user:revoke_client(\"alice@localhost\", \"client/abc\")"),
+            Ok(cmd(
+                "user",
+                "revoke_client",
+                &["alice@localhost", "client/abc"]
+            ))
+        );
     }
 
     #[test]

@@ -285,6 +285,11 @@ impl Accounts {
                 .await?;
             // A re-created account must not inherit the old one's API tokens.
             self.revoke_tokens_of(jid).await?;
+            // ...nor its clients and their FAST tokens.
+            self.store
+                .map(jid.domain(), super::grants::CLIENTS_STORE)
+                .delete_user(jid.node().unwrap_or_default())
+                .await?;
         }
         Ok(existed)
     }

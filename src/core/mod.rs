@@ -6,6 +6,7 @@ pub mod admin;
 pub mod allowlist;
 pub mod delivery;
 pub mod events;
+pub mod grants;
 pub mod groups;
 pub mod iq;
 pub mod lifecycle;

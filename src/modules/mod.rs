@@ -5,6 +5,7 @@ pub mod admin_rest;
 pub mod blocking;
 pub mod bookmarks;
 pub mod carbons;
+pub mod client_management;
 pub mod csi;
 pub mod disco;
 pub mod external_services;
@@ -39,6 +40,9 @@ pub const BUILTIN: ModuleTable = ModuleTable::new(&[
     ("blocking", || Arc::new(blocking::Blocking)),
     ("bookmarks", || Arc::new(bookmarks::Bookmarks)),
     ("carbons", || Arc::new(carbons::Carbons)),
+    ("client_management", || {
+        Arc::new(client_management::ClientManagement)
+    }),
     ("csi", || Arc::new(csi::Csi)),
     ("disco", || Arc::new(disco::Disco)),
     ("external_services", || {

@@ -156,3 +156,13 @@ pub const PIE_SCRAM: &str = "urn:xmpp:pie:0#scram";
 pub const PIE_MAM: &str = "urn:xmpp:pie:0#mam";
 /// Oxpecker's extension to XEP-0227: stored records that the standard elements do not carry.
 pub const PIE_OXPECKER: &str = "urn:oxpecker:pie:0";
+/// XEP-0388 Extensible SASL Profile (SASL2).
+pub const SASL2: &str = "urn:xmpp:sasl:2";
+/// XEP-0386 Bind 2.
+pub const BIND2: &str = "urn:xmpp:bind:0";
+/// XEP-0484 Fast Authentication Streamlining Tokens.
+pub const FAST: &str = "urn:xmpp:fast:0";
+/// XEP-0440 SASL channel-binding type capability.
+pub const SASL_CB: &str = "urn:xmpp:sasl-cb:0";
+/// Prosody's client management protocol (`mod_client_management`).
+pub const CLIENT_MANAGEMENT: &str = "xmpp:prosody.im/protocol/manage-clients";

@@ -361,8 +361,54 @@ pub(super) async fn user_cmd(
                 json!({ "jid": j.to_string(), "role": role }),
             ))
         }
-        "clients" | "revoke_client" => {
-            Err("client management is not available on this server yet".into())
+        "clients" => {
+            let jid = arg(&args, 0, "jid")?;
+            let j = core.accounts.account_jid(&jid).map_err(|x| x.to_string())?;
+            let clients = core.list_clients(&j).await.map_err(|x| x.to_string())?;
+            let rows = clients
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.id.clone(),
+                        c.kind.clone(),
+                        if c.connected { "yes" } else { "no" }.to_string(),
+                        c.software.clone().unwrap_or_default(),
+                        c.device.clone().unwrap_or_default(),
+                        c.auth.join(","),
+                        human_duration(
+                            u64::try_from(crate::core::accounts::now() - c.last_seen).unwrap_or(0),
+                        ) + " ago",
+                        if c.legacy { "legacy" } else { "" }.to_string(),
+                    ]
+                })
+                .collect();
+            Ok(Output::table(
+                &[
+                    "ID",
+                    "TYPE",
+                    "CONNECTED",
+                    "SOFTWARE",
+                    "DEVICE",
+                    "AUTH",
+                    "LAST SEEN",
+                    "",
+                ],
+                rows,
+                json!(clients),
+            ))
+        }
+        "revoke_client" => {
+            let jid = arg(&args, 0, "jid")?;
+            let id = crate::core::grants::full_id(&arg(&args, 1, "id")?);
+            let j = core.accounts.account_jid(&jid).map_err(|x| x.to_string())?;
+            let closed = core
+                .revoke_client(&j, &id)
+                .await
+                .map_err(|x| x.to_string())?;
+            Ok(Output::text(
+                format!("revoked {id} of {j} ({closed} sessions closed)"),
+                json!({ "revoked": id, "closed": closed }),
+            ))
         }
         _ => Err(format!("unknown command user:{name}")),
     }

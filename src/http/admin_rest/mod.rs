@@ -14,6 +14,7 @@
 //! `openapi/admin_rest.yaml` by a test, so the spec and the server cannot drift.
 
 pub mod auth;
+pub mod clients;
 pub mod data;
 pub mod error;
 pub mod groups;

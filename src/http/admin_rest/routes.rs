@@ -14,8 +14,8 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, on};
 
 use super::{
-    ApiError, data, groups, messages, modules, muc, openapi, reload, roster, s2s, users, vcards,
-    whitelist,
+    ApiError, clients, data, groups, messages, modules, muc, openapi, reload, roster, s2s, users,
+    vcards, whitelist,
 };
 use super::{hosts, server, sessions};
 use crate::core::Core;
@@ -92,6 +92,8 @@ routes! {
     GET "/muc/{room}/role/{nick}" => muc::get_role,
     GET "/s2s" => s2s::list,
     DELETE "/s2s/{local}/{remote}" => s2s::close,
+    GET "/user/{name}/clients" => clients::list,
+    DELETE "/user/{name}/clients/{id}" => clients::revoke,
 }
 
 async fn invalid_path() -> ApiError {
