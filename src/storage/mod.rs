@@ -278,6 +278,7 @@ impl Store {
             id_salt: std::collections::hash_map::RandomState::new(),
             lock: Arc::new(Mutex::new(())),
             dirty: dirty.clone(),
+            progress: Default::default(),
         };
         Store {
             inner: Arc::new(Inner {
@@ -341,7 +342,7 @@ impl Store {
     /// Flushes all outstanding writes to disk (group commit: concurrent callers share a flush),
     /// queued archive appends included.
     pub async fn flush(&self) -> Result<()> {
-        self.inner.appender.barrier().await?;
+        self.inner.appender.barrier(&self.inner.writer).await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = self
             .inner
@@ -360,7 +361,7 @@ impl Store {
     /// returns once that is durable. Returns the number of entries removed.
     pub async fn wipe(&self) -> Result<usize> {
         let started = std::time::Instant::now();
-        self.inner.appender.barrier().await?;
+        self.inner.appender.barrier(&self.inner.writer).await?;
         let removed = self
             .blocking(|inner| {
                 // No archive append may interleave with the wipe and leave a half-indexed item.
@@ -871,7 +872,7 @@ impl ArchiveStore {
     /// Queries the user's archive, in append order (newest first if `reverse`).
     pub async fn find(&self, user: &str, q: &ArchiveQuery) -> Result<ArchivePage> {
         let prefix = self.user_prefix(user)?;
-        self.store.inner.appender.barrier().await?;
+        self.store.inner.appender.barrier(&self.store.inner.writer).await?;
         let q = q.clone();
         self.store
             .blocking(move |i| find_sync(i, &prefix, &q))
@@ -881,7 +882,7 @@ impl ArchiveStore {
     /// Deletes the items matching `q` (limit respected); returns how many. Durable on return.
     pub async fn delete(&self, user: &str, q: &ArchiveQuery) -> Result<usize> {
         let prefix = self.user_prefix(user)?;
-        self.store.inner.appender.barrier().await?;
+        self.store.inner.appender.barrier(&self.store.inner.writer).await?;
         let q = q.clone();
         let n = self
             .store
@@ -907,7 +908,7 @@ impl ArchiveStore {
     /// Number of items in the user's archive.
     pub async fn count(&self, user: &str) -> Result<usize> {
         let prefix = [&self.user_prefix(user)?[..], &[ITEM_TAG]].concat();
-        self.store.inner.appender.barrier().await?;
+        self.store.inner.appender.barrier(&self.store.inner.writer).await?;
         self.store
             .blocking(move |i| i.backend.count_prefix(ARCHIVE_TREE, &prefix))
             .await
@@ -916,7 +917,7 @@ impl ArchiveStore {
     /// Users that have at least one archived item.
     pub async fn users(&self) -> Result<Vec<String>> {
         let prefix = self.prefix.clone()?;
-        self.store.inner.appender.barrier().await?;
+        self.store.inner.appender.barrier(&self.store.inner.writer).await?;
         self.store
             .blocking(move |i| distinct_users(&*i.backend, ARCHIVE_TREE, &prefix))
             .await
