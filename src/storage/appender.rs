@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
+use super::totals::Totals;
 use super::{
     ARCHIVE_TREE, Backend, Result, StorageError, VALUE_VERSION, encode, index_key, item_key,
     lookup_seq,
@@ -41,6 +42,8 @@ pub(super) struct Writer {
     pub(super) dirty: Arc<AtomicBool>,
     /// How many appends were queued and how many of them are written (see [`Progress`]).
     pub(super) progress: Arc<Progress>,
+    /// Archive totals counted once and kept current here.
+    pub(super) totals: Arc<Totals>,
 }
 
 /// Counts of appends queued and written; both only grow, and `written` follows queue order, so
@@ -210,6 +213,18 @@ fn write_batch(inner: &Writer, jobs: Vec<Job>) {
         .map(|r| stage(inner, r, &mut ops, &mut supplied))
         .collect();
     let applied = inner.backend.apply(ARCHIVE_TREE, ops);
+    if applied.is_ok() {
+        let (fresh, replacing): (Vec<&AppendReq>, Vec<&AppendReq>) =
+            reqs.iter().partition(|r| r.id.is_none());
+        inner.totals.added(
+            fresh
+                .iter()
+                .map(|r| (r.user_prefix.as_slice(), r.with.as_str())),
+        );
+        for r in replacing {
+            inner.totals.forget(&r.user_prefix);
+        }
+    }
     drop(_guard);
     inner.dirty.store(true, Ordering::Release);
     let appended = u64::try_from(reqs.len()).unwrap_or(u64::MAX);
@@ -336,6 +351,7 @@ mod tests {
             lock: Default::default(),
             dirty: Default::default(),
             progress: Default::default(),
+            totals: Default::default(),
         }
     }
 
