@@ -527,7 +527,8 @@ async fn run(args: Args) -> Result<()> {
                 }),
             );
         }
-        mam_json = serde_json::json!({ "items": args.mam_items, "page": args.mam_page, "modes": modes });
+        mam_json =
+            serde_json::json!({ "items": args.mam_items, "page": args.mam_page, "modes": modes });
         writers_back.push(s.writer);
     }
 

@@ -899,7 +899,11 @@ impl ArchiveStore {
     /// Queries the user's archive, in append order (newest first if `reverse`).
     pub async fn find(&self, user: &str, q: &ArchiveQuery) -> Result<ArchivePage> {
         let prefix = self.user_prefix(user)?;
-        self.store.inner.appender.barrier(&self.store.inner.writer).await?;
+        self.store
+            .inner
+            .appender
+            .barrier(&self.store.inner.writer)
+            .await?;
         let q = q.clone();
         self.store
             .blocking(move |i| find_sync(i, &prefix, &q))
@@ -909,7 +913,11 @@ impl ArchiveStore {
     /// Deletes the items matching `q` (limit respected); returns how many. Durable on return.
     pub async fn delete(&self, user: &str, q: &ArchiveQuery) -> Result<usize> {
         let prefix = self.user_prefix(user)?;
-        self.store.inner.appender.barrier(&self.store.inner.writer).await?;
+        self.store
+            .inner
+            .appender
+            .barrier(&self.store.inner.writer)
+            .await?;
         let q = q.clone();
         let n = self
             .store
@@ -936,7 +944,11 @@ impl ArchiveStore {
     /// Number of items in the user's archive.
     pub async fn count(&self, user: &str) -> Result<usize> {
         let prefix = self.user_prefix(user)?;
-        self.store.inner.appender.barrier(&self.store.inner.writer).await?;
+        self.store
+            .inner
+            .appender
+            .barrier(&self.store.inner.writer)
+            .await?;
         self.store
             .blocking(move |i| total(i, &prefix, &ArchiveQuery::default()))
             .await
@@ -945,7 +957,11 @@ impl ArchiveStore {
     /// Users that have at least one archived item.
     pub async fn users(&self) -> Result<Vec<String>> {
         let prefix = self.prefix.clone()?;
-        self.store.inner.appender.barrier(&self.store.inner.writer).await?;
+        self.store
+            .inner
+            .appender
+            .barrier(&self.store.inner.writer)
+            .await?;
         self.store
             .blocking(move |i| distinct_users(&*i.backend, ARCHIVE_TREE, &prefix))
             .await

@@ -83,7 +83,10 @@ impl Totals {
         let mut guard = self.lock();
         let (users, len) = &mut *guard;
         if let Some(user) = users.remove(prefix) {
-            let n = user.with.len().saturating_add(usize::from(user.all.is_some()));
+            let n = user
+                .with
+                .len()
+                .saturating_add(usize::from(user.all.is_some()));
             *len = len.saturating_sub(n);
         }
     }

@@ -74,7 +74,12 @@ struct PageResult {
 
 async fn page(s: &mut Session, n: usize, with: Option<&str>, rsm: &str) -> Result<PageResult> {
     let with = with
-        .map(|w| format!("<field var='with'><value>{}</value></field>", escape(w, false)))
+        .map(|w| {
+            format!(
+                "<field var='with'><value>{}</value></field>",
+                escape(w, false)
+            )
+        })
         .unwrap_or_default();
     let id = format!("mam{n}");
     let iq = format!(
