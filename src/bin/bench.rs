@@ -14,6 +14,8 @@
 //!
 //! 4. **muc** (with `--muc-occupants N`): N of the sessions join one room in turn, then
 //!    `--muc-senders` of them send `--muc-rounds` groupchat messages each (see [`muc`]).
+//! 5. **mam** (with `--mam-items N`, the same number given to `--bulk-create`): a second
+//!    session of `PREFIX0` pages through its archive of N messages (see [`mam`]).
 //!
 //! Prints a human-readable report and one JSON line (starting with `{`) with the figures.
 //! `--bulk-create CONFIG` instead creates the accounts `PREFIX0..PREFIX{N-1}` offline in the
@@ -42,6 +44,8 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+#[path = "bench/mam.rs"]
+mod mam;
 #[path = "bench/muc.rs"]
 mod muc;
 
@@ -108,6 +112,13 @@ struct Args {
     /// Create the accounts offline in the store of this server config, then exit (server stopped).
     #[arg(long, value_name = "CONFIG")]
     bulk_create: Option<PathBuf>,
+    /// Messages in the MAM archive of `PREFIX0` (0 = skip the `mam` scenario); `--bulk-create`
+    /// writes them, a run pages through them.
+    #[arg(long, default_value_t = 0)]
+    mam_items: u64,
+    /// Items per MAM page (RSM `<max/>`) in the `mam` scenario.
+    #[arg(long, default_value_t = 100)]
+    mam_page: usize,
 }
 
 /// The TLS stream of one client.
@@ -222,6 +233,9 @@ async fn bulk_create(args: &Args, config: &Path) -> Result<()> {
         }
     }
     store.flush().await?;
+    if args.mam_items > 0 {
+        mam::preload(&store, &args.domain, &args.user_prefix, args.mam_items).await?;
+    }
     let secs = started.elapsed().as_secs_f64();
     println!(
         "bulk-create: {created} created, {existing} already existed, in {secs:.1} s \
@@ -478,6 +492,46 @@ async fn run(args: Args) -> Result<()> {
         });
     }
 
+    // Phase 5: paging through one archive.
+    let mut mam_json = serde_json::Value::Null;
+    if args.mam_items > 0 {
+        let mut s = login(&args, &tls, 0).await.context("MAM session login")?;
+        let partner = mam::partners(&args.user_prefix, &args.domain)[0].clone();
+        let pid = args.server_pid.filter(|_| args.cpu);
+        let figures = mam::run(&mut s, &partner, args.mam_page, pid, tck).await?;
+        let mut modes = serde_json::Map::new();
+        for f in &figures {
+            println!(
+                "mam:     {:<6} {} pages of {}: {} messages (count {}), first 10 pages {:.2} ms, \
+                 last 10 {:.2} ms per page{}",
+                f.mode,
+                f.pages,
+                args.mam_page,
+                f.items,
+                f.count.map_or("-".to_string(), |c| c.to_string()),
+                f.first_ms,
+                f.last_ms,
+                f.server_us_per_page
+                    .map(|v| format!(", server CPU {v:.0} µs/page"))
+                    .unwrap_or_default()
+            );
+            modes.insert(
+                f.mode.to_string(),
+                serde_json::json!({
+                    "pages": f.pages,
+                    "items": f.items,
+                    "count": f.count,
+                    "first_pages_ms": round(f.first_ms, 3),
+                    "last_pages_ms": round(f.last_ms, 3),
+                    "server_cpu_us_per_page": f.server_us_per_page.map(|v| round(v, 1)),
+                }),
+            );
+        }
+        mam_json =
+            serde_json::json!({ "items": args.mam_items, "page": args.mam_page, "modes": modes });
+        writers_back.push(s.writer);
+    }
+
     let json = serde_json::json!({
         "clients": args.clients,
         "logged_in": logged_in,
@@ -501,6 +555,7 @@ async fn run(args: Args) -> Result<()> {
         "error_stanzas": errors,
         "dropped_streams": dropped,
         "muc": muc_json,
+        "mam": mam_json,
     });
     println!("{json}");
 

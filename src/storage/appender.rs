@@ -6,7 +6,9 @@
 //! queue, the batches and what queries see all follow sequence order: a query never sees item
 //! N+1 without item N. A lazy append with a generated id returns its id at once, without
 //! waiting for the writer; queries, deletes and flushes first pass a barrier through the queue,
-//! so they see every append queued before them.
+//! so they see every append queued before them. When every append queued so far is already
+//! written (the usual case for a login's offline check), the barrier returns at once, without
+//! waking the writer; a batch without appends writes nothing and leaves nothing to flush.
 //!
 //! Ids are derived from the engine's monotonic id (sequence number) without reading anything;
 //! a generated id carries its sequence number (`{seq:x}-{hash:016x}`), so it needs no id-index
@@ -16,11 +18,12 @@
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
+use super::totals::Totals;
 use super::{
     ARCHIVE_TREE, Backend, Result, StorageError, VALUE_VERSION, encode, index_key, item_key,
     lookup_seq,
@@ -37,6 +40,28 @@ pub(super) struct Writer {
     pub(super) lock: Arc<Mutex<()>>,
     /// Set after a write that did not wait for a flush; the flush thread flushes soon.
     pub(super) dirty: Arc<AtomicBool>,
+    /// How many appends were queued and how many of them are written (see [`Progress`]).
+    pub(super) progress: Arc<Progress>,
+    /// Archive totals counted once and kept current here.
+    pub(super) totals: Arc<Totals>,
+}
+
+/// Counts of appends queued and written; both only grow, and `written` follows queue order, so
+/// `written >= queued` as read by a barrier means every append queued before it is written.
+#[derive(Default)]
+pub(super) struct Progress {
+    /// Appends handed to the writer thread (counted under the queue's lock, before sending).
+    queued: AtomicU64,
+    /// Appends whose batch was applied to the engine (counted after the apply).
+    written: AtomicU64,
+}
+
+impl Progress {
+    /// Whether every append queued so far is written.
+    fn settled(&self) -> bool {
+        let queued = self.queued.load(Ordering::Acquire);
+        self.written.load(Ordering::Acquire) >= queued
+    }
 }
 
 /// Most appends written in one batch.
@@ -173,6 +198,13 @@ fn write_batch(inner: &Writer, jobs: Vec<Job>) {
             Job::Barrier(b) => barriers.push(b),
         }
     }
+    if reqs.is_empty() {
+        // Only barriers: everything before them is written already; nothing to apply or flush.
+        for b in barriers {
+            let _ = b.send(());
+        }
+        return;
+    }
     let mut ops = Vec::with_capacity(reqs.len().saturating_add(4));
     let mut supplied = HashMap::new();
     let _guard = inner.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -181,8 +213,22 @@ fn write_batch(inner: &Writer, jobs: Vec<Job>) {
         .map(|r| stage(inner, r, &mut ops, &mut supplied))
         .collect();
     let applied = inner.backend.apply(ARCHIVE_TREE, ops);
+    if applied.is_ok() {
+        let (fresh, replacing): (Vec<&AppendReq>, Vec<&AppendReq>) =
+            reqs.iter().partition(|r| r.id.is_none());
+        inner.totals.added(
+            fresh
+                .iter()
+                .map(|r| (r.user_prefix.as_slice(), r.with.as_str())),
+        );
+        for r in replacing {
+            inner.totals.forget(&r.user_prefix);
+        }
+    }
     drop(_guard);
     inner.dirty.store(true, Ordering::Release);
+    let appended = u64::try_from(reqs.len()).unwrap_or(u64::MAX);
+    inner.progress.written.fetch_add(appended, Ordering::AcqRel);
     for (req, id) in reqs.into_iter().zip(staged) {
         let answer = match &applied {
             Ok(()) => id,
@@ -238,10 +284,11 @@ impl Appender {
     /// writer is gone.
     pub(super) fn send(&self, writer: &Writer, mut job: Job) -> Result<bool> {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        if let Job::Append(req) = &mut job
-            && req.seq.is_none()
-        {
-            req.seq = Some(writer.backend.next_id()?);
+        if let Job::Append(req) = &mut job {
+            if req.seq.is_none() {
+                req.seq = Some(writer.backend.next_id()?);
+            }
+            writer.progress.queued.fetch_add(1, Ordering::AcqRel);
         }
         Ok(tx.as_ref().is_some_and(|tx| tx.send(job).is_ok()))
     }
@@ -254,6 +301,7 @@ impl Appender {
         req.seq = Some(seq);
         req.reply = None;
         let id = generated_id(writer, seq);
+        writer.progress.queued.fetch_add(1, Ordering::AcqRel);
         let sent = tx
             .as_ref()
             .is_some_and(|tx| tx.send(Job::Append(req)).is_ok());
@@ -263,8 +311,11 @@ impl Appender {
         Ok(id)
     }
 
-    /// Waits until every append queued so far is written (not flushed).
-    pub(super) async fn barrier(&self) -> Result<()> {
+    /// Waits until every append queued so far is written (not flushed); at once if they all are.
+    pub(super) async fn barrier(&self, writer: &Writer) -> Result<()> {
+        if writer.progress.settled() {
+            return Ok(());
+        }
         let (done, rx) = tokio::sync::oneshot::channel();
         let sent = {
             let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
@@ -292,6 +343,49 @@ impl Drop for Appender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn writer() -> Writer {
+        Writer {
+            backend: Arc::new(super::super::MemoryBackend::new()),
+            id_salt: RandomState::new(),
+            lock: Default::default(),
+            dirty: Default::default(),
+            progress: Default::default(),
+            totals: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_batch_of_barriers_only_writes_nothing() {
+        let w = writer();
+        let (done, mut rx) = tokio::sync::oneshot::channel();
+        write_batch(&w, vec![Job::Barrier(done)]);
+        assert!(rx.try_recv().is_ok(), "the barrier is answered");
+        assert!(!w.dirty.load(Ordering::Acquire), "nothing left to flush");
+    }
+
+    #[tokio::test]
+    async fn barrier_sees_every_queued_append() {
+        let w = writer();
+        let appender = Appender::start(w.clone());
+        assert!(w.progress.settled());
+        appender.barrier(&w).await.unwrap();
+        let prefix = b"h\0s\0u\0".to_vec();
+        let mut ids = Vec::new();
+        for i in 0..50 {
+            let (req, _) =
+                AppendReq::new(prefix.clone(), None, i, "x".into(), &Value::from(i)).unwrap();
+            ids.push(appender.send_reserved(&w, req).unwrap());
+        }
+        appender.barrier(&w).await.unwrap();
+        assert!(w.progress.settled());
+        for id in &ids {
+            let seq = claimed_seq(id).unwrap();
+            let key = super::super::item_key(&prefix, seq);
+            assert!(w.backend.get(ARCHIVE_TREE, &key).unwrap().is_some(), "{id}");
+        }
+        assert!(w.dirty.load(Ordering::Acquire), "the appends await a flush");
+    }
 
     #[test]
     fn generated_ids_carry_their_sequence() {

@@ -14,6 +14,8 @@
 //!
 //! Archive appends go to one writer thread that writes all queued appends as one batch
 //! (see `appender`); lazy appends are durable within [`LAZY_FLUSH_INTERVAL`].
+//! A query's total (all items, or one partner's) is counted once and then kept current in
+//! memory (see `totals`), so paging a large archive costs O(page) per page.
 //!
 //! Every stored value is a version byte (`1`) followed by JSON.
 
@@ -21,6 +23,7 @@ mod appender;
 mod export;
 mod memory;
 mod sled;
+mod totals;
 
 pub use self::export::{export, import};
 pub use self::memory::MemoryBackend;
@@ -278,6 +281,8 @@ impl Store {
             id_salt: std::collections::hash_map::RandomState::new(),
             lock: Arc::new(Mutex::new(())),
             dirty: dirty.clone(),
+            progress: Default::default(),
+            totals: Default::default(),
         };
         Store {
             inner: Arc::new(Inner {
@@ -341,7 +346,7 @@ impl Store {
     /// Flushes all outstanding writes to disk (group commit: concurrent callers share a flush),
     /// queued archive appends included.
     pub async fn flush(&self) -> Result<()> {
-        self.inner.appender.barrier().await?;
+        self.inner.appender.barrier(&self.inner.writer).await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = self
             .inner
@@ -360,12 +365,13 @@ impl Store {
     /// returns once that is durable. Returns the number of entries removed.
     pub async fn wipe(&self) -> Result<usize> {
         let started = std::time::Instant::now();
-        self.inner.appender.barrier().await?;
+        self.inner.appender.barrier(&self.inner.writer).await?;
         let removed = self
             .blocking(|inner| {
                 // No archive append may interleave with the wipe and leave a half-indexed item.
                 let _guard = inner.writer.lock.lock().unwrap_or_else(|e| e.into_inner());
                 let mut n = 0usize;
+                inner.writer.totals.clear();
                 for tree in [KEYVAL_TREE, MAP_TREE, ARCHIVE_TREE] {
                     n = n.saturating_add(inner.backend.clear(tree)?);
                 }
@@ -764,14 +770,7 @@ fn find_sync(inner: &Inner, user_prefix: &[u8], q: &ArchiveQuery) -> Result<Arch
         items.truncate(limit);
     }
     let total = if q.total {
-        let base = [user_prefix, &[ITEM_TAG]].concat();
-        if q.start.is_none() && q.end.is_none() && q.with.is_none() && q.ids.is_none() {
-            // Unfiltered: count keys, without copying or decoding any item.
-            Some(backend.count_prefix(ARCHIVE_TREE, &base)?)
-        } else {
-            let all = (base.clone(), prefix_end(&base));
-            Some(collect_items(backend, user_prefix, q, all, None)?.len())
-        }
+        Some(total(inner, user_prefix, q)?)
     } else {
         None
     };
@@ -780,6 +779,34 @@ fn find_sync(inner: &Inner, user_prefix: &[u8], q: &ArchiveQuery) -> Result<Arch
         total,
         complete,
     })
+}
+
+/// How many items of the user's archive match `q`'s start/end/with/ids (blocking). A total of
+/// all items or of one partner's is counted once and then kept by [`totals`]: O(1) per page.
+fn total(inner: &Inner, user_prefix: &[u8], q: &ArchiveQuery) -> Result<usize> {
+    let backend = &*inner.backend;
+    let base = [user_prefix, &[ITEM_TAG]].concat();
+    let all = (base.clone(), prefix_end(&base));
+    if q.start.is_some() || q.end.is_some() || q.ids.is_some() {
+        return Ok(collect_items(backend, user_prefix, q, all, None)?.len());
+    }
+    let totals = &inner.writer.totals;
+    let with = q.with.as_deref();
+    if let Some(n) = totals.get(user_prefix, with) {
+        return Ok(n);
+    }
+    // Counted under the archive lock, so no batch lands between the count and its caching.
+    let _guard = inner.writer.lock.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = totals.get(user_prefix, with) {
+        return Ok(n);
+    }
+    let n = match with {
+        // Count keys, without copying or decoding any item.
+        None => backend.count_prefix(ARCHIVE_TREE, &base)?,
+        Some(_) => collect_items(backend, user_prefix, q, all, None)?.len(),
+    };
+    totals.insert(user_prefix, with, n);
+    Ok(n)
 }
 
 /// Appends an item (replacing any item with the same id) on the caller's thread, under the
@@ -797,6 +824,7 @@ fn append_sync(
     let _guard = inner.writer.lock.lock().unwrap_or_else(|e| e.into_inner());
     let id = appender::stage(&inner.writer, &req, &mut ops, &mut Default::default())?;
     inner.backend.apply(ARCHIVE_TREE, ops)?;
+    inner.writer.totals.forget(user_prefix);
     Ok(id)
 }
 
@@ -871,7 +899,11 @@ impl ArchiveStore {
     /// Queries the user's archive, in append order (newest first if `reverse`).
     pub async fn find(&self, user: &str, q: &ArchiveQuery) -> Result<ArchivePage> {
         let prefix = self.user_prefix(user)?;
-        self.store.inner.appender.barrier().await?;
+        self.store
+            .inner
+            .appender
+            .barrier(&self.store.inner.writer)
+            .await?;
         let q = q.clone();
         self.store
             .blocking(move |i| find_sync(i, &prefix, &q))
@@ -881,7 +913,11 @@ impl ArchiveStore {
     /// Deletes the items matching `q` (limit respected); returns how many. Durable on return.
     pub async fn delete(&self, user: &str, q: &ArchiveQuery) -> Result<usize> {
         let prefix = self.user_prefix(user)?;
-        self.store.inner.appender.barrier().await?;
+        self.store
+            .inner
+            .appender
+            .barrier(&self.store.inner.writer)
+            .await?;
         let q = q.clone();
         let n = self
             .store
@@ -897,6 +933,7 @@ impl ArchiveStore {
                     ops.push((index_key(&prefix, &item.id), None));
                 }
                 backend.apply(ARCHIVE_TREE, ops)?;
+                i.writer.totals.forget(&prefix);
                 Ok(n)
             })
             .await?;
@@ -906,17 +943,25 @@ impl ArchiveStore {
 
     /// Number of items in the user's archive.
     pub async fn count(&self, user: &str) -> Result<usize> {
-        let prefix = [&self.user_prefix(user)?[..], &[ITEM_TAG]].concat();
-        self.store.inner.appender.barrier().await?;
+        let prefix = self.user_prefix(user)?;
         self.store
-            .blocking(move |i| i.backend.count_prefix(ARCHIVE_TREE, &prefix))
+            .inner
+            .appender
+            .barrier(&self.store.inner.writer)
+            .await?;
+        self.store
+            .blocking(move |i| total(i, &prefix, &ArchiveQuery::default()))
             .await
     }
 
     /// Users that have at least one archived item.
     pub async fn users(&self) -> Result<Vec<String>> {
         let prefix = self.prefix.clone()?;
-        self.store.inner.appender.barrier().await?;
+        self.store
+            .inner
+            .appender
+            .barrier(&self.store.inner.writer)
+            .await?;
         self.store
             .blocking(move |i| distinct_users(&*i.backend, ARCHIVE_TREE, &prefix))
             .await
@@ -1336,6 +1381,54 @@ pub(crate) mod tests {
         assert_eq!(a.count("u").await.unwrap(), 1000);
     }
 
+    /// Totals stay right once counted (and cached): after lazy and durable appends, a
+    /// replace by id, deletes, another partner, another user and a wipe.
+    async fn totals_suite(s: &Store) {
+        let a = s.archive("h", "t");
+        let total = |with: Option<&str>| {
+            let a = a.clone();
+            let with = with.map(str::to_string);
+            async move {
+                let query = ArchiveQuery {
+                    with,
+                    limit: Some(1),
+                    total: true,
+                    ..q()
+                };
+                a.find("u", &query).await.unwrap().total.unwrap()
+            }
+        };
+        assert_eq!((total(None).await, total(Some("w")).await), (0, 0));
+        for i in 0..10 {
+            let with = if i % 2 == 0 { "w" } else { "v" };
+            a.append_lazy("u", None, i, with, json!(i)).await.unwrap();
+        }
+        a.append("other", None, 1, "w", json!(1)).await.unwrap();
+        assert_eq!((total(None).await, total(Some("w")).await), (10, 5));
+        assert_eq!(total(Some("v")).await, 5);
+        a.append("u", Some("fixed".into()), 20, "w", json!(20))
+            .await
+            .unwrap();
+        a.append("u", Some("fixed".into()), 21, "v", json!(21))
+            .await
+            .unwrap();
+        assert_eq!((total(None).await, total(Some("w")).await), (11, 5));
+        assert_eq!(total(Some("v")).await, 6);
+        let gone = ArchiveQuery {
+            with: Some("v".into()),
+            limit: Some(2),
+            ..q()
+        };
+        assert_eq!(a.delete("u", &gone).await.unwrap(), 2);
+        assert_eq!((total(None).await, total(Some("v")).await), (9, 4));
+        assert_eq!(a.count("u").await.unwrap(), 9);
+        a.append_lazy("u", None, 30, "v", json!(30)).await.unwrap();
+        assert_eq!((total(None).await, total(Some("v")).await), (10, 5));
+        assert_eq!(a.count("other").await.unwrap(), 1);
+        s.wipe().await.unwrap();
+        assert_eq!((total(None).await, total(Some("w")).await), (0, 0));
+    }
+
     async fn wipe_suite(s: &Store) {
         populate(s).await;
         let stored: usize = [KEYVAL_TREE, MAP_TREE, ARCHIVE_TREE]
@@ -1464,6 +1557,11 @@ pub(crate) mod tests {
                 async fn paging() {
                     let (_dir, s) = $make;
                     paging_suite(&s).await;
+                }
+                #[tokio::test]
+                async fn totals() {
+                    let (_dir, s) = $make;
+                    totals_suite(&s).await;
                 }
             }
         };
