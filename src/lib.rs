@@ -17,6 +17,7 @@
 //! | [`s2s`] | federation: the server listeners, the outgoing pool (one stream per local/remote domain pair, bounded queue, bounce on failure, idle close), STARTTLS, SASL EXTERNAL with certificate identities read from the subjectAltName ([`s2s::cert`]) and Server Dialback with XEP-0185 keys ([`s2s::dialback`]), policy (`secure_auth`, allow/deny); installed in the core as its [`core::remote::Federation`], which the router hands stanzas for other domains |
 //! | [`http`] | the axum router on HTTP and HTTPS: `/health`, the routes modules serve ([`http::module_routes`], e.g. `/metrics`) and the admin REST API ([`http::admin_rest`]: allowlist and auth before every route, the route table and its one 404/405 rule in [`http::admin_rest::routes`], one file per resource, OpenAPI in `openapi/admin_rest.yaml`) |
 //! | [`control`] | the local control socket through which the CLI manages a running server, audited per Unix user; the admin shell: its command table ([`control::console`]; `s2s:*` through `core.federation`, `muc:*` through the MUC services), how a line reads in both spellings ([`control::line`]), and the interactive client ([`control::shell`]) |
+//! | [`logging`] | log output of `oxpecker serve`: text (colours only on a terminal) or JSON lines, standard output or a rotated file, the `audit` target in its own file |
 //! | [`server`] | [`server::Server`]: opens the store, builds the core, starts listeners, shuts down |
 //!
 //! Dependencies point downward: `c2s`, `s2s`, `http`, `control`, `modules` → `core` → `storage`,
@@ -52,6 +53,7 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod http;
+pub mod logging;
 pub mod modules;
 pub mod s2s;
 pub mod server;
