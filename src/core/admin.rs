@@ -222,13 +222,6 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     p[pi.min(p.len())..].iter().all(|c| *c == '*')
 }
 
-/// Resident set size from `/proc/self/statm` (pages × 4 KiB, the page size of the platforms we run on).
-fn rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    pages.checked_mul(4096)
-}
-
 /// Looks up a dotted key (`c2s.listen`) in a JSON object.
 fn dotted<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     key.split('.').try_fold(v, |v, k| v.get(k))
@@ -387,7 +380,7 @@ impl Core {
     pub fn memory_info(&self) -> MemoryInfo {
         let all = self.sessions.all(None);
         MemoryInfo {
-            rss_bytes: rss_bytes(),
+            rss_bytes: super::process::resident_bytes(),
             sessions: all.len(),
             queued_stanzas: all.iter().map(|s| s.queued()).sum(),
         }
@@ -563,12 +556,5 @@ mod tests {
         assert_eq!(dotted(&v, "c2s.listen"), Some(&json!(["x"])));
         assert_eq!(dotted(&v, "a"), Some(&json!(1)));
         assert_eq!(dotted(&v, "c2s.nope"), None);
-    }
-
-    #[test]
-    fn rss_is_read_from_procfs() {
-        if std::path::Path::new("/proc/self/statm").exists() {
-            assert!(rss_bytes().is_some_and(|b| b > 0));
-        }
     }
 }

@@ -180,9 +180,31 @@ pub struct SessionHandle {
     hibernating: AtomicBool,
     csi_inactive: AtomicBool,
     held: Mutex<Vec<Element>>,
+    /// When the client last sent something, in seconds since the Unix epoch (the reader stamps it).
+    last_active: AtomicU64,
+    /// The manager's count of sessions dropped for a full queue.
+    queue_drops: Arc<AtomicU64>,
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 impl SessionHandle {
+    /// Notes that the client sent something now (one relaxed atomic store, no lock).
+    pub fn touch(&self) {
+        self.last_active.store(unix_now(), Ordering::Relaxed);
+    }
+
+    /// Seconds since the client last sent something (since it bound, if it sent nothing since).
+    pub fn idle_secs(&self) -> u64 {
+        unix_now().saturating_sub(self.last_active.load(Ordering::Relaxed))
+    }
+
     /// Queues a stanza; a session whose queue is full is disconnected (slow consumer). Returns false if not queued.
     /// While the client is inactive (XEP-0352), presence updates are held back (the latest per
     /// sender) and flushed before the next other stanza.
@@ -285,6 +307,9 @@ impl SessionHandle {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(jid = %self.jid, "send queue full; disconnecting");
+                if !self.closer.is_cancelled() {
+                    self.queue_drops.fetch_add(1, Ordering::Relaxed);
+                }
                 self.close(StreamError::with_text(
                     StreamErrorCondition::ResourceConstraint,
                     "too many unread stanzas",
@@ -423,6 +448,7 @@ pub struct Sessions {
     pub(super) parked: tokio::sync::Notify,
     count: AtomicUsize,
     next_id: AtomicU64,
+    queue_drops: Arc<AtomicU64>,
 }
 
 /// A bound session's receiving ends, owned by its connection.
@@ -437,6 +463,11 @@ impl Sessions {
     /// An empty manager.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sessions disconnected so far because their send queue was full.
+    pub fn queue_drops(&self) -> u64 {
+        self.queue_drops.load(Ordering::Relaxed)
     }
 
     /// Binds `resource` for `bare`, applying `policy` when it is taken.
@@ -485,6 +516,8 @@ impl Sessions {
             hibernating: AtomicBool::new(false),
             csi_inactive: AtomicBool::new(false),
             held: Mutex::new(Vec::new()),
+            last_active: AtomicU64::new(unix_now()),
+            queue_drops: self.queue_drops.clone(),
         });
         entry.push(handle.clone());
         drop(entry);
