@@ -203,8 +203,10 @@ mod tests {
 
     #[test]
     fn an_unwritable_log_folder_is_one_error() {
-        let mut cfg = Config::default();
-        cfg.log_file = Some("/proc/oxpecker-no-such-dir/x.log".into());
+        let cfg = Config {
+            log_file: Some("/proc/oxpecker-no-such-dir/x.log".into()),
+            ..Config::default()
+        };
         let e = subscriber(&cfg)
             .err()
             .map(|e| e.to_string())
