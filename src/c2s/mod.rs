@@ -104,7 +104,8 @@ pub fn tls_info(tls: &rustls::ServerConnection) -> Option<TlsInfo> {
     let version = tls.protocol_version()?;
     let suite = tls.negotiated_cipher_suite()?;
     Some(TlsInfo {
-        version: version.as_str().unwrap_or("TLS").to_string(),
+        // rustls spells it `TLSv1_3`; operators (and OpenSSL, and Prosody) read `TLSv1.3`.
+        version: version.as_str().unwrap_or("TLS").replace('_', "."),
         cipher: suite.suite().as_str().unwrap_or("unknown").to_string(),
     })
 }

@@ -17,7 +17,7 @@ use super::Core;
 use super::accounts::{AccountError, Role};
 use super::events::Origin;
 use super::modules::ModuleError;
-use super::sessions::SessionHandle;
+use super::sessions::{ClientAgent, SessionHandle, TlsInfo};
 use crate::xmpp::error::{StreamError, StreamErrorCondition};
 use crate::xmpp::{Element, Jid, ns};
 
@@ -120,6 +120,18 @@ pub struct SessionInfo {
     pub queued: usize,
     /// Whether it waits for a resumption with no connection.
     pub hibernating: bool,
+    /// The transport: `tcp` (and the others as they come).
+    pub transport: &'static str,
+    /// The negotiated TLS version and cipher suite, when we terminate TLS.
+    pub tls: Option<TlsInfo>,
+    /// The SASL mechanism it authenticated with.
+    pub mechanism: Option<String>,
+    /// What the client said about itself (SASL2 user agent), if anything.
+    pub client: Option<ClientAgent>,
+    /// When it bound, in seconds since the Unix epoch.
+    pub since: u64,
+    /// Seconds since the client last sent something.
+    pub idle_secs: u64,
 }
 
 impl SessionInfo {
@@ -146,6 +158,17 @@ impl SessionInfo {
             priority: s.priority(),
             queued: s.queued(),
             hibernating: s.is_hibernating(),
+            transport: s.conn.transport.as_str(),
+            tls: s.conn.tls.clone(),
+            mechanism: s.conn.mechanism.clone(),
+            client: s.conn.client.clone(),
+            since: s
+                .conn
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+            idle_secs: s.idle_secs(),
         }
     }
 }
