@@ -148,7 +148,11 @@
   }
   function every(ms, fn) {
     clearInterval(timer);
-    timer = setInterval(() => fn().catch((e) => status(e.message, false)), ms);
+    timer = setInterval(() => {
+      // Not while a destructive button waits for its confirming click.
+      if (document.querySelector('#page button[data-armed="1"]')) return;
+      fn().catch((e) => status(e.message, false));
+    }, ms);
   }
 
   // Overview: version, uptime, hosts, sessions by transport, users, live stanza rates.
