@@ -5,11 +5,11 @@
 //!
 //! Gauges of live state (sessions, queue drops, the `process_*` families) are read at each
 //! scrape; those that need the store (accounts, offline and archived messages, rooms) are
-//! recounted by a timer every [`STORE_REFRESH`]. Every per-host series exists, at zero, from the
+//! recounted by the first scrape after [`STORE_REFRESH`] has passed. Every per-host series exists, at zero, from the
 //! moment the module loads, so that rates and alerts work on an idle server.
 
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -45,30 +45,36 @@ impl Module for Metrics {
         if let Some(c) = core.upgrade() {
             seed(&c);
         }
-        let counting = core.clone();
-        // Runs right away, then every STORE_REFRESH; removed on unload.
-        ctx.add_timer(Duration::ZERO, move || {
-            let core = counting.clone();
-            async move {
-                let core = core.upgrade()?;
-                count_stored(&core).await;
-                Some(STORE_REFRESH)
-            }
-        });
+        // When the store-derived gauges were last counted (None: not yet).
+        let counted: Arc<Mutex<Option<Instant>>> = Arc::default();
         ctx.add_http_route(
             "GET",
             PATH,
             http_handler(move |req| {
-                let core = core.clone();
-                async move { scrape(&core, &req) }
+                let (core, counted) = (core.clone(), counted.clone());
+                async move { scrape(&core, &req, &counted).await }
             }),
         )
         .map_err(|e| LoadError::Unavailable(e.to_string()))
     }
 }
 
+/// Whether the store-derived gauges are due for a recount; if so, marks them counted now.
+fn recount_due(counted: &Mutex<Option<Instant>>) -> bool {
+    let mut last = counted.lock().unwrap_or_else(|e| e.into_inner());
+    let due = last.is_none_or(|t| t.elapsed() >= STORE_REFRESH);
+    if due {
+        *last = Some(Instant::now());
+    }
+    due
+}
+
 /// Answers one scrape.
-fn scrape(core: &Weak<Core>, req: &HttpRequest) -> HttpResponse {
+async fn scrape(
+    core: &Weak<Core>,
+    req: &HttpRequest,
+    counted: &Mutex<Option<Instant>>,
+) -> HttpResponse {
     let Some(core) = core.upgrade() else {
         return HttpResponse::new(503, "text/plain", "shutting down");
     };
@@ -86,6 +92,9 @@ fn scrape(core: &Weak<Core>, req: &HttpRequest) -> HttpResponse {
             "message": "metrics are not open to this address (http.metrics_allow)",
         });
         return HttpResponse::new(403, "application/json", body.to_string());
+    }
+    if recount_due(counted) {
+        count_stored(&core).await;
     }
     refresh(&core);
     let open = req
@@ -229,7 +238,7 @@ mod tests {
         let core = Core::new(cfg, Store::memory(), super::super::BUILTIN).unwrap();
         let jid = crate::xmpp::Jid::parse("alice@a.example").unwrap();
         core.accounts.create(&jid, "pw").await.unwrap();
-        count_stored(&core).await;
+        // The first scrape counts the store.
         let h = core.http_routes.find("GET", PATH).expect("route");
         let r = h(request("127.0.0.1:9", "text/plain")).await;
         let out = String::from_utf8_lossy(&r.body).into_owned();
