@@ -646,3 +646,32 @@ pub fn random_resource() -> String {
     let n: u64 = rand::rng().random();
     format!("oxp-{n:016x}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_counts_one_drop_per_session_and_idle_starts_at_bind() {
+        let sessions = Sessions::new();
+        let bare = Jid::parse("a@localhost").expect("jid");
+        let bound = sessions
+            .bind(
+                &bare,
+                "r",
+                ResourceConflict::KickOld,
+                1,
+                Connection::new("127.0.0.1:1", true),
+            )
+            .expect("bound");
+        let h = &bound.handle;
+        assert!(h.idle_secs() <= 1, "just bound");
+        h.touch();
+        assert_eq!(sessions.queue_drops(), 0);
+        let msg = || Element::new("message", "jabber:client");
+        assert!(h.send(msg()), "fits");
+        assert!(!h.send(msg()), "full: the session is closed");
+        assert!(!h.send(msg()), "still full, already closing");
+        assert_eq!(sessions.queue_drops(), 1, "one session dropped once");
+    }
+}
