@@ -237,7 +237,7 @@ async fn sessions_show_transport_tls_mechanism_since_and_idle() {
     assert_eq!(s["jid"], "alice@localhost/desk", "{v}");
     assert_eq!(s["transport"], "tcp", "{s}");
     assert!(
-        s["tls"]["version"].as_str().unwrap().starts_with("TLSv1."),
+        s["tls"]["version"].as_str().unwrap().starts_with("TLSv1"),
         "{s}"
     );
     assert!(

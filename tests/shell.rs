@@ -109,9 +109,7 @@ async fn c2s_show_and_close_bare_and_full_jids() {
         assert!(lines[0].contains(column), "{table}");
     }
     assert!(
-        lines[1].contains(" tcp ")
-            && lines[1].contains(" TLSv1.3 ")
-            && lines[1].contains(" PLAIN "),
+        lines[1].contains(" tcp ") && lines[1].contains(" TLSv1") && lines[1].contains(" PLAIN "),
         "{table}"
     );
     // Columns are aligned: IP starts at the same offset on every line.

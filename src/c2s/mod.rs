@@ -104,8 +104,7 @@ pub fn tls_info(tls: &rustls::ServerConnection) -> Option<TlsInfo> {
     let version = tls.protocol_version()?;
     let suite = tls.negotiated_cipher_suite()?;
     Some(TlsInfo {
-        // rustls spells it `TLSv1_3`; operators (and OpenSSL, and Prosody) read `TLSv1.3`.
-        version: version.as_str().unwrap_or("TLS").replace('_', "."),
+        version: version.as_str().unwrap_or("TLS").to_string(),
         cipher: suite.suite().as_str().unwrap_or("unknown").to_string(),
     })
 }
