@@ -208,12 +208,6 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
     Ok(cfg)
 }
 
-fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
-}
-
 fn read_password(prompt: &str) -> Result<String> {
     let pw = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password(prompt)?;
@@ -233,13 +227,25 @@ fn read_password(prompt: &str) -> Result<String> {
     Ok(pw)
 }
 
-fn main() -> Result<()> {
+/// Runs the command; a failure is one line on stderr (`oxpecker: error: …`) and exit status 1.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let line = format!("{e:#}").replace('\n', " ");
+            eprintln!("oxpecker: error: {line}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     let cfg = load_config(cli.config.as_deref())?;
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Serve => {
-            init_logging(&cfg);
+            let _logs = oxpecker::logging::init(&cfg)?;
             rt.block_on(serve(cfg))
         }
         Command::CheckConfig => {
@@ -311,6 +317,7 @@ fn main() -> Result<()> {
 async fn serve(cfg: Config) -> Result<()> {
     let server = oxpecker::Server::start(cfg).await?;
     let core = server.core.clone();
+    tokio::spawn(reload_on_sighup(core.clone()));
     // A signal, or an admin's `server:shutdown` (shell, REST, ad-hoc): drain, then exit 0.
     tokio::select! {
         _ = wait_for_signal() => {}
@@ -318,6 +325,34 @@ async fn serve(cfg: Config) -> Result<()> {
     }
     server.shutdown().await;
     Ok(())
+}
+
+/// `SIGHUP` re-reads the configuration (`config:reload`), as `systemctl reload` sends it.
+async fn reload_on_sighup(core: std::sync::Arc<oxpecker::core::Core>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match core.reload_config() {
+                Ok(r) => tracing::info!(
+                    loaded = ?r.loaded,
+                    unloaded = ?r.unloaded,
+                    reloaded = ?r.reloaded,
+                    failed = ?r.failed,
+                    warnings = ?r.warnings,
+                    "configuration reloaded on SIGHUP"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: configuration not reloaded, keeping the running one")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = core;
 }
 
 async fn wait_for_signal() {

@@ -86,6 +86,31 @@ async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> 
     Ok(out)
 }
 
+/// One line per listener, then where the data and the certificate are.
+fn log_startup(
+    data_dir: &std::path::Path,
+    cert: &tls::CertPaths,
+    self_signed: bool,
+    listeners: &[(&str, &[SocketAddr])],
+) {
+    for (what, addrs) in listeners {
+        for addr in *addrs {
+            tracing::info!("listening for {what} on {addr}");
+        }
+    }
+    tracing::info!("data directory {}", data_dir.display());
+    let kind = if self_signed {
+        "self-signed"
+    } else {
+        "configured"
+    };
+    tracing::info!(
+        "certificate {} ({kind}), key {}",
+        cert.certificate.display(),
+        cert.key.display()
+    );
+}
+
 impl Server {
     /// Starts a server for `config`.
     pub async fn start(config: Config) -> Result<Server, StartError> {
@@ -169,15 +194,21 @@ impl Server {
         let control = crate::control::listen(&data_dir).map_err(StartError::Control)?;
         tracker.spawn(crate::control::serve(core.clone(), control));
         core.activate();
-        tracing::info!(
-            c2s = ?c2s_addrs,
-            s2s = ?s2s_addrs,
-            direct_tls = ?direct_tls_addrs,
-            http = ?http_addrs,
-            https = ?https_addrs,
-            hosts = ?hosts,
-            "oxpecker started"
+        let self_signed = core.config.load().tls.certificate.is_none();
+        log_startup(
+            &data_dir,
+            &cert,
+            self_signed,
+            &[
+                ("clients (STARTTLS)", &c2s_addrs),
+                ("clients (direct TLS)", &direct_tls_addrs),
+                ("servers (STARTTLS)", &s2s_addrs),
+                ("servers (direct TLS)", &s2s_direct_tls_addrs),
+                ("HTTP", &http_addrs),
+                ("HTTPS", &https_addrs),
+            ],
         );
+        tracing::info!(hosts = ?hosts, version = env!("CARGO_PKG_VERSION"), "oxpecker started");
         Ok(Server {
             core,
             c2s_addrs,

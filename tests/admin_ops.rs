@@ -223,3 +223,35 @@ async fn a_closed_session_is_not_resumed_by_stream_management() {
     let failed = c.read_stanza("failed").await;
     assert!(failed.contains("item-not-found"), "{failed}");
 }
+
+#[tokio::test]
+async fn sessions_show_transport_tls_mechanism_since_and_idle() {
+    let srv = server(false).await;
+    let mut a = login(&srv, "alice", "desk").await;
+    a.send("<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    a.read_until("id=\"p\"").await;
+    let (st, v) = call(&srv, "GET", "/sessions", None).await;
+    assert_eq!(st, 200, "{v}");
+    let s = &v["result"]["sessions"][0];
+    assert_eq!(s["jid"], "alice@localhost/desk", "{v}");
+    assert_eq!(s["transport"], "tcp", "{s}");
+    assert!(
+        s["tls"]["version"].as_str().unwrap().starts_with("TLSv1"),
+        "{s}"
+    );
+    assert!(
+        s["tls"]["cipher"].as_str().unwrap().starts_with("TLS"),
+        "{s}"
+    );
+    assert_eq!(s["mechanism"], "PLAIN", "{s}");
+    assert!(s["client"].is_null(), "no SASL2 user agent: {s}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let since = s["since"].as_u64().unwrap();
+    assert!(since > 1_700_000_000 && since <= now, "{s}");
+    // Idle counts from the last stanza (the ping), which came after the bind.
+    assert!(s["idle_secs"].as_u64().unwrap() <= now - since, "{s}");
+}

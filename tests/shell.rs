@@ -98,6 +98,20 @@ async fn c2s_show_and_close_bare_and_full_jids() {
     assert!(lines[0].starts_with("JID "), "{table}");
     assert!(lines[1].starts_with("alice@localhost/one "), "{table}");
     assert!(lines[3].starts_with("bob@localhost/phone "), "{table}");
+    for column in [
+        "TRANSPORT",
+        "SECURITY",
+        "MECHANISM",
+        "CLIENT",
+        "CONNECTED",
+        "IDLE",
+    ] {
+        assert!(lines[0].contains(column), "{table}");
+    }
+    assert!(
+        lines[1].contains(" tcp ") && lines[1].contains(" TLSv1") && lines[1].contains(" PLAIN "),
+        "{table}"
+    );
     // Columns are aligned: IP starts at the same offset on every line.
     let col = lines[0].find("IP").unwrap();
     assert!(

@@ -184,6 +184,9 @@ impl Negotiation {
     /// Sends a stream error (with a header first if none was sent) and closes the stream.
     async fn fail<W: AsyncWrite + Unpin>(&mut self, writer: &mut W, host: &str, err: StreamError) {
         tracing::debug!(peer = %self.peer, error = %err, "closing stream during negotiation");
+        self.core
+            .core_metrics
+            .stream_error(&err.condition.to_string());
         let mut out = String::new();
         if !self.header_sent {
             out.push_str(&stream_header(host, &stream_id()));

@@ -163,6 +163,7 @@ async fn attach<R, W>(
             r = read => match r {
                 Err(_) => break End::Close(Some(StreamError::new(C::ConnectionTimeout))),
                 Ok(Ok(StreamEvent::Stanza(el))) => {
+                    handle.touch();
                     if let Err(e) = handle_stanza(&core, &handle, &inbound, el).await {
                         break End::Close(Some(e));
                     }
@@ -177,6 +178,9 @@ async fn attach<R, W>(
     let resumable = handle.sm().id.clone();
     match end {
         End::Close(err) => {
+            if let Some(e) = &err {
+                core.core_metrics.stream_error(&e.condition.to_string());
+            }
             match &err {
                 Some(e) => tracing::info!(jid = %handle.jid, error = %e, "closing session"),
                 None => tracing::info!(jid = %handle.jid, "session closed by client"),

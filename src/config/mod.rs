@@ -34,6 +34,28 @@ pub enum ConfigError {
     },
 }
 
+/// A TOML error as one line: `line N: message` (toml's own text spans several lines).
+fn parse_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or_default();
+            let index = before.matches('\n').count();
+            let line = index.saturating_add(1);
+            let source: String = text
+                .lines()
+                .nth(index)
+                .unwrap_or_default()
+                .trim()
+                .chars()
+                .take(80)
+                .collect();
+            ConfigError::Parse(format!("line {line} (`{source}`): {message}"))
+        }
+        None => ConfigError::Parse(message),
+    }
+}
+
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -75,6 +97,30 @@ pub enum BareMessageDelivery {
     Highest,
 }
 
+/// How log lines are written (`log_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines; colours only when the output is a terminal (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, with the event's tracing fields and spans, for log shippers.
+    Json,
+}
+
+/// When a log file starts a new file (`log_rotation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogRotation {
+    /// A new file every hour (`NAME.YYYY-MM-DD-HH`).
+    Hourly,
+    /// A new file every day (`NAME.YYYY-MM-DD`, the default).
+    #[default]
+    Daily,
+    /// One file, never rotated by the server (for logrotate with copytruncate).
+    Never,
+}
+
 /// The whole server configuration.
 ///
 /// Unknown top-level keys are collected into `options` and must be declared by a module
@@ -103,6 +149,18 @@ pub struct Config {
     pub modules_disabled: Vec<String>,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log_level: String,
+    /// Log line format: `text` or `json`.
+    pub log_format: LogFormat,
+    /// Write logs to this file instead of standard output (rotated per `log_rotation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<PathBuf>,
+    /// When the log files rotate.
+    pub log_rotation: LogRotation,
+    /// Rotated log files kept (older ones are deleted); 0 keeps them all.
+    pub log_max_files: usize,
+    /// Write the `audit` target (admin actions, refused admin calls) to this file, and only there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_log_file: Option<PathBuf>,
     /// Client-to-server listener settings.
     pub c2s: C2sConfig,
     /// Server-to-server (federation) settings.
@@ -462,6 +520,11 @@ impl Default for Config {
             .to_vec(),
             modules_disabled: Vec::new(),
             log_level: "info".into(),
+            log_format: LogFormat::Text,
+            log_file: None,
+            log_rotation: LogRotation::Daily,
+            log_max_files: 7,
+            audit_log_file: None,
             c2s: C2sConfig::default(),
             s2s: S2sConfig::default(),
             http: HttpConfig::default(),
@@ -494,8 +557,7 @@ impl Config {
     /// Parses and validates TOML text (paths stay as written); module names and options are
     /// checked separately, against the server's modules, by [`Config::check_modules`].
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let mut cfg: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut cfg: Config = toml::from_str(text).map_err(|e| parse_error(text, &e))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -515,6 +577,12 @@ impl Config {
             fix(p);
         }
         for p in &mut self.s2s.ca_files {
+            fix(p);
+        }
+        for p in [&mut self.log_file, &mut self.audit_log_file]
+            .into_iter()
+            .flatten()
+        {
             fix(p);
         }
     }
@@ -682,6 +750,16 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(invalid("log_level", e.to_string()));
+        }
+        for (key, file) in [
+            ("log_file", &self.log_file),
+            ("audit_log_file", &self.audit_log_file),
+        ] {
+            let folder =
+                |f: &PathBuf| f.file_name().is_none() || f.to_string_lossy().ends_with('/');
+            if file.as_ref().is_some_and(folder) {
+                return Err(invalid(key, "must name a file, not a folder"));
+            }
         }
         Ok(())
     }
@@ -967,6 +1045,24 @@ mod tests {
         assert_eq!(c.modules_for(&c.hosts[0]), vec!["disco".to_string()]);
         assert_eq!(c.hosts[1].name, "b.example");
         assert_eq!(c.modules_for(&c.hosts[1]).len(), 2);
+    }
+
+    #[test]
+    fn parse_errors_are_one_line_naming_the_line() {
+        let e = Config::parse("admins = []\n[c2s]\nlisten_on = []\n").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("invalid config: line 3 (`listen_on = []`): "),
+            "{text}"
+        );
+        assert!(text.contains("listen_on") && !text.contains('\n'), "{text}");
+        let c = Config::parse("log_format = \"json\"\nlog_rotation = \"never\"\n").unwrap();
+        assert_eq!(
+            (c.log_format, c.log_rotation),
+            (LogFormat::Json, LogRotation::Never)
+        );
+        assert!(Config::parse("log_format = \"xml\"\n").is_err());
+        assert!(Config::parse("log_file = \"/var/log/\"\n").is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::Core;
 use super::accounts::{AccountError, Role};
 use super::events::Origin;
 use super::modules::ModuleError;
-use super::sessions::SessionHandle;
+use super::sessions::{ClientAgent, SessionHandle, TlsInfo};
 use crate::xmpp::error::{StreamError, StreamErrorCondition};
 use crate::xmpp::{Element, Jid, ns};
 
@@ -120,6 +120,18 @@ pub struct SessionInfo {
     pub queued: usize,
     /// Whether it waits for a resumption with no connection.
     pub hibernating: bool,
+    /// The transport: `tcp` (and the others as they come).
+    pub transport: &'static str,
+    /// The negotiated TLS version and cipher suite, when we terminate TLS.
+    pub tls: Option<TlsInfo>,
+    /// The SASL mechanism it authenticated with.
+    pub mechanism: Option<String>,
+    /// What the client said about itself (SASL2 user agent), if anything.
+    pub client: Option<ClientAgent>,
+    /// When it bound, in seconds since the Unix epoch.
+    pub since: u64,
+    /// Seconds since the client last sent something.
+    pub idle_secs: u64,
 }
 
 impl SessionInfo {
@@ -146,6 +158,17 @@ impl SessionInfo {
             priority: s.priority(),
             queued: s.queued(),
             hibernating: s.is_hibernating(),
+            transport: s.conn.transport.as_str(),
+            tls: s.conn.tls.clone(),
+            mechanism: s.conn.mechanism.clone(),
+            client: s.conn.client.clone(),
+            since: s
+                .conn
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+            idle_secs: s.idle_secs(),
         }
     }
 }
@@ -220,13 +243,6 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
         }
     }
     p[pi.min(p.len())..].iter().all(|c| *c == '*')
-}
-
-/// Resident set size from `/proc/self/statm` (pages × 4 KiB, the page size of the platforms we run on).
-fn rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    pages.checked_mul(4096)
 }
 
 /// Looks up a dotted key (`c2s.listen`) in a JSON object.
@@ -387,7 +403,7 @@ impl Core {
     pub fn memory_info(&self) -> MemoryInfo {
         let all = self.sessions.all(None);
         MemoryInfo {
-            rss_bytes: rss_bytes(),
+            rss_bytes: super::process::resident_bytes(),
             sessions: all.len(),
             queued_stanzas: all.iter().map(|s| s.queued()).sum(),
         }
@@ -563,12 +579,5 @@ mod tests {
         assert_eq!(dotted(&v, "c2s.listen"), Some(&json!(["x"])));
         assert_eq!(dotted(&v, "a"), Some(&json!(1)));
         assert_eq!(dotted(&v, "c2s.nope"), None);
-    }
-
-    #[test]
-    fn rss_is_read_from_procfs() {
-        if std::path::Path::new("/proc/self/statm").exists() {
-            assert!(rss_bytes().is_some_and(|b| b > 0));
-        }
     }
 }

@@ -145,6 +145,15 @@ impl Family {
         self.with(values).observe(v, bounds);
     }
 
+    /// Sets every series of this family to zero (gauges recounted from scratch).
+    pub fn reset(&self) {
+        if let Ok(map) = self.series.read() {
+            for s in map.values() {
+                s.set(0.0);
+            }
+        }
+    }
+
     /// The family's kind.
     pub fn kind(&self) -> &MetricKind {
         &self.kind
@@ -331,7 +340,7 @@ fn render_labels(names: &[String], values: &[String], le: Option<&str>) -> Strin
     }
 }
 
-/// The server's own metrics (connections, stanzas, auth, HTTP, storage), resolved once.
+/// The server's own metrics (connections, stanzas, auth, HTTP, storage, process), resolved once.
 #[derive(Debug)]
 pub struct CoreMetrics {
     /// Open connections by type (c2s, c2s_direct_tls, c2s_websocket, c2s_bosh, http) and TLS state.
@@ -342,16 +351,51 @@ pub struct CoreMetrics {
     pub auth: Arc<Family>,
     /// HTTP requests by route and status.
     pub http_requests: Arc<Family>,
+    /// HTTP request latency by route.
+    pub http_latency: Arc<Family>,
     /// Storage write latency.
     pub storage_latency: Arc<Family>,
     /// Bound sessions.
     pub sessions: Arc<Family>,
+    /// Bound sessions by host, transport and TLS state.
+    pub sessions_by_transport: Arc<Family>,
+    /// Stream errors the server sent, by condition.
+    pub stream_errors: Arc<Family>,
+    /// Sessions disconnected because their send queue was full.
+    pub queue_drops: Arc<Family>,
+    /// Registered accounts by host.
+    pub accounts: Arc<Family>,
+    /// Messages waiting in offline storage, by host.
+    pub offline_messages: Arc<Family>,
+    /// Messages in the users' archives (XEP-0313), by host.
+    pub archive_messages: Arc<Family>,
+    /// Group chat rooms by service host.
+    pub rooms: Arc<Family>,
+    /// Group chat occupants by service host.
+    pub room_occupants: Arc<Family>,
+    process: ProcessFamilies,
 }
 
+/// The standard `process_*` families of Prometheus client libraries.
+#[derive(Debug)]
+struct ProcessFamilies {
+    cpu: Arc<Family>,
+    resident: Arc<Family>,
+    open_fds: Arc<Family>,
+    max_fds: Arc<Family>,
+    start_time: Arc<Family>,
+}
+
+/// Stanza kinds counted in `oxpecker_stanzas`, exported from the start with zeros.
+pub const STANZA_KINDS: &[&str] = &["message", "presence", "iq"];
+
 impl CoreMetrics {
-    /// Registers the core families in `m`.
+    /// Registers the core families in `m`, with the series rates are taken over set to zero.
     pub fn new(m: &Metrics) -> Self {
-        CoreMetrics {
+        let gauge = |name: &str, help: &str, unit: Option<&str>, labels: &[&str]| {
+            m.family(name, help, unit, MetricKind::Gauge, labels)
+        };
+        let metrics = CoreMetrics {
             connections: m.gauge(
                 "oxpecker_connections",
                 "Open connections by type and TLS state",
@@ -372,6 +416,13 @@ impl CoreMetrics {
                 "HTTP requests by route and status",
                 &["route", "status"],
             ),
+            http_latency: m.family(
+                "oxpecker_http_request_duration_seconds",
+                "Time to answer HTTP requests, by route",
+                Some("seconds"),
+                MetricKind::Histogram(TIME_BUCKETS.to_vec()),
+                &["route"],
+            ),
             storage_latency: m.family(
                 "oxpecker_storage_write_seconds",
                 "Latency of durable storage writes",
@@ -380,6 +431,109 @@ impl CoreMetrics {
                 &[],
             ),
             sessions: m.gauge("oxpecker_sessions", "Bound client sessions", &["host"]),
+            sessions_by_transport: m.gauge(
+                "oxpecker_sessions_by_transport",
+                "Bound client sessions by host, transport and TLS state",
+                &["host", "transport", "tls"],
+            ),
+            stream_errors: m.counter(
+                "oxpecker_stream_errors",
+                "Stream errors sent to clients, by condition",
+                &["condition"],
+            ),
+            queue_drops: m.counter(
+                "oxpecker_queue_drops",
+                "Client sessions disconnected because their send queue was full",
+                &[],
+            ),
+            accounts: m.gauge("oxpecker_accounts", "Registered accounts", &["host"]),
+            offline_messages: m.gauge(
+                "oxpecker_offline_messages",
+                "Messages waiting in offline storage",
+                &["host"],
+            ),
+            archive_messages: m.gauge(
+                "oxpecker_archive_messages",
+                "Messages in the users' archives (XEP-0313)",
+                &["host"],
+            ),
+            rooms: m.gauge("oxpecker_muc_rooms", "Group chat rooms", &["host"]),
+            room_occupants: m.gauge(
+                "oxpecker_muc_occupants",
+                "Occupants of group chat rooms",
+                &["host"],
+            ),
+            process: ProcessFamilies {
+                cpu: m.family(
+                    "process_cpu_seconds",
+                    "Total user and system CPU time spent in seconds",
+                    Some("seconds"),
+                    MetricKind::Counter,
+                    &[],
+                ),
+                resident: gauge(
+                    "process_resident_memory_bytes",
+                    "Resident memory size in bytes",
+                    Some("bytes"),
+                    &[],
+                ),
+                open_fds: gauge(
+                    "process_open_fds",
+                    "Number of open file descriptors",
+                    None,
+                    &[],
+                ),
+                max_fds: gauge(
+                    "process_max_fds",
+                    "Maximum number of open file descriptors",
+                    None,
+                    &[],
+                ),
+                start_time: gauge(
+                    "process_start_time_seconds",
+                    "Start time of the process since unix epoch in seconds",
+                    Some("seconds"),
+                    &[],
+                ),
+            },
+        };
+        m.gauge(
+            "oxpecker_build_info",
+            "The running build (always 1)",
+            &["version"],
+        )
+        .with(&[env!("CARGO_PKG_VERSION")])
+        .set(1.0);
+        for kind in STANZA_KINDS {
+            for direction in ["in", "out"] {
+                metrics.stanzas.with(&[kind, direction]);
+            }
+        }
+        metrics.queue_drops.with(&[]);
+        metrics.storage_latency.with(&[]);
+        metrics
+    }
+
+    /// Counts a stream error sent to a client.
+    pub fn stream_error(&self, condition: &str) {
+        self.stream_errors.with(&[condition]).inc();
+    }
+
+    /// Sets the `process_*` families from procfs (left out where there is none).
+    pub fn refresh_process(&self) {
+        let s = super::process::ProcessStats::read();
+        let p = &self.process;
+        let pairs = [
+            (&p.cpu, s.cpu_seconds),
+            (&p.resident, s.resident_bytes.map(|v| v as f64)),
+            (&p.open_fds, s.open_fds.map(|v| v as f64)),
+            (&p.max_fds, s.max_fds.map(|v| v as f64)),
+            (&p.start_time, s.start_time_seconds),
+        ];
+        for (family, value) in pairs {
+            if let Some(v) = value {
+                family.with(&[]).set(v);
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod module_api;
 pub mod modules;
 pub mod options;
 pub mod priority;
+pub mod process;
 pub mod reload;
 pub mod remote;
 pub mod roster;

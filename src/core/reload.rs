@@ -205,6 +205,14 @@ fn restart_warnings(old: &Config, new: &Config) -> Vec<String> {
         "storage",
     );
     check(old.log_level != new.log_level, "log_level");
+    check(
+        old.log_format != new.log_format
+            || old.log_file != new.log_file
+            || old.log_rotation != new.log_rotation
+            || old.log_max_files != new.log_max_files
+            || old.audit_log_file != new.audit_log_file,
+        "log_format/log_file/log_rotation/log_max_files/audit_log_file",
+    );
     out
 }
 

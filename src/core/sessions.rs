@@ -198,9 +198,31 @@ pub struct SessionHandle {
     hibernating: AtomicBool,
     csi_inactive: AtomicBool,
     held: Mutex<Vec<Element>>,
+    /// When the client last sent something, in seconds since the Unix epoch (the reader stamps it).
+    last_active: AtomicU64,
+    /// The manager's count of sessions dropped for a full queue.
+    queue_drops: Arc<AtomicU64>,
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 impl SessionHandle {
+    /// Notes that the client sent something now (one relaxed atomic store, no lock).
+    pub fn touch(&self) {
+        self.last_active.store(unix_now(), Ordering::Relaxed);
+    }
+
+    /// Seconds since the client last sent something (since it bound, if it sent nothing since).
+    pub fn idle_secs(&self) -> u64 {
+        unix_now().saturating_sub(self.last_active.load(Ordering::Relaxed))
+    }
+
     /// Queues a stanza; a session whose queue is full is disconnected (slow consumer). Returns false if not queued.
     /// While the client is inactive (XEP-0352), presence updates are held back (the latest per
     /// sender) and flushed before the next other stanza.
@@ -303,6 +325,9 @@ impl SessionHandle {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(jid = %self.jid, "send queue full; disconnecting");
+                if !self.closer.is_cancelled() {
+                    self.queue_drops.fetch_add(1, Ordering::Relaxed);
+                }
                 self.close(StreamError::with_text(
                     StreamErrorCondition::ResourceConstraint,
                     "too many unread stanzas",
@@ -441,6 +466,7 @@ pub struct Sessions {
     pub(super) parked: tokio::sync::Notify,
     count: AtomicUsize,
     next_id: AtomicU64,
+    queue_drops: Arc<AtomicU64>,
 }
 
 /// A bound session's receiving ends, owned by its connection.
@@ -455,6 +481,11 @@ impl Sessions {
     /// An empty manager.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sessions disconnected so far because their send queue was full.
+    pub fn queue_drops(&self) -> u64 {
+        self.queue_drops.load(Ordering::Relaxed)
     }
 
     /// Binds `resource` for `bare`, applying `policy` when it is taken.
@@ -503,6 +534,8 @@ impl Sessions {
             hibernating: AtomicBool::new(false),
             csi_inactive: AtomicBool::new(false),
             held: Mutex::new(Vec::new()),
+            last_active: AtomicU64::new(unix_now()),
+            queue_drops: self.queue_drops.clone(),
         });
         entry.push(handle.clone());
         drop(entry);
@@ -630,4 +663,33 @@ pub fn random_resource() -> String {
     use rand::Rng;
     let n: u64 = rand::rng().random();
     format!("oxp-{n:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_counts_one_drop_per_session_and_idle_starts_at_bind() {
+        let sessions = Sessions::new();
+        let bare = Jid::parse("a@localhost").expect("jid");
+        let bound = sessions
+            .bind(
+                &bare,
+                "r",
+                ResourceConflict::KickOld,
+                1,
+                Connection::new("127.0.0.1:1", true),
+            )
+            .expect("bound");
+        let h = &bound.handle;
+        assert!(h.idle_secs() <= 1, "just bound");
+        h.touch();
+        assert_eq!(sessions.queue_drops(), 0);
+        let msg = || Element::new("message", "jabber:client");
+        assert!(h.send(msg()), "fits");
+        assert!(!h.send(msg()), "full: the session is closed");
+        assert!(!h.send(msg()), "still full, already closing");
+        assert_eq!(sessions.queue_drops(), 1, "one session dropped once");
+    }
 }

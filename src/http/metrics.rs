@@ -1,5 +1,5 @@
-//! The middleware counting HTTP requests by route and status. (`GET /metrics` itself is served
-//! by the global `metrics` module, [`crate::modules::metrics`].)
+//! The middleware counting HTTP requests by route and status and timing them by route.
+//! (`GET /metrics` itself is served by the global `metrics` module, [`crate::modules::metrics`].)
 
 use std::sync::Arc;
 
@@ -10,6 +10,8 @@ use axum::response::Response;
 use crate::core::Core;
 
 /// The route label of a path: its first two segments, so names in paths never make new series.
+/// Requests answered 404 are counted under one label, `unmatched`, so that scanning random
+/// paths makes no new series either.
 pub fn route_label(path: &str) -> String {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).take(2).collect();
     format!("/{}", segs.join("/"))
@@ -17,13 +19,19 @@ pub fn route_label(path: &str) -> String {
 
 /// Counts every request by route and status.
 pub async fn count_requests(State(core): State<Arc<Core>>, req: Request, next: Next) -> Response {
-    let route = route_label(req.uri().path());
+    let started = std::time::Instant::now();
+    let mut route = route_label(req.uri().path());
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    core.core_metrics
-        .http_requests
-        .with(&[&route, &status])
+    let status = resp.status();
+    if status == axum::http::StatusCode::NOT_FOUND {
+        route = "unmatched".into();
+    }
+    let m = &core.core_metrics;
+    m.http_requests
+        .with(&[&route, &status.as_u16().to_string()])
         .inc();
+    m.http_latency
+        .observe(&[&route], started.elapsed().as_secs_f64());
     resp
 }
 

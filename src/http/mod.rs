@@ -4,6 +4,7 @@
 //! HTTPS (`http.tls_listen`, the c2s certificate).
 
 pub mod admin_rest;
+pub mod dashboard;
 pub mod metrics;
 pub mod module_routes;
 
@@ -76,6 +77,9 @@ impl Http {
     pub fn router(&self, secure: bool) -> Router {
         Router::new()
             .route("/health", get(health))
+            .route("/admin", get(dashboard::page))
+            .route("/admin/", get(dashboard::page))
+            .route("/admin/{*file}", get(dashboard::page))
             .merge(self.extra.clone())
             .fallback(admin_rest::entry)
             .layer(Extension(self.admin.clone()))

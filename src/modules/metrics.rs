@@ -2,8 +2,14 @@
 //! metric family, OpenMetrics text when the scraper accepts it (as Prometheus does), else the
 //! Prometheus text format — to the addresses in `http.metrics_allow` (loopback by default).
 //! Unloaded, `/metrics` answers 404.
+//!
+//! Gauges of live state (sessions, queue drops, the `process_*` families) are read at each
+//! scrape; those that need the store (accounts, offline and archived messages, rooms) are
+//! recounted by the first scrape after [`STORE_REFRESH`] has passed. Every per-host series exists, at zero, from the
+//! moment the module loads, so that rates and alerts work on an idle server.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -11,6 +17,7 @@ use crate::core::Core;
 use crate::core::metrics::Format;
 use crate::core::module_api::http::{HttpRequest, HttpResponse, http_handler};
 use crate::core::modules::{LoadError, Module, ModuleContext};
+use crate::core::sessions::Transport;
 
 /// The OpenMetrics content type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -18,6 +25,8 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The path served.
 pub const PATH: &str = "/metrics";
+/// How often the store-derived gauges (accounts, offline and archived messages, rooms) are recounted.
+pub const STORE_REFRESH: Duration = Duration::from_secs(60);
 
 /// The `metrics` module.
 pub struct Metrics;
@@ -33,20 +42,39 @@ impl Module for Metrics {
 
     fn load(&self, ctx: &mut ModuleContext) -> Result<(), LoadError> {
         let core = ctx.core();
+        if let Some(c) = core.upgrade() {
+            seed(&c);
+        }
+        // When the store-derived gauges were last counted (None: not yet).
+        let counted: Arc<Mutex<Option<Instant>>> = Arc::default();
         ctx.add_http_route(
             "GET",
             PATH,
             http_handler(move |req| {
-                let core = core.clone();
-                async move { scrape(&core, &req) }
+                let (core, counted) = (core.clone(), counted.clone());
+                async move { scrape(&core, &req, &counted).await }
             }),
         )
         .map_err(|e| LoadError::Unavailable(e.to_string()))
     }
 }
 
+/// Whether the store-derived gauges are due for a recount; if so, marks them counted now.
+fn recount_due(counted: &Mutex<Option<Instant>>) -> bool {
+    let mut last = counted.lock().unwrap_or_else(|e| e.into_inner());
+    let due = last.is_none_or(|t| t.elapsed() >= STORE_REFRESH);
+    if due {
+        *last = Some(Instant::now());
+    }
+    due
+}
+
 /// Answers one scrape.
-fn scrape(core: &Weak<Core>, req: &HttpRequest) -> HttpResponse {
+async fn scrape(
+    core: &Weak<Core>,
+    req: &HttpRequest,
+    counted: &Mutex<Option<Instant>>,
+) -> HttpResponse {
     let Some(core) = core.upgrade() else {
         return HttpResponse::new(503, "text/plain", "shutting down");
     };
@@ -65,6 +93,9 @@ fn scrape(core: &Weak<Core>, req: &HttpRequest) -> HttpResponse {
         });
         return HttpResponse::new(403, "application/json", body.to_string());
     }
+    if recount_due(counted) {
+        count_stored(&core).await;
+    }
     refresh(&core);
     let open = req
         .header("accept")
@@ -77,12 +108,87 @@ fn scrape(core: &Weak<Core>, req: &HttpRequest) -> HttpResponse {
     HttpResponse::new(200, ctype, core.metrics.render_as(format))
 }
 
+/// Creates, at zero, the series of every host and configured mechanism.
+fn seed(core: &Core) {
+    let m = &core.core_metrics;
+    let cfg = core.config.load();
+    for mech in &cfg.c2s.sasl_mechanisms {
+        for result in ["success", "failure"] {
+            m.auth.with(&[mech, result]);
+        }
+    }
+    for h in &cfg.hosts {
+        let host = h.name.as_str();
+        m.sessions.with(&[host]);
+        for tls in ["true", "false"] {
+            m.sessions_by_transport
+                .with(&[host, Transport::Tcp.as_str(), tls]);
+        }
+        for family in [&m.accounts, &m.offline_messages, &m.archive_messages] {
+            family.with(&[host]);
+        }
+    }
+    for c in cfg.components().iter().filter(|c| c.module == "muc") {
+        m.rooms.with(&[&c.name]);
+        m.room_occupants.with(&[&c.name]);
+    }
+}
+
 /// Brings the gauges read at scrape time up to date.
 fn refresh(core: &Arc<Core>) {
+    let m = &core.core_metrics;
+    m.sessions_by_transport.reset();
     for host in core.hosts() {
-        let n = core.sessions.all(Some(&host.name)).len();
-        core.core_metrics.sessions.with(&[&host.name]).set(n as f64);
+        let sessions = core.sessions.all(Some(&host.name));
+        m.sessions.with(&[&host.name]).set(sessions.len() as f64);
+        for s in &sessions {
+            let tls = if s.conn.secure { "true" } else { "false" };
+            m.sessions_by_transport
+                .with(&[&host.name, s.conn.transport.as_str(), tls])
+                .inc();
+        }
     }
+    m.queue_drops
+        .with(&[])
+        .set(core.sessions.queue_drops() as f64);
+    m.refresh_process();
+}
+
+/// Recounts what lives in the store: accounts, offline and archived messages per host, and
+/// the rooms and occupants of each group chat service. A count that fails keeps its last value.
+async fn count_stored(core: &Arc<Core>) {
+    let m = &core.core_metrics;
+    for host in core.hosts() {
+        let host = host.name.as_str();
+        if let Ok(users) = core.accounts.list(host).await {
+            m.accounts.with(&[host]).set(users.len() as f64);
+        }
+        for (family, store) in [
+            (&m.offline_messages, super::offline::STORE),
+            (&m.archive_messages, super::mam::STORE),
+        ] {
+            if let Some(n) = archive_items(core, host, store).await {
+                family.with(&[host]).set(n as f64);
+            }
+        }
+    }
+    for svc in super::muc::services(core) {
+        if let Ok(rooms) = svc.list().await {
+            let occupants: usize = rooms.iter().map(|r| r.occupants).sum();
+            m.rooms.with(&[&svc.host]).set(rooms.len() as f64);
+            m.room_occupants.with(&[&svc.host]).set(occupants as f64);
+        }
+    }
+}
+
+/// Items in archive store `store` of `host`, over all its users.
+async fn archive_items(core: &Core, host: &str, store: &str) -> Option<usize> {
+    let archive = core.store.archive(host, store);
+    let mut total = 0usize;
+    for user in archive.users().await.ok()? {
+        total = total.saturating_add(archive.count(&user).await.ok()?);
+    }
+    Some(total)
 }
 
 #[cfg(test)]
@@ -121,5 +227,56 @@ mod tests {
         assert!(core.http_routes.find("GET", PATH).is_none());
         core.load_module("*", "metrics").unwrap();
         assert!(core.http_routes.find("GET", PATH).is_some(), "loads again");
+    }
+
+    #[tokio::test]
+    async fn an_idle_server_exports_every_family_with_zeros_and_process_metrics() {
+        let cfg = Config::parse(
+            "modules_enabled = [\"metrics\"]\n[[host]]\nname = \"a.example\"\n[[host]]\nname = \"b.example\"\n",
+        )
+        .unwrap();
+        let core = Core::new(cfg, Store::memory(), super::super::BUILTIN).unwrap();
+        let jid = crate::xmpp::Jid::parse("alice@a.example").unwrap();
+        core.accounts.create(&jid, "pw").await.unwrap();
+        // The first scrape counts the store.
+        let h = core.http_routes.find("GET", PATH).expect("route");
+        let r = h(request("127.0.0.1:9", "text/plain")).await;
+        let out = String::from_utf8_lossy(&r.body).into_owned();
+        for line in [
+            "oxpecker_accounts{host=\"a.example\"} 1\n",
+            "oxpecker_accounts{host=\"b.example\"} 0\n",
+            "oxpecker_sessions{host=\"b.example\"} 0\n",
+            "oxpecker_sessions_by_transport{host=\"a.example\",transport=\"tcp\",tls=\"true\"} 0\n",
+            "oxpecker_stanzas_total{kind=\"message\",direction=\"out\"} 0\n",
+            "oxpecker_auth_total{mechanism=\"PLAIN\",result=\"failure\"} 0\n",
+            "oxpecker_offline_messages{host=\"a.example\"} 0\n",
+            "oxpecker_archive_messages{host=\"b.example\"} 0\n",
+            "oxpecker_muc_rooms{host=\"conference.a.example\"} 0\n",
+            "oxpecker_queue_drops_total 0\n",
+            "oxpecker_storage_write_seconds_count ",
+        ] {
+            assert!(out.contains(line), "missing {line:?} in\n{out}");
+        }
+        let build = format!(
+            "oxpecker_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(out.contains(&build), "{out}");
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(
+                out.contains(&format!("\n{name}")),
+                "missing {name} in\n{out}"
+            );
+        }
+        assert!(
+            out.contains("# TYPE process_cpu_seconds_total counter\n"),
+            "{out}"
+        );
     }
 }

@@ -89,13 +89,41 @@ pub(super) async fn module_cmd(
 }
 
 fn sessions_output(list: Vec<admin::SessionInfo>) -> Output {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
     let rows = list
         .iter()
         .map(|s| {
+            let security = match (&s.tls, s.secure) {
+                (Some(t), _) => format!("{} {}", t.version, t.cipher),
+                (None, true) => "tls".to_string(),
+                (None, false) => "plain".to_string(),
+            };
+            let client = s.client.as_ref().map_or_else(
+                || "-".to_string(),
+                |c| {
+                    let parts: Vec<&str> = [c.software.as_deref(), c.device.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                    if parts.is_empty() {
+                        c.id.clone()
+                    } else {
+                        parts.join(" on ")
+                    }
+                },
+            );
             vec![
                 s.jid.clone(),
                 s.ip.clone(),
-                if s.secure { "tls" } else { "plain" }.to_string(),
+                s.transport.to_string(),
+                security,
+                s.mechanism.clone().unwrap_or_else(|| "-".into()),
+                client,
+                human_duration(now.saturating_sub(s.since)),
+                human_duration(s.idle_secs),
                 s.sm.to_string(),
                 s.csi.to_string(),
                 if s.available { "available" } else { "-" }.to_string(),
@@ -105,7 +133,20 @@ fn sessions_output(list: Vec<admin::SessionInfo>) -> Output {
         .collect();
     let data = json!(list);
     Output::table(
-        &["JID", "IP", "SECURITY", "SM", "CSI", "PRESENCE", "QUEUED"],
+        &[
+            "JID",
+            "IP",
+            "TRANSPORT",
+            "SECURITY",
+            "MECHANISM",
+            "CLIENT",
+            "CONNECTED",
+            "IDLE",
+            "SM",
+            "CSI",
+            "PRESENCE",
+            "QUEUED",
+        ],
         rows,
         data,
     )
