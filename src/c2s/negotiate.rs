@@ -30,11 +30,21 @@ const RESUME_WAIT: Duration = Duration::from_secs(5);
 pub trait Pending {
     /// Whether bytes were read from the socket but not yet consumed.
     fn has_pending(&self) -> bool;
+
+    /// Whether unread bytes other than XML whitespace are pending (whitespace after
+    /// `<starttls/>` is harmless and is dropped with the plaintext reader).
+    fn has_pending_data(&self) -> bool {
+        self.has_pending()
+    }
 }
 
 impl<T: tokio::io::AsyncRead> Pending for tokio::io::BufReader<T> {
     fn has_pending(&self) -> bool {
         !self.buffer().is_empty()
+    }
+
+    fn has_pending_data(&self) -> bool {
+        crate::xmpp::parser::has_data(self.buffer())
     }
 }
 
@@ -255,7 +265,7 @@ impl Negotiation {
                 Err(_) => return Step::Done(Outcome::Closed),
             };
             if el.is("starttls", ns::TLS) && !self.secure && authenticated.is_none() {
-                if parser.get_ref().has_pending() {
+                if parser.get_ref().has_pending_data() {
                     // Plaintext pipelined after <starttls/> must never reach the TLS layer.
                     self.fail(
                         &mut writer,
@@ -962,6 +972,17 @@ mod tests {
         let end = c.read_until("</stream:stream>").await.expect("stream end");
         assert!(end.contains("<policy-violation"), "{end}");
         assert!(matches!(task.await.expect("task"), Outcome::Closed));
+    }
+
+    #[tokio::test]
+    async fn whitespace_after_starttls_gets_proceed() {
+        let (_core, _seen, mut c, task) = negotiate(&[], false).await;
+        c.open().await;
+        c.send(&format!("<starttls xmlns='{}'/>\n \t\r\n", ns::TLS))
+            .await;
+        let reply = c.read_until("/>").await.expect("proceed");
+        assert!(reply.contains("<proceed"), "{reply}");
+        assert!(matches!(task.await.expect("task"), Outcome::StartTls(..)));
     }
 
     #[tokio::test]
