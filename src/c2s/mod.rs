@@ -1,5 +1,6 @@
 //! Client-to-server: the listeners, one task per connection, negotiation, then the session.
 
+pub mod guard;
 pub mod negotiate;
 pub mod register;
 pub mod session;

@@ -92,6 +92,8 @@ pub struct Negotiation {
     header_sent: bool,
     /// What the session will show of its connection (TLS, mechanism), filled as negotiation goes.
     pub conn: Connection,
+    /// The current SASL attempt, for the brute-force guard.
+    auth_attempt: super::guard::Attempt,
 }
 
 /// Limits before authentication.
@@ -287,10 +289,12 @@ impl Negotiation {
                     .and_then(Mechanism::from_name)
                     .map(|m| m.name())
                     .unwrap_or("other");
+                self.auth_attempt = Default::default();
                 let outcome = self.sasl(&el, &host, &mut parser, &mut writer).await;
                 let result = match &outcome {
                     Ok(Some(_)) => "success",
                     Ok(None) => "aborted",
+                    Err(_) if self.auth_attempt.refused => "throttled",
                     Err(_) => "failure",
                 };
                 self.core
@@ -312,10 +316,15 @@ impl Negotiation {
                     Err(e) => {
                         failures += 1;
                         tracing::info!(peer = %self.peer, condition = e.condition(), "authentication failed");
+                        self.auth_attempt.failed(&self.core, &self.peer, &e);
+                        if self.auth_attempt.refused {
+                            // Brute force: a pause, <temporary-auth-failure/>, then the close.
+                            super::guard::refusal_delay(&self.config).await;
+                        }
                         if write(&mut writer, &sasl_failure(&e)).await.is_err() {
                             return Step::Done(Outcome::Closed);
                         }
-                        if failures >= MAX_AUTH_FAILURES {
+                        if failures >= MAX_AUTH_FAILURES || self.auth_attempt.refused {
                             self.fail(
                                 &mut writer,
                                 &host,
@@ -619,6 +628,9 @@ impl Negotiation {
         if self.config.c2s.require_encryption && !self.secure {
             return Err(SaslError::EncryptionRequired);
         }
+        if !self.auth_guard(None) {
+            return Err(SaslError::TemporaryAuthFailure);
+        }
         let mech = auth
             .get_attr("mechanism")
             .and_then(Mechanism::from_name)
@@ -646,6 +658,9 @@ impl Negotiation {
             None => {
                 let creds = sasl::parse_plain(&first)?;
                 let jid = self.login_jid(&creds.authcid, creds.authzid.as_deref(), host)?;
+                if !self.auth_guard(Some(&jid)) {
+                    return Err(SaslError::TemporaryAuthFailure);
+                }
                 let ok = self
                     .core
                     .accounts
@@ -664,6 +679,9 @@ impl Negotiation {
                 let mut server = ScramServer::new(hash);
                 let cf = server.client_first(&first)?;
                 let jid = self.login_jid(&cf.username, cf.authzid.as_deref(), host);
+                if !self.auth_guard(jid.as_ref().ok()) {
+                    return Err(SaslError::TemporaryAuthFailure);
+                }
                 let record = match &jid {
                     Ok(j) => self
                         .core
@@ -687,6 +705,12 @@ impl Negotiation {
                 Ok(Some((jid, success)))
             }
         }
+    }
+
+    /// Asks the brute-force guard about this attempt (for `account` once named).
+    fn auth_guard(&mut self, account: Option<&Jid>) -> bool {
+        self.auth_attempt
+            .check(&self.core, &self.config, &self.peer, account)
     }
 
     fn login_jid(
@@ -759,6 +783,7 @@ impl Negotiation {
             secure,
             deadline,
             header_sent: false,
+            auth_attempt: Default::default(),
         }
     }
 
@@ -924,6 +949,59 @@ mod tests {
                     "condition": "not-authorized", "peer": "peer:1", "secure": true })
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_throttled_address_gets_temporary_auth_failure_even_with_the_right_password() {
+        let (core, seen, mut c, task) = negotiate(&[AUTHENTICATION_FAILURE], true).await;
+        let limits = core.config.load().limits.clone();
+        let now = std::time::Instant::now();
+        for _ in 0..limits.auth_max_failures {
+            core.auth_guard.failed("peer:1", None, now);
+        }
+        c.open().await;
+        let reply = c.auth_plain("alice", "pw").await;
+        assert!(reply.contains("<temporary-auth-failure/>"), "{reply}");
+        let end = c.read_until("</stream:stream>").await.expect("stream end");
+        assert!(end.contains("<policy-violation"), "{end}");
+        assert!(matches!(task.await.expect("task"), Outcome::Closed));
+        let seen = take(&seen);
+        assert_eq!(seen[0].1["condition"], "temporary-auth-failure", "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn wrong_passwords_are_counted_against_the_address_and_the_account() {
+        let (core, _seen, mut c, task) = negotiate(&[], true).await;
+        c.open().await;
+        for _ in 0..3 {
+            assert!(
+                c.auth_plain("alice", "wrong")
+                    .await
+                    .contains("<not-authorized/>")
+            );
+        }
+        assert!(matches!(task.await.expect("task"), Outcome::Closed));
+        let limits = crate::config::LimitsConfig {
+            auth_max_failures: 3,
+            ..Default::default()
+        };
+        let now = std::time::Instant::now();
+        assert!(!core.auth_guard.allows(&limits, "peer:1", None, now));
+        let per_account = crate::config::LimitsConfig {
+            auth_max_failures: 0,
+            auth_account_max_failures: 3,
+            ..Default::default()
+        };
+        let alice = Jid::parse("alice@localhost").expect("jid");
+        assert!(
+            !core
+                .auth_guard
+                .allows(&per_account, "peer:1", Some(&alice), now)
+        );
+        assert!(
+            core.auth_guard
+                .allows(&per_account, "clean:1", Some(&alice), now)
+        );
     }
 
     #[tokio::test]

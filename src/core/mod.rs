@@ -71,6 +71,8 @@ pub struct Core {
     pub started: std::time::Instant,
     /// In-band registrations per client address (XEP-0077 pre-authentication), per minute.
     pub registrations: throttle::Throttle,
+    /// Failed logins per address and per account, asked by every SASL path (brute force).
+    pub auth_guard: throttle::AuthGuard,
     /// State modules share by path.
     pub shared: std::sync::Mutex<module_api::SharedMap>,
     /// Hosts switched off at run time ([`admin`]); [`Core::host`] does not serve them.
@@ -102,6 +104,9 @@ impl Core {
             iq: iq::IqTracker::default(),
             started: std::time::Instant::now(),
             registrations: throttle::Throttle::new(std::time::Duration::from_secs(60)),
+            auth_guard: throttle::AuthGuard::new(std::time::Duration::from_secs(
+                config.limits.auth_window_secs,
+            )),
             shared: std::sync::Mutex::new(Default::default()),
             inactive_hosts: Default::default(),
             stop: Default::default(),
