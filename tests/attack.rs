@@ -85,3 +85,48 @@ async fn brute_force_from_one_address_is_throttled_while_another_logs_in() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn an_offline_backlog_larger_than_the_send_queue_streams_to_a_clean_login() {
+    let srv = TestServer::start_with(|c| c.c2s.send_queue = 32).await;
+    srv.add_user("alice@localhost", "secret").await;
+    srv.add_user("bob@localhost", "secret").await;
+    let mut bob = RawClient::login(&srv, "bob", "secret", "b").await;
+    let backlog = 100;
+    for i in 0..backlog {
+        bob.send(&format!(
+            "<message to='alice@localhost' type='chat' id='m{i}'><body>backlog {i}</body></message>"
+        ))
+        .await;
+    }
+    let alice_jid = common::jid("alice@localhost");
+    for _ in 0..500 {
+        if oxpecker::modules::offline::count(&srv.server().core, &alice_jid).await == backlog {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        oxpecker::modules::offline::count(&srv.server().core, &alice_jid).await,
+        backlog
+    );
+    // Two logins in a row: each gets a clean session (the first takes everything).
+    let mut alice = RawClient::login(&srv, "alice", "secret", "phone").await;
+    alice.send("<presence/>").await;
+    for i in 0..backlog {
+        let m = alice.read_stanza("message").await;
+        assert!(
+            m.contains(&format!("backlog {i}<")),
+            "message {i} in order: {m}"
+        );
+    }
+    alice
+        .send("<iq type='get' id='after' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let rest = alice.read_until("id=\"after\"").await;
+    assert!(!rest.contains("resource-constraint"), "{rest}");
+    assert_eq!(
+        oxpecker::modules::offline::count(&srv.server().core, &alice_jid).await,
+        0
+    );
+}
