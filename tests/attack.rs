@@ -130,3 +130,90 @@ async fn an_offline_backlog_larger_than_the_send_queue_streams_to_a_clean_login(
         0
     );
 }
+
+/// Sends one HTTP/1.1 request with a body of `size` bytes (declared, or chunked when
+/// `declared` is false) in a task of its own, and returns the response head and body text.
+async fn http_with_big_body(
+    addr: SocketAddr,
+    auth: Option<&str>,
+    size: usize,
+    declared: bool,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = tcp.into_split();
+    let mut head =
+        "POST /admin_rest/user/x HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            .to_string();
+    if let Some(a) = auth {
+        head.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    if declared {
+        head.push_str(&format!("Content-Length: {size}\r\n\r\n"));
+    } else {
+        head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+    }
+    let writer = tokio::spawn(async move {
+        w.write_all(head.as_bytes()).await?;
+        let chunk = vec![b' '; 64 * 1024];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if declared {
+                w.write_all(&chunk[..n]).await?;
+            } else {
+                w.write_all(format!("{n:x}\r\n").as_bytes()).await?;
+                w.write_all(&chunk[..n]).await?;
+                w.write_all(b"\r\n").await?;
+            }
+            left -= n;
+        }
+        if !declared {
+            w.write_all(b"0\r\n\r\n").await?;
+        }
+        w.flush().await?;
+        Ok::<_, std::io::Error>(w)
+    });
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let n = tokio::time::timeout_at(deadline, r.read(&mut buf))
+            .await
+            .expect("an answer within 30 s")
+            .expect("an answer, not a reset connection");
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if text.contains("\r\n\r\n") && text.trim_end().ends_with('}') {
+            break;
+        }
+    }
+    let _ = writer.await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_20_mib_rest_body_gets_413_with_the_json_error() {
+    let srv = TestServer::start_with(|c| c.admins = vec!["admin@localhost".into()]).await;
+    srv.add_user("admin@localhost", "secret").await;
+    let size = 20 * 1024 * 1024;
+    // Declared, before authentication is even looked at.
+    let r = http_with_big_body(srv.http(), None, size, true).await;
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    assert!(r.contains("\"error\":\"body_too_large\""), "{r}");
+    // Chunked (no length), from an admin.
+    use base64::Engine;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("admin@localhost:secret")
+    );
+    let r = http_with_big_body(srv.http(), Some(&basic), size, false).await;
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    assert!(r.contains("\"error\":\"body_too_large\""), "{r}");
+    // The API still answers.
+    let r = http_with_big_body(srv.http(), Some(&basic), 0, true).await;
+    assert!(!r.starts_with("HTTP/1.1 413"), "{r}");
+}
