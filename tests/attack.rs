@@ -217,3 +217,207 @@ async fn a_20_mib_rest_body_gets_413_with_the_json_error() {
     let r = http_with_big_body(srv.http(), Some(&basic), 0, true).await;
     assert!(!r.starts_with("HTTP/1.1 413"), "{r}");
 }
+
+/// A full login (STARTTLS, PLAIN, bind) from the attacker's address.
+async fn attacker_login(srv: &TestServer, user: &str, resource: &str) -> RawClient {
+    let mut c = attacker(srv).await;
+    c.starttls(&srv.cert_pem()).await;
+    let r = c.auth_plain(user, "secret").await;
+    assert!(r.contains("<success"), "{r}");
+    c.bind(resource).await;
+    c
+}
+
+/// Reads the value of a metric line starting with `prefix` (0 if absent).
+fn metric(srv: &TestServer, prefix: &str) -> f64 {
+    srv.server()
+        .core
+        .metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn idle_and_slowloris_floods_leave_logins_working() {
+    let srv = TestServer::start_with(|c| {
+        c.limits.exempt_addresses.clear();
+        c.limits.max_preauth_per_address = 150;
+        c.c2s.negotiation_timeout_secs = 60;
+    })
+    .await;
+    srv.add_user("alice@localhost", "secret").await;
+    let addr = srv.c2s();
+    // 100 slowloris streams: a stream header one byte at a time, never finished.
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        let mut s = connect_from_attacker(addr).await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        s.write_all(b"<?xml ").await.unwrap();
+        slow.push(s);
+    }
+    let mut ticker = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        loop {
+            for s in slow.iter_mut() {
+                let _ = s.write_all(b" ").await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    // 5,000 idle connections: past the limits they are closed at once.
+    let mut idle = Vec::new();
+    for _ in 0..5_000 {
+        match connect_from_attacker(addr).await {
+            Ok(s) => idle.push(s),
+            Err(_) => break,
+        }
+    }
+    // A legitimate client logs in and pings meanwhile (RawClient reads time out after 10 s).
+    legit_login_and_ping(&srv).await;
+    let core = &srv.server().core;
+    assert!(
+        core.admission.preauth() <= 150,
+        "{}",
+        core.admission.preauth()
+    );
+    assert!(
+        metric(&srv, "oxpecker_refused_connections_total") >= 4_000.0,
+        "most of the idle flood was refused: {}",
+        srv.server().core.metrics.render()
+    );
+    ticker.abort();
+    let _ = (&mut ticker).await;
+    drop(idle);
+}
+
+#[tokio::test]
+async fn a_flooding_client_is_slowed_not_killed_and_others_still_get_through() {
+    let rate = 32 * 1024;
+    let burst = 256 * 1024;
+    let srv = TestServer::start_with(|c| {
+        c.limits.exempt_addresses.clear();
+        c.limits.c2s_read_rate = rate;
+        c.limits.c2s_read_burst = burst;
+    })
+    .await;
+    for u in ["mallory", "bob", "carol"] {
+        srv.add_user(&format!("{u}@localhost"), "secret").await;
+    }
+    let mut bob = RawClient::login(&srv, "bob", "secret", "b").await;
+    let mut carol = RawClient::login(&srv, "carol", "secret", "c").await;
+    let mallory = attacker_login(&srv, "mallory", "m").await;
+    let mallory_jid = common::jid(&mallory.jid);
+    let (_mallory_r, mut mallory_w) = tokio::io::split(mallory.io);
+    let body = "x".repeat(1000);
+    let stanza = format!("<message to='bob@localhost/b' type='chat'><body>{body}</body></message>");
+    let start = std::time::Instant::now();
+    // 1 KiB stanzas for 3 s, as fast as the socket takes them (whole stanzas only).
+    let len = stanza.len();
+    let flood = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut written = 0usize;
+        while start.elapsed() < std::time::Duration::from_secs(3) {
+            if mallory_w.write_all(stanza.as_bytes()).await.is_err() {
+                return (written, false);
+            }
+            written += stanza.len();
+        }
+        (written, true)
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // Carol's message still reaches bob while the server reads mallory slowly.
+    carol
+        .send("<message to='bob@localhost/b' type='chat' id='legit'><body>from carol</body></message>")
+        .await;
+    let mut from_mallory = 0usize;
+    loop {
+        let m = bob.read_stanza("message").await;
+        if m.contains("from carol") {
+            break;
+        }
+        from_mallory += 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    // Upper bound on what the server can have read from mallory: the burst plus the rate.
+    let most = (burst as f64 + rate as f64 * (elapsed + 1.0)) / len as f64;
+    assert!(
+        (from_mallory as f64) <= most,
+        "{from_mallory} messages read in {elapsed:.1} s, at most {most:.0} allowed"
+    );
+    assert!(
+        (from_mallory * len) as u64 >= burst / 2,
+        "the burst went through: {from_mallory} messages"
+    );
+    // Slowed, not killed: mallory's session is still there.
+    assert!(srv.server().core.sessions.get(&mallory_jid).is_some());
+    flood.abort();
+}
+
+#[tokio::test]
+async fn a_12_digit_year_in_a_mam_query_is_a_bad_request_not_a_wrap() {
+    let srv = TestServer::start().await;
+    srv.add_user("alice@localhost", "secret").await;
+    let mut a = attacker_login(&srv, "alice", "y").await;
+    for (id, value) in [
+        ("y12", "999999999999-01-01T00:00:00Z"),
+        ("yneg", "-99999999999-01-01T00:00:00Z"),
+        ("ymax", "9223372036854775807-01-01T00:00:00Z"),
+    ] {
+        a.send(&format!(
+            "<iq type='set' id='{id}'><query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field><field var='start'><value>{value}</value></field></x></query></iq>"
+        ))
+        .await;
+        let r = a.read_until(&format!("id=\"{id}\"")).await;
+        let rest = a.read_until("</iq>").await;
+        assert!(rest.contains("<bad-request "), "{value}: {r}{rest}");
+    }
+    legit_login_and_ping(&srv).await;
+}
+
+#[tokio::test]
+async fn hostile_xml_from_the_attacker_gets_stream_errors_and_logins_go_on() {
+    let srv = TestServer::start().await;
+    srv.add_user("alice@localhost", "secret").await;
+    let header = common::HEADER;
+    let deep = "<a>".repeat(20_000);
+    let attrs: String = (0..20_000).map(|i| format!(" a{i}='x'")).collect();
+    let xmlns: String = (0..20_000)
+        .map(|i| format!(" xmlns:p{i}='urn:x:{i}'"))
+        .collect();
+    let cases = [
+        "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol2 '&lol;&lol;&lol;&lol;'>]><lolz>&lol2;</lolz>".to_string(),
+        format!("{header}<message>{deep}"),
+        format!("{header}<message{attrs}/>"),
+        format!("{header}<message{xmlns}/>"),
+        format!("{header}<message><body>\u{FFFD}</body></message>").replace('\u{FFFD}', "\u{0}"),
+        format!(
+            "{header}<message from='admin@localhost' to='alice@localhost'><body>spoof</body></message>"
+        ),
+    ];
+    for payload in cases.iter() {
+        let mut c = attacker(&srv).await;
+        let _ = c.try_send(payload).await;
+        let mut bytes = payload.as_bytes().to_vec();
+        bytes.truncate(40);
+        let out = c.read_to_close().await;
+        assert!(
+            out.contains("<stream:error>"),
+            "{:?} → {out}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    // Invalid UTF-8 (raw bytes).
+    let mut c = attacker(&srv).await;
+    let mut raw = header.as_bytes().to_vec();
+    raw.extend_from_slice(b"<message><body>\xff\xfe</body></message>");
+    {
+        use tokio::io::AsyncWriteExt;
+        let _ = c.io.write_all(&raw).await;
+    }
+    let out = c.read_to_close().await;
+    assert!(out.contains("<stream:error>"), "{out}");
+    legit_login_and_ping(&srv).await;
+}

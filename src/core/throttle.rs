@@ -109,6 +109,66 @@ impl Throttle {
     }
 }
 
+/// A token bucket: `rate` tokens a second up to `burst`, starting full (connection accepts per
+/// address, bytes read per session).
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket refilling `rate` tokens a second up to `burst` (at least one).
+    pub fn new(rate: u64, burst: u64, now: Instant) -> Self {
+        let burst = burst.max(1) as f64;
+        TokenBucket {
+            rate: rate as f64,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+    }
+
+    /// Takes `n` tokens if the bucket holds them; false (taking none) otherwise.
+    pub fn take(&mut self, n: u64, now: Instant) -> bool {
+        self.refill(now);
+        let n = n as f64;
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes `n` tokens even into debt and returns how long until the bucket is out of debt
+    /// (zero if it is not in debt): what was read is paid for by waiting before the next read.
+    pub fn charge(&mut self, n: u64, now: Instant) -> Duration {
+        self.refill(now);
+        self.tokens -= n as f64;
+        if self.tokens >= 0.0 || self.rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        // Bounded: at most one burst of debt is carried (a single read is at most one buffer).
+        self.tokens = self.tokens.max(-self.burst);
+        Duration::from_secs_f64(-self.tokens / self.rate)
+    }
+
+    /// Whether the bucket is full (an idle key that can be forgotten).
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
+    }
+}
+
 /// The throttling key of a peer address (`ip:port` or `[ip]:port`): the IP without the port, an
 /// IPv6 address by its /64 (one subscriber's network); anything else as it is.
 pub fn address_key(peer: &str) -> String {
@@ -252,6 +312,27 @@ mod tests {
         // The newest keys are the ones kept.
         let last = (MAX_KEYS + 4_999).to_string();
         assert_eq!(t.recent(&last, start + Duration::from_secs(300)), 1);
+    }
+
+    #[test]
+    fn a_token_bucket_allows_a_burst_then_its_rate() {
+        let start = Instant::now();
+        let mut b = TokenBucket::new(10, 5, start);
+        for _ in 0..5 {
+            assert!(b.take(1, start));
+        }
+        assert!(!b.take(1, start));
+        assert!(b.take(1, start + Duration::from_millis(100)));
+        assert!(!b.take(1, start + Duration::from_millis(100)));
+        assert!(b.is_full(start + Duration::from_secs(10)));
+        // Charging past the tokens gives the wait that pays the debt back.
+        let mut c = TokenBucket::new(1000, 1000, start);
+        assert_eq!(c.charge(1000, start), Duration::ZERO);
+        let wait = c.charge(500, start);
+        assert_eq!(wait, Duration::from_millis(500));
+        assert_eq!(c.charge(0, start + wait), Duration::ZERO);
+        // A huge read carries at most one burst of debt.
+        assert_eq!(c.charge(u64::MAX / 2, start + wait), Duration::from_secs(1));
     }
 
     #[test]
