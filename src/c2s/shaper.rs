@@ -1,6 +1,8 @@
 //! Read bandwidth shaping (like Prosody's mod_limits): a token bucket on the bytes read from
 //! one connection; a peer sending faster than its rate has its next read paused until the
 //! bytes are paid for, so TCP flow control slows it down; it is never disconnected for it.
+//! c2s shapes the read half of each connection; s2s shapes the whole inbound transport (writes
+//! pass through unshaped).
 
 use std::future::Future;
 use std::io;
@@ -8,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::core::throttle::TokenBucket;
 
@@ -67,6 +69,24 @@ impl<R: AsyncRead + Unpin> AsyncRead for Shaped<R> {
             }
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Shaped<W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
