@@ -2,10 +2,12 @@
 
 pub mod bind2;
 pub mod duplex;
+pub mod guard;
 pub mod negotiate;
 pub mod register;
 pub mod sasl2;
 pub mod session;
+pub mod shaper;
 pub mod sm;
 
 use std::net::SocketAddr;
@@ -20,9 +22,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::scram::ChannelBinding;
 use crate::core::Core;
+use crate::core::admission::{PreauthSlot, Refusal};
 use crate::core::sessions::TlsInfo;
 use crate::xmpp::parser::StreamParser;
 use negotiate::{Negotiation, Outcome, unauth_limits};
+use shaper::Shaped;
 
 /// Read buffer per connection; small to keep idle sessions cheap.
 const READ_BUFFER: usize = 2048;
@@ -51,13 +55,26 @@ pub async fn serve(
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; refusing");
+            core.admission.count_refusal(Refusal::MaxConnections);
             continue;
+        };
+        // Flood limits: closed at once (dropping the socket), counted in the metrics.
+        let slot = match core.admission.admit(
+            &core.config.load().limits,
+            peer.ip(),
+            std::time::Instant::now(),
+        ) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::debug!(%peer, reason = why.label(), "connection refused by the flood limits");
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let core = core.clone();
         let tls = tls.clone();
         tracker.spawn(async move {
-            connection(core, tcp, peer, tls, direct_tls).await;
+            connection(core, tcp, peer, tls, direct_tls, slot).await;
             drop(permit);
         });
     }
@@ -129,6 +146,7 @@ async fn connection(
     peer: SocketAddr,
     tls: TlsAcceptor,
     direct_tls: bool,
+    slot: PreauthSlot,
 ) {
     let kind = if direct_tls { "c2s_direct_tls" } else { "c2s" };
     let mut gauge = ConnectionGauge::new(core.clone(), kind, direct_tls);
@@ -138,32 +156,41 @@ async fn connection(
         tcp
     } else {
         let (r, w) = tcp.into_split();
-        let parser = StreamParser::new(BufReader::with_capacity(READ_BUFFER, r), limits);
+        let parser = StreamParser::new(
+            BufReader::with_capacity(READ_BUFFER, shaped_reader(&core, peer, r)),
+            limits,
+        );
         match neg.run(parser, w, None).await {
             Outcome::Closed => return,
             Outcome::Bound {
-                parser,
+                mut parser,
                 writer,
                 session,
                 ..
             } => {
                 // Plaintext session (only when `require_encryption = false`).
+                drop(slot);
+                exempt_admin(&core, parser.get_mut().get_mut(), &session.handle.jid).await;
                 session::run(core, parser, writer, session).await;
                 return;
             }
             Outcome::Resumed {
-                parser,
+                mut parser,
                 writer,
                 hib,
                 announced,
             } => {
+                drop(slot);
+                exempt_admin(&core, parser.get_mut().get_mut(), &hib.handle.jid).await;
                 session::resume_after(core, parser, writer, hib, announced).await;
                 return;
             }
-            Outcome::StartTls(parser, w) => match parser.into_inner().into_inner().reunite(w) {
-                Ok(tcp) => tcp,
-                Err(_) => return,
-            },
+            Outcome::StartTls(parser, w) => {
+                match parser.into_inner().into_inner().into_inner().reunite(w) {
+                    Ok(tcp) => tcp,
+                    Err(_) => return,
+                }
+            }
         }
     };
     let handshake = tokio::time::timeout_at(neg.deadline, tls.accept(tcp)).await;
@@ -179,20 +206,47 @@ async fn connection(
     neg.binding = tls_exporter(stream.get_ref().1);
     gauge.secured();
     let (r, w) = tokio::io::split(stream);
-    let parser = StreamParser::new(BufReader::with_capacity(READ_BUFFER, r), limits);
+    let parser = StreamParser::new(
+        BufReader::with_capacity(READ_BUFFER, shaped_reader(&core, peer, r)),
+        limits,
+    );
     match neg.run(parser, w, None).await {
         Outcome::Bound {
-            parser,
+            mut parser,
             writer,
             session,
             ..
-        } => session::run(core, parser, writer, session).await,
+        } => {
+            drop(slot);
+            exempt_admin(&core, parser.get_mut().get_mut(), &session.handle.jid).await;
+            session::run(core, parser, writer, session).await
+        }
         Outcome::Resumed {
-            parser,
+            mut parser,
             writer,
             hib,
             announced,
-        } => session::resume_after(core, parser, writer, hib, announced).await,
+        } => {
+            drop(slot);
+            exempt_admin(&core, parser.get_mut().get_mut(), &hib.handle.jid).await;
+            session::resume_after(core, parser, writer, hib, announced).await
+        }
         Outcome::StartTls(..) | Outcome::Closed => {}
+    }
+}
+
+/// The connection's read half, shaped to `limits.c2s_read_rate` unless the address is exempt.
+fn shaped_reader<R>(core: &Core, peer: SocketAddr, r: R) -> Shaped<R> {
+    let limits = &core.config.load().limits;
+    if limits.exempt(peer.ip().to_canonical()) {
+        return Shaped::new(r, 0, 0);
+    }
+    Shaped::new(r, limits.c2s_read_rate, limits.c2s_read_burst)
+}
+
+/// Stops shaping an admin's session when `limits.exempt_admins` is set.
+async fn exempt_admin<R>(core: &Core, reader: &mut Shaped<R>, jid: &crate::xmpp::Jid) {
+    if reader.is_shaped() && core.config.load().limits.exempt_admins && core.is_admin(jid).await {
+        reader.unshape();
     }
 }

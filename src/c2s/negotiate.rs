@@ -33,11 +33,21 @@ const RESUME_WAIT: Duration = Duration::from_secs(5);
 pub trait Pending {
     /// Whether bytes were read from the socket but not yet consumed.
     fn has_pending(&self) -> bool;
+
+    /// Whether unread bytes other than XML whitespace are pending (whitespace after
+    /// `<starttls/>` is harmless and is dropped with the plaintext reader).
+    fn has_pending_data(&self) -> bool {
+        self.has_pending()
+    }
 }
 
 impl<T: tokio::io::AsyncRead> Pending for tokio::io::BufReader<T> {
     fn has_pending(&self) -> bool {
         !self.buffer().is_empty()
+    }
+
+    fn has_pending_data(&self) -> bool {
+        crate::xmpp::parser::has_data(self.buffer())
     }
 }
 
@@ -89,6 +99,8 @@ pub struct Negotiation {
     pub conn: Connection,
     /// The TLS channel binding SCRAM `-PLUS` verifies (set by the transport after its handshake).
     pub binding: Option<ChannelBinding>,
+    /// The current SASL attempt, for the brute-force guard.
+    auth_attempt: super::guard::Attempt,
 }
 
 /// Limits before authentication.
@@ -259,7 +271,7 @@ impl Negotiation {
                 Err(_) => return Step::Done(Outcome::Closed),
             };
             if el.is("starttls", ns::TLS) && self.offers_starttls() && authenticated.is_none() {
-                if parser.get_ref().has_pending() {
+                if parser.get_ref().has_pending_data() {
                     // Plaintext pipelined after <starttls/> must never reach the TLS layer.
                     self.fail(
                         &mut writer,
@@ -281,6 +293,7 @@ impl Negotiation {
                     .get_attr("mechanism")
                     .and_then(super::sasl2::mechanism_label)
                     .unwrap_or("other");
+                self.auth_attempt = Default::default();
                 let outcome = if sasl2 {
                     self.sasl2(&el, &host, &mut parser, &mut writer).await
                 } else if self.config.c2s.enforce_client_ids {
@@ -307,6 +320,7 @@ impl Negotiation {
                 let result = match &outcome {
                     Ok(Some(_)) => "success",
                     Ok(None) => "aborted",
+                    Err(_) if self.auth_attempt.refused => "throttled",
                     Err(_) => "failure",
                 };
                 self.core
@@ -358,6 +372,11 @@ impl Negotiation {
                     Err(e) => {
                         failures += 1;
                         tracing::info!(peer = %self.peer, condition = e.condition(), "authentication failed");
+                        self.auth_attempt.failed(&self.core, &self.peer, &e);
+                        if self.auth_attempt.refused {
+                            // Brute force: a pause, <temporary-auth-failure/>, then the close.
+                            super::guard::refusal_delay(&self.config).await;
+                        }
                         let failure = if sasl2 {
                             super::sasl2::failure(&e)
                         } else {
@@ -366,7 +385,7 @@ impl Negotiation {
                         if write(&mut writer, &failure).await.is_err() {
                             return Step::Done(Outcome::Closed);
                         }
-                        if failures >= MAX_AUTH_FAILURES {
+                        if failures >= MAX_AUTH_FAILURES || self.auth_attempt.refused {
                             self.fail(
                                 &mut writer,
                                 &host,
@@ -681,6 +700,9 @@ impl Negotiation {
         if self.config.c2s.require_encryption && !self.secure {
             return Err(SaslError::EncryptionRequired);
         }
+        if !self.auth_guard(None) {
+            return Err(SaslError::TemporaryAuthFailure);
+        }
         let mech = mechanism
             .and_then(Mechanism::from_name)
             .filter(|m| self.mechanisms().contains(m));
@@ -707,6 +729,9 @@ impl Negotiation {
             None => {
                 let creds = sasl::parse_plain(&first)?;
                 let jid = self.login_jid(&creds.authcid, creds.authzid.as_deref(), host)?;
+                if !self.auth_guard(Some(&jid)) {
+                    return Err(SaslError::TemporaryAuthFailure);
+                }
                 let ok = self
                     .core
                     .accounts
@@ -723,6 +748,9 @@ impl Negotiation {
                     ScramServer::with_binding(hash, mech.is_plus(), self.binding.clone());
                 let cf = server.client_first(&first)?;
                 let jid = self.login_jid(&cf.username, cf.authzid.as_deref(), host);
+                if !self.auth_guard(jid.as_ref().ok()) {
+                    return Err(SaslError::TemporaryAuthFailure);
+                }
                 let record = match &jid {
                     Ok(j) => self
                         .core
@@ -745,6 +773,12 @@ impl Negotiation {
                 Ok(Some((jid?, Some(server_final))))
             }
         }
+    }
+
+    /// Asks the brute-force guard about this attempt (for `account` once named).
+    pub(super) fn auth_guard(&mut self, account: Option<&Jid>) -> bool {
+        self.auth_attempt
+            .check(&self.core, &self.config, &self.peer, account)
     }
 
     pub(super) fn login_jid(
@@ -819,6 +853,7 @@ impl Negotiation {
             deadline,
             header_sent: false,
             binding: None,
+            auth_attempt: Default::default(),
         }
     }
 
@@ -992,6 +1027,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_throttled_address_gets_temporary_auth_failure_even_with_the_right_password() {
+        let (core, seen, mut c, task) = negotiate(&[AUTHENTICATION_FAILURE], true).await;
+        let limits = core.config.load().limits.clone();
+        let now = std::time::Instant::now();
+        for _ in 0..limits.auth_max_failures {
+            core.auth_guard.failed("peer:1", None, now);
+        }
+        c.open().await;
+        let reply = c.auth_plain("alice", "pw").await;
+        assert!(reply.contains("<temporary-auth-failure/>"), "{reply}");
+        let end = c.read_until("</stream:stream>").await.expect("stream end");
+        assert!(end.contains("<policy-violation"), "{end}");
+        assert!(matches!(task.await.expect("task"), Outcome::Closed));
+        let seen = take(&seen);
+        assert_eq!(seen[0].1["condition"], "temporary-auth-failure", "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn wrong_passwords_are_counted_against_the_address_and_the_account() {
+        let (core, _seen, mut c, task) = negotiate(&[], true).await;
+        c.open().await;
+        for _ in 0..3 {
+            assert!(
+                c.auth_plain("alice", "wrong")
+                    .await
+                    .contains("<not-authorized/>")
+            );
+        }
+        assert!(matches!(task.await.expect("task"), Outcome::Closed));
+        let limits = crate::config::LimitsConfig {
+            auth_max_failures: 3,
+            ..Default::default()
+        };
+        let now = std::time::Instant::now();
+        assert!(!core.auth_guard.allows(&limits, "peer:1", None, now));
+        let per_account = crate::config::LimitsConfig {
+            auth_max_failures: 0,
+            auth_account_max_failures: 3,
+            ..Default::default()
+        };
+        let alice = Jid::parse("alice@localhost").expect("jid");
+        assert!(
+            !core
+                .auth_guard
+                .allows(&per_account, "peer:1", Some(&alice), now)
+        );
+        assert!(
+            core.auth_guard
+                .allows(&per_account, "clean:1", Some(&alice), now)
+        );
+    }
+
+    #[tokio::test]
     async fn a_stanza_before_authentication_ends_the_stream() {
         let (_core, _seen, mut c, task) = negotiate(&[], true).await;
         c.open().await;
@@ -1037,6 +1125,17 @@ mod tests {
         let end = c.read_until("</stream:stream>").await.expect("stream end");
         assert!(end.contains("<policy-violation"), "{end}");
         assert!(matches!(task.await.expect("task"), Outcome::Closed));
+    }
+
+    #[tokio::test]
+    async fn whitespace_after_starttls_gets_proceed() {
+        let (_core, _seen, mut c, task) = negotiate(&[], false).await;
+        c.open().await;
+        c.send(&format!("<starttls xmlns='{}'/>\n \t\r\n", ns::TLS))
+            .await;
+        let reply = c.read_until("/>").await.expect("proceed");
+        assert!(reply.contains("<proceed"), "{reply}");
+        assert!(matches!(task.await.expect("task"), Outcome::StartTls(..)));
     }
 
     #[tokio::test]

@@ -199,6 +199,11 @@ impl Negotiation {
             return Err(SaslError::ClientIdRequired);
         }
         if fast::is_fast_mechanism(&req.mechanism) {
+            // Token guesses count toward the brute-force guard like passwords (the other
+            // mechanisms ask it inside `sasl`).
+            if !self.auth_guard(None) {
+                return Err(SaslError::TemporaryAuthFailure);
+            }
             let (jid, key) = self.fast_login(&req, host).await?;
             return Ok(Some(Authed {
                 jid,

@@ -474,6 +474,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         if w.write_all(buf.as_bytes()).await.is_err() || w.flush().await.is_err() {
             return rx;
         }
+        handle.drained();
         if let Some(e) = overflow {
             handle.close(e);
         }

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::xmpp::jid::{self, Jid};
 
+pub mod limits;
+pub use limits::LimitsConfig;
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -175,6 +178,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Storage settings.
     pub storage: StorageConfig,
+    /// Defences against hostile peers (`[limits]`).
+    pub limits: LimitsConfig,
     /// Who gets a chat or normal message sent to a bare JID (a host may override it).
     pub bare_message_delivery: BareMessageDelivery,
     /// Module options set globally (Prosody style: `offline_max_messages = 500`).
@@ -532,6 +537,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             storage: StorageConfig::default(),
+            limits: LimitsConfig::default(),
             bare_message_delivery: BareMessageDelivery::All,
             options: BTreeMap::new(),
             source: None,
@@ -739,6 +745,9 @@ impl Config {
         }
         self.validate_s2s()?;
         self.validate_web()?;
+        if self.limits.auth_window_secs == 0 {
+            return Err(invalid("limits.auth_window_secs", "must be positive"));
+        }
         if self.tls.certificate.is_some() != self.tls.key.is_some() {
             return Err(invalid(
                 "tls",

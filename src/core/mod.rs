@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod admission;
 pub mod allowlist;
 pub mod delivery;
 pub mod events;
@@ -73,6 +74,10 @@ pub struct Core {
     pub started: std::time::Instant,
     /// In-band registrations per client address (XEP-0077 pre-authentication), per minute.
     pub registrations: throttle::Throttle,
+    /// Failed logins per address and per account, asked by every SASL path (brute force).
+    pub auth_guard: throttle::AuthGuard,
+    /// Connection flood limits, asked by every listener at accept.
+    pub admission: Arc<admission::Admission>,
     /// State modules share by path.
     pub shared: std::sync::Mutex<module_api::SharedMap>,
     /// Hosts switched off at run time ([`admin`]); [`Core::host`] does not serve them.
@@ -99,6 +104,7 @@ impl Core {
         let metrics = metrics::Metrics::new();
         let core_metrics = metrics::CoreMetrics::new(&metrics);
         let latency = core_metrics.storage_latency.clone();
+        let admission = admission::Admission::new(&metrics);
         store.set_latency_observer(Arc::new(move |secs| latency.observe(&[], secs)));
         let core = Arc::new_cyclic(|weak| Core {
             metrics,
@@ -106,6 +112,10 @@ impl Core {
             iq: iq::IqTracker::default(),
             started: std::time::Instant::now(),
             registrations: throttle::Throttle::new(std::time::Duration::from_secs(60)),
+            auth_guard: throttle::AuthGuard::new(std::time::Duration::from_secs(
+                config.limits.auth_window_secs,
+            )),
+            admission,
             shared: std::sync::Mutex::new(Default::default()),
             inactive_hosts: Default::default(),
             stop: Default::default(),

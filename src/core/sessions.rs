@@ -15,6 +15,9 @@ use crate::config::ResourceConflict;
 use crate::xmpp::error::{StreamError, StreamErrorCondition};
 use crate::xmpp::{Element, Jid};
 
+/// How long [`SessionHandle::send_paced`] waits for the writer to make room before giving up.
+pub const PACED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What a session's writer is asked to do.
 #[derive(Debug)]
 pub enum Outbound {
@@ -202,6 +205,8 @@ pub struct SessionHandle {
     last_active: AtomicU64,
     /// The manager's count of sessions dropped for a full queue.
     queue_drops: Arc<AtomicU64>,
+    /// Woken by the writer after each write, for [`SessionHandle::send_paced`].
+    drained: tokio::sync::Notify,
 }
 
 /// Seconds since the Unix epoch, now.
@@ -279,6 +284,36 @@ impl SessionHandle {
     /// Stanzas waiting in the outbound queue.
     pub fn queued(&self) -> usize {
         self.tx.max_capacity().saturating_sub(self.tx.capacity())
+    }
+
+    /// Queues a stanza of a burst the server makes itself (the offline backlog, a catch-up):
+    /// waits until half the queue is free, so the burst streams as the client reads instead
+    /// of overflowing the queue. False if the session ended, or if its writer took nothing for
+    /// [`PACED_PATIENCE`] (a client that does not read, or a hibernating session).
+    pub async fn send_paced(&self, stanza: Element) -> bool {
+        let room = self.tx.max_capacity().div_ceil(2);
+        loop {
+            if self.tx.is_closed() || self.closer.is_cancelled() {
+                return false;
+            }
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.tx.capacity() >= room {
+                return self.send(stanza);
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = self.closer.cancelled() => return false,
+                _ = self.tx.closed() => return false,
+                _ = tokio::time::sleep(PACED_PATIENCE) => return false,
+            }
+        }
+    }
+
+    /// Wakes paced senders: every transport's writer calls it after each write to the client.
+    pub fn drained(&self) {
+        self.drained.notify_waiters();
     }
 
     /// Queues a stream-level element (XEP-0198 nonzas and the like).
@@ -536,6 +571,7 @@ impl Sessions {
             held: Mutex::new(Vec::new()),
             last_active: AtomicU64::new(unix_now()),
             queue_drops: self.queue_drops.clone(),
+            drained: tokio::sync::Notify::new(),
         });
         entry.push(handle.clone());
         drop(entry);
@@ -691,5 +727,72 @@ mod tests {
         assert!(!h.send(msg()), "full: the session is closed");
         assert!(!h.send(msg()), "still full, already closing");
         assert_eq!(sessions.queue_drops(), 1, "one session dropped once");
+    }
+
+    fn bound(queue: usize) -> BoundSession {
+        let s = Sessions::new();
+        let bare = Jid::parse("alice@localhost").expect("jid");
+        s.bind(
+            &bare,
+            "r",
+            ResourceConflict::KickOld,
+            queue,
+            Connection::new("peer:1", true),
+        )
+        .expect("bind")
+    }
+
+    #[tokio::test]
+    async fn a_paced_burst_larger_than_the_queue_streams_as_the_writer_drains() {
+        let BoundSession { handle, mut rx } = bound(8);
+        let sender = handle.clone();
+        let burst = tokio::spawn(async move {
+            for i in 0..100 {
+                let el = Element::new("message", "jabber:client").attr("id", i.to_string());
+                if !sender.send_paced(el).await {
+                    return i;
+                }
+            }
+            100
+        });
+        let mut ids = Vec::new();
+        let mut taken = 0;
+        while ids.len() < 100 {
+            let Some(Outbound::Stanza(el)) = rx.recv().await else {
+                panic!("queue ended after {ids:?}");
+            };
+            if el.name() == "message" {
+                ids.push(el.get_attr("id").unwrap_or_default().to_string());
+            }
+            taken += 1;
+            // Live traffic still finds room while the burst streams.
+            if taken % 10 == 0 {
+                assert!(handle.send(Element::new("presence", "jabber:client")));
+            }
+            // A write to the client happened.
+            handle.drained();
+        }
+        assert_eq!(burst.await.expect("burst"), 100);
+        let want: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+        assert_eq!(ids, want);
+        assert!(handle.close_reason().is_none(), "never overflowed");
+    }
+
+    #[tokio::test]
+    async fn a_paced_sender_stops_when_the_session_closes() {
+        let BoundSession { handle, rx: _rx } = bound(2);
+        assert!(
+            handle
+                .send_paced(Element::new("message", "jabber:client"))
+                .await
+        );
+        let sender = handle.clone();
+        let waiting = tokio::spawn(async move {
+            sender
+                .send_paced(Element::new("message", "jabber:client"))
+                .await
+        });
+        handle.close(StreamError::new(StreamErrorCondition::SystemShutdown));
+        assert!(!waiting.await.expect("task"));
     }
 }

@@ -1,5 +1,11 @@
 //! XEP-0160 offline messages: a message for an account with no available resource is stored
-//! (durably, bounded per user) with a XEP-0203 `<delay/>`, and delivered at the next initial presence.
+//! (durably, bounded per user) with a XEP-0203 `<delay/>`, and delivered at the next initial
+//! presence: streamed page by page within the session's send queue
+//! ([`crate::core::sessions::SessionHandle::send_paced`]), so a backlog larger than the queue
+//! reaches a client that reads instead of disconnecting it, each page deleted once queued.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
@@ -17,6 +23,12 @@ pub const STORE: &str = "offline";
 
 /// The `offline` module.
 pub struct Offline;
+
+/// Messages read from the store per page while a backlog streams.
+const PAGE: usize = 100;
+
+/// Accounts whose backlog is streaming now (one delivery per account at a time).
+type Flushing = Arc<Mutex<HashSet<String>>>;
 
 impl Module for Offline {
     fn name(&self) -> &'static str {
@@ -38,12 +50,16 @@ impl Module for Offline {
             handler(move |ev| async move { store(ev, max).await }),
         );
         // Runs after the presence module broadcast and probed.
+        let flushing = Flushing::default();
         ctx.hook(
             "presence/initial",
             priority::AFTER_HANDLERS,
-            handler(|ev| async move {
-                flush(&ev).await;
-                Flow::Continue(ev)
+            handler(move |ev| {
+                let flushing = flushing.clone();
+                async move {
+                    start_flush(&ev, flushing);
+                    Flow::Continue(ev)
+                }
             }),
         );
         Ok(())
@@ -90,37 +106,88 @@ async fn store(ev: StanzaEvent, max: usize) -> Flow {
     Flow::Handled
 }
 
-/// Delivers and then deletes the stored messages of the session's account.
-async fn flush(ev: &StanzaEvent) {
-    let Some(session) = ev.origin.session() else {
+/// Starts streaming the account's backlog to the session in a task of its own (the client's
+/// reader goes on meanwhile); does nothing if a delivery to that account is under way.
+fn start_flush(ev: &StanzaEvent, flushing: Flushing) {
+    let Some(session) = ev.origin.session().cloned() else {
         return;
     };
+    let account = session.jid.bare().to_string();
+    if !flushing
+        .lock()
+        .map(|mut f| f.insert(account.clone()))
+        .unwrap_or(false)
+    {
+        return;
+    }
+    let core = ev.core.clone();
+    ev.core.tasks.spawn(async move {
+        flush(&core, &session).await;
+        if let Ok(mut f) = flushing.lock() {
+            f.remove(&account);
+        }
+    });
+}
+
+/// Delivers the stored messages of the session's account, oldest first, one page at a time:
+/// each stanza waits for room in the session's queue; what was queued is then deleted. Stops
+/// (keeping the rest stored) when the session ends or stops reading.
+async fn flush(core: &crate::core::Core, session: &Arc<crate::core::sessions::SessionHandle>) {
     let user = session.jid.bare();
     let node = user.node().unwrap_or_default().to_string();
-    let archive = ev.core.store.archive(user.domain(), STORE);
-    let page = match archive.find(&node, &ArchiveQuery::default()).await {
-        Ok(p) if !p.items.is_empty() => p,
-        _ => return,
-    };
-    let mut delivered = Vec::new();
-    for item in &page.items {
-        if let Some(mut el) = item.value["xml"]
-            .as_str()
-            .and_then(|x| parse_element(x).ok())
-        {
-            el.set_attr("to", Some(session.jid.to_string()));
-            if !session.send(el) {
-                break;
+    let archive = core.store.archive(user.domain(), STORE);
+    let mut previous_first = None;
+    loop {
+        let query = ArchiveQuery {
+            limit: Some(PAGE),
+            ..ArchiveQuery::default()
+        };
+        let page = match archive.find(&node, &query).await {
+            Ok(p) if !p.items.is_empty() => p,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read offline messages");
+                return;
+            }
+        };
+        // A page that did not go away (its deletion failed silently) is not sent twice.
+        let first = page.items.first().map(|i| i.id.clone());
+        if first == previous_first {
+            return;
+        }
+        previous_first = first;
+        let mut delivered = Vec::new();
+        let mut complete = true;
+        for item in &page.items {
+            if let Some(mut el) = item.value["xml"]
+                .as_str()
+                .and_then(|x| parse_element(x).ok())
+            {
+                el.set_attr("to", Some(session.jid.to_string()));
+                let queued = tokio::select! {
+                    q = session.send_paced(el) => q,
+                    _ = core.shutdown.cancelled() => false,
+                };
+                if !queued {
+                    complete = false;
+                    break;
+                }
+            }
+            delivered.push(item.id.clone());
+        }
+        if !delivered.is_empty() {
+            let q = ArchiveQuery {
+                ids: Some(delivered),
+                ..ArchiveQuery::default()
+            };
+            if let Err(e) = archive.delete(&node, &q).await {
+                tracing::error!(error = %e, "could not delete delivered offline messages");
+                return;
             }
         }
-        delivered.push(item.id.clone());
-    }
-    let q = ArchiveQuery {
-        ids: Some(delivered),
-        ..ArchiveQuery::default()
-    };
-    if let Err(e) = archive.delete(&node, &q).await {
-        tracing::error!(error = %e, "could not delete delivered offline messages");
+        if !complete {
+            return;
+        }
     }
 }
 

@@ -83,7 +83,17 @@ async fn connection(
         chain: Vec::new(),
         _counted: None,
     };
-    let mut conn: Conn = Box::new(tcp);
+    let limits = c.core.config.load().limits.clone();
+    let mut conn: Conn = if limits.exempt(peer.ip().to_canonical()) {
+        Box::new(tcp)
+    } else {
+        // Read bandwidth shaping: a peer sending faster is slowed, not disconnected.
+        Box::new(crate::c2s::shaper::Shaped::new(
+            tcp,
+            limits.s2s_read_rate,
+            limits.s2s_read_burst,
+        ))
+    };
     let deadline =
         Instant::now() + Duration::from_secs(c.core.config.load().s2s.negotiation_timeout_secs);
     if direct_tls {

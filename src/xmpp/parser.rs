@@ -430,6 +430,13 @@ fn map_xml_error(e: quick_xml::Error) -> ParseError {
     }
 }
 
+/// Whether `bytes` hold anything but XML whitespace (space, tab, CR, LF; XML 1.0 `S`).
+pub fn has_data(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .any(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+}
+
 /// Parses one standalone XML element (e.g. a stored vCard) with the stream parser's rules and
 /// limits, inside a synthetic `jabber:client` stream so unprefixed children resolve as on the wire.
 pub fn parse_element(xml: &str) -> Result<Element, ParseError> {
@@ -476,6 +483,15 @@ mod tests {
             tokio::io::BufReader::new(input.as_bytes()),
             Limits::default(),
         )
+    }
+
+    #[test]
+    fn only_xml_whitespace_is_no_data() {
+        assert!(!has_data(b""));
+        assert!(!has_data(b" \t\r\n"));
+        assert!(has_data(b"\n<message/>"));
+        assert!(has_data(b"\x0b"), "vertical tab is not XML whitespace");
+        assert!(has_data(b"\x16\x03\x01"), "a TLS record is data");
     }
 
     async fn condition(input: &'static str) -> StreamErrorCondition {

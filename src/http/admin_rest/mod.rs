@@ -14,6 +14,7 @@
 //! `openapi/admin_rest.yaml` by a test, so the spec and the server cannot drift.
 
 pub mod auth;
+pub mod body;
 pub mod clients;
 pub mod data;
 pub mod error;
@@ -296,6 +297,11 @@ pub async fn entry(
         }
         Err(e) => return ApiError::from(e).into_response(),
     }
+    // A body declared too large is refused before anything reads it (and before
+    // authentication, so the client reads the 413 instead of a reset connection).
+    if body::declared_too_large(&parts.headers, MAX_BODY) {
+        return body::refuse(&parts.headers, body).await.into_response();
+    }
     // 2. Plain HTTP refused when the API must be secure.
     if opts.secure && !secure {
         return ApiError::HttpsRequired.into_response();
@@ -341,9 +347,9 @@ pub async fn entry(
         return e.into_response();
     }
     // 6. Route, with a bounded body.
-    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+    let bytes = match body::read(&parts.headers, body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => return ApiError::BodyTooLarge.into_response(),
+        Err(e) => return e.into_response(),
     };
     let new_uri = match parts.uri.query() {
         Some(q) => format!("{rest}?{q}"),
