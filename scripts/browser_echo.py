@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The slixmpp side of scripts/browser: logs in over TCP (STARTTLS, verified certificate), sends
 presence, prints `READY`, then answers every chat message with `echo: <body>` and prints
-`GOT <from> <body>` for each. Runs until killed or --timeout seconds pass.
+`GOT <from> <body>` for each, and `OOB <from> <url>` for one carrying a XEP-0066
+`<x xmlns='jabber:x:oob'><url/>` (a shared file). Runs until killed or --timeout seconds pass.
 """
 
 import argparse
@@ -38,6 +39,9 @@ class Echo(slixmpp.ClientXMPP):
     def _on_message(self, msg):
         if msg["type"] in ("chat", "normal") and msg["body"]:
             print(f"GOT {msg['from']} {msg['body']}", flush=True)
+            oob = msg.xml.find("{jabber:x:oob}x/{jabber:x:oob}url")
+            if oob is not None and (oob.text or "").strip():
+                print(f"OOB {msg['from']} {oob.text.strip()}", flush=True)
             msg.reply(f"echo: {msg['body']}").send()
 
 
