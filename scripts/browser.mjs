@@ -194,13 +194,16 @@ async function uploadRound(page) {
       const chat = await window.__converse.api.chats.get('bob@localhost');
       for (const end = Date.now() + ms; Date.now() < end;) {
         const msgs = chat.messages.models;
-        const done = msgs.find((m) => m.get('oob_url') && m.get('upload') === 'success');
+        // The message Converse sends once its PUT succeeded carries the GET URL as oob_url.
+        const done = msgs.find((m) => m.get('oob_url') && m.get('sender') === 'me');
         if (done) return done.get('oob_url');
         const error = msgs.find((m) => m.get('type') === 'error');
         if (error) throw new Error(`Converse.js says: ${error.get('message')}`);
         await new Promise((r) => setTimeout(r, 200));
       }
-      throw new Error('timed out: the upload');
+      const seen = chat.messages.models
+        .map((m) => JSON.stringify(['type', 'upload', 'get', 'oob_url', 'body', 'message'].map((k) => m.get(k))));
+      throw new Error(`timed out: the upload (messages: ${seen.join(' ') || 'none'})`);
     }, STEP_MS);
     if (!got.endsWith(`/${name}`)) throw new Error(`unexpected GET URL ${got}`);
     return got;
