@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The slixmpp side of scripts/browser: logs in over TCP (STARTTLS, verified certificate), sends
 presence, prints `READY`, then answers every chat message with `echo: <body>` and prints
-`GOT <from> <body>` for each. Runs until killed or --timeout seconds pass.
+`GOT <from> <body>` for each, and `OOB <from> <url>` for one carrying a XEP-0066
+`<x xmlns='jabber:x:oob'><url/>` (a shared file). Runs until killed or --timeout seconds pass.
 """
 
 import argparse
@@ -16,7 +17,10 @@ class Echo(slixmpp.ClientXMPP):
     """Answers chat messages; connects to a fixed address and trusts one CA file."""
 
     def __init__(self, jid, password, host, port, ca_file):
-        super().__init__(jid, password)
+        # Plain SCRAM: slixmpp picks -PLUS when offered but, on TLS 1.3 with a Python whose ssl
+        # module has no tls-exporter (3.11 here), it has no binding to send and the server
+        # rightly refuses the exchange.
+        super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
         self.fixed = (host, port)
         self.ca_certs = Path(ca_file)
         self.add_event_handler("session_start", self._on_start)
@@ -38,6 +42,9 @@ class Echo(slixmpp.ClientXMPP):
     def _on_message(self, msg):
         if msg["type"] in ("chat", "normal") and msg["body"]:
             print(f"GOT {msg['from']} {msg['body']}", flush=True)
+            oob = msg.xml.find("{jabber:x:oob}x/{jabber:x:oob}url")
+            if oob is not None and (oob.text or "").strip():
+                print(f"OOB {msg['from']} {oob.text.strip()}", flush=True)
             msg.reply(f"echo: {msg['body']}").send()
 
 
