@@ -495,7 +495,14 @@ async fn rest_and_shell_list_and_revoke_clients() {
 #[tokio::test]
 async fn scram_plus_binds_to_the_tls_exporter_over_sasl1_and_sasl2() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let srv = server().await;
+    // -PLUS is opt-in: listed first, as an operator enables channel binding.
+    let srv = TestServer::start_with(|c| {
+        c.c2s.sasl_mechanisms = ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "PLAIN"]
+            .map(String::from)
+            .to_vec();
+    })
+    .await;
+    srv.add_user("alice@localhost", "secret").await;
     for sasl2 in [false, true] {
         let tcp = starttls_tcp(&srv).await;
         let connector = tokio_rustls::TlsConnector::from(common::client_tls(&srv.cert_pem()));

@@ -272,9 +272,9 @@ impl Default for C2sConfig {
             max_stanza_size_unauthenticated: 10 * 1024,
             negotiation_timeout_secs: 30,
             idle_timeout_secs: 0,
+            // The -PLUS mechanisms are opt-in: slixmpp 1.8 picks them over TLS 1.3 without a
+            // tls-exporter binding to send, and its login then fails instead of falling back.
             sasl_mechanisms: [
-                "SCRAM-SHA-256-PLUS",
-                "SCRAM-SHA-1-PLUS",
                 "SCRAM-SHA-256",
                 "SCRAM-SHA-1",
                 "PLAIN",
