@@ -590,3 +590,99 @@ async fn starttls_tcp(srv: &TestServer) -> tokio::net::TcpStream {
     assert!(seen.ends_with("/>"), "{seen}");
     tcp
 }
+
+/// The `<mechanism/>` texts in `section`, in the order offered.
+fn mechanism_names(section: &str) -> Vec<String> {
+    section
+        .split("<mechanism>")
+        .skip(1)
+        .map(|s| s[..s.find("</mechanism>").unwrap()].to_string())
+        .collect()
+}
+
+/// XEP-0474 §5.1 written out again here, independent of `oxpecker::auth::ssdp`.
+fn expected_ssdp(mechanisms: &[String], bindings: &[String]) -> String {
+    use sha2::Digest;
+    let mut m = mechanisms.to_vec();
+    m.sort();
+    let mut b = bindings.to_vec();
+    b.sort();
+    let s = format!("{}\u{1f}{}", m.join("\u{1e}"), b.join("\u{1e}"));
+    B64.encode(Sha256::digest(s.as_bytes()))
+}
+
+#[tokio::test]
+async fn scram_server_first_carries_the_downgrade_hash_over_sasl1_and_sasl2() {
+    let srv = server().await;
+    for sasl2 in [false, true] {
+        let (mut c, features) = connect(&srv).await;
+        let section = if sasl2 {
+            between(&features, "<authentication", "<inline")
+        } else {
+            between(&features, "<mechanisms", "</mechanisms>")
+        };
+        let mechanisms = mechanism_names(section);
+        assert!(
+            mechanisms.contains(&"SCRAM-SHA-256-PLUS".to_string()),
+            "{features}"
+        );
+        assert!(
+            !mechanisms.iter().any(|m| m.starts_with("HT-")),
+            "{mechanisms:?}"
+        );
+        let cb = between(
+            &features,
+            "<sasl-channel-binding",
+            "</sasl-channel-binding>",
+        );
+        let bindings: Vec<String> = cb
+            .split("type=\"")
+            .skip(1)
+            .map(|s| s[..s.find('"').unwrap()].to_string())
+            .collect();
+        assert_eq!(bindings, ["tls-exporter"], "{features}");
+        let expected = expected_ssdp(&mechanisms, &bindings);
+        // python3: base64(sha256("PLAIN\x1eSCRAM-SHA-1\x1eSCRAM-SHA-1-PLUS\x1eSCRAM-SHA-256\x1e
+        //   SCRAM-SHA-256-PLUS\x1ftls-exporter")), the default mechanisms over TLS 1.3.
+        assert_eq!(expected, "HOCahVXz+V8p+Esg88C95qG5k09nEAJUDMu7QMK43gY=");
+
+        let mut client = ScramClient::new(ScramHash::Sha256, "alice", "secret")
+            .expect_downgrade_hash(expected.clone());
+        let first = B64.encode(client.client_first());
+        let ns = if sasl2 {
+            c.send(&format!(
+                "<authenticate xmlns='{SASL2}' mechanism='SCRAM-SHA-256'><initial-response>{first}</initial-response>{}</authenticate>",
+                user_agent("c-9")
+            ))
+            .await;
+            SASL2
+        } else {
+            c.send(&format!(
+                "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{first}</auth>"
+            ))
+            .await;
+            "urn:ietf:params:xml:ns:xmpp-sasl"
+        };
+        let ch = c.read_stanza("challenge").await;
+        let server_first =
+            String::from_utf8(B64.decode(between(&ch, ">", "</challenge>")).unwrap()).unwrap();
+        let h = server_first
+            .split(',')
+            .find_map(|p| p.strip_prefix("h="))
+            .unwrap_or_else(|| panic!("no h= in {server_first}"));
+        assert_eq!(h, expected, "{server_first}");
+        // The attribute is part of what the proofs sign: the login completes both ways.
+        let fin = B64.encode(client.client_final(server_first.as_bytes()).unwrap());
+        c.send(&format!("<response xmlns='{ns}'>{fin}</response>"))
+            .await;
+        let ok = c.read_stanza("success").await;
+        let v = if sasl2 {
+            between(&ok, "<additional-data>", "</additional-data>")
+        } else {
+            between(&ok, ">", "</success>")
+        };
+        client
+            .verify_server_final(&B64.decode(v).unwrap())
+            .expect("server proof");
+    }
+}

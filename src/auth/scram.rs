@@ -1,4 +1,5 @@
-//! Sans-IO SCRAM (RFC 5802, RFC 7677) server and client, without channel binding.
+//! Sans-IO SCRAM (RFC 5802, RFC 7677) server and client, with optional channel binding and
+//! the XEP-0474 downgrade-protection attribute.
 
 use std::sync::OnceLock;
 
@@ -198,6 +199,8 @@ pub struct ScramServer {
     plus: bool,
     /// The connection's channel binding, when the server offers one.
     binding: Option<ChannelBinding>,
+    /// The XEP-0474 hash of what was offered, sent as `h` in the server-first-message.
+    downgrade_hash: Option<String>,
 }
 
 impl ScramServer {
@@ -214,6 +217,7 @@ impl ScramServer {
             state: ServerState::Initial,
             plus: false,
             binding: None,
+            downgrade_hash: None,
         }
     }
 
@@ -225,6 +229,13 @@ impl ScramServer {
             binding,
             ..Self::new(hash)
         }
+    }
+
+    /// The same exchange announcing `hash` (see [`super::ssdp::downgrade_hash`]) as the
+    /// XEP-0474 `h` attribute of its server-first-message.
+    pub fn with_downgrade_hash(mut self, hash: String) -> Self {
+        self.downgrade_hash = Some(hash);
+        self
     }
 
     /// Parses the client-first-message and returns the identities to look up.
@@ -292,7 +303,11 @@ impl ScramServer {
             None => (fake_salt(&username), DEFAULT_ITERATIONS),
         };
         let nonce = format!("{client_nonce}{}", self.server_nonce);
-        let server_first = format!("r={nonce},s={},i={iterations}", STANDARD.encode(&salt));
+        let mut server_first = format!("r={nonce},s={},i={iterations}", STANDARD.encode(&salt));
+        if let Some(h) = &self.downgrade_hash {
+            server_first.push_str(",h=");
+            server_first.push_str(h);
+        }
         self.state = ServerState::SentFirst {
             cbind,
             auth_prefix: format!("{bare},{server_first},"),
@@ -359,6 +374,8 @@ pub struct ScramClient {
     nonce: String,
     state: ClientState,
     binding: Option<ChannelBinding>,
+    /// The XEP-0474 hash the client computed from what it saw offered, if it checks one.
+    downgrade_hash: Option<String>,
 }
 
 impl std::fmt::Debug for ScramClient {
@@ -386,12 +403,20 @@ impl ScramClient {
             nonce,
             state: ClientState::Initial,
             binding: None,
+            downgrade_hash: None,
         }
     }
 
     /// The same client binding the exchange to `binding` (the `-PLUS` mechanisms).
     pub fn with_channel_binding(mut self, binding: ChannelBinding) -> Self {
         self.binding = Some(binding);
+        self
+    }
+
+    /// The same client requiring the server-first-message's XEP-0474 `h` attribute to equal
+    /// `hash` (computed from the lists it saw offered); otherwise the exchange fails.
+    pub fn expect_downgrade_hash(mut self, hash: String) -> Self {
+        self.downgrade_hash = Some(hash);
         self
     }
 
@@ -429,6 +454,13 @@ impl ScramClient {
             || iterations == 0
         {
             return Err(SaslError::MalformedRequest);
+        }
+        if let Some(expected) = &self.downgrade_hash {
+            let sent = parts.find_map(|p| p.strip_prefix("h="));
+            // Public data (both sides hash what was on the wire): no constant-time compare.
+            if sent != Some(expected.as_str()) {
+                return Err(SaslError::NotAuthorized);
+            }
         }
         let h = self.hash;
         let salted = h.hi(self.password.as_bytes(), &salt, iterations);
@@ -605,6 +637,42 @@ mod tests {
             assert_eq!(s.server_first(Some(&k)), s1.as_bytes());
             assert_eq!(s.client_final(c2.as_bytes()).unwrap(), s2.as_bytes());
         }
+    }
+
+    #[test]
+    fn the_downgrade_hash_rides_in_server_first_and_the_client_checks_it() {
+        let hash = ScramHash::Sha1;
+        let k = keys(hash, "pw");
+        let offered = "G6k/rBLDqgOhRRaCuuatSDFkJ08=".to_string();
+        let exchange = |client: ScramClient| -> (String, Result<(), SaslError>) {
+            let mut c = client;
+            let mut s = ScramServer::new(hash).with_downgrade_hash(offered.clone());
+            s.client_first(&c.client_first()).unwrap();
+            let sf = s.server_first(Some(&k));
+            let text = String::from_utf8(sf.clone()).unwrap();
+            let result = c
+                .client_final(&sf)
+                .and_then(|cf| s.client_final(&cf))
+                .and_then(|v| c.verify_server_final(&v));
+            (text, result)
+        };
+        let (sf, ok) =
+            exchange(ScramClient::new(hash, "u", "pw").expect_downgrade_hash(offered.clone()));
+        assert!(
+            sf.ends_with(",i=4096,h=G6k/rBLDqgOhRRaCuuatSDFkJ08="),
+            "{sf}"
+        );
+        assert_eq!(ok, Ok(()));
+        // A client that ignores the attribute still authenticates (RFC 5802 extensions).
+        assert_eq!(exchange(ScramClient::new(hash, "u", "pw")).1, Ok(()));
+        // A client that saw other lists refuses before sending a proof.
+        let stripped = ScramClient::new(hash, "u", "pw").expect_downgrade_hash("AAAA".into());
+        assert_eq!(exchange(stripped).1, Err(NotAuth));
+        // Without the attribute a checking client refuses too.
+        let mut c = ScramClient::new(hash, "u", "pw").expect_downgrade_hash(offered.clone());
+        let mut s = ScramServer::new(hash);
+        s.client_first(&c.client_first()).unwrap();
+        assert_eq!(c.client_final(&s.server_first(Some(&k))), Err(NotAuth));
     }
 
     #[test]

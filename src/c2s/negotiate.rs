@@ -619,7 +619,7 @@ impl Negotiation {
 
     /// The configured mechanisms this connection can use: PLAIN only when encrypted, the
     /// `-PLUS` ones only with a channel binding.
-    fn mechanisms(&self) -> Vec<Mechanism> {
+    pub(super) fn mechanisms(&self) -> Vec<Mechanism> {
         self.config
             .c2s
             .sasl_mechanisms
@@ -745,7 +745,8 @@ impl Negotiation {
             }
             Some(hash) => {
                 let mut server =
-                    ScramServer::with_binding(hash, mech.is_plus(), self.binding.clone());
+                    ScramServer::with_binding(hash, mech.is_plus(), self.binding.clone())
+                        .with_downgrade_hash(self.downgrade_hash(hash));
                 let cf = server.client_first(&first)?;
                 let jid = self.login_jid(&cf.username, cf.authzid.as_deref(), host);
                 if !self.auth_guard(jid.as_ref().ok()) {

@@ -8,8 +8,9 @@
 use tokio::io::{AsyncBufRead, AsyncWrite};
 
 use super::negotiate::{Negotiation, Pending};
-use crate::auth::fast;
 use crate::auth::sasl::{self, Mechanism, SaslError};
+use crate::auth::scram::ScramHash;
+use crate::auth::{fast, ssdp};
 use crate::core::sessions::{BoundSession, ClientAgent, Hibernated};
 use crate::xmpp::jid::Jid;
 use crate::xmpp::parser::StreamParser;
@@ -147,13 +148,26 @@ pub fn sasl1_failure(e: &SaslError) -> String {
 }
 
 impl Negotiation {
-    /// The XEP-0440 `<sasl-channel-binding/>` feature naming the binding this connection offers.
+    /// The channel-binding types this connection advertises per XEP-0440 (`None`: no feature).
+    pub(super) fn channel_binding_types(&self) -> Option<Vec<&str>> {
+        self.binding.as_ref().map(|b| vec![b.kind.as_str()])
+    }
+
+    /// The XEP-0440 `<sasl-channel-binding/>` feature naming the bindings this connection offers.
     pub(super) fn channel_binding_feature(&self) -> Option<Element> {
-        let b = self.binding.as_ref()?;
-        Some(
-            Element::new("sasl-channel-binding", ns::SASL_CB)
-                .child(Element::new("channel-binding", ns::SASL_CB).attr("type", b.kind.as_str())),
-        )
+        let mut f = Element::new("sasl-channel-binding", ns::SASL_CB);
+        for kind in self.channel_binding_types()? {
+            f.push(Element::new("channel-binding", ns::SASL_CB).attr("type", kind));
+        }
+        Some(f)
+    }
+
+    /// The XEP-0474 hash of the mechanisms and channel-binding types this connection offered.
+    /// SASL1 and SASL2 advertise the same list ([`Self::features`]), so one hash serves both.
+    pub(super) fn downgrade_hash(&self, hash: ScramHash) -> String {
+        let mechanisms: Vec<&str> = self.mechanisms().iter().map(|m| m.name()).collect();
+        let types = self.channel_binding_types();
+        ssdp::downgrade_hash(hash, &mechanisms, types.as_deref())
     }
 
     /// The `<authentication/>` stream feature: the mechanisms, and what may be inlined.
