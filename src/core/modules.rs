@@ -400,10 +400,10 @@ impl Host {
         // Read the generation before computing: a change racing the computation bumps it
         // again, so the value stored below is then already out of date and never served.
         let generation = self.disco_generation.load(Ordering::Acquire);
-        if let Some((g, caps)) = &*self.caps_cache() {
-            if *g == generation {
-                return caps.clone();
-            }
+        if let Some((g, caps)) = &*self.caps_cache()
+            && *g == generation
+        {
+            return caps.clone();
         }
         let caps = compute(self);
         let mut slot = self.caps_cache();
