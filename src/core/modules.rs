@@ -108,6 +108,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use serde_json::Value;
@@ -347,6 +348,11 @@ pub struct Host {
     loaded: Mutex<BTreeMap<String, Arc<ModuleHandle>>>,
     failed: Mutex<BTreeMap<String, ModuleStatus>>,
     pub(super) items: Mutex<BTreeMap<String, Vec<(String, Value)>>>,
+    /// Bumped after every change to what the host's disco#info shows: a module loaded or
+    /// unloaded, a feature, identity or extension added.
+    disco_generation: AtomicU64,
+    /// The XEP-0115 caps of the disco generation they were computed for (see [`Host::caps`]).
+    caps: Mutex<Option<(u64, Option<crate::xmpp::Element>)>>,
 }
 
 impl Host {
@@ -374,7 +380,41 @@ impl Host {
             loaded: Mutex::new(BTreeMap::new()),
             failed: Mutex::new(BTreeMap::new()),
             items: Mutex::new(BTreeMap::new()),
+            disco_generation: AtomicU64::new(0),
+            caps: Mutex::new(None),
         }
+    }
+
+    /// Marks the host's disco#info as changed; called after the change is visible, so a
+    /// value computed before it is never served again.
+    pub(super) fn disco_changed(&self) {
+        self.disco_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The host's XEP-0115 caps element: `compute` runs once per change of its disco#info
+    /// (modules, features, identities, extensions) and the result is reused until the next one.
+    pub fn caps(
+        &self,
+        compute: impl FnOnce(&Host) -> Option<crate::xmpp::Element>,
+    ) -> Option<crate::xmpp::Element> {
+        // Read the generation before computing: a change racing the computation bumps it
+        // again, so the value stored below is then already out of date and never served.
+        let generation = self.disco_generation.load(Ordering::Acquire);
+        if let Some((g, caps)) = &*self.caps_cache()
+            && *g == generation
+        {
+            return caps.clone();
+        }
+        let caps = compute(self);
+        let mut slot = self.caps_cache();
+        if slot.as_ref().is_none_or(|(g, _)| *g < generation) {
+            *slot = Some((generation, caps.clone()));
+        }
+        caps
+    }
+
+    fn caps_cache(&self) -> std::sync::MutexGuard<'_, Option<(u64, Option<crate::xmpp::Element>)>> {
+        self.caps.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn loaded(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<ModuleHandle>>> {
@@ -492,6 +532,7 @@ impl Host {
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
         self.loaded().insert(name.to_string(), handle);
+        self.disco_changed();
         tracing::info!(host = %self.name, module = name, "module loaded");
         Ok(())
     }
@@ -502,6 +543,7 @@ impl Host {
             .loaded()
             .remove(module)
             .ok_or_else(|| ModuleError::NotLoaded(module.to_string()))?;
+        self.disco_changed();
         handle.teardown();
         tracing::info!(host = %self.name, module, "module unloaded");
         Ok(())
@@ -532,5 +574,26 @@ mod tests {
             core.load_module("localhost", "nonexistent"),
             Err(ModuleError::Unknown("nonexistent".into()))
         );
+    }
+
+    /// A `<c/>` with verification string `ver`.
+    fn c(ver: &str) -> Option<crate::xmpp::Element> {
+        Some(crate::xmpp::Element::new("c", crate::xmpp::ns::CAPS).attr("ver", ver))
+    }
+
+    #[test]
+    fn a_value_computed_across_a_change_is_not_served_after_it() {
+        let host = Host::new("example.org");
+        // The change lands while the computation runs: its result answers this call only.
+        let first = host.caps(|h| {
+            h.disco_changed();
+            c("old")
+        });
+        assert_eq!(first.unwrap().get_attr("ver"), Some("old"));
+        let next = host.caps(|_| c("new"));
+        assert_eq!(next.unwrap().get_attr("ver"), Some("new"));
+        // Unchanged since: the cached value is served without computing.
+        let again = host.caps(|_| panic!("recomputed without a change"));
+        assert_eq!(again.unwrap().get_attr("ver"), Some("new"));
     }
 }

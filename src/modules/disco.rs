@@ -64,8 +64,14 @@ pub fn component_info(host: &Host) -> Element {
     query
 }
 
-/// The server's XEP-0115 `<c/>` (offered as a stream feature), if `disco` is loaded on `host`.
+/// The server's XEP-0115 `<c/>` (offered as a stream feature), if `disco` is loaded on `host`;
+/// computed once per change of the host's disco#info and cached on the host.
 pub fn server_caps(host: &Host) -> Option<Element> {
+    host.caps(compute_server_caps)
+}
+
+/// [`server_caps`] computed afresh from the host's current disco#info.
+fn compute_server_caps(host: &Host) -> Option<Element> {
     if !host.is_loaded("disco") {
         return None;
     }
@@ -192,5 +198,69 @@ impl Module for Disco {
             }),
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::core::Core;
+    use crate::storage::Store;
+
+    /// A server core with `disco` on `localhost`.
+    fn core() -> Arc<Core> {
+        let mut cfg = Config::parse("modules_enabled = [\"disco\"]").unwrap();
+        cfg.components.get_or_insert_with(Vec::new);
+        Core::new(cfg, Store::memory(), crate::modules::BUILTIN).unwrap()
+    }
+
+    /// The cached caps, checked against a fresh computation from the host's disco#info.
+    fn caps(host: &Host) -> Option<Element> {
+        let cached = server_caps(host);
+        assert_eq!(cached, compute_server_caps(host), "stale caps served");
+        assert_eq!(server_caps(host), cached, "a second call answers the same");
+        cached
+    }
+
+    fn ver(c: &Option<Element>) -> String {
+        c.as_ref().unwrap().get_attr("ver").unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn cached_caps_follow_module_load_unload_and_added_features() {
+        let core = core();
+        let host = core.host("localhost").cloned().unwrap();
+        let base = caps(&host);
+        assert!(base.is_some());
+
+        core.load_module("localhost", "ping").unwrap();
+        let with_ping = caps(&host);
+        assert_ne!(
+            ver(&with_ping),
+            ver(&base),
+            "a new feature changes the hash"
+        );
+
+        // A feature added after load (through the module API) is seen at once.
+        host.module("ping").unwrap().add_feature("urn:example:late");
+        let late = caps(&host);
+        assert_ne!(ver(&late), ver(&with_ping));
+        host.module("ping")
+            .unwrap()
+            .add_identity("automation", "probe", "Probe");
+        let identity = caps(&host);
+        assert_ne!(ver(&identity), ver(&late));
+
+        core.unload_module("localhost", "ping").unwrap();
+        assert_eq!(caps(&host), base, "back to the feature set before the load");
+
+        core.unload_module("localhost", "disco").unwrap();
+        assert_eq!(caps(&host), None, "no caps without disco");
+        core.load_module("localhost", "disco").unwrap();
+        assert_eq!(caps(&host), base);
     }
 }

@@ -8,6 +8,7 @@ impl ModuleHandle {
     /// Advertises a disco#info feature on this host.
     pub fn add_feature(&self, feature: &str) {
         self.reg().features.push(feature.to_string());
+        self.host.disco_changed();
     }
 
     /// Adds a stream feature offered after authentication.
@@ -20,11 +21,13 @@ impl ModuleHandle {
         self.reg()
             .identities
             .push((category.into(), kind.into(), name.into()));
+        self.host.disco_changed();
     }
 
     /// Adds a XEP-0128 extended-info data form (`<x xmlns='jabber:x:data' type='result'>`).
     pub fn add_extension(&self, form: Element) {
         self.reg().extensions.push(form);
+        self.host.disco_changed();
     }
 
     pub(in crate::core) fn features(&self) -> Vec<String> {
