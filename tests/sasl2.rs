@@ -497,9 +497,14 @@ async fn scram_plus_binds_to_the_tls_exporter_over_sasl1_and_sasl2() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // -PLUS is opt-in: listed first, as an operator enables channel binding.
     let srv = TestServer::start_with(|c| {
-        c.c2s.sasl_mechanisms = ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "PLAIN"]
-            .map(String::from)
-            .to_vec();
+        c.c2s.sasl_mechanisms = [
+            "SCRAM-SHA-256-PLUS",
+            "SCRAM-SHA-1-PLUS",
+            "SCRAM-SHA-256",
+            "PLAIN",
+        ]
+        .map(String::from)
+        .to_vec();
     })
     .await;
     srv.add_user("alice@localhost", "secret").await;
@@ -613,7 +618,20 @@ fn expected_ssdp(mechanisms: &[String], bindings: &[String]) -> String {
 
 #[tokio::test]
 async fn scram_server_first_carries_the_downgrade_hash_over_sasl1_and_sasl2() {
-    let srv = server().await;
+    // With channel binding enabled (-PLUS is opt-in), so that both parts of the hash show.
+    let srv = TestServer::start_with(|c| {
+        c.c2s.sasl_mechanisms = [
+            "SCRAM-SHA-256-PLUS",
+            "SCRAM-SHA-1-PLUS",
+            "SCRAM-SHA-256",
+            "SCRAM-SHA-1",
+            "PLAIN",
+        ]
+        .map(String::from)
+        .to_vec();
+    })
+    .await;
+    srv.add_user("alice@localhost", "secret").await;
     for sasl2 in [false, true] {
         let (mut c, features) = connect(&srv).await;
         let section = if sasl2 {

@@ -274,13 +274,9 @@ impl Default for C2sConfig {
             idle_timeout_secs: 0,
             // The -PLUS mechanisms are opt-in: slixmpp 1.8 picks them over TLS 1.3 without a
             // tls-exporter binding to send, and its login then fails instead of falling back.
-            sasl_mechanisms: [
-                "SCRAM-SHA-256",
-                "SCRAM-SHA-1",
-                "PLAIN",
-            ]
-            .map(String::from)
-            .to_vec(),
+            sasl_mechanisms: ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
+                .map(String::from)
+                .to_vec(),
             resource_conflict: ResourceConflict::KickOld,
             send_queue: 1024,
             max_connections: 100_000,
