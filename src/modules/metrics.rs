@@ -120,9 +120,11 @@ fn seed(core: &Core) {
     for h in &cfg.hosts {
         let host = h.name.as_str();
         m.sessions.with(&[host]);
-        for tls in ["true", "false"] {
-            m.sessions_by_transport
-                .with(&[host, Transport::Tcp.as_str(), tls]);
+        for transport in [Transport::Tcp, Transport::WebSocket, Transport::Bosh] {
+            for tls in ["true", "false"] {
+                m.sessions_by_transport
+                    .with(&[host, transport.as_str(), tls]);
+            }
         }
         for family in [&m.accounts, &m.offline_messages, &m.archive_messages] {
             family.with(&[host]);
@@ -247,6 +249,8 @@ mod tests {
             "oxpecker_accounts{host=\"b.example\"} 0\n",
             "oxpecker_sessions{host=\"b.example\"} 0\n",
             "oxpecker_sessions_by_transport{host=\"a.example\",transport=\"tcp\",tls=\"true\"} 0\n",
+            "oxpecker_sessions_by_transport{host=\"a.example\",transport=\"websocket\",tls=\"false\"} 0\n",
+            "oxpecker_sessions_by_transport{host=\"a.example\",transport=\"bosh\",tls=\"true\"} 0\n",
             "oxpecker_stanzas_total{kind=\"message\",direction=\"out\"} 0\n",
             "oxpecker_auth_total{mechanism=\"PLAIN\",result=\"failure\"} 0\n",
             "oxpecker_offline_messages{host=\"a.example\"} 0\n",
