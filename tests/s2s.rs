@@ -104,6 +104,16 @@ async fn login_trusting(
     c
 }
 
+/// Sends a message to `to` and expects it back as a `remote-server-not-found` error.
+async fn assert_bounces(c: &mut RawClient, to: &str, id: &str) {
+    c.send(&format!(
+        "<message to='{to}' id='{id}'><body>?</body></message>"
+    ))
+    .await;
+    let got = read_until_contains(c, "message", id).await;
+    assert!(got.contains("remote-server-not-found"), "{got}");
+}
+
 /// Logged in and available (initial presence sent, its echo read).
 async fn online(srv: &TestServer, domain: &str, user: &str, resource: &str) -> RawClient {
     let mut c = login(srv, domain, user, resource).await;
@@ -210,16 +220,8 @@ async fn unknown_and_unreachable_domains_bounce() {
     };
     point(&a, "dead.example", dead);
     let mut alice = login(&a, A, "alice", "pc").await;
-    alice
-        .send("<message to='x@nowhere.example' id='n1'><body>?</body></message>")
-        .await;
-    let got = read_until_contains(&mut alice, "message", "n1").await;
-    assert!(got.contains("remote-server-not-found"), "{got}");
-    alice
-        .send("<message to='x@dead.example' id='n2'><body>?</body></message>")
-        .await;
-    let got = read_until_contains(&mut alice, "message", "n2").await;
-    assert!(got.contains("remote-server-not-found"), "{got}");
+    assert_bounces(&mut alice, "x@nowhere.example", "n1").await;
+    assert_bounces(&mut alice, "x@dead.example", "n2").await;
     let metrics = a.server().core.metrics.render();
     assert!(
         metrics.contains("oxpecker_s2s_failed_connects_total{reason=\"not_found\"} 1"),
@@ -1096,16 +1098,8 @@ async fn a_domain_refusing_federation_or_unreachable_on_5269_bounces() {
     .await;
     assert_eq!(DEFAULT_PORT, 5269);
     let mut alice = login(&a, A, "alice", "pc").await;
-    alice
-        .send("<message to='bob@b.example' id='r1'><body>?</body></message>")
-        .await;
-    let got = read_until_contains(&mut alice, "message", "r1").await;
-    assert!(got.contains("remote-server-not-found"), "{got}");
-    alice
-        .send("<message to='x@c.example' id='r2'><body>?</body></message>")
-        .await;
-    let got = read_until_contains(&mut alice, "message", "r2").await;
-    assert!(got.contains("remote-server-not-found"), "{got}");
+    assert_bounces(&mut alice, "bob@b.example", "r1").await;
+    assert_bounces(&mut alice, "x@c.example", "r2").await;
 }
 
 // ---- group chat across servers ----
