@@ -86,6 +86,14 @@ async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> 
     Ok(out)
 }
 
+/// Creates the data directory (certificates and the control socket live there).
+fn create_data_dir(config: &Config) -> Result<(), StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })
+}
+
 /// One line per listener, then where the data and the certificate are.
 fn log_startup(
     data_dir: &std::path::Path,
@@ -115,16 +123,21 @@ impl Server {
     /// Starts a server for `config`.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         config.check_modules(&crate::modules::BUILTIN.catalog())?;
-        let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
-            path: data_dir.clone(),
-            source,
-        })?;
+        create_data_dir(&config)?;
         let store_dir = config.store_dir();
         let cache = config.storage.cache_capacity_mb * 1024 * 1024;
         let store = tokio::task::spawn_blocking(move || Store::open_sled(&store_dir, cache))
             .await
             .map_err(|e| StartError::Storage(StorageError::Io(e.to_string())))??;
+        Server::start_with_store(config, store).await
+    }
+
+    /// Starts a server for `config` on an already open `store` (e.g. a backend wrapped by a
+    /// test) instead of opening the sled store in the data directory.
+    pub async fn start_with_store(config: Config, store: Store) -> Result<Server, StartError> {
+        config.check_modules(&crate::modules::BUILTIN.catalog())?;
+        create_data_dir(&config)?;
+        let data_dir = config.data_dir.clone();
         let hosts: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
         let cert = tls::ensure_certificate(
             config

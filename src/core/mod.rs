@@ -7,6 +7,7 @@ pub mod admission;
 pub mod allowlist;
 pub mod delivery;
 pub mod events;
+pub mod faults;
 pub mod grants;
 pub mod groups;
 pub mod iq;

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::core::accounts::now;
 use crate::core::events::{Flow, StanzaEvent, handler};
+use crate::core::faults;
 use crate::core::modules::{LoadError, Module, ModuleContext, StoreKind};
 use crate::core::priority;
 use crate::storage::ArchiveQuery;
@@ -82,8 +83,7 @@ async fn store(ev: StanzaEvent, max: usize) -> Flow {
         }
         Ok(_) => {}
         Err(e) => {
-            tracing::error!(error = %e, "offline store failed");
-            ev.reply_error(C::InternalServerError.into()).await;
+            ev.reply_error(faults::stanza_error(&e, "offline store")).await;
             return Flow::Handled;
         }
     }
@@ -100,8 +100,8 @@ async fn store(ev: StanzaEvent, max: usize) -> Flow {
         .append(&node, None, when, ev.from.bare().as_str(), value)
         .await
     {
-        tracing::error!(error = %e, "offline store failed");
-        ev.reply_error(C::InternalServerError.into()).await;
+        // Bounced to the sender (`wait`): the message is neither stored nor delivered.
+        ev.reply_error(faults::stanza_error(&e, "offline store")).await;
     }
     Flow::Handled
 }

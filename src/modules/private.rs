@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use crate::core::events::{Flow, StanzaEvent, handler};
+use crate::core::faults;
 use crate::core::modules::{LoadError, Module, ModuleContext, StoreKind};
 use crate::core::priority;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
@@ -58,8 +59,8 @@ async fn get(ev: StanzaEvent) -> Flow {
     let stored = match store.get(node, want.ns()).await {
         Ok(v) => v.and_then(|v| v["xml"].as_str().and_then(|x| parse_element(x).ok())),
         Err(e) => {
-            tracing::warn!(jid = %ev.to, error = %e, "cannot read private storage");
-            ev.reply_error(C::InternalServerError.into()).await;
+            ev.reply_error(faults::stanza_error(&e, "private storage read"))
+                .await;
             return Flow::Handled;
         }
     };
@@ -78,8 +79,8 @@ async fn set(ev: StanzaEvent) -> Flow {
     let existing = match store.get_all(node).await {
         Ok(m) => m,
         Err(e) => {
-            tracing::warn!(jid = %ev.to, error = %e, "cannot read private storage");
-            ev.reply_error(C::InternalServerError.into()).await;
+            ev.reply_error(faults::stanza_error(&e, "private storage read"))
+                .await;
             return Flow::Handled;
         }
     };
@@ -104,8 +105,8 @@ async fn set(ev: StanzaEvent) -> Flow {
     match store.set_many(node, items).await {
         Ok(()) => ev.reply(stanza::iq_result(&ev.stanza, None)).await,
         Err(e) => {
-            tracing::warn!(jid = %ev.to, error = %e, "cannot write private storage");
-            ev.reply_error(C::InternalServerError.into()).await;
+            ev.reply_error(faults::stanza_error(&e, "private storage write"))
+                .await;
         }
     }
     Flow::Handled

@@ -7,7 +7,8 @@ use crate::core::Core;
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::core::priority;
-use crate::core::roster::RosterItem;
+use crate::core::faults;
+use crate::core::roster::{RosterError, RosterItem};
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::{Element, Jid, ns, stanza};
 
@@ -54,6 +55,18 @@ async fn fail(ev: &StanzaEvent, cond: C, text: Option<&str>) {
     ev.reply_error(err).await;
 }
 
+/// Replies with the error for a roster operation that failed (a failed write says `wait`).
+async fn failed(ev: &StanzaEvent, e: RosterError) {
+    let err = match e {
+        RosterError::Storage(e) => faults::stanza_error(&e, "roster"),
+        e => {
+            tracing::error!(error = %e, "roster operation failed");
+            StanzaError::new(C::InternalServerError)
+        }
+    };
+    ev.reply_error(err).await;
+}
+
 async fn get(ev: StanzaEvent) {
     let core = ev.core.clone();
     if ev.to != ev.from.bare() {
@@ -67,7 +80,7 @@ async fn get(ev: StanzaEvent) {
         core.roster_version(&ev.to).await,
     ) {
         (Ok(i), Ok(v)) => (i, v),
-        _ => return fail(&ev, C::InternalServerError, None).await,
+        (Err(e), _) | (_, Err(e)) => return failed(&ev, e).await,
     };
     let asked = ev.stanza.first_child().and_then(|q| q.get_attr("ver"));
     let reply = if asked == Some(ver.as_str()) {
@@ -108,7 +121,7 @@ async fn set(ev: StanzaEvent, max: usize) {
         match core.roster_remove(&user, &contact).await {
             Ok(true) => ev.reply(stanza::iq_result(&ev.stanza, None)).await,
             Ok(false) => fail(&ev, C::ItemNotFound, None).await,
-            Err(_) => fail(&ev, C::InternalServerError, None).await,
+            Err(e) => failed(&ev, e).await,
         }
         return;
     }
@@ -135,7 +148,7 @@ async fn set(ev: StanzaEvent, max: usize) {
     }
     let existing = match core.roster.item(&user, &contact).await {
         Ok(e) => e,
-        Err(_) => return fail(&ev, C::InternalServerError, None).await,
+        Err(e) => return failed(&ev, e).await,
     };
     if existing.is_none() {
         let count = core
@@ -157,13 +170,8 @@ async fn set(ev: StanzaEvent, max: usize) {
     let mut updated = existing.unwrap_or_else(|| RosterItem::new(&contact));
     updated.name = name;
     updated.groups = groups;
-    if core
-        .roster
-        .put(&user, &contact, Some(&updated))
-        .await
-        .is_err()
-    {
-        return fail(&ev, C::InternalServerError, None).await;
+    if let Err(e) = core.roster.put(&user, &contact, Some(&updated)).await {
+        return failed(&ev, e).await;
     }
     // The push goes out before the result (RFC 6121 §2.3.2).
     let _ = core.push_current(&user, &contact).await;

@@ -142,6 +142,10 @@ impl Module for Vcard {
                 let value = (!empty).then_some(vcard);
                 match set_vcard(&ev.core, &ev.to, value).await {
                     Ok(()) => ev.reply(stanza::iq_result(&ev.stanza, None)).await,
+                    Err(VcardError::Storage(e)) => {
+                        ev.reply_error(crate::core::faults::stanza_error(&e, "vCard store"))
+                            .await;
+                    }
                     Err(e) => {
                         tracing::warn!(jid = %ev.to, error = %e, "cannot store vCard");
                         ev.reply_error(C::InternalServerError.into()).await;

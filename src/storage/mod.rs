@@ -72,6 +72,16 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// Whether the failure may go away without intervention (disk full, an I/O error): the
+    /// request that hit it is refused with the protocol's "try again later" (stanza
+    /// `internal-server-error`/`wait`, HTTP 503) and the server keeps serving. Every other
+    /// kind (corrupt data, a bad name, a locked directory) will fail the same way on retry.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, StorageError::Io(_))
+    }
+}
+
 /// Boxed future returned by [`Backend::flush_async`].
 pub type FlushFuture = Pin<Box<dyn Future<Output = Result<()>> + Send + 'static>>;
 
@@ -227,6 +237,8 @@ impl Flusher {
                             if dirty.swap(false, Ordering::AcqRel)
                                 && let Err(e) = backend.flush()
                             {
+                                // Still unflushed: the next round retries.
+                                dirty.store(true, Ordering::Release);
                                 tracing::error!(error = %e, "background flush failed");
                             }
                             continue;
@@ -239,6 +251,10 @@ impl Flusher {
                     }
                     dirty.store(false, Ordering::Release);
                     let result = backend.flush();
+                    if result.is_err() {
+                        // The waiters hear the error; what they wrote is retried in the background.
+                        dirty.store(true, Ordering::Release);
+                    }
                     for w in waiters {
                         let _ = w.send(result.clone());
                     }

@@ -34,8 +34,7 @@ pub async fn delete_data(
     let removed = core
         .store
         .wipe()
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .await?;
     core.allowlists.reset().await;
     core.sessions.close_all(StreamError::with_text(
         StreamErrorCondition::NotAuthorized,

@@ -7,9 +7,13 @@ use serde_json::{Value, json};
 
 use crate::core::accounts::AccountError;
 use crate::core::allowlist::AllowlistError;
+use crate::storage::StorageError;
 
 /// The realm announced in `WWW-Authenticate`.
 pub const REALM: &str = "Basic realm=\"oxpecker\"";
+
+/// The `Retry-After` (seconds) of a 503 for a failed write.
+const STORAGE_RETRY_AFTER: &str = "5";
 
 /// An admin API failure. `Display` is the `result` message (mod_admin_rest's wording).
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +69,10 @@ pub enum ApiError {
     /// A server-side failure (logged; the client sees only the generic message).
     #[error("Internal server error")]
     Internal(String),
+    /// A write failed for a reason that may pass (disk full, I/O error); nothing was changed
+    /// and the same request may be retried (logged; the client sees the generic message).
+    #[error("Storage is temporarily unavailable, try again later")]
+    StorageUnavailable(String),
     /// Any other failure with its own status, code and message.
     #[error("{message}")]
     Other {
@@ -112,6 +120,7 @@ impl ApiError {
             Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             MessageDropped => StatusCode::NOT_IMPLEMENTED,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Other { status, .. } | WithResult { status, .. } => *status,
         }
     }
@@ -137,6 +146,7 @@ impl ApiError {
             Throttled(_) => "too_many_failures",
             MessageDropped => "message_dropped",
             Internal(_) => "internal_error",
+            StorageUnavailable(_) => "storage_unavailable",
             Other { code, .. } | WithResult { code, .. } => code,
         }
     }
@@ -156,9 +166,8 @@ impl From<AccountError> for ApiError {
             AccountError::Password(p) => {
                 ApiError::other(StatusCode::BAD_REQUEST, "invalid_password", p.to_string())
             }
-            e @ (AccountError::Storage(_) | AccountError::Corrupt(_)) => {
-                ApiError::Internal(e.to_string())
-            }
+            AccountError::Storage(e) => e.into(),
+            e @ AccountError::Corrupt(_) => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -167,7 +176,18 @@ impl From<AllowlistError> for ApiError {
     fn from(e: AllowlistError) -> Self {
         match e {
             AllowlistError::UnknownHost(_) => ApiError::UnknownHost,
-            e @ AllowlistError::Storage(_) => ApiError::Internal(e.to_string()),
+            AllowlistError::Storage(e) => e.into(),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    /// A temporary failure is a 503 the client may retry; anything else is a 500.
+    fn from(e: StorageError) -> Self {
+        if e.is_temporary() {
+            ApiError::StorageUnavailable(e.to_string())
+        } else {
+            ApiError::Internal(e.to_string())
         }
     }
 }
@@ -175,8 +195,14 @@ impl From<AllowlistError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let ApiError::Internal(detail) = &self {
-            tracing::error!(error = %detail, "admin_rest: internal error");
+        match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "admin_rest: internal error")
+            }
+            ApiError::StorageUnavailable(detail) => {
+                tracing::warn!(error = %detail, "admin_rest: storage unavailable")
+            }
+            _ => {}
         }
         let result = match &self {
             ApiError::WithResult { result, .. } => result.clone(),
@@ -195,6 +221,12 @@ impl IntoResponse for ApiError {
             && let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(STORAGE_RETRY_AFTER),
+            );
         }
         resp
     }

@@ -14,6 +14,7 @@ use super::params::Params;
 use super::{ApiError, Ctx, existing_user, ok, parse_body};
 use crate::core::Core;
 use crate::core::groups::GroupError;
+use crate::core::roster::RosterError;
 
 fn group_error(e: GroupError) -> ApiError {
     match e {
@@ -22,6 +23,7 @@ fn group_error(e: GroupError) -> ApiError {
             ApiError::other(StatusCode::NOT_FOUND, "group_not_found", "group-not-found")
         }
         GroupError::Invalid(m) => ApiError::other(StatusCode::BAD_REQUEST, "invalid_group", m),
+        GroupError::Storage(e) | GroupError::Roster(RosterError::Storage(e)) => e.into(),
         e => ApiError::Internal(e.to_string()),
     }
 }

@@ -30,7 +30,7 @@ fn muc_error(e: MucError) -> ApiError {
         ),
         MucError::Exists => ApiError::other(StatusCode::CONFLICT, "conflict", e.to_string()),
         MucError::Invalid(m) => ApiError::other(StatusCode::BAD_REQUEST, "invalid_room", m),
-        MucError::Storage(e) => ApiError::Internal(e.to_string()),
+        MucError::Storage(e) => e.into(),
         // The REST API acts as the server, which is never refused; kept for completeness.
         MucError::Refused(m) => ApiError::other(StatusCode::FORBIDDEN, "forbidden", m),
     }

@@ -64,6 +64,7 @@ fn roster_error(e: RosterError) -> ApiError {
             "roster_full",
             format!("The roster is full ({n} items)"),
         ),
+        RosterError::Storage(e) => e.into(),
         e => ApiError::Internal(e.to_string()),
     }
 }

@@ -34,10 +34,10 @@ fn session_json(s: &SessionHandle) -> Value {
 
 /// Roster items in mod_admin_rest's shape: `["item", {jid, subscription, group, ask?, name?}]`.
 pub async fn roster_json(core: &Core, jid: &Jid) -> Result<Vec<Value>, ApiError> {
-    let items = core
-        .roster_items(jid)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let items = core.roster_items(jid).await.map_err(|e| match e {
+        crate::core::roster::RosterError::Storage(e) => ApiError::from(e),
+        e => ApiError::Internal(e.to_string()),
+    })?;
     Ok(items
         .into_iter()
         .map(|i| {

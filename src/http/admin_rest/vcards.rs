@@ -21,6 +21,7 @@ fn vcard_error(e: VcardError) -> ApiError {
     match e {
         VcardError::NotAUser(_) => ApiError::InvalidUser,
         VcardError::NotAVcard => invalid("not a vcard-temp <vCard/> element".into()),
+        VcardError::Storage(e) => e.into(),
         e => ApiError::Internal(e.to_string()),
     }
 }

@@ -185,7 +185,7 @@ impl PepError {
                 C::FeatureNotImplemented.into(),
                 Some(Element::new("unsupported", ns::PUBSUB_ERRORS).attr("feature", *feature)),
             ),
-            PepError::Storage(_) => (C::InternalServerError.into(), None),
+            PepError::Storage(e) => (crate::core::faults::stanza_error(e, "PEP"), None),
         }
     }
 }
