@@ -448,3 +448,73 @@ async fn hostile_xml_from_the_attacker_gets_stream_errors_and_logins_go_on() {
     assert!(out.contains("<stream:error>"), "{out}");
     legit_login_and_ping(&srv).await;
 }
+
+/// Opens a server-to-server stream to `addr` from 127.0.0.1 and reads its features.
+async fn legit_s2s_stream(addr: SocketAddr) -> String {
+    let mut c = RawClient::connect(addr).await;
+    c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' from='peer.example' to='localhost' version='1.0'>").await;
+    c.read_until("</stream:features>").await
+}
+
+#[tokio::test]
+async fn an_s2s_connection_flood_is_refused_at_accept_and_idle_streams_time_out() {
+    let srv = TestServer::start_with(|c| {
+        c.limits.exempt_addresses.clear();
+        c.s2s.max_preauth_per_ip = 5;
+        c.s2s.accept_rate_per_ip = 0;
+        c.s2s.negotiation_timeout_secs = 2;
+    })
+    .await;
+    srv.add_user("alice@localhost", "secret").await;
+    let addr = srv.server().s2s_addrs[0];
+    let core = &srv.server().core;
+    let s2s_refused = "oxpecker_refused_connections_total{listener=\"s2s\"";
+    // 100 idle connections from one address: 5 are let in to negotiate, the rest closed at once.
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(connect_from_attacker(addr).await.unwrap());
+    }
+    for _ in 0..500 {
+        if metric(&srv, s2s_refused) >= 95.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(metric(&srv, s2s_refused), 95.0, "{}", core.metrics.render());
+    assert!(core.admission.preauth_on(oxpecker::core::admission::Listener::S2s) <= 5);
+    // Another server's address still gets a stream, and clients log in as usual.
+    let features = legit_s2s_stream(addr).await;
+    assert!(features.contains("<stream:features"), "{features}");
+    legit_login_and_ping(&srv).await;
+    assert_eq!(
+        metric(&srv, "oxpecker_refused_connections_total{listener=\"c2s\""),
+        0.0
+    );
+    // The admitted idle streams are closed by the negotiation timeout, freeing their slots.
+    let mut closed = 0;
+    for s in idle {
+        let mut c = RawClient {
+            io: Box::new(s),
+            buf: String::new(),
+            jid: String::new(),
+        };
+        c.read_to_close().await;
+        closed += 1;
+    }
+    assert_eq!(closed, 100);
+    for _ in 0..500 {
+        if core.admission.preauth_on(oxpecker::core::admission::Listener::S2s) <= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(core.admission.preauth_on(oxpecker::core::admission::Listener::S2s) <= 1);
+    let mut c = RawClient {
+        io: Box::new(connect_from_attacker(addr).await.unwrap()),
+        buf: String::new(),
+        jid: String::new(),
+    };
+    c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>").await;
+    let out = c.read_until("</stream:features>").await;
+    assert!(out.contains("<stream:features"), "the attacker's slots came back: {out}");
+}

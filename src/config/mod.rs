@@ -328,6 +328,14 @@ pub struct S2sConfig {
     pub dns_servers: Vec<SocketAddr>,
     /// Static targets that replace DNS for these remote domains (`"example.net" = "127.0.0.2:5269"`).
     pub hosts: BTreeMap<String, SocketAddr>,
+    /// Most incoming server connections from one address not yet authenticated (0 = no limit).
+    pub max_preauth_per_ip: usize,
+    /// Most incoming server connections overall not yet authenticated (0 = no limit).
+    pub max_preauth: usize,
+    /// New server connections accepted per second from one address, on average (0 = no limit).
+    pub accept_rate_per_ip: u32,
+    /// New server connections one address may open in a burst before `accept_rate_per_ip` applies.
+    pub accept_burst_per_ip: u32,
 }
 
 impl S2sConfig {
@@ -372,6 +380,10 @@ impl Default for S2sConfig {
             dns: true,
             dns_servers: Vec::new(),
             hosts: BTreeMap::new(),
+            max_preauth_per_ip: 10,
+            max_preauth: 1000,
+            accept_rate_per_ip: 5,
+            accept_burst_per_ip: 20,
         }
     }
 }

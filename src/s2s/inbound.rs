@@ -18,6 +18,7 @@ use super::{Counted, S2s, StreamState, outbound};
 use crate::c2s::negotiate::{limits_feature, stream_id};
 use crate::config::Config;
 use crate::core::Core;
+use crate::core::admission::{Listener, PreauthSlot, Thresholds};
 use crate::core::events::Origin;
 use crate::core::sessions::TlsInfo;
 use crate::xmpp::error::{
@@ -45,9 +46,33 @@ pub(super) async fn serve(s2s: Arc<S2s>, listener: TcpListener, direct_tls: bool
                 continue;
             }
         };
+        // Flood limits, as for clients but counted apart: closed at once, counted in the metrics.
+        let cfg = core.config.load();
+        let exempt = cfg.limits.exempt(peer.ip().to_canonical());
+        let limits = Thresholds::s2s(&cfg.s2s);
+        let slot = match core.admission.admit_on(
+            Listener::S2s,
+            &limits,
+            exempt,
+            peer.ip(),
+            std::time::Instant::now(),
+        ) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::debug!(%peer, reason = why.label(), "s2s connection refused by the flood limits");
+                continue;
+            }
+        };
+        drop(cfg);
         let _ = tcp.set_nodelay(true);
-        core.tasks
-            .spawn(connection(s2s.clone(), core.clone(), tcp, peer, direct_tls));
+        core.tasks.spawn(connection(
+            s2s.clone(),
+            core.clone(),
+            tcp,
+            peer,
+            direct_tls,
+            slot,
+        ));
     }
 }
 
@@ -70,6 +95,7 @@ async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     direct_tls: bool,
+    slot: PreauthSlot,
 ) {
     let state = StreamState::new("incoming", "", "");
     let id = s2s.register_incoming(state.clone());
@@ -82,6 +108,7 @@ async fn connection(
         tls: false,
         chain: Vec::new(),
         _counted: None,
+        preauth: Some(slot),
     };
     let limits = c.core.config.load().limits.clone();
     let mut conn: Conn = if limits.exempt(peer.ip().to_canonical()) {
@@ -133,6 +160,8 @@ struct Incoming {
     /// The certificate chain the peer presented in the TLS handshake.
     chain: Vec<CertificateDer<'static>>,
     _counted: Option<Counted>,
+    /// Counted by the flood limits until the first domain is authenticated.
+    preauth: Option<PreauthSlot>,
 }
 
 impl Incoming {
@@ -292,6 +321,7 @@ impl Incoming {
     fn authenticated(&mut self, local: &str, remote: &str, auth: &'static str) {
         tracing::info!(peer = %self.peer, %local, %remote, tls = self.tls, auth, "s2s incoming stream authenticated");
         let fresh = self.authed.insert((local.to_string(), remote.to_string()));
+        self.preauth = None;
         let (tls, cert_valid) = (self.tls, self.cert_valid_for(remote));
         if fresh {
             let peer = Some(self.peer.to_string());
