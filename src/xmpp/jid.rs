@@ -607,4 +607,42 @@ mod tests {
             }
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Characters JIDs are made of, the separators and the troublemakers among them.
+        const ALPHABET: &str = "[a-zA-Z0-9@/.\\-_ '\"&<>\\[\\]:%+ßΣσİıﬁ東京🐦\u{200B}\u{200D}\u{3002}\u{FF0E}\u{0}\u{7F}\u{FFFD}]";
+
+        proptest! {
+            #[test]
+            fn arbitrary_strings_never_panic_and_parsed_jids_round_trip(
+                s in prop_oneof![any::<String>(), proptest::string::string_regex(&format!("{ALPHABET}{{0,40}}")).expect("regex")],
+            ) {
+                if let Ok(jid) = Jid::parse(&s) {
+                    let again = Jid::parse(&jid.to_string());
+                    prop_assert_eq!(again.as_ref(), Ok(&jid), "{:?}", s);
+                }
+            }
+
+            #[test]
+            fn parse_after_display_is_the_identity_on_valid_jids(
+                node in proptest::option::of("[a-z0-9ßσ東\\-_.+]{1,20}"),
+                labels in prop::collection::vec("[a-z][a-z0-9]{0,5}(-[a-z0-9]{1,5})?", 1..4),
+                resource in proptest::option::of("[a-zA-Z0-9][a-zA-Z0-9 @/.ßΣ東🐦:\\-]{0,29}"),
+            ) {
+                let domain = labels.join(".");
+                let built = Jid::new(node.as_deref(), &domain, resource.as_deref());
+                prop_assert!(built.is_ok(), "{:?} {:?} {:?}: {:?}", node, domain, resource, built);
+                let jid = built.expect("checked");
+                let shown = jid.to_string();
+                let parsed = Jid::parse(&shown);
+                prop_assert_eq!(parsed.as_ref(), Ok(&jid), "{}", shown);
+                prop_assert_eq!(jid.node(), node.as_deref());
+                prop_assert_eq!(jid.domain(), domain.as_str());
+                prop_assert_eq!(jid.resource(), resource.as_deref());
+            }
+        }
+    }
 }
