@@ -481,7 +481,11 @@ async fn an_s2s_connection_flood_is_refused_at_accept_and_idle_streams_time_out(
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_eq!(metric(&srv, s2s_refused), 95.0, "{}", core.metrics.render());
-    assert!(core.admission.preauth_on(oxpecker::core::admission::Listener::S2s) <= 5);
+    assert!(
+        core.admission
+            .preauth_on(oxpecker::core::admission::Listener::S2s)
+            <= 5
+    );
     // Another server's address still gets a stream, and clients log in as usual.
     let features = legit_s2s_stream(addr).await;
     assert!(features.contains("<stream:features"), "{features}");
@@ -503,12 +507,20 @@ async fn an_s2s_connection_flood_is_refused_at_accept_and_idle_streams_time_out(
     }
     assert_eq!(closed, 100);
     for _ in 0..500 {
-        if core.admission.preauth_on(oxpecker::core::admission::Listener::S2s) <= 1 {
+        if core
+            .admission
+            .preauth_on(oxpecker::core::admission::Listener::S2s)
+            <= 1
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert!(core.admission.preauth_on(oxpecker::core::admission::Listener::S2s) <= 1);
+    assert!(
+        core.admission
+            .preauth_on(oxpecker::core::admission::Listener::S2s)
+            <= 1
+    );
     let mut c = RawClient {
         io: Box::new(connect_from_attacker(addr).await.unwrap()),
         buf: String::new(),
@@ -516,5 +528,8 @@ async fn an_s2s_connection_flood_is_refused_at_accept_and_idle_streams_time_out(
     };
     c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>").await;
     let out = c.read_until("</stream:features>").await;
-    assert!(out.contains("<stream:features"), "the attacker's slots came back: {out}");
+    assert!(
+        out.contains("<stream:features"),
+        "the attacker's slots came back: {out}"
+    );
 }

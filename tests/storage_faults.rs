@@ -124,7 +124,9 @@ async fn faulty_server(users: &[&str]) -> (TestServer, Arc<FaultyBackend>) {
         flushed: Arc::default(),
     });
     let store = Store::new(backend.clone());
-    let server = Server::start_with_store(config.clone(), store).await.unwrap();
+    let server = Server::start_with_store(config.clone(), store)
+        .await
+        .unwrap();
     let srv = TestServer {
         server: Some(server),
         dir,

@@ -339,7 +339,9 @@ mod tests {
         );
         // The same address may still connect as a client, and an exempt one as a server.
         let client = a.admit(&limits(), ip, now).expect("client");
-        let exempt = a.admit_on(Listener::S2s, &s2s, true, ip, now).expect("exempt");
+        let exempt = a
+            .admit_on(Listener::S2s, &s2s, true, ip, now)
+            .expect("exempt");
         assert_eq!((a.preauth_on(Listener::S2s), a.preauth()), (1, 1));
         drop((held, client, exempt));
         assert_eq!(a.preauth_on(Listener::S2s), 0);

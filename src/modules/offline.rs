@@ -83,7 +83,8 @@ async fn store(ev: StanzaEvent, max: usize) -> Flow {
         }
         Ok(_) => {}
         Err(e) => {
-            ev.reply_error(faults::stanza_error(&e, "offline store")).await;
+            ev.reply_error(faults::stanza_error(&e, "offline store"))
+                .await;
             return Flow::Handled;
         }
     }
@@ -101,7 +102,8 @@ async fn store(ev: StanzaEvent, max: usize) -> Flow {
         .await
     {
         // Bounced to the sender (`wait`): the message is neither stored nor delivered.
-        ev.reply_error(faults::stanza_error(&e, "offline store")).await;
+        ev.reply_error(faults::stanza_error(&e, "offline store"))
+            .await;
     }
     Flow::Handled
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use crate::core::Core;
 use crate::core::events::{Flow, StanzaEvent, handler};
+use crate::core::faults;
 use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::core::priority;
-use crate::core::faults;
 use crate::core::roster::{RosterError, RosterItem};
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::{Element, Jid, ns, stanza};

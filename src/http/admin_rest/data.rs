@@ -31,10 +31,7 @@ pub async fn delete_data(
     Extension(ctx): Extension<Ctx>,
 ) -> Result<Response, ApiError> {
     allowed(&core, &ctx)?;
-    let removed = core
-        .store
-        .wipe()
-        .await?;
+    let removed = core.store.wipe().await?;
     core.allowlists.reset().await;
     core.sessions.close_all(StreamError::with_text(
         StreamErrorCondition::NotAuthorized,
