@@ -149,6 +149,10 @@ impl Server {
             &hosts,
         )?;
         let acceptor = TlsAcceptor::from(tls::server_config(&cert)?);
+        let client_tls = crate::c2s::ClientTls {
+            acceptor: acceptor.clone(),
+            end_point: tls::end_point_of(&cert)?,
+        };
         // Read before any listener binds: the system trust store can take a moment to load.
         let trust = crate::s2s::cert::Trust::load(&config.s2s)?;
         let c2s = bind_all(&config.c2s.listen).await?;
@@ -172,7 +176,7 @@ impl Server {
             tracker.spawn(crate::c2s::serve(
                 core.clone(),
                 l,
-                acceptor.clone(),
+                client_tls.clone(),
                 false,
                 tracker.clone(),
             ));
@@ -181,7 +185,7 @@ impl Server {
             tracker.spawn(crate::c2s::serve(
                 core.clone(),
                 l,
-                acceptor.clone(),
+                client_tls.clone(),
                 true,
                 tracker.clone(),
             ));

@@ -135,3 +135,139 @@ pub fn server_config(paths: &CertPaths) -> Result<Arc<ServerConfig>, TlsError> {
         .map_err(|e| TlsError::Setup(e.to_string()))?;
     Ok(Arc::new(cfg))
 }
+
+/// The hash that RFC 5929 §4.1 names for a certificate signed with `oid` (dotted form):
+/// the signature's own hash, with MD5 and SHA-1 replaced by SHA-256; `None` when the signature
+/// uses no single hash (Ed25519, Ed448) or is unknown, where the binding is undefined.
+fn end_point_hash(sig: &x509_parser::x509::AlgorithmIdentifier<'_>) -> Option<EndPointHash> {
+    const RSA_PSS: &str = "1.2.840.113549.1.1.10";
+    let oid = sig.algorithm.to_id_string();
+    let hash_oid = if oid == RSA_PSS {
+        match x509_parser::signature_algorithm::SignatureAlgorithm::try_from(sig).ok()? {
+            x509_parser::signature_algorithm::SignatureAlgorithm::RSASSA_PSS(p) => {
+                p.hash_algorithm_oid().to_id_string()
+            }
+            _ => return None,
+        }
+    } else {
+        oid
+    };
+    match hash_oid.as_str() {
+        // md5WithRSA, sha1WithRSA, ecdsa-with-SHA1, dsa-with-sha1, id-sha1, id-md5 (PSS).
+        "1.2.840.113549.1.1.4"
+        | "1.2.840.113549.1.1.5"
+        | "1.2.840.10045.4.1"
+        | "1.2.840.10040.4.3"
+        | "1.3.14.3.2.26"
+        | "1.2.840.113549.2.5" => Some(EndPointHash::Sha256),
+        // sha224WithRSA, ecdsa-with-SHA224, id-sha224.
+        "1.2.840.113549.1.1.14" | "1.2.840.10045.4.3.1" | "2.16.840.1.101.3.4.2.4" => {
+            Some(EndPointHash::Sha224)
+        }
+        // sha256WithRSA, ecdsa-with-SHA256, dsa-with-sha256, id-sha256.
+        "1.2.840.113549.1.1.11"
+        | "1.2.840.10045.4.3.2"
+        | "2.16.840.1.101.3.4.3.2"
+        | "2.16.840.1.101.3.4.2.1" => Some(EndPointHash::Sha256),
+        // sha384WithRSA, ecdsa-with-SHA384, id-sha384.
+        "1.2.840.113549.1.1.12" | "1.2.840.10045.4.3.3" | "2.16.840.1.101.3.4.2.2" => {
+            Some(EndPointHash::Sha384)
+        }
+        // sha512WithRSA, ecdsa-with-SHA512, id-sha512.
+        "1.2.840.113549.1.1.13" | "1.2.840.10045.4.3.4" | "2.16.840.1.101.3.4.2.3" => {
+            Some(EndPointHash::Sha512)
+        }
+        _ => None,
+    }
+}
+
+/// The hash functions a `tls-server-end-point` binding can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EndPointHash {
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+/// The RFC 5929 §4 `tls-server-end-point` channel-binding data of the end-entity certificate
+/// `cert` (DER): its hash with the function its signature uses (SHA-256 for MD5 and SHA-1).
+/// `None` when the certificate cannot be parsed or its signature has no single hash.
+pub fn server_end_point(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let der = cert.as_ref();
+    Some(match end_point_hash(&parsed.signature_algorithm)? {
+        EndPointHash::Sha224 => sha2::Sha224::digest(der).to_vec(),
+        EndPointHash::Sha256 => sha2::Sha256::digest(der).to_vec(),
+        EndPointHash::Sha384 => sha2::Sha384::digest(der).to_vec(),
+        EndPointHash::Sha512 => sha2::Sha512::digest(der).to_vec(),
+    })
+}
+
+/// The `tls-server-end-point` data of the certificate at `paths` (the first of its chain),
+/// computed once when the listeners are set up; `None` when it is undefined for that certificate.
+pub fn end_point_of(paths: &CertPaths) -> Result<Option<Vec<u8>>, TlsError> {
+    let (certs, _) = load_pair(paths)?;
+    Ok(certs.first().and_then(server_end_point))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> CertificateDer<'static> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tls")
+            .join(name);
+        CertificateDer::from_pem_file(path).expect("fixture")
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn the_end_point_hash_follows_the_certificate_signature() {
+        // Expected values: `openssl x509 -outform der | openssl dgst -sha256/-sha384/-sha512`.
+        for (name, expected) in [
+            (
+                "rsa-sha256.pem",
+                "cf951b1a7ee135368b7a0b2ae1884f0ccc45b950b3d04f00cc18f0268e4ade5a",
+            ),
+            (
+                "ecdsa-sha384.pem",
+                "bc3d092fb6316f9882cba4c5737dcf2e5c9966b8d34c10b9ce7590fb6a476104b873a717ffcb6be4bf9104d606d15239",
+            ),
+            // SHA-1-signed: SHA-256 instead (RFC 5929 §4.1).
+            (
+                "rsa-sha1.pem",
+                "42387c1360712b7e30f13484c3fe1a8ec9918abe9c66103bb9d0d2119238f9a7",
+            ),
+            // RSASSA-PSS: the hash named in its parameters.
+            (
+                "rsa-pss-sha512.pem",
+                "8f4456977e15f69de9ae16f13c0e018f85264ce4e8a6f4790e02cd22417a9240699b219deda8a9bb223acd32fb1175470b86821daf221ed8c10d9431d40754c7",
+            ),
+        ] {
+            let got = server_end_point(&fixture(name)).expect(name);
+            assert_eq!(hex(&got), expected, "{name}");
+        }
+        // Ed25519 signs without a separate hash: the binding is undefined, not offered.
+        assert_eq!(server_end_point(&fixture("ed25519.pem")), None);
+        assert_eq!(
+            server_end_point(&CertificateDer::from(vec![0x30, 0x03])),
+            None
+        );
+    }
+
+    #[test]
+    fn a_generated_certificate_has_a_sha256_end_point() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = ensure_certificate(None, dir.path(), &["localhost".into()]).expect("cert");
+        let (certs, _) = load_pair(&paths).expect("pair");
+        let value = end_point_of(&paths).expect("read").expect("defined");
+        use sha2::Digest;
+        assert_eq!(value, sha2::Sha256::digest(certs[0].as_ref()).to_vec());
+    }
+}

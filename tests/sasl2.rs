@@ -658,11 +658,15 @@ async fn scram_server_first_carries_the_downgrade_hash_over_sasl1_and_sasl2() {
             .skip(1)
             .map(|s| s[..s.find('"').unwrap()].to_string())
             .collect();
-        assert_eq!(bindings, ["tls-exporter"], "{features}");
+        assert_eq!(
+            bindings,
+            ["tls-exporter", "tls-server-end-point"],
+            "{features}"
+        );
         let expected = expected_ssdp(&mechanisms, &bindings);
         // python3: base64(sha256("PLAIN\x1eSCRAM-SHA-1\x1eSCRAM-SHA-1-PLUS\x1eSCRAM-SHA-256\x1e
-        //   SCRAM-SHA-256-PLUS\x1ftls-exporter")), the default mechanisms over TLS 1.3.
-        assert_eq!(expected, "HOCahVXz+V8p+Esg88C95qG5k09nEAJUDMu7QMK43gY=");
+        //   SCRAM-SHA-256-PLUS\x1ftls-exporter\x1etls-server-end-point")), every mechanism over TLS 1.3.
+        assert_eq!(expected, "HsVT3zgfiif56i/w96g+XTr+Rx/Yfkw1VkxOAdVb9Wk=");
 
         let mut client = ScramClient::new(ScramHash::Sha256, "alice", "secret")
             .expect_downgrade_hash(expected.clone());
@@ -703,4 +707,299 @@ async fn scram_server_first_carries_the_downgrade_hash_over_sasl1_and_sasl2() {
             .verify_server_final(&B64.decode(v).unwrap())
             .expect("server proof");
     }
+}
+
+/// A STARTTLS connection that knows its channel bindings as a client sees them.
+struct Bound {
+    c: RawClient,
+    features: String,
+    /// RFC 9266 `tls-exporter` (TLS 1.3 only).
+    exporter: Option<Vec<u8>>,
+    /// RFC 5929 `tls-server-end-point`, computed here from the certificate the server presented.
+    end_point: Vec<u8>,
+}
+
+/// DER of the OID ecdsa-with-SHA256 (1.2.840.10045.4.3.2), the test certificate's signature.
+const ECDSA_WITH_SHA256: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+
+/// Opens a TLS stream (TLS 1.2 only when `tls12`) and reads its features and bindings.
+async fn bound_connect(srv: &TestServer, tls12: bool) -> Bound {
+    use rustls_pki_types::pem::PemObject;
+    use sha2::Digest;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = if tls12 {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(&srv.cert_pem()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        std::sync::Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS12])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    } else {
+        common::client_tls(&srv.cert_pem())
+    };
+    let tcp = starttls_tcp(srv).await;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let conn = tls.get_ref().1;
+    let exporter = (conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)).then(|| {
+        conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+            .unwrap()
+            .to_vec()
+    });
+    let cert = conn.peer_certificates().unwrap()[0].as_ref().to_vec();
+    // RFC 5929 §4.1: the certificate's own signature hash, here SHA-256.
+    assert!(
+        cert.windows(ECDSA_WITH_SHA256.len())
+            .any(|w| w == ECDSA_WITH_SHA256),
+        "the test certificate is signed with ecdsa-with-SHA256"
+    );
+    let end_point = Sha256::digest(&cert).to_vec();
+    let mut c = RawClient {
+        io: Box::new(tls),
+        buf: String::new(),
+        jid: String::new(),
+    };
+    let features = c.open().await;
+    Bound {
+        c,
+        features,
+        exporter,
+        end_point,
+    }
+}
+
+/// The channel-binding types of `<sasl-channel-binding/>` in `features`, in order.
+fn binding_types(features: &str) -> Vec<String> {
+    let cb = between(features, "<sasl-channel-binding", "</sasl-channel-binding>");
+    cb.split("type=\"")
+        .skip(1)
+        .map(|s| s[..s.find('"').unwrap()].to_string())
+        .collect()
+}
+
+/// Server with the opt-in -PLUS mechanisms enabled.
+async fn plus_server() -> TestServer {
+    let srv = TestServer::start_with(|c| {
+        c.c2s.sasl_mechanisms = [
+            "SCRAM-SHA-256-PLUS",
+            "SCRAM-SHA-1-PLUS",
+            "SCRAM-SHA-256",
+            "PLAIN",
+        ]
+        .map(String::from)
+        .to_vec();
+    })
+    .await;
+    srv.add_user("alice@localhost", "secret").await;
+    srv
+}
+
+/// One SCRAM-SHA-256-PLUS exchange with `cb` over SASL1 or SASL2; the server's last answer.
+async fn scram_plus(
+    c: &mut RawClient,
+    cb: oxpecker::auth::scram::ChannelBinding,
+    sasl2: bool,
+) -> Result<(), String> {
+    let mut client =
+        ScramClient::new(ScramHash::Sha256, "alice", "secret").with_channel_binding(cb);
+    let first = B64.encode(client.client_first());
+    let ns = if sasl2 {
+        c.send(&format!(
+            "<authenticate xmlns='{SASL2}' mechanism='SCRAM-SHA-256-PLUS'><initial-response>{first}</initial-response>{}</authenticate>",
+            user_agent("c-10")
+        ))
+        .await;
+        SASL2
+    } else {
+        c.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256-PLUS'>{first}</auth>"
+        ))
+        .await;
+        "urn:ietf:params:xml:ns:xmpp-sasl"
+    };
+    let ch = c.read_stanza("challenge").await;
+    let server_first = B64.decode(between(&ch, ">", "</challenge>")).unwrap();
+    let fin = B64.encode(client.client_final(&server_first).unwrap());
+    c.send(&format!("<response xmlns='{ns}'>{fin}</response>"))
+        .await;
+    let mut r = String::new();
+    while !r.contains("</success>") && !r.contains("</failure>") {
+        r.push_str(&c.read_until(">").await);
+    }
+    if !r.contains("<success") {
+        return Err(r);
+    }
+    let v = if sasl2 {
+        between(&r, "<additional-data>", "</additional-data>")
+    } else {
+        between(&r, ">", "</success>")
+    };
+    client
+        .verify_server_final(&B64.decode(v).unwrap())
+        .map_err(|e| format!("server proof: {e:?}"))
+}
+
+#[tokio::test]
+async fn scram_plus_binds_to_the_tls_server_end_point_and_a_wrong_binding_fails() {
+    use oxpecker::auth::scram::ChannelBinding;
+    let srv = plus_server().await;
+    for tls12 in [false, true] {
+        for sasl2 in [false, true] {
+            let mut b = bound_connect(&srv, tls12).await;
+            let types = binding_types(&b.features);
+            let expected: &[&str] = if tls12 {
+                &["tls-server-end-point"]
+            } else {
+                &["tls-exporter", "tls-server-end-point"]
+            };
+            assert_eq!(types, expected, "{}", b.features);
+            let cb = ChannelBinding {
+                kind: "tls-server-end-point".into(),
+                data: b.end_point.clone(),
+            };
+            scram_plus(&mut b.c, cb, sasl2)
+                .await
+                .unwrap_or_else(|e| panic!("tls12={tls12} sasl2={sasl2}: {e}"));
+            // Another certificate's hash (what a relaying attacker's client would see).
+            let mut b = bound_connect(&srv, tls12).await;
+            let mut wrong = b.end_point.clone();
+            wrong[0] ^= 1;
+            let cb = ChannelBinding {
+                kind: "tls-server-end-point".into(),
+                data: wrong,
+            };
+            let r = scram_plus(&mut b.c, cb, sasl2).await.unwrap_err();
+            assert!(r.contains("<not-authorized"), "{r}");
+        }
+    }
+}
+
+/// `username NUL HMAC(token, "Initiator" || cb)`, base64.
+fn ht_initial(token: &str, cb: &[u8]) -> String {
+    let mut label = b"Initiator".to_vec();
+    label.extend_from_slice(cb);
+    let mut initial = b"alice\0".to_vec();
+    initial.extend_from_slice(&ht_proof(token, &label));
+    B64.encode(initial)
+}
+
+/// A FAST attempt with `mechanism` and the binding data `cb` on an open connection.
+async fn fast_attempt(
+    c: &mut RawClient,
+    mechanism: &str,
+    token: &str,
+    cb: &[u8],
+    extra: &str,
+) -> String {
+    c.send(&format!(
+        "<authenticate xmlns='{SASL2}' mechanism='{mechanism}'><initial-response>{}</initial-response>{}<fast xmlns='urn:xmpp:fast:0'/>{extra}</authenticate>",
+        ht_initial(token, cb),
+        user_agent("c-11")
+    ))
+    .await;
+    outcome(c).await
+}
+
+/// The `<mechanism/>`s of the inline `<fast/>` feature.
+fn fast_offered(features: &str) -> Vec<String> {
+    mechanism_names(between(
+        features,
+        "<fast xmlns=\"urn:xmpp:fast:0\">",
+        "</fast>",
+    ))
+}
+
+#[tokio::test]
+async fn fast_bound_mechanisms_are_offered_where_they_apply_and_verify_the_binding() {
+    let srv = server().await;
+    let b12 = bound_connect(&srv, true).await;
+    assert_eq!(
+        fast_offered(&b12.features),
+        ["HT-SHA-256-ENDP", "HT-SHA-256-NONE"],
+        "TLS 1.2: no exporter; never tls-unique"
+    );
+    let mut b = bound_connect(&srv, false).await;
+    assert_eq!(
+        fast_offered(&b.features),
+        ["HT-SHA-256-ENDP", "HT-SHA-256-EXPR", "HT-SHA-256-NONE"]
+    );
+    // A password login asks for an ENDP token.
+    b.c.send(&format!(
+        "<authenticate xmlns='{SASL2}' mechanism='PLAIN'><initial-response>{}</initial-response>{}\
+         <request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-ENDP'/></authenticate>",
+        plain("alice", "secret"),
+        user_agent("c-11")
+    ))
+    .await;
+    let r = outcome(&mut b.c).await;
+    let endp = between(&r, "token=\"", "\"").to_string();
+    // It works with this connection's end-point, on TLS 1.3 and 1.2, and the server's answer
+    // covers the binding too.
+    for tls12 in [false, true] {
+        let mut b = bound_connect(&srv, tls12).await;
+        let r = fast_attempt(&mut b.c, "HT-SHA-256-ENDP", &endp, &b.end_point, "").await;
+        assert!(r.contains("<success"), "{r}");
+        let mut label = b"Responder".to_vec();
+        label.extend_from_slice(&b.end_point);
+        let data = B64
+            .decode(between(&r, "<additional-data>", "</additional-data>"))
+            .unwrap();
+        assert_eq!(data, ht_proof(&endp, &label));
+    }
+    // Rotating into an EXPR token, which then logs in with the exporter of its own connection.
+    let mut b = bound_connect(&srv, false).await;
+    let r = fast_attempt(
+        &mut b.c,
+        "HT-SHA-256-ENDP",
+        &endp,
+        &b.end_point,
+        "<request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-EXPR'/>",
+    )
+    .await;
+    let expr = between(&r, "token=\"", "\"").to_string();
+    let mut b = bound_connect(&srv, false).await;
+    let exporter = b.exporter.clone().unwrap();
+    let r = fast_attempt(&mut b.c, "HT-SHA-256-EXPR", &expr, &exporter, "").await;
+    assert!(r.contains("<success"), "{r}");
+    // Wrong bindings: nothing written, and they count toward the brute-force guard.
+    let before = snapshot(&srv);
+    let mut b = bound_connect(&srv, false).await;
+    let other_exporter = bound_connect(&srv, false).await.exporter.unwrap();
+    let r = fast_attempt(&mut b.c, "HT-SHA-256-EXPR", &expr, &other_exporter, "").await;
+    assert!(
+        r.contains("<not-authorized"),
+        "another connection's exporter: {r}"
+    );
+    let r = fast_attempt(&mut b.c, "HT-SHA-256-EXPR", &expr, b"", "").await;
+    assert!(r.contains("<not-authorized"), "no binding data: {r}");
+    let mut wrong = b.end_point.clone();
+    wrong[0] ^= 1;
+    let r = fast_attempt(&mut b.c, "HT-SHA-256-EXPR", &expr, &wrong, "").await;
+    assert!(r.contains("<not-authorized"), "{r}");
+    let end = b.c.read_to_close().await;
+    assert!(
+        end.contains("policy-violation"),
+        "third failure ends the stream: {end}"
+    );
+    assert_eq!(before, snapshot(&srv));
+    // A mechanism the connection does not offer: UNIQ never, EXPR not on TLS 1.2.
+    let mut b = bound_connect(&srv, false).await;
+    let r = fast_attempt(&mut b.c, "HT-SHA-256-UNIQ", &expr, b"", "").await;
+    assert!(r.contains("<invalid-mechanism"), "{r}");
+    let mut b = bound_connect(&srv, true).await;
+    let r = fast_attempt(&mut b.c, "HT-SHA-256-EXPR", &expr, b"", "").await;
+    assert!(r.contains("<invalid-mechanism"), "{r}");
+    // A token is bound to its mechanism: the EXPR token is no NONE token.
+    let mut b = bound_connect(&srv, false).await;
+    let r = fast_attempt(&mut b.c, "HT-SHA-256-NONE", &expr, b"", "").await;
+    assert!(r.contains("<not-authorized"), "{r}");
 }

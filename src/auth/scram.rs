@@ -161,6 +161,14 @@ pub struct ClientFirst {
     pub authzid: Option<String>,
 }
 
+/// RFC 9266 `tls-exporter`: keying material exported from a TLS 1.3 connection.
+pub const TLS_EXPORTER: &str = "tls-exporter";
+/// RFC 5929 §4 `tls-server-end-point`: a hash of the server's end-entity certificate.
+pub const TLS_SERVER_END_POINT: &str = "tls-server-end-point";
+/// RFC 5929 §3 `tls-unique`: the first Finished message of a TLS 1.2 (or older) connection.
+/// TLS 1.3 has no such value and rustls does not expose it for TLS 1.2, so it is never offered.
+pub const TLS_UNIQUE: &str = "tls-unique";
+
 /// A channel binding the server can verify (RFC 5929 / RFC 9266): its type name and data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChannelBinding {
@@ -197,8 +205,8 @@ pub struct ScramServer {
     state: ServerState,
     /// Whether the mechanism is a `-PLUS` one (channel binding required).
     plus: bool,
-    /// The connection's channel binding, when the server offers one.
-    binding: Option<ChannelBinding>,
+    /// The connection's channel bindings the server offers (any one may be chosen).
+    bindings: Vec<ChannelBinding>,
     /// The XEP-0474 hash of what was offered, sent as `h` in the server-first-message.
     downgrade_hash: Option<String>,
 }
@@ -216,17 +224,17 @@ impl ScramServer {
             server_nonce,
             state: ServerState::Initial,
             plus: false,
-            binding: None,
+            bindings: Vec::new(),
             downgrade_hash: None,
         }
     }
 
     /// A server exchange for the `-PLUS` variant when `plus` (which then requires the client to
-    /// bind to `binding`, the connection's channel binding).
-    pub fn with_binding(hash: ScramHash, plus: bool, binding: Option<ChannelBinding>) -> Self {
+    /// bind to one of `bindings`, the connection's channel bindings, by naming its type).
+    pub fn with_binding(hash: ScramHash, plus: bool, bindings: Vec<ChannelBinding>) -> Self {
         Self {
             plus,
-            binding,
+            bindings,
             ..Self::new(hash)
         }
     }
@@ -251,14 +259,15 @@ impl ScramServer {
         };
         let gs2_header = &msg[..flag.len() + authz.len() + 2];
         let mut cbind = gs2_header.as_bytes().to_vec();
-        match (flag, self.plus, &self.binding) {
+        let chosen = flag
+            .strip_prefix("p=")
+            .and_then(|kind| self.bindings.iter().find(|b| b.kind == kind));
+        match (flag, self.plus, chosen) {
             // `y` ("I could bind, you offered no -PLUS") is accepted even when we offer a
             // binding: RFC 5802 §6 would fail it as a stripped list, but clients send `y`
             // without being able to bind (tokio-xmpp's default, which the tests use).
             ("n" | "y", false, _) => {}
-            (f, true, Some(b)) if f.strip_prefix("p=") == Some(b.kind.as_str()) => {
-                cbind.extend_from_slice(&b.data);
-            }
+            (_, true, Some(b)) => cbind.extend_from_slice(&b.data),
             _ => return Err(SaslError::MalformedRequest),
         }
         let authzid = match authz {
@@ -517,7 +526,8 @@ mod tests {
         server_cb: Option<ChannelBinding>,
     ) -> Result<(), SaslError> {
         let keys = ScramKeys::derive(ScramHash::Sha256, b"pw", b"saltsaltsalt", 4096);
-        let mut server = ScramServer::with_binding(ScramHash::Sha256, plus, server_cb);
+        let mut server =
+            ScramServer::with_binding(ScramHash::Sha256, plus, server_cb.into_iter().collect());
         server.client_first(&client.client_first())?;
         let sf = server.server_first(Some(&keys));
         let fin = client.client_final(&sf)?;
@@ -562,6 +572,39 @@ mod tests {
         );
         // The plain mechanism still works on a connection that offers a binding.
         assert_eq!(bound_exchange(c(), false, Some(cb)), Ok(()));
+    }
+
+    #[test]
+    fn the_client_picks_any_offered_binding_by_its_type() {
+        let keys = ScramKeys::derive(ScramHash::Sha256, b"pw", b"saltsaltsalt", 4096);
+        let end_point = ChannelBinding {
+            kind: TLS_SERVER_END_POINT.into(),
+            data: vec![9u8; 32],
+        };
+        let offered = vec![exporter(&[1u8; 32]), end_point.clone()];
+        let run = |cb: ChannelBinding| {
+            let mut client =
+                ScramClient::new(ScramHash::Sha256, "alice", "pw").with_channel_binding(cb);
+            let mut server = ScramServer::with_binding(ScramHash::Sha256, true, offered.clone());
+            server.client_first(&client.client_first())?;
+            let fin = client.client_final(&server.server_first(Some(&keys)))?;
+            let v = server.client_final(&fin)?;
+            client.verify_server_final(&v)
+        };
+        for cb in &offered {
+            assert_eq!(run(cb.clone()), Ok(()), "{}", cb.kind);
+        }
+        // The end-point type with another certificate's hash (a relay with its own cert).
+        let relayed = ChannelBinding {
+            data: vec![8u8; 32],
+            ..end_point
+        };
+        assert_eq!(run(relayed), Err(NotAuth));
+        let unique = ChannelBinding {
+            kind: TLS_UNIQUE.into(),
+            data: vec![1u8; 12],
+        };
+        assert_eq!(run(unique), Err(Malformed));
     }
 
     /// (hash, client nonce, server nonce, salt b64, client-first, server-first, client-final, server-final)

@@ -16,6 +16,9 @@
 //!    `--muc-senders` of them send `--muc-rounds` groupchat messages each (see [`muc`]).
 //! 5. **mam** (with `--mam-items N`, the same number given to `--bulk-create`): a second
 //!    session of `PREFIX0` pages through its archive of N messages (see [`mam`]).
+//! 6. **fast** (with `--fast-logins N`): N accounts log in over SASL2 with SCRAM-SHA-256 and
+//!    get FAST tokens, then log in again with the tokens; logins/s and server CPU per login for
+//!    each (see [`fast`]).
 //!
 //! Prints a human-readable report and one JSON line (starting with `{`) with the figures.
 //! `--bulk-create CONFIG` instead creates the accounts `PREFIX0..PREFIX{N-1}` offline in the
@@ -44,6 +47,8 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+#[path = "bench/fast.rs"]
+mod fast;
 #[path = "bench/mam.rs"]
 mod mam;
 #[path = "bench/muc.rs"]
@@ -119,6 +124,9 @@ struct Args {
     /// Items per MAM page (RSM `<max/>`) in the `mam` scenario.
     #[arg(long, default_value_t = 100)]
     mam_page: usize,
+    /// The `fast` scenario: SASL2 logins with SCRAM, then with FAST tokens (see [`fast`]).
+    #[command(flatten)]
+    fast: fast::FastArgs,
 }
 
 /// The TLS stream of one client.
@@ -532,6 +540,9 @@ async fn run(args: Args) -> Result<()> {
         writers_back.push(s.writer);
     }
 
+    // Phase 6: SCRAM logins that get FAST tokens, then token logins.
+    let fast_json = fast::scenario(&args, &tls, tck).await?;
+
     let json = serde_json::json!({
         "clients": args.clients,
         "logged_in": logged_in,
@@ -556,6 +567,7 @@ async fn run(args: Args) -> Result<()> {
         "dropped_streams": dropped,
         "muc": muc_json,
         "mam": mam_json,
+        "fast": fast_json,
     });
     println!("{json}");
 

@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::scram::ChannelBinding;
+use crate::auth::scram::{ChannelBinding, TLS_EXPORTER, TLS_SERVER_END_POINT};
 use crate::core::Core;
 use crate::core::admission::{PreauthSlot, Refusal};
 use crate::core::sessions::TlsInfo;
@@ -35,7 +35,7 @@ const READ_BUFFER: usize = 2048;
 pub async fn serve(
     core: Arc<Core>,
     listener: TcpListener,
-    tls: TlsAcceptor,
+    tls: ClientTls,
     direct_tls: bool,
     tracker: TaskTracker,
 ) {
@@ -135,16 +135,39 @@ pub fn tls_exporter(tls: &rustls::ServerConnection) -> Option<ChannelBinding> {
         .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
         .ok()?;
     Some(ChannelBinding {
-        kind: "tls-exporter".into(),
+        kind: TLS_EXPORTER.into(),
         data: data.to_vec(),
     })
+}
+
+/// The TLS side of the client listeners: the acceptor, and the RFC 5929 `tls-server-end-point`
+/// value of its certificate ([`crate::tls::end_point_of`], computed once at start; `None` when
+/// undefined for the certificate's signature, e.g. Ed25519).
+#[derive(Clone)]
+pub struct ClientTls {
+    /// The rustls acceptor.
+    pub acceptor: TlsAcceptor,
+    /// The certificate's `tls-server-end-point` data.
+    pub end_point: Option<Vec<u8>>,
+}
+
+impl ClientTls {
+    /// The channel bindings a finished handshake `tls` offers: `tls-exporter` (TLS 1.3 only)
+    /// and `tls-server-end-point` (any version). `tls-unique` never: rustls does not expose it.
+    pub fn bindings(&self, tls: &rustls::ServerConnection) -> Vec<ChannelBinding> {
+        let end_point = self.end_point.as_ref().map(|data| ChannelBinding {
+            kind: TLS_SERVER_END_POINT.into(),
+            data: data.clone(),
+        });
+        tls_exporter(tls).into_iter().chain(end_point).collect()
+    }
 }
 
 async fn connection(
     core: Arc<Core>,
     tcp: TcpStream,
     peer: SocketAddr,
-    tls: TlsAcceptor,
+    tls: ClientTls,
     direct_tls: bool,
     slot: PreauthSlot,
 ) {
@@ -193,7 +216,7 @@ async fn connection(
             }
         }
     };
-    let handshake = tokio::time::timeout_at(neg.deadline, tls.accept(tcp)).await;
+    let handshake = tokio::time::timeout_at(neg.deadline, tls.acceptor.accept(tcp)).await;
     let stream = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -203,7 +226,7 @@ async fn connection(
         Err(_) => return,
     };
     neg.upgraded(tls_info(stream.get_ref().1));
-    neg.binding = tls_exporter(stream.get_ref().1);
+    neg.bindings = tls.bindings(stream.get_ref().1);
     gauge.secured();
     let (r, w) = tokio::io::split(stream);
     let parser = StreamParser::new(

@@ -97,8 +97,9 @@ pub struct Negotiation {
     header_sent: bool,
     /// What the session will show of its connection (TLS, mechanism), filled as negotiation goes.
     pub conn: Connection,
-    /// The TLS channel binding SCRAM `-PLUS` verifies (set by the transport after its handshake).
-    pub binding: Option<ChannelBinding>,
+    /// The TLS channel bindings this connection offers (XEP-0440) and SCRAM `-PLUS` and FAST
+    /// `HT-SHA-256-*` verify; set by the transport after its handshake.
+    pub bindings: Vec<ChannelBinding>,
     /// The current SASL attempt, for the brute-force guard.
     auth_attempt: super::guard::Attempt,
 }
@@ -626,7 +627,7 @@ impl Negotiation {
             .iter()
             .filter_map(|m| Mechanism::from_name(m))
             .filter(|m| *m != Mechanism::Plain || self.secure)
-            .filter(|m| !m.is_plus() || self.binding.is_some())
+            .filter(|m| !m.is_plus() || !self.bindings.is_empty())
             .collect()
     }
 
@@ -745,7 +746,7 @@ impl Negotiation {
             }
             Some(hash) => {
                 let mut server =
-                    ScramServer::with_binding(hash, mech.is_plus(), self.binding.clone())
+                    ScramServer::with_binding(hash, mech.is_plus(), self.bindings.clone())
                         .with_downgrade_hash(self.downgrade_hash(hash));
                 let cf = server.client_first(&first)?;
                 let jid = self.login_jid(&cf.username, cf.authzid.as_deref(), host);
@@ -853,7 +854,7 @@ impl Negotiation {
             secure,
             deadline,
             header_sent: false,
-            binding: None,
+            bindings: Vec::new(),
             auth_attempt: Default::default(),
         }
     }

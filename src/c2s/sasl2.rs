@@ -8,9 +8,10 @@
 use tokio::io::{AsyncBufRead, AsyncWrite};
 
 use super::negotiate::{Negotiation, Pending};
+use crate::auth::fast::{self, HtMechanism};
 use crate::auth::sasl::{self, Mechanism, SaslError};
 use crate::auth::scram::ScramHash;
-use crate::auth::{fast, ssdp};
+use crate::auth::ssdp;
 use crate::core::sessions::{BoundSession, ClientAgent, Hibernated};
 use crate::xmpp::jid::Jid;
 use crate::xmpp::parser::StreamParser;
@@ -126,7 +127,7 @@ pub fn parse(el: &Element) -> Result<Authenticate, SaslError> {
 pub fn mechanism_label(name: &str) -> Option<&'static str> {
     Mechanism::from_name(name)
         .map(|m| m.name())
-        .or_else(|| fast::is_fast_mechanism(name).then_some(fast::HT_SHA_256_NONE))
+        .or_else(|| HtMechanism::from_name(name).map(HtMechanism::name))
 }
 
 /// A SASL2 `<failure/>` for `e`, with its text when it has one.
@@ -150,7 +151,43 @@ pub fn sasl1_failure(e: &SaslError) -> String {
 impl Negotiation {
     /// The channel-binding types this connection advertises per XEP-0440 (`None`: no feature).
     pub(super) fn channel_binding_types(&self) -> Option<Vec<&str>> {
-        self.binding.as_ref().map(|b| vec![b.kind.as_str()])
+        (!self.bindings.is_empty()).then(|| self.bindings.iter().map(|b| b.kind.as_str()).collect())
+    }
+
+    /// This connection's binding data of channel-binding type `kind`, if it has one.
+    fn binding_data(&self, kind: &str) -> Option<&[u8]> {
+        self.bindings
+            .iter()
+            .find(|b| b.kind == kind)
+            .map(|b| b.data.as_slice())
+    }
+
+    /// The FAST mechanisms this connection can verify: `HT-SHA-256-NONE`, and each bound one
+    /// whose channel binding the connection has (never `-UNIQ`: rustls gives no `tls-unique`).
+    /// Empty when FAST is off (`c2s.fast_token_lifetime_secs = 0`).
+    pub(super) fn fast_mechanisms(&self) -> Vec<HtMechanism> {
+        if self.config.c2s.fast_token_lifetime_secs == 0 {
+            return Vec::new();
+        }
+        HtMechanism::ALL
+            .into_iter()
+            .filter(|m| {
+                m.binding_type()
+                    .is_none_or(|t| self.binding_data(t).is_some())
+            })
+            .collect()
+    }
+
+    /// The channel-binding data FAST mechanism `m` covers on this connection (empty for
+    /// `-NONE`); `None` when the connection cannot offer `m`.
+    fn fast_binding(&self, m: HtMechanism) -> Option<&[u8]> {
+        if !self.fast_mechanisms().contains(&m) {
+            return None;
+        }
+        match m.binding_type() {
+            Some(t) => self.binding_data(t),
+            None => Some(&[]),
+        }
     }
 
     /// The XEP-0440 `<sasl-channel-binding/>` feature naming the bindings this connection offers.
@@ -183,11 +220,13 @@ impl Negotiation {
                 inline.push(Element::new("sm", ns::SM));
             }
         }
-        if self.config.c2s.fast_token_lifetime_secs > 0 {
-            inline.push(
-                Element::new("fast", ns::FAST)
-                    .child(Element::new("mechanism", ns::FAST).text(fast::HT_SHA_256_NONE)),
-            );
+        let fast = self.fast_mechanisms();
+        if !fast.is_empty() {
+            let mut f = Element::new("fast", ns::FAST);
+            for m in fast {
+                f.push(Element::new("mechanism", ns::FAST).text(m.name()));
+            }
+            inline.push(f);
         }
         auth.child(inline)
     }
@@ -212,16 +251,20 @@ impl Negotiation {
         if self.config.c2s.enforce_client_ids && req.agent.is_none() {
             return Err(SaslError::ClientIdRequired);
         }
-        if fast::is_fast_mechanism(&req.mechanism) {
+        if let Some(m) = HtMechanism::from_name(&req.mechanism) {
             // Token guesses count toward the brute-force guard like passwords (the other
             // mechanisms ask it inside `sasl`).
             if !self.auth_guard(None) {
                 return Err(SaslError::TemporaryAuthFailure);
             }
-            let (jid, key) = self.fast_login(&req, host).await?;
+            let cb = self
+                .fast_binding(m)
+                .ok_or(SaslError::InvalidMechanism)?
+                .to_vec();
+            let (jid, key) = self.fast_login(&req, &cb, host).await?;
             return Ok(Some(Authed {
                 jid,
-                additional: Some(fast::responder(&key, b"")),
+                additional: Some(fast::responder(&key, &cb)),
                 sasl2: Some(req),
             }));
         }
@@ -242,15 +285,14 @@ impl Negotiation {
         }))
     }
 
-    /// Checks a FAST token login; the account and the stored key of the token used.
+    /// Checks a FAST token login over a connection whose binding for the mechanism is `cb`;
+    /// the account and the stored key of the token used.
     async fn fast_login(
         &self,
         req: &Authenticate,
+        cb: &[u8],
         host: &str,
     ) -> Result<(Jid, [u8; 32]), SaslError> {
-        if self.config.c2s.fast_token_lifetime_secs == 0 {
-            return Err(SaslError::InvalidMechanism);
-        }
         let agent = req.agent.as_ref().ok_or(SaslError::NotAuthorized)?;
         let text = req.initial.as_deref().ok_or(SaslError::MalformedRequest)?;
         let data = sasl::decode_b64(text.trim())?;
@@ -259,7 +301,14 @@ impl Negotiation {
         let key = self
             .core
             .accounts
-            .verify_fast_token(&jid, &agent.id, &req.mechanism, &ht.proof, req.fast_count)
+            .verify_fast_token(
+                &jid,
+                &agent.id,
+                &req.mechanism,
+                cb,
+                &ht.proof,
+                req.fast_count,
+            )
             .await
             .map_err(|_| SaslError::TemporaryAuthFailure)?
             .ok_or(SaslError::NotAuthorized)?;
@@ -289,7 +338,10 @@ impl Negotiation {
         let mut extras = Vec::new();
         if let (Some(mech), Some(agent)) = (&req.request_token, &req.agent) {
             let ttl = self.config.c2s.fast_token_lifetime_secs;
-            if ttl > 0 && fast::is_fast_mechanism(mech) {
+            // Only for a mechanism this connection offers (so the client can use it like this).
+            let offered =
+                HtMechanism::from_name(mech).is_some_and(|m| self.fast_mechanisms().contains(&m));
+            if ttl > 0 && offered {
                 match self
                     .core
                     .accounts

@@ -235,7 +235,9 @@ impl Accounts {
         Ok(IssuedToken { token, expires })
     }
 
-    /// Checks a FAST `proof` from `jid`'s client `client_id` with `mechanism`; on success the
+    /// Checks a FAST `proof` from `jid`'s client `client_id` with `mechanism` over a connection
+    /// whose binding of the mechanism's channel-binding type is `cb_data` (empty for
+    /// `HT-SHA-256-NONE`); on success the
     /// stored key of the token used (for the server's answer). A newer token's first use retires
     /// the older; a `count` must grow; expired tokens and tokens from before a password change
     /// never match.
@@ -244,6 +246,7 @@ impl Accounts {
         jid: &Jid,
         client_id: &str,
         mechanism: &str,
+        cb_data: &[u8],
         proof: &[u8],
         count: Option<u64>,
     ) -> Result<Option<[u8; 32]>, AccountError> {
@@ -260,7 +263,7 @@ impl Accounts {
                 && k.expires > t
                 && k.fingerprint == fingerprint
                 && decode_hex(&k.key, &mut key)
-                && fast::verify_initiator(&key, b"", proof);
+                && fast::verify_initiator(&key, cb_data, proof);
             ok.then_some((i, key))
         });
         let Some((i, key)) = found else {
@@ -476,7 +479,7 @@ mod tests {
             let p = proof(&t.token);
             async move {
                 accounts
-                    .verify_fast_token(alice, client, mech, &p, count)
+                    .verify_fast_token(alice, client, mech, b"", &p, count)
                     .await
                     .expect("verify")
                     .is_some()
@@ -525,7 +528,7 @@ mod tests {
             let (accounts, alice) = (&accounts, &alice);
             async move {
                 accounts
-                    .verify_fast_token(alice, "c1", mech, &p, None)
+                    .verify_fast_token(alice, "c1", mech, b"", &p, None)
                     .await
                     .expect("v")
             }
@@ -575,7 +578,7 @@ mod tests {
         let p = proof(&t.token);
         assert!(
             accounts
-                .verify_fast_token(&alice, "c1", fast::HT_SHA_256_NONE, &p, None)
+                .verify_fast_token(&alice, "c1", fast::HT_SHA_256_NONE, b"", &p, None)
                 .await
                 .expect("verify")
                 .is_none()
