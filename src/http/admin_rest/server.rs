@@ -28,7 +28,7 @@ impl From<AdminError> for ApiError {
             e @ AdminError::NoKey(_) => {
                 ApiError::other(StatusCode::NOT_FOUND, "no_key", e.to_string())
             }
-            e @ (AdminError::HostState(..) | AdminError::NeedsRestart(_)) => {
+            e @ AdminError::HostState(..) => {
                 ApiError::other(StatusCode::CONFLICT, "host_state", e.to_string())
             }
             e @ AdminError::UnknownRole(_) => {
