@@ -163,6 +163,13 @@ async fn server_info_and_shutdown_refused_by_default() {
     assert_eq!(v["result"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(v["result"]["memory"]["sessions"], 1);
     assert!(v["result"]["memory"]["rss_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        v["result"]["memory"]
+            .as_object()
+            .unwrap()
+            .contains_key("heap_bytes"),
+        "{v}"
+    );
     let (st, v) = call(
         &srv,
         "POST",
@@ -420,4 +427,13 @@ async fn a_host_added_to_the_config_is_served_after_reload_and_activate() {
     let (ok, text) = shell_line(&srv, &format!("host:activate(\"{NEW}\")")).await;
     assert!(ok, "{text}");
     let _carol = login_on(&srv, NEW, "carol", "carol-pw", "again").await;
+    // server:memory shows the heap next to RSS (unknown on the system allocator).
+    let (ok, text) = shell_line(&srv, "server:memory()").await;
+    assert!(ok, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("rss ") && l.contains("MiB")),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.starts_with("heap ")), "{text}");
 }

@@ -167,6 +167,9 @@ pub struct HostInfo {
 pub struct MemoryInfo {
     /// Resident set size in bytes (`/proc/self/statm`; `None` where there is no procfs).
     pub rss_bytes: Option<u64>,
+    /// Bytes the allocator has handed out and not yet freed, when it can tell
+    /// ([`super::process::heap_bytes`]); `None` = unknown.
+    pub heap_bytes: Option<u64>,
     /// Client sessions bound.
     pub sessions: usize,
     /// Stanzas waiting in session queues.
@@ -389,6 +392,7 @@ impl Core {
         let all = self.sessions.all(None);
         MemoryInfo {
             rss_bytes: super::process::resident_bytes(),
+            heap_bytes: super::process::heap_bytes(),
             sessions: all.len(),
             queued_stanzas: all.iter().map(|s| s.queued()).sum(),
         }
