@@ -1,6 +1,6 @@
 // Drives the dashboard in headless Chromium over CDP (puppeteer-core), for scripts/dashboard-test:
 // sign in, create a user, see that user's slixmpp session appear, close it, unload and load a
-// module. Screenshots go to $ARTIFACTS. Prints PASS/FAIL lines; exits 1 on the first failure.
+// module, and on the groups page create a group, add and remove the user, delete the group. Screenshots go to $ARTIFACTS. Prints PASS/FAIL lines; exits 1 on the first failure.
 //
 //   node dashboard_test.mjs URL ADMIN_JID ADMIN_PASSWORD  (env: CHROMIUM, ARTIFACTS, CLIENT_CMD)
 import { spawn } from "node:child_process";
@@ -112,6 +112,25 @@ try {
   await until(page, "ping loaded", () => document.querySelector('#modules tr[data-module="ping"]'));
   await shot(page, "module-loaded");
   pass("unloaded and loaded the ping module");
+
+  // 6. Groups: create one, add the user, remove the user, delete the group.
+  await go(page, "#groups");
+  const gid = "dash-team";
+  await page.type("#group-id", gid);
+  await page.type("#group-name", "Dash Team");
+  await page.click("#create-group-button");
+  const grow = `#groups tr[data-group="${gid}"]`;
+  await until(page, "group row", (s) => document.querySelector(s)?.textContent.includes("Dash Team"), grow);
+  await page.type(`${grow} .add-member-name`, user);
+  await page.click(`${grow} form.add-member button`);
+  await until(page, "member listed", (s, u) => document.querySelector(`${s} .member[data-member="${u}"]`), grow, user);
+  await shot(page, "group-member");
+  await page.click(`${grow} .member[data-member="${user}"] button`);
+  await until(page, "member removed", (s, u) => document.querySelector(s) && !document.querySelector(`${s} .member[data-member="${u}"]`), grow, user);
+  await clickTwice(page, `${grow} button.danger`);
+  await until(page, "group deleted", (s) => !document.querySelector(s) && document.querySelector("#groups"), grow);
+  await shot(page, "group-deleted");
+  pass("groups page: created a group, added and removed a member, deleted it");
 
   if (errors.length) throw new Error("errors in the page: " + errors.join("; "));
   pass("no script errors in the page");

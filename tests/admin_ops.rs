@@ -163,6 +163,13 @@ async fn server_info_and_shutdown_refused_by_default() {
     assert_eq!(v["result"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(v["result"]["memory"]["sessions"], 1);
     assert!(v["result"]["memory"]["rss_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        v["result"]["memory"]
+            .as_object()
+            .unwrap()
+            .contains_key("heap_bytes"),
+        "{v}"
+    );
     let (st, v) = call(
         &srv,
         "POST",
@@ -254,4 +261,179 @@ async fn sessions_show_transport_tls_mechanism_since_and_idle() {
     assert!(since > 1_700_000_000 && since <= now, "{s}");
     // Idle counts from the last stanza (the ping), which came after the bind.
     assert!(s["idle_secs"].as_u64().unwrap() <= now - since, "{s}");
+}
+
+/// Logs `user@host` in over STARTTLS + PLAIN on a stream to `host`, and binds `resource`.
+async fn login_on(srv: &TestServer, host: &str, user: &str, pw: &str, resource: &str) -> RawClient {
+    let header = common::HEADER.replace("to='localhost'", &format!("to='{host}'"));
+    let mut c = RawClient::connect(srv.c2s()).await;
+    c.send(&header).await;
+    c.read_until("</stream:features>").await;
+    c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await;
+    c.read_until("<proceed").await;
+    c.read_until("/>").await;
+    let io = std::mem::replace(&mut c.io, Box::new(tokio::io::duplex(1).0));
+    let connector = tokio_rustls::TlsConnector::from(common::client_tls(&srv.cert_pem()));
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    c.io = Box::new(connector.connect(name, io).await.unwrap());
+    c.send(&header).await;
+    c.read_until("</stream:features>").await;
+    let r = c.auth_plain(user, pw).await;
+    assert!(r.contains("<success"), "{r}");
+    c.send(&header).await;
+    c.read_until("</stream:features>").await;
+    c.send(&format!(
+        "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+    ))
+    .await;
+    let bound = c.read_until("</iq>").await;
+    assert!(
+        bound.contains(&format!("{user}@{host}/{resource}")),
+        "{bound}"
+    );
+    c
+}
+
+/// Runs `oxpecker shell LINE` against the server's control socket; (success, stdout).
+async fn shell_line(srv: &TestServer, line: &str) -> (bool, String) {
+    let cfg = srv.dir.path().join("shell.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = {:?}\n",
+            srv.config.data_dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    let line = line.to_string();
+    let o = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_oxpecker"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("shell")
+            .arg(&line)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    (o.status.success(), text)
+}
+
+#[tokio::test]
+async fn a_host_added_to_the_config_is_served_after_reload_and_activate() {
+    const NEW: &str = "new.example";
+    let file_dir = tempfile::tempdir().unwrap();
+    let path = file_dir.path().join("oxpecker.toml");
+    let file = |hosts: &[&str]| {
+        let mut s = format!("admins = [\"{ADMIN}\"]\n");
+        for h in hosts {
+            s.push_str(&format!("[[host]]\nname = \"{h}\"\n"));
+        }
+        std::fs::write(&path, s).unwrap();
+    };
+    file(&["localhost", "example.org"]);
+    let source = path.clone();
+    let srv = TestServer::with_users(&["alice"], |c| {
+        c.hosts.push(HostConfig {
+            name: "example.org".into(),
+            ..Default::default()
+        });
+        c.admins = vec![ADMIN.into()];
+        c.source = Some(source);
+    })
+    .await;
+    srv.add_user(ADMIN, ADMIN_PW).await;
+    let mut alice = login(&srv, "alice", "one").await;
+
+    // Not served before: REST refuses the host, c2s does not know it.
+    let (st, _) = call(&srv, "PUT", &format!("/hosts/{NEW}"), None).await;
+    assert_eq!(st, 404, "not in the configuration yet");
+    let mut c = RawClient::connect(srv.c2s()).await;
+    c.send(&common::HEADER.replace("to='localhost'", &format!("to='{NEW}'")))
+        .await;
+    assert!(c.read_to_close().await.contains("host-unknown"));
+
+    // The reloaded file names it: configured, not yet active.
+    file(&["localhost", "example.org", NEW]);
+    let (st, v) = call(&srv, "PUT", "/reload", None).await;
+    assert_eq!(st, 200, "{v}");
+    let warnings = v["report"]["warnings"].to_string();
+    assert!(warnings.contains(&format!("host {NEW} was added")), "{v}");
+    let (_, v) = call(&srv, "GET", "/hosts", None).await;
+    let entry = v["result"]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == NEW)
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (entry["configured"].clone(), entry["active"].clone()),
+        (json!(true), json!(false))
+    );
+
+    // Activated over REST: modules loaded, REST answers for it, its users log in.
+    let (st, v) = call(&srv, "PUT", &format!("/hosts/{NEW}"), None).await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v["result"]["loaded"].to_string().contains("disco"), "{v}");
+    let (st, v) = call(
+        &srv,
+        "POST",
+        &format!("/user/carol?host={NEW}"),
+        Some(json!({ "password": "carol-pw" })),
+    )
+    .await;
+    assert!(st == 200 || st == 201, "{st} {v}");
+    let (st, v) = call(&srv, "GET", &format!("/user/carol?host={NEW}"), None).await;
+    assert_eq!(st, 200, "{v}");
+    let mut carol = login_on(&srv, NEW, "carol", "carol-pw", "pad").await;
+    // Disco answers for the new host (its disco module is loaded).
+    carol
+        .send(&format!(
+            "<iq type='get' id='d1' to='{NEW}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        ))
+        .await;
+    let info = carol.read_until("</iq>").await;
+    assert!(
+        info.contains("type=\"result\"") && info.contains("urn:xmpp:ping"),
+        "{info}"
+    );
+    // Carol and Alice (another host) talk across hosts.
+    carol
+        .send("<message to='alice@localhost/one' type='chat'><body>hi from new</body></message>")
+        .await;
+    assert!(alice.read_until("</message>").await.contains("hi from new"));
+
+    // Switched off through the control socket: carol gets <host-gone/>, alice stays.
+    let (ok, text) = shell_line(&srv, &format!("host:deactivate(\"{NEW}\")")).await;
+    assert!(ok, "{text}");
+    assert!(carol.read_to_close().await.contains("<host-gone"));
+    let (ok, text) = shell_line(&srv, "host:list()").await;
+    assert!(ok, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("{NEW} ")) && l.contains("inactive")),
+        "{text}"
+    );
+    alice
+        .send("<iq type='get' id='still'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    alice.read_until("id=\"still\"").await;
+    // ...and on again from the shell: the account made at run time is still there.
+    let (ok, text) = shell_line(&srv, &format!("host:activate(\"{NEW}\")")).await;
+    assert!(ok, "{text}");
+    let _carol = login_on(&srv, NEW, "carol", "carol-pw", "again").await;
+    // server:memory shows the heap next to RSS (unknown on the system allocator).
+    let (ok, text) = shell_line(&srv, "server:memory()").await;
+    assert!(ok, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("rss ") && l.contains("MiB")),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.starts_with("heap ")), "{text}");
 }

@@ -329,6 +329,9 @@ const KNOWN: &[Row] = &[
     ("PUT", "/groups/team", Body::Json(r#"{"name":"Team"}"#), 200, result!({"group_id": "team"})),
     ("PUT", "/groups/staff/members/alice", Body::None, 200,
         says!("Member 'alice' successfully added to group 'staff'.")),
+    ("GET", "/groups", Body::None, 200, result!({"count": 2, "groups": [
+        {"id": "staff", "name": "Staff", "members": ["alice"]},
+        {"id": "team", "name": "Team", "members": []}]})),
     ("POST", "/groups/staff/sync", Body::None, 200,
         says!("Successfully did group subscriptions for group 'staff'.")),
     ("DELETE", "/groups/staff/members/alice", Body::None, 200,
@@ -382,7 +385,7 @@ const UNKNOWN: &[Row] = &[
     ("GET", "/module", Body::None, 404, says!("Invalid request path")),
     ("PATCH", "/user/alice", Body::Json(r#"{"password":"x"}"#), 404, says!("Invalid request path")),
     ("PATCH", "/user/alice/email", Body::Json(r#"{"email":"x"}"#), 404, says!("Invalid request path")),
-    ("GET", "/groups", Body::None, 405, says!("Invalid request method")),
+    ("PATCH", "/groups", Body::None, 405, says!("Invalid request method")),
     ("POST", "/groups", Body::Json(r#"{"name":"x"}"#), 404, says!("Invalid request path")),
     ("POST", "/groups/staff", Body::None, 404, says!("Invalid request path")),
     ("DELETE", "/groups", Body::None, 404, says!("Invalid request path")),

@@ -12,7 +12,7 @@ use super::sm;
 
 use crate::core::Core;
 use crate::core::events::Origin;
-use crate::core::metrics::{Family, Series};
+use crate::core::metrics::StanzaCounters;
 use crate::core::sessions::{BoundSession, Hibernated, Outbound, SessionHandle};
 use crate::xmpp::error::{
     StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition as C,
@@ -23,34 +23,6 @@ use crate::xmpp::{Element, Jid, ns};
 
 /// Most queued stanzas gathered into one socket write.
 const MAX_BATCH_STANZAS: usize = 256;
-
-/// A session's inbound stanza counters, looked up once per connection (not per stanza).
-struct Inbound {
-    message: Arc<Series>,
-    presence: Arc<Series>,
-    iq: Arc<Series>,
-    other: Arc<Series>,
-}
-
-impl Inbound {
-    fn new(stanzas: &Family) -> Self {
-        let of = |kind: &str| stanzas.with(&[kind, "in"]);
-        Inbound {
-            message: of("message"),
-            presence: of("presence"),
-            iq: of("iq"),
-            other: of("other"),
-        }
-    }
-
-    fn of(&self, kind: Kind) -> &Series {
-        match kind {
-            Kind::Message => &self.message,
-            Kind::Presence => &self.presence,
-            Kind::Iq => &self.iq,
-        }
-    }
-}
 
 /// How a connection stopped serving its session.
 enum End {
@@ -140,13 +112,13 @@ async fn attach<R, W>(
     let writer_task = tokio::spawn(write_loop(
         writer,
         rx,
-        core.core_metrics.stanzas.clone(),
+        Arc::new(core.core_metrics.stanzas_of(handle.jid.domain())),
         handle.clone(),
         stop.clone(),
         preamble,
     ));
     let detach = handle.detach_token();
-    let inbound = Inbound::new(&core.core_metrics.stanzas);
+    let inbound = core.core_metrics.stanzas_of(handle.jid.domain());
     let idle = core.config.load().c2s.idle_timeout_secs;
     let end = loop {
         let read = async {
@@ -316,7 +288,7 @@ async fn went_offline(core: &Arc<Core>, handle: &Arc<SessionHandle>) {
 async fn handle_stanza(
     core: &Arc<Core>,
     handle: &Arc<SessionHandle>,
-    inbound: &Inbound,
+    inbound: &StanzaCounters,
     mut el: Element,
 ) -> Result<(), StreamError> {
     let Some(kind) = Kind::of(&el) else {
@@ -325,7 +297,7 @@ async fn handle_stanza(
         if let Err(e) = &result
             && e.condition == C::UnsupportedStanzaType
         {
-            inbound.other.inc();
+            inbound.received_other();
         }
         return result;
     };
@@ -335,7 +307,7 @@ async fn handle_stanza(
             return Err(StreamError::new(C::InvalidFrom));
         }
     }
-    inbound.of(kind).inc();
+    inbound.received(kind);
     sm::count_inbound(handle);
     el.set_attr("from", Some(handle.jid.to_string()));
     let ty = stanza::stanza_type(&el, "").to_string();
@@ -409,13 +381,11 @@ async fn reply_error(core: &Arc<Core>, el: &Element, cond: StanzaErrorCondition)
 pub async fn write_loop<W: AsyncWrite + Unpin>(
     mut w: W,
     mut rx: mpsc::Receiver<Outbound>,
-    stanzas: Arc<Family>,
+    stanzas: Arc<StanzaCounters>,
     handle: Arc<SessionHandle>,
     stop: CancellationToken,
     preamble: String,
 ) -> mpsc::Receiver<Outbound> {
-    let out = |kind: &str| stanzas.with(&[kind, "out"]);
-    let (messages, presences, iqs) = (out("message"), out("presence"), out("iq"));
     if !preamble.is_empty()
         && (w.write_all(preamble.as_bytes()).await.is_err() || w.flush().await.is_err())
     {
@@ -443,11 +413,11 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         for m in pending {
             match m {
                 Outbound::Stanza(el) => {
-                    match el.name() {
-                        "message" => messages.inc(),
-                        "presence" => presences.inc(),
-                        _ => iqs.inc(),
-                    }
+                    stanzas.sent(match el.name() {
+                        "message" => Kind::Message,
+                        "presence" => Kind::Presence,
+                        _ => Kind::Iq,
+                    });
                     if let Err(e) = sm::count_outbound(&handle, &el) {
                         overflow = Some(e);
                     }

@@ -38,6 +38,15 @@ pub enum ConfigError {
 }
 
 /// A TOML error as one line: `line N: message` (toml's own text spans several lines).
+/// An IP address or CIDR range (host bits cleared), as the address-list options take them.
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+}
+
 fn parse_error(text: &str, e: &toml::de::Error) -> ConfigError {
     let message = e.message().trim().replace('\n', " ");
     match e.span() {
@@ -902,6 +911,31 @@ impl Config {
             .or_else(|| self.options.get(name))
     }
 
+    /// The reverse proxies whose `X-Forwarded-For`/`X-Forwarded-Proto` the HTTP side believes,
+    /// for the admin API of `host` (`None`: server-wide, as the web transports ask).
+    /// `http.trusted_proxies` is the one list; `admin_rest_trusted_proxies`, Prosody's name, is an
+    /// alias that adds to it: set at top level it counts everywhere, in a `[[host]]` only for
+    /// that host's admin API. Entries that are no address or CIDR range are skipped (the
+    /// `admin_rest` module refuses to load with them).
+    pub fn trusted_proxies(&self, host: Option<&str>) -> Vec<ipnet::IpNet> {
+        let alias = match host {
+            Some(h) => self.option(h, "admin_rest_trusted_proxies"),
+            None => self.options.get("admin_rest_trusted_proxies"),
+        };
+        let mut out = self.http.trusted_proxies.clone();
+        let extra = alias
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().and_then(parse_net));
+        for net in extra {
+            if !out.contains(&net) {
+                out.push(net);
+            }
+        }
+        out
+    }
+
     /// The folder of the configuration file (the working directory for built-in defaults).
     pub fn config_dir(&self) -> PathBuf {
         match self.source.as_deref().and_then(Path::parent) {
@@ -928,6 +962,34 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_proxies_are_one_list_with_the_prosody_name_as_an_alias() {
+        let cfg = Config::parse(
+            "admin_rest_trusted_proxies = [\"10.0.0.1\", \"192.0.2.0/24\"]\n[http]\ntrusted_proxies = [\"192.0.2.0/24\"]\n[[host]]\nname = \"a.example\"\n[[host]]\nname = \"b.example\"\nadmin_rest_trusted_proxies = [\"198.51.100.7\"]\n",
+        )
+        .unwrap();
+        let nets = |list: Vec<ipnet::IpNet>| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            nets(cfg.trusted_proxies(None)),
+            ["192.0.2.0/24", "10.0.0.1/32"],
+            "the top-level alias counts server-wide, without duplicates"
+        );
+        assert_eq!(
+            nets(cfg.trusted_proxies(Some("a.example"))),
+            ["192.0.2.0/24", "10.0.0.1/32"]
+        );
+        assert_eq!(
+            nets(cfg.trusted_proxies(Some("b.example"))),
+            ["192.0.2.0/24", "198.51.100.7/32"],
+            "a host's own value replaces the global alias for its admin API"
+        );
+        let plain = Config::parse("[http]\ntrusted_proxies = [\"127.0.0.1/32\"]\n").unwrap();
+        assert_eq!(
+            nets(plain.trusted_proxies(Some("localhost"))),
+            ["127.0.0.1/32"]
+        );
+    }
 
     #[test]
     fn empty_config_is_the_embedded_default() {

@@ -129,7 +129,8 @@ impl Role {
 pub struct Accounts {
     store: Store,
     iterations: u32,
-    hosts: Vec<String>,
+    /// The hosts served (grows when `host:activate` adds one at run time).
+    hosts: std::sync::RwLock<Vec<String>>,
     core: std::sync::Weak<super::Core>,
 }
 
@@ -139,7 +140,7 @@ impl Accounts {
         Accounts {
             store,
             iterations,
-            hosts,
+            hosts: std::sync::RwLock::new(hosts),
             core: std::sync::Weak::new(),
         }
     }
@@ -168,7 +169,7 @@ impl Accounts {
                 "{jid}: an account JID looks like user@host"
             )));
         }
-        if !self.hosts.iter().any(|h| h == jid.domain()) {
+        if !self.serves(jid.domain()) {
             return Err(AccountError::UnknownHost(jid.domain().to_string()));
         }
         Ok(())
@@ -271,8 +272,22 @@ impl Accounts {
     }
 
     /// The hosts whose accounts this manager holds.
-    pub fn hosts(&self) -> &[String] {
-        &self.hosts
+    pub fn hosts(&self) -> Vec<String> {
+        self.hosts.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether this manager holds the accounts of `host`.
+    fn serves(&self, host: &str) -> bool {
+        let hosts = self.hosts.read().unwrap_or_else(|e| e.into_inner());
+        hosts.iter().any(|h| h == host)
+    }
+
+    /// Adds `host` (activated at run time) to the hosts served; a no-op for a known host.
+    pub fn add_host(&self, host: &str) {
+        let mut hosts = self.hosts.write().unwrap_or_else(|e| e.into_inner());
+        if !hosts.iter().any(|h| h == host) {
+            hosts.push(host.to_string());
+        }
     }
 
     /// Deletes an account; returns whether it existed. Durable on return.
@@ -296,7 +311,7 @@ impl Accounts {
 
     /// Account usernames of `host`, sorted.
     pub async fn list(&self, host: &str) -> Result<Vec<String>, AccountError> {
-        if !self.hosts.iter().any(|h| h == host) {
+        if !self.serves(host) {
             return Err(AccountError::UnknownHost(host.to_string()));
         }
         let mut users = self.store.keyval(host, ACCOUNTS_STORE).users().await?;

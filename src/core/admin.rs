@@ -6,7 +6,6 @@
 //! Each face parses, authorises, calls one of these methods, audits and renders; none re-derives
 //! what an operation does.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -27,9 +26,6 @@ pub enum AdminError {
     /// The host is neither served nor configured.
     #[error("unknown host {0}")]
     UnknownHost(String),
-    /// The host is configured but the server cannot start serving it without a restart.
-    #[error("host {0} was not configured at startup; adding a host needs a restart")]
-    NeedsRestart(String),
     /// The host is already in the asked state.
     #[error("host {0} is already {1}")]
     HostState(String, &'static str),
@@ -51,28 +47,6 @@ pub enum AdminError {
     /// A module failed to load or unload.
     #[error("{0}")]
     Module(#[from] ModuleError),
-}
-
-/// The hosts switched off at run time (`host:deactivate`); they stay configured and keep their data.
-#[derive(Default)]
-pub struct InactiveHosts(Mutex<HashSet<String>>);
-
-impl InactiveHosts {
-    /// Whether `host` is switched off.
-    pub fn contains(&self, host: &str) -> bool {
-        self.0.lock().map(|s| s.contains(host)).unwrap_or(false)
-    }
-
-    fn set(&self, host: &str, inactive: bool) -> bool {
-        let Ok(mut s) = self.0.lock() else {
-            return false;
-        };
-        if inactive {
-            s.insert(host.to_string())
-        } else {
-            s.remove(host)
-        }
-    }
 }
 
 /// A request to stop the server (`server:shutdown`), which `main` waits for beside the signals.
@@ -193,6 +167,9 @@ pub struct HostInfo {
 pub struct MemoryInfo {
     /// Resident set size in bytes (`/proc/self/statm`; `None` where there is no procfs).
     pub rss_bytes: Option<u64>,
+    /// Bytes the allocator has handed out and not yet freed, when it can tell
+    /// ([`super::process::heap_bytes`]); `None` = unknown.
+    pub heap_bytes: Option<u64>,
     /// Client sessions bound.
     pub sessions: usize,
     /// Stanzas waiting in session queues.
@@ -296,38 +273,49 @@ impl Core {
     pub fn host_list(&self) -> Vec<HostInfo> {
         let cfg = self.config.load();
         let mut names: Vec<String> = cfg.hosts.iter().map(|h| h.name.clone()).collect();
-        for h in self.hosts.keys() {
-            if !names.contains(h) {
-                names.push(h.clone());
+        for h in self.hosts.all() {
+            if h.kind == super::modules::HostType::Local && !names.contains(&h.name) {
+                names.push(h.name.clone());
             }
         }
         names
             .into_iter()
-            .map(|name| {
-                let active = self.host(&name).is_some();
-                HostInfo {
-                    configured: cfg.hosts.iter().any(|h| h.name == name),
-                    modules: self.hosts.get(&name).map_or(0, |h| h.modules().len()),
-                    sessions: self.sessions.all(Some(&name)).len(),
-                    active,
-                    host: name,
-                }
+            .map(|name| HostInfo {
+                configured: cfg.hosts.iter().any(|h| h.name == name),
+                modules: self.hosts.get_any(&name).map_or(0, |h| h.modules().len()),
+                sessions: self.sessions.all(Some(&name)).len(),
+                active: self.hosts.is_active(&name),
+                host: name,
             })
             .collect()
     }
 
-    /// Starts serving a configured host again: loads its modules from the live configuration
-    /// (reload it first to pick up changes); c2s and REST answer for it from then on.
+    /// Starts serving a user host of the live configuration: one switched off, or one added
+    /// to the configuration after the start (`config:reload()` first). Its accounts, allowlist
+    /// and metrics join, its modules load; c2s, REST and disco answer for it from then on.
+    /// Returns the modules loaded.
     pub fn activate_host(&self, host: &str) -> Result<Vec<String>, AdminError> {
         let cfg = self.config.load_full();
         let Some(hc) = cfg.hosts.iter().find(|h| h.name == host) else {
             return Err(AdminError::UnknownHost(host.to_string()));
         };
-        if !self.hosts.contains_key(host) {
-            return Err(AdminError::NeedsRestart(host.to_string()));
-        }
-        if !self.inactive_hosts.set(host, false) {
-            return Err(AdminError::HostState(host.to_string(), "active"));
+        if self.hosts.contains(host) {
+            if !self.hosts.set_active(host, true) {
+                return Err(AdminError::HostState(host.to_string(), "active"));
+            }
+        } else {
+            // Everything that checks a host first learns it, then the host becomes visible.
+            self.accounts.add_host(host);
+            self.allowlists.add_host(host);
+            self.core_metrics.seed_host(host);
+            if self
+                .hosts
+                .add(Arc::new(super::modules::Host::new(host)))
+                .is_err()
+            {
+                return Err(AdminError::HostState(host.to_string(), "active"));
+            }
+            tracing::info!(%host, "host added at run time");
         }
         let mut loaded = Vec::new();
         for m in cfg.modules_for(hc) {
@@ -350,10 +338,10 @@ impl Core {
     /// Stops serving a host: its sessions close with `<host-gone/>`, its modules unload, c2s and
     /// REST refuse it; its data stays. Returns the sessions closed.
     pub fn deactivate_host(&self, host: &str) -> Result<usize, AdminError> {
-        let Some(h) = self.hosts.get(host).cloned() else {
+        let Some(h) = self.hosts.get_any(host).cloned() else {
             return Err(AdminError::UnknownHost(host.to_string()));
         };
-        if !self.inactive_hosts.set(host, true) {
+        if !self.hosts.set_active(host, false) {
             return Err(AdminError::HostState(host.to_string(), "inactive"));
         }
         let sessions = self.sessions.all(Some(host));
@@ -404,6 +392,7 @@ impl Core {
         let all = self.sessions.all(None);
         MemoryInfo {
             rss_bytes: super::process::resident_bytes(),
+            heap_bytes: super::process::heap_bytes(),
             sessions: all.len(),
             queued_stanzas: all.iter().map(|s| s.queued()).sum(),
         }

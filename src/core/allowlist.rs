@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -57,10 +57,14 @@ impl Delta {
     }
 }
 
+/// A host's delta, loaded once.
+type DeltaCell = tokio::sync::OnceCell<Arc<RwLock<Delta>>>;
+
 /// The allowlist deltas of every host, loaded once and persisted on change.
 pub struct Allowlists {
     store: Store,
-    deltas: HashMap<String, tokio::sync::OnceCell<RwLock<Delta>>>,
+    /// Each host's delta, read from the store on first use; hosts activated at run time join.
+    deltas: RwLock<HashMap<String, Arc<DeltaCell>>>,
     /// Serialises edits (compute, persist, then publish), so two edits never lose one another.
     edit: tokio::sync::Mutex<()>,
 }
@@ -70,37 +74,49 @@ impl Allowlists {
     pub fn new(store: Store, hosts: &[String]) -> Self {
         Allowlists {
             store,
-            deltas: hosts
-                .iter()
-                .map(|h| (h.clone(), tokio::sync::OnceCell::new()))
-                .collect(),
+            deltas: RwLock::new(hosts.iter().map(|h| (h.clone(), Arc::default())).collect()),
             edit: tokio::sync::Mutex::new(()),
         }
     }
 
+    /// Adds `host` (activated at run time); its delta is read on first use. A no-op for a known host.
+    pub fn add_host(&self, host: &str) {
+        let mut deltas = self.deltas.write().unwrap_or_else(|e| e.into_inner());
+        deltas.entry(host.to_string()).or_default();
+    }
+
+    fn cells(&self) -> Vec<(String, Arc<DeltaCell>)> {
+        let deltas = self.deltas.read().unwrap_or_else(|e| e.into_inner());
+        deltas.iter().map(|(h, c)| (h.clone(), c.clone())).collect()
+    }
+
     /// Reads every host's delta now (at start), so no request waits for the store.
     pub async fn load(&self) -> Result<(), StorageError> {
-        for host in self.deltas.keys() {
-            if let Err(AllowlistError::Storage(e)) = self.delta(host).await {
+        for (host, _) in self.cells() {
+            if let Err(AllowlistError::Storage(e)) = self.delta(&host).await {
                 return Err(e);
             }
         }
         Ok(())
     }
 
-    async fn delta(&self, host: &str) -> Result<&RwLock<Delta>, AllowlistError> {
+    async fn delta(&self, host: &str) -> Result<Arc<RwLock<Delta>>, AllowlistError> {
         let cell = self
             .deltas
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .get(host)
+            .cloned()
             .ok_or_else(|| AllowlistError::UnknownHost(host.to_string()))?;
         cell.get_or_try_init(|| async {
             let v = self.store.keyval(host, STORE).get(KEY).await?;
             let delta = v
                 .and_then(|v| serde_json::from_value(v).ok())
                 .unwrap_or_default();
-            Ok(RwLock::new(delta))
+            Ok(Arc::new(RwLock::new(delta)))
         })
         .await
+        .cloned()
     }
 
     fn read(lock: &RwLock<Delta>) -> Delta {
@@ -114,7 +130,7 @@ impl Allowlists {
         host: &str,
         configured: &[IpNet],
     ) -> Result<Vec<IpNet>, AllowlistError> {
-        Ok(Self::read(self.delta(host).await?).effective(configured))
+        Ok(Self::read(&*self.delta(host).await?).effective(configured))
     }
 
     /// Whether `ip` is on the effective allowlist of `host`.
@@ -178,7 +194,8 @@ impl Allowlists {
     /// apply again.
     pub async fn reset(&self) {
         let _edit = self.edit.lock().await;
-        for lock in self.deltas.values().filter_map(|c| c.get()) {
+        for (_, cell) in self.cells() {
+            let Some(lock) = cell.get() else { continue };
             *lock.write().unwrap_or_else(|e| e.into_inner()) = Delta::default();
         }
     }
@@ -191,7 +208,7 @@ impl Allowlists {
     ) -> Result<bool, AllowlistError> {
         let lock = self.delta(host).await?;
         let _edit = self.edit.lock().await;
-        let mut delta = Self::read(lock);
+        let mut delta = Self::read(&lock);
         if !f(&mut delta) {
             return Ok(false);
         }

@@ -10,6 +10,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::sessions::Transport;
+use crate::xmpp::stanza::Kind;
+
 /// The kind of a metric family.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MetricKind {
@@ -345,7 +348,7 @@ fn render_labels(names: &[String], values: &[String], le: Option<&str>) -> Strin
 pub struct CoreMetrics {
     /// Open connections by type (c2s, c2s_direct_tls, c2s_websocket, c2s_bosh, http) and TLS state.
     pub connections: Arc<Family>,
-    /// Stanzas by kind and direction (in/out).
+    /// Client stanzas by host, kind and direction (in/out); counted through [`StanzaCounters`].
     pub stanzas: Arc<Family>,
     /// Authentication outcomes by mechanism and result.
     pub auth: Arc<Family>,
@@ -359,7 +362,7 @@ pub struct CoreMetrics {
     pub sessions: Arc<Family>,
     /// Bound sessions by host, transport and TLS state.
     pub sessions_by_transport: Arc<Family>,
-    /// Stream errors the server sent, by condition.
+    /// Stream errors the server sent, by listener (`c2s`, `s2s`) and condition.
     pub stream_errors: Arc<Family>,
     /// Sessions disconnected because their send queue was full.
     pub queue_drops: Arc<Family>,
@@ -387,7 +390,77 @@ struct ProcessFamilies {
 }
 
 /// Stanza kinds counted in `oxpecker_stanzas`, exported from the start with zeros.
-pub const STANZA_KINDS: &[&str] = &["message", "presence", "iq"];
+pub const STANZA_KINDS: [&str; 3] = ["message", "presence", "iq"];
+
+/// The listeners whose stream errors `oxpecker_stream_errors` counts.
+pub const STREAM_LISTENERS: &[&str] = &["c2s", "s2s"];
+
+/// Stream error conditions exported at zero from the start for every listener, so that rates
+/// and alerts on them work before the first one happens (others appear when first sent).
+pub const USUAL_STREAM_ERRORS: &[&str] = &[
+    "bad-format",
+    "connection-timeout",
+    "conflict",
+    "host-gone",
+    "host-unknown",
+    "invalid-from",
+    "invalid-namespace",
+    "not-authorized",
+    "not-well-formed",
+    "policy-violation",
+    "reset",
+    "resource-constraint",
+    "system-shutdown",
+    "undefined-condition",
+];
+
+/// One host's client stanza counters (`oxpecker_stanzas{host}`), resolved once per connection
+/// so that counting a stanza is one atomic add, with no lookup by label.
+#[derive(Debug)]
+pub struct StanzaCounters {
+    /// Indexed by [`kind_index`]: received from clients.
+    inbound: [Arc<Series>; 3],
+    /// Indexed by [`kind_index`]: written to clients.
+    outbound: [Arc<Series>; 3],
+    /// Elements received that are neither stanzas nor nonzas a module takes (`kind="other"`).
+    other: Arc<Series>,
+}
+
+/// The position of a stanza kind in [`STANZA_KINDS`].
+fn kind_index(kind: Kind) -> usize {
+    match kind {
+        Kind::Message => 0,
+        Kind::Presence => 1,
+        Kind::Iq => 2,
+    }
+}
+
+impl StanzaCounters {
+    /// The counters of `host` in `family` (created at zero if new).
+    pub fn new(family: &Family, host: &str) -> Self {
+        let of = |direction: &str| STANZA_KINDS.map(|kind| family.with(&[host, kind, direction]));
+        StanzaCounters {
+            inbound: of("in"),
+            outbound: of("out"),
+            other: family.with(&[host, "other", "in"]),
+        }
+    }
+
+    /// Counts a stanza of `kind` received from a client.
+    pub fn received(&self, kind: Kind) {
+        self.inbound[kind_index(kind)].inc();
+    }
+
+    /// Counts a first-level element from a client that no one takes (`unsupported-stanza-type`).
+    pub fn received_other(&self) {
+        self.other.inc();
+    }
+
+    /// Counts a stanza of `kind` written to a client.
+    pub fn sent(&self, kind: Kind) {
+        self.outbound[kind_index(kind)].inc();
+    }
+}
 
 impl CoreMetrics {
     /// Registers the core families in `m`, with the series rates are taken over set to zero.
@@ -403,8 +476,8 @@ impl CoreMetrics {
             ),
             stanzas: m.counter(
                 "oxpecker_stanzas",
-                "Stanzas handled by kind and direction",
-                &["kind", "direction"],
+                "Client stanzas by host, kind and direction",
+                &["host", "kind", "direction"],
             ),
             auth: m.counter(
                 "oxpecker_auth",
@@ -438,8 +511,8 @@ impl CoreMetrics {
             ),
             stream_errors: m.counter(
                 "oxpecker_stream_errors",
-                "Stream errors sent to clients, by condition",
-                &["condition"],
+                "Stream errors sent, by listener (c2s, s2s) and condition",
+                &["listener", "condition"],
             ),
             queue_drops: m.counter(
                 "oxpecker_queue_drops",
@@ -504,9 +577,9 @@ impl CoreMetrics {
         )
         .with(&[env!("CARGO_PKG_VERSION")])
         .set(1.0);
-        for kind in STANZA_KINDS {
-            for direction in ["in", "out"] {
-                metrics.stanzas.with(&[kind, direction]);
+        for listener in STREAM_LISTENERS {
+            for condition in USUAL_STREAM_ERRORS {
+                metrics.stream_errors.with(&[listener, condition]);
             }
         }
         metrics.queue_drops.with(&[]);
@@ -516,7 +589,37 @@ impl CoreMetrics {
 
     /// Counts a stream error sent to a client.
     pub fn stream_error(&self, condition: &str) {
-        self.stream_errors.with(&[condition]).inc();
+        self.stream_error_on("c2s", condition);
+    }
+
+    /// Counts a stream error sent on a stream of `listener` (`c2s` or `s2s`).
+    pub fn stream_error_on(&self, listener: &str, condition: &str) {
+        self.stream_errors.with(&[listener, condition]).inc();
+    }
+
+    /// The client stanza counters of `host` (created at zero on first use).
+    pub fn stanzas_of(&self, host: &str) -> StanzaCounters {
+        StanzaCounters::new(&self.stanzas, host)
+    }
+
+    /// Creates, at zero, the per-host series of user host `host` (its stanzas, sessions by
+    /// transport and TLS state, the store-derived gauges), when the host starts being served.
+    pub fn seed_host(&self, host: &str) {
+        self.stanzas_of(host);
+        self.sessions.with(&[host]);
+        for transport in [Transport::Tcp, Transport::WebSocket, Transport::Bosh] {
+            for tls in ["true", "false"] {
+                self.sessions_by_transport
+                    .with(&[host, transport.as_str(), tls]);
+            }
+        }
+        for family in [
+            &self.accounts,
+            &self.offline_messages,
+            &self.archive_messages,
+        ] {
+            family.with(&[host]);
+        }
     }
 
     /// Sets the `process_*` families from procfs (left out where there is none).

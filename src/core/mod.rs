@@ -10,6 +10,7 @@ pub mod events;
 pub mod faults;
 pub mod grants;
 pub mod groups;
+pub mod host_map;
 pub mod iq;
 pub mod lifecycle;
 pub mod metrics;
@@ -27,7 +28,6 @@ pub mod stream_management;
 pub mod throttle;
 pub mod tokens;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
@@ -81,8 +81,6 @@ pub struct Core {
     pub admission: Arc<admission::Admission>,
     /// State modules share by path.
     pub shared: std::sync::Mutex<module_api::SharedMap>,
-    /// Hosts switched off at run time ([`admin`]); [`Core::host`] does not serve them.
-    pub inactive_hosts: admin::InactiveHosts,
     /// A shutdown asked for by an admin (`server:shutdown`), with its reason.
     pub stop: admin::StopRequest,
     /// The way to other servers (the s2s manager), installed once by the server; unset = none.
@@ -90,7 +88,8 @@ pub struct Core {
     /// The bound plain-HTTP addresses, set once by the server (the default base of URLs modules hand out).
     pub http_bound: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
     global: Arc<Host>,
-    hosts: HashMap<String, Arc<Host>>,
+    /// Every host by domain; grows at run time, hosts switched off stay ([`host_map`]).
+    hosts: host_map::HostMap,
     weak: Weak<Core>,
 }
 
@@ -118,7 +117,6 @@ impl Core {
             )),
             admission,
             shared: std::sync::Mutex::new(Default::default()),
-            inactive_hosts: Default::default(),
             stop: Default::default(),
             federation: std::sync::OnceLock::new(),
             http_bound: std::sync::OnceLock::new(),
@@ -137,19 +135,20 @@ impl Core {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             modules,
-            hosts: host_names
-                .iter()
-                .map(|h| (h.clone(), Arc::new(Host::new(h))))
-                .chain(config.components().iter().map(|c| {
+            hosts: host_map::HostMap::new(host_names.iter().map(|h| Arc::new(Host::new(h))).chain(
+                config.components().iter().map(|c| {
                     let parent = c.parent.as_deref().unwrap_or(config.default_host());
-                    (c.name.clone(), Arc::new(Host::component(&c.name, parent)))
-                }))
-                .collect(),
+                    Arc::new(Host::component(&c.name, parent))
+                }),
+            )),
             config: ArcSwap::from_pointee(config),
             store,
             weak: weak.clone(),
         });
         let config = core.config.load_full();
+        for h in &config.hosts {
+            core.core_metrics.seed_host(&h.name);
+        }
         for h in &config.hosts {
             for m in config.modules_for(h) {
                 core.load_module(&h.name, &m)?;
@@ -170,9 +169,6 @@ impl Core {
 
     /// A served host by domain (`None` for a host switched off by `host:deactivate`).
     pub fn host(&self, domain: &str) -> Option<&Arc<Host>> {
-        if self.inactive_hosts.contains(domain) {
-            return None;
-        }
         self.hosts.get(domain)
     }
 
@@ -186,9 +182,9 @@ impl Core {
     pub fn components_of(&self, parent: &str) -> Vec<Arc<Host>> {
         let mut list: Vec<Arc<Host>> = self
             .hosts
-            .values()
+            .all()
+            .into_iter()
             .filter(|h| h.parent.as_deref() == Some(parent))
-            .cloned()
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list

@@ -46,6 +46,15 @@ impl ProcessStats {
     }
 }
 
+/// Bytes the memory allocator has in use, if it can tell. The server runs on the system
+/// allocator (glibc `malloc`), which reports this only through `mallinfo2(3)`, a C call that
+/// needs `unsafe` code, which this crate forbids; so the answer is `None` ("unknown") until a
+/// safe interface exists (e.g. an allocator with a safe statistics API, such as jemalloc's
+/// `stats.allocated`). RSS ([`resident_bytes`]) is what the process costs the machine.
+pub fn heap_bytes() -> Option<u64> {
+    None
+}
+
 /// Resident set size from `/proc/self/statm`.
 pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;

@@ -2,9 +2,10 @@
 //! the file the server started from, validate it, swap it in, and load, unload or reload
 //! modules per host so the running server matches it.
 //!
-//! What cannot change without a restart (the host list, adding or removing a `[[component]]`
-//! or changing its parent, listeners, data dir, TLS, storage) is kept as it was and named in
-//! the report's warnings. A component served since the start follows its `module`,
+//! A `[[host]]` added to the file is not served until `host:activate` (`PUT /hosts/{host}`)
+//! starts it; one removed is served until `host:deactivate` or a restart. What cannot change
+//! without a restart (adding or removing a `[[component]]` or changing its parent, listeners,
+//! data dir, TLS, storage) is kept as it was and named in the report's warnings. A component served since the start follows its `module`,
 //! `modules_enabled` and options like a user host.
 
 use std::path::PathBuf;
@@ -150,8 +151,16 @@ fn options_changed(
 fn restart_warnings(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let names = |c: &Config| c.hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>();
-    if names(old) != names(new) {
-        out.push("the host list changed; adding or removing hosts needs a restart".to_string());
+    let (before, after) = (names(old), names(new));
+    for name in after.iter().filter(|n| !before.contains(n)) {
+        out.push(format!(
+            "host {name} was added; host:activate(\"{name}\") (PUT /hosts/{name}) starts serving it"
+        ));
+    }
+    for name in before.iter().filter(|n| !after.contains(n)) {
+        out.push(format!(
+            "host {name} was removed; it is served until host:deactivate(\"{name}\") or a restart"
+        ));
     }
     let components = |c: &Config| {
         c.components()
@@ -260,7 +269,29 @@ mod tests {
 
         std::fs::write(&path, "[[host]]\nname = \"other\"\n").unwrap();
         let r = core.reload_config().unwrap();
-        assert!(r.warnings.iter().any(|w| w.contains("host list")), "{r:?}");
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("host other was added; host:activate")),
+            "{r:?}"
+        );
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("host localhost was removed")),
+            "{r:?}"
+        );
+        // Activation serves the new host: its modules load and its accounts can be made.
+        assert!(core.host("other").is_none());
+        let loaded = core.activate_host("other").unwrap();
+        assert!(!loaded.is_empty(), "{loaded:?}");
+        assert!(core.user_host("other").is_some_and(|h| h.is_loaded("ping")));
+        assert!(
+            core.host_list()
+                .iter()
+                .any(|h| h.host == "other" && h.active)
+        );
+        assert!(core.accounts.account_jid("u@other").is_ok());
     }
 
     #[test]

@@ -123,7 +123,7 @@ impl Accounts {
             return Ok(None);
         }
         for host in self.hosts() {
-            let kv = self.store().keyval(host, TOKENS_STORE);
+            let kv = self.store().keyval(&host, TOKENS_STORE);
             for hash in kv.users().await? {
                 if hash.starts_with(&wanted) {
                     let rec = kv
@@ -145,7 +145,7 @@ impl Accounts {
         }
         let hash = token_hash(token);
         for host in self.hosts() {
-            if let Some(v) = self.store().keyval(host, TOKENS_STORE).get(&hash).await? {
+            if let Some(v) = self.store().keyval(&host, TOKENS_STORE).get(&hash).await? {
                 return Ok(serde_json::from_value(v).ok());
             }
         }

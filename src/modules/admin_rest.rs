@@ -4,8 +4,6 @@
 //! exist for a host (unloaded → the API answers 404 for that host), declares the options, and
 //! checks them when it loads so a bad allowlist entry is reported by name.
 
-use std::net::IpAddr;
-
 use ipnet::IpNet;
 
 use crate::config::Config;
@@ -123,11 +121,7 @@ pub fn valid_base(base: &str) -> bool {
 
 /// Parses an address (`127.0.0.1`, `::1`) or a CIDR range (`10.0.0.0/8`) into a network.
 pub fn parse_net(s: &str) -> Option<IpNet> {
-    let s = s.trim();
-    s.parse::<IpNet>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
-        .map(|n| n.trunc())
+    crate::config::parse_net(s)
 }
 
 /// The options of the API for one host, read from the live configuration (host value, then global).
@@ -139,7 +133,8 @@ pub struct AdminRestOptions {
     pub base: String,
     /// Allowlist from the configuration (`admin_rest_whitelist`), as written.
     pub whitelist: Vec<String>,
-    /// Proxies whose `X-Forwarded-For` is believed (`admin_rest_trusted_proxies`).
+    /// Proxies whose `X-Forwarded-For` is believed: `http.trusted_proxies` plus the
+    /// `admin_rest_trusted_proxies` alias ([`Config::trusted_proxies`]).
     pub trusted_proxies: Vec<IpNet>,
     /// Prefix of single messages (`admin_rest_message_prefix`).
     pub message_prefix: String,
@@ -193,10 +188,7 @@ impl AdminRestOptions {
                 DEFAULT_BASE.to_string()
             },
             whitelist: list("admin_rest_whitelist", DEFAULT_WHITELIST),
-            trusted_proxies: list("admin_rest_trusted_proxies", &[])
-                .iter()
-                .filter_map(|s| parse_net(s))
-                .collect(),
+            trusted_proxies: cfg.trusted_proxies(Some(host)),
             message_prefix: string("admin_rest_message_prefix", ""),
             multicast_prefix: string("admin_rest_multicast_prefix", ""),
             broadcast_prefix: string("admin_rest_broadcast_prefix", ""),

@@ -17,7 +17,6 @@ use crate::core::Core;
 use crate::core::metrics::Format;
 use crate::core::module_api::http::{HttpRequest, HttpResponse, http_handler};
 use crate::core::modules::{LoadError, Module, ModuleContext};
-use crate::core::sessions::Transport;
 
 /// The OpenMetrics content type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -108,26 +107,14 @@ async fn scrape(
     HttpResponse::new(200, ctype, core.metrics.render_as(format))
 }
 
-/// Creates, at zero, the series of every host and configured mechanism.
+/// Creates, at zero, the series of every configured mechanism and group chat service (the
+/// per-host series are created by the core when a host starts, [`crate::core::metrics::CoreMetrics::seed_host`]).
 fn seed(core: &Core) {
     let m = &core.core_metrics;
     let cfg = core.config.load();
     for mech in &cfg.c2s.sasl_mechanisms {
         for result in ["success", "failure"] {
             m.auth.with(&[mech, result]);
-        }
-    }
-    for h in &cfg.hosts {
-        let host = h.name.as_str();
-        m.sessions.with(&[host]);
-        for transport in [Transport::Tcp, Transport::WebSocket, Transport::Bosh] {
-            for tls in ["true", "false"] {
-                m.sessions_by_transport
-                    .with(&[host, transport.as_str(), tls]);
-            }
-        }
-        for family in [&m.accounts, &m.offline_messages, &m.archive_messages] {
-            family.with(&[host]);
         }
     }
     for c in cfg.components().iter().filter(|c| c.module == "muc") {
@@ -251,7 +238,8 @@ mod tests {
             "oxpecker_sessions_by_transport{host=\"a.example\",transport=\"tcp\",tls=\"true\"} 0\n",
             "oxpecker_sessions_by_transport{host=\"a.example\",transport=\"websocket\",tls=\"false\"} 0\n",
             "oxpecker_sessions_by_transport{host=\"a.example\",transport=\"bosh\",tls=\"true\"} 0\n",
-            "oxpecker_stanzas_total{kind=\"message\",direction=\"out\"} 0\n",
+            "oxpecker_stanzas_total{host=\"b.example\",kind=\"message\",direction=\"out\"} 0\n",
+            "oxpecker_stream_errors_total{listener=\"s2s\",condition=\"host-unknown\"} 0\n",
             "oxpecker_auth_total{mechanism=\"PLAIN\",result=\"failure\"} 0\n",
             "oxpecker_offline_messages{host=\"a.example\"} 0\n",
             "oxpecker_archive_messages{host=\"b.example\"} 0\n",

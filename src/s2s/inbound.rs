@@ -76,8 +76,10 @@ pub(super) async fn serve(s2s: Arc<S2s>, listener: TcpListener, direct_tls: bool
     }
 }
 
-/// Sends a stream error (after our header if none was sent) and closes.
-async fn fail(w: &mut Writer, header: Option<String>, err: StreamError) {
+/// Sends a stream error (after our header if none was sent), counts it, and closes.
+async fn fail(core: &Core, w: &mut Writer, header: Option<String>, err: StreamError) {
+    core.core_metrics
+        .stream_error_on("s2s", &err.condition.to_string());
     let mut out = header.unwrap_or_default();
     out.push_str(&err.to_element().to_xml(ns::SERVER));
     out.push_str("</stream:stream>");
@@ -175,11 +177,11 @@ impl Incoming {
                 Ok(StreamEvent::Header(h)) => h,
                 Ok(_) => {
                     let h = stream::header(cfg.default_host(), None, None);
-                    return fail(&mut w, Some(h), C::BadFormat.into()).await;
+                    return fail(&self.core, &mut w, Some(h), C::BadFormat.into()).await;
                 }
                 Err(ParseError::Stream(e)) => {
                     let h = stream::header(cfg.default_host(), None, None);
-                    return fail(&mut w, Some(h), e).await;
+                    return fail(&self.core, &mut w, Some(h), e).await;
                 }
                 Err(_) => return,
             };
@@ -195,10 +197,16 @@ impl Incoming {
                 Some(&sid),
             );
             if header.default_ns.as_deref() != Some(ns::SERVER) {
-                return fail(&mut w, Some(our_header), C::InvalidNamespace.into()).await;
+                return fail(
+                    &self.core,
+                    &mut w,
+                    Some(our_header),
+                    C::InvalidNamespace.into(),
+                )
+                .await;
             }
             if self.core.host(&local).is_none() {
-                return fail(&mut w, Some(our_header), C::HostUnknown.into()).await;
+                return fail(&self.core, &mut w, Some(our_header), C::HostUnknown.into()).await;
             }
             let peer_domain = header
                 .from
@@ -218,11 +226,11 @@ impl Incoming {
                         return;
                     }
                     Ok(StreamEvent::Header(_)) => {
-                        return fail(&mut w, None, C::BadFormat.into()).await;
+                        return fail(&self.core, &mut w, None, C::BadFormat.into()).await;
                     }
                     Err(ParseError::Stream(e)) => {
                         tracing::info!(peer = %self.peer, error = %e, "closing s2s stream");
-                        return fail(&mut w, None, e).await;
+                        return fail(&self.core, &mut w, None, e).await;
                     }
                     Err(_) => return,
                 };
@@ -248,7 +256,7 @@ impl Incoming {
                 }
                 if !self.tls && cfg.s2s.require_encryption {
                     let e = StreamError::with_text(C::PolicyViolation, "STARTTLS is required");
-                    return fail(&mut w, None, e).await;
+                    return fail(&self.core, &mut w, None, e).await;
                 }
                 let step = if el.is("auth", ns::SASL) {
                     match self
@@ -275,7 +283,7 @@ impl Incoming {
                 };
                 if let Err(e) = step {
                     tracing::info!(peer = %self.peer, error = %e, "closing s2s stream");
-                    return fail(&mut w, None, e).await;
+                    return fail(&self.core, &mut w, None, e).await;
                 }
             }
         }

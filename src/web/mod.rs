@@ -78,7 +78,7 @@ pub fn routes(core: Arc<Core>) -> Router<Arc<Core>> {
 }
 
 /// Where an HTTP request really comes from and whether it is encrypted: our TLS listener, or a
-/// trusted proxy (`http.trusted_proxies`) forwarding for a client and saying `https`.
+/// trusted proxy (`http.trusted_proxies`, [`crate::config::Config::trusted_proxies`]) forwarding for a client and saying `https`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WebPeer {
     /// The client's address (from `X-Forwarded-For` when the peer is a trusted proxy).
@@ -103,7 +103,7 @@ impl WebPeer {
     /// Resolves `peer` through the trusted proxies.
     pub fn resolve(core: &Core, peer: SocketAddr, listener_tls: bool, headers: &HeaderMap) -> Self {
         let cfg = core.config.load();
-        let trusted = &cfg.http.trusted_proxies;
+        let trusted = &cfg.trusted_proxies(None);
         let peer_ip = peer.ip().to_canonical();
         let forwarded = headers
             .get_all("x-forwarded-for")

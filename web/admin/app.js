@@ -376,20 +376,29 @@
       form, table("allowlist", ["Address or range", ""], rows));
   }
 
-  // Shared-roster groups: create, delete, add and remove members, sync.
+  // Shared-roster groups: list with members, create, add and remove members, sync, delete.
   async function groups() {
+    const r = await api("GET", "/groups");
     const field = (id, ph) => h("input", { id, placeholder: ph, autocomplete: "off" });
     const gid = field("group-id", "group id"), gname = field("group-name", "display name");
-    const mid = field("member-group", "group id"), member = field("member", "username");
-    const create = h("form", { class: "inline" }, gid, gname, h("button", { type: "submit" }, "Create group"));
+    const create = h("form", { class: "inline", id: "create-group-form" }, gid, gname,
+      h("button", { type: "submit", id: "create-group-button" }, "Create group"));
     create.addEventListener("submit", (ev) => { ev.preventDefault(); act(() => api("PUT", `/groups/${enc(gid.value.trim())}`, { name: gname.value.trim() || gid.value.trim() })); });
-    const btn = (label, fn, cls) => h("button", { type: "button", class: cls || "secondary", onclick: () => act(fn) }, label);
-    const members = h("div", { class: "inline" }, mid, member,
-      btn("Add member", () => api("PUT", `/groups/${enc(mid.value.trim())}/members/${enc(member.value.trim())}`)),
-      btn("Remove member", () => api("DELETE", `/groups/${enc(mid.value.trim())}/members/${enc(member.value.trim())}`)),
-      btn("Sync", () => api("POST", `/groups/${enc(mid.value.trim())}/sync`)),
-      btn("Delete group", () => api("DELETE", `/groups/${enc(mid.value.trim())}`), "danger"));
-    show(h("h2", {}, `Shared-roster groups of ${host()}`),
-      h("p", { class: "hint" }, "The API has no group listing; act on a group by its id."), create, members);
+    const rows = r.groups.map((g) => {
+      const path = `/groups/${enc(g.id)}`;
+      const members = g.members.map((m) => h("span", { class: "member", "data-member": m }, m,
+        h("button", { type: "button", class: "secondary remove-member", title: `Remove ${m}`,
+          onclick: () => act(() => api("DELETE", `${path}/members/${enc(m)}`)) }, "×")));
+      const who = h("input", { class: "add-member-name", placeholder: "username", autocomplete: "off" });
+      const add = h("form", { class: "inline add-member" }, who, h("button", { type: "submit", class: "secondary" }, "Add member"));
+      add.addEventListener("submit", (ev) => { ev.preventDefault(); act(() => api("PUT", `${path}/members/${enc(who.value.trim())}`)); });
+      return h("tr", { "data-group": g.id },
+        h("td", {}, g.id), h("td", {}, g.name), h("td", { class: "members" }, members.length ? members : "-"),
+        h("td", { class: "actions" }, add,
+          h("button", { type: "button", class: "secondary sync", onclick: () => act(() => api("POST", `${path}/sync`)) }, "Sync"),
+          confirmButton("Delete", () => act(() => api("DELETE", path)))));
+    });
+    show(h("h2", {}, `Shared-roster groups of ${host()} (${r.count})`), create,
+      table("groups", ["Group", "Name", "Members", "Actions"], rows));
   }
 })();

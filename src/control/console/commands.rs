@@ -232,8 +232,13 @@ pub(super) async fn server_cmd(
                 .rss_bytes
                 .map(|b| format!("{:.1} MiB", b as f64 / 1_048_576.0))
                 .unwrap_or_else(|| "unknown".into());
+            let heap = m
+                .heap_bytes
+                .map(|b| format!("{:.1} MiB", b as f64 / 1_048_576.0))
+                .unwrap_or_else(|| "unknown (the system allocator does not say)".into());
             let rows = vec![
                 vec!["rss".into(), rss],
+                vec!["heap".into(), heap],
                 vec!["sessions".into(), m.sessions.to_string()],
                 vec!["queued stanzas".into(), m.queued_stanzas.to_string()],
             ];

@@ -201,7 +201,11 @@ pub const GROUPS: &[Group] = &[
         help: "virtual hosts",
         commands: &[
             cmd("list", "", "configured hosts and whether each is active"),
-            cmd("activate", "host", "start serving a configured host"),
+            cmd(
+                "activate",
+                "host",
+                "start serving a host of the (reloaded) config",
+            ),
             cmd("deactivate", "host", "stop serving a host (its data stays)"),
         ],
         run: |c, n, a| Box::pin(host_cmd(c, n, a)),

@@ -1,5 +1,6 @@
-//! Shared-roster groups (Prosody's mod_groups_internal): create, delete, add and remove members,
-//! sync — through the group manager, so members see each other in their rosters at once.
+//! Shared-roster groups (Prosody's mod_groups_internal): list (an Oxpecker extension), create,
+//! delete, add and remove members, sync — through the group manager, so members see each other
+//! in their rosters at once.
 
 use std::sync::Arc;
 
@@ -72,6 +73,27 @@ async fn create_group(
         ));
     }
     Ok(ok(json!({ "group_id": id })))
+}
+
+/// `GET /groups` (an extension: mod_admin_rest lists none): `{"count", "groups": [{"id", "name",
+/// "members": [usernames]}]}`, sorted by id, members sorted.
+pub async fn list(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+) -> Result<Response, ApiError> {
+    let mut groups = core.groups.list(&ctx.host).await.map_err(group_error)?;
+    groups.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
+        let mut members = core
+            .groups
+            .members(&ctx.host, &g.id)
+            .await
+            .map_err(group_error)?;
+        members.sort();
+        out.push(json!({ "id": g.id, "name": g.name, "members": members }));
+    }
+    Ok(ok(json!({ "count": out.len(), "groups": out })))
 }
 
 /// `PUT /groups` `{"name", "group_id"?, "create_default_muc"?}`: 200 `{"group_id"}`, 409 `"conflict"`.

@@ -28,7 +28,7 @@ impl From<AdminError> for ApiError {
             e @ AdminError::NoKey(_) => {
                 ApiError::other(StatusCode::NOT_FOUND, "no_key", e.to_string())
             }
-            e @ (AdminError::HostState(..) | AdminError::NeedsRestart(_)) => {
+            e @ AdminError::HostState(..) => {
                 ApiError::other(StatusCode::CONFLICT, "host_state", e.to_string())
             }
             e @ AdminError::UnknownRole(_) => {
@@ -41,7 +41,7 @@ impl From<AdminError> for ApiError {
     }
 }
 
-/// `GET /server`: `{name, version, uptime_secs, memory: {rss_bytes, sessions, queued_stanzas}, hosts_active}`.
+/// `GET /server`: `{name, version, uptime_secs, memory: {rss_bytes, heap_bytes (null: unknown), sessions, queued_stanzas}, hosts_active}`.
 pub async fn info(State(core): State<Arc<Core>>) -> Result<Response, ApiError> {
     Ok(ok(json!(core.server_info())))
 }
