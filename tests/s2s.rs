@@ -1403,3 +1403,69 @@ async fn a_reload_rereads_the_ca_files_for_new_streams() {
         .unwrap_or_else(|| panic!("{streams:?}"));
     assert_eq!((s.auth, s.cert_valid), ("external", true), "{s:?}");
 }
+// ---- PEP notifications to a remote contact ----
+
+const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const TUNE: &str = "http://jabber.org/protocol/tune";
+
+/// Answers `n` caps queries (disco#info with a node) that `c` receives, advertising `features`.
+async fn answer_caps_queries(c: &mut RawClient, n: usize, features: &[&str]) {
+    for _ in 0..n {
+        let q = read_until_contains(c, "iq", DISCO_INFO).await;
+        assert!(q.contains("type=\"get\""), "{q}");
+        let (id, from, node) = (attr(&q, "id"), attr(&q, "from"), attr(&q, "node"));
+        let mut body = String::from("<identity category='client' type='pc' name='Test'/>");
+        for f in features {
+            body.push_str(&format!("<feature var='{f}'/>"));
+        }
+        c.send(&format!(
+            "<iq type='result' id='{id}' to='{from}'><query xmlns='{DISCO_INFO}' node='{node}'>{body}</query></iq>"
+        ))
+        .await;
+    }
+}
+
+/// bob on b.example, subscribed to alice on a.example, announces caps with `tune+notify`:
+/// a.example asks bob's client across the servers what the caps mean, and alice's tune
+/// reaches bob as a PEP event.
+#[tokio::test]
+async fn pep_events_reach_a_remote_contact_with_notify_caps() {
+    let (a, b) = pair(|_| {}).await;
+    let mut alice = online(&a, A, "alice", "pc").await;
+    let mut bob = online(&b, B, "bob", "phone").await;
+    alice
+        .send("<presence to='bob@b.example' type='subscribe'/>")
+        .await;
+    read_until_contains(&mut bob, "presence", "subscribe").await;
+    bob.send("<presence to='alice@a.example' type='subscribed'/>")
+        .await;
+    bob.send("<presence to='alice@a.example' type='subscribe'/>")
+        .await;
+    read_until_contains(&mut alice, "presence", "type=\"subscribe\"").await;
+    alice
+        .send("<presence to='bob@b.example' type='subscribed'/>")
+        .await;
+    let (ca, cb) = (&a.server().core, &b.server().core);
+    wait_subscription(ca, "alice@a.example", "bob@b.example", "both").await;
+    wait_subscription(cb, "bob@b.example", "alice@a.example", "both").await;
+
+    bob.send("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://oxpecker.test/client' ver='unverified='/></presence>")
+        .await;
+    // One query from bob's own server, one from alice's (over s2s).
+    let features = [DISCO_INFO, "http://jabber.org/protocol/tune+notify"];
+    answer_caps_queries(&mut bob, 2, &features).await;
+    alice
+        .send(&format!(
+            "<iq type='set' id='p1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{TUNE}'><item id='t1'><tune xmlns='{TUNE}'><title>Yesterday</title></tune></item></publish></pubsub></iq>"
+        ))
+        .await;
+    let r = read_until_contains(&mut alice, "iq", "p1").await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    let event = read_until_contains(&mut bob, "message", "Yesterday").await;
+    assert!(
+        event.contains("from=\"alice@a.example\"")
+            && event.contains("http://jabber.org/protocol/pubsub#event")
+            && event.contains(&format!("node=\"{TUNE}\"")),
+        "{event}"
+    );
+}
