@@ -48,6 +48,8 @@ use tokio_rustls::client::TlsStream;
 mod mam;
 #[path = "bench/muc.rs"]
 mod muc;
+#[path = "bench/s2s.rs"]
+mod s2s;
 
 /// Command-line arguments.
 #[derive(Parser, Debug, Clone)]
@@ -119,6 +121,9 @@ struct Args {
     /// Items per MAM page (RSM `<max/>`) in the `mam` scenario.
     #[arg(long, default_value_t = 100)]
     mam_page: usize,
+    /// The `s2s` scenario (with `--s2s-addr`, run instead of the phases above; see [`s2s`]).
+    #[command(flatten)]
+    s2s: s2s::S2sArgs,
 }
 
 /// The TLS stream of one client.
@@ -167,6 +172,9 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(cfg) = &args.bulk_create {
         return bulk_create(&args, cfg).await;
+    }
+    if args.s2s.s2s_addr.is_some() {
+        return s2s::run(Arc::new(args)).await;
     }
     run(args).await
 }
