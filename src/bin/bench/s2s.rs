@@ -58,6 +58,9 @@ struct Tally {
     latencies: Mutex<Vec<Duration>>,
 }
 
+/// A receiving session: its JID and the count of bench messages it received.
+type Receiver = (String, watch::Receiver<u64>);
+
 /// One round's figures.
 struct Round {
     received: u64,
@@ -198,7 +201,7 @@ fn start_readers(
     sessions: Vec<Session>,
     tally: &Arc<Tally>,
     epoch: Instant,
-) -> (Vec<WriteHalf<Tls>>, Vec<(String, watch::Receiver<u64>)>) {
+) -> (Vec<WriteHalf<Tls>>, Vec<Receiver>) {
     let mut writers = Vec::with_capacity(sessions.len());
     let mut targets = Vec::with_capacity(sessions.len());
     for s in sessions {
@@ -215,7 +218,7 @@ async fn measure(
     args: &Args,
     tally: &Arc<Tally>,
     writers: &mut Vec<WriteHalf<Tls>>,
-    to: &[(String, watch::Receiver<u64>)],
+    to: &[Receiver],
     total: u64,
     pids: [Option<u32>; 2],
     epoch: Instant,
