@@ -1238,3 +1238,234 @@ async fn carbons_archive_and_blocking_work_with_a_remote_contact() {
     let rest = alice_pc.read_until("id=\"pp\"").await;
     assert!(!rest.contains("still there?"), "{rest}");
 }
+
+// ---- several domain pairs on one stream (dialback piggybacking) ----
+
+/// `a.example` also serves `x.example`; `b.example` serves its `conference.b.example`
+/// component at the same address. Messages from both of A's domains and an IQ to B's component
+/// all travel over A's one outgoing connection, each pair authenticated by its own dialback
+/// request on it.
+#[tokio::test]
+async fn further_domain_pairs_ride_on_one_authenticated_stream() {
+    const X: &str = "x.example";
+    const MUC_B: &str = "conference.b.example";
+    let a = TestServer::start_with(|c| {
+        host(c, A);
+        c.hosts.push(oxpecker::config::HostConfig {
+            name: X.into(),
+            ..Default::default()
+        });
+    })
+    .await;
+    let b = TestServer::start_with(|c| host(c, B)).await;
+    point(&a, B, s2s_addr(&b));
+    point(&a, MUC_B, s2s_addr(&b));
+    point(&b, A, s2s_addr(&a));
+    point(&b, X, s2s_addr(&a));
+    a.add_user("alice@a.example", PASSWORD).await;
+    a.add_user("xavier@x.example", PASSWORD).await;
+    b.add_user("bob@b.example", PASSWORD).await;
+    let mut bob = online(&b, B, "bob", "phone").await;
+    let mut alice = online(&a, A, "alice", "pc").await;
+    let mut xavier = online(&a, X, "xavier", "pc").await;
+    alice
+        .send("<message to='bob@b.example' type='chat'><body>from the first pair</body></message>")
+        .await;
+    read_until_contains(&mut bob, "message", "from the first pair").await;
+    xavier
+        .send("<message to='bob@b.example' type='chat'><body>from x</body></message>")
+        .await;
+    let got = read_until_contains(&mut bob, "message", "from x").await;
+    assert!(got.contains("from=\"xavier@x.example/pc\""), "{got}");
+    alice
+        .send(&format!("<iq type='get' to='{MUC_B}' id='d1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"))
+        .await;
+    let info = read_until_contains(&mut alice, "iq", "d1").await;
+    assert!(
+        info.contains("type=\"result\"") && info.contains("http://jabber.org/protocol/muc"),
+        "{info}"
+    );
+
+    // One connection each way of A → B, carrying three authenticated pairs.
+    let (ma, mb) = (
+        a.server().core.metrics.render(),
+        b.server().core.metrics.render(),
+    );
+    assert!(
+        ma.contains("oxpecker_s2s_connections{direction=\"outgoing\",auth=\"dialback\"} 1"),
+        "{ma}"
+    );
+    assert!(
+        mb.contains("oxpecker_s2s_connections{direction=\"incoming\",auth=\"dialback\"} 1"),
+        "{mb}"
+    );
+    let streams = a.server().core.federation.get().unwrap().streams();
+    for (local, remote) in [(A, B), (X, B), (A, MUC_B)] {
+        assert!(
+            streams.iter().any(|s| s.direction == "outgoing"
+                && s.local == local
+                && s.remote == remote
+                && s.auth == "dialback"
+                && s.tls),
+            "{local} → {remote}: {streams:?}"
+        );
+    }
+}
+
+/// On b.example's side, each piggybacked request is verified with its own authoritative server
+/// and adds exactly that pair: a refused key leaves the stream and its pairs in place, and a
+/// sender domain authenticated for another pair only is still `invalid-from`.
+#[tokio::test]
+async fn piggybacked_pairs_are_verified_one_by_one_and_held_to_their_pairs() {
+    const MUC_B: &str = "conference.b.example";
+    let (_a, b) = pair(plaintext_b).await;
+    point(&b, "c.example", yes_authority("c.example").await);
+    point(&b, "d.example", yes_authority("d.example").await);
+    let mut bob = online(&b, B, "bob", "phone").await;
+    let (mut peer, r) = raw_peer(&b, "c.example", "k1").await;
+    assert!(r.contains("type=\"valid\""), "{r}");
+    // A second originating domain, and a second receiving domain (B's component).
+    for (from, to) in [("d.example", B), ("c.example", MUC_B)] {
+        peer.send(&format!(
+            "<db:result from='{from}' to='{to}'>k2</db:result>"
+        ))
+        .await;
+        let r = peer.read_stanza("result").await;
+        assert!(
+            r.contains("type=\"valid\"") && r.contains(&format!("from=\"{to}\"")),
+            "{r}"
+        );
+    }
+    // a.example is real and never made this key: refused, but the stream stays.
+    peer.send(&format!("<db:result from='{A}' to='{B}'>00ff</db:result>"))
+        .await;
+    let r = peer.read_stanza("result").await;
+    assert!(r.contains("type=\"invalid\""), "{r}");
+    peer.send("<message from='dave@d.example/x' to='bob@b.example' type='chat'><body>from d</body></message>")
+        .await;
+    let got = read_until_contains(&mut bob, "message", "from d").await;
+    assert!(got.contains("dave@d.example/x"), "{got}");
+    // d.example is authenticated towards b.example only, not towards the component.
+    peer.send(&format!(
+        "<presence from='dave@d.example/x' to='room@{MUC_B}/dave'/>"
+    ))
+    .await;
+    let closed = peer.read_to_close().await;
+    assert!(closed.contains("<invalid-from"), "{closed}");
+}
+
+// ---- trust anchors follow a configuration reload ----
+
+/// b.example requires valid certificates but its CA file holds the wrong CA: a.example is
+/// refused. Once the right CA is in the file, a reload makes the next stream trust it and
+/// a.example authenticates with SASL EXTERNAL.
+#[tokio::test]
+async fn a_reload_rereads_the_ca_files_for_new_streams() {
+    let ca = TestCa::new();
+    let wrong = TestCa::new();
+    let anchors = tempfile::tempdir().unwrap();
+    let ca_file = anchors.path().join("peers.pem");
+    std::fs::write(&ca_file, wrong.pem()).unwrap();
+    let a = TestServer::start_with(|c| {
+        host(c, A);
+        ca.use_for(c, A);
+    })
+    .await;
+    let b = TestServer::start_with(|c| {
+        host(c, B);
+        ca.use_for(c, B);
+        c.s2s.ca_files = vec![ca_file.clone()];
+        c.s2s.secure_auth = true;
+    })
+    .await;
+    point(&a, B, s2s_addr(&b));
+    point(&b, A, s2s_addr(&a));
+    a.add_user("alice@a.example", PASSWORD).await;
+    b.add_user("bob@b.example", PASSWORD).await;
+    let mut alice = login_trusting(&a, A, "alice", "pc", &ca.pem(), A).await;
+    let mut bob = login_trusting(&b, B, "bob", "phone", &ca.pem(), B).await;
+    alice
+        .send("<message to='bob@b.example/phone' id='r1'><body>before</body></message>")
+        .await;
+    let got = read_until_contains(&mut alice, "message", "r1").await;
+    assert!(got.contains("remote-server-not-found"), "{got}");
+
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    b.server().core.reload_config().unwrap();
+    alice
+        .send("<message to='bob@b.example/phone' type='chat'><body>after reload</body></message>")
+        .await;
+    read_until_contains(&mut bob, "message", "after reload").await;
+    let streams = b.server().core.federation.get().unwrap().streams();
+    let s = streams
+        .iter()
+        .find(|s| s.direction == "incoming" && s.remote == A && s.auth != "none")
+        .unwrap_or_else(|| panic!("{streams:?}"));
+    assert_eq!((s.auth, s.cert_valid), ("external", true), "{s:?}");
+}
+// ---- PEP notifications to a remote contact ----
+
+const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const TUNE: &str = "http://jabber.org/protocol/tune";
+
+/// Answers `n` caps queries (disco#info with a node) that `c` receives, advertising `features`.
+async fn answer_caps_queries(c: &mut RawClient, n: usize, features: &[&str]) {
+    for _ in 0..n {
+        let q = read_until_contains(c, "iq", DISCO_INFO).await;
+        assert!(q.contains("type=\"get\""), "{q}");
+        let (id, from, node) = (attr(&q, "id"), attr(&q, "from"), attr(&q, "node"));
+        let mut body = String::from("<identity category='client' type='pc' name='Test'/>");
+        for f in features {
+            body.push_str(&format!("<feature var='{f}'/>"));
+        }
+        c.send(&format!(
+            "<iq type='result' id='{id}' to='{from}'><query xmlns='{DISCO_INFO}' node='{node}'>{body}</query></iq>"
+        ))
+        .await;
+    }
+}
+
+/// bob on b.example, subscribed to alice on a.example, announces caps with `tune+notify`:
+/// a.example asks bob's client across the servers what the caps mean, and alice's tune
+/// reaches bob as a PEP event.
+#[tokio::test]
+async fn pep_events_reach_a_remote_contact_with_notify_caps() {
+    let (a, b) = pair(|_| {}).await;
+    let mut alice = online(&a, A, "alice", "pc").await;
+    let mut bob = online(&b, B, "bob", "phone").await;
+    alice
+        .send("<presence to='bob@b.example' type='subscribe'/>")
+        .await;
+    read_until_contains(&mut bob, "presence", "subscribe").await;
+    bob.send("<presence to='alice@a.example' type='subscribed'/>")
+        .await;
+    bob.send("<presence to='alice@a.example' type='subscribe'/>")
+        .await;
+    read_until_contains(&mut alice, "presence", "type=\"subscribe\"").await;
+    alice
+        .send("<presence to='bob@b.example' type='subscribed'/>")
+        .await;
+    let (ca, cb) = (&a.server().core, &b.server().core);
+    wait_subscription(ca, "alice@a.example", "bob@b.example", "both").await;
+    wait_subscription(cb, "bob@b.example", "alice@a.example", "both").await;
+
+    bob.send("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://oxpecker.test/client' ver='unverified='/></presence>")
+        .await;
+    // One query from bob's own server, one from alice's (over s2s).
+    let features = [DISCO_INFO, "http://jabber.org/protocol/tune+notify"];
+    answer_caps_queries(&mut bob, 2, &features).await;
+    alice
+        .send(&format!(
+            "<iq type='set' id='p1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{TUNE}'><item id='t1'><tune xmlns='{TUNE}'><title>Yesterday</title></tune></item></publish></pubsub></iq>"
+        ))
+        .await;
+    let r = read_until_contains(&mut alice, "iq", "p1").await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    let event = read_until_contains(&mut bob, "message", "Yesterday").await;
+    assert!(
+        event.contains("from=\"alice@a.example\"")
+            && event.contains("http://jabber.org/protocol/pubsub#event")
+            && event.contains(&format!("node=\"{TUNE}\"")),
+        "{event}"
+    );
+}

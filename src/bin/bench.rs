@@ -53,6 +53,8 @@ mod fast;
 mod mam;
 #[path = "bench/muc.rs"]
 mod muc;
+#[path = "bench/s2s.rs"]
+mod s2s;
 
 /// Command-line arguments.
 #[derive(Parser, Debug, Clone)]
@@ -127,6 +129,9 @@ struct Args {
     /// The `fast` scenario: SASL2 logins with SCRAM, then with FAST tokens (see [`fast`]).
     #[command(flatten)]
     fast: fast::FastArgs,
+    /// The `s2s` scenario (with `--s2s-addr`, run instead of the phases above; see [`s2s`]).
+    #[command(flatten)]
+    s2s: s2s::S2sArgs,
 }
 
 /// The TLS stream of one client.
@@ -175,6 +180,9 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(cfg) = &args.bulk_create {
         return bulk_create(&args, cfg).await;
+    }
+    if args.s2s.s2s_addr.is_some() {
+        return s2s::run(Arc::new(args)).await;
     }
     run(args).await
 }

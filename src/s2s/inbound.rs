@@ -107,6 +107,7 @@ async fn connection(
         peer,
         state,
         authed: HashSet::new(),
+        trust: s2s.trust(),
         tls: false,
         chain: Vec::new(),
         _counted: None,
@@ -158,6 +159,8 @@ struct Incoming {
     state: Arc<StreamState>,
     /// (local domain, remote domain) pairs authenticated on this stream.
     authed: HashSet<(String, String)>,
+    /// The trust anchors in force when the connection arrived.
+    trust: Arc<super::cert::Trust>,
     tls: bool,
     /// The certificate chain the peer presented in the TLS handshake.
     chain: Vec<CertificateDer<'static>>,
@@ -275,7 +278,7 @@ impl Incoming {
                         Err(e) => Err(e),
                     }
                 } else if el.is("result", ns::DIALBACK) {
-                    self.db_result(&mut w, &cfg, &local, &sid, &el).await
+                    self.db_result(&mut w, &cfg, &sid, &el).await
                 } else if el.is("verify", ns::DIALBACK) {
                     self.db_verify(&mut w, &local, &el).await
                 } else {
@@ -291,7 +294,7 @@ impl Incoming {
 
     /// Whether the peer's certificate is trusted and names `domain`.
     fn cert_valid_for(&self, domain: &str) -> bool {
-        self.tls && !domain.is_empty() && self.s2s.trust.valid_for(&self.chain, domain)
+        self.tls && !domain.is_empty() && self.trust.valid_for(&self.chain, domain)
     }
 
     /// The stream features: STARTTLS first; then SASL EXTERNAL when the certificate names the
@@ -405,11 +408,13 @@ impl Incoming {
     }
 
     /// `<db:result/>`: the peer claims a domain; check its key with that domain's server.
+    /// Further requests on an authenticated stream add domain pairs to it (piggybacking,
+    /// XEP-0220 §2.5), for any domain we serve; refusing one of those is a dialback error and
+    /// leaves the pairs already authenticated in place.
     async fn db_result(
         &mut self,
         w: &mut Writer,
         cfg: &Config,
-        stream_to: &str,
         sid: &str,
         el: &Element,
     ) -> Result<(), StreamError> {
@@ -427,7 +432,7 @@ impl Incoming {
                 .attr("to", from)
                 .attr("type", ty)
         };
-        if to != stream_to || self.core.host(to).is_none() {
+        if self.core.host(to).is_none() {
             // XEP-0220 §2.4: a dialback error, the stream stays.
             let reply = answer("error")
                 .child(StanzaError::new(StanzaErrorCondition::ItemNotFound).to_element());
@@ -445,6 +450,13 @@ impl Incoming {
         }
         if cfg.s2s.requires_certificate(&remote) && !self.cert_valid_for(&remote) {
             tracing::info!(peer = %self.peer, %remote, "s2s dialback refused: no valid certificate");
+            if !self.authed.is_empty() {
+                let reply = answer("error")
+                    .child(StanzaError::new(StanzaErrorCondition::PolicyViolation).to_element());
+                return stream::write(w, &stream::wire(&reply))
+                    .await
+                    .map_err(|_| StreamError::new(C::UndefinedCondition));
+            }
             return Err(StreamError::with_text(
                 C::PolicyViolation,
                 format!("a valid certificate is required for {remote}"),
@@ -468,6 +480,10 @@ impl Incoming {
         match verdict {
             Ok(true) => {
                 self.authenticated(to, &remote, "dialback");
+                Ok(())
+            }
+            Ok(false) if !self.authed.is_empty() => {
+                tracing::info!(peer = %self.peer, %remote, "s2s dialback key refused on a multiplexed stream");
                 Ok(())
             }
             Ok(false) => {

@@ -38,18 +38,24 @@ pub struct S2s {
     /// Where remote domains are found ([`resolve`]).
     dns: resolve::Dns,
     tls_server: TlsAcceptor,
-    trust: cert::Trust,
+    /// The trust anchors for peer certificates and the configuration they were loaded from;
+    /// rebuilt for new streams once a reload swapped the configuration.
+    trust: Mutex<(Arc<crate::config::Config>, Arc<cert::Trust>)>,
     outgoing: Mutex<HashMap<(String, String), Outgoing>>,
     incoming: Mutex<HashMap<u64, Arc<StreamState>>>,
     next_id: AtomicU64,
     metrics: S2sMetrics,
 }
 
-/// An outgoing stream in the pool: its queue and its state.
+/// A domain pair in the outgoing pool: its queue and its state. Pairs multiplexed over
+/// another pair's connection have a queue of their own that feeds that connection's.
 struct Outgoing {
     id: u64,
-    tx: mpsc::Sender<Element>,
+    tx: mpsc::Sender<outbound::Out>,
     state: Arc<StreamState>,
+    /// Set once the pair's own connection is authenticated and the peer accepts further
+    /// dialback requests on it (XEP-0220 §2.4 errors feature, piggybacking per §2.5).
+    link: Option<Arc<outbound::Link>>,
 }
 
 /// What the admin surfaces show of a stream, and the token that closes it.
@@ -175,6 +181,7 @@ impl S2s {
     ) -> Result<Arc<S2s>, crate::tls::TlsError> {
         let tls_client = stream::client_config(cert)?;
         let tls_server = TlsAcceptor::from(stream::server_config(cert)?);
+        let trust = Mutex::new((core.config.load_full(), Arc::new(trust)));
         Ok(Arc::new_cyclic(|me| S2s {
             core: Arc::downgrade(core),
             me: me.clone(),
@@ -195,6 +202,27 @@ impl S2s {
         inbound::serve(self, listener, direct_tls).await;
     }
 
+    /// The trust anchors for a new stream: reloaded from `s2s.system_roots`/`s2s.ca_files`
+    /// when the configuration was swapped (by a reload) since they were last loaded; if the
+    /// new files do not load, the previous anchors stay (logged once per reload).
+    fn trust(&self) -> Arc<cert::Trust> {
+        let mut cached = self.trust.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(core) = self.core.upgrade() {
+            let cfg = core.config.load_full();
+            if !Arc::ptr_eq(&cached.0, &cfg) {
+                match cert::Trust::load(&cfg.s2s) {
+                    Ok(t) => cached.1 = Arc::new(t),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "s2s trust anchors not reloaded; keeping the previous ones"
+                    ),
+                }
+                cached.0 = cfg;
+            }
+        }
+        cached.1.clone()
+    }
+
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -210,6 +238,51 @@ impl S2s {
     fn unregister_incoming(&self, id: u64) {
         if let Ok(mut m) = self.incoming.lock() {
             m.remove(&id);
+        }
+    }
+
+    /// An authenticated connection that can carry `key` = (local, remote) as well, with the
+    /// peer certificate's validity for `remote`: to the same remote domain, or to another one
+    /// the same server is known to serve (the same `[s2s.hosts]` address, or a certificate
+    /// that names it), and only where policy would let `remote` authenticate by dialback on it.
+    fn host_for(
+        &self,
+        pool: &HashMap<(String, String), Outgoing>,
+        cfg: &crate::config::Config,
+        key: &(String, String),
+    ) -> Option<(Arc<outbound::Link>, bool)> {
+        let remote = key.1.as_str();
+        if !cfg.s2s.permits(remote) {
+            return None;
+        }
+        let trust = self.trust();
+        pool.values()
+            .filter_map(|o| o.link.as_ref())
+            .filter(|l| !l.closed())
+            .find_map(|l| {
+                let cert_valid = l.tls && trust.valid_for(&l.chain, remote);
+                let same_address = cfg
+                    .s2s
+                    .hosts
+                    .get(remote)
+                    .is_some_and(|a| cfg.s2s.hosts.get(&l.remote) == Some(a));
+                let same_server = l.remote == remote || same_address || cert_valid;
+                let allowed = cert_valid || !cfg.s2s.requires_certificate(remote);
+                (same_server && allowed).then(|| (l.clone(), cert_valid))
+            })
+    }
+
+    /// Marks `key`'s connection `id` as able to carry further domain pairs over `link`.
+    fn offer_link(
+        &self,
+        key: &(String, String),
+        id: u64,
+        link: impl FnOnce(mpsc::Sender<outbound::Out>) -> outbound::Link,
+    ) {
+        if let Ok(mut pool) = self.outgoing.lock()
+            && let Some(o) = pool.get_mut(key).filter(|o| o.id == id)
+        {
+            o.link = Some(Arc::new(link(o.tx.clone())));
         }
     }
 
@@ -250,7 +323,7 @@ impl Federation for S2s {
             return;
         };
         if let Some(o) = pool.get(&key) {
-            match o.tx.try_send(stanza) {
+            match o.tx.try_send(outbound::Out::Stanza(stanza)) {
                 Ok(()) => {
                     self.metrics.queued.with(&[]).inc();
                     return;
@@ -258,36 +331,55 @@ impl Federation for S2s {
                 Err(mpsc::error::TrySendError::Full(s)) => {
                     drop(pool);
                     tracing::debug!(local = %key.0, remote = %key.1, "s2s queue full; bouncing");
-                    self.bounce_later(vec![s], C::ResourceConstraint);
+                    self.bounce_later(s.into_stanza().into_iter().collect(), C::ResourceConstraint);
                     return;
                 }
                 // The stream ended and has not left the pool yet: open a new one.
-                Err(mpsc::error::TrySendError::Closed(s)) => stanza = s,
+                Err(mpsc::error::TrySendError::Closed(s)) => match s.into_stanza() {
+                    Some(s) => stanza = s,
+                    None => return,
+                },
             }
         }
-        let cfg = core.config.load();
+        let cfg = core.config.load_full();
         let (tx, rx) = mpsc::channel(cfg.s2s.queue_size.max(1));
-        if let Err(e) = tx.try_send(stanza) {
+        if let Err(e) = tx.try_send(outbound::Out::Stanza(stanza)) {
             drop(pool);
-            self.bounce_later(vec![e.into_inner()], C::ResourceConstraint);
+            let stanzas = e.into_inner().into_stanza().into_iter().collect();
+            self.bounce_later(stanzas, C::ResourceConstraint);
             return;
         }
         self.metrics.queued.with(&[]).inc();
         let id = self.next_id();
         let state = StreamState::new("outgoing", &key.0, &key.1);
+        let host = self.host_for(&pool, &cfg, &key);
         pool.insert(
             key.clone(),
             Outgoing {
                 id,
                 tx,
                 state: state.clone(),
+                link: None,
             },
         );
         drop(pool);
-        if let Some(s2s) = self.me.upgrade() {
-            core.tasks
-                .spawn(outbound::run(s2s, core.clone(), key, id, rx, state));
-        }
+        let Some(s2s) = self.me.upgrade() else {
+            return;
+        };
+        match host {
+            Some((link, cert_valid)) => core.tasks.spawn(outbound::piggyback(
+                s2s,
+                core.clone(),
+                key,
+                id,
+                rx,
+                state,
+                (link, cert_valid),
+            )),
+            None => core
+                .tasks
+                .spawn(outbound::run(s2s, core.clone(), key, id, rx, state)),
+        };
     }
 
     fn streams(&self) -> Vec<StreamInfo> {

@@ -1,12 +1,16 @@
 //! Outgoing streams: connect, STARTTLS, authenticate our domain by dialback, then write the
-//! queued stanzas until the stream idles out, fails or is closed. Also the one-shot connection
-//! that asks an authoritative server to verify a dialback key.
+//! queued stanzas until the stream idles out, fails or is closed. Further domain pairs to the
+//! same server ride on an authenticated stream with a dialback request of their own
+//! (piggybacking, XEP-0220 §2.5) when the peer supports it. Also the one-shot connection that
+//! asks an authoritative server to verify a dialback key.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::resolve::{self, Target};
@@ -70,6 +74,64 @@ fn protocol(what: impl Into<String>) -> Failure {
     Failure::Protocol(what.into())
 }
 
+/// What an outgoing connection's queue carries.
+pub(super) enum Out {
+    /// A stanza to write.
+    Stanza(Element),
+    /// A request to authenticate a further domain pair on this connection by dialback;
+    /// `reply` hears whether the peer accepted it (dropped: it did not answer).
+    Piggyback {
+        /// Our domain.
+        local: String,
+        /// The remote domain.
+        remote: String,
+        /// Where the verdict goes.
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+impl Out {
+    /// The stanza, if this is one.
+    pub(super) fn into_stanza(self) -> Option<Element> {
+        match self {
+            Out::Stanza(el) => Some(el),
+            Out::Piggyback { .. } => None,
+        }
+    }
+}
+
+/// An authenticated outgoing connection that accepts further dialback requests.
+pub(super) struct Link {
+    /// The connection's queue.
+    pub(super) tx: mpsc::Sender<Out>,
+    /// The remote domain the connection was opened to.
+    pub(super) remote: String,
+    /// Encrypted.
+    pub(super) tls: bool,
+    /// The negotiated TLS parameters.
+    tls_info: Option<TlsInfo>,
+    /// The peer's certificate chain.
+    pub(super) chain: Vec<CertificateDer<'static>>,
+}
+
+impl Link {
+    /// Whether the connection has ended.
+    pub(super) fn closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Dialback requests sent on a connection and not yet answered, by (local, remote).
+type Pending = Arc<Mutex<HashMap<(String, String), oneshot::Sender<bool>>>>;
+
+/// Whether the peer's features announce dialback errors (XEP-0220 §2.4), and with them the
+/// acceptance of further `<db:result/>` requests on the same stream.
+fn multiplexes(features: &Element) -> bool {
+    features
+        .get_child("dialback", ns::DIALBACK_FEATURE)
+        .is_some_and(|d| d.get_child("errors", ns::DIALBACK_FEATURE).is_some())
+}
+
 /// An open, secured stream to `remote` whose header and features were read.
 struct Opened {
     parser: Parser,
@@ -81,6 +143,8 @@ struct Opened {
     tls_info: Option<TlsInfo>,
     /// Whether the peer's certificate is trusted and names `remote`.
     cert_valid: bool,
+    /// The peer's certificate chain (empty without TLS).
+    chain: Vec<CertificateDer<'static>>,
     /// The last stream features the peer sent.
     features: Element,
 }
@@ -142,6 +206,8 @@ struct Secured {
     tls_info: Option<TlsInfo>,
     /// The peer's certificate is trusted and names the remote domain.
     cert_valid: bool,
+    /// The peer's certificate chain.
+    chain: Vec<CertificateDer<'static>>,
 }
 
 /// The TLS handshake as a client for `remote` over `plain`, with the policy check of the
@@ -163,9 +229,8 @@ where
         .connect(name, plain)
         .await
         .map_err(|e| protocol(format!("TLS: {e}")))?;
-    let cert_valid = s2s
-        .trust
-        .valid_for(&stream::peer_chain(secured.get_ref().1), remote);
+    let chain = stream::peer_chain(secured.get_ref().1);
+    let cert_valid = s2s.trust().valid_for(&chain, remote);
     if !cert_valid && cfg.s2s.requires_certificate(remote) {
         return Err(Failure::Policy(format!(
             "no valid certificate for {remote}"
@@ -178,6 +243,7 @@ where
             tls: true,
             tls_info,
             cert_valid,
+            chain,
         },
     ))
 }
@@ -230,6 +296,7 @@ async fn open(s2s: &S2s, cfg: &Config, local: &str, remote: &str) -> Result<Open
             tls: secured.tls,
             tls_info: secured.tls_info,
             cert_valid: secured.cert_valid,
+            chain: secured.chain,
             features,
         });
     }
@@ -285,7 +352,8 @@ async fn external(
         .await
         .map_err(|e| protocol(e.to_string()))?;
     match stream::next(&mut o.parser, None).await {
-        Ok(StreamEvent::Header(_)) => {}
+        // The restarted stream has an id of its own, the one further dialback keys are made for.
+        Ok(StreamEvent::Header(h)) => o.id = h.id.unwrap_or_default(),
         other => return Err(protocol(format!("no stream header after SASL: {other:?}"))),
     }
     match stream::next(&mut o.parser, None).await {
@@ -381,11 +449,60 @@ pub(super) async fn verify(
 }
 
 /// How the writing loop ended.
+#[derive(Clone, Copy)]
 enum End {
     /// Unused for `idle_timeout_secs`, or closed by the admin or shutdown.
     Quiet,
     /// The peer went away or stopped reading.
     Broken,
+}
+
+/// Bounces every stanza still queued in `rx` with `condition` (the stream failed to establish).
+async fn bounce_queued(s2s: &S2s, core: &Arc<Core>, rx: &mut mpsc::Receiver<Out>, condition: C) {
+    rx.close();
+    let mut queued = Vec::new();
+    while let Ok(item) = rx.try_recv() {
+        if let Some(el) = item.into_stanza() {
+            s2s.metrics.queued.with(&[]).dec();
+            queued.push(el);
+        }
+    }
+    for el in queued {
+        core.bounce(&el, condition).await;
+    }
+}
+
+/// What was queued after a stream ended (`first`, then the rest of `rx`): a quiet end sends it
+/// again (on a new stream), a broken one bounces it.
+async fn requeue(
+    s2s: &Arc<S2s>,
+    core: &Arc<Core>,
+    first: Option<Out>,
+    rx: &mut mpsc::Receiver<Out>,
+    end: End,
+) {
+    rx.close();
+    let mut rest: Vec<Element> = first.and_then(Out::into_stanza).into_iter().collect();
+    while let Ok(item) = rx.try_recv() {
+        rest.extend(item.into_stanza());
+    }
+    for el in rest {
+        s2s.metrics.queued.with(&[]).dec();
+        match end {
+            End::Quiet if !core.shutdown.is_cancelled() => {
+                let from = el
+                    .get_attr("from")
+                    .and_then(|f| crate::xmpp::Jid::parse(f).ok());
+                let to = el
+                    .get_attr("to")
+                    .and_then(|t| crate::xmpp::Jid::parse(t).ok());
+                if let (Some(from), Some(to)) = (from, to) {
+                    crate::core::remote::Federation::send(s2s.as_ref(), from, to, el);
+                }
+            }
+            _ => core.bounce(&el, C::RemoteServerTimeout).await,
+        }
+    }
 }
 
 /// Runs the outgoing stream for `key` = (local, remote): establish, then drain `rx`.
@@ -394,7 +511,7 @@ pub(super) async fn run(
     core: Arc<Core>,
     key: (String, String),
     id: u64,
-    mut rx: mpsc::Receiver<Element>,
+    mut rx: mpsc::Receiver<Out>,
     state: Arc<StreamState>,
 ) {
     let cfg = core.config.load_full();
@@ -417,15 +534,7 @@ pub(super) async fn run(
             tracing::info!(%local, %remote, error = %f, "s2s connection failed");
             s2s.metrics.failed.with(&[f.reason()]).inc();
             s2s.remove_outgoing(&key, id);
-            rx.close();
-            let mut queued = Vec::new();
-            while let Ok(el) = rx.try_recv() {
-                s2s.metrics.queued.with(&[]).dec();
-                queued.push(el);
-            }
-            for el in queued {
-                core.bounce(&el, f.condition()).await;
-            }
+            bounce_queued(&s2s, &core, &mut rx, f.condition()).await;
             return;
         }
     };
@@ -443,22 +552,53 @@ pub(super) async fn run(
     let Opened {
         mut parser,
         mut writer,
+        id: stream_id,
+        tls,
+        tls_info,
+        chain,
+        features,
         ..
     } = o;
-    // The peer sends nothing but a close (or an error) on our outgoing stream; read it apart.
+    if multiplexes(&features) {
+        s2s.offer_link(&key, id, |tx| Link {
+            tx,
+            remote: remote.to_string(),
+            tls,
+            tls_info,
+            chain,
+        });
+    }
+    // The peer sends nothing on our outgoing stream but answers to further dialback requests,
+    // a close or an error; read it apart.
+    let pending: Pending = Arc::default();
     let peer_gone = state.cancel.child_token();
     let reader_done = peer_gone.clone();
+    let answers = pending.clone();
     core.tasks.spawn(async move {
         loop {
             tokio::select! {
                 _ = reader_done.cancelled() => break,
                 ev = parser.next() => match ev {
+                    Ok(StreamEvent::Stanza(r)) if r.is("result", ns::DIALBACK) => {
+                        let pair = (
+                            r.get_attr("to").unwrap_or_default().to_string(),
+                            r.get_attr("from").unwrap_or_default().to_string(),
+                        );
+                        let waiting = answers.lock().ok().and_then(|mut p| p.remove(&pair));
+                        if let Some(reply) = waiting {
+                            let _ = reply.send(r.get_attr("type") == Some("valid"));
+                        }
+                    }
                     Ok(StreamEvent::Stanza(_)) => continue,
                     _ => break,
                 },
             }
         }
         reader_done.cancel();
+        // Unanswered requests are dropped: their pairs open streams of their own.
+        if let Ok(mut p) = answers.lock() {
+            p.clear();
+        }
     });
     let idle = Duration::from_secs(cfg.s2s.idle_timeout_secs.max(1));
     let send_timeout = Duration::from_secs(cfg.s2s.send_timeout_secs.max(1));
@@ -469,23 +609,40 @@ pub(super) async fn run(
             _ = peer_gone.cancelled() => break End::Broken,
             r = tokio::time::timeout(idle, rx.recv()) => r,
         };
-        let el = match next {
+        let (data, stanza) = match next {
             Err(_) | Ok(None) => break End::Quiet,
-            Ok(Some(el)) => {
+            Ok(Some(Out::Stanza(el))) => {
                 s2s.metrics.queued.with(&[]).dec();
-                el
+                (stream::wire(&el), Some(el))
+            }
+            Ok(Some(Out::Piggyback {
+                local: other,
+                remote: to,
+                reply,
+            })) => {
+                let key = s2s.secret.key(&to, &other, &stream_id);
+                let request = Element::new("result", ns::DIALBACK)
+                    .attr("from", other.as_str())
+                    .attr("to", to.as_str())
+                    .text(key);
+                if let Ok(mut p) = pending.lock() {
+                    p.insert((other, to), reply);
+                }
+                (stream::wire(&request), None)
             }
         };
-        match tokio::time::timeout(send_timeout, stream::write(&mut writer, &stream::wire(&el)))
-            .await
-        {
+        match tokio::time::timeout(send_timeout, stream::write(&mut writer, &data)).await {
             Ok(Ok(())) => {
-                s2s.metrics.stanzas.with(&["out"]).inc();
+                if stanza.is_some() {
+                    s2s.metrics.stanzas.with(&["out"]).inc();
+                }
                 state.touch();
             }
             _ => {
                 tracing::info!(%local, %remote, "s2s peer stopped reading; closing the stream");
-                core.bounce(&el, C::RemoteServerTimeout).await;
+                if let Some(el) = stanza {
+                    core.bounce(&el, C::RemoteServerTimeout).await;
+                }
                 break End::Broken;
             }
         }
@@ -500,26 +657,73 @@ pub(super) async fn run(
         })
         .await;
     }
-    // What was queued after the stream ended: a quiet end reconnects, a broken one bounces.
-    let mut rest = Vec::new();
-    while let Ok(el) = rx.try_recv() {
-        s2s.metrics.queued.with(&[]).dec();
-        rest.push(el);
+    requeue(&s2s, &core, None, &mut rx, end).await;
+}
+
+/// Runs the pair `key` = (local, remote) over `link`, another pair's connection to the same
+/// server: one dialback request on it (XEP-0220 §2.5), then this pair's queue feeds the
+/// connection's. If the peer refuses or does not answer in time, the pair opens a stream of
+/// its own ([`run`]).
+pub(super) async fn piggyback(
+    s2s: Arc<S2s>,
+    core: Arc<Core>,
+    key: (String, String),
+    id: u64,
+    mut rx: mpsc::Receiver<Out>,
+    state: Arc<StreamState>,
+    (link, cert_valid): (Arc<Link>, bool),
+) {
+    let cfg = core.config.load_full();
+    let (local, remote) = (key.0.clone(), key.1.clone());
+    let deadline = Instant::now() + Duration::from_secs(cfg.s2s.negotiation_timeout_secs);
+    let (reply, verdict) = oneshot::channel();
+    let ask = async {
+        let request = Out::Piggyback {
+            local: local.clone(),
+            remote: remote.clone(),
+            reply,
+        };
+        link.tx.send(request).await.ok()?;
+        verdict.await.ok()
+    };
+    let accepted = tokio::select! {
+        _ = core.shutdown.cancelled() => false,
+        _ = state.cancel.cancelled() => false,
+        r = tokio::time::timeout_at(deadline, ask) => matches!(r, Ok(Some(true))),
+    };
+    if !accepted {
+        tracing::debug!(%local, %remote, via = %link.remote, "s2s piggybacking not accepted; opening a stream of its own");
+        return run(s2s, core, key, id, rx, state).await;
     }
-    for el in rest {
-        match end {
-            End::Quiet if !core.shutdown.is_cancelled() => {
-                let from = el
-                    .get_attr("from")
-                    .and_then(|f| crate::xmpp::Jid::parse(f).ok());
-                let to = el
-                    .get_attr("to")
-                    .and_then(|t| crate::xmpp::Jid::parse(t).ok());
-                if let (Some(from), Some(to)) = (from, to) {
-                    crate::core::remote::Federation::send(s2s.as_ref(), from, to, el);
-                }
-            }
-            _ => core.bounce(&el, C::RemoteServerTimeout).await,
+    tracing::info!(%local, %remote, via = %link.remote, "s2s domain pair authenticated on an existing stream");
+    state.update(|i| {
+        i.auth = "dialback";
+        i.tls = link.tls;
+        i.tls_version = link.tls_info.as_ref().map(|t| t.version.clone());
+        i.cipher = link.tls_info.as_ref().map(|t| t.cipher.clone());
+        i.cert_valid = cert_valid;
+    });
+    state.touch();
+    core.s2s_established(false, &local, &remote, "dialback", link.tls, None);
+    let idle = Duration::from_secs(cfg.s2s.idle_timeout_secs.max(1));
+    let mut left = None;
+    loop {
+        let next = tokio::select! {
+            _ = core.shutdown.cancelled() => break,
+            _ = state.cancel.cancelled() => break,
+            _ = link.tx.closed() => break,
+            r = tokio::time::timeout(idle, rx.recv()) => r,
+        };
+        let Ok(Some(item)) = next else {
+            break;
+        };
+        state.touch();
+        // Still counted as queued: the connection's loop takes it off the count.
+        if let Err(mpsc::error::SendError(item)) = link.tx.send(item).await {
+            left = Some(item);
+            break;
         }
     }
+    s2s.remove_outgoing(&key, id);
+    requeue(&s2s, &core, left, &mut rx, End::Quiet).await;
 }

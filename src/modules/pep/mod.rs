@@ -85,6 +85,8 @@ pub const MAX_ID_LEN: usize = 3072;
 pub const MAX_AFFILIATIONS: usize = 1000;
 /// Most sessions whose last caps are remembered (to spot caps changes).
 const MAX_SEEN: usize = 100_000;
+/// Remote contacts' resources remembered per owner (their presence, for +notify).
+const MAX_REMOTE_RESOURCES: usize = 1024;
 /// Owner locks (striped by JID): one owner's changes are serialised.
 const LOCKS: usize = 64;
 
@@ -213,6 +215,9 @@ pub struct Service {
     locks: [tokio::sync::Mutex<()>; LOCKS],
     caps: Arc<CapsCache>,
     seen: Mutex<HashMap<u64, String>>,
+    /// The last available presence of remote contacts' resources, per local owner (bare JID):
+    /// for remote contacts this stands in for the session list, so their +notify caps count.
+    remote: Mutex<HashMap<Jid, HashMap<Jid, Element>>>,
     module: Weak<ModuleHandle>,
 }
 
@@ -621,21 +626,27 @@ impl Service {
             let Ok(contact) = Jid::parse(&item.jid) else {
                 continue;
             };
-            if contact == *owner
-                || core.host(contact.domain()).is_none()
-                || !contact_allowed(rec, &contact)
-            {
+            if contact == *owner || !contact_allowed(rec, &contact) {
                 continue;
             }
-            for s in core.sessions.resources(&contact) {
-                if !s.is_available() {
-                    continue;
-                }
-                match self.caps.lookup(&s.jid, s.last_presence().as_ref()) {
+            // Local contacts' resources are sessions here; remote ones are known by the
+            // presence their server sent the owner.
+            let resources: Vec<(Jid, Option<Element>)> = if core.host(contact.domain()).is_some() {
+                core.sessions
+                    .resources(&contact)
+                    .into_iter()
+                    .filter(|s| s.is_available())
+                    .map(|s| (s.jid.clone(), s.last_presence()))
+                    .collect()
+            } else {
+                self.remote_resources(owner, &contact)
+            };
+            for (jid, presence) in resources {
+                match self.caps.lookup(&jid, presence.as_ref()) {
                     Lookup::NoCaps => {}
                     Lookup::Known(n) => {
                         if n.contains(node) {
-                            core.route(Origin::Server, event_message(owner, &s.jid, inner.clone()))
+                            core.route(Origin::Server, event_message(owner, &jid, inner.clone()))
                                 .await;
                         }
                     }
@@ -645,12 +656,10 @@ impl Service {
                         };
                         let (core, cache, host) =
                             (core.clone(), self.caps.clone(), self.host.clone());
-                        let (msg, node) = (
-                            event_message(owner, &s.jid, inner.clone()),
-                            node.to_string(),
-                        );
+                        let (msg, node) =
+                            (event_message(owner, &jid, inner.clone()), node.to_string());
                         module.spawn(async move {
-                            let n = cache.resolve(&core, &host, &s.jid, &caps).await;
+                            let n = cache.resolve(&core, &host, &jid, &caps).await;
                             if n.is_some_and(|n| n.contains(&node)) {
                                 core.route(Origin::Server, msg).await;
                             }
@@ -658,6 +667,76 @@ impl Service {
                     }
                 }
             }
+        }
+    }
+
+    /// The available resources of remote `contact` that sent `owner` presence, with it.
+    fn remote_resources(&self, owner: &Jid, contact: &Jid) -> Vec<(Jid, Option<Element>)> {
+        let remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        remote
+            .get(owner)
+            .map(|m| {
+                m.iter()
+                    .filter(|(jid, _)| jid.bare() == *contact)
+                    .map(|(jid, p)| (jid.clone(), Some(p.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Presence from a remote contact's resource `from` to local `owner`: available is kept
+    /// (and new caps resolved, then the owner's last items it wants sent, as for a local
+    /// contact coming online); unavailable is forgotten.
+    fn on_remote_presence(&self, core: &Arc<Core>, owner: &Jid, from: &Jid, presence: &Element) {
+        match presence.get_attr("type") {
+            None => {
+                let fresh = {
+                    let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+                    if remote.len() >= MAX_SEEN && !remote.contains_key(owner) {
+                        remote.clear();
+                    }
+                    let resources = remote.entry(owner.clone()).or_default();
+                    if resources.len() >= MAX_REMOTE_RESOURCES && !resources.contains_key(from) {
+                        resources.clear();
+                    }
+                    let key = |p: &Element| caps::caps_of(p).map(|c| c.key());
+                    let before = resources.insert(from.clone(), presence.clone());
+                    before.as_ref().and_then(key) != key(presence)
+                };
+                let (Some(caps), true, Some(module)) =
+                    (caps::caps_of(presence), fresh, self.module.upgrade())
+                else {
+                    return;
+                };
+                let (core, cache, host, owner, from) = (
+                    core.clone(),
+                    self.caps.clone(),
+                    self.host.clone(),
+                    owner.clone(),
+                    from.clone(),
+                );
+                module.spawn(async move {
+                    let Some(notify) = cache.resolve(&core, &host, &from, &caps).await else {
+                        return;
+                    };
+                    if let Some(svc) = service(&core, owner.domain()) {
+                        svc.send_last_items(&core, &owner, &from, &notify, false)
+                            .await;
+                    }
+                });
+            }
+            Some("unavailable") => {
+                let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(m) = remote.get_mut(owner) {
+                    m.remove(from);
+                    if m.is_empty() {
+                        remote.remove(owner);
+                    }
+                }
+                drop(remote);
+                self.caps.forget(from);
+            }
+            _ => {}
         }
     }
 
@@ -1207,6 +1286,7 @@ impl Module for Pep {
             locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             caps,
             seen: Mutex::new(HashMap::new()),
+            remote: Mutex::new(HashMap::new()),
             module: Arc::downgrade(&ctx.handle()),
         });
         let slot: Arc<Slot> = ctx
@@ -1291,6 +1371,23 @@ impl Module for Pep {
                         && ev.from.node().is_some()
                     {
                         svc.on_subscribed(&ev.core, &ev.from.bare(), &ev.to);
+                    }
+                    // A remote contact's resource tells the owner its presence (and caps); kept
+                    // only from contacts that may see the owner's PEP (subscription from).
+                    if ev.core.host(ev.from.domain()).is_none()
+                        && ev.from.resource().is_some()
+                        && ev.to.is_bare()
+                        && ev.core.host(ev.to.domain()).is_some()
+                        && (ev.stanza.get_attr("type").is_some()
+                            || ev
+                                .core
+                                .roster_item(&ev.to, &ev.from.bare())
+                                .await
+                                .ok()
+                                .flatten()
+                                .is_some_and(|i| i.subscription.has_from()))
+                    {
+                        svc.on_remote_presence(&ev.core, &ev.to, &ev.from, &ev.stanza);
                     }
                     Flow::Continue(ev)
                 }
