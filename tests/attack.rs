@@ -533,3 +533,75 @@ async fn an_s2s_connection_flood_is_refused_at_accept_and_idle_streams_time_out(
         "the attacker's slots came back: {out}"
     );
 }
+
+/// A session that never reads, flooded until the global queue budget is spent, is closed with
+/// `<policy-violation/>`; the queued bytes stay within the budget and its headroom, and a
+/// session that reads keeps getting its messages.
+#[tokio::test]
+async fn a_spent_queue_budget_closes_the_largest_queue_with_policy_violation() {
+    use tokio::io::AsyncWriteExt;
+    const BUDGET: usize = 256 * 1024;
+    let srv = TestServer::start_with(|c| {
+        c.limits.queue_budget_bytes = BUDGET;
+        // The per-session bound alone would never trigger: only the global budget can.
+        c.c2s.send_queue = 1_000_000;
+        c.modules_disabled = vec!["mam".into()];
+    })
+    .await;
+    for u in ["bob", "carol", "dave"] {
+        srv.add_user(&format!("{u}@localhost"), "secret").await;
+    }
+    // Bob logs in and then never reads: once the sockets' buffers are full his queue grows.
+    let mut bob = RawClient::login(&srv, "bob", "secret", "b").await;
+    let bob_jid = common::jid(&bob.jid);
+    let mut carol = RawClient::login(&srv, "carol", "secret", "c").await;
+    let mut dave = RawClient::login(&srv, "dave", "secret", "d").await;
+    let core = srv.server().core.clone();
+    // Headlines: what bob's queue held when he is shed is dropped, not stored offline or bounced.
+    let body = "x".repeat(1000);
+    let to_bob =
+        format!("<message to='bob@localhost/b' type='headline'><body>{body}</body></message>");
+    let batch = to_bob.repeat(100);
+    let mut sent = 0;
+    // At most 100 MiB: far more than loopback socket buffers and the budget together.
+    while core.sessions.get(&bob_jid).is_some() && sent < 100_000 {
+        carol.io.write_all(batch.as_bytes()).await.unwrap();
+        sent += 100;
+    }
+    assert!(
+        core.sessions.get(&bob_jid).is_none(),
+        "bob was never shed after {sent} messages; queued {} bytes",
+        core.budget.used()
+    );
+    // Every stanza went to bob, so the one that found the budget spent was his own: refused,
+    // and the total never went over the budget (nothing charged past it, headroom unused).
+    let peak = core.budget.high_water();
+    assert!(
+        peak <= BUDGET + BUDGET / 4 + 2048,
+        "queued bytes peaked at {peak}, budget {BUDGET}"
+    );
+    assert!(core.budget.shed_count() >= 1);
+    assert!(metric(&srv, "oxpecker_queue_budget_shed_total") >= 1.0);
+    // Bob reads what was written to him and then the stream error.
+    let rest = bob.read_to_close().await;
+    assert!(
+        rest.contains("<policy-violation"),
+        "{}",
+        &rest[rest.len().saturating_sub(500)..]
+    );
+    // Dave, who reads, still gets messages, and carol's session is untouched.
+    carol
+        .send("<message to='dave@localhost/d' type='chat' id='after'><body>still here</body></message>")
+        .await;
+    common::read_until_contains(&mut dave, "message", "still here").await;
+    // Bob's queue was given back: nothing stays charged once his session is gone.
+    let mut left = core.budget.used();
+    for _ in 0..100 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        left = core.budget.used();
+    }
+    assert_eq!(left, 0, "bytes still charged after the shed session ended");
+}

@@ -220,6 +220,63 @@ impl Credentials {
     }
 }
 
+/// Runs password hashing (Argon2id, PBKDF2) on the blocking pool, at most one derivation per
+/// CPU core at a time: bulk account creation uses every core, and a burst of callers queues
+/// here instead of holding one Argon2 memory block (19 MiB) each.
+#[derive(Debug)]
+pub struct HashPool {
+    permits: tokio::sync::Semaphore,
+    size: usize,
+}
+
+/// The hashing pool was closed or a derivation panicked.
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing task failed")]
+pub struct HashTaskFailed;
+
+impl Default for HashPool {
+    fn default() -> Self {
+        HashPool::new(
+            std::thread::available_parallelism()
+                .map(std::num::NonZeroUsize::get)
+                .unwrap_or(1),
+        )
+    }
+}
+
+impl HashPool {
+    /// A pool running at most `size` derivations at once (at least one).
+    pub fn new(size: usize) -> Self {
+        let size = size.max(1);
+        HashPool {
+            permits: tokio::sync::Semaphore::new(size),
+            size,
+        }
+    }
+
+    /// How many derivations may run at once.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Derivations running now.
+    pub fn busy(&self) -> usize {
+        self.size.saturating_sub(self.permits.available_permits())
+    }
+
+    /// Runs the CPU-heavy `f` on the blocking pool once a core is free.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, HashTaskFailed>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let _permit = self.permits.acquire().await.map_err(|_| HashTaskFailed)?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| HashTaskFailed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,5 +362,39 @@ mod tests {
         let out = ScramHash::Sha1.hi(b"password", b"salt", 4096);
         let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, "4b007901b765489abead49d926f721d065a429c1");
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_hash_pool_runs_as_many_derivations_at_once_as_it_has_cores() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let pool = Arc::new(HashPool::new(2));
+        assert_eq!(HashPool::new(0).size(), 1, "never zero permits");
+        assert!(HashPool::default().size() >= 1);
+        let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        // Each job waits (bounded) until a second one runs beside it, then records the peak.
+        let jobs: Vec<_> = (0..6)
+            .map(|_| {
+                let (pool, running, peak) = (pool.clone(), running.clone(), peak.clone());
+                tokio::spawn(async move {
+                    pool.run(move || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        for _ in 0..2000 {
+                            if peak.load(Ordering::SeqCst) >= 2 {
+                                break;
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for j in jobs {
+            j.await.unwrap().unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2, "two at once, never more");
+        assert_eq!(pool.busy(), 0);
     }
 }

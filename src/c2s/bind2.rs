@@ -126,7 +126,7 @@ impl Negotiation {
         for item in later {
             match item {
                 Outbound::Stanza(el) => {
-                    session.handle.send(*el);
+                    session.handle.send(el.into_element());
                 }
                 other => {
                     session.handle.send_nonza(other);

@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use tokio::io::{BufReader, DuplexStream};
+use tokio::io::DuplexStream;
 
 use super::negotiate::{Negotiation, Outcome, unauth_limits};
-use super::{ConnectionGauge, READ_BUFFER, session};
+use super::read_buffer::ReadBuffer;
+use super::{ConnectionGauge, session};
 use crate::core::Core;
 use crate::core::sessions::{TlsInfo, Transport};
 use crate::xmpp::parser::StreamParser;
@@ -55,10 +56,7 @@ pub async fn serve(core: Arc<Core>, carrier: Carrier, io: DuplexStream) {
     neg.conn.transport = carrier.transport;
     neg.conn.tls = carrier.tls;
     let (r, w) = tokio::io::split(io);
-    let parser = StreamParser::new(
-        BufReader::with_capacity(READ_BUFFER, r),
-        unauth_limits(&neg.config),
-    );
+    let parser = StreamParser::new(ReadBuffer::new(r), unauth_limits(&neg.config));
     match neg.run(parser, w, None).await {
         Outcome::Bound {
             parser,

@@ -4,6 +4,7 @@ pub mod bind2;
 pub mod duplex;
 pub mod guard;
 pub mod negotiate;
+pub mod read_buffer;
 pub mod register;
 pub mod sasl2;
 pub mod session;
@@ -14,7 +15,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -26,10 +26,8 @@ use crate::core::admission::{PreauthSlot, Refusal};
 use crate::core::sessions::TlsInfo;
 use crate::xmpp::parser::StreamParser;
 use negotiate::{Negotiation, Outcome, unauth_limits};
+use read_buffer::ReadBuffer;
 use shaper::Shaped;
-
-/// Read buffer per connection; small to keep idle sessions cheap.
-const READ_BUFFER: usize = 2048;
 
 /// Accepts client connections until shutdown; `direct_tls` selects XEP-0368 direct TLS.
 pub async fn serve(
@@ -179,11 +177,9 @@ async fn connection(
         tcp
     } else {
         let (r, w) = tcp.into_split();
-        let parser = StreamParser::new(
-            BufReader::with_capacity(READ_BUFFER, shaped_reader(&core, peer, r)),
-            limits,
-        );
-        match neg.run(parser, w, None).await {
+        let parser = StreamParser::new(ReadBuffer::new(shaped_reader(&core, peer, r)), limits);
+        // Boxed: the negotiation's state is freed once the session runs, not kept in its task.
+        match Box::pin(neg.run(parser, w, None)).await {
             Outcome::Closed => return,
             Outcome::Bound {
                 mut parser,
@@ -192,7 +188,7 @@ async fn connection(
                 ..
             } => {
                 // Plaintext session (only when `require_encryption = false`).
-                drop(slot);
+                drop((slot, neg));
                 exempt_admin(&core, parser.get_mut().get_mut(), &session.handle.jid).await;
                 session::run(core, parser, writer, session).await;
                 return;
@@ -203,7 +199,7 @@ async fn connection(
                 hib,
                 announced,
             } => {
-                drop(slot);
+                drop((slot, neg));
                 exempt_admin(&core, parser.get_mut().get_mut(), &hib.handle.jid).await;
                 session::resume_after(core, parser, writer, hib, announced).await;
                 return;
@@ -216,7 +212,7 @@ async fn connection(
             }
         }
     };
-    let handshake = tokio::time::timeout_at(neg.deadline, tls.acceptor.accept(tcp)).await;
+    let handshake = Box::pin(tokio::time::timeout_at(neg.deadline, tls.acceptor.accept(tcp))).await;
     let stream = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -229,18 +225,16 @@ async fn connection(
     neg.bindings = tls.bindings(stream.get_ref().1);
     gauge.secured();
     let (r, w) = tokio::io::split(stream);
-    let parser = StreamParser::new(
-        BufReader::with_capacity(READ_BUFFER, shaped_reader(&core, peer, r)),
-        limits,
-    );
-    match neg.run(parser, w, None).await {
+    let parser = StreamParser::new(ReadBuffer::new(shaped_reader(&core, peer, r)), limits);
+    // Boxed: the negotiation's state is freed once the session runs, not kept in its task.
+    match Box::pin(neg.run(parser, w, None)).await {
         Outcome::Bound {
             mut parser,
             writer,
             session,
             ..
         } => {
-            drop(slot);
+            drop((slot, neg));
             exempt_admin(&core, parser.get_mut().get_mut(), &session.handle.jid).await;
             session::run(core, parser, writer, session).await
         }
@@ -250,7 +244,7 @@ async fn connection(
             hib,
             announced,
         } => {
-            drop(slot);
+            drop((slot, neg));
             exempt_admin(&core, parser.get_mut().get_mut(), &hib.handle.jid).await;
             session::resume_after(core, parser, writer, hib, announced).await
         }
@@ -269,7 +263,10 @@ fn shaped_reader<R>(core: &Core, peer: SocketAddr, r: R) -> Shaped<R> {
 
 /// Stops shaping an admin's session when `limits.exempt_admins` is set.
 async fn exempt_admin<R>(core: &Core, reader: &mut Shaped<R>, jid: &crate::xmpp::Jid) {
-    if reader.is_shaped() && core.config.load().limits.exempt_admins && core.is_admin(jid).await {
+    if reader.is_shaped()
+        && core.config.load().limits.exempt_admins
+        && Box::pin(core.is_admin(jid)).await
+    {
         reader.unshape();
     }
 }

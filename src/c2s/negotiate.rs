@@ -51,6 +51,16 @@ impl<T: tokio::io::AsyncRead> Pending for tokio::io::BufReader<T> {
     }
 }
 
+impl<T: tokio::io::AsyncRead> Pending for super::read_buffer::ReadBuffer<T> {
+    fn has_pending(&self) -> bool {
+        !self.buffer().is_empty()
+    }
+
+    fn has_pending_data(&self) -> bool {
+        crate::xmpp::parser::has_data(self.buffer())
+    }
+}
+
 /// How negotiation ended.
 pub enum Outcome<R, W> {
     /// The client asked for TLS; `<proceed/>` was sent and no plaintext is pending.

@@ -136,7 +136,9 @@ async fn attach<R, W>(
                 Err(_) => break End::Close(Some(StreamError::new(C::ConnectionTimeout))),
                 Ok(Ok(StreamEvent::Stanza(el))) => {
                     handle.touch();
-                    if let Err(e) = handle_stanza(&core, &handle, &inbound, el).await {
+                    // Boxed: routing's deep future exists only while a stanza is handled, so an
+                    // idle session's task does not carry its size.
+                    if let Err(e) = Box::pin(handle_stanza(&core, &handle, &inbound, el)).await {
                         break End::Close(Some(e));
                     }
                 }
@@ -157,7 +159,7 @@ async fn attach<R, W>(
                 Some(e) => tracing::info!(jid = %handle.jid, error = %e, "closing session"),
                 None => tracing::info!(jid = %handle.jid, "session closed by client"),
             }
-            went_offline(&core, &handle).await;
+            Box::pin(went_offline(&core, &handle)).await;
             core.unbind_resource(&handle, err.as_ref());
             let rx = if handle.finish(err).await {
                 match tokio::time::timeout(Duration::from_secs(10), writer_task).await {
@@ -168,7 +170,7 @@ async fn attach<R, W>(
                 stop.cancel();
                 writer_task.await.ok()
             };
-            finish_session(&core, &handle, rx).await;
+            Box::pin(finish_session(&core, &handle, rx)).await;
         }
         End::Lost | End::Detached => {
             stop.cancel();
@@ -177,9 +179,9 @@ async fn attach<R, W>(
                 (Some(id), Some(rx)) => hibernate(core, handle, id, rx),
                 (_, rx) => {
                     tracing::info!(jid = %handle.jid, "connection lost");
-                    went_offline(&core, &handle).await;
+                    Box::pin(went_offline(&core, &handle)).await;
                     core.unbind_resource(&handle, None);
-                    finish_session(&core, &handle, rx).await;
+                    Box::pin(finish_session(&core, &handle, rx)).await;
                 }
             }
         }
@@ -238,7 +240,7 @@ async fn finish_session(
         rx.close();
         while let Ok(m) = rx.try_recv() {
             if let Outbound::Stanza(el) = m {
-                pending.push(*el);
+                pending.push(el.into_element());
             }
         }
     }

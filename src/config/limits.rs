@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The default `queue_budget_bytes`: 512 MiB queued to all sessions together.
+pub const DEFAULT_QUEUE_BUDGET_BYTES: usize = 512 * 1024 * 1024;
+
 /// Abuse limits (like Prosody's mod_limits and ejabberd's shapers and mod_fail2ban).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -38,6 +41,9 @@ pub struct LimitsConfig {
     /// Addresses (CIDR) exempt from the connection limits and the shaping (not from the
     /// authentication limits).
     pub exempt_addresses: Vec<ipnet::IpNet>,
+    /// Bytes of stanzas queued to all sessions together, past which the largest queue's
+    /// session is closed with `<policy-violation/>` ([`crate::core::budget`]; needs a restart).
+    pub queue_budget_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -60,6 +66,7 @@ impl Default for LimitsConfig {
                 ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
                 ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
             ],
+            queue_budget_bytes: DEFAULT_QUEUE_BUDGET_BYTES,
         }
     }
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::auth::credentials::{CredentialError, Credentials};
+use crate::auth::credentials::{CredentialError, Credentials, HashPool};
 use crate::storage::{StorageError, Store};
 use crate::xmpp::Jid;
 
@@ -132,6 +132,8 @@ pub struct Accounts {
     /// The hosts served (grows when `host:activate` adds one at run time).
     hosts: std::sync::RwLock<Vec<String>>,
     core: std::sync::Weak<super::Core>,
+    /// Argon2 and SCRAM derivations, one per core at a time.
+    hashing: HashPool,
 }
 
 impl Accounts {
@@ -142,6 +144,7 @@ impl Accounts {
             iterations,
             hosts: std::sync::RwLock::new(hosts),
             core: std::sync::Weak::new(),
+            hashing: HashPool::default(),
         }
     }
 
@@ -178,9 +181,10 @@ impl Accounts {
     async fn derive(&self, password: &str) -> Result<Credentials, AccountError> {
         let password = password.to_string();
         let iterations = self.iterations;
-        tokio::task::spawn_blocking(move || Credentials::new(&password, iterations))
+        self.hashing
+            .run(move || Credentials::new(&password, iterations))
             .await
-            .map_err(|e| AccountError::Corrupt(format!("credential task failed: {e}")))?
+            .map_err(|e| AccountError::Corrupt(e.to_string()))?
             .map_err(AccountError::from)
     }
 
@@ -271,6 +275,11 @@ impl Accounts {
         &self.store
     }
 
+    /// The pool every password derivation of this server runs on (for other clear-password checks).
+    pub fn hashing(&self) -> &HashPool {
+        &self.hashing
+    }
+
     /// The hosts whose accounts this manager holds.
     pub fn hosts(&self) -> Vec<String> {
         self.hosts.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -327,9 +336,11 @@ impl Accounts {
         };
         let creds = rec.credentials.clone();
         let pw = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || creds.verify_scram(&pw))
+        let ok = self
+            .hashing
+            .run(move || creds.verify_scram(&pw))
             .await
-            .map_err(|e| AccountError::Corrupt(format!("verify task failed: {e}")))?;
+            .map_err(|e| AccountError::Corrupt(e.to_string()))?;
         if ok && !rec.credentials.is_complete() {
             let creds = self.derive(password).await?;
             self.put(jid, creds, rec.created, rec.role).await?;

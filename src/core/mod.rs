@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod admission;
 pub mod allowlist;
+pub mod budget;
 pub mod delivery;
 pub mod events;
 pub mod faults;
@@ -50,6 +51,8 @@ pub struct Core {
     pub accounts: Accounts,
     /// Online sessions.
     pub sessions: Sessions,
+    /// The global budget for bytes queued to sessions ([`budget`]); `sessions` draws from it.
+    pub budget: Arc<budget::QueueBudget>,
     /// Contact lists and subscriptions.
     pub roster: roster::RosterManager,
     /// Shared-roster groups.
@@ -105,6 +108,10 @@ impl Core {
         let core_metrics = metrics::CoreMetrics::new(&metrics);
         let latency = core_metrics.storage_latency.clone();
         let admission = admission::Admission::new(&metrics);
+        let budget = Arc::new(budget::QueueBudget::with_metrics(
+            config.limits.queue_budget_bytes,
+            &metrics,
+        ));
         store.set_latency_observer(Arc::new(move |secs| latency.observe(&[], secs)));
         let core = Arc::new_cyclic(|weak| Core {
             metrics,
@@ -128,7 +135,8 @@ impl Core {
                 config.auth.scram_iterations,
             )
             .with_events(weak.clone()),
-            sessions: Sessions::new(),
+            sessions: Sessions::with_budget(budget.clone()),
+            budget,
             roster: roster::RosterManager::new(store.clone()),
             groups: groups::GroupManager::new(store.clone()),
             allowlists: allowlist::Allowlists::new(store.clone(), &host_names),

@@ -11,6 +11,7 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::budget::{Charge, Meter, QueueBudget, Sheddable};
 use crate::config::ResourceConflict;
 use crate::xmpp::error::{StreamError, StreamErrorCondition};
 use crate::xmpp::{Element, Jid};
@@ -22,13 +23,38 @@ pub const PACED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(6
 #[derive(Debug)]
 pub enum Outbound {
     /// Send a stanza (boxed: queue slots stay small, which matters for idle sessions).
-    Stanza(Box<Element>),
-    /// Write the closing stream error (if any) and `</stream:stream>`, then close.
-    Close(Option<StreamError>),
+    Stanza(Queued),
+    /// Write the closing stream error (if any) and `</stream:stream>`, then close (boxed, like
+    /// a stanza: every slot of every queue is as wide as the widest variant).
+    Close(Option<Box<StreamError>>),
     /// Write a stream-level element (not a stanza: never counted or retransmitted).
     Nonza(String),
     /// Write XEP-0198 `<enabled/>` and start counting outbound stanzas from here on.
     SmEnabled(String),
+}
+
+/// A stanza in a send queue with its charge against the global queue budget, given back
+/// when the item is dropped (boxed, so a queue slot stays one pointer wide).
+#[derive(Debug)]
+pub struct Queued(Box<(Element, Option<Charge>)>);
+
+impl Queued {
+    /// A stanza not counted against any budget.
+    pub fn new(stanza: Element) -> Self {
+        Queued(Box::new((stanza, None)))
+    }
+
+    /// The stanza, its charge given back.
+    pub fn into_element(self) -> Element {
+        self.0.0
+    }
+}
+
+impl std::ops::Deref for Queued {
+    type Target = Element;
+    fn deref(&self) -> &Element {
+        &self.0.0
+    }
 }
 
 /// A client acknowledged more stanzas than were sent (XEP-0198 `handled-count-too-high`).
@@ -207,6 +233,28 @@ pub struct SessionHandle {
     queue_drops: Arc<AtomicU64>,
     /// Woken by the writer after each write, for [`SessionHandle::send_paced`].
     drained: tokio::sync::Notify,
+    /// Bytes this session's queue holds against the global budget.
+    meter: Arc<Meter>,
+}
+
+impl Sheddable for SessionHandle {
+    fn queued_bytes(&self) -> usize {
+        self.meter.bytes()
+    }
+
+    fn shed(&self) {
+        tracing::warn!(jid = %self.jid, bytes = self.meter.bytes(), "queue budget spent; disconnecting the largest queue");
+        self.close(StreamError::with_text(
+            StreamErrorCondition::PolicyViolation,
+            "too much data queued for this session (server queue budget)",
+        ));
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        self.meter.budget().forget(self.id);
+    }
 }
 
 /// Seconds since the Unix epoch, now.
@@ -356,7 +404,12 @@ impl SessionHandle {
     }
 
     fn enqueue(&self, stanza: Element) -> bool {
-        match self.tx.try_send(Outbound::Stanza(Box::new(stanza))) {
+        let bytes = super::budget::approx_size(&stanza);
+        let Some(charge) = self.meter.charge(self, bytes) else {
+            return false;
+        };
+        let item = Queued(Box::new((stanza, Some(charge))));
+        match self.tx.try_send(Outbound::Stanza(item)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(jid = %self.jid, "send queue full; disconnecting");
@@ -385,7 +438,7 @@ impl SessionHandle {
 
     /// Queues the end of the stream behind pending stanzas; false if the writer is gone or stuck.
     pub async fn finish(&self, error: Option<StreamError>) -> bool {
-        let send = self.tx.send(Outbound::Close(error));
+        let send = self.tx.send(Outbound::Close(error.map(Box::new)));
         matches!(
             tokio::time::timeout(std::time::Duration::from_secs(5), send).await,
             Ok(Ok(()))
@@ -502,6 +555,8 @@ pub struct Sessions {
     count: AtomicUsize,
     next_id: AtomicU64,
     queue_drops: Arc<AtomicU64>,
+    /// The global budget every session's queue draws from.
+    budget: Arc<QueueBudget>,
 }
 
 /// A bound session's receiving ends, owned by its connection.
@@ -516,6 +571,19 @@ impl Sessions {
     /// An empty manager.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty manager whose sessions' queues draw from `budget`.
+    pub fn with_budget(budget: Arc<QueueBudget>) -> Self {
+        Sessions {
+            budget,
+            ..Self::default()
+        }
+    }
+
+    /// The global budget the sessions' queues draw from.
+    pub fn budget(&self) -> &Arc<QueueBudget> {
+        &self.budget
     }
 
     /// Sessions disconnected so far because their send queue was full.
@@ -572,7 +640,10 @@ impl Sessions {
             last_active: AtomicU64::new(unix_now()),
             queue_drops: self.queue_drops.clone(),
             drained: tokio::sync::Notify::new(),
+            meter: Meter::new(self.budget.clone()),
         });
+        let shed: Arc<dyn Sheddable> = handle.clone();
+        self.budget.register(handle.id, Arc::downgrade(&shed));
         entry.push(handle.clone());
         drop(entry);
         if let Some(old) = kicked {
@@ -727,6 +798,46 @@ mod tests {
         assert!(!h.send(msg()), "full: the session is closed");
         assert!(!h.send(msg()), "still full, already closing");
         assert_eq!(sessions.queue_drops(), 1, "one session dropped once");
+    }
+
+    #[test]
+    fn queue_slots_stay_small() {
+        // tokio's channel allocates its slots 32 at a time, at creation: this is per session.
+        assert!(std::mem::size_of::<Outbound>() <= 32);
+    }
+
+    #[test]
+    fn queued_stanzas_are_charged_to_the_budget_until_taken() {
+        let budget = Arc::new(QueueBudget::new(1 << 20));
+        let s = Sessions::with_budget(budget.clone());
+        let bare = Jid::parse("a@localhost").expect("jid");
+        let mut bound = s
+            .bind(
+                &bare,
+                "r",
+                ResourceConflict::KickOld,
+                8,
+                Connection::new("p:1", true),
+            )
+            .expect("bound");
+        let msg = Element::new("message", "jabber:client")
+            .child(Element::new("body", "jabber:client").text("x".repeat(500)));
+        assert!(bound.handle.send(msg.clone()) && bound.handle.send(msg));
+        let one = super::super::budget::approx_size(
+            &Element::new("message", "jabber:client")
+                .child(Element::new("body", "jabber:client").text("x".repeat(500))),
+        );
+        assert_eq!(budget.used(), 2 * one);
+        assert_eq!(bound.handle.queued_bytes(), 2 * one);
+        let Ok(Outbound::Stanza(first)) = bound.rx.try_recv() else {
+            panic!("a stanza");
+        };
+        assert_eq!(first.name(), "message");
+        drop(first);
+        assert_eq!(budget.used(), one);
+        // What is left goes back when the queue is dropped with the session.
+        drop(bound);
+        assert_eq!(budget.used(), 0);
     }
 
     fn bound(queue: usize) -> BoundSession {

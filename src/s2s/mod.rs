@@ -317,6 +317,11 @@ impl Federation for S2s {
         let Some(core) = self.core.upgrade() else {
             return;
         };
+        if core.budget.is_spent() {
+            // The global queue budget is spent (core::budget): bounce rather than queue more.
+            self.bounce_later(vec![stanza], C::ResourceConstraint);
+            return;
+        }
         let key = (from.domain().to_string(), to.domain().to_string());
         let mut stanza = stanza;
         let Ok(mut pool) = self.outgoing.lock() else {
