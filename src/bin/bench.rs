@@ -9,7 +9,8 @@
 //!    connection and after all sessions are bound and idle for `--settle-ms` → KiB per session.
 //! 3. **routing**: clients `2i` and `2i+1` are partners; every client sends its share of
 //!    `--messages` (a total) to its partner's full JID, with at most `--window` messages sent but
-//!    not yet received by the partner. Messages per second count deliveries seen by receivers.
+//!    not yet received by the partner. Messages per second count deliveries seen by receivers;
+//!    each message's id carries its send time, so receivers measure its latency (p50/p99).
 //!    With `--cpu`, the server's utime+stime (`/proc/PID/stat`) gives CPU time per message/login.
 //!
 //! 4. **muc** (with `--muc-occupants N`): N of the sessions join one room in turn, then
@@ -164,6 +165,31 @@ struct Shared {
     target: AtomicU64,
     /// Notified when `received` reaches `target`.
     done: Notify,
+    /// When the bench started: routed messages carry their send time relative to it.
+    epoch: Epoch,
+    /// Send-to-receive latency of every routed message, in microseconds.
+    latencies_us: std::sync::Mutex<Vec<u64>>,
+}
+
+/// The instant routed messages' send times are measured from.
+struct Epoch(Instant);
+
+impl Default for Epoch {
+    fn default() -> Self {
+        Epoch(Instant::now())
+    }
+}
+
+/// The id of routed message `n`, carrying its send time (µs since `epoch`).
+fn routed_id(n: u64, epoch: &Epoch) -> String {
+    format!("m{n}-{}", epoch.0.elapsed().as_micros())
+}
+
+/// The send time (µs since the epoch) a routed message's id carries, if it is one.
+fn routed_sent_us(id: &str) -> Option<u64> {
+    let (n, t) = id.strip_prefix('m')?.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    t.parse().ok()
 }
 
 /// A snapshot of a process's resource usage from /proc.
@@ -413,7 +439,14 @@ async fn run(args: Args) -> Result<()> {
             let writer = writers[from].take().context("writer already taken")?;
             let to_jid = jids[to].clone().context("partner has no JID")?;
             let acked = counts[to].clone().context("partner has no counter")?;
-            send_tasks.spawn(sender(writer, to_jid, acked, per_client, args.window));
+            send_tasks.spawn(sender(
+                writer,
+                to_jid,
+                acked,
+                per_client,
+                args.window,
+                shared.clone(),
+            ));
         }
     }
     let wait_all = async {
@@ -438,6 +471,22 @@ async fn run(args: Args) -> Result<()> {
         } else {
             " [TIMED OUT]"
         }
+    );
+    let mut route_lat: Vec<u64> = std::mem::take(
+        &mut *shared
+            .latencies_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    route_lat.sort_unstable();
+    let lat_ms = |q: f64| -> f64 {
+        let i = ((route_lat.len() as f64 - 1.0) * q).round() as usize;
+        route_lat.get(i).map_or(0.0, |&us| us as f64 / 1000.0)
+    };
+    let (route_p50_ms, route_p99_ms) = (lat_ms(0.50), lat_ms(0.99));
+    let route_max_ms = route_lat.last().map_or(0.0, |&us| us as f64 / 1000.0);
+    println!(
+        "         latency send->receive p50 {route_p50_ms:.2} ms, p99 {route_p99_ms:.2} ms, max {route_max_ms:.1} ms"
     );
     let server_us_per_msg = match (before_route, after_route) {
         (Some(a), Some(b)) if args.cpu && received > 0 => {
@@ -571,6 +620,9 @@ async fn run(args: Args) -> Result<()> {
         "route_secs": round(route_secs, 3),
         "msgs_per_sec": round(msgs_per_sec, 0),
         "server_cpu_us_per_msg": server_us_per_msg.map(|v| round(v, 2)),
+        "msg_p50_ms": round(route_p50_ms, 2),
+        "msg_p99_ms": round(route_p99_ms, 2),
+        "msg_max_ms": round(route_max_ms, 1),
         "error_stanzas": errors,
         "dropped_streams": dropped,
         "muc": muc_json,
@@ -615,6 +667,7 @@ async fn sender(
     mut acked: watch::Receiver<u64>,
     count: u64,
     window: u64,
+    shared: Arc<Shared>,
 ) -> Result<WriteHalf<Tls>> {
     let to = escape(&to, true);
     let window = window.max(1);
@@ -625,8 +678,9 @@ async fn sender(
                 .await
                 .map_err(|_| anyhow!("partner's reader ended"))?;
         }
+        let id = routed_id(n, &shared.epoch);
         let msg = format!(
-            "<message to=\"{to}\" type=\"chat\" id=\"m{n}\"><body>bench message {n}</body></message>"
+            "<message to=\"{to}\" type=\"chat\" id=\"{id}\"><body>bench message {n}</body></message>"
         );
         writer.write_all(msg.as_bytes()).await?;
     }
@@ -643,6 +697,15 @@ async fn reader(mut parser: TlsParser, count: watch::Sender<u64>, shared: Arc<Sh
                 } else if el.name() == "presence" && is_own_muc_presence(&el) {
                     shared.joined.fetch_add(1, Ordering::SeqCst);
                 } else if el.name() == "message" && el.get_child("body", ns::CLIENT).is_some() {
+                    if let Some(sent) = el.get_attr("id").and_then(routed_sent_us) {
+                        let now =
+                            u64::try_from(shared.epoch.0.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        let mut l = shared
+                            .latencies_us
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        l.push(now.saturating_sub(sent));
+                    }
                     count.send_modify(|n| *n += 1);
                     let now = shared.received.fetch_add(1, Ordering::SeqCst) + 1;
                     if now == shared.target.load(Ordering::SeqCst) {

@@ -23,11 +23,10 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
+use super::item::{encode_item, item_id_with};
 use super::totals::Totals;
-use super::{
-    ARCHIVE_TREE, Backend, Result, StorageError, VALUE_VERSION, encode, index_key, item_key,
-    lookup_seq,
-};
+use super::with_index::with_key;
+use super::{ARCHIVE_TREE, Backend, Result, StorageError, encode, index_key, item_key, lookup_seq};
 
 /// What archive writers share: the engine, the id salt, the archive lock and the dirty flag.
 #[derive(Clone)]
@@ -103,21 +102,31 @@ impl AppendReq {
         with: String,
         value: &Value,
     ) -> Result<(AppendReq, tokio::sync::oneshot::Receiver<Result<String>>)> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let mut req = AppendReq::unanswered(user_prefix, when, with, value)?;
+        req.id = id;
+        req.reply = Some(reply);
+        Ok((req, rx))
+    }
+
+    /// Builds a request with a generated id that nobody waits for (no reply channel).
+    pub(super) fn unanswered(
+        user_prefix: Vec<u8>,
+        when: i64,
+        with: String,
+        value: &Value,
+    ) -> Result<AppendReq> {
         let value_json = serde_json::to_vec(value)
             .map_err(|e| StorageError::Io(format!("cannot serialize value: {e}")))?;
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        Ok((
-            AppendReq {
-                user_prefix,
-                id,
-                when,
-                with,
-                value_json,
-                seq: None,
-                reply: Some(reply),
-            },
-            rx,
-        ))
+        Ok(AppendReq {
+            user_prefix,
+            id: None,
+            when,
+            with,
+            value_json,
+            seq: None,
+            reply: None,
+        })
     }
 }
 
@@ -137,54 +146,54 @@ pub(super) fn claimed_seq(id: &str) -> Option<u64> {
     u64::from_str_radix(seq, 16).ok()
 }
 
-/// An [`super::ArchiveItem`] encoded as [`encode`] would, around an already serialised value.
-fn encode_item(id: &str, when: i64, with: &str, value_json: &[u8]) -> Result<Vec<u8>> {
-    let err = |e: serde_json::Error| StorageError::Io(format!("cannot serialize item: {e}"));
-    let mut out = Vec::with_capacity(value_json.len() + id.len() + with.len() + 48);
-    out.push(VALUE_VERSION);
-    out.extend_from_slice(b"{\"id\":");
-    serde_json::to_writer(&mut out, id).map_err(err)?;
-    out.extend_from_slice(b",\"when\":");
-    serde_json::to_writer(&mut out, &when).map_err(err)?;
-    out.extend_from_slice(b",\"with\":");
-    serde_json::to_writer(&mut out, with).map_err(err)?;
-    out.extend_from_slice(b",\"value\":");
-    out.extend_from_slice(value_json);
-    out.push(b'}');
-    Ok(out)
-}
+/// Caller-supplied ids staged in one batch: id-index key -> (sequence number, partner).
+pub(super) type Supplied = HashMap<Vec<u8>, (u64, String)>;
 
-/// Adds the ops of one append to `ops`; `supplied` remembers caller-supplied ids of this batch.
+/// Adds the ops of one append to `ops`: the item and its per-partner index entry, and for a
+/// caller-supplied id its id-index entry and the removal of the item it replaces.
 pub(super) fn stage(
     inner: &Writer,
     req: &AppendReq,
     ops: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    supplied: &mut HashMap<Vec<u8>, u64>,
+    supplied: &mut Supplied,
 ) -> Result<String> {
     let seq = match req.seq {
         Some(seq) => seq,
         None => inner.backend.next_id()?,
     };
+    let prefix = &req.user_prefix;
+    if let Some(key) = with_key(prefix, &req.with, seq) {
+        ops.push((key, Some(Vec::new())));
+    }
     let Some(id) = &req.id else {
         let id = generated_id(inner, seq);
         let item = encode_item(&id, req.when, &req.with, &req.value_json)?;
-        ops.push((item_key(&req.user_prefix, seq), Some(item)));
+        ops.push((item_key(prefix, seq), Some(item)));
         return Ok(id);
     };
-    let index = index_key(&req.user_prefix, id);
+    let index = index_key(prefix, id);
     let old = match supplied.get(&index) {
-        Some(&old) => Some(old),
-        None => lookup_seq(&*inner.backend, &req.user_prefix, id)?,
+        Some(old) => Some(old.clone()),
+        None => match lookup_seq(&*inner.backend, prefix, id)? {
+            Some(old) => match inner.backend.get(ARCHIVE_TREE, &item_key(prefix, old))? {
+                Some(v) => Some((old, item_id_with(&v)?.1)),
+                None => None,
+            },
+            None => None,
+        },
     };
     ops.push((
-        item_key(&req.user_prefix, seq),
+        item_key(prefix, seq),
         Some(encode_item(id, req.when, &req.with, &req.value_json)?),
     ));
-    if let Some(old) = old {
-        ops.push((item_key(&req.user_prefix, old), None));
+    if let Some((old, old_with)) = old {
+        ops.push((item_key(prefix, old), None));
+        if let Some(key) = with_key(prefix, &old_with, old) {
+            ops.push((key, None));
+        }
     }
     ops.push((index.clone(), Some(encode(&seq)?)));
-    supplied.insert(index, seq);
+    supplied.insert(index, (seq, req.with.clone()));
     Ok(id.clone())
 }
 
@@ -205,8 +214,8 @@ fn write_batch(inner: &Writer, jobs: Vec<Job>) {
         }
         return;
     }
-    let mut ops = Vec::with_capacity(reqs.len().saturating_add(4));
-    let mut supplied = HashMap::new();
+    let mut ops = Vec::with_capacity(reqs.len().saturating_mul(2).saturating_add(4));
+    let mut supplied = Supplied::new();
     let _guard = inner.lock.lock().unwrap_or_else(|e| e.into_inner());
     let staged: Vec<Result<String>> = reqs
         .iter()
@@ -373,8 +382,8 @@ mod tests {
         let prefix = b"h\0s\0u\0".to_vec();
         let mut ids = Vec::new();
         for i in 0..50 {
-            let (req, _) =
-                AppendReq::new(prefix.clone(), None, i, "x".into(), &Value::from(i)).unwrap();
+            let req =
+                AppendReq::unanswered(prefix.clone(), i, "x".into(), &Value::from(i)).unwrap();
             ids.push(appender.send_reserved(&w, req).unwrap());
         }
         appender.barrier(&w).await.unwrap();
@@ -394,22 +403,5 @@ mod tests {
         assert_eq!(claimed_seq("1f-deadbeef"), None);
         assert_eq!(claimed_seq("zz-00000000deadbeef"), None);
         assert_eq!(claimed_seq("-00000000deadbeef"), None);
-    }
-
-    #[test]
-    fn encoded_items_decode_like_encode() {
-        let v = serde_json::json!({"xml": "<m a='\"'/>", "dir": "in"});
-        let bytes = encode_item(
-            "a\"b",
-            -5,
-            "x@y",
-            &serde_json::to_vec(&v).unwrap_or_default(),
-        )
-        .unwrap();
-        let item: super::super::ArchiveItem = super::super::decode(&bytes).unwrap();
-        assert_eq!(item.id, "a\"b");
-        assert_eq!(item.when, -5);
-        assert_eq!(item.with, "x@y");
-        assert_eq!(item.value, v);
     }
 }

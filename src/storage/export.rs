@@ -1,9 +1,11 @@
 //! JSON-lines export/import of a whole [`Store`] (blocking; run from
 //! `spawn_blocking` or outside the async runtime).
 
+use super::item::decode_item;
+use super::with_index::WITH_TAG;
 use super::{
-    ARCHIVE_TREE, ArchiveItem, INDEX_TAG, ITEM_TAG, KEYVAL_TREE, MAP_TREE, Result, SCAN_CHUNK,
-    StorageError, Store, append_sync, decode, encode, join_names, utf8,
+    ARCHIVE_TREE, INDEX_TAG, ITEM_TAG, KEYVAL_TREE, MAP_TREE, Result, SCAN_CHUNK, StorageError,
+    Store, append_sync, decode, encode, join_names, utf8,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -115,12 +117,12 @@ pub fn export(store: &Store, mut out: impl Write) -> Result<u64> {
         let (names, rest) = split_key(k, 3)?;
         match rest.first() {
             Some(&ITEM_TAG) => {}
-            Some(&INDEX_TAG) => return Ok(()),
+            Some(&INDEX_TAG | &WITH_TAG) => return Ok(()),
             _ => return Err(StorageError::Corrupt("malformed archive key".into())),
         }
         let [host, store, user] = <[String; 3]>::try_from(names)
             .map_err(|_| StorageError::Corrupt("malformed archive key".into()))?;
-        let item: ArchiveItem = decode(v)?;
+        let item = decode_item(v)?;
         let line = Line::Archive {
             host,
             store,

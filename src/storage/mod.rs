@@ -8,22 +8,27 @@
 //! Key layout (names may not contain NUL, which separates components):
 //! - tree `keyval`: `host\0store\0user` -> value
 //! - tree `map`: `host\0store\0user\0key` -> value
-//! - tree `archive`: `host\0store\0user\0` + `i` + seq (u64 BE) -> [`ArchiveItem`],
-//!   and `host\0store\0user\0` + `x` + id -> seq (id index, only for caller-supplied ids:
-//!   a generated id `{seq:x}-{hash}` names its sequence number itself)
+//! - tree `archive`: `host\0store\0user\0` + `i` + seq (u64 BE) -> [`ArchiveItem`]
+//!   (length-prefixed binary, see `item`), `host\0store\0user\0` + `x` + id -> seq (id index,
+//!   only for caller-supplied ids: a generated id `{seq:x}-{hash}` names its sequence number
+//!   itself), and `host\0store\0user\0` + `w` + with + `\0` + seq -> empty (the per-partner
+//!   index, see `with_index`)
 //!
 //! Archive appends go to one writer thread that writes all queued appends as one batch
 //! (see `appender`); lazy appends are durable within [`LAZY_FLUSH_INTERVAL`].
 //! A query's total (all items, or one partner's) is counted once and then kept current in
 //! memory (see `totals`), so paging a large archive costs O(page) per page.
 //!
-//! Every stored value is a version byte (`1`) followed by JSON.
+//! Every stored value is a version byte (`1`) followed by JSON, except archive items (version
+//! `2`, length-prefixed fields around a JSON payload; version 1 items still decode).
 
 mod appender;
 mod export;
+mod item;
 mod memory;
 mod sled;
 mod totals;
+mod with_index;
 
 pub use self::export::{export, import};
 pub use self::memory::MemoryBackend;
@@ -202,6 +207,9 @@ struct Inner {
     /// Bounds concurrent blocking storage work: a few threads keep the engine busy; hundreds
     /// would only contend on its locks.
     permits: tokio::sync::Semaphore,
+    /// Whether every archived item has its per-partner index entry (see `with_index`); if not,
+    /// `with` queries scan.
+    with_indexed: bool,
 }
 
 /// Receives the duration, in seconds, of each durable write.
@@ -291,6 +299,17 @@ pub struct Store {
 impl Store {
     /// Wraps a backend.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
+        let with_indexed = match with_index::ensure(&*backend) {
+            Ok(0) => true,
+            Ok(n) => {
+                tracing::info!(entries = n, "indexed the archive by conversation partner");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot index the archive by partner; `with` queries scan");
+                false
+            }
+        };
         let dirty = Arc::new(AtomicBool::new(false));
         let writer = appender::Writer {
             backend: backend.clone(),
@@ -307,6 +326,7 @@ impl Store {
                 writer,
                 permits: tokio::sync::Semaphore::new(4),
                 observer: std::sync::OnceLock::new(),
+                with_indexed,
                 backend,
             }),
         }
@@ -666,7 +686,7 @@ fn index_key(user_prefix: &[u8], id: &str) -> Vec<u8> {
 fn lookup_seq(backend: &dyn Backend, user_prefix: &[u8], id: &str) -> Result<Option<u64>> {
     if let Some(seq) = appender::claimed_seq(id)
         && let Some(v) = backend.get(ARCHIVE_TREE, &item_key(user_prefix, seq))?
-        && decode::<ArchiveItem>(&v)?.id == id
+        && item::item_id_with(&v)?.0 == id
     {
         return Ok(Some(seq));
     }
@@ -715,7 +735,7 @@ fn collect_items(
                 break;
             }
             if let Some(v) = backend.get(ARCHIVE_TREE, &key)? {
-                let item: ArchiveItem = decode(&v)?;
+                let item = item::decode_item(&v)?;
                 if matches(q, &item) {
                     out.push((key, item));
                 }
@@ -729,7 +749,7 @@ fn collect_items(
         let got = chunk.len();
         let last = chunk.last().map(|(k, _)| k.clone());
         for (k, v) in chunk {
-            let item: ArchiveItem = decode(&v)?;
+            let item = item::decode_item(&v)?;
             if matches(q, &item) {
                 out.push((k, item));
                 if want.is_some_and(|w| out.len() >= w) {
@@ -748,6 +768,29 @@ fn collect_items(
             _ => return Ok(out),
         }
     }
+}
+
+/// Collects like [`collect_items`], through the per-partner index when `q` has an indexed `with`.
+fn collect(
+    inner: &Inner,
+    user_prefix: &[u8],
+    q: &ArchiveQuery,
+    bounds: (Vec<u8>, Vec<u8>),
+    want: Option<usize>,
+) -> Result<Vec<(Vec<u8>, ArchiveItem)>> {
+    let backend = &*inner.backend;
+    if let Some(wprefix) = indexed_with(inner, user_prefix, q) {
+        return with_index::collect(backend, user_prefix, &wprefix, q, bounds, want);
+    }
+    collect_items(backend, user_prefix, q, bounds, want)
+}
+
+/// The index prefix of `q`'s partner, if the index can answer `q` (a `with` and no `ids`).
+fn indexed_with(inner: &Inner, user_prefix: &[u8], q: &ArchiveQuery) -> Option<Vec<u8>> {
+    if !inner.with_indexed || q.ids.is_some() {
+        return None;
+    }
+    with_index::with_prefix(user_prefix, q.with.as_deref()?)
 }
 
 /// Key bounds of the user's items, narrowed by `after`/`before`.
@@ -780,7 +823,7 @@ fn find_sync(inner: &Inner, user_prefix: &[u8], q: &ArchiveQuery) -> Result<Arch
     let backend = &*inner.backend;
     let bounds = query_bounds(backend, user_prefix, q)?;
     let want = q.limit.map(|l| l.saturating_add(1));
-    let mut items = collect_items(backend, user_prefix, q, bounds, want)?;
+    let mut items = collect(inner, user_prefix, q, bounds, want)?;
     let complete = q.limit.is_none_or(|l| items.len() <= l);
     if let Some(limit) = q.limit {
         items.truncate(limit);
@@ -816,10 +859,11 @@ fn total(inner: &Inner, user_prefix: &[u8], q: &ArchiveQuery) -> Result<usize> {
     if let Some(n) = totals.get(user_prefix, with) {
         return Ok(n);
     }
-    let n = match with {
+    let n = match (with, indexed_with(inner, user_prefix, q)) {
         // Count keys, without copying or decoding any item.
-        None => backend.count_prefix(ARCHIVE_TREE, &base)?,
-        Some(_) => collect_items(backend, user_prefix, q, all, None)?.len(),
+        (None, _) => backend.count_prefix(ARCHIVE_TREE, &base)?,
+        (Some(_), Some(wprefix)) => backend.count_prefix(ARCHIVE_TREE, &wprefix)?,
+        (Some(_), None) => collect_items(backend, user_prefix, q, all, None)?.len(),
     };
     totals.insert(user_prefix, with, n);
     Ok(n)
@@ -907,7 +951,7 @@ impl ArchiveStore {
             return self.append_written(user, id, when, with, &value).await;
         }
         let prefix = self.user_prefix(user)?;
-        let (req, _) = appender::AppendReq::new(prefix, None, when, with.to_owned(), &value)?;
+        let req = appender::AppendReq::unanswered(prefix, when, with.to_owned(), &value)?;
         let inner = &self.store.inner;
         inner.appender.send_reserved(&inner.writer, req)
     }
@@ -941,10 +985,16 @@ impl ArchiveStore {
                 let backend = &*i.backend;
                 let _guard = i.writer.lock.lock().unwrap_or_else(|e| e.into_inner());
                 let bounds = query_bounds(backend, &prefix, &q)?;
-                let items = collect_items(backend, &prefix, &q, bounds, q.limit)?;
+                let items = collect(i, &prefix, &q, bounds, q.limit)?;
                 let n = items.len();
-                let mut ops = Vec::with_capacity(2 * n);
+                let mut ops = Vec::with_capacity(3 * n);
                 for (key, item) in items {
+                    if let Some(seq) = key.get(prefix.len() + 1..).and_then(|s| s.try_into().ok())
+                        && let Some(wkey) =
+                            with_index::with_key(&prefix, &item.with, u64::from_be_bytes(seq))
+                    {
+                        ops.push((wkey, None));
+                    }
                     ops.push((key, None));
                     ops.push((index_key(&prefix, &item.id), None));
                 }

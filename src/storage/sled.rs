@@ -3,8 +3,11 @@
 use super::{Backend, FlushFuture, Result, StorageError, decode, encode};
 use std::path::Path;
 
-/// Current on-disk schema version, kept in the `meta` tree.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Current on-disk schema version, kept in the `meta` tree. Version 2 stores archive items in
+/// their length-prefixed form with a per-partner index; a version 1 directory is upgraded when
+/// opened (its items still decode, the index is built by the store), and older binaries then
+/// refuse it instead of misreading it.
+pub const SCHEMA_VERSION: u64 = 2;
 const META_TREE: &str = "meta";
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
@@ -66,6 +69,17 @@ impl SledBackend {
                     return Err(StorageError::Corrupt(format!(
                         "invalid storage schema version {version}"
                     )));
+                }
+                if version < SCHEMA_VERSION {
+                    meta.insert(SCHEMA_KEY, encode(&SCHEMA_VERSION)?)
+                        .map_err(map_err)?;
+                    db.flush().map_err(map_err)?;
+                    tracing::info!(
+                        path = %path.display(),
+                        from = version,
+                        to = SCHEMA_VERSION,
+                        "upgraded the storage schema"
+                    );
                 }
             }
         }
@@ -245,13 +259,59 @@ mod tests {
             let meta = db.open_tree(META_TREE).unwrap();
             assert_eq!(
                 decode::<u64>(&meta.get(SCHEMA_KEY).unwrap().unwrap()).unwrap(),
-                1
+                SCHEMA_VERSION
             );
-            meta.insert(SCHEMA_KEY, encode(&2u64).unwrap()).unwrap();
+            meta.insert(SCHEMA_KEY, encode(&3u64).unwrap()).unwrap();
             db.flush().unwrap();
         }
         let err = SledBackend::open(dir.path(), 1 << 20).err().unwrap();
         assert!(matches!(err, StorageError::Unsupported(_)), "{err:?}");
-        assert!(err.to_string().contains("schema version 2"));
+        assert!(err.to_string().contains("schema version 3"));
+    }
+
+    /// A version 1 directory (JSON items, no partner index) opens, is marked version 2, and
+    /// its items are found by `with` through the index built on open.
+    #[tokio::test]
+    async fn version_1_dirs_are_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = ::sled::Config::new().path(dir.path()).open().unwrap();
+            let meta = db.open_tree(META_TREE).unwrap();
+            meta.insert(SCHEMA_KEY, encode(&1u64).unwrap()).unwrap();
+            let archive = db.open_tree(super::super::ARCHIVE_TREE).unwrap();
+            for seq in 0..10u64 {
+                let item = super::super::ArchiveItem {
+                    id: format!("old{seq}"),
+                    when: 0,
+                    with: if seq < 4 { "a@h" } else { "b@h" }.into(),
+                    value: json!(seq),
+                };
+                let prefix = b"h\0archive\0u\0";
+                let key = super::super::item_key(prefix, seq);
+                archive.insert(key, encode(&item).unwrap()).unwrap();
+                let index = super::super::index_key(prefix, &item.id);
+                archive.insert(index, encode(&seq).unwrap()).unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let store = Store::open_sled(dir.path(), 1 << 20).unwrap();
+        let query = super::super::ArchiveQuery {
+            with: Some("a@h".into()),
+            after: Some("old1".into()),
+            total: true,
+            ..Default::default()
+        };
+        let page = store
+            .archive("h", "archive")
+            .find("u", &query)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!((ids, page.total), (vec!["old2", "old3"], Some(4)));
+        drop(store);
+        let db = ::sled::Config::new().path(dir.path()).open().unwrap();
+        let meta = db.open_tree(META_TREE).unwrap();
+        let v: u64 = decode(&meta.get(SCHEMA_KEY).unwrap().unwrap()).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
     }
 }
