@@ -6,7 +6,9 @@
 pub mod import;
 pub mod lua;
 pub mod model;
+pub mod pep;
 pub mod prosody;
+pub mod prosody_muc;
 pub mod prosody_sql;
 pub mod xep0227;
 
