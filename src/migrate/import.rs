@@ -1,6 +1,8 @@
 //! Writing imported accounts into a store: checked whole before anything is written (all or
 //! nothing per account), written in batches through the JSON-lines importer with one flush
-//! per batch, repeatable (the same input writes the same records again).
+//! per batch, repeatable (the same input writes the same records again). Clear passwords are
+//! SASLprepped before hashing; XEP-0048 bookmarks in private XML gain their XEP-0402 node
+//! ([`super::pep::add_legacy_bookmarks`]).
 
 use std::collections::BTreeMap;
 
@@ -24,7 +26,7 @@ pub enum Secret {
     Stored(Value),
     /// SCRAM keys carried over as they are (Prosody, ejabberd, XEP-0227 `scram-credentials`).
     Keys(Credentials),
-    /// A clear password (ejabberd's default storage); hashed on import.
+    /// A clear password (ejabberd's default storage); SASLprepped and hashed on import.
     Plain(String),
 }
 

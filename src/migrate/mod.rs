@@ -1,5 +1,6 @@
 //! Moving in and out: XEP-0227 (PIEFXIS) export and import ([`xep0227`]), and import from a
-//! Prosody data directory ([`prosody`], with [`lua`] for its serialised tables). Every source
+//! Prosody data directory ([`prosody`], with [`lua`] for its serialised tables, [`prosody_sql`]
+//! for `prosody.sqlite`, [`prosody_muc`] for its group chat rooms; PEP in [`pep`]). Every source
 //! becomes the same stored [`model::Record`]s, checked per account and written by
 //! [`import::Importer`]. Run with the server stopped (the CLI's `store` and `import` commands).
 

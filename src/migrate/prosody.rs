@@ -563,7 +563,7 @@ fn read_pep(
         {
             let id = item.key.unwrap_or_else(|| (i + 1).to_string());
             // The payload, or an `<item/>` wrapping it.
-            let payload = if item.stanza.name() == "item" {
+            let mut payload = if item.stanza.name() == "item" {
                 match item.stanza.children().next() {
                     Some(p) => p.clone(),
                     None => continue,
@@ -571,6 +571,10 @@ fn read_pep(
             } else {
                 item.stanza
             };
+            // The internal driver adds `stamp` (and `stamp_legacy`) to what it archives and
+            // takes them off when Prosody reads it back: so do we.
+            payload.set_attr("stamp", None);
+            payload.set_attr("stamp_legacy", None);
             let when = item
                 .when
                 .filter(|w| w.is_finite() && w.abs() < 1e13)
