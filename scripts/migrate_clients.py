@@ -126,7 +126,8 @@ async def verify(args, report):
         report(True, f"urn:xmpp:bookmarks:1 item {args.bookmark}")
     if args.room:
         muc = c["xep_0045"]
-        pres = await muc.join_muc_wait(args.room, args.nick or "owner", timeout=args.timeout)
+        joined = await muc.join_muc_wait(args.room, args.nick or "owner", timeout=args.timeout)
+        pres = joined[0] if isinstance(joined, tuple) else joined  # (presence, history) in 1.8
         aff = pres["muc"]["affiliation"]
         if aff != "owner":
             raise RuntimeError(f"joined {args.room} as {aff}")

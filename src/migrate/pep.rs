@@ -290,9 +290,11 @@ mod tests {
 
     #[test]
     fn standard_elements_read_back_as_the_same_records() {
-        let mut config = NodeConfig::default();
-        config.max_items = Some(10);
-        config.access_model = crate::modules::pep::form::AccessModel::Open;
+        let config = NodeConfig {
+            max_items: Some(10),
+            access_model: crate::modules::pep::form::AccessModel::Open,
+            ..NodeConfig::default()
+        };
         let node = Node {
             name: "urn:x".into(),
             config,
