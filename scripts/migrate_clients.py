@@ -5,6 +5,9 @@
 roster, publishes a vCard and sends a message to an offline account, then disconnects.
 `verify`: logs in to Oxpecker over STARTTLS with the old password (whatever SCRAM family the
 account came with) and checks its roster, its vCard and that the offline message arrives.
+With `--nick`, `--bookmark` and `--room`, `seed` also publishes a PEP nick (XEP-0172), keeps a
+XEP-0048 bookmark in private XML (XEP-0049) and creates a persistent room with the contact as a
+member; `verify` checks the nick, the bookmark as a XEP-0402 item, and joins the room as owner.
 Prints one `PASS: step` / `FAIL: step (reason)` line per check; exits 0 only if all passed.
 """
 
@@ -27,6 +30,8 @@ class Client(slixmpp.ClientXMPP):
             self.ca_certs = ca_file
         self.register_plugin("xep_0054")
         self.register_plugin("xep_0199")
+        for plugin in ("xep_0045", "xep_0048", "xep_0049", "xep_0060", "xep_0163", "xep_0172"):
+            self.register_plugin(plugin)
         loop = asyncio.get_running_loop()
         self.started = loop.create_future()
         self.inbox = asyncio.Queue()
@@ -59,6 +64,26 @@ async def seed(args, report):
     c.send_message(mto=args.contact, mbody=args.body, mtype="chat")
     await c["xep_0199"].ping(timeout=args.timeout)
     report(True, f"{args.contact} ({args.group}), FN {args.fn!r}, message to {args.contact}")
+    if args.nick:
+        await c["xep_0172"].publish_nick(args.nick, timeout=args.timeout)
+        report(True, f"PEP nick {args.nick!r}")
+    if args.bookmark:
+        bm = c["xep_0048"].stanza.Bookmarks()
+        bm.add_conference(args.bookmark, args.nick or "me", name="Old bookmark", autojoin=True)
+        await c["xep_0048"].set_bookmarks(bm, method="xep_0049", timeout=args.timeout)
+        report(True, f"private XML bookmark of {args.bookmark}")
+    if args.room:
+        muc = c["xep_0045"]
+        await muc.join_muc_wait(args.room, args.nick or "owner", timeout=args.timeout)
+        form = c["xep_0004"].make_form(ftype="submit")
+        form.add_field(var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/muc#roomconfig")
+        form.add_field(var="muc#roomconfig_persistentroom", ftype="boolean", value=True)
+        form.add_field(var="muc#roomconfig_roomname", ftype="text-single", value=args.room_name)
+        await muc.set_room_config(args.room, form, timeout=args.timeout)
+        await muc.set_affiliation(args.room, "member", jid=slixmpp.JID(args.contact))
+        muc.leave_muc(args.room, args.nick or "owner")
+        await c["xep_0199"].ping(timeout=args.timeout)
+        report(True, f"{args.room} ({args.room_name!r}), {args.contact} member")
     await asyncio.wait_for(c.disconnect(wait=2.0), args.timeout)
 
 
@@ -86,6 +111,34 @@ async def verify(args, report):
         if msg["body"] == args.body:
             break
     report(True, f"from {msg['from']}: {msg['body']!r}")
+    if args.nick:
+        items = await c["xep_0060"].get_items(c.boundjid.bare, "http://jabber.org/protocol/nick", timeout=args.timeout)
+        nicks = [i.xml.find("{http://jabber.org/protocol/nick}nick") for i in items["pubsub"]["items"]]
+        nicks = [n.text for n in nicks if n is not None]
+        if args.nick not in nicks:
+            raise RuntimeError(f"PEP nick items are {nicks}")
+        report(True, f"PEP nick {args.nick!r}")
+    if args.bookmark:
+        items = await c["xep_0060"].get_items(c.boundjid.bare, "urn:xmpp:bookmarks:1", timeout=args.timeout)
+        ids = [i["id"] for i in items["pubsub"]["items"]]
+        if args.bookmark not in ids:
+            raise RuntimeError(f"urn:xmpp:bookmarks:1 items are {ids}")
+        report(True, f"urn:xmpp:bookmarks:1 item {args.bookmark}")
+    if args.room:
+        muc = c["xep_0045"]
+        joined = await muc.join_muc_wait(args.room, args.nick or "owner", timeout=args.timeout)
+        pres = joined[0] if isinstance(joined, tuple) else joined  # (presence, history) in 1.8
+        aff = pres["muc"]["affiliation"]
+        if aff != "owner":
+            raise RuntimeError(f"joined {args.room} as {aff}")
+        members = await muc.get_affiliation_list(args.room, "member", timeout=args.timeout)
+        if args.contact not in [str(m) for m in members]:
+            raise RuntimeError(f"members of {args.room} are {members}")
+        info = await c["xep_0030"].get_info(args.room, timeout=args.timeout)
+        names = [i[3] for i in info["disco_info"]["identities"]]
+        if args.room_name not in names:
+            raise RuntimeError(f"{args.room} is named {names}")
+        report(True, f"{args.room} ({args.room_name!r}): owner, {args.contact} member")
     await asyncio.wait_for(c.disconnect(wait=2.0), args.timeout)
 
 
@@ -113,12 +166,21 @@ def main():
     ap.add_argument("--group", required=True)
     ap.add_argument("--fn", required=True)
     ap.add_argument("--body", required=True)
+    ap.add_argument("--nick", default="", help="a PEP nick (XEP-0172) to publish / expect")
+    ap.add_argument("--bookmark", default="", help="a room bookmarked in private XML / expected in XEP-0402")
+    ap.add_argument("--room", default="", help="a persistent room to create (owner, contact member) / join")
+    ap.add_argument("--room-name", default="Moved room")
     ap.add_argument("--label", default="")
     ap.add_argument("--timeout", type=float, default=30)
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.CRITICAL)
-    steps = STEPS[args.mode]
+    steps = list(STEPS[args.mode])
+    extra = {
+        "seed": ["publishes a PEP nick", "keeps a bookmark in private XML", "creates a persistent room"],
+        "verify": ["sees its PEP nick", "sees its bookmark in XEP-0402 PEP", "joins its room as owner"],
+    }[args.mode]
+    steps += [step for step, on in zip(extra, [args.nick, args.bookmark, args.room]) if on]
     done = []
 
     def report(ok, detail):

@@ -57,15 +57,6 @@ async fn xep0227_export_then_import_gives_the_same_store() {
         .await
         .unwrap();
     core.store
-        .map("localhost", "private")
-        .set(
-            "alice",
-            "storage:bookmarks",
-            Some(serde_json::json!({"xml": "<storage xmlns=\"storage:bookmarks\"><conference jid=\"r@c\"/></storage>"})),
-        )
-        .await
-        .unwrap();
-    core.store
         .map("localhost", "blocklist")
         .set("alice", "spam@evil.example", Some(serde_json::json!(true)))
         .await
@@ -74,6 +65,11 @@ async fn xep0227_export_then_import_gives_the_same_store() {
     let mut a = common::online(&srv, "alice", "pc").await;
     a.send("<message to='bob@localhost' type='chat' id='m1'><body>while you were away</body></message>")
         .await;
+    // Bookmarks as a XEP-0048 client keeps them: private XML, mirrored to XEP-0402 PEP.
+    a.send("<iq type='set' id='bm1'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'><conference jid='r@c' autojoin='true'/></storage></query></iq>")
+        .await;
+    let set = read_until_contains(&mut a, "iq", "bm1").await;
+    assert!(set.contains("type=\"result\""), "{set}");
     a.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
         .await;
     read_until_contains(&mut a, "iq", "p1").await;
@@ -84,6 +80,10 @@ async fn xep0227_export_then_import_gives_the_same_store() {
     let before = open(dir.path());
     let original = dump(&before);
     assert!(original.contains("\"store\":\"offline\""), "{original}");
+    assert!(
+        original.contains("\"key\":\"n:urn:xmpp:bookmarks:1\""),
+        "{original}"
+    );
     let file = dir.path().join("export.xml");
     let n = migrate::export_xep0227(
         &before,
@@ -140,6 +140,9 @@ async fn prosody_data_dir_imports_and_old_passwords_log_in() {
         assert_eq!(report.records["roster_pending"], 1, "{report}");
         assert_eq!(report.records["offline"], 2, "{report}");
         assert_eq!(report.records["archive"], 2, "{report}");
+        // The nick node (node, item, index) and the bookmarks made from private XML (node, item).
+        assert_eq!(report.records["pep"], 5, "{report}");
+        assert_eq!(report.records["muc_rooms"], 1, "{report}");
         let first = dump(&store);
         migrate::import_prosody(&store, opts(&["localhost"], false), &fixture)
             .await
@@ -209,6 +212,50 @@ async fn prosody_data_dir_imports_and_old_passwords_log_in() {
     assert!(
         private.contains("<roster xmlns=\"roster:delimiter\">::</roster>"),
         "{private}"
+    );
+    // Her PEP nick (Prosody's pep and pep_<node> stores) is served from our PEP store.
+    a.send("<iq type='get' id='n1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='http://jabber.org/protocol/nick'/></pubsub></iq>")
+        .await;
+    let nick = read_until_contains(&mut a, "iq", "n1").await;
+    assert!(
+        nick.contains(
+            "<item id=\"current\"><nick xmlns=\"http://jabber.org/protocol/nick\">Ally</nick>"
+        ),
+        "{nick}"
+    );
+    // Her XEP-0048 bookmark in private XML became a XEP-0402 item, and legacy clients still see it.
+    a.send("<iq type='get' id='b1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>")
+        .await;
+    let bm = read_until_contains(&mut a, "iq", "b1").await;
+    assert!(
+        bm.contains(
+            "<item id=\"lounge@conference.localhost\"><conference xmlns=\"urn:xmpp:bookmarks:1\""
+        ) && bm.contains("autojoin=\"true\"")
+            && bm.contains("<nick>Ally</nick>"),
+        "{bm}"
+    );
+    a.send("<iq type='get' id='b2'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query></iq>")
+        .await;
+    let legacy = read_until_contains(&mut a, "iq", "b2").await;
+    assert!(
+        legacy.contains("jid=\"lounge@conference.localhost\""),
+        "{legacy}"
+    );
+    // Her persistent room on Prosody's MUC component exists, she is its owner and bob a member.
+    a.send("<presence to='lounge@conference.localhost/Ally'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+        .await;
+    let joined = read_until_contains(&mut a, "presence", "status code=\"110\"").await;
+    assert!(joined.contains("affiliation=\"owner\""), "{joined}");
+    a.send("<iq type='get' id='m1' to='lounge@conference.localhost'><query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='member'/></query></iq>")
+        .await;
+    let members = read_until_contains(&mut a, "iq", "m1").await;
+    assert!(members.contains("jid=\"bob@localhost\""), "{members}");
+    a.send("<iq type='get' id='d1' to='lounge@conference.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        .await;
+    let info = read_until_contains(&mut a, "iq", "d1").await;
+    assert!(
+        info.contains("name=\"The Lounge\"") && info.contains("muc_persistent"),
+        "{info}"
     );
     // The PLAIN login stored the hashes the account lacked (Argon2, SCRAM-SHA-256).
     let rec = srv
@@ -341,6 +388,46 @@ async fn piefxis_with_clear_passwords_checks_imports_and_names_bad_accounts() {
     assert!(roster.contains("<group>Pals</group>"), "{roster}");
     e.send("<presence/>").await;
     read_until_contains(&mut e, "message", "hi eve").await;
+}
+
+/// A clear password stored decomposed (ejabberd keeps what the client sent) is SASLprepped
+/// before hashing: a client typing the composed form logs in with SCRAM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_passwords_are_saslprepped_before_hashing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain.xml");
+    std::fs::write(
+        &file,
+        "<server-data xmlns='urn:xmpp:pie:0'><host jid='localhost'><user name='ivan' password='pa\u{308}ssword'/><user name='judy' password='bad\u{200e}\u{5d0}'/></host></server-data>",
+    )
+    .unwrap();
+    let srv = TestServer::start().await;
+    let data = srv.stop().await;
+    {
+        let store = open(data.path());
+        let dry = import_file(&store, opts(&["localhost"], true), &file).await;
+        assert_eq!((dry.accounts, dry.errors.len()), (1, 1), "{dry}");
+        assert!(
+            dry.errors[0].contains("judy@localhost") && dry.errors[0].contains("SASLprep"),
+            "{dry}"
+        );
+        let report = import_file(&store, opts(&["localhost"], false), &file).await;
+        assert_eq!((report.accounts, report.errors.len()), (1, 1), "{report}");
+        store.flush().await.unwrap();
+    }
+    let config = common::test_config(data.path());
+    let srv = TestServer {
+        server: Some(oxpecker::Server::start(config.clone()).await.unwrap()),
+        dir: data,
+        config,
+    };
+    for (password, ok) in [("p\u{e4}ssword", true), ("pa\u{308}ssword", false)] {
+        let mut c = RawClient::connect(srv.c2s()).await;
+        c.starttls(&srv.cert_pem()).await;
+        let outcome =
+            scram_login(&mut c, oxpecker::auth::ScramHash::Sha256, "ivan", password).await;
+        assert_eq!(outcome.contains("<success"), ok, "{password:?}: {outcome}");
+    }
 }
 
 /// Not a timing assertion: prints how many accounts per second a 10,000-account XEP-0227 file

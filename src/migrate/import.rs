@@ -1,6 +1,8 @@
 //! Writing imported accounts into a store: checked whole before anything is written (all or
 //! nothing per account), written in batches through the JSON-lines importer with one flush
-//! per batch, repeatable (the same input writes the same records again).
+//! per batch, repeatable (the same input writes the same records again). Clear passwords are
+//! SASLprepped before hashing; XEP-0048 bookmarks in private XML gain their XEP-0402 node
+//! ([`super::pep::add_legacy_bookmarks`]).
 
 use std::collections::BTreeMap;
 
@@ -24,7 +26,7 @@ pub enum Secret {
     Stored(Value),
     /// SCRAM keys carried over as they are (Prosody, ejabberd, XEP-0227 `scram-credentials`).
     Keys(Credentials),
-    /// A clear password (ejabberd's default storage); hashed on import.
+    /// A clear password (ejabberd's default storage); SASLprepped and hashed on import.
     Plain(String),
 }
 
@@ -203,6 +205,21 @@ impl Importer {
                 "a record of store {store} has a bad name or another owner"
             ));
         }
+        let mut records = acc.records;
+        if records
+            .iter()
+            .any(|r| r.owner().1 == crate::modules::private::STORE)
+        {
+            let stored_index: Vec<String> = self
+                .store
+                .map(&acc.host, crate::modules::pep::store::STORE)
+                .get(&acc.user, crate::modules::pep::store::INDEX)
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default();
+            super::pep::add_legacy_bookmarks(&mut records, &acc.host, &acc.user, &stored_index)?;
+        }
         let existing: Option<AccountRecord> = self
             .store
             .keyval(&acc.host, ACCOUNTS_STORE)
@@ -220,8 +237,12 @@ impl Importer {
             }
             Some(Secret::Keys(credentials)) => record_value(credentials, existing)?,
             // A dry run does not spend Argon2 on every account: nothing is written.
-            Some(Secret::Plain(_)) if self.opts.check => Value::Null,
+            Some(Secret::Plain(password)) if self.opts.check => {
+                saslprep(&password)?;
+                Value::Null
+            }
             Some(Secret::Plain(password)) => {
+                let password = saslprep(&password)?;
                 let iterations = self.opts.iterations;
                 let (credentials, existing) = tokio::task::spawn_blocking(move || match existing {
                     // Unchanged password: keep its hashes, so a repeated import changes nothing.
@@ -237,7 +258,7 @@ impl Importer {
             }
         };
         let account = Record::keyval(&acc.host, ACCOUNTS_STORE, &acc.user, value);
-        Ok((account, acc.records, existed))
+        Ok((account, records, existed))
     }
 
     async fn queue(&mut self, records: Vec<Record>, label: String) -> Result<(), MigrateError> {
@@ -294,6 +315,14 @@ impl Importer {
     }
 }
 
+/// A stored clear password as SASLprep (RFC 4013) prepares it, so the SCRAM keys made from it
+/// match what clients derive from the same password; one SASLprep forbids is refused.
+fn saslprep(password: &str) -> Result<String, String> {
+    stringprep::saslprep(password)
+        .map(|p| p.into_owned())
+        .map_err(|e| format!("the password is not allowed by SASLprep (RFC 4013): {e}"))
+}
+
 /// The account record for new credentials, keeping an existing account's creation time and role.
 fn record_value(
     credentials: Credentials,
@@ -307,4 +336,18 @@ fn record_value(
         role,
     })
     .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_passwords_are_saslprepped() {
+        // Decomposed "ä" composes (NFKC), a non-ASCII space maps to a space, soft hyphen goes.
+        assert_eq!(saslprep("pa\u{308}ssword").unwrap(), "p\u{e4}ssword");
+        assert_eq!(saslprep("a\u{a0}b\u{ad}c").unwrap(), "a bc");
+        assert_eq!(saslprep("plain ascii").unwrap(), "plain ascii");
+        assert!(saslprep("bad\u{7}control").is_err());
+    }
 }

@@ -1,12 +1,15 @@
 //! Moving in and out: XEP-0227 (PIEFXIS) export and import ([`xep0227`]), and import from a
-//! Prosody data directory ([`prosody`], with [`lua`] for its serialised tables). Every source
+//! Prosody data directory ([`prosody`], with [`lua`] for its serialised tables, [`prosody_sql`]
+//! for `prosody.sqlite`, [`prosody_muc`] for its group chat rooms; PEP in [`pep`]). Every source
 //! becomes the same stored [`model::Record`]s, checked per account and written by
 //! [`import::Importer`]. Run with the server stopped (the CLI's `store` and `import` commands).
 
 pub mod import;
 pub mod lua;
 pub mod model;
+pub mod pep;
 pub mod prosody;
+pub mod prosody_muc;
 pub mod prosody_sql;
 pub mod xep0227;
 

@@ -2,7 +2,8 @@
 //! (`example%2eorg`), one per store, one file per user (`alice.dat`: `return {…};`, archives
 //! `alice.list`: `item({…});` lines). Accounts (SCRAM-SHA-1 keys or a clear password), roster
 //! (with groups, subscription, pending-out `ask` and pending-in requests), vCard, private XML,
-//! offline messages, MAM archive and blocking list become Oxpecker records. The same reading
+//! offline messages, MAM archive, blocking list and PEP nodes with their items become Oxpecker
+//! records; a MUC component's persistent rooms are read by [`super::prosody_muc`]. The same reading
 //! serves Prosody's `sql` storage in `prosody.sqlite` ([`super::prosody_sql`]), through [`Stores`].
 
 use std::path::{Path, PathBuf};
@@ -87,7 +88,16 @@ pub fn read_dir(dir: &Path) -> Result<Source, MigrateError> {
                     name.strip_suffix(".dat").and_then(decode_name)
                 })
                 .collect(),
-            Err(_) => continue, // no accounts: a component (or an empty host)
+            Err(_) => {
+                // No accounts: a component (or an empty host); a MUC component lists its rooms.
+                let position = host_dir.join("persistent.dat").display().to_string();
+                match super::prosody_muc::read_rooms(&Files(&host_dir), &host) {
+                    Ok(Some(rooms)) => source.host_records.push((position, host, rooms)),
+                    Ok(None) => {}
+                    Err(e) => source.errors.push(format!("{e}: rooms of {host}")),
+                }
+                continue;
+            }
         };
         users.sort();
         for user in users {
@@ -113,6 +123,24 @@ pub fn read_dir(dir: &Path) -> Result<Source, MigrateError> {
             match read_account(&src, &host, &user) {
                 Ok(acc) => source.accounts.push((src.position("accounts", &user), acc)),
                 Err(e) => source.errors.push(format!("{e}: {user}@{host}")),
+            }
+        }
+        for host in
+            super::prosody_sql::room_hosts(&db, &sqlite).map_err(|e| MigrateError::Io(e.0))?
+        {
+            let src = super::prosody_sql::Sql {
+                db: &db,
+                path: &sqlite,
+                host: host.clone(),
+            };
+            match super::prosody_muc::read_rooms(&src, &host) {
+                Ok(Some(rooms)) => {
+                    source
+                        .host_records
+                        .push((src.position("persistent", ""), host, rooms));
+                }
+                Ok(None) => {}
+                Err(e) => source.errors.push(format!("{e}: rooms of {host}")),
             }
         }
     }
@@ -145,6 +173,8 @@ pub struct ArchivedItem {
 pub trait Stores {
     /// A keyval store's table for `user`, if any.
     fn keyval(&self, store: &str, user: &str) -> Result<Option<Table>, FileError>;
+    /// A host-wide keyval store's table (Prosody's `nil` user), if any.
+    fn host_keyval(&self, store: &str) -> Result<Option<Table>, FileError>;
     /// An archive store's items for `user`, oldest first.
     fn archive(&self, store: &str, user: &str) -> Result<Vec<ArchivedItem>, FileError>;
     /// Where `user`'s data of `store` lives, for errors.
@@ -157,6 +187,10 @@ struct Files<'a>(&'a Path);
 impl Stores for Files<'_> {
     fn keyval(&self, store: &str, user: &str) -> Result<Option<Table>, FileError> {
         keyval(self.0, store, user)
+    }
+
+    fn host_keyval(&self, store: &str) -> Result<Option<Table>, FileError> {
+        table_file(&self.0.join(format!("{}.dat", encode_store(store))))
     }
 
     fn archive(&self, store: &str, user: &str) -> Result<Vec<ArchivedItem>, FileError> {
@@ -179,8 +213,7 @@ impl Stores for Files<'_> {
     }
 
     fn position(&self, store: &str, user: &str) -> String {
-        self.0
-            .join(encode_name(store))
+        store_dir(self.0, store)
             .join(format!("{}.dat", encode_name(user)))
             .display()
             .to_string()
@@ -205,12 +238,31 @@ fn read_file(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
         .map_err(|e| fail(e.to_string()))
 }
 
+/// Prosody's file-name encoding of store names: like [`encode_name`], but `_` stays (as in
+/// `pep_http%3a%2f%2fjabber%2eorg%2fprotocol%2fnick`, the store of a PEP node's items).
+pub fn encode_store(s: &str) -> String {
+    encode_name(s).replace("%5f", "_")
+}
+
+/// The folder of `store` in a host folder: as Prosody names it, or fully encoded if only that exists.
+fn store_dir(host_dir: &Path, store: &str) -> PathBuf {
+    let dir = host_dir.join(encode_store(store));
+    let other = host_dir.join(encode_name(store));
+    if !dir.exists() && other.exists() {
+        other
+    } else {
+        dir
+    }
+}
+
 /// The table in `<store>/<user>.dat`, if the file exists.
 fn keyval(host_dir: &Path, store: &str, user: &str) -> Result<Option<Table>, FileError> {
-    let path = host_dir
-        .join(encode_name(store))
-        .join(format!("{}.dat", encode_name(user)));
-    let Some(bytes) = read_file(&path)? else {
+    table_file(&store_dir(host_dir, store).join(format!("{}.dat", encode_name(user))))
+}
+
+/// The table a `.dat` file returns, if the file exists.
+fn table_file(path: &Path) -> Result<Option<Table>, FileError> {
+    let Some(bytes) = read_file(path)? else {
         return Ok(None);
     };
     match lua::parse_return(&bytes) {
@@ -223,9 +275,7 @@ fn keyval(host_dir: &Path, store: &str, user: &str) -> Result<Option<Table>, Fil
 
 /// The items of `<store>/<user>.list`, if the file exists.
 fn list(host_dir: &Path, store: &str, user: &str) -> Result<Vec<Table>, FileError> {
-    let path = host_dir
-        .join(encode_name(store))
-        .join(format!("{}.list", encode_name(user)));
+    let path = store_dir(host_dir, store).join(format!("{}.list", encode_name(user)));
     let Some(bytes) = read_file(&path)? else {
         return Ok(Vec::new());
     };
@@ -391,6 +441,14 @@ pub fn read_account(src: &dyn Stores, host: &str, user: &str) -> Result<AccountI
         }
     }
 
+    if let Some(nodes) = src.keyval("pep", user)? {
+        let nodes = read_pep(src, user, &nodes)?;
+        records.extend(
+            super::pep::records(host, user, nodes)
+                .map_err(|e| FileError(format!("{}: {e}", at("pep", "dat"))))?,
+        );
+    }
+
     for (store, target) in [("offline", offline::STORE), ("archive", mam::STORE)] {
         for (i, item) in src.archive(store, user)?.into_iter().enumerate() {
             let key = item.key.clone().unwrap_or_else(|| (i + 1).to_string());
@@ -443,6 +501,89 @@ pub fn read_account(src: &dyn Stores, host: &str, user: &str) -> Result<AccountI
         secret,
         records,
     })
+}
+
+/// `user`'s PEP nodes: the `pep` map (node → `{ name, config, affiliations, subscribers }`) and
+/// each node's items in the archive store `pep_<node>` (item id as key, the payload as stanza).
+fn read_pep(
+    src: &dyn Stores,
+    user: &str,
+    nodes: &Table,
+) -> Result<Vec<super::pep::Node>, FileError> {
+    use crate::modules::pep::store::Affiliation;
+    let mut out = Vec::new();
+    let mut names: Vec<(String, &Table)> = nodes
+        .string_keys()
+        .filter_map(|(k, v)| Some((k, v.as_table()?)))
+        .collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, t) in names {
+        if name.is_empty() || name.len() > crate::modules::pep::MAX_NODE_LEN {
+            continue;
+        }
+        let mut node = super::pep::Node {
+            name: name.clone(),
+            ..Default::default()
+        };
+        if let Some(c) = t.get("config").and_then(Lua::as_table) {
+            for (k, v) in c.string_keys() {
+                let value = match v {
+                    Lua::Str(_) => v.as_str().unwrap_or_default().to_string(),
+                    Lua::Bool(b) => b.to_string(),
+                    Lua::Int(n)
+                        if k == "max_items" && *n > i64::from(super::pep::SERVER_MAX_ITEMS) =>
+                    {
+                        "max".into()
+                    }
+                    Lua::Int(n) => n.to_string(),
+                    _ => continue,
+                };
+                // A setting this server does not have, or a value it refuses, keeps the default.
+                let _ = node.config.apply_field(
+                    &format!("pubsub#{k}"),
+                    &[value],
+                    super::pep::SERVER_MAX_ITEMS,
+                    false,
+                );
+            }
+        }
+        if let Some(a) = t.get("affiliations").and_then(Lua::as_table) {
+            for (jid, aff) in a.string_keys() {
+                if let (Ok(j), Some(aff)) =
+                    (Jid::parse(&jid), aff.as_str().and_then(Affiliation::parse))
+                {
+                    node.affiliations.insert(j.bare().to_string(), aff);
+                }
+            }
+        }
+        for (i, item) in src
+            .archive(&format!("pep_{name}"), user)?
+            .into_iter()
+            .enumerate()
+        {
+            let id = item.key.unwrap_or_else(|| (i + 1).to_string());
+            // The payload, or an `<item/>` wrapping it.
+            let mut payload = if item.stanza.name() == "item" {
+                match item.stanza.children().next() {
+                    Some(p) => p.clone(),
+                    None => continue,
+                }
+            } else {
+                item.stanza
+            };
+            // The internal driver adds `stamp` (and `stamp_legacy`) to what it archives and
+            // takes them off when Prosody reads it back: so do we.
+            payload.set_attr("stamp", None);
+            payload.set_attr("stamp_legacy", None);
+            let when = item
+                .when
+                .filter(|w| w.is_finite() && w.abs() < 1e13)
+                .map_or(0, |w| w as i64);
+            node.items.push((id, payload, when));
+        }
+        out.push(node);
+    }
+    Ok(out)
 }
 
 /// A stanza as `util.stanza.preserialize` stores it: `{ name = …, attr = {…}, [1] = child, … }`.

@@ -43,6 +43,18 @@ pub fn accounts(db: &Connection, path: &Path) -> Result<Vec<(String, String)>, F
     rows.collect::<Result<Vec<_>, _>>().map_err(fail)
 }
 
+/// The hosts that have a `persistent` row (MUC components with persistent rooms), sorted.
+pub fn room_hosts(db: &Connection, path: &Path) -> Result<Vec<String>, FileError> {
+    let fail = |e: rusqlite::Error| FileError(format!("{}: {e}", path.display()));
+    let mut stmt = db
+        .prepare("SELECT DISTINCT host FROM prosody WHERE store = 'persistent' ORDER BY host")
+        .map_err(fail)?;
+    let rows = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(fail)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(fail)
+}
+
 /// A JSON value as the Lua value Prosody encoded.
 fn lua_of_json(v: &Value) -> Lua {
     match v {
@@ -146,6 +158,11 @@ impl Stores for Sql<'_> {
             t.fields.push((Lua::Str(key.into_bytes()), v));
         }
         Ok(Some(t))
+    }
+
+    fn host_keyval(&self, store: &str) -> Result<Option<Table>, FileError> {
+        // Prosody's sql driver stores the `nil` user as "".
+        self.keyval(store, "")
     }
 
     fn archive(&self, store: &str, user: &str) -> Result<Vec<ArchivedItem>, FileError> {

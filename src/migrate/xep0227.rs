@@ -3,7 +3,8 @@
 //! Standard elements carry what other servers understand: `scram-credentials` (and a clear
 //! `password` attribute from ejabberd), the roster (pending inbound requests as Prosody writes
 //! them, `<presence type='subscribe'/>` in the user), the vCard, private XML, offline messages,
-//! the blocking list and MAM archives (`urn:xmpp:pie:0#mam`). Everything else — and any record
+//! the blocking list, MAM archives (`urn:xmpp:pie:0#mam`) and PEP nodes (`pubsub` items and
+//! `pubsub#owner` configuration, also read from other servers' files). Everything else — and any record
 //! a standard element would not give back exactly — travels in an Oxpecker extension element
 //! `<records xmlns='urn:oxpecker:pie:0'>` holding the stored JSON, so that export → import is
 //! lossless. Offline and archived messages carry a `<stored xmlns='urn:oxpecker:pie:0'/>`
@@ -124,6 +125,10 @@ pub fn user_element(user: &str, records: &[Record]) -> Element {
     }
     if let Some(v) = vcard_el {
         el.push(v);
+    }
+    // PEP nodes also as XEP-0227 has them, for other servers; the records stay exact.
+    for pep in super::pep::standard_elements(records) {
+        el.push(pep);
     }
     if extra.children().next().is_some() {
         el.push(extra);
@@ -487,6 +492,8 @@ pub fn read_user(host: &str, el: &Element) -> Result<AccountImport, String> {
     let mut stored_account = None;
     let mut keys: [Option<ScramKeys>; 2] = [None, None];
     let mut index = 0usize;
+    let mut pep_nodes: Vec<super::pep::Node> = Vec::new();
+    let mut own_records = Vec::new();
     let mut push_std = |records: &mut Vec<Record>, c: &Element| -> Result<(), String> {
         index += 1;
         if c.is("item", ns::ROSTER) {
@@ -533,6 +540,7 @@ pub fn read_user(host: &str, el: &Element) -> Result<AccountImport, String> {
                 }
             }
             ("vCard", ns::VCARD) | ("presence", ns::CLIENT) => push_std(&mut records, c)?,
+            ("pubsub", ns::PUBSUB) | ("pubsub", ns::PUBSUB_OWNER) => read_pep(c, &mut pep_nodes),
             ("records", ns::PIE_OXPECKER) => {
                 for r in c.children() {
                     let r = parse_record(host, Some(&user), r)?;
@@ -540,7 +548,7 @@ pub fn read_user(host: &str, el: &Element) -> Result<AccountImport, String> {
                         Record::Keyval { store, value, .. } if store == ACCOUNTS_STORE => {
                             stored_account = Some(value.clone())
                         }
-                        _ => records.push(r),
+                        _ => own_records.push(r),
                     }
                 }
             }
@@ -559,7 +567,9 @@ pub fn read_user(host: &str, el: &Element) -> Result<AccountImport, String> {
             .filter(|p| !p.is_empty())
             .map(|p| Secret::Plain(p.to_string()))
     };
+    records.extend(super::pep::records(host, &user, pep_nodes)?);
     // A record of a store the standard elements fill wins over the standard element.
+    records.extend(own_records);
     dedup_last_wins(&mut records);
     Ok(AccountImport {
         host: host.to_string(),
@@ -567,6 +577,62 @@ pub fn read_user(host: &str, el: &Element) -> Result<AccountImport, String> {
         secret,
         records,
     })
+}
+
+/// PEP nodes as XEP-0227 carries them (and Prosody's `mod_storage_xep0227` writes them): items
+/// in `<pubsub xmlns='…pubsub'><items node='…'><item id='…'>payload</item></items>`, the
+/// configuration in `<pubsub xmlns='…pubsub#owner'><configure node='…'><x/></configure>`.
+/// Settings this server does not have, or values it refuses, keep the defaults.
+fn read_pep(el: &Element, nodes: &mut Vec<super::pep::Node>) {
+    fn node<'a>(nodes: &'a mut Vec<super::pep::Node>, name: &str) -> &'a mut super::pep::Node {
+        let i = match nodes.iter().position(|n| n.name == name) {
+            Some(i) => i,
+            None => {
+                nodes.push(super::pep::Node {
+                    name: name.to_string(),
+                    ..Default::default()
+                });
+                nodes.len() - 1
+            }
+        };
+        &mut nodes[i]
+    }
+    let named = |c: &Element| {
+        c.get_attr("node")
+            .filter(|n| !n.is_empty() && n.len() <= crate::modules::pep::MAX_NODE_LEN)
+            .map(str::to_string)
+    };
+    for c in el.children() {
+        let Some(name) = named(c) else { continue };
+        match (c.name(), c.ns()) {
+            ("items", ns::PUBSUB) => {
+                for (i, item) in c.children().filter(|i| i.name() == "item").enumerate() {
+                    let Some(payload) = item.children().next() else {
+                        continue;
+                    };
+                    let id = item
+                        .get_attr("id")
+                        .map_or_else(|| (i + 1).to_string(), str::to_string);
+                    node(nodes, &name).items.push((id, payload.clone(), 0));
+                }
+            }
+            ("configure", ns::PUBSUB_OWNER) => {
+                let Some(x) = c.get_child("x", ns::DATA) else {
+                    continue;
+                };
+                let Ok(form) = crate::modules::pep::form::parse_form(x) else {
+                    continue;
+                };
+                let n = node(nodes, &name);
+                for (var, values) in &form.fields {
+                    let _ = n
+                        .config
+                        .apply_field(var, values, super::pep::SERVER_MAX_ITEMS, false);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Keeps only the last record for each storage key.

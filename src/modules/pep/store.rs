@@ -16,7 +16,8 @@ use crate::xmpp::parser::parse_element;
 
 /// The map store holding PEP nodes and items (owner node → key → value).
 pub const STORE: &str = "pep";
-const INDEX: &str = "index";
+/// The key of an owner's list of node names.
+pub const INDEX: &str = "index";
 
 /// A JID's affiliation with a node (XEP-0060 §4.1), as the owner set it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,11 +86,13 @@ pub struct Repo {
     user: String,
 }
 
-fn node_key(node: &str) -> String {
+/// The key of a node's record.
+pub fn node_key(node: &str) -> String {
     format!("n:{node}")
 }
 
-fn item_key(node: &str, id: &str) -> String {
+/// The key of an item's record (the node's length first, so names and ids cannot collide).
+pub fn item_key(node: &str, id: &str) -> String {
     format!("i:{}:{node}{id}", node.len())
 }
 
