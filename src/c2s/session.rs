@@ -265,8 +265,10 @@ async fn finish_session(
     if let Some(mut rx) = rx {
         rx.close();
         while let Ok(m) = rx.try_recv() {
-            if let Outbound::Stanza(el) = m {
-                pending.push(*el);
+            match m {
+                Outbound::Stanza(el) => pending.push(*el),
+                Outbound::Shared(s) => pending.push(s.addressed(&handle.jid)),
+                _ => {}
             }
         }
     }
@@ -452,6 +454,20 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
                         overflow = Some(e);
                     }
                     el.write_xml(&mut buf, ns::CLIENT);
+                }
+                Outbound::Shared(s) => {
+                    match s.element().name() {
+                        "message" => messages.inc(),
+                        "presence" => presences.inc(),
+                        _ => iqs.inc(),
+                    }
+                    // Only a session that counts (XEP-0198) needs its copy as an element.
+                    if sm::counting(&handle)
+                        && let Err(e) = sm::count_outbound(&handle, &s.addressed(&handle.jid))
+                    {
+                        overflow = Some(e);
+                    }
+                    s.write_for(&handle.jid, &mut buf);
                 }
                 Outbound::Nonza(x) => buf.push_str(&x),
                 Outbound::SmEnabled(x) => {
