@@ -1461,3 +1461,48 @@ async fn hats_are_managed_by_commands_shown_in_presence_and_kept_across_a_restar
     let list = hat_command(&mut a, "l2", "class", "dlist", None).await;
     assert!(!list.contains("hats#teacher"), "{list}");
 }
+
+#[tokio::test]
+async fn history_on_join_honours_maxchars_and_since() {
+    let srv = server(&["alice", "bob"]).await;
+    let mut a = login(&srv, "alice", "r").await;
+    create_instant(&mut a, "chars", "Al").await;
+    // Bodies of 3, 5 and 7 characters.
+    for body in ["xx1", "xxxx2", "xxxxxx3"] {
+        a.send(&format!(
+            "<message type='groupchat' to='chars@{MUC}' id='{body}'><body>{body}</body></message>"
+        ))
+        .await;
+        read_until_contains(&mut a, "message", body).await;
+    }
+    let join_with = |nick: &str, history: &str| {
+        format!(
+            "<presence to='chars@{MUC}/{nick}'><x xmlns='http://jabber.org/protocol/muc'><history {history}/></x></presence>"
+        )
+    };
+    // maxchars=12: the newest 7 + 5 fit, the 3 before them would not.
+    let mut b = login(&srv, "bob", "one").await;
+    b.send(&join_with("Bo", "maxchars='12'")).await;
+    let joined = b.read_until("</subject></message>").await;
+    assert!(
+        !joined.contains("xx1") && joined.contains("xxxx2") && joined.contains("xxxxxx3"),
+        "{joined}"
+    );
+    // since: a date before every message gives all of them, one after gives none.
+    let mut b2 = login(&srv, "bob", "two").await;
+    b2.send(&join_with("Bo", "since='2000-01-01T00:00:00Z'"))
+        .await;
+    let all = b2.read_until("</subject></message>").await;
+    assert!(
+        all.contains("xx1") && all.contains("xxxx2") && all.contains("xxxxxx3"),
+        "{all}"
+    );
+    let mut b3 = login(&srv, "bob", "three").await;
+    b3.send(&join_with("Bo", "since='2999-01-01T00:00:00Z'"))
+        .await;
+    let none = b3.read_until("</subject></message>").await;
+    assert!(
+        none.contains("code=\"110\"") && !none.contains("<body>"),
+        "{none}"
+    );
+}
