@@ -1327,3 +1327,182 @@ async fn reload_follows_component_modules_and_warns_on_added_or_removed_ones() {
     assert_eq!(r.unloaded, vec!["conference.localhost/ping"], "{r:?}");
     assert!(!core.host(MUC).unwrap().is_loaded("ping"));
 }
+
+/// The IQ running hat command `cmd` (`don`, `doff`, `dlist`) at `room` with the submitted
+/// `fields` (`None`: execute without a form).
+fn hat_iq(id: &str, room: &str, cmd: &str, fields: Option<&[(&str, &str)]>) -> String {
+    let form = fields.map(|fields| {
+        let fields: String = fields
+            .iter()
+            .map(|(var, v)| format!("<field var='{var}'><value>{v}</value></field>"))
+            .collect();
+        format!("<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>urn:xmpp:hats:commands</value></field>{fields}</x>")
+    });
+    format!(
+        "<iq type='set' id='{id}' to='{room}@{MUC}'><command xmlns='http://jabber.org/protocol/commands' node='urn:xmpp:hats:commands:{cmd}' action='execute'>{}</command></iq>",
+        form.unwrap_or_default()
+    )
+}
+
+/// Runs a hat command (see [`hat_iq`]) and reads its answer.
+async fn hat_command(
+    c: &mut RawClient,
+    id: &str,
+    room: &str,
+    cmd: &str,
+    fields: Option<&[(&str, &str)]>,
+) -> String {
+    iq(c, id, &hat_iq(id, room, cmd, fields)).await
+}
+
+#[tokio::test]
+async fn hats_are_managed_by_commands_shown_in_presence_and_kept_across_a_restart() {
+    let srv = server(&["alice", "bob"]).await;
+    let mut a = login(&srv, "alice", "r").await;
+    let mut b = login(&srv, "bob", "r").await;
+    create_instant(&mut a, "class", "Al").await;
+    let r = iq(
+        &mut a,
+        "p",
+        &format!("<iq type='set' id='p' to='class@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'><value>1</value></field></x></query></iq>"),
+    )
+    .await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    join(&mut b, "class", "Bo").await;
+    read_until_contains(&mut a, "presence", "class@conference.localhost/Bo").await;
+    // Advertised: the feature in disco#info, the commands in disco#items.
+    let info = iq(
+        &mut b,
+        "i",
+        &format!("<iq type='get' id='i' to='class@{MUC}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),
+    )
+    .await;
+    assert!(info.contains("var=\"urn:xmpp:hats:0\""), "{info}");
+    let items = iq(
+        &mut a,
+        "c",
+        &format!("<iq type='get' id='c' to='class@{MUC}'><query xmlns='http://jabber.org/protocol/disco#items' node='http://jabber.org/protocol/commands'/></iq>"),
+    )
+    .await;
+    for cmd in ["don", "doff", "dlist"] {
+        assert!(
+            items.contains(&format!("node=\"urn:xmpp:hats:commands:{cmd}\"")),
+            "{items}"
+        );
+    }
+    // A participant may not hand out hats.
+    let teacher = [
+        ("hats#jid", "bob@localhost"),
+        ("hats#hat", "http://example.org/hats#teacher"),
+        ("hats#title", "Teacher"),
+    ];
+    let refused = hat_command(&mut b, "x1", "class", "don", Some(&teacher)).await;
+    assert!(
+        refused.contains("type=\"error\"") && refused.contains("forbidden"),
+        "{refused}"
+    );
+    // The owner: the form first, then the submission.
+    let form = hat_command(&mut a, "d0", "class", "don", None).await;
+    assert!(
+        form.contains("status=\"executing\"")
+            && form.contains("var=\"hats#jid\"")
+            && form.contains("var=\"hats#hat\""),
+        "{form}"
+    );
+    // Everyone sees Bo's presence again, wearing the hat (the owner before the command's answer).
+    a.send(&hat_iq("d1", "class", "don", Some(&teacher))).await;
+    let hat = "<hat uri=\"http://example.org/hats#teacher\" title=\"Teacher\"/>";
+    let p = read_until_contains(&mut a, "presence", "urn:xmpp:hats:0").await;
+    assert!(p.contains(hat), "{p}");
+    let done = read_until_contains(&mut a, "iq", "id=\"d1\"").await;
+    assert!(done.contains("status=\"completed\""), "{done}");
+    let p = read_until_contains(&mut b, "presence", "urn:xmpp:hats:0").await;
+    assert!(
+        p.contains("from=\"class@conference.localhost/Bo\"") && p.contains(hat),
+        "{p}"
+    );
+    // A bad hat is refused with not-acceptable.
+    let bad = hat_command(
+        &mut a,
+        "d2",
+        "class",
+        "don",
+        Some(&[("hats#jid", "bob@localhost"), ("hats#hat", "")]),
+    )
+    .await;
+    assert!(bad.contains("not-acceptable"), "{bad}");
+    let list = hat_command(&mut a, "l1", "class", "dlist", None).await;
+    assert!(
+        list.contains("<value>bob@localhost</value>")
+            && list.contains("<value>http://example.org/hats#teacher</value>"),
+        "{list}"
+    );
+    // Stored with the room: after a restart Bo wears it when he joins again.
+    drop((a, b));
+    let srv = srv.restart().await;
+    let mut a = login(&srv, "alice", "r").await;
+    let mut b = login(&srv, "bob", "r").await;
+    join(&mut a, "class", "Al").await;
+    let joined = join(&mut b, "class", "Bo").await;
+    assert!(joined.contains(hat), "{joined}");
+    let p = read_until_contains(&mut a, "presence", "class@conference.localhost/Bo").await;
+    assert!(p.contains(hat), "{p}");
+    // Taken off: the presence goes out again without it; taking it off twice is refused.
+    let off = [
+        ("hats#jid", "bob@localhost"),
+        ("hats#hat", "http://example.org/hats#teacher"),
+    ];
+    let done = hat_command(&mut a, "o1", "class", "doff", Some(&off)).await;
+    assert!(done.contains("status=\"completed\""), "{done}");
+    let p = read_until_contains(&mut b, "presence", "class@conference.localhost/Bo").await;
+    assert!(!p.contains("urn:xmpp:hats:0"), "{p}");
+    let again = hat_command(&mut a, "o2", "class", "doff", Some(&off)).await;
+    assert!(again.contains("not-acceptable"), "{again}");
+    let list = hat_command(&mut a, "l2", "class", "dlist", None).await;
+    assert!(!list.contains("hats#teacher"), "{list}");
+}
+
+#[tokio::test]
+async fn history_on_join_honours_maxchars_and_since() {
+    let srv = server(&["alice", "bob"]).await;
+    let mut a = login(&srv, "alice", "r").await;
+    create_instant(&mut a, "chars", "Al").await;
+    // Bodies of 3, 5 and 7 characters.
+    for body in ["xx1", "xxxx2", "xxxxxx3"] {
+        a.send(&format!(
+            "<message type='groupchat' to='chars@{MUC}' id='{body}'><body>{body}</body></message>"
+        ))
+        .await;
+        read_until_contains(&mut a, "message", body).await;
+    }
+    let join_with = |nick: &str, history: &str| {
+        format!(
+            "<presence to='chars@{MUC}/{nick}'><x xmlns='http://jabber.org/protocol/muc'><history {history}/></x></presence>"
+        )
+    };
+    // maxchars=12: the newest 7 + 5 fit, the 3 before them would not.
+    let mut b = login(&srv, "bob", "one").await;
+    b.send(&join_with("Bo", "maxchars='12'")).await;
+    let joined = b.read_until("</subject></message>").await;
+    assert!(
+        !joined.contains("xx1") && joined.contains("xxxx2") && joined.contains("xxxxxx3"),
+        "{joined}"
+    );
+    // since: a date before every message gives all of them, one after gives none.
+    let mut b2 = login(&srv, "bob", "two").await;
+    b2.send(&join_with("Bo", "since='2000-01-01T00:00:00Z'"))
+        .await;
+    let all = b2.read_until("</subject></message>").await;
+    assert!(
+        all.contains("xx1") && all.contains("xxxx2") && all.contains("xxxxxx3"),
+        "{all}"
+    );
+    let mut b3 = login(&srv, "bob", "three").await;
+    b3.send(&join_with("Bo", "since='2999-01-01T00:00:00Z'"))
+        .await;
+    let none = b3.read_until("</subject></message>").await;
+    assert!(
+        none.contains("code=\"110\"") && !none.contains("<body>"),
+        "{none}"
+    );
+}

@@ -128,6 +128,9 @@ impl Negotiation {
                 Outbound::Stanza(el) => {
                     session.handle.send(el.into_element());
                 }
+                Outbound::Shared(s) => {
+                    session.handle.send_shared(&s);
+                }
                 other => {
                     session.handle.send_nonza(other);
                 }

@@ -239,8 +239,10 @@ async fn finish_session(
     if let Some(mut rx) = rx {
         rx.close();
         while let Ok(m) = rx.try_recv() {
-            if let Outbound::Stanza(el) = m {
-                pending.push(el.into_element());
+            match m {
+                Outbound::Stanza(el) => pending.push(el.into_element()),
+                Outbound::Shared(s) => pending.push(s.addressed(&handle.jid)),
+                _ => {}
             }
         }
     }
@@ -378,6 +380,15 @@ async fn reply_error(core: &Arc<Core>, el: &Element, cond: StanzaErrorCondition)
     }
 }
 
+/// The counter kind of a stanza named `name`.
+fn kind_of(name: &str) -> Kind {
+    match name {
+        "message" => Kind::Message,
+        "presence" => Kind::Presence,
+        _ => Kind::Iq,
+    }
+}
+
 /// Drains the outbound queue to the socket, batching whatever is ready into one write; gives
 /// the queue back when stopped, when the socket fails, or after writing the stream close.
 pub async fn write_loop<W: AsyncWrite + Unpin>(
@@ -415,15 +426,21 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         for m in pending {
             match m {
                 Outbound::Stanza(el) => {
-                    stanzas.sent(match el.name() {
-                        "message" => Kind::Message,
-                        "presence" => Kind::Presence,
-                        _ => Kind::Iq,
-                    });
+                    stanzas.sent(kind_of(el.name()));
                     if let Err(e) = sm::count_outbound(&handle, &el) {
                         overflow = Some(e);
                     }
                     el.write_xml(&mut buf, ns::CLIENT);
+                }
+                Outbound::Shared(s) => {
+                    stanzas.sent(kind_of(s.element().name()));
+                    // Only a session that counts (XEP-0198) needs its copy as an element.
+                    if sm::counting(&handle)
+                        && let Err(e) = sm::count_outbound(&handle, &s.addressed(&handle.jid))
+                    {
+                        overflow = Some(e);
+                    }
+                    s.write_for(&handle.jid, &mut buf);
                 }
                 Outbound::Nonza(x) => buf.push_str(&x),
                 Outbound::SmEnabled(x) => {

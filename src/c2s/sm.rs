@@ -34,6 +34,11 @@ pub fn count_outbound(handle: &SessionHandle, stanza: &Element) -> Result<(), St
     Ok(())
 }
 
+/// Whether outbound stanzas are counted (the session enabled XEP-0198 with us).
+pub fn counting(handle: &SessionHandle) -> bool {
+    handle.sm().out_enabled
+}
+
 /// Whether to append an `<r/>` after a batch (one outstanding request at a time).
 pub fn want_ack(handle: &SessionHandle) -> bool {
     let mut sm = handle.sm();

@@ -31,6 +31,62 @@ pub enum Outbound {
     Nonza(String),
     /// Write XEP-0198 `<enabled/>` and start counting outbound stanzas from here on.
     SmEnabled(String),
+    /// Send a stanza serialised once for many sessions, addressed to this session's JID.
+    Shared(Arc<SharedStanza>),
+}
+
+/// A stanza serialised once for many recipients (group chat fan-out): each copy is the same
+/// XML with the recipient's `to` spliced into the root's start tag, byte for byte what
+/// serialising the stanza with that `to` would give.
+#[derive(Debug)]
+pub struct SharedStanza {
+    element: Element,
+    xml: String,
+    splice: usize,
+}
+
+impl SharedStanza {
+    /// Serialises `element` once (its `to` is dropped: each recipient gets its own).
+    pub fn new(mut element: Element) -> Arc<SharedStanza> {
+        element.set_attr("to", None);
+        let xml = element.to_xml(crate::xmpp::ns::CLIENT);
+        // Attribute values are escaped, so the first `>` ends the root's start tag.
+        let end = xml.find('>').unwrap_or(xml.len());
+        let splice = match xml.get(..end) {
+            Some(head) if head.ends_with('/') => end.saturating_sub(1),
+            _ => end,
+        };
+        Arc::new(SharedStanza {
+            element,
+            xml,
+            splice,
+        })
+    }
+
+    /// The stanza, without `to`.
+    pub fn element(&self) -> &Element {
+        &self.element
+    }
+
+    /// The copy for `to` as an element (XEP-0198 retransmission, CSI holds, re-routing).
+    pub fn addressed(&self, to: &Jid) -> Element {
+        let mut el = self.element.clone();
+        el.set_attr("to", Some(to.to_string()));
+        el
+    }
+
+    /// Appends the serialised copy for `to` to `out`.
+    pub fn write_for(&self, to: &Jid, out: &mut String) {
+        let (head, tail) = self
+            .xml
+            .split_at_checked(self.splice)
+            .unwrap_or((&self.xml, ""));
+        out.push_str(head);
+        out.push_str(" to=\"");
+        crate::xmpp::element::escape_into(out, to.as_str(), true);
+        out.push('"');
+        out.push_str(tail);
+    }
 }
 
 /// A stanza in a send queue with its charge against the global queue budget, given back
@@ -403,13 +459,27 @@ impl SessionHandle {
         self.hibernating.store(on, Ordering::Relaxed);
     }
 
+    /// Queues a stanza serialised once for many sessions (see [`SharedStanza`]); like
+    /// [`Self::send`], except that while the client is inactive (XEP-0352) it takes the
+    /// element path, so that presence is held back as usual.
+    pub fn send_shared(&self, stanza: &Arc<SharedStanza>) -> bool {
+        if self.csi_inactive.load(Ordering::Relaxed) {
+            return self.send(stanza.addressed(&self.jid));
+        }
+        self.enqueue_item(Outbound::Shared(stanza.clone()))
+    }
+
     fn enqueue(&self, stanza: Element) -> bool {
         let bytes = super::budget::approx_size(&stanza);
         let Some(charge) = self.meter.charge(self, bytes) else {
             return false;
         };
-        let item = Queued(Box::new((stanza, Some(charge))));
-        match self.tx.try_send(Outbound::Stanza(item)) {
+        // A shared item is not charged: its bytes are held once for all its recipients.
+        self.enqueue_item(Outbound::Stanza(Queued(Box::new((stanza, Some(charge))))))
+    }
+
+    fn enqueue_item(&self, item: Outbound) -> bool {
+        match self.tx.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(jid = %self.jid, "send queue full; disconnecting");
@@ -775,6 +845,56 @@ pub fn random_resource() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_stanza_writes_what_the_addressed_element_serialises_to() {
+        use crate::xmpp::ns;
+        let to = Jid::parse("b@localhost/r\"&<").expect("jid");
+        let with_children = Element::new("message", ns::CLIENT)
+            .attr("from", "r@c.localhost/n>")
+            .attr("to", "dropped@localhost")
+            .attr("type", "groupchat")
+            .child(Element::new("body", ns::CLIENT).text("a > b"));
+        let empty = Element::new("presence", ns::CLIENT).attr("from", "r@c.localhost/n");
+        for el in [with_children, empty] {
+            let shared = SharedStanza::new(el);
+            let mut out = String::new();
+            shared.write_for(&to, &mut out);
+            assert_eq!(out, shared.addressed(&to).to_xml(ns::CLIENT));
+            assert_eq!(shared.element().get_attr("to"), None);
+        }
+    }
+
+    #[test]
+    fn shared_stanzas_are_queued_and_take_the_element_path_while_inactive() {
+        let sessions = Sessions::new();
+        let bare = Jid::parse("a@localhost").expect("jid");
+        let mut bound = sessions
+            .bind(
+                &bare,
+                "r",
+                ResourceConflict::KickOld,
+                8,
+                Connection::new("127.0.0.1:1", true),
+            )
+            .expect("bound");
+        let presence = SharedStanza::new(
+            Element::new("presence", crate::xmpp::ns::CLIENT).attr("from", "r@c.localhost/n"),
+        );
+        assert!(bound.handle.send_shared(&presence));
+        assert!(matches!(bound.rx.try_recv(), Ok(Outbound::Shared(_))));
+        // Inactive (XEP-0352): the presence is held back, as an element would be.
+        bound.handle.set_inactive(true);
+        assert!(bound.handle.send_shared(&presence));
+        assert!(bound.rx.try_recv().is_err());
+        bound.handle.set_inactive(false);
+        match bound.rx.try_recv() {
+            Ok(Outbound::Stanza(el)) => {
+                assert_eq!(el.get_attr("to"), Some("a@localhost/r"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn a_full_queue_counts_one_drop_per_session_and_idle_starts_at_bind() {

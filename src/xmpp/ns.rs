@@ -130,6 +130,10 @@ pub const MUC_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
 pub const MUC_STABLE_ID: &str = "http://jabber.org/protocol/muc#stable_id";
 /// XEP-0421 anonymous unique occupant identifiers.
 pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+/// XEP-0317 hats of MUC occupants (the `<hats/>` presence payload).
+pub const HATS: &str = "urn:xmpp:hats:0";
+/// XEP-0317 hat management commands (form type and prefix of the ad-hoc command nodes).
+pub const HATS_COMMANDS: &str = "urn:xmpp:hats:commands";
 /// XEP-0249 direct MUC invitations.
 pub const CONFERENCE: &str = "jabber:x:conference";
 /// Server Dialback (XEP-0220), the `db:` prefix on server-to-server streams.

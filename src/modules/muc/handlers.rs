@@ -109,7 +109,7 @@ pub async fn presence(svc: &Arc<MucService>, ev: StanzaEvent) {
     };
     let result = lock(&room).presence(&ev.from, &nick, ev.stanza.clone(), &req, created);
     match result {
-        Ok(out) => svc.send(out).await,
+        Ok(out) => svc.send_outgoing(out).await,
         Err(e) => {
             if created {
                 svc.evict_if_empty(&node);
@@ -362,18 +362,12 @@ async fn groupchat(
         let mut r = lock(room);
         if is_subject {
             r.subject = Some((nick, subject.unwrap_or_default()));
-            let mut out = Vec::new();
-            for j in r.session_jids() {
-                let mut copy = msg.clone();
-                copy.set_attr("to", Some(j.to_string()));
-                out.push((j.clone(), copy));
-            }
-            out
+            r.to_everyone(msg)
         } else {
             r.broadcast_message(msg, when, body_len)
         }
     };
-    svc.send(out).await;
+    svc.fan_out(out).await;
     if is_subject && let Err(e) = svc.save(node).await {
         tracing::error!(error = %e, "cannot store the room subject");
     }
@@ -578,7 +572,11 @@ pub async fn iq_to_room(svc: &Arc<MucService>, ev: StanzaEvent) {
     };
     let result = match (ty.as_str(), payload.ns()) {
         ("get", ns::DISCO_INFO) => Ok(Some(room_iq::room_info(&lock(&room)))),
+        ("get", ns::DISCO_ITEMS) if payload.get_attr("node") == Some(ns::COMMANDS) => {
+            Ok(Some(super::hats::command_items(&lock(&room).jid)))
+        }
         ("get", ns::DISCO_ITEMS) => Ok(Some(Element::new("query", ns::DISCO_ITEMS))),
+        ("set", ns::COMMANDS) => super::hats::command(svc, &room, &ev, &payload, &node).await,
         (_, ns::MUC_ADMIN) => room_iq::admin(svc, &room, &ev, &payload, &node).await,
         (_, ns::MUC_OWNER) => room_iq::owner(svc, &room, &ev, &payload, &node).await,
         ("get", ns::VCARD) => room_iq::room_vcard(&ev, &svc.host, &node).await,

@@ -1,7 +1,8 @@
 //! XEP-0045 Multi-User Chat, as a component module (`[[component]] module = "muc"`): rooms
 //! live in the component's [`service::MucService`]; this file turns stanzas to the component
 //! into its operations ([`handlers`], and `room_iq` for the admin, owner, vCard and archive
-//! IQs). [`room`] holds the protocol rules, [`form`] the room forms.
+//! IQs, `hats` for the XEP-0317 hat commands). [`room`] holds the protocol rules, [`form`] the
+//! room forms.
 //!
 //! A groupchat message is checked once, archived once (XEP-0313 at the room JID when the room
 //! archives), stamped with the room's XEP-0359 stanza id and XEP-0421 occupant id, and copied to
@@ -10,6 +11,7 @@
 
 pub mod form;
 pub mod handlers;
+mod hats;
 pub mod room;
 mod room_iq;
 pub mod service;

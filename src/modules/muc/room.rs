@@ -163,6 +163,38 @@ pub struct Stored {
     pub group: Option<GroupLink>,
     /// SHA-1 of the room's avatar (its vCard photo), XEP-0486.
     pub avatar_hash: Option<String>,
+    /// XEP-0317 hats by bare JID.
+    pub hats: BTreeMap<String, Vec<Hat>>,
+}
+
+/// An XEP-0317 hat: a URI naming the hat and its human-readable title.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hat {
+    /// The URI that identifies the hat.
+    pub uri: String,
+    /// The title shown to people.
+    pub title: String,
+}
+
+/// Most hats one user may wear in one room.
+pub const MAX_HATS_PER_USER: usize = 16;
+/// Longest hat URI, in bytes.
+pub const MAX_HAT_URI: usize = 512;
+/// Longest hat title, in characters.
+pub const MAX_HAT_TITLE: usize = 128;
+
+/// Why a hat change is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HatRefused {
+    /// The URI is empty or too long, or the title too long.
+    #[error("a hat needs a URI of at most 512 bytes and a title of at most 128 characters")]
+    Invalid,
+    /// The user already wears the most hats allowed.
+    #[error("this user wears too many hats")]
+    TooMany,
+    /// The user does not wear that hat.
+    #[error("this user does not wear that hat")]
+    NotWorn,
 }
 
 /// A room's shared-roster group: `id` on user host `host`.
@@ -226,6 +258,34 @@ pub struct JoinRequest {
 /// Stanzas to send: each recipient's full JID and the stanza (its `to` already set).
 pub type Out = Vec<(Jid, Element)>;
 
+/// One stanza (without `to`) for many sessions: the sender serialises it once and gives each
+/// recipient its own `to`.
+#[derive(Debug)]
+pub struct Fanout {
+    /// The stanza, without `to`.
+    pub stanza: Element,
+    /// The recipients' full JIDs.
+    pub to: Vec<Jid>,
+}
+
+/// What a presence to the room sends: stanzas for one session each, then fan-outs.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    /// Stanzas each addressed to one session, in order.
+    pub each: Out,
+    /// Stanzas for many sessions.
+    pub shared: Vec<Fanout>,
+}
+
+impl From<Out> for Outgoing {
+    fn from(each: Out) -> Self {
+        Outgoing {
+            each,
+            shared: Vec::new(),
+        }
+    }
+}
+
 /// Why an affiliation change is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AffiliationRefused {
@@ -260,6 +320,8 @@ pub struct Room {
     pub group: Option<GroupLink>,
     /// SHA-1 of the room's avatar, if it has one.
     pub avatar_hash: Option<String>,
+    /// XEP-0317 hats by bare JID (they stay while the user is away).
+    pub hats: BTreeMap<String, Vec<Hat>>,
 }
 
 fn modify(condition: C, text: &str) -> StanzaError {
@@ -287,6 +349,7 @@ impl Room {
             locked: false,
             group: None,
             avatar_hash: None,
+            hats: BTreeMap::new(),
         }
     }
 
@@ -297,6 +360,7 @@ impl Room {
         room.subject = stored.subject;
         room.group = stored.group;
         room.avatar_hash = stored.avatar_hash;
+        room.hats = stored.hats;
         room
     }
 
@@ -308,6 +372,7 @@ impl Room {
             subject: self.subject.clone(),
             group: self.group.clone(),
             avatar_hash: self.avatar_hash.clone(),
+            hats: self.hats.clone(),
         }
     }
 
@@ -349,14 +414,25 @@ impl Room {
         self.config.whois_anyone || viewer.role == Role::Moderator
     }
 
+    /// Whether `viewer` sees `occ`'s real JID.
+    fn shows_jid(&self, occ: &Occupant, viewer: &Occupant) -> bool {
+        self.sees_real_jids(viewer) || viewer.bare == occ.bare
+    }
+
     /// `occ`'s presence as `viewer` sees it, with `codes` added.
     fn presence_for(&self, occ: &Occupant, viewer: &Occupant, codes: &[u16]) -> Element {
+        self.presence_view(occ, self.shows_jid(occ, viewer), codes)
+    }
+
+    /// `occ`'s presence with its real JID shown or not, with `codes` added.
+    fn presence_view(&self, occ: &Occupant, show_jid: bool, codes: &[u16]) -> Element {
         let mut p = match occ.sessions.last() {
             Some((_, p)) => {
                 let mut p = p.clone();
                 p.remove_children("x", ns::MUC);
                 p.remove_children("x", ns::MUC_USER);
                 p.remove_children("occupant-id", ns::OCCUPANT_ID);
+                p.remove_children("hats", ns::HATS);
                 p
             }
             None => Element::new("presence", ns::CLIENT),
@@ -366,9 +442,7 @@ impl Room {
         let mut item = Element::new("item", ns::MUC_USER)
             .attr("affiliation", self.affiliation(&occ.bare).as_str())
             .attr("role", occ.role.as_str());
-        if (self.sees_real_jids(viewer) || viewer.bare == occ.bare)
-            && let Some((j, _)) = occ.sessions.last()
-        {
+        if show_jid && let Some((j, _)) = occ.sessions.last() {
             item.set_attr("jid", Some(j.to_string()));
         }
         let mut x = Element::new("x", ns::MUC_USER).child(item);
@@ -377,7 +451,61 @@ impl Room {
         }
         p.push(x);
         p.push(Element::new("occupant-id", ns::OCCUPANT_ID).attr("id", occ.id.clone()));
+        if let Some(hats) = self.hats.get(occ.bare.as_str()).filter(|h| !h.is_empty()) {
+            p.push(hats.iter().fold(Element::new("hats", ns::HATS), |x, h| {
+                x.child(
+                    Element::new("hat", ns::HATS)
+                        .attr("uri", h.uri.clone())
+                        .attr("title", h.title.clone()),
+                )
+            }));
+        }
         p
+    }
+
+    /// Puts hat `hat` on `bare` (`on`; a hat already worn gets the new title) or takes it off
+    /// (XEP-0317); every present occupant of that user has its presence broadcast again.
+    pub fn set_hat(&mut self, bare: &Jid, hat: Hat, on: bool) -> Result<Out, HatRefused> {
+        if hat.uri.trim().is_empty()
+            || hat.uri.len() > MAX_HAT_URI
+            || hat.title.chars().count() > MAX_HAT_TITLE
+        {
+            return Err(HatRefused::Invalid);
+        }
+        let worn = self.hats.entry(bare.to_string()).or_default();
+        let at = worn.iter().position(|h| h.uri == hat.uri);
+        match (on, at) {
+            (true, Some(i)) => {
+                if let Some(h) = worn.get_mut(i) {
+                    h.title = hat.title;
+                }
+            }
+            (true, None) if worn.len() >= MAX_HATS_PER_USER => return Err(HatRefused::TooMany),
+            (true, None) => worn.push(hat),
+            (false, Some(i)) => {
+                worn.remove(i);
+            }
+            (false, None) => {
+                if worn.is_empty() {
+                    self.hats.remove(bare.as_str());
+                }
+                return Err(HatRefused::NotWorn);
+            }
+        }
+        if worn.is_empty() {
+            self.hats.remove(bare.as_str());
+        }
+        let nicks: Vec<String> = self
+            .occupants
+            .values()
+            .filter(|o| &o.bare == bare)
+            .map(|o| o.nick.clone())
+            .collect();
+        let mut out = Out::new();
+        for nick in nicks {
+            self.broadcast_presence(&nick, &[], &[], &mut out);
+        }
+        Ok(out)
     }
 
     /// `p` addressed to each session of `viewer`.
@@ -404,6 +532,8 @@ impl Room {
             return;
         };
         let broadcast = self.config.presence_broadcast.contains(&occ.role);
+        // The others see one of two views (real JID shown or not): each is built once.
+        let mut views: [Option<Element>; 2] = [None, None];
         for viewer in self.occupants.values() {
             if viewer.nick == occ.nick {
                 let mut all = codes.to_vec();
@@ -411,9 +541,38 @@ impl Room {
                 all.push(110);
                 Room::to_sessions(viewer, self.presence_for(occ, viewer, &all), out);
             } else if broadcast {
-                Room::to_sessions(viewer, self.presence_for(occ, viewer, codes), out);
+                let show = self.shows_jid(occ, viewer);
+                let view = views[usize::from(show)]
+                    .get_or_insert_with(|| self.presence_view(occ, show, codes))
+                    .clone();
+                Room::to_sessions(viewer, view, out);
             }
         }
+    }
+
+    /// `occ`'s presence for every other occupant that receives it, as at most two fan-outs:
+    /// with its real JID (for those who see it) and without.
+    fn presence_fanouts(&self, occ: &Occupant, codes: &[u16]) -> Vec<Fanout> {
+        if !self.config.presence_broadcast.contains(&occ.role) {
+            return Vec::new();
+        }
+        let (mut shown, mut hidden) = (Vec::new(), Vec::new());
+        for viewer in self.occupants.values().filter(|v| v.nick != occ.nick) {
+            let to = if self.shows_jid(occ, viewer) {
+                &mut shown
+            } else {
+                &mut hidden
+            };
+            to.extend(viewer.sessions.iter().map(|(j, _)| j.clone()));
+        }
+        [(true, shown), (false, hidden)]
+            .into_iter()
+            .filter(|(_, to)| !to.is_empty())
+            .map(|(show, to)| Fanout {
+                stanza: self.presence_view(occ, show, codes),
+                to,
+            })
+            .collect()
     }
 
     /// Handles an available presence to `room/nick` from `from`: a join, a second session of
@@ -425,8 +584,9 @@ impl Room {
         presence: Element,
         req: &JoinRequest,
         created: bool,
-    ) -> Result<Out, StanzaError> {
+    ) -> Result<Outgoing, StanzaError> {
         let mut out = Out::new();
+        let mut shared = Vec::new();
         if let Some(current) = self.sessions.get(from).cloned() {
             if current == nick {
                 // A presence update.
@@ -436,9 +596,11 @@ impl Room {
                     s.1 = presence;
                 }
                 self.broadcast_presence(nick, &[], &[], &mut out);
-                return Ok(out);
+                return Ok(out.into());
             }
-            return self.change_nick(from, &current, nick, presence);
+            return self
+                .change_nick(from, &current, nick, presence)
+                .map(Outgoing::from);
         }
         let bare = from.bare();
         let mut affiliation = self.affiliation(&bare);
@@ -499,7 +661,7 @@ impl Room {
             });
         occ.sessions.push((from.clone(), presence));
         let Some(me) = self.occupants.get(nick) else {
-            return Ok(out);
+            return Ok(out.into());
         };
         // Everyone else's presence to the newcomer's session, then its own to everyone.
         let only_new = Occupant {
@@ -559,7 +721,11 @@ impl Room {
                 &mut out,
             );
         } else {
-            self.broadcast_presence(nick, &[], &self_codes, &mut out);
+            // A new occupant: its self-presence, and one fan-out (per view) to everyone else.
+            let mut codes = self_codes;
+            codes.push(110);
+            Room::to_sessions(me, self.presence_for(me, me, &codes), &mut out);
+            shared = self.presence_fanouts(me, &[]);
         }
         // The room's avatar hash (XEP-0486), then history, then the subject (§7.2.15, §7.2.16).
         if let Some(hash) = &self.avatar_hash {
@@ -590,7 +756,7 @@ impl Room {
                 .attr("id", crate::core::sessions::random_resource())
                 .child(Element::new("subject", ns::CLIENT).text(text)),
         ));
-        Ok(out)
+        Ok(Outgoing { each: out, shared })
     }
 
     fn history_for(&self, req: &JoinRequest) -> Vec<&HistoryItem> {
@@ -832,18 +998,12 @@ impl Room {
         out
     }
 
-    /// Copies a groupchat message (already stamped `from` the sender's occupant JID) to every
-    /// session, keeping it in history.
-    pub fn broadcast_message(&mut self, msg: Element, now: i64, chars: usize) -> Out {
-        let mut out = Out::with_capacity(self.sessions.len());
-        for j in self.session_jids() {
-            let mut copy = msg.clone();
-            copy.set_attr("to", Some(j.to_string()));
-            out.push((j.clone(), copy));
-        }
+    /// A groupchat message (already stamped `from` the sender's occupant JID) for every
+    /// session, kept in history.
+    pub fn broadcast_message(&mut self, msg: Element, now: i64, chars: usize) -> Fanout {
         if self.config.history_length > 0 {
             self.history.push_back(HistoryItem {
-                stanza: msg,
+                stanza: msg.clone(),
                 when: now,
                 chars,
             });
@@ -851,7 +1011,14 @@ impl Room {
                 self.history.pop_front();
             }
         }
-        out
+        self.to_everyone(msg)
+    }
+
+    /// `stanza` (without `to`) for every joined session.
+    pub fn to_everyone(&self, stanza: Element) -> Fanout {
+        let mut to = Vec::with_capacity(self.sessions.len());
+        to.extend(self.session_jids().cloned());
+        Fanout { stanza, to }
     }
 
     /// Destroys the room: every occupant gets an unavailable presence with `<destroy/>`.
@@ -994,9 +1161,17 @@ mod tests {
         let out = room
             .presence(&j("b@x/1"), "B", p.clone(), &req(), false)
             .unwrap();
-        // A's presence to B, B's to A, B's own (110), the subject.
-        let tos: Vec<_> = out.iter().map(|(j, _)| j.as_str()).collect();
-        assert_eq!(tos, vec!["b@x/1", "a@x/1", "b@x/1", "b@x/1"]);
+        // A's presence to B, B's own (110), the subject; B's presence to A as one fan-out.
+        let tos: Vec<_> = out.each.iter().map(|(j, _)| j.as_str()).collect();
+        assert_eq!(tos, vec!["b@x/1", "b@x/1", "b@x/1"]);
+        assert_eq!(out.shared.len(), 1);
+        assert_eq!(out.shared[0].to, vec![j("a@x/1")]);
+        // A has no affiliation here, so no moderator: it does not see B's real JID.
+        let item = out.shared[0]
+            .stanza
+            .get_child("x", ns::MUC_USER)
+            .and_then(|x| x.get_child("item", ns::MUC_USER));
+        assert_eq!(item.and_then(|i| i.get_attr("jid")), None);
         assert_eq!(
             room.presence(&j("c@x/1"), "A", p, &req(), false)
                 .unwrap_err()
@@ -1020,6 +1195,7 @@ mod tests {
             .presence(&j("b@x/2"), "B", p.clone(), &req(), false)
             .unwrap();
         let presences: Vec<_> = out
+            .each
             .iter()
             .filter(|(_, s)| s.name() == "presence")
             .map(|(j, s)| (j.as_str(), s.get_attr("from").unwrap_or_default()))
@@ -1046,6 +1222,68 @@ mod tests {
             "{last:?}"
         );
         assert!(!room.occupants.contains_key("B"));
+    }
+
+    #[test]
+    fn hats_are_bounded_shown_in_presence_and_taken_off() {
+        let mut room = Room::new(j("r@c.x"), RoomConfig::default());
+        let p = Element::new("presence", ns::CLIENT);
+        room.presence(&j("a@x/1"), "A", p.clone(), &req(), true)
+            .unwrap();
+        room.presence(&j("b@x/1"), "B", p, &req(), false).unwrap();
+        let hat = |uri: &str| Hat {
+            uri: uri.into(),
+            title: "T".into(),
+        };
+        let out = room.set_hat(&j("b@x"), hat("urn:h:0"), true).unwrap();
+        // B's presence again to A and to B, each with the hat.
+        assert_eq!(out.len(), 2);
+        for (_, p) in &out {
+            let hats = p.get_child("hats", ns::HATS).unwrap();
+            assert_eq!(hats.children().count(), 1);
+        }
+        assert_eq!(
+            room.set_hat(&j("b@x"), hat(""), true).unwrap_err(),
+            HatRefused::Invalid
+        );
+        for i in 1..MAX_HATS_PER_USER {
+            room.set_hat(&j("b@x"), hat(&format!("urn:h:{i}")), true)
+                .unwrap();
+        }
+        assert_eq!(
+            room.set_hat(&j("b@x"), hat("urn:h:more"), true)
+                .unwrap_err(),
+            HatRefused::TooMany
+        );
+        // Re-titling a worn hat is no new hat.
+        room.set_hat(&j("b@x"), hat("urn:h:0"), true).unwrap();
+        for i in 0..MAX_HATS_PER_USER {
+            room.set_hat(&j("b@x"), hat(&format!("urn:h:{i}")), false)
+                .unwrap();
+        }
+        assert!(room.hats.is_empty());
+        assert_eq!(
+            room.set_hat(&j("b@x"), hat("urn:h:0"), false).unwrap_err(),
+            HatRefused::NotWorn
+        );
+        assert!(room.hats.is_empty());
+        // Nobody present: stored, nothing sent; a client cannot put a hat on itself.
+        assert!(
+            room.set_hat(&j("c@x"), hat("urn:h:0"), true)
+                .unwrap()
+                .is_empty()
+        );
+        let forged = Element::new("presence", ns::CLIENT).child(
+            Element::new("hats", ns::HATS).child(Element::new("hat", ns::HATS).attr("uri", "x")),
+        );
+        let out = room
+            .presence(&j("a@x/1"), "A", forged, &req(), false)
+            .unwrap();
+        assert!(
+            out.each
+                .iter()
+                .all(|(_, p)| p.get_child("hats", ns::HATS).is_none())
+        );
     }
 
     #[test]

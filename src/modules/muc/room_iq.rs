@@ -36,6 +36,8 @@ pub(super) fn room_info(r: &Room) -> Element {
         ns::MUC_STABLE_ID,
         ns::SID,
         ns::OCCUPANT_ID,
+        ns::HATS,
+        ns::COMMANDS,
         ns::DISCO_INFO,
         ns::VCARD,
         if c.persistent {

@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::room::{Affiliation, Out, Role, Room, RoomConfig, Stored};
+use super::room::{Affiliation, Fanout, Hat, Out, Outgoing, Role, Room, RoomConfig, Stored};
 use crate::core::Core;
 use crate::core::events::Origin;
+use crate::core::sessions::SharedStanza;
 use crate::storage::StorageError;
 use crate::xmpp::{Element, Jid};
 
@@ -515,7 +516,51 @@ impl MucService {
             "subject": r.subject.as_ref().map(|s| s.1.clone()),
             "occupants": occupants,
             "affiliations": affiliations,
+            "hats": r.hats,
         }))
+    }
+
+    /// Puts a hat on `jid` in room `node` (`on`) or takes it off (XEP-0317), on behalf of
+    /// `actor` (`None`: the server); only the room's owners and admins (and server admins)
+    /// may. The change is stored and the user's presence broadcast again.
+    pub async fn set_hat(
+        &self,
+        node: &str,
+        actor: Option<&Jid>,
+        jid: &Jid,
+        hat: Hat,
+        on: bool,
+    ) -> Result<(), MucError> {
+        let room = self.room(node).await?.ok_or(MucError::NotFound)?;
+        let is_server_admin = |a: &Jid| {
+            self.core()
+                .is_some_and(|c| c.config.load().is_admin(a.bare().as_str()))
+        };
+        let out = {
+            let mut r = lock(&room);
+            if let Some(a) = actor.filter(|a| !is_server_admin(a))
+                && r.affiliation(&a.bare()) < Affiliation::Admin
+            {
+                return Err(MucError::Refused(
+                    "only the room's owners and admins manage hats".into(),
+                ));
+            }
+            r.set_hat(&jid.bare(), hat, on)
+                .map_err(|e| MucError::Invalid(e.to_string()))?
+        };
+        self.save(node).await?;
+        self.send(out).await;
+        Ok(())
+    }
+
+    /// Every hat worn in room `node`: each user's bare JID with the hat.
+    pub async fn hats(&self, node: &str) -> Result<Vec<(String, Hat)>, MucError> {
+        let room = self.room(node).await?.ok_or(MucError::NotFound)?;
+        let r = lock(&room);
+        Ok(r.hats
+            .iter()
+            .flat_map(|(j, hats)| hats.iter().map(move |h| (j.clone(), h.clone())))
+            .collect())
     }
 
     /// Sets a bare JID's affiliation (admin operation): present occupants' roles follow.
@@ -733,6 +778,32 @@ impl MucService {
                 }
                 None => core.route(Origin::Server, stanza).await,
             }
+        }
+    }
+
+    /// Sends a fan-out: the stanza is serialised once and each local session gets that XML
+    /// with its own `to`; other recipients (remote occupants, resumed sessions) get an
+    /// addressed copy through the core's router.
+    pub async fn fan_out(&self, f: Fanout) {
+        let Some(core) = self.core() else {
+            return;
+        };
+        let shared = SharedStanza::new(f.stanza);
+        for to in f.to {
+            match core.sessions.get(&to) {
+                Some(s) => {
+                    s.send_shared(&shared);
+                }
+                None => core.route(Origin::Server, shared.addressed(&to)).await,
+            }
+        }
+    }
+
+    /// Sends what a presence to the room produced: the single stanzas, then the fan-outs.
+    pub async fn send_outgoing(&self, out: Outgoing) {
+        self.send(out.each).await;
+        for f in out.shared {
+            self.fan_out(f).await;
         }
     }
 
