@@ -212,7 +212,11 @@ async fn connection(
             }
         }
     };
-    let handshake = Box::pin(tokio::time::timeout_at(neg.deadline, tls.acceptor.accept(tcp))).await;
+    let handshake = Box::pin(tokio::time::timeout_at(
+        neg.deadline,
+        tls.acceptor.accept(tcp),
+    ))
+    .await;
     let stream = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
