@@ -174,7 +174,7 @@ async fn leave(svc: &Arc<MucService>, ev: &StanzaEvent, node: &str) {
     };
     let out = lock(&room).leave(&ev.from, Some(&ev.stanza));
     svc.forget_bucket(&ev.from);
-    svc.send(out).await;
+    svc.send_outgoing(out).await;
     svc.vanish_if_empty(node).await;
 }
 
@@ -218,7 +218,7 @@ async fn kick_on_error(svc: &Arc<MucService>, ev: &StanzaEvent, node: &str) -> b
     }
     tracing::info!(room = %ev.to.bare(), occupant = %ev.from, condition = cond, "occupant removed after an error reply");
     svc.forget_bucket(&ev.from);
-    svc.send(out).await;
+    svc.send_outgoing(out).await;
     svc.vanish_if_empty(node).await;
     true
 }

@@ -3,9 +3,11 @@
 //! caller sends them after releasing the room's lock.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::sessions::SharedStanza;
 use crate::xmpp::error::{ErrorType, StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::{Element, Jid, ns};
 
@@ -219,6 +221,22 @@ pub struct Occupant {
     pub role: Role,
     /// The XEP-0421 occupant id.
     pub id: String,
+    /// Its available presence as others see it, built once per view (see [`PresenceViews`]).
+    pub views: PresenceViews,
+}
+
+/// An occupant's presence as other occupants see it, serialised once and shared by every
+/// viewer: with its real JID hidden (index 0) or shown (index 1). Built on first use and
+/// forgotten ([`Occupant::forget_views`]) whenever its presence, role, affiliation, hats or
+/// nick change.
+#[derive(Clone, Debug, Default)]
+pub struct PresenceViews([OnceLock<Arc<SharedStanza>>; 2]);
+
+impl Occupant {
+    /// Forgets the cached presence views (something they show changed).
+    pub fn forget_views(&mut self) {
+        self.views = PresenceViews::default();
+    }
 }
 
 /// A message kept for history on join.
@@ -258,28 +276,48 @@ pub struct JoinRequest {
 /// Stanzas to send: each recipient's full JID and the stanza (its `to` already set).
 pub type Out = Vec<(Jid, Element)>;
 
-/// One stanza (without `to`) for many sessions: the sender serialises it once and gives each
-/// recipient its own `to`.
+/// One stanza (without `to`), serialised once, for many sessions: each recipient gets its
+/// own `to`.
 #[derive(Debug)]
 pub struct Fanout {
     /// The stanza, without `to`.
-    pub stanza: Element,
+    pub stanza: Arc<SharedStanza>,
     /// The recipients' full JIDs.
     pub to: Vec<Jid>,
 }
 
-/// What a presence to the room sends: stanzas for one session each, then fan-outs.
+/// The present occupants' cached presences for a newcomer's session.
+#[derive(Debug)]
+pub struct Roster {
+    /// The newcomer's full JID.
+    pub to: Jid,
+    /// One presence per present occupant, in room order.
+    pub presences: Vec<Arc<SharedStanza>>,
+}
+
+/// What a presence to the room sends: the roster (if a session joined), then stanzas for one
+/// session each, then fan-outs.
 #[derive(Debug, Default)]
 pub struct Outgoing {
+    /// The others' presences to a joining session, sent first.
+    pub roster: Option<Roster>,
     /// Stanzas each addressed to one session, in order.
     pub each: Out,
     /// Stanzas for many sessions.
     pub shared: Vec<Fanout>,
 }
 
+impl Outgoing {
+    /// Whether nothing is to be sent.
+    pub fn is_empty(&self) -> bool {
+        self.roster.is_none() && self.each.is_empty() && self.shared.is_empty()
+    }
+}
+
 impl From<Out> for Outgoing {
     fn from(each: Out) -> Self {
         Outgoing {
+            roster: None,
             each,
             shared: Vec::new(),
         }
@@ -463,6 +501,20 @@ impl Room {
         p
     }
 
+    /// `occ`'s available presence with its real JID shown or not, as cached in `occ.views`.
+    fn cached_view(&self, occ: &Occupant, show_jid: bool) -> Arc<SharedStanza> {
+        occ.views.0[usize::from(show_jid)]
+            .get_or_init(|| SharedStanza::new(self.presence_view(occ, show_jid, &[])))
+            .clone()
+    }
+
+    /// Forgets the cached presence views of every occupant (after a bulk affiliation change).
+    pub fn forget_all_views(&mut self) {
+        for occ in self.occupants.values_mut() {
+            occ.forget_views();
+        }
+    }
+
     /// Puts hat `hat` on `bare` (`on`; a hat already worn gets the new title) or takes it off
     /// (XEP-0317); every present occupant of that user has its presence broadcast again.
     pub fn set_hat(&mut self, bare: &Jid, hat: Hat, on: bool) -> Result<Out, HatRefused> {
@@ -503,6 +555,9 @@ impl Room {
             .collect();
         let mut out = Out::new();
         for nick in nicks {
+            if let Some(occ) = self.occupants.get_mut(&nick) {
+                occ.forget_views();
+            }
             self.broadcast_presence(&nick, &[], &[], &mut out);
         }
         Ok(out)
@@ -550,12 +605,22 @@ impl Room {
         }
     }
 
-    /// `occ`'s presence for every other occupant that receives it, as at most two fan-outs:
-    /// with its real JID (for those who see it) and without.
-    fn presence_fanouts(&self, occ: &Occupant, codes: &[u16]) -> Vec<Fanout> {
+    /// `occ`'s cached presence for every other occupant that receives it, as at most two
+    /// fan-outs: with its real JID (for those who see it) and without.
+    fn presence_fanouts(&self, occ: &Occupant) -> Vec<Fanout> {
         if !self.config.presence_broadcast.contains(&occ.role) {
             return Vec::new();
         }
+        self.fanouts_to_others(occ, |show| self.cached_view(occ, show))
+    }
+
+    /// A stanza about `occ` for every other occupant, as at most two fan-outs: `view(true)`
+    /// for those who see its real JID, `view(false)` for the others (each built once).
+    fn fanouts_to_others(
+        &self,
+        occ: &Occupant,
+        view: impl Fn(bool) -> Arc<SharedStanza>,
+    ) -> Vec<Fanout> {
         let (mut shown, mut hidden) = (Vec::new(), Vec::new());
         for viewer in self.occupants.values().filter(|v| v.nick != occ.nick) {
             let to = if self.shows_jid(occ, viewer) {
@@ -569,7 +634,7 @@ impl Room {
             .into_iter()
             .filter(|(_, to)| !to.is_empty())
             .map(|(show, to)| Fanout {
-                stanza: self.presence_view(occ, show, codes),
+                stanza: view(show),
                 to,
             })
             .collect()
@@ -594,6 +659,7 @@ impl Room {
                     && let Some(s) = occ.sessions.iter_mut().find(|(j, _)| j == from)
                 {
                     s.1 = presence;
+                    occ.forget_views();
                 }
                 self.broadcast_presence(nick, &[], &[], &mut out);
                 return Ok(out.into());
@@ -658,12 +724,15 @@ impl Room {
                 sessions: Vec::new(),
                 role,
                 id: req.occupant_id.clone(),
+                views: PresenceViews::default(),
             });
         occ.sessions.push((from.clone(), presence));
+        // The shown view names the last session.
+        occ.forget_views();
         let Some(me) = self.occupants.get(nick) else {
             return Ok(out.into());
         };
-        // Everyone else's presence to the newcomer's session, then its own to everyone.
+        // Everyone else's cached presence to the newcomer's session, then its own to everyone.
         let only_new = Occupant {
             sessions: me
                 .sessions
@@ -673,15 +742,17 @@ impl Room {
                 .collect(),
             ..me.clone()
         };
-        for other in self.occupants.values() {
-            if other.nick != nick && self.config.presence_broadcast.contains(&other.role) {
-                Room::to_sessions(
-                    &only_new,
-                    self.presence_for(other, &only_new, &[]),
-                    &mut out,
-                );
-            }
-        }
+        let sees_all = self.sees_real_jids(&only_new);
+        let presences = self
+            .occupants
+            .values()
+            .filter(|o| o.nick != nick && self.config.presence_broadcast.contains(&o.role))
+            .map(|o| self.cached_view(o, sees_all || o.bare == only_new.bare))
+            .collect();
+        let roster = Some(Roster {
+            to: from.clone(),
+            presences,
+        });
         let mut self_codes = Vec::new();
         if self.config.whois_anyone {
             self_codes.push(100);
@@ -725,7 +796,7 @@ impl Room {
             let mut codes = self_codes;
             codes.push(110);
             Room::to_sessions(me, self.presence_for(me, me, &codes), &mut out);
-            shared = self.presence_fanouts(me, &[]);
+            shared = self.presence_fanouts(me);
         }
         // The room's avatar hash (XEP-0486), then history, then the subject (§7.2.15, §7.2.16).
         if let Some(hash) = &self.avatar_hash {
@@ -756,7 +827,11 @@ impl Room {
                 .attr("id", crate::core::sessions::random_resource())
                 .child(Element::new("subject", ns::CLIENT).text(text)),
         ));
-        Ok(Outgoing { each: out, shared })
+        Ok(Outgoing {
+            roster,
+            each: out,
+            shared,
+        })
     }
 
     fn history_for(&self, req: &JoinRequest) -> Vec<&HistoryItem> {
@@ -825,6 +900,7 @@ impl Room {
         }
         self.occupants.remove(old);
         occ.nick = new.to_string();
+        occ.forget_views();
         if let Some(s) = occ.sessions.iter_mut().find(|(j, _)| j == from) {
             s.1 = presence;
         }
@@ -837,20 +913,21 @@ impl Room {
     }
 
     /// Handles an unavailable presence from a joined session (XEP-0045 §7.14).
-    pub fn leave(&mut self, from: &Jid, presence: Option<&Element>) -> Out {
+    pub fn leave(&mut self, from: &Jid, presence: Option<&Element>) -> Outgoing {
         let mut out = Out::new();
         let Some(nick) = self.sessions.remove(from) else {
-            return out;
+            return out.into();
         };
         let Some(occ) = self.occupants.get_mut(&nick) else {
-            return out;
+            return out.into();
         };
         let last = occ.sessions.len() <= 1;
         if !last {
             occ.sessions.retain(|(j, _)| j != from);
+            occ.forget_views();
         }
         let Some(occ) = self.occupants.get(&nick).cloned() else {
-            return out;
+            return out.into();
         };
         let mut gone = occ.clone();
         gone.role = Role::None;
@@ -862,28 +939,34 @@ impl Room {
         let mut p = self.presence_for(&gone, &self_view, &[110]);
         p.set_attr("type", Some("unavailable".into()));
         Room::to_sessions(&self_view, p, &mut out);
+        let mut shared = Vec::new();
         if last {
             self.occupants.remove(&nick);
-            for viewer in self.occupants.values() {
-                let mut p = self.presence_for(&gone, viewer, &[]);
+            // Everyone else: the unavailable presence in at most two views, each built once.
+            shared = self.fanouts_to_others(&gone, |show| {
+                let mut p = self.presence_view(&gone, show, &[]);
                 p.set_attr("type", Some("unavailable".into()));
-                Room::to_sessions(viewer, p, &mut out);
-            }
+                SharedStanza::new(p)
+            });
         }
-        out
+        Outgoing {
+            roster: None,
+            each: out,
+            shared,
+        }
     }
 
     /// Removes the session `from` after its server bounced a stanza to it (the s2s link
     /// failed, the session is gone): the last session of an occupant takes the occupant out,
     /// everyone seeing status 333 (removed because of an error reply) and `reason`.
-    pub fn remove_on_error(&mut self, from: &Jid, reason: &str) -> Out {
+    pub fn remove_on_error(&mut self, from: &Jid, reason: &str) -> Outgoing {
         let Some(nick) = self.sessions.get(from).cloned() else {
-            return Out::new();
+            return Outgoing::default();
         };
         match self.occupants.get(&nick) {
             Some(occ) if occ.sessions.len() > 1 => self.leave(from, None),
-            Some(_) => self.remove_occupant(&nick, &[333], Some(reason)),
-            None => Out::new(),
+            Some(_) => self.remove_occupant(&nick, &[333], Some(reason)).into(),
+            None => Outgoing::default(),
         }
     }
 
@@ -931,6 +1014,8 @@ impl Room {
         let mut out = Out::new();
         if let Some(occ) = self.occupants.get_mut(nick) {
             occ.role = role;
+            // The role, and with it maybe the affiliation, changed.
+            occ.forget_views();
         }
         self.broadcast_presence(nick, &[], &[], &mut out);
         out
@@ -1018,7 +1103,10 @@ impl Room {
     pub fn to_everyone(&self, stanza: Element) -> Fanout {
         let mut to = Vec::with_capacity(self.sessions.len());
         to.extend(self.session_jids().cloned());
-        Fanout { stanza, to }
+        Fanout {
+            stanza: SharedStanza::new(stanza),
+            to,
+        }
     }
 
     /// Destroys the room: every occupant gets an unavailable presence with `<destroy/>`.
@@ -1161,14 +1249,19 @@ mod tests {
         let out = room
             .presence(&j("b@x/1"), "B", p.clone(), &req(), false)
             .unwrap();
-        // A's presence to B, B's own (110), the subject; B's presence to A as one fan-out.
+        // A's presence to B (the roster), B's own (110), the subject; B's presence to A as
+        // one fan-out.
+        let roster = out.roster.as_ref().unwrap();
+        assert_eq!(roster.to, j("b@x/1"));
+        assert_eq!(roster.presences.len(), 1);
         let tos: Vec<_> = out.each.iter().map(|(j, _)| j.as_str()).collect();
-        assert_eq!(tos, vec!["b@x/1", "b@x/1", "b@x/1"]);
+        assert_eq!(tos, vec!["b@x/1", "b@x/1"]);
         assert_eq!(out.shared.len(), 1);
         assert_eq!(out.shared[0].to, vec![j("a@x/1")]);
         // A has no affiliation here, so no moderator: it does not see B's real JID.
         let item = out.shared[0]
             .stanza
+            .element()
             .get_child("x", ns::MUC_USER)
             .and_then(|x| x.get_child("item", ns::MUC_USER));
         assert_eq!(item.and_then(|i| i.get_attr("jid")), None);
@@ -1179,7 +1272,13 @@ mod tests {
             C::Conflict
         );
         let out = room.leave(&j("b@x/1"), None);
-        assert_eq!(out.len(), 2);
+        assert_eq!(out.each.len(), 1);
+        assert_eq!(out.shared.len(), 1);
+        assert_eq!(out.shared[0].to, vec![j("a@x/1")]);
+        assert_eq!(
+            out.shared[0].stanza.element().get_attr("type"),
+            Some("unavailable")
+        );
         assert!(!room.occupants.contains_key("B"));
     }
 
@@ -1194,11 +1293,22 @@ mod tests {
         let out = room
             .presence(&j("b@x/2"), "B", p.clone(), &req(), false)
             .unwrap();
-        let presences: Vec<_> = out
-            .each
+        let roster = out.roster.as_ref().unwrap();
+        let presences: Vec<_> = roster
+            .presences
             .iter()
-            .filter(|(_, s)| s.name() == "presence")
-            .map(|(j, s)| (j.as_str(), s.get_attr("from").unwrap_or_default()))
+            .map(|p| {
+                (
+                    roster.to.as_str(),
+                    p.element().get_attr("from").unwrap_or_default(),
+                )
+            })
+            .chain(
+                out.each
+                    .iter()
+                    .filter(|(_, s)| s.name() == "presence")
+                    .map(|(j, s)| (j.as_str(), s.get_attr("from").unwrap_or_default())),
+            )
             .collect();
         // A to the new session; B again to A and to B's first session; B's self-presence.
         assert_eq!(
@@ -1211,17 +1321,85 @@ mod tests {
             ]
         );
         let first = room.leave(&j("b@x/1"), None);
+        assert!(first.shared.is_empty(), "{first:?}");
         assert!(
-            first.iter().all(|(to, _)| to.as_str() == "b@x/1"),
+            first.each.iter().all(|(to, _)| to.as_str() == "b@x/1"),
             "{first:?}"
         );
         assert!(room.occupants.contains_key("B"));
         let last = room.leave(&j("b@x/2"), None);
         assert!(
-            last.iter().any(|(to, _)| to.as_str() == "a@x/1"),
+            last.shared.iter().any(|f| f.to.contains(&j("a@x/1"))),
             "{last:?}"
         );
         assert!(!room.occupants.contains_key("B"));
+    }
+
+    /// The roster presence a newcomer `to` gets of `nick`: its item and `from`.
+    fn roster_view(room: &mut Room, to: &str, nick: &str) -> (String, String, String) {
+        let p = Element::new("presence", ns::CLIENT);
+        let out = room.presence(&j(to), nick, p, &req(), false).unwrap();
+        let roster = out.roster.unwrap();
+        let view = roster
+            .presences
+            .iter()
+            .find(|p| p.element().get_attr("from") != Some("r@c.x/A"))
+            .unwrap()
+            .element()
+            .clone();
+        room.leave(&j(to), None);
+        let item = view
+            .get_child("x", ns::MUC_USER)
+            .and_then(|x| x.get_child("item", ns::MUC_USER))
+            .unwrap();
+        (
+            view.get_attr("from").unwrap_or_default().to_string(),
+            item.get_attr("role").unwrap_or_default().to_string(),
+            item.get_attr("affiliation").unwrap_or_default().to_string(),
+        )
+    }
+
+    #[test]
+    fn cached_presence_views_are_forgotten_on_role_affiliation_and_nick_changes() {
+        let mut room = Room::new(j("r@c.x"), RoomConfig::default());
+        let p = Element::new("presence", ns::CLIENT);
+        room.presence(&j("a@x/1"), "A", p.clone(), &req(), true)
+            .unwrap();
+        room.presence(&j("b@x/1"), "B", p.clone(), &req(), false)
+            .unwrap();
+        let view = |room: &mut Room| roster_view(room, "c@x/1", "C");
+        assert_eq!(
+            view(&mut room),
+            ("r@c.x/B".into(), "participant".into(), "none".into())
+        );
+        // Built once and shared by the next newcomer.
+        let cached = room.occupants["B"].views.0[0].get().cloned().unwrap();
+        let out = room
+            .presence(&j("d@x/1"), "D", p.clone(), &req(), false)
+            .unwrap();
+        assert!(
+            out.roster
+                .unwrap()
+                .presences
+                .iter()
+                .any(|p| Arc::ptr_eq(p, &cached))
+        );
+        room.leave(&j("d@x/1"), None);
+        room.set_role("B", Role::Visitor);
+        assert_eq!(
+            view(&mut room),
+            ("r@c.x/B".into(), "visitor".into(), "none".into())
+        );
+        room.set_affiliation(&j("b@x"), Affiliation::Admin, None);
+        assert_eq!(
+            view(&mut room),
+            ("r@c.x/B".into(), "moderator".into(), "admin".into())
+        );
+        room.presence(&j("b@x/1"), "Bee", p, &req(), false).unwrap();
+        assert_eq!(
+            view(&mut room),
+            ("r@c.x/Bee".into(), "moderator".into(), "admin".into())
+        );
     }
 
     #[test]

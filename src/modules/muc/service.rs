@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::room::{Affiliation, Fanout, Hat, Out, Outgoing, Role, Room, RoomConfig, Stored};
+use super::room::{
+    Affiliation, Fanout, Hat, Out, Outgoing, Role, Room, RoomConfig, Roster, Stored,
+};
 use crate::core::Core;
 use crate::core::events::Origin;
-use crate::core::sessions::SharedStanza;
 use crate::storage::StorageError;
 use crate::xmpp::{Element, Jid};
 
@@ -332,7 +333,7 @@ impl MucService {
                     Some(&Element::new("presence", crate::xmpp::ns::CLIENT)),
                 )
             };
-            self.send(out).await;
+            self.send_outgoing(out).await;
             self.vanish_if_empty(&node).await;
         }
         self.forget_bucket(full);
@@ -655,6 +656,7 @@ impl MucService {
                     r.affiliations.insert(j.to_string(), Affiliation::Member);
                 }
             }
+            r.forget_all_views();
             r.locked = false;
         }
         self.save(&node).await?;
@@ -788,19 +790,44 @@ impl MucService {
         let Some(core) = self.core() else {
             return;
         };
-        let shared = SharedStanza::new(f.stanza);
         for to in f.to {
             match core.sessions.get(&to) {
                 Some(s) => {
-                    s.send_shared(&shared);
+                    s.send_shared(&f.stanza);
                 }
-                None => core.route(Origin::Server, shared.addressed(&to)).await,
+                None => core.route(Origin::Server, f.stanza.addressed(&to)).await,
             }
         }
     }
 
-    /// Sends what a presence to the room produced: the single stanzas, then the fan-outs.
+    /// Sends a joining session the others' cached presences, serialised once for everyone
+    /// who joins after them.
+    async fn send_roster(&self, roster: Roster) {
+        let Some(core) = self.core() else {
+            return;
+        };
+        match core.sessions.get(&roster.to) {
+            Some(s) => {
+                for p in &roster.presences {
+                    if !s.send_shared(p) {
+                        break;
+                    }
+                }
+            }
+            None => {
+                for p in &roster.presences {
+                    core.route(Origin::Server, p.addressed(&roster.to)).await;
+                }
+            }
+        }
+    }
+
+    /// Sends what a presence to the room produced: the roster, the single stanzas, then the
+    /// fan-outs.
     pub async fn send_outgoing(&self, out: Outgoing) {
+        if let Some(roster) = out.roster {
+            self.send_roster(roster).await;
+        }
         self.send(out.each).await;
         for f in out.shared {
             self.fan_out(f).await;
