@@ -161,6 +161,16 @@ impl ClientTls {
     }
 }
 
+/// The read half of a client's TLS stream, as the session reads it.
+type TlsReader =
+    ReadBuffer<Shaped<tokio::io::ReadHalf<tokio_rustls::server::TlsStream<TcpStream>>>>;
+/// The write half of a client's TLS stream.
+type TlsWriter = tokio::io::WriteHalf<tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// One connection: negotiation, then the session. The task cell is sized by this future's
+/// largest state and kept for the connection's life, so everything but the TLS session's read
+/// loop (negotiation, the TLS handshake, plaintext sessions) runs in boxed futures freed once
+/// done.
 async fn connection(
     core: Arc<Core>,
     tcp: TcpStream,
@@ -171,6 +181,65 @@ async fn connection(
 ) {
     let kind = if direct_tls { "c2s_direct_tls" } else { "c2s" };
     let mut gauge = ConnectionGauge::new(core.clone(), kind, direct_tls);
+    let negotiated = Box::pin(negotiate(
+        core.clone(),
+        tcp,
+        peer,
+        tls,
+        direct_tls,
+        slot,
+        &mut gauge,
+    ))
+    .await;
+    match negotiated {
+        Some(Outcome::Bound {
+            mut parser,
+            writer,
+            session,
+            host,
+        }) => {
+            // Moved out whole: a part left in `negotiated` would keep all of it in the task.
+            drop(host);
+            Box::pin(exempt_admin(
+                &core,
+                parser.get_mut().get_mut(),
+                &session.handle.jid,
+            ))
+            .await;
+            // Boxed as well: measured, the task's own layout kept ~1.3 KiB more beside an
+            // inline session future than the session future's own size.
+            Box::pin(session::run(core, parser, writer, session)).await
+        }
+        Some(Outcome::Resumed {
+            mut parser,
+            writer,
+            hib,
+            announced,
+        }) => {
+            Box::pin(exempt_admin(
+                &core,
+                parser.get_mut().get_mut(),
+                &hib.handle.jid,
+            ))
+            .await;
+            // Boxed: resumption is rare; the common state stays the fresh session's.
+            Box::pin(session::resume_after(core, parser, writer, hib, announced)).await
+        }
+        Some(Outcome::StartTls(..) | Outcome::Closed) | None => {}
+    }
+}
+
+/// Negotiates a connection up to a bound (or resumed) TLS session, which it returns; a
+/// plaintext session (only with `require_encryption = false`) is served here to its end.
+async fn negotiate(
+    core: Arc<Core>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: ClientTls,
+    direct_tls: bool,
+    slot: PreauthSlot,
+    gauge: &mut ConnectionGauge,
+) -> Option<Outcome<TlsReader, TlsWriter>> {
     let mut neg = Negotiation::new(core.clone(), peer.to_string(), direct_tls);
     let limits = unauth_limits(&neg.config);
     let tcp = if direct_tls {
@@ -178,9 +247,8 @@ async fn connection(
     } else {
         let (r, w) = tcp.into_split();
         let parser = StreamParser::new(ReadBuffer::new(shaped_reader(&core, peer, r)), limits);
-        // Boxed: the negotiation's state is freed once the session runs, not kept in its task.
         match Box::pin(neg.run(parser, w, None)).await {
-            Outcome::Closed => return,
+            Outcome::Closed => return None,
             Outcome::Bound {
                 mut parser,
                 writer,
@@ -190,8 +258,8 @@ async fn connection(
                 // Plaintext session (only when `require_encryption = false`).
                 drop((slot, neg));
                 exempt_admin(&core, parser.get_mut().get_mut(), &session.handle.jid).await;
-                session::run(core, parser, writer, session).await;
-                return;
+                Box::pin(session::run(core, parser, writer, session)).await;
+                return None;
             }
             Outcome::Resumed {
                 mut parser,
@@ -201,15 +269,15 @@ async fn connection(
             } => {
                 drop((slot, neg));
                 exempt_admin(&core, parser.get_mut().get_mut(), &hib.handle.jid).await;
-                session::resume_after(core, parser, writer, hib, announced).await;
-                return;
+                Box::pin(session::resume_after(core, parser, writer, hib, announced)).await;
+                return None;
             }
-            Outcome::StartTls(parser, w) => {
-                match parser.into_inner().into_inner().into_inner().reunite(w) {
-                    Ok(tcp) => tcp,
-                    Err(_) => return,
-                }
-            }
+            Outcome::StartTls(parser, w) => parser
+                .into_inner()
+                .into_inner()
+                .into_inner()
+                .reunite(w)
+                .ok()?,
         }
     };
     let handshake = Box::pin(tokio::time::timeout_at(
@@ -221,39 +289,18 @@ async fn connection(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
+            return None;
         }
-        Err(_) => return,
+        Err(_) => return None,
     };
     neg.upgraded(tls_info(stream.get_ref().1));
     neg.bindings = tls.bindings(stream.get_ref().1);
     gauge.secured();
     let (r, w) = tokio::io::split(stream);
     let parser = StreamParser::new(ReadBuffer::new(shaped_reader(&core, peer, r)), limits);
-    // Boxed: the negotiation's state is freed once the session runs, not kept in its task.
-    match Box::pin(neg.run(parser, w, None)).await {
-        Outcome::Bound {
-            mut parser,
-            writer,
-            session,
-            ..
-        } => {
-            drop((slot, neg));
-            exempt_admin(&core, parser.get_mut().get_mut(), &session.handle.jid).await;
-            session::run(core, parser, writer, session).await
-        }
-        Outcome::Resumed {
-            mut parser,
-            writer,
-            hib,
-            announced,
-        } => {
-            drop((slot, neg));
-            exempt_admin(&core, parser.get_mut().get_mut(), &hib.handle.jid).await;
-            session::resume_after(core, parser, writer, hib, announced).await
-        }
-        Outcome::StartTls(..) | Outcome::Closed => {}
-    }
+    let outcome = Box::pin(neg.run(parser, w, None)).await;
+    drop((slot, neg));
+    Some(outcome)
 }
 
 /// The connection's read half, shaped to `limits.c2s_read_rate` unless the address is exempt.
@@ -272,5 +319,60 @@ async fn exempt_admin<R>(core: &Core, reader: &mut Shaped<R>, jid: &crate::xmpp:
         && Box::pin(core.is_admin(jid)).await
     {
         reader.unshape();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::storage::Store;
+
+    fn size4<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn size5<A, B, C, D, E, F>(_: fn(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn size6<A, B, C, D, E, G, F>(_: fn(A, B, C, D, E, G) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// The connection task's future is what every connection keeps in its tokio task cell for
+    /// as long as it lives, idle or not: this keeps it small (issue #19).
+    #[tokio::test]
+    async fn the_connection_future_stays_small() {
+        let core = Core::new(Config::default(), Store::memory(), crate::modules::BUILTIN).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cert =
+            crate::tls::ensure_certificate(None, dir.path(), &["localhost".to_string()]).unwrap();
+        let tls = ClientTls {
+            acceptor: TlsAcceptor::from(crate::tls::server_config(&cert).unwrap()),
+            end_point: None,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let limits = core.config.load().limits.clone();
+        let slot = core
+            .admission
+            .admit(&limits, peer.ip(), std::time::Instant::now())
+            .unwrap();
+        let fut = connection(core.clone(), tcp, peer, tls, true, slot);
+        let size = std::mem::size_of_val(&fut);
+        eprintln!("connection future: {size} bytes");
+        type R = TlsReader;
+        type W = TlsWriter;
+        eprintln!(
+            "session::run {} resume_after {} write_loop {} parser {}",
+            size4(session::run::<R, W>),
+            size5(session::resume_after::<R, W>),
+            size6(session::write_loop::<W>),
+            std::mem::size_of::<StreamParser<R>>(),
+        );
+        assert!(size <= 1536, "the connection future is {size} bytes");
+        let session = size4(session::run::<TlsReader, TlsWriter>);
+        assert!(session <= 2048, "the session future is {session} bytes");
     }
 }

@@ -123,9 +123,10 @@ async fn attach<R, W>(
     let end = loop {
         let read = async {
             if idle == 0 {
-                Ok(parser.next().await)
+                Ok(next_when_readable(&mut parser).await)
             } else {
-                tokio::time::timeout(Duration::from_secs(idle), parser.next()).await
+                let next = next_when_readable(&mut parser);
+                tokio::time::timeout(Duration::from_secs(idle), next).await
             }
         };
         tokio::select! {
@@ -186,6 +187,24 @@ async fn attach<R, W>(
             }
         }
     }
+}
+
+/// The parser's next event, waiting for the client's bytes first: the idle wait holds only a
+/// borrow of the reader, and the parse future (large: quick-xml's state) is boxed and lives only
+/// while bytes are there to parse, so an idle session's task cell does not carry it.
+async fn next_when_readable<R: AsyncBufRead + Unpin>(
+    parser: &mut StreamParser<R>,
+) -> Result<StreamEvent, ParseError> {
+    let ready = std::future::poll_fn(|cx| {
+        std::pin::Pin::new(parser.get_mut())
+            .poll_fill_buf(cx)
+            .map_ok(|_| ())
+    })
+    .await;
+    if let Err(e) = ready {
+        return Err(ParseError::Io(e));
+    }
+    Box::pin(parser.next()).await
 }
 
 /// Parks a session whose connection was lost until it is resumed or its window ends.
