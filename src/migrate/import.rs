@@ -1,7 +1,8 @@
 //! Writing imported accounts into a store: checked whole before anything is written (all or
-//! nothing per account), written in batches through the JSON-lines importer with one flush
-//! per batch, repeatable (the same input writes the same records again). Clear passwords are
-//! SASLprepped before hashing; XEP-0048 bookmarks in private XML gain their XEP-0402 node
+//! nothing per account), written in batches through the JSON-lines importer (each batch one
+//! backend batch per tree, account records last) with one flush per batch, repeatable (the
+//! same input writes the same records again). Clear passwords are SASLprepped before hashing;
+//! XEP-0048 bookmarks in private XML gain their XEP-0402 node
 //! ([`super::pep::add_legacy_bookmarks`]).
 
 use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
 //! JSON-lines export/import of a whole [`Store`] (blocking; run from
 //! `spawn_blocking` or outside the async runtime).
 
+use super::appender::AppendReq;
 use super::item::decode_item;
 use super::with_index::WITH_TAG;
 use super::{
@@ -140,52 +141,107 @@ pub fn export(store: &Store, mut out: impl Write) -> Result<u64> {
     Ok(lines)
 }
 
-/// Applies one parsed line (atomically).
-fn apply_line(store: &Store, line: Line) -> Result<()> {
-    let backend = &*store.inner.backend;
-    match line {
-        Line::Keyval {
-            host,
-            store: name,
-            user,
-            value,
-        } => {
-            let key = join_names(&[&host, &name, &user], false)?;
-            backend.apply(KEYVAL_TREE, vec![(key, Some(encode(&value)?))])
+/// Bytes of JSON lines staged before they are written as one group (above the migration
+/// importer's batch of 8 MiB, so that each of its batches is written as one group).
+const GROUP_BYTES: usize = 16 << 20;
+
+/// Key/value operations of one backend batch.
+type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// Parsed lines not yet written: one batch per tree.
+#[derive(Default)]
+struct Group {
+    keyval: Ops,
+    map: Ops,
+    archive: Vec<AppendReq>,
+    /// Line number of the group's first line (0 while empty).
+    first_line: u64,
+    lines: u64,
+    bytes: usize,
+}
+
+impl Group {
+    /// Stages one parsed line of `size` bytes.
+    fn add(&mut self, line: Line, line_no: u64, size: usize) -> Result<()> {
+        match line {
+            Line::Keyval {
+                host,
+                store: name,
+                user,
+                value,
+            } => {
+                let key = join_names(&[&host, &name, &user], false)?;
+                self.keyval.push((key, Some(encode(&value)?)));
+            }
+            Line::Map {
+                host,
+                store: name,
+                user,
+                key,
+                value,
+            } => {
+                let key = join_names(&[&host, &name, &user, &key], false)?;
+                self.map.push((key, Some(encode(&value)?)));
+            }
+            Line::Archive {
+                host,
+                store: name,
+                user,
+                id,
+                when,
+                with,
+                value,
+            } => {
+                let prefix = join_names(&[&host, &name, &user], true)?;
+                let mut req = AppendReq::unanswered(prefix, when, with, &value)?;
+                req.id = Some(id);
+                self.archive.push(req);
+            }
         }
-        Line::Map {
-            host,
-            store: name,
-            user,
-            key,
-            value,
-        } => {
-            let key = join_names(&[&host, &name, &user, &key], false)?;
-            backend.apply(MAP_TREE, vec![(key, Some(encode(&value)?))])
+        if self.lines == 0 {
+            self.first_line = line_no;
         }
-        Line::Archive {
-            host,
-            store: name,
-            user,
-            id,
-            when,
-            with,
-            value,
-        } => {
-            let prefix = join_names(&[&host, &name, &user], true)?;
-            append_sync(&store.inner, &prefix, Some(id), when, &with, value).map(|_| ())
+        self.lines = self.lines.saturating_add(1);
+        self.bytes = self.bytes.saturating_add(size);
+        Ok(())
+    }
+
+    /// Writes the group, one batch per tree, the keyval tree (which holds account records)
+    /// last; returns how many lines it held.
+    fn write(&mut self, store: &Store) -> Result<u64> {
+        let group = std::mem::take(self);
+        if group.lines == 0 {
+            return Ok(0);
         }
+        let backend = &*store.inner.backend;
+        let written = (|| {
+            if !group.map.is_empty() {
+                backend.apply(MAP_TREE, group.map)?;
+            }
+            append_sync(&store.inner, &group.archive)?;
+            if !group.keyval.is_empty() {
+                backend.apply(KEYVAL_TREE, group.keyval)?;
+            }
+            Ok(())
+        })();
+        written.map_err(|e: StorageError| StorageError::Import {
+            line: group.first_line,
+            message: format!("writing the lines from here on: {e}"),
+        })?;
+        Ok(group.lines)
     }
 }
 
 /// Imports lines written by [`export`] (blank lines skipped), flushing at the end; returns
-/// the number of records imported. On a bad line, earlier lines stay imported and the
-/// error names the line number.
+/// the number of records imported. Lines are written in groups of up to [`GROUP_BYTES`],
+/// one backend batch per tree. On a bad line, the lines before it are written and the error
+/// names its line number; a failed write names the first line of its group.
 pub fn import(store: &Store, input: impl BufRead) -> Result<u64> {
     let mut imported = 0u64;
+    let mut group = Group::default();
     let result = (|| {
         for (n, line) in input.lines().enumerate() {
-            let line_no = n as u64 + 1;
+            let line_no = u64::try_from(n).unwrap_or(u64::MAX).saturating_add(1);
             let fail = |message: String| StorageError::Import {
                 line: line_no,
                 message,
@@ -195,13 +251,20 @@ pub fn import(store: &Store, input: impl BufRead) -> Result<u64> {
                 continue;
             }
             let parsed: Line = serde_json::from_str(&line).map_err(|e| fail(e.to_string()))?;
-            apply_line(store, parsed).map_err(|e| fail(e.to_string()))?;
-            imported += 1;
+            group
+                .add(parsed, line_no, line.len())
+                .map_err(|e| fail(e.to_string()))?;
+            if group.bytes >= GROUP_BYTES {
+                imported += group.write(store)?;
+            }
         }
         Ok(())
     })();
+    // The lines before a bad one are written too.
+    let written = group.write(store).map(|n| imported += n);
     let flushed = store.inner.backend.flush();
     result?;
+    written?;
     flushed?;
     Ok(imported)
 }
@@ -284,5 +347,50 @@ mod tests {
             assert_eq!(kv.get("b").await.unwrap(), None);
             assert!(store.map("h", "s").users().await.unwrap().is_empty());
         });
+    }
+
+    #[test]
+    fn grouped_archive_lines_keep_totals_and_with_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sled(dir.path(), 1 << 22).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let a = store.archive("h", "mam");
+        let count = |with: Option<&str>| {
+            let q = super::super::ArchiveQuery {
+                with: with.map(str::to_owned),
+                total: true,
+                limit: Some(0),
+                ..Default::default()
+            };
+            rt.block_on(a.find("u", &q)).unwrap().total.unwrap()
+        };
+        rt.block_on(a.append("u", Some("m1".into()), 1, "a@x", json!(1)))
+            .unwrap();
+        // Totals are known (cached) before the import.
+        assert_eq!((count(None), count(Some("a@x"))), (1, 1));
+        let line = |id: &str, when: i64, with: &str| {
+            format!(
+                "{{\"kind\":\"archive\",\"host\":\"h\",\"store\":\"mam\",\"user\":\"u\",\"id\":\"{id}\",\"when\":{when},\"with\":\"{with}\",\"value\":{when}}}\n"
+            )
+        };
+        // m1 replaces the stored item; m2 appears twice in the group, the second one wins.
+        let input = [
+            line("m1", 2, "b@x"),
+            line("m2", 3, "a@x"),
+            line("m2", 4, "b@x"),
+            line("m3", 5, "a@x"),
+        ]
+        .concat();
+        assert_eq!(import(&store, input.as_bytes()).unwrap(), 4);
+        assert_eq!(count(None), 3);
+        assert_eq!(count(Some("a@x")), 1);
+        assert_eq!(count(Some("b@x")), 2);
+        let page = rt.block_on(a.find("u", &Default::default())).unwrap();
+        let got: Vec<(&str, i64, &str)> = page
+            .items
+            .iter()
+            .map(|i| (i.id.as_str(), i.when, i.with.as_str()))
+            .collect();
+        assert_eq!(got, [("m1", 2, "b@x"), ("m2", 4, "b@x"), ("m3", 5, "a@x")]);
     }
 }

@@ -869,23 +869,27 @@ fn total(inner: &Inner, user_prefix: &[u8], q: &ArchiveQuery) -> Result<usize> {
     Ok(n)
 }
 
-/// Appends an item (replacing any item with the same id) on the caller's thread, under the
-/// archive lock; not yet flushed. Used by imports; live appends go through the writer thread.
-fn append_sync(
-    inner: &Inner,
-    user_prefix: &[u8],
-    id: Option<String>,
-    when: i64,
-    with: &str,
-    value: Value,
-) -> Result<String> {
-    let (req, _rx) = appender::AppendReq::new(user_prefix.to_vec(), id, when, with.into(), &value)?;
-    let mut ops = Vec::with_capacity(3);
+/// Appends items (each replacing any item with the same id) on the caller's thread as one
+/// backend batch, under the archive lock; not yet flushed. Used by imports; live appends go
+/// through the writer thread.
+fn append_sync(inner: &Inner, reqs: &[appender::AppendReq]) -> Result<()> {
+    if reqs.is_empty() {
+        return Ok(());
+    }
+    let mut ops = Vec::with_capacity(reqs.len().saturating_mul(3));
+    let mut supplied = appender::Supplied::new();
     let _guard = inner.writer.lock.lock().unwrap_or_else(|e| e.into_inner());
-    let id = appender::stage(&inner.writer, &req, &mut ops, &mut Default::default())?;
+    for req in reqs {
+        appender::stage(&inner.writer, req, &mut ops, &mut supplied)?;
+    }
     inner.backend.apply(ARCHIVE_TREE, ops)?;
-    inner.writer.totals.forget(user_prefix);
-    Ok(id)
+    let mut prefixes: Vec<&[u8]> = reqs.iter().map(|r| r.user_prefix.as_slice()).collect();
+    prefixes.sort_unstable();
+    prefixes.dedup();
+    for prefix in prefixes {
+        inner.writer.totals.forget(prefix);
+    }
+    Ok(())
 }
 
 impl ArchiveStore {
