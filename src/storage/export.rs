@@ -5,40 +5,10 @@ use super::appender::AppendReq;
 use super::item::decode_item;
 use super::with_index::WITH_TAG;
 use super::{
-    ARCHIVE_TREE, INDEX_TAG, ITEM_TAG, KEYVAL_TREE, MAP_TREE, Result, SCAN_CHUNK, StorageError,
-    Store, append_sync, decode, encode, join_names, utf8,
+    ARCHIVE_TREE, INDEX_TAG, ITEM_TAG, KEYVAL_TREE, MAP_TREE, Record, Result, SCAN_CHUNK,
+    StorageError, Store, append_sync, decode, encode, join_names, utf8,
 };
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::io::{BufRead, Write};
-
-/// One exported record.
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-enum Line {
-    Keyval {
-        host: String,
-        store: String,
-        user: String,
-        value: Value,
-    },
-    Map {
-        host: String,
-        store: String,
-        user: String,
-        key: String,
-        value: Value,
-    },
-    Archive {
-        host: String,
-        store: String,
-        user: String,
-        id: String,
-        when: i64,
-        with: String,
-        value: Value,
-    },
-}
 
 /// Calls `f` for every entry of `tree` in key order, reading in chunks.
 fn for_each(
@@ -77,7 +47,7 @@ fn split_key(key: &[u8], n: usize) -> Result<(Vec<String>, &[u8])> {
     Ok((names, rest))
 }
 
-fn write_line(out: &mut impl Write, line: &Line) -> Result<()> {
+fn write_line(out: &mut impl Write, line: &Record) -> Result<()> {
     serde_json::to_writer(&mut *out, line)
         .map_err(|e| StorageError::Io(format!("export write failed: {e}")))?;
     out.write_all(b"\n")
@@ -91,7 +61,7 @@ pub fn export(store: &Store, mut out: impl Write) -> Result<u64> {
         let (names, user) = split_key(k, 2)?;
         let [host, store] = <[String; 2]>::try_from(names)
             .map_err(|_| StorageError::Corrupt("malformed keyval key".into()))?;
-        let line = Line::Keyval {
+        let line = Record::Keyval {
             host,
             store,
             user: utf8(user)?,
@@ -104,7 +74,7 @@ pub fn export(store: &Store, mut out: impl Write) -> Result<u64> {
         let (names, key) = split_key(k, 3)?;
         let [host, store, user] = <[String; 3]>::try_from(names)
             .map_err(|_| StorageError::Corrupt("malformed map key".into()))?;
-        let line = Line::Map {
+        let line = Record::Map {
             host,
             store,
             user,
@@ -124,7 +94,7 @@ pub fn export(store: &Store, mut out: impl Write) -> Result<u64> {
         let [host, store, user] = <[String; 3]>::try_from(names)
             .map_err(|_| StorageError::Corrupt("malformed archive key".into()))?;
         let item = decode_item(v)?;
-        let line = Line::Archive {
+        let line = Record::Archive {
             host,
             store,
             user,
@@ -162,9 +132,9 @@ struct Group {
 
 impl Group {
     /// Stages one parsed line of `size` bytes.
-    fn add(&mut self, line: Line, line_no: u64, size: usize) -> Result<()> {
+    fn add(&mut self, line: Record, line_no: u64, size: usize) -> Result<()> {
         match line {
-            Line::Keyval {
+            Record::Keyval {
                 host,
                 store: name,
                 user,
@@ -173,7 +143,7 @@ impl Group {
                 let key = join_names(&[&host, &name, &user], false)?;
                 self.keyval.push((key, Some(encode(&value)?)));
             }
-            Line::Map {
+            Record::Map {
                 host,
                 store: name,
                 user,
@@ -183,7 +153,7 @@ impl Group {
                 let key = join_names(&[&host, &name, &user, &key], false)?;
                 self.map.push((key, Some(encode(&value)?)));
             }
-            Line::Archive {
+            Record::Archive {
                 host,
                 store: name,
                 user,
@@ -250,7 +220,7 @@ pub fn import(store: &Store, input: impl BufRead) -> Result<u64> {
             if line.trim().is_empty() {
                 continue;
             }
-            let parsed: Line = serde_json::from_str(&line).map_err(|e| fail(e.to_string()))?;
+            let parsed: Record = serde_json::from_str(&line).map_err(|e| fail(e.to_string()))?;
             group
                 .add(parsed, line_no, line.len())
                 .map_err(|e| fail(e.to_string()))?;

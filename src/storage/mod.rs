@@ -26,12 +26,14 @@ mod appender;
 mod export;
 mod item;
 mod memory;
+mod record;
 mod sled;
 mod totals;
 mod with_index;
 
 pub use self::export::{export, import};
 pub use self::memory::MemoryBackend;
+pub use self::record::Record;
 pub use self::sled::SledBackend;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
