@@ -660,4 +660,19 @@ mod tests {
         assert!(parse_body("<notbody/>").is_none());
         assert!(parse_body("<body xmlns='http://jabber.org/protocol/httpbind'>").is_none());
     }
+
+    /// What the `bosh_body` fuzz target found: a namespace name written with a reference
+    /// (`u&amp;v`) came back doubly escaped from the body's serialisation.
+    #[test]
+    fn a_namespace_with_a_reference_survives_serialisation() {
+        let text = "<body xmlns='http://jabber.org/protocol/httpbind' rid='3'>\
+                    <x xmlns='u&amp;v' xmlns:p=\"a'b\"><p:y/></x></body>";
+        let body = parse_body(text).expect("body");
+        let x = body.first_child().expect("child");
+        assert_eq!(x.ns(), "u&v");
+        let again = parse_body(&body.to_xml("")).expect("reparses");
+        assert_eq!(again, body);
+        let p = payload(&body, "localhost");
+        assert_eq!(p.xml, "<x xmlns=\"u&amp;v\"><y xmlns=\"a&apos;b\"/></x>");
+    }
 }

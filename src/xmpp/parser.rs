@@ -227,7 +227,7 @@ impl<R: AsyncBufRead + Unpin> StreamParser<R> {
                 Err(e) => return Err(map_xml_error(e)),
             };
             let ns = match res {
-                ResolveResult::Bound(n) => Some(n.0.to_string()),
+                ResolveResult::Bound(n) => Some(namespace_value(&n.0.to_string())?),
                 ResolveResult::Unbound => None,
                 ResolveResult::Unknown(_) => return Err(C::BadNamespacePrefix.into()),
             };
@@ -339,6 +339,19 @@ fn push_text(stack: &mut [Element], text: &str) -> Result<(), ParseError> {
         None if text.chars().all(|c| c.is_ascii_whitespace()) => Ok(()),
         None => Err(StreamError::with_text(C::NotWellFormed, "text outside stanzas").into()),
     }
+}
+
+/// A namespace name as declared (quick-xml hands it over still escaped): `xmlns='a&amp;b'`
+/// names `a&b`, the same namespace a serialiser writes back as `a&amp;b`.
+fn namespace_value(raw: &str) -> Result<String, ParseError> {
+    if !raw.contains('&') {
+        return Ok(raw.to_owned());
+    }
+    quick_xml::escape::unescape(raw)
+        .map(|ns| ns.into_owned())
+        .map_err(|_| {
+            StreamError::with_text(C::NotWellFormed, "bad reference in a namespace name").into()
+        })
 }
 
 fn attach(stack: &mut [Element], el: Element) -> Option<Element> {
@@ -625,6 +638,20 @@ mod tests {
         assert!(plain.is("query", "jabber:iq:private"));
         let client = parse_element("<message><body>hi</body></message>").unwrap();
         assert!(client.get_child("body", ns::CLIENT).is_some());
+    }
+
+    #[test]
+    fn namespaces_with_escapes_round_trip() {
+        for xml in [
+            "<a xmlns='u&amp;v'/>",
+            "<a xmlns=\"u'v\"/>",
+            "<a xmlns='u&#x3C;v'><b/></a>",
+            "<a xmlns='urn:a' xmlns:p='x&quot;y'><p:b/></a>",
+        ] {
+            let el = parse_element(xml).unwrap();
+            let again = parse_element(&el.to_xml("")).unwrap();
+            assert_eq!(again, el, "{xml} -> {}", el.to_xml(""));
+        }
     }
 
     #[test]
