@@ -41,6 +41,9 @@
 //! `message/offline`) and applies RFC 6120/6121 defaults (e.g. `service-unavailable`) when no
 //! module handles them. Which sessions receive a stanza is decided once, in [`core::delivery`]:
 //! the router, carbons, push and the admin API ask it; a new path that delivers asks it too.
+//! A caller that answers for a stanza (the admin API's messages) routes it with
+//! [`core::Core::route_with_outcome`], which says whether it was refused (a bounce, or a
+//! module's error such as an offline store that could not write).
 //!
 //! ## Where a new feature goes
 //! A new XMPP feature is a module: a file in `src/modules/` implementing

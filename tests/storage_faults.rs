@@ -320,3 +320,59 @@ async fn a_write_that_could_not_be_flushed_is_flushed_once_the_disk_recovers() {
     assert_eq!(status, 200, "{body}");
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn rest_message_for_an_offline_user_gets_503_while_the_offline_store_cannot_write() {
+    let (srv, backend) = faulty_server(&["bob", "carol"]).await;
+    backend.set(REFUSE_WRITES);
+    let (status, retry, body) = rest(
+        &srv,
+        reqwest::Method::POST,
+        "/message/bob",
+        Some(json!({"message": "lost?"})),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "storage_unavailable", "{body}");
+    assert_eq!(retry.as_deref(), Some("5"));
+    // A multicast whose every message was refused is refused the same way, not "0/0" or 404.
+    let (status, _, body) = rest(
+        &srv,
+        reqwest::Method::POST,
+        "/message",
+        Some(
+            json!([{"to": "bob", "message": "lost too?"}, {"to": "carol", "message": "lost too?"}]),
+        ),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "storage_unavailable", "{body}");
+    // Writes succeed again: the same call is stored (202), and bob gets that message only.
+    backend.set(HEALTHY);
+    let (status, _, body) = rest(
+        &srv,
+        reqwest::Method::POST,
+        "/message/bob",
+        Some(json!({"message": "kept"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, _, body) = rest(
+        &srv,
+        reqwest::Method::POST,
+        "/message",
+        Some(json!([{"to": "carol", "message": "kept too"}])),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["result"], "Message multicasted to users: 0/1",
+        "{body}"
+    );
+    let mut bob = online(&srv, "bob", "r").await;
+    // The first message bob gets is the kept one: nothing of the refused calls was stored.
+    let got = bob.read_stanza("message").await;
+    assert!(got.contains("<body>kept</body>"), "{got}");
+    common::nothing_pending(&mut bob).await;
+    srv.stop().await;
+}

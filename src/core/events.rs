@@ -8,13 +8,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 
 use super::Core;
 use super::sessions::SessionHandle;
-use crate::xmpp::{Element, Jid};
+use crate::xmpp::{Element, Jid, StanzaError};
 
 /// Where a stanza entered the server.
 #[derive(Clone)]
@@ -49,6 +49,32 @@ pub struct StanzaEvent {
     pub from: Jid,
     /// The parsed recipient.
     pub to: Jid,
+    /// Where [`StanzaEvent::reply_error`] records a refusal for the stanza's router.
+    pub refusal: Refusal,
+}
+
+/// The first error a handler refused a stanza with, kept for the caller of
+/// [`Core::route_with_outcome`]; the default slot (every other route) records nothing.
+#[derive(Clone, Default)]
+pub struct Refusal(Option<Arc<OnceLock<StanzaError>>>);
+
+impl Refusal {
+    /// A slot that records the first refusal.
+    pub fn recording() -> Self {
+        Refusal(Some(Arc::default()))
+    }
+
+    /// Records `error` unless a refusal is recorded already (or the slot records nothing).
+    pub fn record(&self, error: &StanzaError) {
+        if let Some(slot) = &self.0 {
+            let _ = slot.set(error.clone());
+        }
+    }
+
+    /// The recorded refusal, if any.
+    pub fn get(&self) -> Option<StanzaError> {
+        self.0.as_ref().and_then(|slot| slot.get().cloned())
+    }
 }
 
 impl StanzaEvent {
@@ -64,8 +90,9 @@ impl StanzaEvent {
         self.core.send(reply).await;
     }
 
-    /// Answers with an error (never for an error stanza).
+    /// Answers with an error (never for an error stanza), recorded as the stanza's refusal.
     pub async fn reply_error(&self, error: crate::xmpp::StanzaError) {
+        self.refusal.record(&error);
         if let Origin::Client(s) = &self.origin
             && self.stanza.get_attr("from") == Some(s.jid.as_str())
         {
@@ -300,7 +327,21 @@ impl DataEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::xmpp::StanzaErrorCondition as C;
     use serde_json::json;
+
+    #[test]
+    fn a_recording_refusal_keeps_the_first_error_and_the_default_keeps_none() {
+        let slot = Refusal::recording();
+        let seen_by_handler = slot.clone();
+        assert_eq!(slot.get(), None);
+        seen_by_handler.record(&StanzaError::new(C::InternalServerError));
+        seen_by_handler.record(&StanzaError::new(C::ServiceUnavailable));
+        assert_eq!(slot.get(), Some(StanzaError::new(C::InternalServerError)));
+        let none = Refusal::default();
+        none.record(&StanzaError::new(C::InternalServerError));
+        assert_eq!(none.get(), None);
+    }
 
     #[test]
     fn data_events_run_by_priority_and_halt_on_a_value() {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::Core;
 use super::delivery::{Fate, OFFLINE_EVENT};
-use super::events::{Flow, Origin, StanzaEvent};
+use super::events::{Flow, Origin, Refusal, StanzaEvent};
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::stanza::{self, Kind};
 use crate::xmpp::{Element, Jid};
@@ -41,6 +41,16 @@ impl Dest {
     }
 }
 
+/// What became of a routed stanza, for a caller that answers for it (the admin API's messages).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Routed {
+    /// Taken: delivered, stored, handled, sent to another domain, or dropped as the rules say.
+    Taken,
+    /// Refused with this error, which the sender was also sent (a bounce, or a module's
+    /// refusal such as an offline store that failed to write).
+    Refused(StanzaError),
+}
+
 /// The event fired for a stanza: `iq-get/host/urn:xmpp:ping:ping`, `iq-result/full`, `message/bare`, …
 pub fn event_name(kind: Kind, dest: Dest, stanza: &Element) -> String {
     match kind {
@@ -58,24 +68,39 @@ pub fn event_name(kind: Kind, dest: Dest, stanza: &Element) -> String {
 impl Core {
     /// Routes a stanza whose `from` is set and trusted.
     pub async fn route(self: &Arc<Self>, origin: Origin, stanza: Element) {
+        self.route_recording(origin, stanza, Refusal::default())
+            .await;
+    }
+
+    /// Routes like [`Core::route`] and says whether the stanza was refused (bounced by the
+    /// router or answered with an error by a module), for a caller that must answer for it.
+    pub async fn route_with_outcome(self: &Arc<Self>, origin: Origin, stanza: Element) -> Routed {
+        self.route_recording(origin, stanza, Refusal::recording())
+            .await
+    }
+
+    /// The route, with `refusal` handed to every handler of the stanza's events.
+    async fn route_recording(
+        self: &Arc<Self>,
+        origin: Origin,
+        stanza: Element,
+        refusal: Refusal,
+    ) -> Routed {
         let Some(kind) = Kind::of(&stanza) else {
-            return;
+            return Routed::Taken;
         };
         let from = match stanza.get_attr("from").map(Jid::parse) {
             Some(Ok(j)) => j,
             _ => {
                 tracing::debug!("dropping stanza without a valid from");
-                return;
+                return Routed::Taken;
             }
         };
         let to = match stanza.get_attr("to") {
             None => from.bare(),
             Some(s) => match Jid::parse(s) {
                 Ok(j) => j,
-                Err(_) => {
-                    self.bounce(&stanza, C::JidMalformed).await;
-                    return;
-                }
+                Err(_) => return self.refuse(&stanza, C::JidMalformed).await,
             },
         };
         // Answers to IQs the server sent (send_iq) resolve their waiter and stop here.
@@ -84,13 +109,12 @@ impl Core {
             && matches!(stanza::stanza_type(&stanza, ""), "result" | "error")
             && self.iq.resolve(&stanza)
         {
-            return;
+            return Routed::Taken;
         }
         let host = self.host(to.domain()).cloned();
         if host.is_none() && self.host(from.domain()).is_none() {
             // Neither end is ours: never relay between two other domains.
-            self.bounce(&stanza, C::RemoteServerNotFound).await;
-            return;
+            return self.refuse(&stanza, C::RemoteServerNotFound).await;
         }
         let dest = Dest::of(&to);
         let name = event_name(kind, dest, &stanza);
@@ -100,6 +124,7 @@ impl Core {
             stanza,
             from,
             to,
+            refusal: refusal.clone(),
         };
         // Stanzas from local clients first pass the sender's host (`pre-message/bare`, …): the
         // place for outbound policy such as blocking.
@@ -112,17 +137,19 @@ impl Core {
                 .fire_with_global(&self.global.events, &pre, ev)
                 .await
             {
-                Flow::Handled => return,
+                Flow::Handled => return refused(&refusal),
                 Flow::Continue(ev) => ev,
             };
         }
         let Some(host) = host else {
             // Another domain: out through the s2s manager, which bounces what it cannot deliver.
-            match self.federation.get() {
-                Some(f) => f.send(ev.from, ev.to, ev.stanza),
-                None => self.bounce(&ev.stanza, C::RemoteServerNotFound).await,
-            }
-            return;
+            return match self.federation.get() {
+                Some(f) => {
+                    f.send(ev.from, ev.to, ev.stanza);
+                    Routed::Taken
+                }
+                None => self.refuse(&ev.stanza, C::RemoteServerNotFound).await,
+            };
         };
         // IQs fire the generic `iq/<dest>` first (Prosody's order), then the specific
         // `iq-<type>/<dest>/<ns>:<name>`: policy modules hook the former, features the latter.
@@ -132,7 +159,7 @@ impl Core {
                 .fire_with_global(&self.global.events, &format!("iq/{}", dest.as_str()), ev)
                 .await
             {
-                Flow::Handled => return,
+                Flow::Handled => return refused(&refusal),
                 Flow::Continue(ev) => ev,
             }
         } else {
@@ -143,10 +170,16 @@ impl Core {
             .fire_with_global(&self.global.events, &name, ev)
             .await
         {
-            Flow::Handled => return,
+            Flow::Handled => return refused(&refusal),
             Flow::Continue(ev) => ev,
         };
-        self.default_route(ev).await;
+        self.default_route(ev).await
+    }
+
+    /// Bounces `stanza` with `condition`: the outcome of a stanza the router refused.
+    async fn refuse(self: &Arc<Self>, stanza: &Element, condition: C) -> Routed {
+        self.bounce(stanza, condition).await;
+        Routed::Refused(StanzaError::new(condition))
     }
 
     /// Answers `stanza` with an error from the server (never for errors).
@@ -190,6 +223,7 @@ impl Core {
             stanza: presence,
             from: session.jid.clone(),
             to: session.jid.bare(),
+            refusal: Refusal::default(),
         };
         let _ = host.events.fire("presence/initial", ev).await;
     }
@@ -200,7 +234,7 @@ impl Core {
     }
 
     /// Hands an unhandled stanza to the sessions [`Core::delivery`] chose, offline storage or an error.
-    async fn default_route(self: &Arc<Self>, mut ev: StanzaEvent) {
+    async fn default_route(self: &Arc<Self>, mut ev: StanzaEvent) -> Routed {
         let d = self.delivery(&ev.from, &ev.to, &ev.stanza).await;
         match d.fate {
             Fate::Delivered => {
@@ -213,21 +247,29 @@ impl Core {
                         break;
                     }
                 }
+                Routed::Taken
             }
             Fate::Offline => {
                 // A message for an offline resource is stored as addressed to the account.
                 ev.to = ev.to.bare();
                 let Some(host) = self.host(ev.to.domain()).cloned() else {
-                    return;
+                    return Routed::Taken;
                 };
-                if let Flow::Continue(ev) = host.events.fire(OFFLINE_EVENT, ev).await {
-                    self.bounce(&ev.stanza, C::ServiceUnavailable).await;
+                let refusal = ev.refusal.clone();
+                match host.events.fire(OFFLINE_EVENT, ev).await {
+                    Flow::Continue(ev) => self.refuse(&ev.stanza, C::ServiceUnavailable).await,
+                    Flow::Handled => refused(&refusal),
                 }
             }
-            Fate::Bounce(condition) => self.bounce(&ev.stanza, condition).await,
-            Fate::Dropped => {}
+            Fate::Bounce(condition) => self.refuse(&ev.stanza, condition).await,
+            Fate::Dropped => Routed::Taken,
         }
     }
+}
+
+/// The outcome of a stanza a handler took: refused if it answered with an error.
+fn refused(refusal: &Refusal) -> Routed {
+    refusal.get().map_or(Routed::Taken, Routed::Refused)
 }
 
 #[cfg(test)]

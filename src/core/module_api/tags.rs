@@ -64,6 +64,7 @@ impl Core {
                     stanza: el,
                     from: session.jid.clone(),
                     to,
+                    refusal: Default::default(),
                 };
                 match host.events.fire(&event, ev).await {
                     Flow::Handled => None,

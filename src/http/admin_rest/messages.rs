@@ -2,7 +2,8 @@
 //!
 //! Each builds the stanza a client would get — `<message from=HOST to=USER@HOST><body>PREFIX+text`
 //! — and hands it to the router, so delivery, offline storage and every module hook apply as for
-//! any other message.
+//! any other message. A message the router refuses (an offline store that cannot write, a full
+//! offline store) is not reported as sent: the answer is a 503 (or 500) that says why.
 
 use std::sync::Arc;
 
@@ -18,8 +19,10 @@ use super::{ApiError, Ctx, body_object, ok, parse_body, reply, string_field, use
 use crate::core::Core;
 use crate::core::delivery;
 use crate::core::events::Origin;
+use crate::core::router::Routed;
 use crate::modules::admin_rest::AdminRestOptions;
-use crate::xmpp::{Element, Jid, ns};
+use crate::xmpp::error::{ErrorType, StanzaErrorCondition as C};
+use crate::xmpp::{Element, Jid, StanzaError, ns};
 
 /// Most recipients in one multicast.
 const MAX_RECIPIENTS: usize = 10_000;
@@ -55,6 +58,19 @@ fn stanza(to: &Jid, text: String) -> Element {
         .child(Element::new("body", ns::CLIENT).text(text))
 }
 
+/// The answer for a message the router refused: a `wait` internal-server-error (a failed
+/// write, see [`crate::core::faults`]) is the 503 a client may retry, any other
+/// internal-server-error a 500, and any other refusal (e.g. a full offline store) a 503
+/// `message_refused` with the error's text.
+fn refused(e: &StanzaError) -> ApiError {
+    let text = e.text.clone().unwrap_or_else(|| e.condition.to_string());
+    match (e.condition, e.kind) {
+        (C::InternalServerError, ErrorType::Wait) => ApiError::StorageUnavailable(text),
+        (C::InternalServerError, _) => ApiError::Internal(text),
+        _ => ApiError::other(StatusCode::SERVICE_UNAVAILABLE, "message_refused", text),
+    }
+}
+
 /// An existing local user, or `None` (malformed, other host not served, or no such account).
 async fn recipient(core: &Core, host: &str, name: &str) -> Result<Option<Jid>, ApiError> {
     let Ok(jid) = user_jid(core, host, name) else {
@@ -64,7 +80,7 @@ async fn recipient(core: &Core, host: &str, name: &str) -> Result<Option<Jid>, A
 }
 
 /// `POST /message/{name}` `{"message"}`: 200 delivered, 202 stored offline, 404 no such user,
-/// 501 offline with no offline storage.
+/// 501 offline with no offline storage, 503 (or 500) refused (see [`refused`]).
 pub async fn send_message(
     State(core): State<Arc<Core>>,
     Extension(ctx): Extension<Ctx>,
@@ -83,7 +99,9 @@ pub async fn send_message(
     if fate == Fate::Dropped {
         return Err(ApiError::MessageDropped);
     }
-    core.route(Origin::Server, msg).await;
+    if let Routed::Refused(e) = core.route_with_outcome(Origin::Server, msg).await {
+        return Err(refused(&e));
+    }
     Ok(match fate {
         Fate::Delivered => ok(format!("Message sent to user: {jid}")),
         _ => reply(
@@ -94,7 +112,8 @@ pub async fn send_message(
 }
 
 /// `POST /message` with `[{"to", "message"}, …]` or `{"recipients": [...]}`:
-/// `"Message multicasted to users: sent/delayed"`, or 404 when nobody could be reached.
+/// `"Message multicasted to users: sent/delayed"` (refused messages count in neither), or 404
+/// when nobody could be reached (the first refusal's answer when one was refused).
 pub async fn multicast(
     State(core): State<Arc<Core>>,
     Extension(ctx): Extension<Ctx>,
@@ -118,6 +137,7 @@ pub async fn multicast(
     }
     let opts = AdminRestOptions::for_host(&core.config.load(), &ctx.host);
     let (mut sent, mut delayed) = (0usize, 0usize);
+    let mut first_refusal = None;
     for r in &list {
         let (Some(to), Some(text)) = (
             r.get("to").and_then(Value::as_str),
@@ -129,14 +149,22 @@ pub async fn multicast(
             continue;
         };
         let msg = stanza(&jid, format!("{}{text}", opts.multicast_prefix));
-        match fate(&core, &jid, &msg).await {
-            Fate::Delivered => sent += 1,
-            Fate::Stored => delayed += 1,
-            Fate::Dropped => continue,
+        let fate = fate(&core, &jid, &msg).await;
+        if fate == Fate::Dropped {
+            continue;
         }
-        core.route(Origin::Server, msg).await;
+        match core.route_with_outcome(Origin::Server, msg).await {
+            Routed::Refused(e) => {
+                first_refusal.get_or_insert(e);
+            }
+            Routed::Taken if fate == Fate::Delivered => sent += 1,
+            Routed::Taken => delayed += 1,
+        }
     }
     if sent + delayed == 0 {
+        if let Some(e) = first_refusal {
+            return Err(refused(&e));
+        }
         return Err(ApiError::other(
             StatusCode::NOT_FOUND,
             "no_recipients",

@@ -410,6 +410,7 @@ impl Service {
                 stanza,
                 from: owner.clone(),
                 to: owner.clone(),
+                refusal: Default::default(),
             };
             let _ = host.events.fire(PUBLISH_EVENT, ev).await;
         }
