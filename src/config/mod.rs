@@ -494,14 +494,31 @@ impl Default for AuthConfig {
 pub struct StorageConfig {
     /// Page cache of the embedded store, in MiB.
     pub cache_capacity_mb: u64,
+    /// Which engine holds the data.
+    pub backend: StorageBackend,
+    /// Connection URL of the PostgreSQL database (`backend = "postgres"`); may hold a password.
+    pub url: Option<String>,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             cache_capacity_mb: 64,
+            backend: StorageBackend::default(),
+            url: None,
         }
     }
+}
+
+/// The storage engine (`[storage] backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageBackend {
+    /// The embedded sled database in `data_dir` (the default, one machine).
+    #[default]
+    Sled,
+    /// A PostgreSQL database at `url`, which several nodes can share.
+    Postgres,
 }
 
 impl Default for Config {
@@ -773,6 +790,12 @@ impl Config {
         }
         if self.storage.cache_capacity_mb == 0 {
             return Err(invalid("storage.cache_capacity_mb", "must be positive"));
+        }
+        if self.storage.backend == StorageBackend::Postgres && self.storage.url.is_none() {
+            return Err(invalid(
+                "storage.url",
+                "backend = \"postgres\" needs the database's url (postgres://user@host/db)",
+            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(invalid("log_level", e.to_string()));
