@@ -469,7 +469,7 @@ pub(crate) mod scratch {
         })
         .join()
         .unwrap();
-        config.options(&format!("-c search_path={schema}"));
+        config.options(format!("-c search_path={schema}"));
         PostgresBackend::connect(config).unwrap()
     }
 }
