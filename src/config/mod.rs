@@ -527,7 +527,7 @@ fn redact_url(url: &str) -> String {
     }
     url.split_whitespace()
         .map(|part| match part.split_once('=') {
-            Some((key, _)) if key == "password" => "password=***".to_string(),
+            Some(("password", _)) => "password=***".to_string(),
             _ => part.to_string(),
         })
         .collect::<Vec<_>>()

@@ -11,6 +11,9 @@
 //! The schema is created and upgraded by the versioned [`MIGRATIONS`] when the backend opens
 //! (recorded in `schema_version`, under an advisory lock so that several nodes starting at once
 //! migrate once); a database migrated by a newer Oxpecker is refused.
+//!
+//! Connections are plain TCP or a unix socket (no TLS to the database yet): keep the database
+//! on loopback, a socket or a trusted network.
 
 use super::{Backend, FlushFuture, Result, StorageError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -229,6 +232,7 @@ enum Param {
 }
 
 impl Param {
+    /// The parameter as the driver takes it.
     fn as_sql(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
         match self {
             Param::Text(s) => s,
