@@ -8,7 +8,7 @@
 //! |---|---|
 //! | [`xmpp`] | the protocol, no business logic: [`xmpp::jid`] (RFC 7622), [`xmpp::element`], the incremental [`xmpp::parser`] on quick-xml, namespaces, stream/stanza errors |
 //! | [`auth`] | credentials (argon2id + SCRAM keys) and SASL mechanisms (SCRAM-SHA-256/-1 and their `-PLUS` channel-binding variants, PLAIN, FAST `HT-SHA-256-NONE`/`-ENDP`/`-EXPR` in [`auth::fast`], the XEP-0474 downgrade-protection hash in [`auth::ssdp`]) |
-//! | [`storage`] | the [`storage::Store`] with Prosody's three store kinds (keyval, map, archive) on sled or memory, archive appends batched by one writer thread, archive items in a length-prefixed binary form with a per-partner (`with`) index, archive totals counted once and kept current, export/import of [`storage::Record`] lines (the one record shape the importers write too) |
+//! | [`storage`] | the [`storage::Store`] with Prosody's three store kinds (keyval, map, archive) on sled, memory or PostgreSQL ([`storage::PostgresBackend`]: one table keyed by tree and key, a batch per transaction, versioned migrations), archive appends batched by one writer thread, archive items in a length-prefixed binary form with a per-partner (`with`) index, archive totals counted once and kept current, export/import of [`storage::Record`] lines (the one record shape the importers write too) |
 //! | [`config`] | TOML loading, defaults, validation that names the key |
 //! | [`logging`] | log output of `oxpecker serve`: text (colours only on a terminal) or JSON lines, standard output or a rotated file, the `audit` target in its own file |
 //! | [`tls`] | certificates (self-signed on first start), the rustls configuration, and the certificate's RFC 5929 `tls-server-end-point` channel-binding value |

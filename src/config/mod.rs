@@ -494,14 +494,65 @@ impl Default for AuthConfig {
 pub struct StorageConfig {
     /// Page cache of the embedded store, in MiB.
     pub cache_capacity_mb: u64,
+    /// Which engine holds the data.
+    pub backend: StorageBackend,
+    /// Connection URL of the PostgreSQL database (`backend = "postgres"`); may hold a password,
+    /// which is shown as `***` wherever the configuration is displayed.
+    #[serde(serialize_with = "serialize_redacted_url")]
+    pub url: Option<String>,
+}
+
+/// Writes a database URL with its password replaced by `***` (`check-config`, `config:get`).
+fn serialize_redacted_url<S: serde::Serializer>(
+    url: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => s.serialize_some(&redact_url(url)),
+        None => s.serialize_none(),
+    }
+}
+
+/// `url` with its password hidden: `postgres://user:***@host/db`, or `password=***` in the
+/// key=value form.
+fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            return format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]);
+        }
+        return url.to_string();
+    }
+    url.split_whitespace()
+        .map(|part| match part.split_once('=') {
+            Some(("password", _)) => "password=***".to_string(),
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             cache_capacity_mb: 64,
+            backend: StorageBackend::default(),
+            url: None,
         }
     }
+}
+
+/// The storage engine (`[storage] backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageBackend {
+    /// The embedded sled database in `data_dir` (the default, one machine).
+    #[default]
+    Sled,
+    /// A PostgreSQL database at `url`, which several nodes can share.
+    Postgres,
 }
 
 impl Default for Config {
@@ -773,6 +824,12 @@ impl Config {
         }
         if self.storage.cache_capacity_mb == 0 {
             return Err(invalid("storage.cache_capacity_mb", "must be positive"));
+        }
+        if self.storage.backend == StorageBackend::Postgres && self.storage.url.is_none() {
+            return Err(invalid(
+                "storage.url",
+                "backend = \"postgres\" needs the database's url (postgres://user@host/db)",
+            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(invalid("log_level", e.to_string()));
@@ -1142,6 +1199,33 @@ mod tests {
         );
         assert!(Config::parse("log_format = \"xml\"\n").is_err());
         assert!(Config::parse("log_file = \"/var/log/\"\n").is_err());
+    }
+
+    #[test]
+    fn storage_url_is_required_for_postgres_and_never_shown_with_its_password() {
+        let e = Config::parse("[storage]\nbackend = \"postgres\"\n").unwrap_err();
+        assert!(e.to_string().contains("storage.url"), "{e}");
+        let c = Config::parse(
+            "[storage]\nbackend = \"postgres\"\nurl = \"postgres://ox:s3cret@db:5432/ox?sslmode=disable\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.storage.backend, StorageBackend::Postgres);
+        assert_eq!(
+            c.storage.url.as_deref(),
+            Some("postgres://ox:s3cret@db:5432/ox?sslmode=disable")
+        );
+        let shown = toml::to_string(&c).unwrap();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("postgres://ox:***@db:5432/ox?sslmode=disable"),
+            "{shown}"
+        );
+        assert_eq!(
+            redact_url("host=/run/pg password=s3cret dbname=ox"),
+            "host=/run/pg password=*** dbname=ox"
+        );
+        assert_eq!(redact_url("postgres://ox@db/ox"), "postgres://ox@db/ox");
+        assert!(Config::parse("[storage]\nbackend = \"mysql\"\n").is_err());
     }
 
     #[test]

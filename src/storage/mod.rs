@@ -1,9 +1,10 @@
 //! Server storage: Prosody-style keyval, map and archive stores scoped by host
 //! and store name, over a pluggable ordered byte key/value [`Backend`].
 //!
-//! Two backends exist: [`SledBackend`] (embedded, the default on disk) and
+//! Three backends exist: [`SledBackend`] (embedded, the default on disk),
+//! [`PostgresBackend`] (networked, several nodes can share it) and
 //! [`MemoryBackend`] (tests). Every write method is `async` and returns only
-//! once the data has been flushed to disk ("acknowledged means durable").
+//! once the data has been flushed to disk or committed ("acknowledged means durable").
 //!
 //! Key layout (names may not contain NUL, which separates components):
 //! - tree `keyval`: `host\0store\0user` -> value
@@ -26,6 +27,7 @@ mod appender;
 mod export;
 mod item;
 mod memory;
+mod postgres;
 mod record;
 mod sled;
 mod totals;
@@ -33,6 +35,7 @@ mod with_index;
 
 pub use self::export::{export, import};
 pub use self::memory::MemoryBackend;
+pub use self::postgres::PostgresBackend;
 pub use self::record::Record;
 pub use self::sled::SledBackend;
 
@@ -345,6 +348,11 @@ impl Store {
             path,
             cache_capacity_bytes,
         )?)))
+    }
+
+    /// Connects to the PostgreSQL database at `url`, creating or upgrading its schema.
+    pub fn open_postgres(url: &str) -> Result<Self> {
+        Ok(Store::new(Arc::new(PostgresBackend::open(url)?)))
     }
 
     /// The underlying backend.
@@ -1597,40 +1605,47 @@ pub(crate) mod tests {
     }
 
     macro_rules! conformance {
-        ($name:ident, $make:expr) => {
+        ($(#[$attr:meta])* $name:ident, $make:expr) => {
             mod $name {
                 use super::*;
                 #[tokio::test]
+                $(#[$attr])*
                 async fn keyval() {
                     let (_dir, s) = $make;
                     keyval_suite(&s).await;
                 }
                 #[tokio::test]
+                $(#[$attr])*
                 async fn map() {
                     let (_dir, s) = $make;
                     map_suite(&s).await;
                 }
                 #[tokio::test]
+                $(#[$attr])*
                 async fn archive() {
                     let (_dir, s) = $make;
                     archive_suite(&s).await;
                 }
                 #[tokio::test]
+                $(#[$attr])*
                 async fn wipe() {
                     let (_dir, s) = $make;
                     wipe_suite(&s).await;
                 }
                 #[tokio::test(flavor = "multi_thread")]
+                $(#[$attr])*
                 async fn concurrent() {
                     let (_dir, s) = $make;
                     concurrent_suite(&s).await;
                 }
                 #[tokio::test(flavor = "multi_thread")]
+                $(#[$attr])*
                 async fn paging() {
                     let (_dir, s) = $make;
                     paging_suite(&s).await;
                 }
                 #[tokio::test]
+                $(#[$attr])*
                 async fn totals() {
                     let (_dir, s) = $make;
                     totals_suite(&s).await;
@@ -1647,6 +1662,14 @@ pub(crate) mod tests {
 
     conformance!(memory, ((), Store::memory()));
     conformance!(sled, sled_store());
+    conformance!(
+        #[ignore = "needs OXPECKER_TEST_POSTGRES_URL (scripts/cluster-test)"]
+        postgres,
+        (
+            (),
+            Store::new(Arc::new(crate::storage::postgres::scratch::backend()))
+        )
+    );
 
     #[test]
     fn value_versioning() {
