@@ -182,7 +182,8 @@ pub(super) async fn c2s_cmd(
                 }
             };
             let closed = core
-                .close_sessions(&jid, condition, &text)
+                .close_sessions_everywhere(&jid, condition, &text)
+                .await
                 .map_err(|e| e.to_string())?;
             Ok(Output::text(
                 format!("closed {} session(s): {}", closed.len(), closed.join(", ")),
