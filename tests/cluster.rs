@@ -321,3 +321,40 @@ async fn without_nats_each_node_serves_its_own_and_bounces_the_rest() {
         .await;
     read_until_contains(&mut carol, "message", "same node").await;
 }
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn a_node_that_stops_heartbeating_is_gone_within_the_ttl() {
+    let (nats, n1, n2) = cluster(&["alice", "bob"]).await;
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    // A node killed with kill -9: it said hello, published a session, then fell silent.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await.unwrap());
+    let nodes = js.get_key_value("oxpecker_nodes").await.unwrap();
+    let sessions = js.get_key_value("oxpecker_sessions").await.unwrap();
+    let key = oxpecker::cluster::directory::key(&jid("bob@localhost"), "ghost");
+    nodes.put("ghost", "up".into()).await.unwrap();
+    sessions
+        .put(&key, r#"[{"r":"g","p":0,"a":true,"s":true}]"#.into())
+        .await
+        .unwrap();
+    sees(&n1, "bob@localhost/g", true).await;
+    // Within the TTL (2 s here) its session leaves every view and a survivor removes its key.
+    sees_gone(&n1, "bob@localhost").await;
+    sees_gone(&n2, "bob@localhost").await;
+    let mut removed = false;
+    for _ in 0..300 {
+        if sessions.get(&key).await.unwrap().is_none() {
+            removed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(removed, "the gone node's key is still in the bucket");
+    // Messages to the account now wait offline.
+    alice
+        .send(&chat("bob@localhost", "m1", "after the crash"))
+        .await;
+    common::nothing_pending(&mut alice).await;
+    let mut bob = online(&n2, "bob", "b2").await;
+    read_until_contains(&mut bob, "message", "after the crash").await;
+}

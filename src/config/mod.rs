@@ -1092,6 +1092,9 @@ mod tests {
                 "[c2s]\nsasl_mechanisms = [\"DIGEST-MD5\"]\n",
                 "c2s.sasl_mechanisms",
             ),
+            ("[cluster]\nnode_name = \"a.b\"\n", "cluster.node_name"),
+            ("[cluster]\nnode_ttl_secs = 1\n", "cluster.node_ttl_secs"),
+            ("[cluster]\nforward_queue = 0\n", "cluster.forward_queue"),
         ] {
             let e = Config::parse(text).unwrap_err();
             assert!(e.to_string().contains(key), "{text}: {e}");

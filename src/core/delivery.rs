@@ -7,6 +7,12 @@
 //! Group chat, s2s inbound and cluster forwarding are meant to call the same functions with the
 //! stanza's verified `from`; nothing here depends on where the stanza came from.
 //!
+//! In a cluster the decision is taken among the sessions of every node ([`Scope::Cluster`]:
+//! local ones and those the session directory lists, [`super::cluster`]); the chosen remote
+//! sessions are in [`Delivery::remote`], and the router forwards the stanza once to each of
+//! their nodes, which decides again among its own sessions only ([`Scope::Local`]). So offline
+//! storage happens only when no node has an available session.
+//!
 //! Rules (RFC 6121 §8.5 and XEP-0280 §6):
 //! - a full JID that is online gets the stanza itself; a message to an offline full JID of type
 //!   normal, chat or headline is handled as addressed to the bare JID, groupchat bounces;
