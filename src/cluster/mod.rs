@@ -448,8 +448,16 @@ impl Cluster for Node {
         self.directory.sessions(host)
     }
 
-    fn forward(&self, node: &str, stanza: &Element) -> bool {
-        self.queue(node, Frame::deliver(stanza))
+    fn forward(&self, nodes: &[&str], stanza: &Element) -> bool {
+        let Some((last, others)) = nodes.split_last() else {
+            return false;
+        };
+        let payload = Frame::deliver(stanza);
+        let mut any = false;
+        for node in others {
+            any |= self.queue(node, payload.clone());
+        }
+        self.queue(last, payload) || any
     }
 
     fn changed(&self, bare: &Jid) {

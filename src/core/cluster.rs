@@ -39,9 +39,10 @@ pub trait Cluster: Send + Sync {
     fn sessions_of(&self, bare: &Jid) -> Vec<RemoteSession>;
     /// Every session on other nodes, of `host` (or every host).
     fn sessions(&self, host: Option<&str>) -> Vec<RemoteSession>;
-    /// Queues `stanza` (its `to` set) for `node`, which delivers it to its own sessions only;
-    /// false when the cluster cannot take it now (the sender gets `remote-server-timeout`).
-    fn forward(&self, node: &str, stanza: &Element) -> bool;
+    /// Queues `stanza` (its `to` set), serialised once, for each of `nodes`, which deliver it
+    /// to their own sessions only; false when no node could be reached now (the sender gets
+    /// `remote-server-timeout`).
+    fn forward(&self, nodes: &[&str], stanza: &Element) -> bool;
     /// The local sessions of `bare` changed (bound, unbound, presence): republish them.
     fn changed(&self, bare: &Jid);
     /// Asks `node` to send the current presence of its sessions of `user` to `to` (a probe

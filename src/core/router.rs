@@ -279,11 +279,7 @@ impl Core {
         let mut nodes: Vec<&str> = remote.iter().map(|r| &*r.node).collect();
         nodes.sort_unstable();
         nodes.dedup();
-        let mut any = false;
-        for node in nodes {
-            any |= cluster.forward(node, stanza);
-        }
-        any
+        cluster.forward(&nodes, stanza)
     }
 }
 
