@@ -57,6 +57,15 @@ pub enum ClusterError {
     Nats(String),
 }
 
+/// `url` with any `user:password@` taken out, for messages.
+fn without_credentials(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://{host}"),
+        (None, Some((_, host))) => host.to_string(),
+        _ => url.to_string(),
+    }
+}
+
 fn nats(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Nats(e.to_string())
 }
@@ -109,7 +118,7 @@ impl Node {
             .connect(url.as_str())
             .await
             .map_err(|e| ClusterError::Connect {
-                url: url.clone(),
+                url: without_credentials(&url),
                 reason: e.to_string(),
             })?;
         let (outbox, rx) = mpsc::channel(cfg.forward_queue);
@@ -138,7 +147,8 @@ impl Node {
         core.tasks.spawn(node.clone().run_directory(shutdown));
         let as_cluster: Arc<dyn Cluster> = node.clone();
         let _ = core.cluster.set(as_cluster);
-        tracing::info!(node = %node.name, %url, "cluster: joining");
+        // The URL may carry credentials: it is not logged.
+        tracing::info!(node = %node.name, "cluster: joining");
         Ok(Some(node))
     }
 
@@ -491,5 +501,20 @@ impl Cluster for Node {
                     .ok()?;
             serde_json::from_slice(&answer.payload).ok()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_credentials;
+
+    #[test]
+    fn urls_in_messages_carry_no_credentials() {
+        assert_eq!(
+            without_credentials("nats://u:secret@10.0.0.5:4222"),
+            "nats://10.0.0.5:4222"
+        );
+        assert_eq!(without_credentials("u:p@h:4222"), "h:4222");
+        assert_eq!(without_credentials("nats://h:4222"), "nats://h:4222");
     }
 }
