@@ -46,6 +46,9 @@ pub enum StartError {
     /// A configured module failed to load.
     #[error("{0}")]
     Module(#[from] ModuleError),
+    /// The cluster could not be joined (`[cluster] nats_url` unusable).
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The control socket could not be opened.
     #[error("control socket: {0}")]
     Control(std::io::Error),
@@ -224,6 +227,8 @@ impl Server {
         for l in https {
             tracker.spawn(web.clone().serve_tls(l, acceptor.clone()));
         }
+        // A node of a cluster joins it before it serves (NATS itself may come later).
+        crate::cluster::Node::start(&core).await?;
         let control = crate::control::listen(&data_dir).map_err(StartError::Control)?;
         tracker.spawn(crate::control::serve(core.clone(), control));
         core.activate();

@@ -189,6 +189,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Defences against hostile peers (`[limits]`).
     pub limits: LimitsConfig,
+    /// Cluster membership through NATS (`[cluster]`); absent = a single node.
+    pub cluster: ClusterConfig,
     /// Who gets a chat or normal message sent to a bare JID (a host may override it).
     pub bare_message_delivery: BareMessageDelivery,
     /// Module options set globally (Prosody style: `offline_max_messages = 500`).
@@ -534,6 +536,52 @@ fn redact_url(url: &str) -> String {
         .join(" ")
 }
 
+/// Cluster membership (`[cluster]`): several nodes serving the same domains through NATS.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The NATS server (with JetStream) the nodes meet at, e.g. `nats://127.0.0.1:4222`;
+    /// unset = a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_url: Option<String>,
+    /// This node's name, unique in the cluster (letters, digits, `-`, `_`); default: the host name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Seconds after which a node that stopped heartbeating counts as gone with its sessions.
+    pub node_ttl_secs: u64,
+    /// Stanzas waiting to be published to other nodes; beyond, they bounce (`remote-server-timeout`).
+    pub forward_queue: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            nats_url: None,
+            node_name: None,
+            node_ttl_secs: 6,
+            forward_queue: 10_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// This node's name: `node_name`, else the machine's host name, else `node`.
+    pub fn node(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().replace(|c: char| !valid_node_char(c), "_"))
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "node".into())
+        })
+    }
+}
+
+/// Whether `c` may appear in a node name (it becomes part of NATS subjects and KV keys).
+fn valid_node_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
@@ -606,6 +654,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
+            cluster: ClusterConfig::default(),
             bare_message_delivery: BareMessageDelivery::All,
             options: BTreeMap::new(),
             source: None,
@@ -813,6 +862,7 @@ impl Config {
         }
         self.validate_s2s()?;
         self.validate_web()?;
+        self.validate_cluster()?;
         if self.limits.auth_window_secs == 0 {
             return Err(invalid("limits.auth_window_secs", "must be positive"));
         }
@@ -843,6 +893,25 @@ impl Config {
             if file.as_ref().is_some_and(folder) {
                 return Err(invalid(key, "must name a file, not a folder"));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        if let Some(name) = &c.node_name
+            && (name.is_empty() || name.len() > 64 || !name.chars().all(valid_node_char))
+        {
+            return Err(invalid(
+                "cluster.node_name",
+                "use 1 to 64 letters, digits, '-' or '_'",
+            ));
+        }
+        if c.node_ttl_secs < 2 {
+            return Err(invalid("cluster.node_ttl_secs", "must be at least 2"));
+        }
+        if c.forward_queue == 0 {
+            return Err(invalid("cluster.forward_queue", "must be at least 1"));
         }
         Ok(())
     }
@@ -1080,6 +1149,9 @@ mod tests {
                 "[c2s]\nsasl_mechanisms = [\"DIGEST-MD5\"]\n",
                 "c2s.sasl_mechanisms",
             ),
+            ("[cluster]\nnode_name = \"a.b\"\n", "cluster.node_name"),
+            ("[cluster]\nnode_ttl_secs = 1\n", "cluster.node_ttl_secs"),
+            ("[cluster]\nforward_queue = 0\n", "cluster.forward_queue"),
         ] {
             let e = Config::parse(text).unwrap_err();
             assert!(e.to_string().contains(key), "{text}: {e}");

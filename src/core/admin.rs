@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Core;
 use super::accounts::{AccountError, Role};
+use super::cluster::RemoteSession;
 use super::events::Origin;
 use super::modules::ModuleError;
 use super::sessions::{ClientAgent, SessionHandle, TlsInfo};
@@ -106,6 +107,9 @@ pub struct SessionInfo {
     pub since: u64,
     /// Seconds since the client last sent something.
     pub idle_secs: u64,
+    /// The cluster node serving it (absent on a single node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl SessionInfo {
@@ -143,6 +147,29 @@ impl SessionInfo {
                 .map(|d| d.as_secs())
                 .unwrap_or_default(),
             idle_secs: s.idle_secs(),
+            node: None,
+        }
+    }
+
+    /// A session on another cluster node: what the session directory knows of it.
+    fn remote(r: &RemoteSession) -> Self {
+        SessionInfo {
+            jid: r.jid.to_string(),
+            ip: String::new(),
+            secure: r.secure,
+            sm: "off",
+            csi: "active",
+            available: r.available,
+            priority: r.priority,
+            queued: 0,
+            hibernating: false,
+            transport: "tcp",
+            tls: None,
+            mechanism: None,
+            client: None,
+            since: 0,
+            idle_secs: 0,
+            node: Some(r.node.to_string()),
         }
     }
 }
@@ -237,8 +264,61 @@ impl Core {
             .filter(|s| secure.is_none_or(|want| s.secure == want))
             .map(|s| SessionInfo::of(s))
             .collect();
+        if let Some(cluster) = self.cluster() {
+            for s in &mut list {
+                s.node = Some(cluster.node().to_string());
+            }
+            list.extend(
+                self.all_remote_sessions(host)
+                    .iter()
+                    .filter(|r| secure.is_none_or(|want| r.secure == want))
+                    .map(SessionInfo::remote),
+            );
+        }
         list.sort_by(|a, b| a.jid.cmp(&b.jid));
         list
+    }
+
+    /// [`Core::close_sessions`] on every node of the cluster: this node's sessions, then those
+    /// the session directory places on other nodes, each closed by its node (asked and
+    /// answered over the cluster). A node that does not answer in time closes nothing here.
+    pub async fn close_sessions_everywhere(
+        &self,
+        jid: &str,
+        condition: StreamErrorCondition,
+        text: &str,
+    ) -> Result<Vec<String>, AdminError> {
+        let local = self.close_sessions(jid, condition, text);
+        let Some(cluster) = self.cluster() else {
+            return local;
+        };
+        let j = Jid::parse(jid).map_err(|e| AdminError::InvalidJid(format!("{jid}: {e}")))?;
+        let mut nodes: Vec<_> = self
+            .remote_sessions(&j.bare())
+            .into_iter()
+            .filter(|r| j.resource().is_none() || r.jid == j)
+            .map(|r| r.node)
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        let mut closed = match local {
+            Ok(list) => list,
+            Err(AdminError::NoSession(_)) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for node in nodes {
+            closed.extend(
+                cluster
+                    .close(&node, &j, condition, text)
+                    .await
+                    .unwrap_or_default(),
+            );
+        }
+        if closed.is_empty() {
+            return Err(AdminError::NoSession(j.to_string()));
+        }
+        closed.sort();
+        Ok(closed)
     }
 
     /// Closes the sessions of `jid` (a bare JID: all of them; a full JID: that one) with a
@@ -438,7 +518,7 @@ impl Core {
         subject: Option<&str>,
         body: &str,
     ) -> usize {
-        let users = self.sessions.online_users(Some(host));
+        let users = self.online_users_everywhere(Some(host));
         let Ok(from) = Jid::parse(host) else {
             return 0;
         };

@@ -7,6 +7,12 @@
 //! Group chat, s2s inbound and cluster forwarding are meant to call the same functions with the
 //! stanza's verified `from`; nothing here depends on where the stanza came from.
 //!
+//! In a cluster the decision is taken among the sessions of every node ([`Scope::Cluster`]:
+//! local ones and those the session directory lists, [`super::cluster`]); the chosen remote
+//! sessions are in [`Delivery::remote`], and the router forwards the stanza once to each of
+//! their nodes, which decides again among its own sessions only ([`Scope::Local`]). So offline
+//! storage happens only when no node has an available session.
+//!
 //! Rules (RFC 6121 §8.5 and XEP-0280 §6):
 //! - a full JID that is online gets the stanza itself; a message to an offline full JID of type
 //!   normal, chat or headline is handled as addressed to the bare JID, groupchat bounces;
@@ -24,6 +30,7 @@
 use std::sync::Arc;
 
 use super::Core;
+use super::cluster::RemoteSession;
 use super::router::Dest;
 use super::sessions::SessionHandle;
 use crate::config::BareMessageDelivery;
@@ -52,6 +59,8 @@ pub enum Fate {
 pub struct Delivery {
     /// The sessions that get the stanza itself (empty unless the fate is [`Fate::Delivered`]).
     pub recipients: Vec<Arc<SessionHandle>>,
+    /// The sessions on other cluster nodes that get the stanza itself (forwarded to their node).
+    pub remote: Vec<RemoteSession>,
     /// The sessions that get a XEP-0280 `<received/>` copy instead.
     pub carbons: Vec<Arc<SessionHandle>>,
     /// What happens to the stanza.
@@ -64,7 +73,9 @@ impl Delivery {
     pub fn waits(&self) -> bool {
         match self.fate {
             Fate::Offline => true,
-            Fate::Delivered => self.recipients.iter().all(|s| s.is_hibernating()),
+            Fate::Delivered => {
+                self.remote.is_empty() && self.recipients.iter().all(|s| s.is_hibernating())
+            }
             Fate::Bounce(_) | Fate::Dropped => false,
         }
     }
@@ -92,24 +103,80 @@ pub fn carbon_eligible(msg: &Element) -> bool {
             .any(|c| [ns::CHATSTATES, ns::RECEIPTS, ns::CHAT_MARKERS].contains(&c.ns()))
 }
 
+/// What the decision reads of a session, local or on another node.
+trait Candidate: Clone {
+    fn full_jid(&self) -> &Jid;
+    fn is_available(&self) -> bool;
+    fn priority(&self) -> i8;
+}
+
+impl Candidate for Arc<SessionHandle> {
+    fn full_jid(&self) -> &Jid {
+        &self.jid
+    }
+    fn is_available(&self) -> bool {
+        SessionHandle::is_available(self)
+    }
+    fn priority(&self) -> i8 {
+        SessionHandle::priority(self)
+    }
+}
+
+/// A session of an account anywhere in the cluster.
+#[derive(Clone)]
+enum Anywhere {
+    Local(Arc<SessionHandle>),
+    Remote(RemoteSession),
+}
+
+impl Candidate for Anywhere {
+    fn full_jid(&self) -> &Jid {
+        match self {
+            Anywhere::Local(s) => &s.jid,
+            Anywhere::Remote(r) => &r.jid,
+        }
+    }
+    fn is_available(&self) -> bool {
+        match self {
+            Anywhere::Local(s) => s.is_available(),
+            Anywhere::Remote(r) => r.available,
+        }
+    }
+    fn priority(&self) -> i8 {
+        match self {
+            Anywhere::Local(s) => s.priority(),
+            Anywhere::Remote(r) => r.priority,
+        }
+    }
+}
+
+/// Where the decision looks for sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// This node and, in a cluster, the others (what every local origin asks).
+    Cluster,
+    /// This node only: a stanza another node forwarded here is never forwarded again.
+    Local,
+}
+
 /// The recipients and fate among an account's `resources`, before offline storage is checked.
-fn decide(
-    resources: &[Arc<SessionHandle>],
+fn decide<T: Candidate>(
+    resources: &[T],
     to: &Jid,
     kind: Kind,
     ty: &str,
     policy: BareMessageDelivery,
-) -> (Vec<Arc<SessionHandle>>, Fate) {
+) -> (Vec<T>, Fate) {
     let dest = Dest::of(to);
-    let exact = || -> Vec<Arc<SessionHandle>> {
+    let exact = || -> Vec<T> {
         resources
             .iter()
-            .filter(|s| s.jid == *to)
+            .filter(|s| s.full_jid() == to)
             .take(1)
             .cloned()
             .collect()
     };
-    let delivered = |r: Vec<Arc<SessionHandle>>, otherwise: Fate| {
+    let delivered = |r: Vec<T>, otherwise: Fate| {
         if r.is_empty() {
             (r, otherwise)
         } else {
@@ -167,19 +234,22 @@ impl Core {
     /// [`Fate::Offline`] here is not yet checked against the account and offline storage (see
     /// [`Core::delivery`]). For hooks that run before delivery and only need the sessions.
     pub fn delivery_targets(&self, from: &Jid, to: &Jid, stanza: &Element) -> Delivery {
+        self.targets_in(Scope::Cluster, from, to, stanza)
+    }
+
+    /// [`Core::delivery_targets`] among the sessions of `scope`.
+    fn targets_in(&self, scope: Scope, from: &Jid, to: &Jid, stanza: &Element) -> Delivery {
+        let nobody = |fate| Delivery {
+            recipients: Vec::new(),
+            remote: Vec::new(),
+            carbons: Vec::new(),
+            fate,
+        };
         let Some(kind) = Kind::of(stanza) else {
-            return Delivery {
-                recipients: Vec::new(),
-                carbons: Vec::new(),
-                fate: Fate::Dropped,
-            };
+            return nobody(Fate::Dropped);
         };
         if self.host(to.domain()).is_none() {
-            return Delivery {
-                recipients: Vec::new(),
-                carbons: Vec::new(),
-                fate: Fate::Bounce(C::RemoteServerNotFound),
-            };
+            return nobody(Fate::Bounce(C::RemoteServerNotFound));
         }
         let account = to.bare();
         let resources = if to.node().is_some() {
@@ -189,7 +259,30 @@ impl Core {
         };
         let policy = self.config.load().bare_message_delivery(to.domain());
         let ty = stanza::stanza_type(stanza, "");
-        let (recipients, fate) = decide(&resources, to, kind, ty, policy);
+        let remote_sessions = match scope {
+            Scope::Cluster if to.node().is_some() => self.remote_sessions(&account),
+            _ => Vec::new(),
+        };
+        let (recipients, remote, fate) = if remote_sessions.is_empty() {
+            let (r, fate) = decide(&resources, to, kind, ty, policy);
+            (r, Vec::new(), fate)
+        } else {
+            let all: Vec<Anywhere> = resources
+                .iter()
+                .cloned()
+                .map(Anywhere::Local)
+                .chain(remote_sessions.into_iter().map(Anywhere::Remote))
+                .collect();
+            let (chosen, fate) = decide(&all, to, kind, ty, policy);
+            let (mut local, mut remote) = (Vec::new(), Vec::new());
+            for c in chosen {
+                match c {
+                    Anywhere::Local(s) => local.push(s),
+                    Anywhere::Remote(r) => remote.push(r),
+                }
+            }
+            (local, remote, fate)
+        };
         let carbons = if kind == Kind::Message
             && from.bare() != account
             && resources.iter().any(|s| s.carbons())
@@ -205,6 +298,7 @@ impl Core {
         };
         Delivery {
             recipients,
+            remote,
             carbons,
             fate,
         }
@@ -216,7 +310,19 @@ impl Core {
     /// server, and later group chat, s2s inbound and cluster forwarding with the stanza's
     /// verified `from` — and gets the same answer.
     pub async fn delivery(&self, from: &Jid, to: &Jid, stanza: &Element) -> Delivery {
-        let mut d = self.delivery_targets(from, to, stanza);
+        self.delivery_in(Scope::Cluster, from, to, stanza).await
+    }
+
+    /// [`Core::delivery`] among the sessions of `scope` ([`Scope::Local`] for a stanza another
+    /// cluster node forwarded here).
+    pub async fn delivery_in(
+        &self,
+        scope: Scope,
+        from: &Jid,
+        to: &Jid,
+        stanza: &Element,
+    ) -> Delivery {
+        let mut d = self.targets_in(scope, from, to, stanza);
         if d.fate == Fate::Offline {
             let stores = self
                 .host(to.domain())

@@ -228,7 +228,24 @@ impl Core {
                 resource = jid::normalize_resource(r).map_err(|_| BindError::NotAllowed)?;
             }
         }
+        // The same full JID bound on another node of the cluster is a conflict too.
+        if let Some(taken) = self
+            .remote_sessions(bare)
+            .into_iter()
+            .find(|r| r.jid.resource() == Some(resource.as_str()))
+        {
+            match policy {
+                ResourceConflict::Refuse => return Err(BindError::Conflict),
+                ResourceConflict::Random => resource = super::sessions::random_resource(),
+                ResourceConflict::KickOld => {
+                    if let Some(c) = self.cluster() {
+                        c.kick(&taken.node, &taken.jid);
+                    }
+                }
+            }
+        }
         let bound = self.sessions.bind(bare, &resource, policy, queue, conn)?;
+        self.sessions_changed(bare);
         if let Some(h) = host.filter(|h| h.data_events.has_handlers(RESOURCE_BIND)) {
             let mut data = session_data(&bound.handle);
             data["peer"] = json!(peer);
@@ -243,6 +260,7 @@ impl Core {
         if !self.sessions.unbind(handle) {
             return;
         }
+        self.sessions_changed(&handle.jid.bare());
         let data = || {
             let mut data = session_data(handle);
             data["error"] = match error {

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admission;
 pub mod allowlist;
 pub mod budget;
+pub mod cluster;
 pub mod delivery;
 pub mod events;
 pub mod faults;
@@ -88,6 +89,8 @@ pub struct Core {
     pub stop: admin::StopRequest,
     /// The way to other servers (the s2s manager), installed once by the server; unset = none.
     pub federation: std::sync::OnceLock<Arc<dyn remote::Federation>>,
+    /// The other nodes of the cluster (`[cluster]`), installed once by the server; unset = a single node.
+    pub cluster: std::sync::OnceLock<Arc<dyn cluster::Cluster>>,
     /// The bound plain-HTTP addresses, set once by the server (the default base of URLs modules hand out).
     pub http_bound: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
     global: Arc<Host>,
@@ -126,6 +129,7 @@ impl Core {
             shared: std::sync::Mutex::new(Default::default()),
             stop: Default::default(),
             federation: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
             http_bound: std::sync::OnceLock::new(),
             http_routes: Default::default(),
             global: Arc::new(Host::with_kind("*", modules::HostType::Global)),

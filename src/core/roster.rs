@@ -357,10 +357,30 @@ impl Core {
     /// JID, or a bare JID meaning its available sessions), through the router so policy such as
     /// blocking applies.
     pub async fn send_current_presence(self: &Arc<Self>, from_user: &Jid, to: &Jid) {
-        // A local recipient must be online; a remote one is reached through its server.
-        if self.host(to.domain()).is_some() && !self.sessions.is_online(&to.bare()) {
+        // A local recipient must be online (on some node); a remote one is reached through its server.
+        if self.host(to.domain()).is_some() && !self.is_online_anywhere(&to.bare()) {
             return;
         }
+        self.send_local_presence(from_user, to).await;
+        // Sessions on other cluster nodes: their node knows their presence and sends it.
+        if let Some(cluster) = self.cluster() {
+            let mut nodes: Vec<_> = self
+                .remote_sessions(&from_user.bare())
+                .into_iter()
+                .filter(|r| r.available)
+                .map(|r| r.node)
+                .collect();
+            nodes.sort();
+            nodes.dedup();
+            for node in nodes {
+                cluster.presence(&node, &from_user.bare(), to);
+            }
+        }
+    }
+
+    /// [`Core::send_current_presence`] for the sessions of `from_user` on this node only (what
+    /// another cluster node asks of this one).
+    pub async fn send_local_presence(self: &Arc<Self>, from_user: &Jid, to: &Jid) {
         for s in self.sessions.resources(&from_user.bare()) {
             let Some(mut p) = s.last_presence() else {
                 continue;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::Core;
-use super::delivery::{Fate, OFFLINE_EVENT};
+use super::delivery::{Delivery, Fate, OFFLINE_EVENT, Scope};
 use super::events::{Flow, Origin, Refusal, StanzaEvent};
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
 use crate::xmpp::stanza::{self, Kind};
@@ -110,6 +110,13 @@ impl Core {
             && self.iq.resolve(&stanza)
         {
             return Routed::Taken;
+        }
+        // A client's broadcast presence changed its availability: the cluster republishes it.
+        if kind == Kind::Presence
+            && stanza.get_attr("to").is_none()
+            && let Some(session) = origin.session()
+        {
+            self.sessions_changed(&session.jid.bare());
         }
         let host = self.host(to.domain()).cloned();
         if host.is_none() && self.host(from.domain()).is_none() {
@@ -234,10 +241,45 @@ impl Core {
     }
 
     /// Hands an unhandled stanza to the sessions [`Core::delivery`] chose, offline storage or an error.
-    async fn default_route(self: &Arc<Self>, mut ev: StanzaEvent) -> Routed {
+    async fn default_route(self: &Arc<Self>, ev: StanzaEvent) -> Routed {
         let d = self.delivery(&ev.from, &ev.to, &ev.stanza).await;
+        self.deliver(ev, d).await
+    }
+
+    /// Delivers a stanza another cluster node forwarded here (its `from` was verified there) to
+    /// this node's sessions only, as [`Core::delivery_in`] with [`Scope::Local`] decides: never
+    /// forwarded again, so two nodes cannot bounce a stanza between them.
+    pub async fn deliver_forwarded(self: &Arc<Self>, stanza: Element) {
+        let from = stanza.get_attr("from").and_then(|f| Jid::parse(f).ok());
+        let to = stanza.get_attr("to").and_then(|t| Jid::parse(t).ok());
+        let (Some(from), Some(to)) = (from, to) else {
+            tracing::debug!("dropping a forwarded stanza without a valid from and to");
+            return;
+        };
+        let d = self.delivery_in(Scope::Local, &from, &to, &stanza).await;
+        let ev = StanzaEvent {
+            core: self.clone(),
+            origin: Origin::Server,
+            stanza,
+            from,
+            to,
+            refusal: Refusal::default(),
+        };
+        let _ = self.deliver(ev, d).await;
+    }
+
+    /// Carries out a delivery decision: local sessions get the stanza, other nodes get it
+    /// forwarded once each, else offline storage or an error.
+    async fn deliver(self: &Arc<Self>, mut ev: StanzaEvent, d: Delivery) -> Routed {
         match d.fate {
             Fate::Delivered => {
+                if !d.remote.is_empty() {
+                    let forwarded = self.forward(&ev.stanza, &d.remote);
+                    if !forwarded && d.recipients.is_empty() {
+                        // Bounded and never silent: the cluster could not take it now.
+                        return self.refuse(&ev.stanza, C::RemoteServerTimeout).await;
+                    }
+                }
                 let mut recipients = d.recipients.into_iter().peekable();
                 while let Some(s) = recipients.next() {
                     if recipients.peek().is_some() {
@@ -264,6 +306,17 @@ impl Core {
             Fate::Bounce(condition) => self.refuse(&ev.stanza, condition).await,
             Fate::Dropped => Routed::Taken,
         }
+    }
+
+    /// Forwards `stanza` once to each node serving one of `remote`; whether any node took it.
+    fn forward(&self, stanza: &Element, remote: &[super::cluster::RemoteSession]) -> bool {
+        let Some(cluster) = self.cluster() else {
+            return false;
+        };
+        let mut nodes: Vec<&str> = remote.iter().map(|r| &*r.node).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        cluster.forward(&nodes, stanza)
     }
 }
 

@@ -389,11 +389,12 @@ async fn run(
             let mut closed = Vec::new();
             for jid in values(x, "accountjids") {
                 closed.extend(
-                    core.close_sessions(
+                    core.close_sessions_everywhere(
                         &jid,
                         StreamErrorCondition::PolicyViolation,
                         "session ended by an administrator",
                     )
+                    .await
                     .map_err(|e| e.to_string())?,
                 );
             }
@@ -446,10 +447,9 @@ async fn run(
     }
 }
 
-/// Bare JIDs with a session on `host`, sorted.
+/// Bare JIDs with a session on `host` (on any cluster node), sorted.
 fn online_users(core: &Core, host: &str) -> Vec<String> {
-    core.sessions
-        .online_users(Some(host))
+    core.online_users_everywhere(Some(host))
         .iter()
         .map(|j| j.to_string())
         .collect()

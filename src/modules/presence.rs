@@ -313,6 +313,14 @@ async fn broadcast(
             s.send(out);
         }
     }
+    // The account's available resources on other cluster nodes.
+    for r in core.remote_sessions(&user) {
+        if r.available {
+            let mut out = p.clone();
+            out.set_attr("to", Some(r.jid.to_string()));
+            core.route(Origin::Server, out).await;
+        }
+    }
     if unavailable {
         for to in session.take_directed() {
             if subscribers.contains(&to.bare()) {
@@ -350,6 +358,18 @@ async fn initial(ev: &StanzaEvent) {
             p.set_attr("from", Some(s.jid.to_string()));
             p.set_attr("to", Some(session.jid.to_string()));
             session.send(p);
+        }
+    }
+    if let Some(cluster) = core.cluster() {
+        let mut nodes: Vec<_> = core
+            .remote_sessions(&user)
+            .into_iter()
+            .map(|r| r.node)
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        for node in nodes {
+            cluster.presence(&node, &user, &session.jid);
         }
     }
     if let Ok(pending) = core.roster.pending_in(&user).await {

@@ -115,9 +115,14 @@ fn sessions_output(list: Vec<admin::SessionInfo>) -> Output {
                     }
                 },
             );
+            // A session on another cluster node shows its node where the address would be.
+            let address = match &s.node {
+                Some(n) if s.ip.is_empty() => format!("node {n}"),
+                _ => s.ip.clone(),
+            };
             vec![
                 s.jid.clone(),
-                s.ip.clone(),
+                address,
                 s.transport.to_string(),
                 security,
                 s.mechanism.clone().unwrap_or_else(|| "-".into()),
@@ -182,7 +187,8 @@ pub(super) async fn c2s_cmd(
                 }
             };
             let closed = core
-                .close_sessions(&jid, condition, &text)
+                .close_sessions_everywhere(&jid, condition, &text)
+                .await
                 .map_err(|e| e.to_string())?;
             Ok(Output::text(
                 format!("closed {} session(s): {}", closed.len(), closed.join(", ")),

@@ -41,10 +41,12 @@ pub async fn close(
     State(core): State<Arc<Core>>,
     Params(jid): Params<String>,
 ) -> Result<Response, ApiError> {
-    let closed = core.close_sessions(
-        &jid,
-        StreamErrorCondition::PolicyViolation,
-        "session closed by an administrator",
-    )?;
+    let closed = core
+        .close_sessions_everywhere(
+            &jid,
+            StreamErrorCondition::PolicyViolation,
+            "session closed by an administrator",
+        )
+        .await?;
     Ok(ok(json!({ "closed": closed, "count": closed.len() })))
 }

@@ -66,11 +66,20 @@ pub async fn get_user(
     let jid = existing_user(&core, &ctx.host, &name).await?;
     let mut sessions = core.sessions.resources(&jid);
     sessions.sort_by_key(|s| s.id);
+    let mut listed: Vec<Value> = sessions.iter().map(|s| session_json(s)).collect();
+    // Sessions on other cluster nodes, as the session directory knows them.
+    listed.extend(core.remote_sessions(&jid).iter().map(|r| {
+        json!({
+            "resource": r.jid.resource().unwrap_or_default(),
+            "secure": r.secure,
+            "node": &*r.node,
+        })
+    }));
     let roster = roster_json(&core, &jid).await?;
     Ok(ok(json!({
         "user": {
-            "connected": !sessions.is_empty(),
-            "sessions": sessions.iter().map(|s| session_json(s)).collect::<Vec<_>>(),
+            "connected": !listed.is_empty(),
+            "sessions": listed,
             "roster": roster,
         }
     })))
@@ -164,7 +173,7 @@ pub async fn patch_user(
 }
 
 async fn connected(core: &Core, jid: &Jid) -> Result<Response, ApiError> {
-    if core.sessions.is_online(jid) {
+    if core.is_online_anywhere(jid) {
         Ok(ok(json!({ "connected": true })))
     } else {
         Err(ApiError::WithResult {
@@ -211,6 +220,12 @@ pub async fn connected_users(
             )
         })
         .collect();
+    users.extend(core.all_remote_sessions(Some(&ctx.host)).iter().map(|r| {
+        (
+            r.jid.node().unwrap_or_default().to_string(),
+            r.jid.resource().unwrap_or_default().to_string(),
+        )
+    }));
     users.sort();
     let list: Vec<Value> = users
         .into_iter()
@@ -224,7 +239,7 @@ pub async fn connected_count(
     State(core): State<Arc<Core>>,
     Extension(ctx): Extension<Ctx>,
 ) -> Response {
-    let users = core.sessions.online_users(Some(&ctx.host));
+    let users = core.online_users_everywhere(Some(&ctx.host));
     ok(json!({ "count": users.len() }))
 }
 

@@ -1,0 +1,142 @@
+//! What nodes send each other on their subjects: one tag byte, then the body. A stanza is
+//! serialised once by the sender and parsed once by the receiving node.
+
+use crate::xmpp::error::StreamErrorCondition;
+use crate::xmpp::{Element, Jid, ns};
+
+/// One message to a node.
+#[derive(Debug, PartialEq)]
+pub enum Frame {
+    /// Deliver this stanza (with its `from` and `to`) to local sessions only.
+    Deliver(Element),
+    /// Send the current presence of the local sessions of this account to this JID.
+    Presence(Jid, Jid),
+    /// Close the local session bound to this full JID: it was bound again on another node.
+    Kick(Jid),
+    /// Close the local sessions of this JID with this condition and text; answer the full JIDs closed.
+    Close(Jid, StreamErrorCondition, String),
+}
+
+/// Why a frame could not be read (the sender is another node: logged and dropped).
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// Not a frame of ours.
+    #[error("malformed cluster frame: {0}")]
+    Malformed(&'static str),
+}
+
+/// The stream error conditions an admin close may carry across nodes.
+fn condition_name(c: StreamErrorCondition) -> &'static str {
+    match c {
+        StreamErrorCondition::Reset => "reset",
+        StreamErrorCondition::Conflict => "conflict",
+        StreamErrorCondition::SystemShutdown => "system-shutdown",
+        StreamErrorCondition::NotAuthorized => "not-authorized",
+        _ => "policy-violation",
+    }
+}
+
+fn condition_of(name: &str) -> StreamErrorCondition {
+    match name {
+        "reset" => StreamErrorCondition::Reset,
+        "conflict" => StreamErrorCondition::Conflict,
+        "system-shutdown" => StreamErrorCondition::SystemShutdown,
+        "not-authorized" => StreamErrorCondition::NotAuthorized,
+        _ => StreamErrorCondition::PolicyViolation,
+    }
+}
+
+impl Frame {
+    /// The bytes to publish.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = String::new();
+        match self {
+            Frame::Deliver(stanza) => return Frame::deliver(stanza),
+            Frame::Presence(user, to) => {
+                out.push('P');
+                out.push_str(user.as_str());
+                out.push('\n');
+                out.push_str(to.as_str());
+            }
+            Frame::Kick(jid) => {
+                out.push('K');
+                out.push_str(jid.as_str());
+            }
+            Frame::Close(jid, condition, text) => {
+                out.push('C');
+                out.push_str(jid.as_str());
+                out.push('\n');
+                out.push_str(condition_name(*condition));
+                out.push('\n');
+                out.push_str(text);
+            }
+        }
+        out.into_bytes()
+    }
+
+    /// The bytes of a [`Frame::Deliver`] of `stanza`, without copying the element first.
+    pub fn deliver(stanza: &Element) -> Vec<u8> {
+        let mut out = String::from("D");
+        out.push_str(&stanza.to_xml(ns::CLIENT));
+        out.into_bytes()
+    }
+
+    /// Reads a published frame.
+    pub fn decode(bytes: &[u8]) -> Result<Frame, WireError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| WireError::Malformed("not UTF-8"))?;
+        let mut chars = text.chars();
+        let tag = chars.next().ok_or(WireError::Malformed("empty"))?;
+        let body = chars.as_str();
+        let jid = |s: &str| Jid::parse(s).map_err(|_| WireError::Malformed("bad JID"));
+        match tag {
+            'D' => crate::xmpp::parser::parse_element(body)
+                .map(Frame::Deliver)
+                .map_err(|_| WireError::Malformed("bad stanza")),
+            'K' => Ok(Frame::Kick(jid(body)?)),
+            'P' => {
+                let (user, to) = body
+                    .split_once('\n')
+                    .ok_or(WireError::Malformed("no recipient"))?;
+                Ok(Frame::Presence(jid(user)?, jid(to)?))
+            }
+            'C' => {
+                let mut parts = body.splitn(3, '\n');
+                let target = jid(parts.next().unwrap_or_default())?;
+                let condition = condition_of(parts.next().unwrap_or_default());
+                Ok(Frame::Close(
+                    target,
+                    condition,
+                    parts.next().unwrap_or_default().to_string(),
+                ))
+            }
+            _ => Err(WireError::Malformed("unknown tag")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn frames_read_back_as_written() {
+        let msg = Element::new("message", ns::CLIENT)
+            .attr("from", "a@h/x")
+            .attr("to", "b@h")
+            .attr("type", "chat")
+            .child(Element::new("body", ns::CLIENT).text("<&> \n ok"));
+        let j = |s: &str| Jid::parse(s).unwrap();
+        for frame in [
+            Frame::Deliver(msg),
+            Frame::Kick(j("b@h/phone")),
+            Frame::Presence(j("b@h"), j("a@h/x")),
+            Frame::Close(j("b@h"), StreamErrorCondition::Reset, "bye\nnow".into()),
+        ] {
+            assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
+        }
+        for bad in [&b""[..], b"X", b"Kno@@", b"D<unclosed", b"\xff"] {
+            assert!(Frame::decode(bad).is_err(), "{bad:?}");
+        }
+    }
+}

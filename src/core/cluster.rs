@@ -1,0 +1,112 @@
+//! The other nodes of a cluster as the core sees them: the sessions they serve (from the
+//! cluster's session directory) and the way to hand them a stanza. The server installs a
+//! [`Cluster`] (NATS, in `crate::cluster`) when `[cluster]` is configured; without one every
+//! answer here is "nothing remote" and the single-node paths stay as they were.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::Core;
+use crate::xmpp::error::StreamErrorCondition;
+use crate::xmpp::{Element, Jid};
+
+/// A session bound on another node, as the session directory lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteSession {
+    /// The node serving it.
+    pub node: Arc<str>,
+    /// Its full JID.
+    pub jid: Jid,
+    /// Its presence priority.
+    pub priority: i8,
+    /// Whether it sent available presence.
+    pub available: bool,
+    /// Whether its connection is encrypted.
+    pub secure: bool,
+}
+
+/// An answer another node sends back later.
+pub type Pending<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The cluster as the core uses it; every call is cheap (a cache read or a bounded queue).
+pub trait Cluster: Send + Sync {
+    /// This node's name.
+    fn node(&self) -> &str;
+    /// Whether this node can reach the cluster now.
+    fn is_connected(&self) -> bool;
+    /// The sessions of `bare` on other nodes (from the local cache: no round trip).
+    fn sessions_of(&self, bare: &Jid) -> Vec<RemoteSession>;
+    /// Every session on other nodes, of `host` (or every host).
+    fn sessions(&self, host: Option<&str>) -> Vec<RemoteSession>;
+    /// Queues `stanza` (its `to` set), serialised once, for each of `nodes`, which deliver it
+    /// to their own sessions only; false when no node could be reached now (the sender gets
+    /// `remote-server-timeout`).
+    fn forward(&self, nodes: &[&str], stanza: &Element) -> bool;
+    /// The local sessions of `bare` changed (bound, unbound, presence): republish them.
+    fn changed(&self, bare: &Jid);
+    /// Asks `node` to send the current presence of its sessions of `user` to `to` (a probe
+    /// answered, or a new session shown its account's other resources).
+    fn presence(&self, node: &str, user: &Jid, to: &Jid) -> bool;
+    /// Asks `node` to close its session `full` because it was bound again here (`conflict`).
+    fn kick(&self, node: &str, full: &Jid) -> bool;
+    /// Asks `node` to close its sessions of `jid` (bare: all, full: that one) with the stream
+    /// error `condition` and `text`; the full JIDs it closed, or `None` when it did not answer.
+    fn close(
+        &self,
+        node: &str,
+        jid: &Jid,
+        condition: StreamErrorCondition,
+        text: &str,
+    ) -> Pending<Option<Vec<String>>>;
+}
+
+impl Core {
+    /// The installed cluster, if this server is a node of one.
+    pub fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
+        self.cluster.get()
+    }
+
+    /// The sessions of `bare` on other nodes (none on a single node).
+    pub fn remote_sessions(&self, bare: &Jid) -> Vec<RemoteSession> {
+        match self.cluster.get() {
+            Some(c) => c.sessions_of(bare),
+            None => Vec::new(),
+        }
+    }
+
+    /// Every session of `host` (or every host) on other nodes (none on a single node).
+    pub fn all_remote_sessions(&self, host: Option<&str>) -> Vec<RemoteSession> {
+        match self.cluster.get() {
+            Some(c) => c.sessions(host),
+            None => Vec::new(),
+        }
+    }
+
+    /// Tells the cluster that the local sessions of `bare` changed (nothing on a single node).
+    pub fn sessions_changed(&self, bare: &Jid) {
+        if let Some(c) = self.cluster.get() {
+            c.changed(bare);
+        }
+    }
+
+    /// The distinct accounts online on `host` on any node, sorted.
+    pub fn online_users_everywhere(&self, host: Option<&str>) -> Vec<Jid> {
+        let mut users = self.sessions.online_users(host);
+        if self.cluster.get().is_some() {
+            users.extend(
+                self.all_remote_sessions(host)
+                    .into_iter()
+                    .map(|s| s.jid.bare()),
+            );
+            users.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            users.dedup();
+        }
+        users
+    }
+
+    /// Whether `bare` has a session on any node.
+    pub fn is_online_anywhere(&self, bare: &Jid) -> bool {
+        self.sessions.is_online(bare) || !self.remote_sessions(bare).is_empty()
+    }
+}
