@@ -354,6 +354,40 @@ fn namespace_value(raw: &str) -> Result<String, ParseError> {
         })
 }
 
+/// Whether `name` is a qualified name of Namespaces in XML (`prefix:local` or `local`, each
+/// part an XML 1.0 name without colons). quick-xml takes whatever stands before whitespace, `/`
+/// or `>` as the name; a name with quotes, controls or two colons would not read back the same.
+fn is_qname(name: &str) -> bool {
+    let mut parts = name.split(':');
+    let first = parts.next().is_some_and(is_ncname);
+    match (parts.next(), parts.next()) {
+        (None, _) => first,
+        (Some(local), None) => first && is_ncname(local),
+        (Some(_), Some(_)) => false,
+    }
+}
+
+/// An XML 1.0 `Name` without colons (a part of a qualified name).
+fn is_ncname(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(is_name_start) && chars.all(|c| is_name_start(c) || is_name_rest(c))
+}
+
+/// XML 1.0 (fifth edition) `NameStartChar`, without `:`.
+fn is_name_start(c: char) -> bool {
+    matches!(c,
+        'A'..='Z' | '_' | 'a'..='z'
+        | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}' | '\u{F8}'..='\u{2FF}'
+        | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}' | '\u{200C}'..='\u{200D}'
+        | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}' | '\u{3001}'..='\u{D7FF}'
+        | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}' | '\u{10000}'..='\u{EFFFF}')
+}
+
+/// The other characters of XML 1.0's `NameChar`.
+fn is_name_rest(c: char) -> bool {
+    matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+}
+
 fn attach(stack: &mut [Element], el: Element) -> Option<Element> {
     match stack.last_mut() {
         Some(parent) => {
@@ -369,12 +403,20 @@ fn make_element(
     ns: Option<String>,
     max_attrs: usize,
 ) -> Result<Element, ParseError> {
+    if !is_qname(start.name().as_ref()) {
+        return Err(StreamError::with_text(C::NotWellFormed, "not an XML element name").into());
+    }
     let local = start.local_name();
     let mut el = Element::new(local.as_ref(), ns.unwrap_or_default());
     let mut count = 0;
     for attr in start.attributes() {
         let attr = attr.map_err(|_| StreamError::new(C::NotWellFormed))?;
         let key = attr.key.as_ref();
+        if !is_qname(key) {
+            return Err(
+                StreamError::with_text(C::NotWellFormed, "not an XML attribute name").into(),
+            );
+        }
         if key == "xmlns" || key.starts_with("xmlns:") {
             continue;
         }
@@ -638,6 +680,28 @@ mod tests {
         assert!(plain.is("query", "jabber:iq:private"));
         let client = parse_element("<message><body>hi</body></message>").unwrap();
         assert!(client.get_child("body", ns::CLIENT).is_some());
+    }
+
+    #[test]
+    fn element_and_attribute_names_must_be_xml_names() {
+        for bad in [
+            "<a,\u{0}b/>",
+            "<p:y,\u{0}\u{1e}p:z='x' xmlns:p='u'/>",
+            "<a:b:c xmlns:a='u'/>",
+            "<a b,c='1'/>",
+            "<a p:q:r='1' xmlns:p='u'/>",
+            "<1a/>",
+        ] {
+            assert!(parse_element(bad).is_err(), "{bad:?} parsed");
+        }
+        for good in [
+            "<a-b.c_d/>",
+            "<é xml:lang='fr'/>",
+            "<p:x xmlns:p='u' p:y='1'/>",
+            "<a\u{b7}/>",
+        ] {
+            assert!(parse_element(good).is_ok(), "{good:?} refused");
+        }
     }
 
     #[test]
