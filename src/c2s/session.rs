@@ -1,18 +1,20 @@
-//! A bound client session: the reader loop that stamps and routes stanzas, and the writer task
-//! that drains the session's queue to the socket, coalescing writes.
+//! A bound client session: the reader loop that stamps and routes stanzas, and beside it, in
+//! the same task, the writer that drains the session's queue to the socket, coalescing writes.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::sm;
 
 use crate::core::Core;
 use crate::core::events::Origin;
 use crate::core::metrics::StanzaCounters;
+use crate::core::sessions::queue::Receiver;
 use crate::core::sessions::{BoundSession, Hibernated, Outbound, SessionHandle};
 use crate::xmpp::error::{
     StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition as C,
@@ -95,97 +97,158 @@ pub async fn resume_after<R, W>(
     attach(core, parser, writer, handle, rx, preamble).await;
 }
 
-/// Serves `handle` on one connection: reads and routes until the stream ends, the connection
-/// is lost (the session hibernates if resumable) or a resumption takes it over.
+/// Serves `handle` on one connection, in the connection's own task: the reader (read, stamp,
+/// route) and the writer (drain the queue to the socket) run side by side in one future, so a
+/// session costs one task and no writer task, join handle or stop token. Reads and routes until
+/// the stream ends, the connection is lost (the session hibernates if resumable) or a
+/// resumption takes it over.
 async fn attach<R, W>(
     core: Arc<Core>,
     mut parser: StreamParser<R>,
-    writer: W,
+    mut writer: W,
     handle: Arc<SessionHandle>,
-    rx: mpsc::Receiver<Outbound>,
+    mut rx: Receiver<Outbound>,
     preamble: String,
 ) where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let stop = CancellationToken::new();
-    let writer_task = tokio::spawn(write_loop(
-        writer,
-        rx,
-        Arc::new(core.core_metrics.stanzas_of(handle.jid.domain())),
-        handle.clone(),
-        stop.clone(),
-        preamble,
-    ));
+    let counters = core.core_metrics.stanzas_of(handle.jid.domain());
+    let flags = WriterFlags::default();
+    let lost = {
+        let write = write_loop(&mut writer, &mut rx, &counters, &handle, &flags, preamble);
+        tokio::pin!(write);
+        let mut done = false;
+        let read = read_loop(&core, &mut parser, &handle, &counters);
+        match beside(write.as_mut(), &mut done, read).await {
+            End::Close(err) => {
+                if let Some(e) = &err {
+                    core.core_metrics.stream_error(&e.condition.to_string());
+                }
+                match &err {
+                    Some(e) => tracing::info!(jid = %handle.jid, error = %e, "closing session"),
+                    None => tracing::info!(jid = %handle.jid, "session closed by client"),
+                }
+                let offline = Box::pin(went_offline(&core, &handle));
+                beside(write.as_mut(), &mut done, offline).await;
+                core.unbind_resource(&handle, err.as_ref());
+                if !done {
+                    if beside(write.as_mut(), &mut done, Box::pin(handle.finish(err))).await {
+                        // The writer ends once it has written the close.
+                        let flushed = until_done(write.as_mut(), &mut done);
+                        let _ = tokio::time::timeout(Duration::from_secs(10), flushed).await;
+                    } else {
+                        stop_writer(write.as_mut(), &mut done, &flags).await;
+                    }
+                }
+                false
+            }
+            End::Lost | End::Detached => {
+                stop_writer(write.as_mut(), &mut done, &flags).await;
+                true
+            }
+        }
+    };
+    if !lost {
+        Box::pin(finish_session(&core, &handle, Some(rx))).await;
+        return;
+    }
+    let resumable = handle.sm().id.clone();
+    match resumable {
+        Some(id) => hibernate(core, handle, id, rx),
+        None => {
+            tracing::info!(jid = %handle.jid, "connection lost");
+            Box::pin(went_offline(&core, &handle)).await;
+            core.unbind_resource(&handle, None);
+            Box::pin(finish_session(&core, &handle, Some(rx))).await;
+        }
+    }
+}
+
+/// Reads, stamps and routes the client's stanzas until the session should stop being served.
+async fn read_loop<R: AsyncBufRead + Unpin>(
+    core: &Arc<Core>,
+    parser: &mut StreamParser<R>,
+    handle: &Arc<SessionHandle>,
+    inbound: &StanzaCounters,
+) -> End {
     let detach = handle.detach_token();
-    let inbound = core.core_metrics.stanzas_of(handle.jid.domain());
     let idle = core.config.load().c2s.idle_timeout_secs;
-    let end = loop {
+    loop {
         let read = async {
             if idle == 0 {
-                Ok(next_when_readable(&mut parser).await)
+                Ok(next_when_readable(parser).await)
             } else {
-                let next = next_when_readable(&mut parser);
+                let next = next_when_readable(parser);
                 tokio::time::timeout(Duration::from_secs(idle), next).await
             }
         };
         tokio::select! {
-            _ = handle.closed() => break End::Close(handle.close_reason()),
-            _ = detach.cancelled() => break End::Detached,
-            _ = core.shutdown.cancelled() => break End::Close(Some(core.shutdown_error())),
+            _ = handle.closed() => return End::Close(handle.close_reason()),
+            _ = detach.cancelled() => return End::Detached,
+            _ = core.shutdown.cancelled() => return End::Close(Some(core.shutdown_error())),
             r = read => match r {
-                Err(_) => break End::Close(Some(StreamError::new(C::ConnectionTimeout))),
+                Err(_) => return End::Close(Some(StreamError::new(C::ConnectionTimeout))),
                 Ok(Ok(StreamEvent::Stanza(el))) => {
                     handle.touch();
                     // Boxed: routing's deep future exists only while a stanza is handled, so an
                     // idle session's task does not carry its size.
-                    if let Err(e) = Box::pin(handle_stanza(&core, &handle, &inbound, el)).await {
-                        break End::Close(Some(e));
+                    if let Err(e) = Box::pin(handle_stanza(core, handle, inbound, el)).await {
+                        return End::Close(Some(e));
                     }
                 }
-                Ok(Ok(StreamEvent::Close)) => break End::Close(None),
-                Ok(Ok(StreamEvent::Header(_))) => break End::Close(Some(StreamError::new(C::BadFormat))),
-                Ok(Err(ParseError::Stream(e))) => break End::Close(Some(e)),
-                Ok(Err(_)) => break End::Lost,
+                Ok(Ok(StreamEvent::Close)) => return End::Close(None),
+                Ok(Ok(StreamEvent::Header(_))) => return End::Close(Some(StreamError::new(C::BadFormat))),
+                Ok(Err(ParseError::Stream(e))) => return End::Close(Some(e)),
+                Ok(Err(_)) => return End::Lost,
             }
         }
-    };
-    let resumable = handle.sm().id.clone();
-    match end {
-        End::Close(err) => {
-            if let Some(e) = &err {
-                core.core_metrics.stream_error(&e.condition.to_string());
-            }
-            match &err {
-                Some(e) => tracing::info!(jid = %handle.jid, error = %e, "closing session"),
-                None => tracing::info!(jid = %handle.jid, "session closed by client"),
-            }
-            Box::pin(went_offline(&core, &handle)).await;
-            core.unbind_resource(&handle, err.as_ref());
-            let rx = if handle.finish(err).await {
-                match tokio::time::timeout(Duration::from_secs(10), writer_task).await {
-                    Ok(Ok(rx)) => Some(rx),
-                    _ => None,
-                }
-            } else {
-                stop.cancel();
-                writer_task.await.ok()
-            };
-            Box::pin(finish_session(&core, &handle, rx)).await;
+    }
+}
+
+/// What the session tells its writer, and what the writer tells back, within the one task.
+#[derive(Default)]
+pub struct WriterFlags {
+    /// Asked to stop: the writer returns before taking another batch.
+    stop: AtomicBool,
+    /// A batch is being written.
+    busy: AtomicBool,
+}
+
+/// Runs `other` to its end while polling the writer beside it (until the writer ends, which
+/// `done` records).
+async fn beside<F, O>(mut write: Pin<&mut F>, done: &mut bool, other: O) -> O::Output
+where
+    F: Future<Output = ()>,
+    O: Future,
+{
+    tokio::pin!(other);
+    loop {
+        tokio::select! {
+            out = &mut other => return out,
+            () = write.as_mut(), if !*done => *done = true,
         }
-        End::Lost | End::Detached => {
-            stop.cancel();
-            let rx = writer_task.await.ok();
-            match (resumable, rx) {
-                (Some(id), Some(rx)) => hibernate(core, handle, id, rx),
-                (_, rx) => {
-                    tracing::info!(jid = %handle.jid, "connection lost");
-                    Box::pin(went_offline(&core, &handle)).await;
-                    core.unbind_resource(&handle, None);
-                    Box::pin(finish_session(&core, &handle, rx)).await;
-                }
-            }
-        }
+    }
+}
+
+/// Polls the writer until it ends.
+async fn until_done<F: Future<Output = ()>>(write: Pin<&mut F>, done: &mut bool) {
+    if !*done {
+        write.await;
+        *done = true;
+    }
+}
+
+/// Stops the writer: at once while it waits for the queue, after the batch it is writing
+/// otherwise (at most 10 s); what it has not taken stays queued.
+async fn stop_writer<F: Future<Output = ()>>(
+    write: Pin<&mut F>,
+    done: &mut bool,
+    flags: &WriterFlags,
+) {
+    flags.stop.store(true, Ordering::Relaxed);
+    if !*done && flags.busy.load(Ordering::Relaxed) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), until_done(write, done)).await;
     }
 }
 
@@ -208,12 +271,7 @@ async fn next_when_readable<R: AsyncBufRead + Unpin>(
 }
 
 /// Parks a session whose connection was lost until it is resumed or its window ends.
-fn hibernate(
-    core: Arc<Core>,
-    handle: Arc<SessionHandle>,
-    id: String,
-    rx: mpsc::Receiver<Outbound>,
-) {
+fn hibernate(core: Arc<Core>, handle: Arc<SessionHandle>, id: String, rx: Receiver<Outbound>) {
     let (epoch, max) = {
         let mut sm = handle.sm();
         sm.epoch += 1;
@@ -246,7 +304,7 @@ fn hibernate(
 async fn finish_session(
     core: &Arc<Core>,
     handle: &Arc<SessionHandle>,
-    rx: Option<mpsc::Receiver<Outbound>>,
+    rx: Option<Receiver<Outbound>>,
 ) {
     let mut pending: Vec<Element> = {
         let mut sm = handle.sm();
@@ -408,30 +466,55 @@ fn kind_of(name: &str) -> Kind {
     }
 }
 
-/// Drains the outbound queue to the socket, batching whatever is ready into one write; gives
-/// the queue back when stopped, when the socket fails, or after writing the stream close.
+/// Drains the outbound queue to the socket, batching whatever is ready into one write; ends
+/// when asked to stop, when the socket fails, or after writing the stream close. While it waits
+/// for the queue it holds only its borrows: a batch's buffers and write exist only while it is
+/// written (boxed, so the idle session's future does not carry their size).
 pub async fn write_loop<W: AsyncWrite + Unpin>(
-    mut w: W,
-    mut rx: mpsc::Receiver<Outbound>,
-    stanzas: Arc<StanzaCounters>,
-    handle: Arc<SessionHandle>,
-    stop: CancellationToken,
+    w: &mut W,
+    rx: &mut Receiver<Outbound>,
+    stanzas: &StanzaCounters,
+    handle: &SessionHandle,
+    flags: &WriterFlags,
     preamble: String,
-) -> mpsc::Receiver<Outbound> {
-    if !preamble.is_empty()
-        && (w.write_all(preamble.as_bytes()).await.is_err() || w.flush().await.is_err())
-    {
-        return rx;
+) {
+    if !preamble.is_empty() && !Box::pin(write_out(w, preamble, flags)).await {
+        return;
     }
     loop {
-        let first = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return rx,
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => return rx,
-            },
+        if flags.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let write = match rx.recv().await {
+            Some(first) => {
+                Box::pin(Batch::gather(first, rx, stanzas, handle).write(w, handle, flags))
+            }
+            None => return,
         };
+        if !write.await {
+            return;
+        }
+    }
+}
+
+/// One socket write's worth of queued items, serialised.
+struct Batch {
+    xml: String,
+    /// The batch ends with the stream's close.
+    closing: bool,
+    /// The client's acknowledgements fell too far behind (XEP-0198): close after the write.
+    overflow: Option<StreamError>,
+}
+
+impl Batch {
+    /// Takes `first` and whatever else is queued (at most [`MAX_BATCH_STANZAS`]), counting and
+    /// serialising each.
+    fn gather(
+        first: Outbound,
+        rx: &mut Receiver<Outbound>,
+        stanzas: &StanzaCounters,
+        handle: &SessionHandle,
+    ) -> Batch {
         let mut pending = vec![first];
         while pending.len() < MAX_BATCH_STANZAS {
             match rx.try_recv() {
@@ -446,7 +529,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             match m {
                 Outbound::Stanza(el) => {
                     stanzas.sent(kind_of(el.name()));
-                    if let Err(e) = sm::count_outbound(&handle, &el) {
+                    if let Err(e) = sm::count_outbound(handle, &el) {
                         overflow = Some(e);
                     }
                     el.write_xml(&mut buf, ns::CLIENT);
@@ -454,8 +537,8 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
                 Outbound::Shared(s) => {
                     stanzas.sent(kind_of(s.element().name()));
                     // Only a session that counts (XEP-0198) needs its copy as an element.
-                    if sm::counting(&handle)
-                        && let Err(e) = sm::count_outbound(&handle, &s.addressed(&handle.jid))
+                    if sm::counting(handle)
+                        && let Err(e) = sm::count_outbound(handle, &s.addressed(&handle.jid))
                     {
                         overflow = Some(e);
                     }
@@ -476,11 +559,30 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
                 }
             }
         }
-        if !closing && sm::want_ack(&handle) {
+        if !closing && sm::want_ack(handle) {
             buf.push_str(&sm::ack_request());
         }
-        if w.write_all(buf.as_bytes()).await.is_err() || w.flush().await.is_err() {
-            return rx;
+        Batch {
+            xml: buf,
+            closing,
+            overflow,
+        }
+    }
+
+    /// Writes the batch; false when the writer is done (the socket failed or the stream closed).
+    async fn write<W: AsyncWrite + Unpin>(
+        self,
+        w: &mut W,
+        handle: &SessionHandle,
+        flags: &WriterFlags,
+    ) -> bool {
+        let Batch {
+            xml,
+            closing,
+            overflow,
+        } = self;
+        if !write_out(w, xml, flags).await {
+            return false;
         }
         handle.drained();
         if let Some(e) = overflow {
@@ -488,7 +590,17 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         }
         if closing {
             let _ = w.shutdown().await;
-            return rx;
+            return false;
         }
+        true
     }
+}
+
+/// Writes and flushes `buf` (freed when done), the writer marked busy meanwhile; false if the
+/// socket failed.
+async fn write_out<W: AsyncWrite + Unpin>(w: &mut W, buf: String, flags: &WriterFlags) -> bool {
+    flags.busy.store(true, Ordering::Relaxed);
+    let ok = w.write_all(buf.as_bytes()).await.is_ok() && w.flush().await.is_ok();
+    flags.busy.store(false, Ordering::Relaxed);
+    ok
 }

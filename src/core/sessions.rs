@@ -1,14 +1,15 @@
 //! The session manager: which resources of which accounts are online, and their outbound queues.
 //!
 //! A sharded concurrent map from bare JID to that account's sessions; no global lock on the
-//! stanza path. Each session owns a bounded queue drained by its connection's writer task.
+//! stanza path. Each session owns a bounded queue ([`queue`]) drained by its connection.
+
+pub mod queue;
 
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::budget::{Charge, Meter, QueueBudget, Sheddable};
@@ -269,7 +270,7 @@ pub struct SessionHandle {
     pub secure: bool,
     /// How the session is connected (transport, TLS, authentication, client), for the admin faces.
     pub conn: Connection,
-    tx: mpsc::Sender<Outbound>,
+    tx: queue::Sender<Outbound>,
     closer: CancellationToken,
     close_reason: Mutex<Option<StreamError>>,
     available: AtomicBool,
@@ -481,7 +482,7 @@ impl SessionHandle {
     fn enqueue_item(&self, item: Outbound) -> bool {
         match self.tx.try_send(item) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(queue::TrySendError::Full(_)) => {
                 tracing::warn!(jid = %self.jid, "send queue full; disconnecting");
                 if !self.closer.is_cancelled() {
                     self.queue_drops.fetch_add(1, Ordering::Relaxed);
@@ -492,7 +493,7 @@ impl SessionHandle {
                 ));
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(queue::TrySendError::Closed(_)) => false,
         }
     }
 
@@ -611,7 +612,7 @@ pub struct Hibernated {
     /// The session.
     pub handle: Arc<SessionHandle>,
     /// Its outbound queue, to be drained by the resuming connection.
-    pub rx: mpsc::Receiver<Outbound>,
+    pub rx: queue::Receiver<Outbound>,
 }
 
 /// The session manager.
@@ -634,7 +635,7 @@ pub struct BoundSession {
     /// The shared handle.
     pub handle: Arc<SessionHandle>,
     /// The outbound queue to drain.
-    pub rx: mpsc::Receiver<Outbound>,
+    pub rx: queue::Receiver<Outbound>,
 }
 
 impl Sessions {
@@ -686,7 +687,7 @@ impl Sessions {
         let jid = bare
             .with_resource(&resource)
             .map_err(|_| BindError::Conflict)?;
-        let (tx, rx) = mpsc::channel(queue);
+        let (tx, rx) = queue::channel(queue);
         let handle = Arc::new(SessionHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             jid,
@@ -767,7 +768,7 @@ impl Sessions {
     }
 
     /// Parks a session whose connection was lost, keeping its queue.
-    pub fn hibernate(&self, id: &str, handle: Arc<SessionHandle>, rx: mpsc::Receiver<Outbound>) {
+    pub fn hibernate(&self, id: &str, handle: Arc<SessionHandle>, rx: queue::Receiver<Outbound>) {
         handle.set_hibernating(true);
         if let Ok(mut m) = self.hibernated.lock() {
             m.insert(id.to_string(), Hibernated { handle, rx });

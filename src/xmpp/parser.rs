@@ -207,12 +207,26 @@ impl<R: AsyncBufRead + Unpin> StreamParser<R> {
         self.reader.get_mut().budget = n;
     }
 
+    /// Heap bytes of the parser's own read buffer and element stack.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.buf.capacity() + self.stack.capacity() * std::mem::size_of::<Element>()
+    }
+
+    /// A whole stanza was read: the read buffer and the element stack are freed, so a session
+    /// waiting for its next stanza holds neither (issue #19).
+    fn stanza_done(&mut self, stanza: Element) -> StreamEvent {
+        self.buf = Vec::new();
+        self.stack = Vec::new();
+        StreamEvent::Stanza(stanza)
+    }
+
     /// Reads until the next header, complete stanza or stream close.
     pub async fn next(&mut self) -> Result<StreamEvent, ParseError> {
         if self.stack.is_empty() {
             self.reader.get_mut().reset();
             // An idle session should not keep the buffer of its largest stanza.
-            if self.buf.capacity() > 4096 {
+            if self.buf.capacity() > 4096 || self.buf.capacity() == 0 {
                 self.buf = Vec::with_capacity(256);
             }
         }
@@ -269,13 +283,13 @@ impl<R: AsyncBufRead + Unpin> StreamParser<R> {
                 Event::Empty(start) => {
                     let el = make_element(&start, ns, self.limits.max_attrs)?;
                     if let Some(done) = attach(&mut self.stack, el) {
-                        return Ok(StreamEvent::Stanza(done));
+                        return Ok(self.stanza_done(done));
                     }
                 }
                 Event::End(_) => match self.stack.pop() {
                     Some(el) => {
                         if let Some(done) = attach(&mut self.stack, el) {
-                            return Ok(StreamEvent::Stanza(done));
+                            return Ok(self.stanza_done(done));
                         }
                     }
                     None => {
@@ -574,6 +588,7 @@ mod tests {
             panic!()
         };
         assert!(m.is("message", ns::CLIENT));
+        assert_eq!(p.held(), 0, "between stanzas the parser holds no buffers");
         assert_eq!(m.get_attr("to"), Some("a@b"));
         assert_eq!(
             m.get_child("body", ns::CLIENT).unwrap().text_content(),
