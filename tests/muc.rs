@@ -1586,9 +1586,13 @@ async fn a_moderated_room_follows_its_broadcast_pm_and_subject_settings() {
     let bj = join(&mut b, "quiet", "Bo").await;
     assert!(bj.contains("role=\"visitor\""), "{bj}");
     let before = up_to_ping(&mut a).await;
-    assert!(!before.contains("quiet@conference.localhost/Bo"), "{before}");
+    assert!(
+        !before.contains("quiet@conference.localhost/Bo"),
+        "{before}"
+    );
     // A visitor may neither speak privately (participants only) nor set the subject.
-    let pm = format!("<message to='quiet@{MUC}/Al' type='chat' id='pm'><body>psst</body></message>");
+    let pm =
+        format!("<message to='quiet@{MUC}/Al' type='chat' id='pm'><body>psst</body></message>");
     b.send(&pm).await;
     let e = read_until_contains(&mut b, "message", "type=\"error\"").await;
     assert!(e.contains("<forbidden"), "{e}");
@@ -1608,7 +1612,10 @@ async fn a_moderated_room_follows_its_broadcast_pm_and_subject_settings() {
     read_until_contains(&mut b, "presence", "role=\"participant\"").await;
     b.send(&pm).await;
     let got = read_until_contains(&mut a, "message", "psst").await;
-    assert!(got.contains("from=\"quiet@conference.localhost/Bo\""), "{got}");
+    assert!(
+        got.contains("from=\"quiet@conference.localhost/Bo\""),
+        "{got}"
+    );
     b.send(&topic).await;
     let got = read_until_contains(&mut a, "message", "Bobs topic").await;
     assert!(got.contains("<subject>"), "{got}");

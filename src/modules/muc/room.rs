@@ -1222,7 +1222,12 @@ impl Room {
     /// characters; `not-acceptable` if nothing valid is left.
     pub fn enforce_nick(nick: &str, max_len: usize) -> Result<String, StanzaError> {
         use precis_profiles::precis_core::profile::PrecisFastInvocation;
-        let refused = || modify(C::NotAcceptable, "the nick is empty, too long or not allowed");
+        let refused = || {
+            modify(
+                C::NotAcceptable,
+                "the nick is empty, too long or not allowed",
+            )
+        };
         let nick = precis_profiles::Nickname::enforce(nick).map_err(|_| refused())?;
         if nick.chars().count() > max_len {
             return Err(refused());
@@ -1497,8 +1502,7 @@ mod tests {
     #[test]
     fn updates_kicks_and_nick_changes_reach_the_others_as_shared_views() {
         let mut room = Room::new(j("r@c.x"), RoomConfig::default());
-        room.affiliations
-            .insert("a@x".into(), Affiliation::Owner);
+        room.affiliations.insert("a@x".into(), Affiliation::Owner);
         let p = Element::new("presence", ns::CLIENT);
         room.presence(&j("a@x/1"), "A", p.clone(), &req(), true)
             .unwrap();
@@ -1518,7 +1522,12 @@ mod tests {
         let mut views: Vec<_> = out
             .shared
             .iter()
-            .map(|f| (f.to.len(), f.stanza.element().get_child("show", ns::CLIENT).is_some()))
+            .map(|f| {
+                (
+                    f.to.len(),
+                    f.stanza.element().get_child("show", ns::CLIENT).is_some(),
+                )
+            })
             .collect();
         views.sort();
         assert_eq!(views, [(1, true), (2, true)]);
