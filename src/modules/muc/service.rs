@@ -820,7 +820,7 @@ impl MucService {
                     let sent = if s.queued() < half {
                         s.send_shared(p)
                     } else {
-                        s.send_paced(p.addressed(&roster.to)).await
+                        s.send_shared_paced(p).await
                     };
                     if !sent {
                         break;
