@@ -1506,3 +1506,150 @@ async fn history_on_join_honours_maxchars_and_since() {
         "{none}"
     );
 }
+
+/// Sends a ping and returns everything `c` receives up to its reply: whatever the server
+/// queued for `c` before it is in there.
+async fn up_to_ping(c: &mut RawClient) -> String {
+    c.send("<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let all = c.read_until("id=\"sync\"").await;
+    c.read_until("/>").await;
+    all
+}
+
+#[tokio::test]
+async fn a_nick_the_room_rules_change_is_announced_with_210() {
+    let srv = server(&["alice", "bob"]).await;
+    let mut a = login(&srv, "alice", "r").await;
+    let mut b = login(&srv, "bob", "r").await;
+    let aj = create_instant(&mut a, "rules", "Al").await;
+    // A nick the room keeps gets no 210.
+    assert!(!aj.contains("code=\"210\""), "{aj}");
+    // Spaces are trimmed and collapsed (the PRECIS Nickname profile): Bob is "Bo Bo", and his
+    // self-presence says the room changed his nick (210); Al's view does not.
+    let bj = join(&mut b, "rules", "  Bo   Bo ").await;
+    let own = bj
+        .split("<presence")
+        .find(|p| p.contains("code=\"110\""))
+        .unwrap();
+    assert!(
+        own.contains("from=\"rules@conference.localhost/Bo Bo\"") && own.contains("code=\"210\""),
+        "{bj}"
+    );
+    let seen = read_until_contains(&mut a, "presence", "rules@conference.localhost/Bo Bo").await;
+    assert!(!seen.contains("code=\"210\""), "{seen}");
+    // Presence to the nick as first asked is an update of "Bo Bo", not a nick change.
+    b.send(&format!(
+        "<presence to='rules@{MUC}/  Bo   Bo '><show>away</show></presence>"
+    ))
+    .await;
+    let update = read_until_contains(&mut a, "presence", "<show>away</show>").await;
+    assert!(
+        update.contains("/Bo Bo\"") && !update.contains("code=\"303\""),
+        "{update}"
+    );
+    // A nick change the rules alter (NFKC: the ligature is two letters): 303 names the nick
+    // the room chose, and the new self-presence has 210.
+    b.send(&format!("<presence to='rules@{MUC}/\u{fb01}sh'/>"))
+        .await;
+    let gone = read_until_contains(&mut b, "presence", "code=\"303\"").await;
+    assert!(gone.contains("nick=\"fish\""), "{gone}");
+    let now = read_until_contains(&mut b, "presence", "rules@conference.localhost/fish").await;
+    assert!(
+        now.contains("code=\"210\"") && now.contains("code=\"110\""),
+        "{now}"
+    );
+    let gone = read_until_contains(&mut a, "presence", "code=\"303\"").await;
+    assert!(gone.contains("nick=\"fish\""), "{gone}");
+    let now = read_until_contains(&mut a, "presence", "rules@conference.localhost/fish").await;
+    assert!(!now.contains("code=\"210\""), "{now}");
+    // A nick of nothing but spaces breaks the rules.
+    b.send(&format!("<presence to='rules@{MUC}/   '/>")).await;
+    let e = read_until_contains(&mut b, "presence", "type=\"error\"").await;
+    assert!(e.contains("not-acceptable"), "{e}");
+}
+
+#[tokio::test]
+async fn a_moderated_room_follows_its_broadcast_pm_and_subject_settings() {
+    let srv = server(&["alice", "bob"]).await;
+    let mut a = login(&srv, "alice", "r").await;
+    let mut b = login(&srv, "bob", "r").await;
+    join(&mut a, "quiet", "Al").await;
+    let r = iq(
+        &mut a,
+        "cfg",
+        &format!("<iq type='set' id='cfg' to='quiet@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field><field var='muc#roomconfig_moderatedroom'><value>1</value></field><field var='muc#roomconfig_presencebroadcast'><value>moderator</value><value>participant</value></field><field var='muc#roomconfig_allowpm'><value>participants</value></field><field var='muc#roomconfig_changesubject'><value>1</value></field></x></query></iq>"),
+    )
+    .await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    // Bob enters a moderated room as a visitor, whose presence is not broadcast.
+    let bj = join(&mut b, "quiet", "Bo").await;
+    assert!(bj.contains("role=\"visitor\""), "{bj}");
+    let before = up_to_ping(&mut a).await;
+    assert!(
+        !before.contains("quiet@conference.localhost/Bo"),
+        "{before}"
+    );
+    // A visitor may neither speak privately (participants only) nor set the subject.
+    let pm =
+        format!("<message to='quiet@{MUC}/Al' type='chat' id='pm'><body>psst</body></message>");
+    b.send(&pm).await;
+    let e = read_until_contains(&mut b, "message", "type=\"error\"").await;
+    assert!(e.contains("<forbidden"), "{e}");
+    let topic = format!(
+        "<message to='quiet@{MUC}' type='groupchat' id='t'><subject>Bobs topic</subject></message>"
+    );
+    b.send(&topic).await;
+    let e = read_until_contains(&mut b, "message", "type=\"error\"").await;
+    assert!(e.contains("<forbidden"), "{e}");
+    // With voice Bob is a participant: his presence reaches Al, and he may do both.
+    a.send(&format!(
+        "<iq type='set' id='voice' to='quiet@{MUC}'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Bo' role='participant'/></query></iq>"
+    ))
+    .await;
+    let p = read_until_contains(&mut a, "presence", "quiet@conference.localhost/Bo").await;
+    assert!(p.contains("role=\"participant\""), "{p}");
+    read_until_contains(&mut b, "presence", "role=\"participant\"").await;
+    b.send(&pm).await;
+    let got = read_until_contains(&mut a, "message", "psst").await;
+    assert!(
+        got.contains("from=\"quiet@conference.localhost/Bo\""),
+        "{got}"
+    );
+    b.send(&topic).await;
+    let got = read_until_contains(&mut a, "message", "Bobs topic").await;
+    assert!(got.contains("<subject>"), "{got}");
+}
+
+#[tokio::test]
+async fn a_roster_longer_than_the_send_queue_streams_to_the_newcomer() {
+    let users = ["u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "u9"];
+    let srv = TestServer::with_users(&users, |c| c.c2s.send_queue = 8).await;
+    let mut clients = Vec::new();
+    for u in users.iter().take(9) {
+        let mut c = login(&srv, u, "r").await;
+        join(&mut c, "big", u).await;
+        if clients.is_empty() {
+            c.send(&format!(
+                "<iq type='set' id='inst' to='big@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"
+            ))
+            .await;
+            read_until_contains(&mut c, "iq", "id=\"inst\"").await;
+        }
+        clients.push(c);
+        // Each reads what the newcomer's presence sent it, so no queue fills meanwhile.
+        for c in &mut clients {
+            up_to_ping(c).await;
+        }
+    }
+    // Nine presences, the self-presence and the subject: more than the queue of 8 holds.
+    let mut last = login(&srv, "u9", "r").await;
+    let joined = join(&mut last, "big", "u9").await;
+    for u in users.iter().take(9) {
+        assert!(
+            joined.contains(&format!("from=\"big@conference.localhost/{u}\"")),
+            "{u}: {joined}"
+        );
+    }
+    assert!(joined.contains("code=\"110\""), "{joined}");
+}

@@ -396,6 +396,18 @@ impl SessionHandle {
     /// of overflowing the queue. False if the session ended, or if its writer took nothing for
     /// [`PACED_PATIENCE`] (a client that does not read, or a hibernating session).
     pub async fn send_paced(&self, stanza: Element) -> bool {
+        self.half_free().await && self.send(stanza)
+    }
+
+    /// [`Self::send_paced`] for a stanza serialised once for many sessions (a big room's
+    /// presences to a joining occupant): no element copy is made.
+    pub async fn send_shared_paced(&self, stanza: &Arc<SharedStanza>) -> bool {
+        self.half_free().await && self.send_shared(stanza)
+    }
+
+    /// Waits until half the queue is free; false if the session ended or its writer took
+    /// nothing for [`PACED_PATIENCE`].
+    async fn half_free(&self) -> bool {
         let room = self.tx.max_capacity().div_ceil(2);
         loop {
             if self.tx.is_closed() || self.closer.is_cancelled() {
@@ -405,7 +417,7 @@ impl SessionHandle {
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.tx.capacity() >= room {
-                return self.send(stanza);
+                return true;
             }
             tokio::select! {
                 _ = notified => {}

@@ -41,7 +41,7 @@ pub(super) fn effective_affiliation(ev: &StanzaEvent, room: &Room) -> Affiliatio
 /// Presence to `room@service/nick`: join, update, nick change or leave.
 pub async fn presence(svc: &Arc<MucService>, ev: StanzaEvent) {
     let node = node(&ev);
-    let nick = ev.to.resource().unwrap_or_default().to_string();
+    let asked = ev.to.resource().unwrap_or_default();
     match stanza::stanza_type(&ev.stanza, "available") {
         "available" => {}
         "unavailable" => {
@@ -56,10 +56,14 @@ pub async fn presence(svc: &Arc<MucService>, ev: StanzaEvent) {
         }
         _ => return,
     }
-    if let Err(e) = Room::check_nick(&nick, svc.limits.max_nick_length) {
-        ev.reply_error(e).await;
-        return;
-    }
+    let nick = match Room::enforce_nick(asked, svc.limits.max_nick_length) {
+        Ok(nick) => nick,
+        Err(e) => {
+            ev.reply_error(e).await;
+            return;
+        }
+    };
+    let nick_changed = nick != asked;
     let x = ev.stanza.get_child("x", ns::MUC);
     let mut created = false;
     let room = match svc.room(&node).await {
@@ -106,6 +110,7 @@ pub async fn presence(svc: &Arc<MucService>, ev: StanzaEvent) {
         server_admin: ev.core.config.load().is_admin(ev.from.bare().as_str()),
         max_occupants: svc.limits.max_occupants,
         now: now(),
+        nick_changed,
     };
     let result = lock(&room).presence(&ev.from, &nick, ev.stanza.clone(), &req, created);
     match result {

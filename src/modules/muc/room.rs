@@ -271,6 +271,9 @@ pub struct JoinRequest {
     pub max_occupants: usize,
     /// Now (Unix seconds).
     pub now: i64,
+    /// The service changed the nick asked for (its nick rules): the self-presence says so
+    /// with status 210.
+    pub nick_changed: bool,
 }
 
 /// Stanzas to send: each recipient's full JID and the stanza (its `to` already set).
@@ -311,6 +314,29 @@ impl Outgoing {
     /// Whether nothing is to be sent.
     pub fn is_empty(&self) -> bool {
         self.roster.is_none() && self.each.is_empty() && self.shared.is_empty()
+    }
+}
+
+impl Outgoing {
+    /// Appends what `more` sends after what `self` sends (only a join has a roster, so at most
+    /// one of them carries one).
+    pub fn extend(&mut self, more: impl Into<Outgoing>) {
+        let more = more.into();
+        if self.roster.is_none() {
+            self.roster = more.roster;
+        }
+        self.each.extend(more.each);
+        self.shared.extend(more.shared);
+    }
+}
+
+impl From<Fanout> for Outgoing {
+    fn from(f: Fanout) -> Self {
+        Outgoing {
+            roster: None,
+            each: Out::new(),
+            shared: vec![f],
+        }
     }
 }
 
@@ -517,7 +543,7 @@ impl Room {
 
     /// Puts hat `hat` on `bare` (`on`; a hat already worn gets the new title) or takes it off
     /// (XEP-0317); every present occupant of that user has its presence broadcast again.
-    pub fn set_hat(&mut self, bare: &Jid, hat: Hat, on: bool) -> Result<Out, HatRefused> {
+    pub fn set_hat(&mut self, bare: &Jid, hat: Hat, on: bool) -> Result<Outgoing, HatRefused> {
         if hat.uri.trim().is_empty()
             || hat.uri.len() > MAX_HAT_URI
             || hat.title.chars().count() > MAX_HAT_TITLE
@@ -553,12 +579,12 @@ impl Room {
             .filter(|o| &o.bare == bare)
             .map(|o| o.nick.clone())
             .collect();
-        let mut out = Out::new();
+        let mut out = Outgoing::default();
         for nick in nicks {
             if let Some(occ) = self.occupants.get_mut(&nick) {
                 occ.forget_views();
             }
-            self.broadcast_presence(&nick, &[], &[], &mut out);
+            self.broadcast_presence(&nick, &[], &mut out);
         }
         Ok(out)
     }
@@ -580,29 +606,16 @@ impl Room {
         }
     }
 
-    /// Broadcasts `nick`'s current presence to every occupant that receives it; the occupant
-    /// itself gets `self_codes` (with 110), the others `codes`.
-    fn broadcast_presence(&self, nick: &str, codes: &[u16], self_codes: &[u16], out: &mut Out) {
+    /// Broadcasts `nick`'s current presence: its own sessions get it with 110 and `self_codes`,
+    /// every other occupant that receives it the cached view (at most two fan-outs).
+    fn broadcast_presence(&self, nick: &str, self_codes: &[u16], out: &mut Outgoing) {
         let Some(occ) = self.occupants.get(nick) else {
             return;
         };
-        let broadcast = self.config.presence_broadcast.contains(&occ.role);
-        // The others see one of two views (real JID shown or not): each is built once.
-        let mut views: [Option<Element>; 2] = [None, None];
-        for viewer in self.occupants.values() {
-            if viewer.nick == occ.nick {
-                let mut all = codes.to_vec();
-                all.extend_from_slice(self_codes);
-                all.push(110);
-                Room::to_sessions(viewer, self.presence_for(occ, viewer, &all), out);
-            } else if broadcast {
-                let show = self.shows_jid(occ, viewer);
-                let view = views[usize::from(show)]
-                    .get_or_insert_with(|| self.presence_view(occ, show, codes))
-                    .clone();
-                Room::to_sessions(viewer, view, out);
-            }
-        }
+        let mut codes = self_codes.to_vec();
+        codes.push(110);
+        Room::to_sessions(occ, self.presence_for(occ, occ, &codes), &mut out.each);
+        out.shared.extend(self.presence_fanouts(occ));
     }
 
     /// `occ`'s cached presence for every other occupant that receives it, as at most two
@@ -651,7 +664,6 @@ impl Room {
         created: bool,
     ) -> Result<Outgoing, StanzaError> {
         let mut out = Out::new();
-        let mut shared = Vec::new();
         if let Some(current) = self.sessions.get(from).cloned() {
             if current == nick {
                 // A presence update.
@@ -661,12 +673,11 @@ impl Room {
                     s.1 = presence;
                     occ.forget_views();
                 }
-                self.broadcast_presence(nick, &[], &[], &mut out);
-                return Ok(out.into());
+                let mut out = Outgoing::default();
+                self.broadcast_presence(nick, &[], &mut out);
+                return Ok(out);
             }
-            return self
-                .change_nick(from, &current, nick, presence)
-                .map(Outgoing::from);
+            return self.change_nick(from, &current, nick, presence, req.nick_changed);
         }
         let bare = from.bare();
         let mut affiliation = self.affiliation(&bare);
@@ -763,27 +774,24 @@ impl Room {
         if created {
             self_codes.push(201);
         }
+        if req.nick_changed {
+            self_codes.push(210);
+        }
         if joining_existing {
             // Another session of a present occupant (§7.2, multi-session nicks): everyone sees
-            // the occupant's presence again (its other sessions with 110), the new session its
-            // self-presence with the join's codes.
-            let broadcast = self.config.presence_broadcast.contains(&me.role);
-            for viewer in self.occupants.values() {
-                if viewer.nick == nick {
-                    let others = Occupant {
-                        sessions: viewer
-                            .sessions
-                            .iter()
-                            .filter(|(j, _)| j != from)
-                            .cloned()
-                            .collect(),
-                        ..viewer.clone()
-                    };
-                    Room::to_sessions(&others, self.presence_for(me, &others, &[110]), &mut out);
-                } else if broadcast {
-                    Room::to_sessions(viewer, self.presence_for(me, viewer, &[]), &mut out);
-                }
-            }
+            // the occupant's presence again (its other sessions with 110, the others its cached
+            // view as at most two fan-outs), the new session its self-presence with the join's
+            // codes.
+            let others = Occupant {
+                sessions: me
+                    .sessions
+                    .iter()
+                    .filter(|(j, _)| j != from)
+                    .cloned()
+                    .collect(),
+                ..me.clone()
+            };
+            Room::to_sessions(&others, self.presence_for(me, &others, &[110]), &mut out);
             let mut codes = self_codes.clone();
             codes.push(110);
             Room::to_sessions(
@@ -796,8 +804,9 @@ impl Room {
             let mut codes = self_codes;
             codes.push(110);
             Room::to_sessions(me, self.presence_for(me, me, &codes), &mut out);
-            shared = self.presence_fanouts(me);
         }
+        // Either way the others get the occupant's cached presence as at most two fan-outs.
+        let shared = self.presence_fanouts(me);
         // The room's avatar hash (XEP-0486), then history, then the subject (§7.2.15, §7.2.16).
         if let Some(hash) = &self.avatar_hash {
             out.push((from.clone(), self.avatar_presence(hash, from)));
@@ -873,17 +882,19 @@ impl Room {
         old: &str,
         new: &str,
         presence: Element,
-    ) -> Result<Out, StanzaError> {
+        nick_changed: bool,
+    ) -> Result<Outgoing, StanzaError> {
         if self.occupants.contains_key(new) {
             return Err(StanzaError::with_text(C::Conflict, "that nick is taken"));
         }
-        let mut out = Out::new();
+        let mut out = Outgoing::default();
         let Some(mut occ) = self.occupants.get(old).cloned() else {
             return Ok(out);
         };
-        // 303 unavailable under the old nick, then the new nick's presence.
-        for viewer in self.occupants.values() {
-            let mut p = self.presence_for(&occ, viewer, &[303]);
+        // 303 unavailable under the old nick (naming the new one), then the new nick's
+        // presence; the others get each as at most two fan-outs.
+        let gone = |show: bool, codes: &[u16]| {
+            let mut p = self.presence_view(&occ, show, codes);
             p.set_attr("type", Some("unavailable".into()));
             if let Some(item) = p
                 .get_child_mut("x", ns::MUC_USER)
@@ -891,13 +902,10 @@ impl Room {
             {
                 item.set_attr("nick", Some(new.to_string()));
             }
-            if viewer.nick == old
-                && let Some(x) = p.get_child_mut("x", ns::MUC_USER)
-            {
-                x.push(status(110));
-            }
-            Room::to_sessions(viewer, p, &mut out);
-        }
+            p
+        };
+        Room::to_sessions(&occ, gone(true, &[303, 110]), &mut out.each);
+        out.shared = self.fanouts_to_others(&occ, |show| SharedStanza::new(gone(show, &[303])));
         self.occupants.remove(old);
         occ.nick = new.to_string();
         occ.forget_views();
@@ -908,7 +916,8 @@ impl Room {
             self.sessions.insert(j.clone(), new.to_string());
         }
         self.occupants.insert(new.to_string(), occ);
-        self.broadcast_presence(new, &[], &[], &mut out);
+        let self_codes: &[u16] = if nick_changed { &[210] } else { &[] };
+        self.broadcast_presence(new, self_codes, &mut out);
         Ok(out)
     }
 
@@ -965,15 +974,15 @@ impl Room {
         };
         match self.occupants.get(&nick) {
             Some(occ) if occ.sessions.len() > 1 => self.leave(from, None),
-            Some(_) => self.remove_occupant(&nick, &[333], Some(reason)).into(),
+            Some(_) => self.remove_occupant(&nick, &[333], Some(reason)),
             None => Outgoing::default(),
         }
     }
 
     /// Removes an occupant with all its sessions, telling everyone why (`codes`: 307 kicked,
     /// 301 banned, 321 affiliation change, 322 members-only).
-    pub fn remove_occupant(&mut self, nick: &str, codes: &[u16], reason: Option<&str>) -> Out {
-        let mut out = Out::new();
+    pub fn remove_occupant(&mut self, nick: &str, codes: &[u16], reason: Option<&str>) -> Outgoing {
+        let mut out = Outgoing::default();
         let Some(mut occ) = self.occupants.remove(nick) else {
             return out;
         };
@@ -997,27 +1006,24 @@ impl Room {
         Room::to_sessions(
             &occ,
             with_reason(self.presence_for(&occ, &occ, &self_codes)),
-            &mut out,
+            &mut out.each,
         );
-        for viewer in self.occupants.values() {
-            Room::to_sessions(
-                viewer,
-                with_reason(self.presence_for(&occ, viewer, codes)),
-                &mut out,
-            );
-        }
+        // The others: at most two fan-outs (real JID shown or not).
+        out.shared = self.fanouts_to_others(&occ, |show| {
+            SharedStanza::new(with_reason(self.presence_view(&occ, show, codes)))
+        });
         out
     }
 
     /// Sets an occupant's role and broadcasts its presence.
-    pub fn set_role(&mut self, nick: &str, role: Role) -> Out {
-        let mut out = Out::new();
+    pub fn set_role(&mut self, nick: &str, role: Role) -> Outgoing {
+        let mut out = Outgoing::default();
         if let Some(occ) = self.occupants.get_mut(nick) {
             occ.role = role;
             // The role, and with it maybe the affiliation, changed.
             occ.forget_views();
         }
-        self.broadcast_presence(nick, &[], &[], &mut out);
+        self.broadcast_presence(nick, &[], &mut out);
         out
     }
 
@@ -1057,7 +1063,7 @@ impl Room {
         bare: &Jid,
         affiliation: Affiliation,
         reason: Option<&str>,
-    ) -> Out {
+    ) -> Outgoing {
         if affiliation == Affiliation::None {
             self.affiliations.remove(bare.as_str());
         } else {
@@ -1069,7 +1075,7 @@ impl Room {
             .filter(|o| &o.bare == bare)
             .map(|o| o.nick.clone())
             .collect();
-        let mut out = Out::new();
+        let mut out = Outgoing::default();
         for nick in nicks {
             if affiliation == Affiliation::Outcast {
                 out.extend(self.remove_occupant(&nick, &[301], reason));
@@ -1164,8 +1170,8 @@ impl Room {
     /// Tells the occupants the configuration changed (status 104; 172/173 when real JIDs became
     /// visible or hidden; 170/171 when archiving started or stopped) and removes non-members
     /// when the room became members-only (322).
-    pub fn config_changed(&mut self, old: &RoomConfig) -> Out {
-        let mut out = Out::new();
+    pub fn config_changed(&mut self, old: &RoomConfig) -> Outgoing {
+        let mut out = Outgoing::default();
         if self.config.members_only && !old.members_only {
             let outsiders: Vec<String> = self
                 .occupants
@@ -1196,11 +1202,7 @@ impl Room {
             .attr("type", "groupchat")
             .attr("from", self.jid.to_string())
             .child(x);
-        for j in self.session_jids() {
-            let mut copy = msg.clone();
-            copy.set_attr("to", Some(j.to_string()));
-            out.push((j.clone(), copy));
-        }
+        out.shared.push(self.to_everyone(msg));
         out
     }
 
@@ -1215,12 +1217,22 @@ impl Room {
             )
     }
 
-    /// Checks a nick: not empty, at most `max_len` characters, a valid resource.
-    pub fn check_nick(nick: &str, max_len: usize) -> Result<(), StanzaError> {
-        if nick.trim().is_empty() || nick.chars().count() > max_len {
-            return Err(modify(C::NotAcceptable, "the nick is empty or too long"));
+    /// The room's nick rules: the nick asked for as the room uses it, enforced by the PRECIS
+    /// Nickname profile (RFC 8266: spaces trimmed and collapsed, NFKC) and at most `max_len`
+    /// characters; `not-acceptable` if nothing valid is left.
+    pub fn enforce_nick(nick: &str, max_len: usize) -> Result<String, StanzaError> {
+        use precis_profiles::precis_core::profile::PrecisFastInvocation;
+        let refused = || {
+            modify(
+                C::NotAcceptable,
+                "the nick is empty, too long or not allowed",
+            )
+        };
+        let nick = precis_profiles::Nickname::enforce(nick).map_err(|_| refused())?;
+        if nick.chars().count() > max_len {
+            return Err(refused());
         }
-        Ok(())
+        Ok(nick.into_owned())
     }
 }
 
@@ -1309,15 +1321,20 @@ mod tests {
                     .filter(|(_, s)| s.name() == "presence")
                     .map(|(j, s)| (j.as_str(), s.get_attr("from").unwrap_or_default())),
             )
+            .chain(out.shared.iter().flat_map(|f| {
+                let from = f.stanza.element().get_attr("from").unwrap_or_default();
+                f.to.iter().map(move |j| (j.as_str(), from))
+            }))
             .collect();
-        // A to the new session; B again to A and to B's first session; B's self-presence.
+        // A to the new session; B again to B's first session, B's self-presence, and B
+        // (shared) to A.
         assert_eq!(
             presences,
             vec![
                 ("b@x/2", "r@c.x/A"),
-                ("a@x/1", "r@c.x/B"),
                 ("b@x/1", "r@c.x/B"),
                 ("b@x/2", "r@c.x/B"),
+                ("a@x/1", "r@c.x/B"),
             ]
         );
         let first = room.leave(&j("b@x/1"), None);
@@ -1414,9 +1431,12 @@ mod tests {
             title: "T".into(),
         };
         let out = room.set_hat(&j("b@x"), hat("urn:h:0"), true).unwrap();
-        // B's presence again to A and to B, each with the hat.
-        assert_eq!(out.len(), 2);
-        for (_, p) in &out {
+        // B's presence again to B and (shared) to A, each with the hat.
+        assert_eq!(out.each.len(), 1);
+        assert_eq!(out.shared.len(), 1);
+        assert_eq!(out.shared[0].to, vec![j("a@x/1")]);
+        let stanzas = out.each.iter().map(|(_, p)| p);
+        for p in stanzas.chain(out.shared.iter().map(|f| f.stanza.element())) {
             let hats = p.get_child("hats", ns::HATS).unwrap();
             assert_eq!(hats.children().count(), 1);
         }
@@ -1462,6 +1482,83 @@ mod tests {
                 .iter()
                 .all(|(_, p)| p.get_child("hats", ns::HATS).is_none())
         );
+    }
+
+    #[test]
+    fn nick_rules_trim_collapse_and_refuse() {
+        assert_eq!(Room::enforce_nick("Alice", 8).unwrap(), "Alice");
+        assert_eq!(Room::enforce_nick("  Al   ice ", 8).unwrap(), "Al ice");
+        // NFKC: the ligature becomes two letters.
+        assert_eq!(Room::enforce_nick("\u{fb01}n", 8).unwrap(), "fin");
+        for bad in ["   ", "", "toolongnick", "a\u{7}b"] {
+            assert_eq!(
+                Room::enforce_nick(bad, 8).unwrap_err().condition,
+                C::NotAcceptable,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn updates_kicks_and_nick_changes_reach_the_others_as_shared_views() {
+        let mut room = Room::new(j("r@c.x"), RoomConfig::default());
+        room.affiliations.insert("a@x".into(), Affiliation::Owner);
+        let p = Element::new("presence", ns::CLIENT);
+        room.presence(&j("a@x/1"), "A", p.clone(), &req(), true)
+            .unwrap();
+        for (i, nick) in ["B", "C", "D"].iter().enumerate() {
+            room.presence(&j(&format!("u{i}@x/1")), nick, p.clone(), &req(), false)
+                .unwrap();
+        }
+        // A status change of B: its own session alone, the others in two views (A, a
+        // moderator, sees B's real JID; C and D do not).
+        let away = Element::new("presence", ns::CLIENT)
+            .child(Element::new("show", ns::CLIENT).text("away"));
+        let out = room
+            .presence(&j("u0@x/1"), "B", away, &req(), false)
+            .unwrap();
+        let tos: Vec<_> = out.each.iter().map(|(j, _)| j.as_str()).collect();
+        assert_eq!(tos, ["u0@x/1"]);
+        let mut views: Vec<_> = out
+            .shared
+            .iter()
+            .map(|f| {
+                (
+                    f.to.len(),
+                    f.stanza.element().get_child("show", ns::CLIENT).is_some(),
+                )
+            })
+            .collect();
+        views.sort();
+        assert_eq!(views, [(1, true), (2, true)]);
+        // The update is the cached view a newcomer gets next.
+        let cached = room.occupants["B"].views.0[0].get().cloned().unwrap();
+        assert!(out.shared.iter().any(|f| Arc::ptr_eq(&f.stanza, &cached)));
+        // A nick change the room's rules made: 303 and the new presence, both shared; 210 for
+        // the occupant itself.
+        let out = room
+            .presence(
+                &j("u1@x/1"),
+                "Cee",
+                p.clone(),
+                &JoinRequest {
+                    nick_changed: true,
+                    ..req()
+                },
+                false,
+            )
+            .unwrap();
+        let own: Vec<String> = out.each.iter().map(|(_, s)| s.to_xml(ns::CLIENT)).collect();
+        assert_eq!(own.len(), 2, "{own:?}");
+        assert!(own[0].contains("code=\"303\"") && own[0].contains("nick=\"Cee\""));
+        assert!(own[1].contains("code=\"210\"") && own[1].contains("code=\"110\""));
+        assert_eq!(out.shared.len(), 4);
+        assert!(out.shared.iter().all(|f| !f.to.contains(&j("u1@x/1"))));
+        // A kick: the kicked sessions alone, the others shared.
+        let out = room.remove_occupant("D", &[307], Some("bye"));
+        assert_eq!(out.each.len(), 1);
+        let to_others: usize = out.shared.iter().map(|f| f.to.len()).sum();
+        assert_eq!(to_others, 3);
     }
 
     #[test]

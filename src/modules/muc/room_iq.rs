@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::form;
 use super::handlers::{effective_affiliation, err, internal};
-use super::room::{Affiliation, AffiliationRefused, Role, Room};
+use super::room::{Affiliation, AffiliationRefused, Outgoing, Role, Room};
 use super::service::{ARCHIVE_STORE, MucService, VCARDS_STORE, lock};
 use crate::core::events::StanzaEvent;
 use crate::modules::mam;
@@ -131,9 +131,8 @@ pub(super) async fn set_room_vcard(
         let mut r = lock(room);
         r.avatar_hash = hash.clone();
         let shown = hash.unwrap_or_default();
-        r.session_jids()
-            .map(|j| (j.clone(), r.avatar_presence(&shown, j)))
-            .collect::<Vec<_>>()
+        // One presence for everyone (`to_everyone` drops the `to`).
+        r.to_everyone(r.avatar_presence(&shown, &r.jid))
     };
     svc.save(node).await.map_err(internal)?;
     svc.send(out).await;
@@ -153,7 +152,7 @@ pub(super) async fn admin(
         .filter(|i| i.is("item", ns::MUC_ADMIN))
         .collect();
     let set = stanza::stanza_type(&ev.stanza, "") == "set";
-    let mut out = Vec::new();
+    let mut out = Outgoing::default();
     let reply = {
         let mut r = lock(room);
         let my_aff = effective_affiliation(ev, &r);
@@ -336,7 +335,7 @@ pub(super) async fn owner(
                     r.history.pop_front();
                 }
                 if was_locked {
-                    Vec::new()
+                    Outgoing::default()
                 } else {
                     r.config_changed(&old)
                 }

@@ -767,9 +767,14 @@ impl MucService {
             .remove(sender);
     }
 
+    /// Sends what a room rule produced ([`Out`] or [`Outgoing`]), as [`Self::send_outgoing`].
+    pub async fn send(&self, out: impl Into<Outgoing>) {
+        self.send_outgoing(out.into()).await;
+    }
+
     /// Sends each stanza to its recipient: straight to a local session's queue, otherwise
     /// through the core's router (remote occupants, resumed sessions).
-    pub async fn send(&self, out: Out) {
+    async fn send_each(&self, out: Out) {
         let Some(core) = self.core() else {
             return;
         };
@@ -801,15 +806,23 @@ impl MucService {
     }
 
     /// Sends a joining session the others' cached presences, serialised once for everyone
-    /// who joins after them.
+    /// who joins after them. A roster longer than half the session's queue streams as the
+    /// client reads (the rest paced), so that a big room does not overflow the newcomer's
+    /// queue and get it disconnected.
     async fn send_roster(&self, roster: Roster) {
         let Some(core) = self.core() else {
             return;
         };
         match core.sessions.get(&roster.to) {
             Some(s) => {
+                let half = core.config.load().c2s.send_queue / 2;
                 for p in &roster.presences {
-                    if !s.send_shared(p) {
+                    let sent = if s.queued() < half {
+                        s.send_shared(p)
+                    } else {
+                        s.send_shared_paced(p).await
+                    };
+                    if !sent {
                         break;
                     }
                 }
@@ -828,7 +841,7 @@ impl MucService {
         if let Some(roster) = out.roster {
             self.send_roster(roster).await;
         }
-        self.send(out.each).await;
+        self.send_each(out.each).await;
         for f in out.shared {
             self.fan_out(f).await;
         }
