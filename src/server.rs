@@ -125,10 +125,11 @@ impl Server {
         config.check_modules(&crate::modules::BUILTIN.catalog())?;
         create_data_dir(&config)?;
         let store_dir = config.store_dir();
-        let cache = config.storage.cache_capacity_mb * 1024 * 1024;
-        let store = tokio::task::spawn_blocking(move || Store::open_sled(&store_dir, cache))
-            .await
-            .map_err(|e| StartError::Storage(StorageError::Io(e.to_string())))??;
+        let storage = config.storage.clone();
+        let store =
+            tokio::task::spawn_blocking(move || Store::open_configured(&store_dir, &storage))
+                .await
+                .map_err(|e| StartError::Storage(StorageError::Io(e.to_string())))??;
         Server::start_with_store(config, store).await
     }
 

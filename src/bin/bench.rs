@@ -218,11 +218,8 @@ async fn bulk_create(args: &Args, config: &Path) -> Result<()> {
     let cfg = Config::load(config).map_err(|e| anyhow!("{e}"))?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let store = Store::open_sled(
-        &cfg.store_dir(),
-        cfg.storage.cache_capacity_mb * 1024 * 1024,
-    )
-    .context("opening the store (is the server stopped?)")?;
+    let store = Store::open_configured(&cfg.store_dir(), &cfg.storage)
+        .context("opening the store (is the server stopped?)")?;
     let hosts = cfg.hosts.iter().map(|h| h.name.clone()).collect();
     let accounts = Arc::new(Accounts::new(
         store.clone(),

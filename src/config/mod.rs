@@ -492,13 +492,27 @@ impl Default for AuthConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Page cache of the embedded store, in MiB.
+    /// Which engine keeps the store (see [`StorageBackend`]).
+    pub backend: StorageBackend,
+    /// Cache of the embedded engine (fjall's block cache, sled's page cache), in MiB.
     pub cache_capacity_mb: u64,
+}
+
+/// The engine behind the store, `[storage] backend`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// fjall, an LSM tree with a journal in `<data_dir>/store` (the default: cheap appends).
+    #[default]
+    Fjall,
+    /// sled 0.34 in `<data_dir>/store` (the engine before fjall).
+    Sled,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            backend: StorageBackend::default(),
             cache_capacity_mb: 64,
         }
     }

@@ -210,7 +210,8 @@ fn restart_warnings(old: &Config, new: &Config) -> Vec<String> {
         "tls",
     );
     check(
-        old.storage.cache_capacity_mb != new.storage.cache_capacity_mb,
+        old.storage.cache_capacity_mb != new.storage.cache_capacity_mb
+            || old.storage.backend != new.storage.backend,
         "storage",
     );
     check(old.log_level != new.log_level, "log_level");

@@ -1,8 +1,10 @@
 //! Server storage: Prosody-style keyval, map and archive stores scoped by host
 //! and store name, over a pluggable ordered byte key/value [`Backend`].
 //!
-//! Two backends exist: [`SledBackend`] (embedded, the default on disk) and
-//! [`MemoryBackend`] (tests). Every write method is `async` and returns only
+//! Three backends exist: [`FjallBackend`] (embedded, the default on disk), [`SledBackend`]
+//! (embedded, the engine before fjall; a sled directory is converted to fjall once, see
+//! `upgrade`) and [`MemoryBackend`] (tests). [`Store::open_configured`] picks one for
+//! `[storage] backend`. Every write method is `async` and returns only
 //! once the data has been flushed to disk ("acknowledged means durable").
 //!
 //! Key layout (names may not contain NUL, which separates components):
@@ -24,17 +26,21 @@
 
 mod appender;
 mod export;
+mod fjall;
 mod item;
 mod memory;
 mod record;
 mod sled;
 mod totals;
+mod upgrade;
 mod with_index;
 
 pub use self::export::{export, import};
+pub use self::fjall::FjallBackend;
 pub use self::memory::MemoryBackend;
 pub use self::record::Record;
 pub use self::sled::SledBackend;
+pub use self::upgrade::SLED_BACKUP_DIR;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
@@ -345,6 +351,32 @@ impl Store {
             path,
             cache_capacity_bytes,
         )?)))
+    }
+
+    /// Opens (or creates) a fjall keyspace in `path`.
+    pub fn open_fjall(path: &Path, cache_capacity_bytes: u64) -> Result<Self> {
+        Ok(Store::new(Arc::new(FjallBackend::open(
+            path,
+            cache_capacity_bytes,
+        )?)))
+    }
+
+    /// Opens the store in `path` with the engine `[storage] backend` names: the one place
+    /// that choice is made. A sled directory under fjall is converted first (see `upgrade`);
+    /// a fjall directory under sled is refused.
+    pub fn open_configured(path: &Path, cfg: &crate::config::StorageConfig) -> Result<Self> {
+        use crate::config::StorageBackend;
+        let cache = cfg.cache_capacity_mb.saturating_mul(1024 * 1024);
+        match cfg.backend {
+            StorageBackend::Fjall => {
+                upgrade::sled_to_fjall(path, cache)?;
+                Store::open_fjall(path, cache)
+            }
+            StorageBackend::Sled => {
+                upgrade::refuse_fjall_under_sled(path)?;
+                Store::open_sled(path, cache)
+            }
+        }
     }
 
     /// The underlying backend.
@@ -1645,8 +1677,15 @@ pub(crate) mod tests {
         (dir, store)
     }
 
+    fn fjall_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_fjall(dir.path(), 1 << 22).unwrap();
+        (dir, store)
+    }
+
     conformance!(memory, ((), Store::memory()));
     conformance!(sled, sled_store());
+    conformance!(fjall, fjall_store());
 
     #[test]
     fn value_versioning() {
