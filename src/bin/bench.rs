@@ -56,6 +56,8 @@ mod mam;
 mod muc;
 #[path = "bench/s2s.rs"]
 mod s2s;
+#[path = "bench/store.rs"]
+mod store;
 
 /// Command-line arguments.
 #[derive(Parser, Debug, Clone)]
@@ -71,7 +73,7 @@ struct Args {
     #[arg(long, default_value = "localhost")]
     domain: String,
     /// PEM file with the certificate(s) to trust (e.g. the server's DATA_DIR/tls/cert.pem).
-    #[arg(long, required_unless_present = "bulk_create")]
+    #[arg(long, required_unless_present_any = ["bulk_create", "store_bench"])]
     cert: Option<PathBuf>,
     /// Number of client sessions (accounts PREFIX0..PREFIX{N-1}).
     #[arg(long, default_value_t = 100)]
@@ -117,6 +119,10 @@ struct Args {
     /// the server's `muc_rate_burst` (default 10) raise that limit, or senders are refused.
     #[arg(long, default_value_t = 10)]
     muc_rounds: u64,
+    /// Append `--messages` archive items over `--clients` users on sled, then on fjall, in
+    /// fresh directories under DIR, in-process (no server), and print appends/s and CPU per append.
+    #[arg(long, value_name = "DIR")]
+    store_bench: Option<PathBuf>,
     /// Create the accounts offline in the store of this server config, then exit (server stopped).
     #[arg(long, value_name = "CONFIG")]
     bulk_create: Option<PathBuf>,
@@ -206,6 +212,10 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(cfg) = &args.bulk_create {
         return bulk_create(&args, cfg).await;
+    }
+    if let Some(dir) = &args.store_bench {
+        let appends = usize::try_from(args.messages).unwrap_or(usize::MAX);
+        return store::run_all(dir, appends, args.clients).await;
     }
     if args.s2s.s2s_addr.is_some() {
         return s2s::run(Arc::new(args)).await;

@@ -1,16 +1,13 @@
-//! Micro-benchmark of archive appends on each embedded engine: the MAM module's path
-//! (`append_lazy` with generated ids, one writer thread batching) for both parties of every
-//! message, then one flush; prints appends/s and the process's CPU per append.
-//!
-//! ```text
-//! cargo run --release --example bench_store -- [APPENDS] [USERS]
-//! ```
-//! Defaults: 200,000 appends over 200 users.
+//! The `--store-bench DIR` scenario: archive appends on each embedded engine, in-process, on
+//! the MAM module's path (`append_lazy` with generated ids, one writer thread batching), then
+//! one flush; prints appends/s and this process's CPU per append, then the time of the
+//! newest page of one user. `--messages` appends over `--clients` users, in `DIR/sled` and
+//! `DIR/fjall` (which must not exist yet).
 
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use oxpecker::storage::Store;
 use serde_json::json;
 
@@ -62,25 +59,20 @@ async fn run(name: &str, store: Store, appends: usize, users: usize) -> Result<(
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let appends = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
-    let users = args
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(200usize)
-        .max(1);
-    let dir = tempfile::tempdir()?;
-    let open = |engine: &str, path: &Path| -> Result<Store> {
-        Ok(match engine {
-            "sled" => Store::open_sled(path, 64 << 20)?,
-            _ => Store::open_fjall(path, 64 << 20)?,
-        })
-    };
+/// Runs the scenario for sled, then fjall, in fresh directories under `dir`.
+pub async fn run_all(dir: &Path, appends: usize, users: usize) -> Result<()> {
+    let users = users.max(1);
     for engine in ["sled", "fjall"] {
-        let path = dir.path().join(engine);
-        run(engine, open(engine, &path)?, appends, users).await?;
+        let path = dir.join(engine);
+        if path.exists() {
+            bail!("{} exists; give a fresh directory", path.display());
+        }
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        let store = match engine {
+            "sled" => Store::open_sled(&path, 64 << 20)?,
+            _ => Store::open_fjall(&path, 64 << 20)?,
+        };
+        run(engine, store, appends, users).await?;
     }
     Ok(())
 }
