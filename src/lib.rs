@@ -8,7 +8,7 @@
 //! |---|---|
 //! | [`xmpp`] | the protocol, no business logic: [`xmpp::jid`] (RFC 7622), [`xmpp::element`], the incremental [`xmpp::parser`] on quick-xml, namespaces, stream/stanza errors |
 //! | [`auth`] | credentials (argon2id + SCRAM keys) and SASL mechanisms (SCRAM-SHA-256/-1 and their `-PLUS` channel-binding variants, PLAIN, FAST `HT-SHA-256-NONE`/`-ENDP`/`-EXPR` in [`auth::fast`], the XEP-0474 downgrade-protection hash in [`auth::ssdp`]) |
-//! | [`storage`] | the [`storage::Store`] with Prosody's three store kinds (keyval, map, archive) on sled, memory or PostgreSQL ([`storage::PostgresBackend`]: one table keyed by tree and key, a batch per transaction, versioned migrations), archive appends batched by one writer thread, archive items in a length-prefixed binary form with a per-partner (`with`) index, archive totals counted once and kept current, export/import of [`storage::Record`] lines (the one record shape the importers write too) |
+//! | [`storage`] | the [`storage::Store`] with Prosody's three store kinds (keyval, map, archive) on fjall (the default), sled, memory or PostgreSQL ([`storage::PostgresBackend`]: one table keyed by tree and key, a batch per transaction, versioned migrations), the engine chosen in one place ([`storage::Store::open_configured`], from `[storage] backend`), a sled directory converted to fjall once at start (`upgrade`), archive appends batched by one writer thread, archive items in a length-prefixed binary form with a per-partner (`with`) index, archive totals counted once and kept current, export/import of [`storage::Record`] lines (the one record shape the importers write too) |
 //! | [`config`] | TOML loading, defaults, validation that names the key |
 //! | [`logging`] | log output of `oxpecker serve`: text (colours only on a terminal) or JSON lines, standard output or a rotated file, the `audit` target in its own file |
 //! | [`tls`] | certificates (self-signed on first start), the rustls configuration, and the certificate's RFC 5929 `tls-server-end-point` channel-binding value |
@@ -25,6 +25,7 @@
 //!
 //! Dependencies point downward: `web` → `http`, `c2s`; `c2s`, `s2s`, `cluster`, `http`, `control`, `modules` → `core` → `storage`,
 //! `auth`, `config`, `xmpp`. `core` never imports `c2s` or `http`; `xmpp` imports nothing of ours.
+//! `storage` reads only its own section of `config` (`StorageConfig`, to pick the engine).
 //! `core` and `config` never name `modules`: `server` (and `main`) hand the module table to
 //! [`core::Core::new`] and to [`config::Config::check_modules`]. One deliberate exception:
 //! `http` and `c2s` call a few module functions that are the module's public API (vCards for

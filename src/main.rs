@@ -371,7 +371,7 @@ async fn wait_for_signal() {
 }
 
 fn open_store(cfg: &Config) -> Result<Store> {
-    match oxpecker::server::open_store(cfg) {
+    match Store::open_configured(&cfg.store_dir(), &cfg.storage) {
         Ok(s) => Ok(s),
         Err(StorageError::Locked(m)) => bail!("{m}; stop the server first"),
         Err(e) => Err(e).context("opening the store"),

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ConfigError, StorageBackend};
+use crate::config::{Config, ConfigError};
 use crate::core::Core;
 use crate::core::modules::ModuleError;
 use crate::storage::{StorageError, Store};
@@ -90,23 +90,6 @@ async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> 
 }
 
 /// Creates the data directory (certificates and the control socket live there).
-/// Opens the store `[storage]` names: the sled database in the data directory (the default)
-/// or the PostgreSQL database at `url`. Blocks (connecting, migrating).
-pub fn open_store(config: &Config) -> Result<Store, StorageError> {
-    match config.storage.backend {
-        StorageBackend::Sled => Store::open_sled(
-            &config.store_dir(),
-            config.storage.cache_capacity_mb.saturating_mul(1024 * 1024),
-        ),
-        StorageBackend::Postgres => match config.storage.url.as_deref() {
-            Some(url) => Store::open_postgres(url),
-            None => Err(StorageError::Unsupported(
-                "backend = \"postgres\" needs [storage] url".into(),
-            )),
-        },
-    }
-}
-
 fn create_data_dir(config: &Config) -> Result<(), StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.clone(),
@@ -144,10 +127,12 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, StartError> {
         config.check_modules(&crate::modules::BUILTIN.catalog())?;
         create_data_dir(&config)?;
-        let cfg = config.clone();
-        let store = tokio::task::spawn_blocking(move || open_store(&cfg))
-            .await
-            .map_err(|e| StartError::Storage(StorageError::Io(e.to_string())))??;
+        let store_dir = config.store_dir();
+        let storage = config.storage.clone();
+        let store =
+            tokio::task::spawn_blocking(move || Store::open_configured(&store_dir, &storage))
+                .await
+                .map_err(|e| StartError::Storage(StorageError::Io(e.to_string())))??;
         Server::start_with_store(config, store).await
     }
 

@@ -65,8 +65,10 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Starts `oxpecker serve` and waits until its c2s port accepts.
+/// Starts `oxpecker serve` and waits until its c2s port accepts and its control socket exists
+/// (the port is bound before the control socket: a CLI call in between opens the store itself).
 fn serve(config: &Path, port: u16) -> Child {
+    let socket = config.with_file_name("data").join("oxpecker.sock");
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(config)
@@ -76,7 +78,7 @@ fn serve(config: &Path, port: u16) -> Child {
         .spawn()
         .unwrap();
     for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && socket.exists() {
             return child;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -18,8 +18,13 @@ fn dump(store: &Store) -> String {
     String::from_utf8(buf).unwrap()
 }
 
+/// The store of data dir `dir` on the default engine, as a server would open it.
 fn open(dir: &Path) -> Store {
-    Store::open_sled(&dir.join("store"), 1 << 23).unwrap()
+    let storage = oxpecker::config::StorageConfig {
+        cache_capacity_mb: 8,
+        ..Default::default()
+    };
+    Store::open_configured(&dir.join("store"), &storage).unwrap()
 }
 
 fn opts(hosts: &[&str], check: bool) -> Options {

@@ -1,10 +1,10 @@
-//! Storage faults at the request boundaries: a server on a real sled store whose writes fail on
+//! Storage faults at the request boundaries: a server on a real fjall store whose writes fail on
 //! demand (as with a full disk) refuses the requests that needed a write with the protocol's
 //! "try again later" — HTTP 503 with the JSON error body, stanza `<internal-server-error/>` of
 //! type `wait` — keeps serving reads, shows nothing of the refused writes, and serves the same
 //! requests again once writes succeed, with no restart.
 //!
-//! The fault comes from [`FaultyBackend`], a real [`Backend`] wrapping the sled backend; the
+//! The fault comes from [`FaultyBackend`], a real [`Backend`] wrapping the fjall backend (the default engine); the
 //! server runs on it through `Server::start_with_store`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::{PASSWORD, RawClient, TestServer, login, online, read_until_contains, test_config};
 use oxpecker::Server;
-use oxpecker::storage::{Backend, FlushFuture, Result, SledBackend, StorageError, Store};
+use oxpecker::storage::{Backend, FjallBackend, FlushFuture, Result, StorageError, Store};
 use serde_json::{Value, json};
 
 const ADMIN: (&str, &str) = ("admin@localhost", "admin-pw");
@@ -33,9 +33,9 @@ fn disk_full() -> StorageError {
     StorageError::Io("No space left on device (os error 28)".into())
 }
 
-/// A backend whose writes fail on demand; reads always go through to the sled backend.
+/// A backend whose writes fail on demand; reads always go through to the fjall backend.
 struct FaultyBackend {
-    inner: SledBackend,
+    inner: FjallBackend,
     mode: AtomicU8,
     /// Flushes that succeeded.
     flushed: Arc<AtomicU64>,
@@ -117,9 +117,9 @@ async fn faulty_server(users: &[&str]) -> (TestServer, Arc<FaultyBackend>) {
     let mut config = test_config(dir.path());
     config.admins = vec![ADMIN.0.into()];
     config.validate().unwrap();
-    let sled = SledBackend::open(&config.store_dir(), 8 * 1024 * 1024).unwrap();
+    let engine = FjallBackend::open(&config.store_dir(), 8 * 1024 * 1024).unwrap();
     let backend = Arc::new(FaultyBackend {
-        inner: sled,
+        inner: engine,
         mode: AtomicU8::new(HEALTHY),
         flushed: Arc::default(),
     });

@@ -56,6 +56,8 @@ mod mam;
 mod muc;
 #[path = "bench/s2s.rs"]
 mod s2s;
+#[path = "bench/store.rs"]
+mod store;
 
 /// Command-line arguments.
 #[derive(Parser, Debug, Clone)]
@@ -71,7 +73,7 @@ struct Args {
     #[arg(long, default_value = "localhost")]
     domain: String,
     /// PEM file with the certificate(s) to trust (e.g. the server's DATA_DIR/tls/cert.pem).
-    #[arg(long, required_unless_present = "bulk_create")]
+    #[arg(long, required_unless_present_any = ["bulk_create", "store_bench"])]
     cert: Option<PathBuf>,
     /// Number of client sessions (accounts PREFIX0..PREFIX{N-1}).
     #[arg(long, default_value_t = 100)]
@@ -117,6 +119,10 @@ struct Args {
     /// the server's `muc_rate_burst` (default 10) raise that limit, or senders are refused.
     #[arg(long, default_value_t = 10)]
     muc_rounds: u64,
+    /// Append `--messages` archive items over `--clients` users on sled, then on fjall, in
+    /// fresh directories under DIR, in-process (no server), and print appends/s and CPU per append.
+    #[arg(long, value_name = "DIR")]
+    store_bench: Option<PathBuf>,
     /// Create the accounts offline in the store of this server config, then exit (server stopped).
     #[arg(long, value_name = "CONFIG")]
     bulk_create: Option<PathBuf>,
@@ -207,6 +213,10 @@ async fn main() -> Result<()> {
     if let Some(cfg) = &args.bulk_create {
         return bulk_create(&args, cfg).await;
     }
+    if let Some(dir) = &args.store_bench {
+        let appends = usize::try_from(args.messages).unwrap_or(usize::MAX);
+        return store::run_all(dir, appends, args.clients).await;
+    }
     if args.s2s.s2s_addr.is_some() {
         return s2s::run(Arc::new(args)).await;
     }
@@ -218,11 +228,8 @@ async fn bulk_create(args: &Args, config: &Path) -> Result<()> {
     let cfg = Config::load(config).map_err(|e| anyhow!("{e}"))?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let store = Store::open_sled(
-        &cfg.store_dir(),
-        cfg.storage.cache_capacity_mb * 1024 * 1024,
-    )
-    .context("opening the store (is the server stopped?)")?;
+    let store = Store::open_configured(&cfg.store_dir(), &cfg.storage)
+        .context("opening the store (is the server stopped?)")?;
     let hosts = cfg.hosts.iter().map(|h| h.name.clone()).collect();
     let accounts = Arc::new(Accounts::new(
         store.clone(),

@@ -494,10 +494,10 @@ impl Default for AuthConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Page cache of the embedded store, in MiB.
-    pub cache_capacity_mb: u64,
-    /// Which engine holds the data.
+    /// Which engine keeps the store (see [`StorageBackend`]).
     pub backend: StorageBackend,
+    /// Cache of the embedded engine (fjall's block cache, sled's page cache), in MiB.
+    pub cache_capacity_mb: u64,
     /// Connection URL of the PostgreSQL database (`backend = "postgres"`); may hold a password,
     /// which is shown as `***` wherever the configuration is displayed.
     #[serde(serialize_with = "serialize_redacted_url")]
@@ -582,25 +582,27 @@ fn valid_node_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '-' || c == '_'
 }
 
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig {
-            cache_capacity_mb: 64,
-            backend: StorageBackend::default(),
-            url: None,
-        }
-    }
-}
-
-/// The storage engine (`[storage] backend`).
+/// The engine behind the store, `[storage] backend`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "lowercase")]
 pub enum StorageBackend {
-    /// The embedded sled database in `data_dir` (the default, one machine).
+    /// fjall, an LSM tree with a journal in `<data_dir>/store` (the default: cheap appends).
     #[default]
+    Fjall,
+    /// sled 0.34 in `<data_dir>/store` (the engine before fjall).
     Sled,
     /// A PostgreSQL database at `url`, which several nodes can share.
     Postgres,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: StorageBackend::default(),
+            cache_capacity_mb: 64,
+            url: None,
+        }
+    }
 }
 
 impl Default for Config {

@@ -1,10 +1,12 @@
 //! Server storage: Prosody-style keyval, map and archive stores scoped by host
 //! and store name, over a pluggable ordered byte key/value [`Backend`].
 //!
-//! Three backends exist: [`SledBackend`] (embedded, the default on disk),
-//! [`PostgresBackend`] (networked, several nodes can share it) and
-//! [`MemoryBackend`] (tests). Every write method is `async` and returns only
-//! once the data has been flushed to disk or committed ("acknowledged means durable").
+//! Four backends exist: [`FjallBackend`] (embedded, the default on disk), [`SledBackend`]
+//! (embedded, the engine before fjall; a sled directory is converted to fjall once, see
+//! `upgrade`), [`PostgresBackend`] (networked, several nodes can share it) and
+//! [`MemoryBackend`] (tests). [`Store::open_configured`] picks one for `[storage] backend`.
+//! Every write method is `async` and returns only once the data has been flushed to disk or
+//! committed ("acknowledged means durable").
 //!
 //! Key layout (names may not contain NUL, which separates components):
 //! - tree `keyval`: `host\0store\0user` -> value
@@ -25,19 +27,23 @@
 
 mod appender;
 mod export;
+mod fjall;
 mod item;
 mod memory;
 mod postgres;
 mod record;
 mod sled;
 mod totals;
+mod upgrade;
 mod with_index;
 
 pub use self::export::{export, import};
+pub use self::fjall::FjallBackend;
 pub use self::memory::MemoryBackend;
 pub use self::postgres::PostgresBackend;
 pub use self::record::Record;
 pub use self::sled::SledBackend;
+pub use self::upgrade::SLED_BACKUP_DIR;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
@@ -353,6 +359,38 @@ impl Store {
     /// Connects to the PostgreSQL database at `url`, creating or upgrading its schema.
     pub fn open_postgres(url: &str) -> Result<Self> {
         Ok(Store::new(Arc::new(PostgresBackend::open(url)?)))
+    }
+
+    /// Opens (or creates) a fjall keyspace in `path`.
+    pub fn open_fjall(path: &Path, cache_capacity_bytes: u64) -> Result<Self> {
+        Ok(Store::new(Arc::new(FjallBackend::open(
+            path,
+            cache_capacity_bytes,
+        )?)))
+    }
+
+    /// Opens the store in `path` with the engine `[storage] backend` names: the one place
+    /// that choice is made. A sled directory under fjall is converted first (see `upgrade`);
+    /// a fjall directory under sled is refused.
+    pub fn open_configured(path: &Path, cfg: &crate::config::StorageConfig) -> Result<Self> {
+        use crate::config::StorageBackend;
+        let cache = cfg.cache_capacity_mb.saturating_mul(1024 * 1024);
+        match cfg.backend {
+            StorageBackend::Fjall => {
+                upgrade::sled_to_fjall(path, cache)?;
+                Store::open_fjall(path, cache)
+            }
+            StorageBackend::Sled => {
+                upgrade::refuse_fjall_under_sled(path)?;
+                Store::open_sled(path, cache)
+            }
+            StorageBackend::Postgres => match cfg.url.as_deref() {
+                Some(url) => Store::open_postgres(url),
+                None => Err(StorageError::Unsupported(
+                    "backend = \"postgres\" needs [storage] url".into(),
+                )),
+            },
+        }
     }
 
     /// The underlying backend.
@@ -1660,6 +1698,12 @@ pub(crate) mod tests {
         (dir, store)
     }
 
+    fn fjall_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_fjall(dir.path(), 1 << 22).unwrap();
+        (dir, store)
+    }
+
     conformance!(memory, ((), Store::memory()));
     conformance!(sled, sled_store());
     conformance!(
@@ -1670,6 +1714,7 @@ pub(crate) mod tests {
             Store::new(Arc::new(crate::storage::postgres::scratch::backend()))
         )
     );
+    conformance!(fjall, fjall_store());
 
     #[test]
     fn value_versioning() {

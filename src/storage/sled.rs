@@ -113,6 +113,17 @@ impl SledBackend {
         })
     }
 
+    /// The names of the trees in the database (sled's own default tree and `meta` left out).
+    pub fn tree_names(&self) -> Vec<String> {
+        self.db
+            .tree_names()
+            .iter()
+            .filter_map(|n| std::str::from_utf8(n).ok())
+            .filter(|n| *n != "__sled__default" && *n != META_TREE)
+            .map(str::to_owned)
+            .collect()
+    }
+
     fn tree(&self, name: &str) -> Result<::sled::Tree> {
         self.db.open_tree(name).map_err(map_err)
     }
