@@ -241,7 +241,7 @@ impl<R: AsyncBufRead + Unpin> StreamParser<R> {
                 Err(e) => return Err(map_xml_error(e)),
             };
             let ns = match res {
-                ResolveResult::Bound(n) => Some(namespace_value(&n.0.to_string())?),
+                ResolveResult::Bound(n) => Some(namespace_value(n.0)?),
                 ResolveResult::Unbound => None,
                 ResolveResult::Unknown(_) => return Err(C::BadNamespacePrefix.into()),
             };
