@@ -23,8 +23,6 @@ const ID_KEY: &[u8] = b"id_reserved";
 const ID_BLOCK: u64 = 1 << 16;
 /// The lock file that keeps a second process out of the directory.
 const LOCK_FILE: &str = "oxpecker.lock";
-/// How long an open waits for a lock that is being released.
-const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// fjall-backed storage in one data directory (exclusively locked while open).
 pub struct FjallBackend {
@@ -82,18 +80,15 @@ impl FjallBackend {
             .write(true)
             .open(path.join(LOCK_FILE))
             .map_err(|e| StorageError::Io(e.to_string()))?;
-        // A handle being dropped elsewhere in this process (the importers, tests) lets go of
-        // the lock a moment later: wait that moment out, as the sled backend does.
-        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
-        while let Err(e) = lock.try_lock_exclusive() {
-            if std::time::Instant::now() >= deadline {
-                return Err(StorageError::Locked(format!(
+        // A handle being dropped elsewhere in this process lets go of the lock a moment later.
+        super::patient_open(|| {
+            lock.try_lock_exclusive().map_err(|e| {
+                StorageError::Locked(format!(
                     "data directory {} is in use by another oxpecker process ({e})",
                     path.display()
-                )));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+                ))
+            })
+        })?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let keyspace = fjall::Config::new(path)
             .cache_size(cache_capacity_bytes)

@@ -202,6 +202,24 @@ fn utf8(bytes: &[u8]) -> Result<String> {
 }
 
 /// Converts a task join failure into a storage error.
+/// How long opening an embedded store waits for a directory lock that is being released: a
+/// handle dropped elsewhere in this process (the importers, tests) lets go of it a moment later.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs `open` until it succeeds, fails with anything but [`StorageError::Locked`], or
+/// [`LOCK_PATIENCE`] has passed (the one wait both embedded engines use).
+fn patient_open<T>(mut open: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match open() {
+            Err(StorageError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn join_err(e: tokio::task::JoinError) -> StorageError {
     StorageError::Io(format!("storage task failed: {e}"))
 }

@@ -28,24 +28,13 @@ fn map_err(e: ::sled::Error) -> StorageError {
     }
 }
 
-/// How long an open waits for a lock that is being released (see [`SledBackend::open`]).
-const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
-
 impl SledBackend {
     /// Opens (creating if needed) the database in `path` with the given page-cache size.
     pub fn open(path: &Path, cache_capacity_bytes: u64) -> Result<Self> {
         // sled releases its directory lock only once its own I/O threads let go of the files,
-        // a moment after the last handle is dropped: a reopen in the same process (the
-        // importers, tests) waits that moment out instead of failing.
-        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
-        loop {
-            match Self::open_once(path, cache_capacity_bytes) {
-                Err(StorageError::Locked(_)) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                other => return other,
-            }
-        }
+        // a moment after the last handle is dropped: a reopen in the same process waits that
+        // moment out instead of failing.
+        super::patient_open(|| Self::open_once(path, cache_capacity_bytes))
     }
 
     fn open_once(path: &Path, cache_capacity_bytes: u64) -> Result<Self> {
