@@ -527,6 +527,15 @@ impl Room {
         p
     }
 
+    /// The nicks of the occupant(s) whose real bare JID is `bare`.
+    fn nicks_of(&self, bare: &Jid) -> Vec<String> {
+        self.occupants
+            .values()
+            .filter(|o| &o.bare == bare)
+            .map(|o| o.nick.clone())
+            .collect()
+    }
+
     /// `occ`'s available presence with its real JID shown or not, as cached in `occ.views`.
     fn cached_view(&self, occ: &Occupant, show_jid: bool) -> Arc<SharedStanza> {
         occ.views.0[usize::from(show_jid)]
@@ -573,12 +582,7 @@ impl Room {
         if worn.is_empty() {
             self.hats.remove(bare.as_str());
         }
-        let nicks: Vec<String> = self
-            .occupants
-            .values()
-            .filter(|o| &o.bare == bare)
-            .map(|o| o.nick.clone())
-            .collect();
+        let nicks = self.nicks_of(bare);
         let mut out = Outgoing::default();
         for nick in nicks {
             if let Some(occ) = self.occupants.get_mut(&nick) {
@@ -1069,12 +1073,7 @@ impl Room {
         } else {
             self.affiliations.insert(bare.to_string(), affiliation);
         }
-        let nicks: Vec<String> = self
-            .occupants
-            .values()
-            .filter(|o| &o.bare == bare)
-            .map(|o| o.nick.clone())
-            .collect();
+        let nicks = self.nicks_of(bare);
         let mut out = Outgoing::default();
         for nick in nicks {
             if affiliation == Affiliation::Outcast {
