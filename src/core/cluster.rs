@@ -83,10 +83,11 @@ impl Core {
         }
     }
 
-    /// Tells the cluster that the local sessions of `bare` changed (nothing on a single node).
-    pub fn sessions_changed(&self, bare: &Jid) {
+    /// Tells the cluster that the local sessions of `jid`'s account changed (nothing, and no
+    /// bare JID built, on a single node: the router asks this for every broadcast presence).
+    pub fn sessions_changed(&self, jid: &Jid) {
         if let Some(c) = self.cluster.get() {
-            c.changed(bare);
+            c.changed(&jid.bare());
         }
     }
 

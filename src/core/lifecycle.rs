@@ -260,7 +260,7 @@ impl Core {
         if !self.sessions.unbind(handle) {
             return;
         }
-        self.sessions_changed(&handle.jid.bare());
+        self.sessions_changed(&handle.jid);
         let data = || {
             let mut data = session_data(handle);
             data["error"] = match error {

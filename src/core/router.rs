@@ -116,7 +116,7 @@ impl Core {
             && stanza.get_attr("to").is_none()
             && let Some(session) = origin.session()
         {
-            self.sessions_changed(&session.jid.bare());
+            self.sessions_changed(&session.jid);
         }
         let host = self.host(to.domain()).cloned();
         if host.is_none() && self.host(from.domain()).is_none() {
