@@ -285,6 +285,9 @@ impl Module for Muc {
             handler(move |ev| {
                 let s = s.clone();
                 async move {
+                    let Some(ev) = handlers::hosted_here(&s, ev).await else {
+                        return Flow::Handled;
+                    };
                     handlers::presence(&s, ev).await;
                     Flow::Handled
                 }
@@ -305,6 +308,9 @@ impl Module for Muc {
             handler(move |ev| {
                 let s = s.clone();
                 async move {
+                    let Some(ev) = handlers::hosted_here(&s, ev).await else {
+                        return Flow::Handled;
+                    };
                     handlers::message_to_room(&s, ev).await;
                     Flow::Handled
                 }
@@ -317,6 +323,9 @@ impl Module for Muc {
             handler(move |ev| {
                 let s = s.clone();
                 async move {
+                    let Some(ev) = handlers::hosted_here(&s, ev).await else {
+                        return Flow::Handled;
+                    };
                     handlers::private_message(&s, ev).await;
                     Flow::Handled
                 }
@@ -329,6 +338,9 @@ impl Module for Muc {
             handler(move |ev| {
                 let s = s.clone();
                 async move {
+                    let Some(ev) = handlers::hosted_here(&s, ev).await else {
+                        return Flow::Handled;
+                    };
                     handlers::iq_to_room(&s, ev).await;
                     Flow::Handled
                 }
@@ -341,6 +353,9 @@ impl Module for Muc {
             handler(move |ev| {
                 let s = s.clone();
                 async move {
+                    let Some(ev) = handlers::hosted_here(&s, ev).await else {
+                        return Flow::Handled;
+                    };
                     handlers::iq_to_occupant(&s, ev).await;
                     Flow::Handled
                 }
