@@ -721,3 +721,59 @@ async fn a_room_leased_to_a_silent_node_is_taken_over_after_the_ttl() {
     assert_eq!(holder(&n1, "haunted"), RoomHolder::Here);
     holder_is(&n2, "haunted", on_node("n1")).await;
 }
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn occupants_on_other_nodes_join_at_once_and_leave_when_their_session_ends() {
+    let (nats, n1, n2) = cluster(&["alice", "bob"]).await;
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    create_instant_room(&mut alice, "quick", "Al").await;
+    // A room stanza from node 2 names its sender's sessions there, which node 1 takes in at
+    // once (its directory key travels another way and may come later).
+    let frame = oxpecker::cluster::wire::Frame::Room(
+        "n2".into(),
+        vec![oxpecker::cluster::directory::Entry {
+            resource: "early".into(),
+            priority: 0,
+            available: true,
+            secure: true,
+        }],
+        oxpecker::xmpp::parser::parse_element(&format!(
+            "<iq xmlns='jabber:client' type='get' id='d' from='bob@localhost/early' to='quick@{MUC}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        ))
+        .unwrap(),
+    );
+    let client = async_nats::connect(nats.url.as_str()).await.unwrap();
+    client
+        .publish("oxpecker.node.n1", frame.encode().into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let early = jid("bob@localhost/early");
+    let mut learnt = false;
+    for _ in 0..300 {
+        if n1
+            .server()
+            .core
+            .remote_sessions(&early.bare())
+            .iter()
+            .any(|s| s.jid == early && &*s.node == "n2")
+        {
+            learnt = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(learnt, "node 1 did not learn the sender's session from the frame");
+    holder_is(&n2, "quick", on_node("n1")).await;
+    // bob joins right after binding on node 2, before node 1's directory may list him: the
+    // room stanza itself tells node 1 where he is.
+    let mut bob = common::login(&n2, "bob", "b2").await;
+    let joined = join_room(&mut bob, "quick", "Bo").await;
+    assert!(joined.contains("code=\"110\""), "{joined}");
+    read_until_contains(&mut alice, "presence", "quick@conference.localhost/Bo").await;
+    // His connection drops without unavailable presence: node 2 leaves the room for him.
+    drop(bob);
+    let gone = read_until_contains(&mut alice, "presence", "quick@conference.localhost/Bo").await;
+    assert!(gone.contains("type=\"unavailable\""), "{gone}");
+}
