@@ -764,7 +764,10 @@ async fn occupants_on_other_nodes_join_at_once_and_leave_when_their_session_ends
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(learnt, "node 1 did not learn the sender's session from the frame");
+    assert!(
+        learnt,
+        "node 1 did not learn the sender's session from the frame"
+    );
     holder_is(&n2, "quick", on_node("n1")).await;
     // bob joins right after binding on node 2, before node 1's directory may list him: the
     // room stanza itself tells node 1 where he is.

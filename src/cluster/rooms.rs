@@ -24,7 +24,18 @@
 //!   is answered `not-acceptable`, which makes clients (Conversations, Gajim, Dino, slixmpp's
 //!   plugin) join again.
 //! - **One node's view at a time.** A node that finds its in-memory room leased to another
-//!   node (it was cut off meanwhile) forgets its copy and forwards.
+//!   node (it was cut off meanwhile) forgets its copy, tells its local occupants they were
+//!   removed (status 332, so that they join again, at the holder) and forwards.
+//! - **Senders the directory does not list yet.** A room frame carries the sending node's
+//!   sessions of the sender's account, which the holder uses for one TTL where its directory
+//!   has nothing of that node for the account yet: a client that joins right after binding is
+//!   answered even if its directory key (which travels through JetStream) comes later.
+//! - **Sessions that end.** The node of an occupant whose session ends without unavailable
+//!   presence sends that presence to the rooms it joined on other nodes (the MUC service
+//!   remembers them), so the holder removes the occupant at once. A dead node's occupants are
+//!   removed by the holder when a stanza to them bounces (the existing error-kick rule).
+//! - Loops are not possible while caches agree (the holder serves, never forwards); while a
+//!   lease changes hands a stanza may take one extra hop to the new holder.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -8,6 +8,11 @@
 //! archives), stamped with the room's XEP-0359 stanza id and XEP-0421 occupant id, and copied to
 //! each occupant session without re-running the router (local sessions get it in their queue,
 //! others through [`crate::core::Core::route`]).
+//!
+//! In a cluster a room lives on one node, the holder of its lease (`crate::cluster::rooms`):
+//! every handler of a room stanza first asks [`handlers::hosted_here`], which forwards the
+//! stanza to the holder when that is another node, and [`service::MucService::room`] takes the
+//! lease before a room becomes live here.
 
 pub mod form;
 pub mod handlers;
