@@ -403,7 +403,11 @@ impl Node {
             }
             return;
         }
-        // A lease naming this node that it does not hold: left over from an earlier run.
+        if self.rooms.holds(&room) {
+            return;
+        }
+        // A lease naming this node that it does not hold: left over from an earlier run (or
+        // a claim finishing now, which the lock waits for).
         let _one = self.rooms.ops.lock().await;
         if !self.rooms.holds(&room) {
             self.rooms
