@@ -780,3 +780,45 @@ async fn occupants_on_other_nodes_join_at_once_and_leave_when_their_session_ends
     let gone = read_until_contains(&mut alice, "presence", "quick@conference.localhost/Bo").await;
     assert!(gone.contains("type=\"unavailable\""), "{gone}");
 }
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn a_node_whose_room_moved_drops_its_copy_and_its_occupants_join_the_holder() {
+    use oxpecker::core::cluster::RoomHolder;
+    let (nats, n1, n2) = cluster(&["alice"]).await;
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    let (s, v) = rest_call(
+        &n1,
+        reqwest::Method::PUT,
+        "/muc/moving",
+        Some(r#"{"owner":"alice@localhost","persistent":true}"#),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    join_room(&mut alice, "moving", "Al").await;
+    // While node 1 was cut off, a survivor removed its lease and node 2 took the room.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await.unwrap());
+    let rooms = js
+        .get_key_value(oxpecker::cluster::rooms::ROOMS_BUCKET)
+        .await
+        .unwrap();
+    let room = jid(&format!("moving@{MUC}"));
+    rooms
+        .delete(oxpecker::cluster::rooms::key(&room))
+        .await
+        .unwrap();
+    holder_is(&n2, "moving", RoomHolder::Nobody).await;
+    let taken = n2.server().core.cluster().unwrap().claim_room(&room).await;
+    assert_eq!(taken, Some(RoomHolder::Here));
+    holder_is(&n1, "moving", on_node("n2")).await;
+    // alice's next stanza goes to node 2; node 1 forgets its copy and tells her she was removed.
+    alice.send(&groupchat("moving", "anyone here?")).await;
+    let removed = read_until_contains(&mut alice, "presence", "code=\"332\"").await;
+    assert!(removed.contains("type=\"unavailable\""), "{removed}");
+    let refused = read_until_contains(&mut alice, "message", "type=\"error\"").await;
+    assert!(refused.contains("not-acceptable"), "{refused}");
+    // She joins again, at node 2, which loaded the room from storage.
+    let again = join_room(&mut alice, "moving", "Al").await;
+    assert!(again.contains("affiliation=\"owner\""), "{again}");
+    assert_eq!(holder(&n2, "moving"), RoomHolder::Here);
+}
