@@ -358,3 +358,467 @@ async fn a_node_that_stops_heartbeating_is_gone_within_the_ttl() {
     let mut bob = online(&n2, "bob", "b2").await;
     read_until_contains(&mut bob, "message", "after the crash").await;
 }
+
+// ---- Rooms in a cluster: each room hosted by the node holding its lease ----
+
+const MUC: &str = "conference.localhost";
+
+/// Who holds room `room`'s lease, as node `srv` sees it.
+fn holder(srv: &TestServer, room: &str) -> oxpecker::core::cluster::RoomHolder {
+    srv.server()
+        .core
+        .cluster()
+        .unwrap()
+        .room_holder(&jid(&format!("{room}@{MUC}")))
+}
+
+/// Waits until `srv` sees room `room` hosted by `want`.
+async fn holder_is(srv: &TestServer, room: &str, want: oxpecker::core::cluster::RoomHolder) {
+    for _ in 0..500 {
+        if holder(srv, room) == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{room}: holder {:?}, not {want:?}", holder(srv, room));
+}
+
+fn on_node(name: &str) -> oxpecker::core::cluster::RoomHolder {
+    oxpecker::core::cluster::RoomHolder::Node(name.into())
+}
+
+/// Joins `room` as `nick` (a MUC client), reading up to the subject that ends the join.
+async fn join_room(c: &mut RawClient, room: &str, nick: &str) -> String {
+    c.send(&format!(
+        "<presence to='{room}@{MUC}/{nick}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ))
+    .await;
+    read_join(c).await
+}
+
+/// Reads a join up to the subject message that ends it (`<subject/>` once it crossed nodes).
+async fn read_join(c: &mut RawClient) -> String {
+    let mut joined = c.read_until("<subject").await;
+    joined.push_str(&c.read_until("</message>").await);
+    joined
+}
+
+/// Creates `room` as an instant room from `c` and joins it as `nick`.
+async fn create_instant_room(c: &mut RawClient, room: &str, nick: &str) -> String {
+    let joined = join_room(c, room, nick).await;
+    c.send(&format!(
+        "<iq type='set' id='inst' to='{room}@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"
+    ))
+    .await;
+    let r = read_until_contains(c, "iq", "id=\"inst\"").await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    joined
+}
+
+fn groupchat(room: &str, body: &str) -> String {
+    format!("<message to='{room}@{MUC}' type='groupchat'><body>{body}</body></message>")
+}
+
+async fn rest_call(
+    srv: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("http://{}/admin_rest{path}", srv.http()))
+        .basic_auth(ADMIN.0, Some(ADMIN.1));
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn a_room_spans_two_nodes_with_one_copy_each() {
+    use oxpecker::core::cluster::RoomHolder;
+    let (_nats, n1, n2) = cluster(&["alice", "bob", "carol"]).await;
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    let mut bob = online_seen(&n2, &n1, "bob", "b2").await;
+    let mut carol = online_seen(&n2, &n1, "carol", "c2").await;
+    // alice makes the room live on node 1, which takes its lease; node 2 learns it by watch.
+    create_instant_room(&mut alice, "lounge", "Al").await;
+    assert_eq!(holder(&n1, "lounge"), RoomHolder::Here);
+    holder_is(&n2, "lounge", on_node("n1")).await;
+    // bob joins through node 2: his join is served by node 1.
+    let joined = join_room(&mut bob, "lounge", "Bo").await;
+    assert!(
+        joined.contains("from=\"lounge@conference.localhost/Al\"")
+            && joined.contains("code=\"110\""),
+        "{joined}"
+    );
+    let p = read_until_contains(&mut alice, "presence", "lounge@conference.localhost/Bo").await;
+    assert!(p.contains("jid=\"bob@localhost/b2\""), "{p}");
+    // Groupchat both ways: each occupant gets exactly one copy, with the room's stanza id.
+    alice.send(&groupchat("lounge", "g1 from n1")).await;
+    alice.send(&groupchat("lounge", "g2 from n1")).await;
+    let seen = bob.read_until("g2 from n1").await;
+    assert_eq!(seen.matches("g1 from n1").count(), 1, "{seen}");
+    assert!(
+        seen.contains("by=\"lounge@conference.localhost\"")
+            && seen.contains("from=\"lounge@conference.localhost/Al\""),
+        "{seen}"
+    );
+    let echo = alice.read_until("g2 from n1").await;
+    assert_eq!(echo.matches("g1 from n1").count(), 1, "{echo}");
+    bob.send(&groupchat("lounge", "g3 from n2")).await;
+    bob.send(&groupchat("lounge", "g4 from n2")).await;
+    let seen = alice.read_until("g4 from n2").await;
+    assert_eq!(seen.matches("g3 from n2").count(), 1, "{seen}");
+    assert!(
+        seen.contains("from=\"lounge@conference.localhost/Bo\""),
+        "{seen}"
+    );
+    let echo = bob.read_until("g4 from n2").await;
+    assert_eq!(echo.matches("g3 from n2").count(), 1, "{echo}");
+    // Private messages between occupants on different nodes, both ways.
+    bob.send(&format!(
+        "<message to='lounge@{MUC}/Al' type='chat' id='pm1'><body>psst from n2</body></message>"
+    ))
+    .await;
+    let pm = read_until_contains(&mut alice, "message", "psst from n2").await;
+    assert!(
+        pm.contains("from=\"lounge@conference.localhost/Bo\""),
+        "{pm}"
+    );
+    alice
+        .send(&format!(
+            "<message to='lounge@{MUC}/Bo' type='chat' id='pm2'><body>psst from n1</body></message>"
+        ))
+        .await;
+    let pm = read_until_contains(&mut bob, "message", "psst from n1").await;
+    assert!(
+        pm.contains("from=\"lounge@conference.localhost/Al\""),
+        "{pm}"
+    );
+    // The subject reaches the other node.
+    alice
+        .send(&format!(
+            "<message to='lounge@{MUC}' type='groupchat'><subject>Cluster talk</subject></message>"
+        ))
+        .await;
+    read_until_contains(&mut bob, "message", "Cluster talk").await;
+    // A late joiner on node 2 gets the history and the subject, once each.
+    let late = join_room(&mut carol, "lounge", "Ca").await;
+    for body in ["g1 from n1", "g2 from n1", "g3 from n2", "g4 from n2"] {
+        assert_eq!(late.matches(body).count(), 1, "{body}: {late}");
+    }
+    assert!(
+        late.contains("urn:xmpp:delay") && late.contains("Cluster talk"),
+        "{late}"
+    );
+    read_until_contains(&mut bob, "presence", "lounge@conference.localhost/Ca").await;
+    // Self-ping from node 2 is answered by the holder.
+    carol
+        .send(&format!(
+            "<iq type='get' id='sp' to='lounge@{MUC}/Ca'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ))
+        .await;
+    let pong = read_until_contains(&mut carol, "iq", "id=\"sp\"").await;
+    assert!(pong.contains("type=\"result\""), "{pong}");
+    // REST on node 2 lists the room with the node hosting it.
+    let (status, v) = rest_call(&n2, reqwest::Method::GET, "/muc", None).await;
+    assert_eq!(status, 200, "{v}");
+    let rooms = v["result"]["rooms"].as_array().cloned().unwrap_or_default();
+    let lounge = rooms
+        .iter()
+        .find(|r| r["jid"] == "lounge@conference.localhost")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(lounge["node"], "n1", "{v}");
+    // Only node 1 has the room in memory.
+    let local = |srv: &TestServer| {
+        oxpecker::modules::muc::service(&srv.server().core, MUC)
+            .unwrap()
+            .holder("lounge")
+    };
+    assert_eq!(local(&n1), RoomHolder::Here);
+    assert_eq!(local(&n2), on_node("n1"));
+    // bob leaves from node 2: alice sees him go.
+    bob.send(&format!(
+        "<presence to='lounge@{MUC}/Bo' type='unavailable'/>"
+    ))
+    .await;
+    let gone = read_until_contains(&mut alice, "presence", "lounge@conference.localhost/Bo").await;
+    assert!(gone.contains("type=\"unavailable\""), "{gone}");
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn a_stopped_holders_persistent_room_is_taken_over_from_storage() {
+    use oxpecker::core::cluster::RoomHolder;
+    let (_nats, n1, n2) = cluster(&["alice", "bob", "carol"]).await;
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    let mut bob = online_seen(&n2, &n1, "bob", "b2").await;
+    // A persistent room made live on node 1 by REST, with an admin; and a temporary room.
+    let (s, v) = rest_call(
+        &n1,
+        reqwest::Method::PUT,
+        "/muc/keep",
+        Some(r#"{"name":"Kept","owner":"alice@localhost","persistent":true}"#),
+    )
+    .await;
+    assert!(s == 200 || s == 201, "{s} {v}");
+    let (s, v) = rest_call(
+        &n1,
+        reqwest::Method::PUT,
+        "/muc/keep/affiliation/carol@localhost",
+        Some(r#"{"affiliation":"admin"}"#),
+    )
+    .await;
+    assert!(s == 200 || s == 201, "{s} {v}");
+    assert_eq!(holder(&n1, "keep"), RoomHolder::Here);
+    holder_is(&n2, "keep", on_node("n1")).await;
+    join_room(&mut alice, "keep", "Al").await;
+    create_instant_room(&mut alice, "temp", "Al").await;
+    holder_is(&n2, "temp", on_node("n1")).await;
+    join_room(&mut bob, "keep", "Bo").await;
+    bob.send(&groupchat("keep", "said before")).await;
+    read_until_contains(&mut alice, "message", "said before").await;
+    // Node 1 stops: its leases go with it.
+    drop(alice);
+    let dir = n1.stop().await;
+    drop(dir);
+    sees_gone(&n2, "alice@localhost").await;
+    // bob's self-ping now reaches a room that does not know him: not-acceptable, so he joins again.
+    bob.send(&format!(
+        "<iq type='get' id='sp' to='keep@{MUC}/Bo'><ping xmlns='urn:xmpp:ping'/></iq>"
+    ))
+    .await;
+    let ping = read_until_contains(&mut bob, "iq", "id=\"sp\"").await;
+    assert!(
+        ping.contains("type=\"error\"") && ping.contains("not-acceptable"),
+        "{ping}"
+    );
+    assert_eq!(
+        holder(&n2, "keep"),
+        RoomHolder::Here,
+        "node 2 took the room over"
+    );
+    let again = join_room(&mut bob, "keep", "Bo").await;
+    assert!(
+        again.contains("code=\"110\"") && again.contains("said before"),
+        "{again}"
+    );
+    // Config and affiliations came from storage.
+    let (s, room) = rest_call(&n2, reqwest::Method::GET, "/muc/keep", None).await;
+    assert_eq!(s, 200, "{room}");
+    let room = &room["result"];
+    assert_eq!(room["config"]["persistent"], true, "{room}");
+    assert_eq!(room["config"]["name"], "Kept", "{room}");
+    assert_eq!(room["affiliations"]["alice@localhost"], "owner", "{room}");
+    assert_eq!(room["affiliations"]["carol@localhost"], "admin", "{room}");
+    // A message after the takeover is archived once.
+    bob.send(&groupchat("keep", "said after")).await;
+    read_until_contains(&mut bob, "message", "said after").await;
+    let archive = n2
+        .server()
+        .core
+        .store
+        .archive(MUC, oxpecker::modules::muc::service::ARCHIVE_STORE);
+    // (The archive's reads wait for its pending appends.)
+    let page = archive
+        .find("keep", &oxpecker::storage::ArchiveQuery::default())
+        .await
+        .unwrap();
+    let after = page
+        .items
+        .iter()
+        .filter(|i| i.value.to_string().contains("said after"))
+        .count();
+    assert_eq!(after, 1);
+    // The temporary room of the stopped node is gone.
+    let (_, v) = rest_call(&n2, reqwest::Method::GET, "/muc", None).await;
+    let listed = v["result"]["rooms"].to_string();
+    assert!(!listed.contains("temp@"), "{v}");
+    assert!(listed.contains("\"node\":\"n2\""), "{v}");
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn two_nodes_racing_to_create_a_room_end_up_with_one() {
+    use oxpecker::core::cluster::RoomHolder;
+    let (_nats, n1, n2) = cluster(&["alice", "bob"]).await;
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    let mut bob = online_seen(&n2, &n1, "bob", "b2").await;
+    // Old-style joins (no MUC payload) make an instant, unlocked room at once.
+    alice.send(&format!("<presence to='race@{MUC}/Al'/>")).await;
+    bob.send(&format!("<presence to='race@{MUC}/Bo'/>")).await;
+    let a = read_join(&mut alice).await;
+    let b = read_join(&mut bob).await;
+    assert!(
+        a.contains("code=\"110\"") && b.contains("code=\"110\""),
+        "{a}\n{b}"
+    );
+    let created = [&a, &b]
+        .iter()
+        .filter(|j| j.contains("code=\"201\""))
+        .count();
+    assert_eq!(created, 1, "{a}\n{b}");
+    // One holder, which both nodes agree on, and both occupants in its room.
+    let (winner, other, name) = if holder(&n1, "race") == RoomHolder::Here {
+        (&n1, &n2, "n1")
+    } else {
+        (&n2, &n1, "n2")
+    };
+    assert_eq!(holder(winner, "race"), RoomHolder::Here);
+    holder_is(other, "race", on_node(name)).await;
+    let (s, room) = rest_call(winner, reqwest::Method::GET, "/muc/race", None).await;
+    assert_eq!(s, 200, "{room}");
+    assert_eq!(
+        room["result"]["occupants"].as_array().map(Vec::len),
+        Some(2),
+        "{room}"
+    );
+    let (s, v) = rest_call(other, reqwest::Method::GET, "/muc/race", None).await;
+    assert_eq!(s, 409, "{v}");
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn a_room_leased_to_a_silent_node_is_taken_over_after_the_ttl() {
+    use oxpecker::core::cluster::RoomHolder;
+    let (nats, n1, n2) = cluster(&["alice"]).await;
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    // A node killed with kill -9 while holding a room: it heartbeated, took a lease, fell silent.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await.unwrap());
+    let nodes = js.get_key_value("oxpecker_nodes").await.unwrap();
+    nodes.put("ghost", "up".into()).await.unwrap();
+    let rooms = loop {
+        if let Ok(b) = js
+            .get_key_value(oxpecker::cluster::rooms::ROOMS_BUCKET)
+            .await
+        {
+            break b;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let room = jid(&format!("haunted@{MUC}"));
+    rooms
+        .put(oxpecker::cluster::rooms::key(&room), "ghost".into())
+        .await
+        .unwrap();
+    holder_is(&n1, "haunted", on_node("ghost")).await;
+    // Within the TTL (2 s here) the lease counts as free; a join then takes the room.
+    holder_is(&n1, "haunted", RoomHolder::Nobody).await;
+    for _ in 0..500 {
+        if nodes.get("ghost").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let joined = join_room(&mut alice, "haunted", "Al").await;
+    assert!(joined.contains("code=\"201\""), "{joined}");
+    assert_eq!(holder(&n1, "haunted"), RoomHolder::Here);
+    holder_is(&n2, "haunted", on_node("n1")).await;
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn occupants_on_other_nodes_join_at_once_and_leave_when_their_session_ends() {
+    let (nats, n1, n2) = cluster(&["alice", "bob"]).await;
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    create_instant_room(&mut alice, "quick", "Al").await;
+    // A room stanza from node 2 names its sender's sessions there, which node 1 takes in at
+    // once (its directory key travels another way and may come later).
+    let frame = oxpecker::cluster::wire::Frame::Room(
+        "n2".into(),
+        vec![oxpecker::cluster::directory::Entry {
+            resource: "early".into(),
+            priority: 0,
+            available: true,
+            secure: true,
+        }],
+        oxpecker::xmpp::parser::parse_element(&format!(
+            "<iq xmlns='jabber:client' type='get' id='d' from='bob@localhost/early' to='quick@{MUC}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        ))
+        .unwrap(),
+    );
+    let client = async_nats::connect(nats.url.as_str()).await.unwrap();
+    client
+        .publish("oxpecker.node.n1", frame.encode().into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let early = jid("bob@localhost/early");
+    let mut learnt = false;
+    for _ in 0..300 {
+        if n1
+            .server()
+            .core
+            .remote_sessions(&early.bare())
+            .iter()
+            .any(|s| s.jid == early && &*s.node == "n2")
+        {
+            learnt = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        learnt,
+        "node 1 did not learn the sender's session from the frame"
+    );
+    holder_is(&n2, "quick", on_node("n1")).await;
+    // bob joins right after binding on node 2, before node 1's directory may list him: the
+    // room stanza itself tells node 1 where he is.
+    let mut bob = common::login(&n2, "bob", "b2").await;
+    let joined = join_room(&mut bob, "quick", "Bo").await;
+    assert!(joined.contains("code=\"110\""), "{joined}");
+    read_until_contains(&mut alice, "presence", "quick@conference.localhost/Bo").await;
+    // His connection drops without unavailable presence: node 2 leaves the room for him.
+    drop(bob);
+    let gone = read_until_contains(&mut alice, "presence", "quick@conference.localhost/Bo").await;
+    assert!(gone.contains("type=\"unavailable\""), "{gone}");
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn a_node_whose_room_moved_drops_its_copy_and_its_occupants_join_the_holder() {
+    use oxpecker::core::cluster::RoomHolder;
+    let (nats, n1, n2) = cluster(&["alice"]).await;
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    let (s, v) = rest_call(
+        &n1,
+        reqwest::Method::PUT,
+        "/muc/moving",
+        Some(r#"{"owner":"alice@localhost","persistent":true}"#),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    join_room(&mut alice, "moving", "Al").await;
+    // While node 1 was cut off, a survivor removed its lease and node 2 took the room.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await.unwrap());
+    let rooms = js
+        .get_key_value(oxpecker::cluster::rooms::ROOMS_BUCKET)
+        .await
+        .unwrap();
+    let room = jid(&format!("moving@{MUC}"));
+    rooms
+        .delete(oxpecker::cluster::rooms::key(&room))
+        .await
+        .unwrap();
+    holder_is(&n2, "moving", RoomHolder::Nobody).await;
+    let taken = n2.server().core.cluster().unwrap().claim_room(&room).await;
+    assert_eq!(taken, Some(RoomHolder::Here));
+    holder_is(&n1, "moving", on_node("n2")).await;
+    // alice's next stanza goes to node 2; node 1 forgets its copy and tells her she was removed.
+    alice.send(&groupchat("moving", "anyone here?")).await;
+    let removed = read_until_contains(&mut alice, "presence", "code=\"332\"").await;
+    assert!(removed.contains("type=\"unavailable\""), "{removed}");
+    let refused = read_until_contains(&mut alice, "message", "type=\"error\"").await;
+    assert!(refused.contains("not-acceptable"), "{refused}");
+    // She joins again, at node 2, which loaded the room from storage.
+    let again = join_room(&mut alice, "moving", "Al").await;
+    assert!(again.contains("affiliation=\"owner\""), "{again}");
+    assert_eq!(holder(&n2, "moving"), RoomHolder::Here);
+}

@@ -138,6 +138,11 @@ impl Directory {
             .is_some_and(|t| t.is_some_and(|t| t.elapsed() < self.ttl))
     }
 
+    /// Whether `node` heartbeated within the TTL (always true while this node is cut off).
+    pub fn is_alive(&self, node: &str) -> bool {
+        self.alive(&self.seen(), node)
+    }
+
     /// Records what the bucket says `node` serves of `bare` (`None`: nothing any more).
     pub fn update(&self, bare: Jid, node: &str, entries: Option<Vec<Entry>>) {
         if node == self.me {

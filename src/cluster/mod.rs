@@ -13,6 +13,7 @@
 //! reconnects by itself and then republishes its sessions.
 
 pub mod directory;
+pub mod rooms;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -26,7 +27,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::Core;
-use crate::core::cluster::{Cluster, Pending, RemoteSession};
+use crate::core::cluster::{Cluster, Pending, RemoteSession, RoomHolder};
+use crate::core::events::Origin;
 use crate::xmpp::error::{StreamError, StreamErrorCondition};
 use crate::xmpp::{Element, Jid};
 use directory::{Directory, Entry};
@@ -84,6 +86,8 @@ pub struct Node {
     state_wake: Arc<Notify>,
     /// What this node last wrote for each account (the directory value).
     published: Mutex<HashMap<Jid, Vec<u8>>>,
+    /// The MUC room leases ([`rooms`]).
+    rooms: Arc<rooms::Leases>,
     core: Weak<Core>,
 }
 
@@ -132,6 +136,7 @@ impl Node {
             dirty_wake: Notify::new(),
             state_wake,
             published: Mutex::new(HashMap::new()),
+            rooms: Arc::default(),
             core: Arc::downgrade(core),
         });
         let inbox = node
@@ -144,6 +149,7 @@ impl Node {
             .spawn(node.clone().run_outbox(rx, shutdown.clone()));
         core.tasks
             .spawn(node.clone().run_inbox(inbox, shutdown.clone()));
+        core.tasks.spawn(node.clone().run_rooms(shutdown.clone()));
         core.tasks.spawn(node.clone().run_directory(shutdown));
         let as_cluster: Arc<dyn Cluster> = node.clone();
         let _ = core.cluster.set(as_cluster);
@@ -204,6 +210,10 @@ impl Node {
             };
             match Frame::decode(&msg.payload) {
                 Ok(Frame::Deliver(stanza)) => core.deliver_forwarded(stanza).await,
+                Ok(Frame::Room(node, sender, stanza)) => {
+                    self.learn_sender(&node, sender, &stanza);
+                    core.route(Origin::Server, stanza).await
+                }
                 Ok(Frame::Presence(user, to)) => core.send_local_presence(&user, &to).await,
                 Ok(Frame::Kick(full)) => {
                     if let Some(s) = core.sessions.get(&full) {
@@ -451,7 +461,9 @@ impl Cluster for Node {
     }
 
     fn sessions_of(&self, bare: &Jid) -> Vec<RemoteSession> {
-        self.directory.sessions_of(bare)
+        let mut found = self.directory.sessions_of(bare);
+        self.with_senders(bare, &mut found);
+        found
     }
 
     fn sessions(&self, host: Option<&str>) -> Vec<RemoteSession> {
@@ -501,6 +513,28 @@ impl Cluster for Node {
                     .ok()?;
             serde_json::from_slice(&answer.payload).ok()
         })
+    }
+
+    fn room_holder(&self, room: &Jid) -> RoomHolder {
+        self.room_holder_cached(room)
+    }
+
+    fn claim_room(&self, room: &Jid) -> Pending<Option<RoomHolder>> {
+        let (leases, me, room) = (self.rooms.clone(), self.name.clone(), room.clone());
+        Box::pin(async move { leases.claim(&me, &room).await })
+    }
+
+    fn release_room(&self, room: &Jid) {
+        self.release(room);
+    }
+
+    fn forward_to_room(&self, node: &str, stanza: &Element) -> bool {
+        let sender = self.sender_entries(stanza);
+        self.queue(node, Frame::room(&self.name, &sender, stanza))
+    }
+
+    fn rooms(&self, service: &str) -> Vec<(Jid, Arc<str>)> {
+        self.leased_rooms(service)
     }
 }
 

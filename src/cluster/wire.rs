@@ -1,6 +1,7 @@
 //! What nodes send each other on their subjects: one tag byte, then the body. A stanza is
 //! serialised once by the sender and parsed once by the receiving node.
 
+use super::directory::Entry;
 use crate::xmpp::error::StreamErrorCondition;
 use crate::xmpp::{Element, Jid, ns};
 
@@ -15,6 +16,10 @@ pub enum Frame {
     Kick(Jid),
     /// Close the local sessions of this JID with this condition and text; answer the full JIDs closed.
     Close(Jid, StreamErrorCondition, String),
+    /// Serve this stanza to a room this node holds, as if a local session had sent it; with the
+    /// sending node and its sessions of the sender's account (what its directory key says,
+    /// which may not have arrived yet), so that the answers find the sender.
+    Room(String, Vec<Entry>, Element),
 }
 
 /// Why a frame could not be read (the sender is another node: logged and dropped).
@@ -52,6 +57,7 @@ impl Frame {
         let mut out = String::new();
         match self {
             Frame::Deliver(stanza) => return Frame::deliver(stanza),
+            Frame::Room(node, sender, stanza) => return Frame::room(node, sender, stanza),
             Frame::Presence(user, to) => {
                 out.push('P');
                 out.push_str(user.as_str());
@@ -81,6 +87,17 @@ impl Frame {
         out.into_bytes()
     }
 
+    /// The bytes of a [`Frame::Room`] of `stanza`, without copying the element first.
+    pub fn room(node: &str, sender: &[Entry], stanza: &Element) -> Vec<u8> {
+        let mut out = String::from("R");
+        out.push_str(node);
+        out.push('\n');
+        out.push_str(&serde_json::to_string(sender).unwrap_or_else(|_| "[]".into()));
+        out.push('\n');
+        out.push_str(&stanza.to_xml(ns::CLIENT));
+        out.into_bytes()
+    }
+
     /// Reads a published frame.
     pub fn decode(bytes: &[u8]) -> Result<Frame, WireError> {
         let text = std::str::from_utf8(bytes).map_err(|_| WireError::Malformed("not UTF-8"))?;
@@ -92,6 +109,15 @@ impl Frame {
             'D' => crate::xmpp::parser::parse_element(body)
                 .map(Frame::Deliver)
                 .map_err(|_| WireError::Malformed("bad stanza")),
+            'R' => {
+                let mut parts = body.splitn(3, '\n');
+                let node = parts.next().unwrap_or_default().to_string();
+                let sender = serde_json::from_str(parts.next().unwrap_or_default())
+                    .map_err(|_| WireError::Malformed("bad sender"))?;
+                let stanza = crate::xmpp::parser::parse_element(parts.next().unwrap_or_default())
+                    .map_err(|_| WireError::Malformed("bad stanza"))?;
+                Ok(Frame::Room(node, sender, stanza))
+            }
             'K' => Ok(Frame::Kick(jid(body)?)),
             'P' => {
                 let (user, to) = body
@@ -128,14 +154,32 @@ mod tests {
             .child(Element::new("body", ns::CLIENT).text("<&> \n ok"));
         let j = |s: &str| Jid::parse(s).unwrap();
         for frame in [
-            Frame::Deliver(msg),
+            Frame::Deliver(msg.clone()),
+            Frame::Room(
+                "n2".into(),
+                vec![Entry {
+                    resource: "x".into(),
+                    priority: 1,
+                    available: true,
+                    secure: false,
+                }],
+                msg,
+            ),
             Frame::Kick(j("b@h/phone")),
             Frame::Presence(j("b@h"), j("a@h/x")),
             Frame::Close(j("b@h"), StreamErrorCondition::Reset, "bye\nnow".into()),
         ] {
             assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
         }
-        for bad in [&b""[..], b"X", b"Kno@@", b"D<unclosed", b"\xff"] {
+        for bad in [
+            &b""[..],
+            b"X",
+            b"Kno@@",
+            b"D<unclosed",
+            b"Rn\n[]\n<unclosed",
+            b"Rn\nnot json\n<a/>",
+            b"\xff",
+        ] {
             assert!(Frame::decode(bad).is_err(), "{bad:?}");
         }
     }

@@ -29,6 +29,17 @@ pub struct RemoteSession {
 /// An answer another node sends back later.
 pub type Pending<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// Who hosts a MUC room, as its lease in the cluster says (one node at a time).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoomHolder {
+    /// This node holds the room's lease (or there is no cluster).
+    Here,
+    /// Another live node holds it: stanzas for the room go there.
+    Node(Arc<str>),
+    /// No live node holds it: the next node to need the room takes it.
+    Nobody,
+}
+
 /// The cluster as the core uses it; every call is cheap (a cache read or a bounded queue).
 pub trait Cluster: Send + Sync {
     /// This node's name.
@@ -59,6 +70,27 @@ pub trait Cluster: Send + Sync {
         condition: StreamErrorCondition,
         text: &str,
     ) -> Pending<Option<Vec<String>>>;
+    /// Who holds the lease of room `room` (a bare JID), from the local cache: no round trip.
+    fn room_holder(&self, _room: &Jid) -> RoomHolder {
+        RoomHolder::Here
+    }
+    /// Takes the lease of room `room` for this node unless a live node holds it; the holder
+    /// afterwards ([`RoomHolder::Here`] or the winner), `None` when the cluster cannot be asked.
+    fn claim_room(&self, _room: &Jid) -> Pending<Option<RoomHolder>> {
+        Box::pin(async { Some(RoomHolder::Here) })
+    }
+    /// Gives up the lease of room `room`: the room left this node's memory.
+    fn release_room(&self, _room: &Jid) {}
+    /// Hands `stanza` (addressed to a room or occupant, its `from` verified here) to `node`,
+    /// which holds the room and serves it as if its own session had sent it; false when it
+    /// could not be queued now.
+    fn forward_to_room(&self, _node: &str, _stanza: &Element) -> bool {
+        false
+    }
+    /// The rooms of MUC service `service` held by any live node, with that node.
+    fn rooms(&self, _service: &str) -> Vec<(Jid, Arc<str>)> {
+        Vec::new()
+    }
 }
 
 impl Core {

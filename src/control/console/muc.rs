@@ -56,12 +56,13 @@ fn summaries_output(rooms: Vec<crate::modules::muc::service::RoomSummary>) -> Ou
                 r.occupants.to_string(),
                 r.persistent.to_string(),
                 r.public.to_string(),
+                r.node.clone().unwrap_or_default(),
             ]
         })
         .collect();
     let data = json!(rooms);
     Output::table(
-        &["ROOM", "NAME", "OCCUPANTS", "PERSISTENT", "PUBLIC"],
+        &["ROOM", "NAME", "OCCUPANTS", "PERSISTENT", "PUBLIC", "NODE"],
         rows,
         data,
     )

@@ -33,6 +33,15 @@ fn muc_error(e: MucError) -> ApiError {
         MucError::Storage(e) => e.into(),
         // The REST API acts as the server, which is never refused; kept for completeness.
         MucError::Refused(m) => ApiError::other(StatusCode::FORBIDDEN, "forbidden", m),
+        // In a cluster, the room lives on the node that holds its lease: ask that node.
+        MucError::Elsewhere(_) => {
+            ApiError::other(StatusCode::CONFLICT, "room_on_other_node", e.to_string())
+        }
+        MucError::Unreachable => ApiError::other(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster_unavailable",
+            e.to_string(),
+        ),
     }
 }
 

@@ -9,6 +9,7 @@ use super::room::{Affiliation, JoinRequest, Role, Room, RoomConfig};
 use super::room_iq;
 use super::service::{ARCHIVE_STORE, Creation, MucError, MucService, lock};
 use crate::core::accounts::now;
+use crate::core::cluster::RoomHolder;
 use crate::core::events::StanzaEvent;
 use crate::core::sessions::random_resource;
 use crate::modules::mam;
@@ -36,6 +37,47 @@ pub(super) fn effective_affiliation(ev: &StanzaEvent, room: &Room) -> Affiliatio
         return Affiliation::Owner;
     }
     room.affiliation(&ev.from.bare())
+}
+
+/// The MUC entry in a cluster: a stanza to a room held by another node is forwarded there,
+/// once, and `None` returned; otherwise (no cluster: one `Option` check) the event is served
+/// here, where the room's handler takes the lease if nobody holds it.
+pub async fn hosted_here(svc: &Arc<MucService>, ev: StanzaEvent) -> Option<StanzaEvent> {
+    let Some(cluster) = ev.core.cluster() else {
+        return Some(ev);
+    };
+    if ev.to.node().is_none() {
+        return Some(ev);
+    }
+    match cluster.room_holder(&ev.to.bare()) {
+        RoomHolder::Node(holder) => {
+            forward(svc, ev, &holder).await;
+            None
+        }
+        RoomHolder::Here | RoomHolder::Nobody => Some(ev),
+    }
+}
+
+/// Hands a stanza for a room to `holder`, the node hosting it (dropping any stale copy of
+/// the room here); bounced with `remote-server-timeout` when the cluster cannot take it now.
+async fn forward(svc: &Arc<MucService>, ev: StanzaEvent, holder: &str) {
+    svc.forget_moved(&node(&ev));
+    if ev.origin.session().is_some() && ev.stanza.name() == "presence" && ev.to.resource().is_some()
+    {
+        match stanza::stanza_type(&ev.stanza, "available") {
+            "available" => svc.joined_elsewhere(&ev.from, &ev.to, true),
+            "unavailable" => svc.joined_elsewhere(&ev.from, &ev.to, false),
+            _ => {}
+        }
+    }
+    let sent = ev
+        .core
+        .cluster()
+        .is_some_and(|c| c.forward_to_room(holder, &ev.stanza));
+    if !sent {
+        ev.reply_error(StanzaError::new(C::RemoteServerTimeout))
+            .await;
+    }
 }
 
 /// Presence to `room@service/nick`: join, update, nick change or leave.
@@ -74,10 +116,19 @@ pub async fn presence(svc: &Arc<MucService>, ev: StanzaEvent) {
                 r
             }
             Err(e) => {
+                // Another node made the room live first: the join goes there.
+                if let RoomHolder::Node(holder) = svc.holder(&node) {
+                    forward(svc, ev, &holder).await;
+                    return;
+                }
                 ev.reply_error(e).await;
                 return;
             }
         },
+        Err(MucError::Elsewhere(holder)) => {
+            forward(svc, ev, &holder).await;
+            return;
+        }
         Err(e) => {
             ev.reply_error(internal(e)).await;
             return;
@@ -169,6 +220,7 @@ async fn create_on_join(
             Ok(Some(r)) => Ok(r),
             _ => Err(err(C::Conflict, "the room is being created")),
         },
+        Err(MucError::Elsewhere(_)) => Err(err(C::Conflict, "the room is being created")),
         Err(e) => Err(internal(e)),
     }
 }
@@ -251,6 +303,10 @@ pub async fn message_to_room(svc: &Arc<MucService>, ev: StanzaEvent) {
         Ok(Some(r)) => r,
         Ok(None) => {
             ev.reply_error(err(C::ItemNotFound, "no such room")).await;
+            return;
+        }
+        Err(MucError::Elsewhere(holder)) => {
+            forward(svc, ev, &holder).await;
             return;
         }
         Err(e) => {
@@ -504,9 +560,16 @@ pub async fn private_message(svc: &Arc<MucService>, ev: StanzaEvent) {
         .await;
         return;
     }
-    let Ok(Some(room)) = svc.room(&node(&ev)).await else {
-        ev.reply_error(err(C::ItemNotFound, "no such room")).await;
-        return;
+    let room = match svc.room(&node(&ev)).await {
+        Ok(Some(room)) => room,
+        Err(MucError::Elsewhere(holder)) => {
+            forward(svc, ev, &holder).await;
+            return;
+        }
+        _ => {
+            ev.reply_error(err(C::ItemNotFound, "no such room")).await;
+            return;
+        }
     };
     let target = ev.to.resource().unwrap_or_default().to_string();
     let out = pm_copies(&lock(&room), &ev, &target);
@@ -570,6 +633,10 @@ pub async fn iq_to_room(svc: &Arc<MucService>, ev: StanzaEvent) {
             ev.reply_error(err(C::ItemNotFound, "no such room")).await;
             return;
         }
+        Err(MucError::Elsewhere(holder)) => {
+            forward(svc, ev, &holder).await;
+            return;
+        }
         Err(e) => {
             ev.reply_error(internal(e)).await;
             return;
@@ -609,6 +676,10 @@ pub async fn iq_to_occupant(svc: &Arc<MucService>, ev: StanzaEvent) {
             let r = lock(&room);
             let nick = ev.to.resource().unwrap_or_default();
             r.occupant_of(&ev.from).is_some() && r.occupants.contains_key(nick)
+        }
+        Err(MucError::Elsewhere(holder)) => {
+            forward(svc, ev, &holder).await;
+            return;
         }
         _ => false,
     };

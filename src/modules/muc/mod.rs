@@ -8,6 +8,11 @@
 //! archives), stamped with the room's XEP-0359 stanza id and XEP-0421 occupant id, and copied to
 //! each occupant session without re-running the router (local sessions get it in their queue,
 //! others through [`crate::core::Core::route`]).
+//!
+//! In a cluster a room lives on one node, the holder of its lease (`crate::cluster::rooms`):
+//! every handler of a room stanza first asks [`handlers::hosted_here`], which forwards the
+//! stanza to the holder when that is another node, and [`service::MucService::room`] takes the
+//! lease before a room becomes live here.
 
 pub mod form;
 pub mod handlers;
@@ -285,6 +290,9 @@ impl Module for Muc {
             handler(move |ev| {
                 let s = s.clone();
                 async move {
+                    let Some(ev) = handlers::hosted_here(&s, ev).await else {
+                        return Flow::Handled;
+                    };
                     handlers::presence(&s, ev).await;
                     Flow::Handled
                 }
@@ -305,6 +313,9 @@ impl Module for Muc {
             handler(move |ev| {
                 let s = s.clone();
                 async move {
+                    let Some(ev) = handlers::hosted_here(&s, ev).await else {
+                        return Flow::Handled;
+                    };
                     handlers::message_to_room(&s, ev).await;
                     Flow::Handled
                 }
@@ -317,6 +328,9 @@ impl Module for Muc {
             handler(move |ev| {
                 let s = s.clone();
                 async move {
+                    let Some(ev) = handlers::hosted_here(&s, ev).await else {
+                        return Flow::Handled;
+                    };
                     handlers::private_message(&s, ev).await;
                     Flow::Handled
                 }
@@ -329,6 +343,9 @@ impl Module for Muc {
             handler(move |ev| {
                 let s = s.clone();
                 async move {
+                    let Some(ev) = handlers::hosted_here(&s, ev).await else {
+                        return Flow::Handled;
+                    };
                     handlers::iq_to_room(&s, ev).await;
                     Flow::Handled
                 }
@@ -341,6 +358,9 @@ impl Module for Muc {
             handler(move |ev| {
                 let s = s.clone();
                 async move {
+                    let Some(ev) = handlers::hosted_here(&s, ev).await else {
+                        return Flow::Handled;
+                    };
                     handlers::iq_to_occupant(&s, ev).await;
                     Flow::Handled
                 }

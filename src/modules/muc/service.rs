@@ -11,6 +11,7 @@ use super::room::{
     Affiliation, Fanout, Hat, Out, Outgoing, Role, Room, RoomConfig, Roster, Stored,
 };
 use crate::core::Core;
+use crate::core::cluster::{Cluster, RoomHolder};
 use crate::core::events::Origin;
 use crate::storage::StorageError;
 use crate::xmpp::{Element, Jid};
@@ -76,6 +77,12 @@ pub enum MucError {
     /// The acting user may not do this.
     #[error("refused: {0}")]
     Refused(String),
+    /// Another cluster node hosts the room (it holds the room's lease).
+    #[error("the room is hosted on cluster node {0}")]
+    Elsewhere(String),
+    /// The cluster could not be asked who hosts the room.
+    #[error("the cluster cannot be reached to take the room")]
+    Unreachable,
 }
 
 /// A room's summary for listings.
@@ -91,6 +98,10 @@ pub struct RoomSummary {
     pub persistent: bool,
     /// Public.
     pub public: bool,
+    /// In a cluster, the node hosting the room now (none: stored, live nowhere); occupants
+    /// are counted by that node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 struct Bucket {
@@ -108,6 +119,9 @@ pub struct MucService {
     rooms: Mutex<HashMap<String, Arc<Mutex<Room>>>>,
     buckets: Mutex<HashMap<Jid, Bucket>>,
     salt: tokio::sync::OnceCell<String>,
+    /// In a cluster, the rooms on other nodes that local sessions joined (session → room →
+    /// occupant JID), so that a session ending without unavailable presence leaves them too.
+    remote_joins: Mutex<HashMap<Jid, HashMap<Jid, Jid>>>,
 }
 
 /// When the service goes (its module unloads or is reloaded), the live rooms' occupants are
@@ -118,6 +132,11 @@ impl Drop for MucService {
             return;
         };
         let rooms = std::mem::take(&mut *self.map());
+        if let Some(cluster) = core.cluster() {
+            for room in rooms.values() {
+                cluster.release_room(&lock(room).jid);
+            }
+        }
         for room in rooms.values() {
             for (to, stanza) in lock(room).shut_down() {
                 match core.sessions.get(&to) {
@@ -152,6 +171,7 @@ impl MucService {
             rooms: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
             salt: tokio::sync::OnceCell::new(),
+            remote_joins: Mutex::new(HashMap::new()),
         }
     }
 
@@ -169,19 +189,104 @@ impl MucService {
         Jid::new(Some(node), &self.host, None).map_err(|e| MucError::Invalid(e.to_string()))
     }
 
-    /// A live room, loading a persistent one from storage.
+    /// The installed cluster, if this server is a node of one.
+    fn cluster(&self) -> Option<Arc<dyn Cluster>> {
+        self.core()?.cluster().cloned()
+    }
+
+    /// Who hosts room `node` in the cluster, from the lease cache (always here without one).
+    pub fn holder(&self, node: &str) -> RoomHolder {
+        match (self.cluster(), self.room_jid(node)) {
+            (Some(c), Ok(room)) => c.room_holder(&room),
+            _ => RoomHolder::Here,
+        }
+    }
+
+    /// Makes sure this node holds room `node`'s lease (taking it when nobody does) before the
+    /// room is live here; nothing without a cluster.
+    async fn lease(&self, cluster: &dyn Cluster, node: &str) -> Result<(), MucError> {
+        let room = self.room_jid(node)?;
+        let holder = match cluster.room_holder(&room) {
+            RoomHolder::Nobody => cluster.claim_room(&room).await,
+            known => Some(known),
+        };
+        match holder {
+            Some(RoomHolder::Node(n)) => {
+                self.forget_moved(node);
+                Err(MucError::Elsewhere(n.to_string()))
+            }
+            Some(_) => Ok(()),
+            None => Err(MucError::Unreachable),
+        }
+    }
+
+    /// Forgets this node's copy of room `node`, now hosted by another node (this one was cut
+    /// off meanwhile): its local occupants are told they were removed (332), so that their
+    /// clients join again, at the holder.
+    pub fn forget_moved(&self, node: &str) {
+        let Some(room) = self.map().remove(node) else {
+            return;
+        };
+        let Some(core) = self.core() else {
+            return;
+        };
+        for (to, stanza) in lock(&room).shut_down() {
+            if let Some(s) = core.sessions.get(&to) {
+                s.send(stanza);
+            }
+        }
+    }
+
+    /// Notes a presence that local session `from` sent to `occupant` (`room@service/nick`) on
+    /// another node: joined there (`joined`), or left.
+    pub fn joined_elsewhere(&self, from: &Jid, occupant: &Jid, joined: bool) {
+        let mut map = self.remote_joins.lock().unwrap_or_else(|e| e.into_inner());
+        if joined {
+            map.entry(from.clone())
+                .or_default()
+                .insert(occupant.bare(), occupant.clone());
+        } else if let Some(rooms) = map.get_mut(from) {
+            rooms.remove(&occupant.bare());
+            if rooms.is_empty() {
+                map.remove(from);
+            }
+        }
+    }
+
+    /// Gives up the cluster lease of room `node`, which left this node's memory.
+    fn released(&self, node: &str) {
+        if let (Some(c), Ok(room)) = (self.cluster(), self.room_jid(node)) {
+            c.release_room(&room);
+        }
+    }
+
+    /// A live room, loading a persistent one from storage. In a cluster the room is live on
+    /// the node holding its lease only: elsewhere this is [`MucError::Elsewhere`].
     pub async fn room(&self, node: &str) -> Result<Option<Arc<Mutex<Room>>>, MucError> {
-        if let Some(r) = self.map().get(node).cloned() {
+        let live = self.map().get(node).cloned();
+        let cluster = self.cluster();
+        if let Some(r) = live {
+            if let Some(c) = &cluster {
+                self.lease(c.as_ref(), node).await?;
+            }
             return Ok(Some(r));
         }
         let Some(core) = self.core() else {
             return Ok(None);
         };
+        if let Some(c) = &cluster
+            && let RoomHolder::Node(n) = c.room_holder(&self.room_jid(node)?)
+        {
+            return Err(MucError::Elsewhere(n.to_string()));
+        }
         let Some(value) = core.store.keyval(&self.host, ROOMS_STORE).get(node).await? else {
             return Ok(None);
         };
         let stored: Stored = serde_json::from_value(value)
             .map_err(|e| MucError::Invalid(format!("stored room {node}: {e}")))?;
+        if let Some(c) = &cluster {
+            self.lease(c.as_ref(), node).await?;
+        }
         let mut room = Room::restore(self.room_jid(node)?, stored);
         if room.config.enable_archiving && room.config.history_length > 0 {
             room.history = self.recent_history(&core, node, &room).await;
@@ -267,6 +372,9 @@ impl MucService {
         if self.room(node).await?.is_some() || self.tombstone(node).await?.is_some() {
             return Err(MucError::Exists);
         }
+        if let Some(c) = self.cluster() {
+            self.lease(c.as_ref(), node).await?;
+        }
         let mut room = Room::new(self.room_jid(node)?, config);
         room.locked = locked;
         if let Some(o) = owner {
@@ -337,15 +445,34 @@ impl MucService {
             self.vanish_if_empty(&node).await;
         }
         self.forget_bucket(full);
+        let elsewhere = self
+            .remote_joins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(full);
+        if let (Some(rooms), Some(core)) = (elsewhere, self.core()) {
+            // Left on the nodes hosting them, as if the session had said goodbye.
+            for occupant in rooms.into_values() {
+                let bye = Element::new("presence", crate::xmpp::ns::CLIENT)
+                    .attr("from", full.as_str())
+                    .attr("to", occupant.as_str())
+                    .attr("type", "unavailable");
+                core.route(Origin::Server, bye).await;
+            }
+        }
     }
 
     /// Forgets an empty room from memory (a persistent one stays stored).
     pub fn evict_if_empty(&self, node: &str) {
-        let mut map = self.map();
-        if let Some(room) = map.get(node)
-            && lock(room).occupants.is_empty()
-        {
-            map.remove(node);
+        let evicted = {
+            let mut map = self.map();
+            let empty = map
+                .get(node)
+                .is_some_and(|room| lock(room).occupants.is_empty());
+            empty && map.remove(node).is_some()
+        };
+        if evicted {
+            self.released(node);
         }
     }
 
@@ -366,6 +493,7 @@ impl MucService {
             map.remove(node);
             !persistent
         };
+        self.released(node);
         if temporary {
             self.delete_archive(node).await;
         }
@@ -406,6 +534,7 @@ impl MucService {
         };
         let out = lock(&room).destroy(reason, alternate);
         self.map().remove(node);
+        self.released(node);
         core.store
             .keyval(&self.host, TOMBSTONES_STORE)
             .set(
@@ -457,6 +586,7 @@ impl MucService {
                     occupants: r.occupants.len(),
                     persistent: r.config.persistent,
                     public: r.config.public,
+                    node: None,
                 },
                 r.affiliations.clone(),
             ));
@@ -480,13 +610,61 @@ impl MucService {
                         occupants: 0,
                         persistent: stored.config.persistent,
                         public: stored.config.public,
+                        node: None,
                     },
                     stored.affiliations,
                 ));
             }
         }
+        if let Some(cluster) = self.cluster() {
+            self.add_nodes(cluster.as_ref(), &mut out);
+        }
         out.sort_by(|a, b| a.0.jid.cmp(&b.0.jid));
         Ok(out)
+    }
+
+    /// Names the hosting node of every listed room, and adds the rooms live on other nodes
+    /// that storage does not list (temporary ones: what the lease bucket knows of them).
+    fn add_nodes(
+        &self,
+        cluster: &dyn Cluster,
+        out: &mut Vec<(RoomSummary, std::collections::BTreeMap<String, Affiliation>)>,
+    ) {
+        let leases: HashMap<String, String> = cluster
+            .rooms(&self.host)
+            .into_iter()
+            .map(|(room, node)| (room.to_string(), node.to_string()))
+            .collect();
+        let live_here: std::collections::HashSet<String> = self
+            .map()
+            .values()
+            .map(|r| lock(r).jid.to_string())
+            .collect();
+        for (summary, _) in out.iter_mut() {
+            summary.node = leases.get(&summary.jid).cloned().or_else(|| {
+                live_here
+                    .contains(&summary.jid)
+                    .then(|| cluster.node().to_string())
+            });
+        }
+        let listed: std::collections::HashSet<String> =
+            out.iter().map(|(s, _)| s.jid.clone()).collect();
+        for (jid, node) in leases {
+            if listed.contains(&jid) {
+                continue;
+            }
+            out.push((
+                RoomSummary {
+                    name: String::new(),
+                    occupants: 0,
+                    persistent: false,
+                    public: false,
+                    node: Some(node),
+                    jid,
+                },
+                Default::default(),
+            ));
+        }
     }
 
     /// A room's configuration, occupants and affiliations as JSON.
