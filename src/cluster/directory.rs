@@ -34,6 +34,16 @@ pub struct Entry {
     /// Whether its connection is encrypted.
     #[serde(rename = "s")]
     pub secure: bool,
+    /// Whether it enabled XEP-0280 carbons (absent in entries written before this flag: off).
+    #[serde(rename = "c", default, skip_serializing_if = "is_false")]
+    pub carbons: bool,
+    /// Whether it fetched its roster, so roster pushes reach it (absent before this flag: off).
+    #[serde(rename = "q", default, skip_serializing_if = "is_false")]
+    pub roster: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Entry {
@@ -44,6 +54,8 @@ impl Entry {
             priority: s.priority(),
             available: s.is_available(),
             secure: s.secure,
+            carbons: s.carbons(),
+            roster: s.roster_requested(),
         }
     }
 }
@@ -163,6 +175,8 @@ impl Directory {
             priority: e.priority,
             available: e.available,
             secure: e.secure,
+            carbons: e.carbons,
+            roster: e.roster,
         })
     }
 
@@ -197,8 +211,15 @@ impl Directory {
     /// Forgets the nodes that stopped heartbeating (or never did, once a TTL has passed since
     /// this node started) and returns the bucket keys of their sessions, for removal.
     pub fn sweep(&self) -> Vec<String> {
+        self.sweep_departed().keys
+    }
+
+    /// [`Directory::sweep`], also returning the sessions the gone nodes served (what the
+    /// survivors announce as gone, [`crate::cluster::departed`]).
+    pub fn sweep_departed(&self) -> Swept {
+        let mut swept = Swept::default();
         if !self.is_online() {
-            return Vec::new();
+            return swept;
         }
         let seen = self.seen();
         let settled = self.started.elapsed() >= self.ttl;
@@ -207,11 +228,11 @@ impl Directory {
             Some(None) => true,
             None => settled,
         };
-        let mut keys = Vec::new();
         self.by_bare.retain(|bare, list| {
-            list.retain(|(n, _)| {
+            list.retain(|(n, e)| {
                 if gone(n) {
-                    keys.push(key(bare, n));
+                    swept.keys.push(key(bare, n));
+                    swept.sessions.extend(Self::remote(bare, n, e));
                     false
                 } else {
                     true
@@ -219,10 +240,27 @@ impl Directory {
             });
             !list.is_empty()
         });
-        keys.sort();
-        keys.dedup();
-        keys
+        swept.keys.sort();
+        swept.keys.dedup();
+        swept
     }
+
+    /// Whether this node speaks for the cluster about gone nodes (removes their keys and
+    /// announces their sessions gone): it is the live node with the lowest name, so exactly
+    /// one survivor does it.
+    pub fn speaks_for_the_gone(&self) -> bool {
+        let seen = self.seen();
+        !seen.keys().any(|n| **n < *self.me && self.alive(&seen, n))
+    }
+}
+
+/// What a sweep found on the nodes that are gone.
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// The bucket keys of their sessions, sorted.
+    pub keys: Vec<String>,
+    /// Their sessions, as last published.
+    pub sessions: Vec<RemoteSession>,
 }
 
 #[cfg(test)]
@@ -240,6 +278,8 @@ mod tests {
             priority: p,
             available: true,
             secure: true,
+            carbons: false,
+            roster: false,
         }
     }
 
@@ -294,5 +334,47 @@ mod tests {
         d.update(bob.clone(), "b", Some(vec![entry("pc", 5)]));
         d.update(bob.clone(), "b", None);
         assert!(d.sessions_of(&bob).is_empty());
+    }
+
+    #[test]
+    fn entries_without_the_newer_flags_still_read() {
+        let old: Vec<Entry> =
+            serde_json::from_str(r#"[{"r":"g","p":0,"a":true,"s":true}]"#).unwrap();
+        assert_eq!(old, vec![entry("g", 0)]);
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"[{"r":"g","p":0,"a":true,"s":true}]"#,
+            "flags that are off are not written"
+        );
+        let mut on = entry("g", 0);
+        on.carbons = true;
+        on.roster = true;
+        let text = serde_json::to_string(&on).unwrap();
+        assert!(
+            text.contains(r#""c":true"#) && text.contains(r#""q":true"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Entry>(&text).unwrap(), on);
+    }
+
+    #[test]
+    fn the_lowest_live_node_speaks_for_the_gone() {
+        let ttl = Duration::from_millis(50);
+        let b = Directory::new("b", ttl);
+        b.set_online(true);
+        b.heard("b");
+        b.heard("c");
+        assert!(b.speaks_for_the_gone(), "nobody lower is alive");
+        b.heard("a");
+        assert!(!b.speaks_for_the_gone(), "a is lower and alive");
+        let bob = j("bob@h");
+        b.update(bob.clone(), "a", Some(vec![entry("phone", 0)]));
+        b.left("a");
+        assert!(b.speaks_for_the_gone(), "a said goodbye");
+        let swept = b.sweep_departed();
+        assert_eq!(swept.keys, vec![key(&bob, "a")]);
+        let gone: Vec<String> = swept.sessions.iter().map(|s| s.jid.to_string()).collect();
+        assert_eq!(gone, ["bob@h/phone"]);
+        assert!(b.sweep_departed().sessions.is_empty(), "announced once");
     }
 }

@@ -15,6 +15,9 @@ pub enum Frame {
     Kick(Jid),
     /// Close the local sessions of this JID with this condition and text; answer the full JIDs closed.
     Close(Jid, StreamErrorCondition, String),
+    /// End the local resumable session of this account with this XEP-0198 id: the client tried
+    /// to resume it on another node (its unacknowledged stanzas are routed again).
+    EndResumable(Jid, String),
 }
 
 /// Why a frame could not be read (the sender is another node: logged and dropped).
@@ -70,6 +73,12 @@ impl Frame {
                 out.push('\n');
                 out.push_str(text);
             }
+            Frame::EndResumable(bare, previd) => {
+                out.push('H');
+                out.push_str(bare.as_str());
+                out.push('\n');
+                out.push_str(previd);
+            }
         }
         out.into_bytes()
     }
@@ -109,6 +118,12 @@ impl Frame {
                     parts.next().unwrap_or_default().to_string(),
                 ))
             }
+            'H' => {
+                let (bare, previd) = body
+                    .split_once('\n')
+                    .ok_or(WireError::Malformed("no resumption id"))?;
+                Ok(Frame::EndResumable(jid(bare)?, previd.to_string()))
+            }
             _ => Err(WireError::Malformed("unknown tag")),
         }
     }
@@ -132,10 +147,11 @@ mod tests {
             Frame::Kick(j("b@h/phone")),
             Frame::Presence(j("b@h"), j("a@h/x")),
             Frame::Close(j("b@h"), StreamErrorCondition::Reset, "bye\nnow".into()),
+            Frame::EndResumable(j("b@h"), "0f3a".into()),
         ] {
             assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
         }
-        for bad in [&b""[..], b"X", b"Kno@@", b"D<unclosed", b"\xff"] {
+        for bad in [&b""[..], b"X", b"Kno@@", b"D<unclosed", b"\xff", b"Hb@h"] {
             assert!(Frame::decode(bad).is_err(), "{bad:?}");
         }
     }

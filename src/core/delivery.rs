@@ -22,7 +22,10 @@
 //!   storage when the account exists and a module hooks `message/offline`, else bounce;
 //! - presence to a bare JID goes to every available resource, to a full JID only if it is online;
 //! - an eligible message (see [`carbon_eligible`]) is copied to every resource that enabled
-//!   carbons and does not get the message itself — whatever the policy chose.
+//!   carbons and does not get the message itself — whatever the policy chose — on every node
+//!   (the directory lists which remote sessions enabled carbons);
+//! - a carbon copy (a message carrying `<received/>` or `<sent/>`) to a full JID goes to that
+//!   session only: when it is gone the copy is dropped, never stored or sent to another resource.
 //!
 //! XEP-0352 holds are not a choice of recipient: an inactive session still receives, and its
 //! queue ([`SessionHandle::send`]) holds presence back until the client is active again.
@@ -63,6 +66,8 @@ pub struct Delivery {
     pub remote: Vec<RemoteSession>,
     /// The sessions that get a XEP-0280 `<received/>` copy instead.
     pub carbons: Vec<Arc<SessionHandle>>,
+    /// The sessions on other cluster nodes that get a `<received/>` copy instead.
+    pub remote_carbons: Vec<RemoteSession>,
     /// What happens to the stanza.
     pub fate: Fate,
 }
@@ -90,8 +95,7 @@ pub fn carbon_eligible(msg: &Element) -> bool {
     }
     if msg.get_child("private", ns::CARBONS).is_some()
         || msg.get_child("no-copy", ns::HINTS).is_some()
-        || msg.get_child("received", ns::CARBONS).is_some()
-        || msg.get_child("sent", ns::CARBONS).is_some()
+        || is_carbon_copy(msg)
         || msg.get_child("result", ns::MAM).is_some()
     {
         return false;
@@ -243,6 +247,7 @@ impl Core {
             recipients: Vec::new(),
             remote: Vec::new(),
             carbons: Vec::new(),
+            remote_carbons: Vec::new(),
             fate,
         };
         let Some(kind) = Kind::of(stanza) else {
@@ -252,16 +257,36 @@ impl Core {
             return nobody(Fate::Bounce(C::RemoteServerNotFound));
         }
         let account = to.bare();
-        let resources = if to.node().is_some() {
+        let mut resources = if to.node().is_some() {
             self.sessions.resources(&account)
         } else {
             Vec::new()
         };
         let policy = self.config.load().bare_message_delivery(to.domain());
         let ty = stanza::stanza_type(stanza, "");
-        let remote_sessions = match scope {
+        let mut remote_sessions = match scope {
             Scope::Cluster if to.node().is_some() => self.remote_sessions(&account),
             _ => Vec::new(),
+        };
+        if kind == Kind::Message && to.resource().is_some() && is_carbon_copy(stanza) {
+            resources.retain(|s| s.jid == *to);
+            remote_sessions.retain(|r| r.jid == *to);
+            if resources.is_empty() && remote_sessions.is_empty() {
+                return nobody(Fate::Dropped);
+            }
+        }
+        let copied = kind == Kind::Message
+            && from.bare() != account
+            && (resources.iter().any(|s| s.carbons()) || remote_sessions.iter().any(|r| r.carbons))
+            && carbon_eligible(stanza);
+        let mut remote_carbons: Vec<RemoteSession> = if copied {
+            remote_sessions
+                .iter()
+                .filter(|r| r.carbons)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
         };
         let (recipients, remote, fate) = if remote_sessions.is_empty() {
             let (r, fate) = decide(&resources, to, kind, ty, policy);
@@ -283,11 +308,7 @@ impl Core {
             }
             (local, remote, fate)
         };
-        let carbons = if kind == Kind::Message
-            && from.bare() != account
-            && resources.iter().any(|s| s.carbons())
-            && carbon_eligible(stanza)
-        {
+        let carbons = if copied {
             resources
                 .iter()
                 .filter(|s| s.carbons() && !recipients.iter().any(|r| r.id == s.id))
@@ -296,10 +317,12 @@ impl Core {
         } else {
             Vec::new()
         };
+        remote_carbons.retain(|c| !remote.iter().any(|r| r.jid == c.jid));
         Delivery {
             recipients,
             remote,
             carbons,
+            remote_carbons,
             fate,
         }
     }
@@ -336,23 +359,46 @@ impl Core {
     }
 
     /// The sessions that get a XEP-0280 `<sent/>` copy of `stanza`, sent by `origin` to `to`:
-    /// the sender's other resources that enabled carbons, for an eligible message to someone else.
+    /// the sender's other resources that enabled carbons, on this node and on the others, for
+    /// an eligible message to someone else.
     pub fn sent_carbon_targets(
         &self,
         origin: &SessionHandle,
         to: &Jid,
         stanza: &Element,
-    ) -> Vec<Arc<SessionHandle>> {
+    ) -> CarbonTargets {
         let user = origin.jid.bare();
         if to.bare() == user || !carbon_eligible(stanza) {
-            return Vec::new();
+            return CarbonTargets::default();
         }
-        self.sessions
-            .resources(&user)
-            .into_iter()
-            .filter(|s| s.carbons() && s.id != origin.id)
-            .collect()
+        CarbonTargets {
+            local: self
+                .sessions
+                .resources(&user)
+                .into_iter()
+                .filter(|s| s.carbons() && s.id != origin.id)
+                .collect(),
+            remote: self
+                .remote_sessions(&user)
+                .into_iter()
+                .filter(|r| r.carbons)
+                .collect(),
+        }
     }
+}
+
+/// The sessions that get a carbon copy, here and on other cluster nodes.
+#[derive(Clone, Default)]
+pub struct CarbonTargets {
+    /// Sessions on this node.
+    pub local: Vec<Arc<SessionHandle>>,
+    /// Sessions on other nodes (the copy is forwarded to each, addressed to its full JID).
+    pub remote: Vec<RemoteSession>,
+}
+
+/// Whether `msg` is a XEP-0280 copy the server made (`<received/>` or `<sent/>`).
+pub fn is_carbon_copy(msg: &Element) -> bool {
+    msg.get_child("received", ns::CARBONS).is_some() || msg.get_child("sent", ns::CARBONS).is_some()
 }
 
 #[cfg(test)]
@@ -524,9 +570,10 @@ mod tests {
         assert_eq!(d.fate, Fate::Bounce(C::ServiceUnavailable));
         // The sender's other carbons-enabled resources get a <sent/> copy.
         let sent = core.sent_carbon_targets(&top.handle, &j("alice@h"), &chat);
-        assert_eq!(names(&sent), vec!["low"]);
+        assert_eq!(names(&sent.local), vec!["low"]);
         assert!(
             core.sent_carbon_targets(&top.handle, &j("bob@h/low"), &chat)
+                .local
                 .is_empty(),
             "messages to oneself are not copied"
         );
