@@ -579,6 +579,111 @@ mod tests {
         );
     }
 
+    /// A cluster whose other node serves the given sessions and records what it was handed.
+    struct OtherNode(Vec<RemoteSession>);
+
+    impl super::super::cluster::Cluster for OtherNode {
+        fn node(&self) -> &str {
+            "me"
+        }
+        fn is_connected(&self) -> bool {
+            true
+        }
+        fn sessions_of(&self, bare: &Jid) -> Vec<RemoteSession> {
+            self.0
+                .iter()
+                .filter(|r| r.jid.bare() == *bare)
+                .cloned()
+                .collect()
+        }
+        fn sessions(&self, _: Option<&str>) -> Vec<RemoteSession> {
+            self.0.clone()
+        }
+        fn forward(&self, _: &[&str], _: &Element) -> bool {
+            true
+        }
+        fn changed(&self, _: &Jid) {}
+        fn presence(&self, _: &str, _: &Jid, _: &Jid) -> bool {
+            true
+        }
+        fn kick(&self, _: &str, _: &Jid) -> bool {
+            true
+        }
+        fn close(
+            &self,
+            _: &str,
+            _: &Jid,
+            _: crate::xmpp::error::StreamErrorCondition,
+            _: &str,
+        ) -> super::super::cluster::Pending<Option<Vec<String>>> {
+            Box::pin(async { None })
+        }
+    }
+
+    #[tokio::test]
+    async fn carbons_and_their_copies_span_nodes() {
+        let mut config = crate::config::Config::default();
+        config.hosts[0].name = "h".into();
+        let core = Core::new(
+            config,
+            crate::storage::Store::memory(),
+            crate::modules::BUILTIN,
+        )
+        .unwrap();
+        let remote = |res: &str, carbons: bool| RemoteSession {
+            node: Arc::from("other"),
+            jid: j(&format!("bob@h/{res}")),
+            priority: 0,
+            available: true,
+            secure: true,
+            carbons,
+            roster: false,
+        };
+        let other: Arc<dyn super::super::cluster::Cluster> =
+            Arc::new(OtherNode(vec![remote("far", true), remote("plain", false)]));
+        assert!(core.cluster.set(other).is_ok());
+        let here = core
+            .sessions
+            .bind(
+                &j("bob@h"),
+                "here",
+                ResourceConflict::Refuse,
+                8,
+                crate::core::sessions::Connection::new("peer", true),
+            )
+            .unwrap();
+        here.handle.set_presence(true, 0, None);
+        let chat = Element::new("message", ns::CLIENT)
+            .attr("type", "chat")
+            .child(Element::new("body", ns::CLIENT).text("hi"));
+        let remote_names =
+            |r: &[RemoteSession]| -> Vec<String> { r.iter().map(|s| s.jid.to_string()).collect() };
+        // To the local resource: the carbon-enabled one on the other node gets a copy.
+        let d = core
+            .delivery(&j("alice@h/x"), &j("bob@h/here"), &chat)
+            .await;
+        assert_eq!(names(&d.recipients), vec!["here"]);
+        assert!(d.remote.is_empty());
+        assert_eq!(remote_names(&d.remote_carbons), ["bob@h/far"]);
+        // To the remote one itself: no copy for it.
+        let d = core.delivery(&j("alice@h/x"), &j("bob@h/far"), &chat).await;
+        assert_eq!(remote_names(&d.remote), ["bob@h/far"]);
+        assert!(d.remote_carbons.is_empty() && d.carbons.is_empty());
+        // Sent by the local resource: the remote carbon-enabled one gets a <sent/> copy.
+        let sent = core.sent_carbon_targets(&here.handle, &j("alice@h"), &chat);
+        assert_eq!(remote_names(&sent.remote), ["bob@h/far"]);
+        assert!(sent.local.is_empty());
+        // A copy goes to its own session only: gone, it is dropped, never stored or spread.
+        let copy = Element::new("message", ns::CLIENT)
+            .attr("type", "chat")
+            .child(Element::new("received", ns::CARBONS).child(chat.clone()));
+        let d = core.delivery(&j("bob@h"), &j("bob@h/gone"), &copy).await;
+        assert_eq!(d.fate, Fate::Dropped);
+        assert!(d.recipients.is_empty() && d.remote.is_empty());
+        let d = core.delivery(&j("bob@h"), &j("bob@h/far"), &copy).await;
+        assert_eq!(remote_names(&d.remote), ["bob@h/far"]);
+    }
+
     #[test]
     fn eligibility_follows_xep_0280() {
         let msg = |ty: Option<&str>| {
