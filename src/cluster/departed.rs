@@ -16,7 +16,14 @@ use crate::xmpp::{Element, Jid, ns};
 
 /// Announces `sessions` (of gone nodes) as unavailable to everyone who saw them available.
 pub async fn announce(core: Arc<Core>, sessions: Vec<RemoteSession>) {
-    for session in sessions.into_iter().filter(|s| s.available) {
+    let available: Vec<RemoteSession> = sessions.into_iter().filter(|s| s.available).collect();
+    if !available.is_empty() {
+        tracing::info!(
+            sessions = available.len(),
+            "cluster: announcing a gone node's sessions unavailable"
+        );
+    }
+    for session in available {
         for to in audience(&core, &session.jid).await {
             let presence = Element::new("presence", ns::CLIENT)
                 .attr("type", "unavailable")
