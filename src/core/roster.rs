@@ -359,6 +359,67 @@ impl Core {
         }
     }
 
+    /// Sends unavailable presence from each available resource of `user`, on any node, straight
+    /// to the sessions `local` (here) and `remote` (on other nodes), bypassing the router's
+    /// policy: what a cancelled subscription (RFC 6121 §3.2.2) or a block (XEP-0191 §3.3) owes
+    /// the contact's sessions.
+    pub fn send_unavailable_to(
+        &self,
+        user: &Jid,
+        local: &[Arc<super::sessions::SessionHandle>],
+        remote: &[super::cluster::RemoteSession],
+    ) {
+        if local.is_empty() && remote.is_empty() {
+            return;
+        }
+        let mut mine: Vec<Jid> = self
+            .sessions
+            .resources(user)
+            .into_iter()
+            .filter(|s| s.is_available())
+            .map(|s| s.jid.clone())
+            .collect();
+        mine.extend(
+            self.remote_sessions(user)
+                .into_iter()
+                .filter(|r| r.available)
+                .map(|r| r.jid),
+        );
+        let unavailable = |from: &Jid, to: &Jid| {
+            Element::new("presence", ns::CLIENT)
+                .attr("type", "unavailable")
+                .attr("from", from.to_string())
+                .attr("to", to.to_string())
+        };
+        for from in &mine {
+            for t in local {
+                t.send(unavailable(from, &t.jid));
+            }
+            for r in remote {
+                self.forward(&unavailable(from, &r.jid), std::slice::from_ref(r));
+            }
+        }
+    }
+
+    /// Delivers `stanza` (addressed to `user`'s bare JID) to `user`'s available resources on
+    /// every node, bypassing the router: inbound subscription stanzas (RFC 6121 §3).
+    pub fn deliver_to_available(&self, user: &Jid, stanza: &Element) {
+        for s in self.sessions.resources(user) {
+            if s.is_available() {
+                s.send(stanza.clone());
+            }
+        }
+        let remote: Vec<_> = self
+            .remote_sessions(user)
+            .into_iter()
+            .filter(|r| r.available)
+            .collect();
+        if !remote.is_empty() {
+            // Once per node, which hands it to its own available resources.
+            self.forward(stanza, &remote);
+        }
+    }
+
     /// Pushes the current effective item for `contact` (or a removal) to `user`'s interested sessions.
     pub async fn push_current(&self, user: &Jid, contact: &Jid) -> Result<(), RosterError> {
         let el = match self.roster_item(user, contact).await? {

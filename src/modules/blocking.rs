@@ -358,33 +358,11 @@ fn push(core: &Core, user: &Jid, name: &str, items: &[Jid]) {
 /// XEP-0191 §3.3: the blocked contacts' sessions, on every node, see the user's available
 /// resources (on every node) go offline.
 fn send_unavailable(core: &Core, user: &Jid, blocked: &[Jid]) {
-    let mut mine: Vec<Jid> = core
-        .sessions
-        .resources(user)
-        .into_iter()
-        .filter(|s| s.is_available())
-        .map(|s| s.jid.clone())
-        .collect();
-    mine.extend(
-        core.remote_sessions(user)
-            .into_iter()
-            .filter(|r| r.available)
-            .map(|r| r.jid),
-    );
-    if mine.is_empty() {
-        return;
-    }
-    let unavailable = |from: &Jid, to: &Jid| {
-        Element::new("presence", ns::CLIENT)
-            .attr("type", "unavailable")
-            .attr("from", from.to_string())
-            .attr("to", to.to_string())
-    };
     for item in blocked {
         if core.host(item.domain()).is_none() {
             continue;
         }
-        let (targets, remote) = if item.node().is_some() {
+        let (mut local, mut remote) = if item.node().is_some() {
             (
                 core.sessions.resources(&item.bare()),
                 core.remote_sessions(&item.bare()),
@@ -395,17 +373,9 @@ fn send_unavailable(core: &Core, user: &Jid, blocked: &[Jid]) {
                 core.all_remote_sessions(Some(item.domain())),
             )
         };
-        for t in targets.iter().filter(|t| item_matches(item, &t.jid)) {
-            for from in &mine {
-                t.send(unavailable(from, &t.jid));
-            }
-        }
-        // Straight to the session's node, as to a local queue: the block stops routed presence.
-        for r in remote.iter().filter(|r| item_matches(item, &r.jid)) {
-            for from in &mine {
-                core.forward(&unavailable(from, &r.jid), std::slice::from_ref(r));
-            }
-        }
+        local.retain(|t| item_matches(item, &t.jid));
+        remote.retain(|r| item_matches(item, &r.jid));
+        core.send_unavailable_to(user, &local, &remote);
     }
 }
 
