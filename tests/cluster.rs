@@ -694,3 +694,45 @@ async fn resuming_on_another_node_fails_at_once_and_loses_nothing() {
     let failed = again.read_stanza("failed").await;
     assert!(failed.contains("item-not-found"), "{failed}");
 }
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn subscriptions_are_delivered_to_the_other_node() {
+    let (_nats, n1, n2) = cluster(&["alice", "bob"]).await;
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    let mut bob = online_seen(&n2, &n1, "bob", "b2").await;
+    // alice on node 1 asks; node 1 handles bob's side and hands the request to bob on node 2.
+    alice
+        .send("<presence type='subscribe' to='bob@localhost'/>")
+        .await;
+    let p = read_until_contains(&mut bob, "presence", "type=\"subscribe\"").await;
+    assert!(p.contains("from=\"alice@localhost\""), "{p}");
+    // bob approves on node 2: alice on node 1 gets the approval, then his presence.
+    bob.send("<presence type='subscribed' to='alice@localhost'/>")
+        .await;
+    let p = read_until_contains(&mut alice, "presence", "type=\"subscribed\"").await;
+    assert!(p.contains("from=\"bob@localhost\""), "{p}");
+    read_until_contains(&mut alice, "presence", "from=\"bob@localhost/b2\"").await;
+    // bob cancels: alice's session on node 1 sees him go unavailable.
+    bob.send("<presence type='unsubscribed' to='alice@localhost'/>")
+        .await;
+    let p = read_until_contains(&mut alice, "presence", "type=\"unavailable\"").await;
+    assert!(p.contains("from=\"bob@localhost/b2\""), "{p}");
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn deleting_an_account_closes_its_sessions_on_every_node() {
+    let (_nats, n1, n2) = cluster(&["bob"]).await;
+    let mut bob = online_seen(&n2, &n1, "bob", "b2").await;
+    assert!(
+        n1.server()
+            .core
+            .delete_account(&jid("bob@localhost"))
+            .await
+            .unwrap()
+    );
+    let end = bob.read_to_close().await;
+    assert!(end.contains("the account was deleted"), "{end}");
+    sees_gone(&n1, "bob@localhost").await;
+}
