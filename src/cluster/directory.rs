@@ -77,7 +77,8 @@ pub fn parse_key(key: &str) -> Option<(Jid, &str)> {
 pub struct Directory {
     me: String,
     ttl: Duration,
-    started: Instant,
+    /// When the current view started (this node connected, or connected again).
+    started: Mutex<Instant>,
     /// Whether this node is connected to the cluster now; while not, the cache is kept as it
     /// was (nothing can be learnt) and liveness is not judged.
     online: AtomicBool,
@@ -92,7 +93,7 @@ impl Directory {
         Directory {
             me: me.to_string(),
             ttl,
-            started: Instant::now(),
+            started: Mutex::new(Instant::now()),
             online: AtomicBool::new(false),
             by_bare: DashMap::new(),
             seen: Mutex::new(HashMap::new()),
@@ -103,10 +104,12 @@ impl Directory {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts a fresh view (connected again: the watch replays the whole bucket).
+    /// Starts a fresh view (connected again: the watch replays the whole bucket). A node not
+    /// heard from again counts as gone only once a TTL has passed since.
     pub fn reset(&self) {
         self.by_bare.clear();
         self.seen().clear();
+        *self.started.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
     /// Marks this node connected or not.
@@ -209,7 +212,7 @@ impl Directory {
     }
 
     /// Forgets the nodes that stopped heartbeating (or never did, once a TTL has passed since
-    /// this node started) and returns the bucket keys of their sessions, for removal.
+    /// the view started) and returns the bucket keys of their sessions, for removal.
     pub fn sweep(&self) -> Vec<String> {
         self.sweep_departed().keys
     }
@@ -222,7 +225,12 @@ impl Directory {
             return swept;
         }
         let seen = self.seen();
-        let settled = self.started.elapsed() >= self.ttl;
+        let settled = self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+            >= self.ttl;
         let gone = |n: &Arc<str>| match seen.get(n) {
             Some(Some(t)) => t.elapsed() >= self.ttl,
             Some(None) => true,
@@ -376,5 +384,20 @@ mod tests {
         let gone: Vec<String> = swept.sessions.iter().map(|s| s.jid.to_string()).collect();
         assert_eq!(gone, ["bob@h/phone"]);
         assert!(b.sweep_departed().sessions.is_empty(), "announced once");
+    }
+
+    #[test]
+    fn a_fresh_view_waits_a_ttl_before_judging_unheard_nodes() {
+        // Long enough that the first sweep surely comes within it, even on a loaded machine.
+        let ttl = Duration::from_secs(1);
+        let d = Directory::new("me", ttl);
+        d.set_online(true);
+        std::thread::sleep(ttl);
+        d.reset();
+        // The watch replayed a session before the node's heartbeat: not gone yet.
+        d.update(j("bob@h"), "b", Some(vec![entry("phone", 0)]));
+        assert!(d.sweep_departed().keys.is_empty());
+        std::thread::sleep(ttl);
+        assert_eq!(d.sweep_departed().keys, vec![key(&j("bob@h"), "b")]);
     }
 }
