@@ -376,6 +376,24 @@ fn holder(srv: &TestServer, room: &str) -> oxpecker::core::cluster::RoomHolder {
 async fn holder_is(srv: &TestServer, room: &str, want: oxpecker::core::cluster::RoomHolder) {
     for _ in 0..500 {
         if holder(srv, room) == want {
+// ---- pushes: carbons, roster and blocking pushes, a dead node's presence, SM across nodes ----
+
+/// A third node `name` joining `n1`'s cluster on the same store.
+async fn third_node(nats: &Nats, n1: &TestServer, name: &str) -> TestServer {
+    let store = n1.server().core.store.clone();
+    node(nats, &store, name).await
+}
+
+/// Waits until `srv` sees `full` on another node with `flag` set (read from the directory).
+async fn sees_flag(
+    srv: &TestServer,
+    full: &str,
+    flag: impl Fn(&oxpecker::core::cluster::RemoteSession) -> bool,
+) {
+    let full = jid(full);
+    for _ in 0..400 {
+        let remote = srv.server().core.remote_sessions(&full.bare());
+        if remote.iter().any(|r| r.jid == full && flag(r)) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -436,6 +454,36 @@ async fn rest_call(
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or_default())
+    panic!("{full} never showed the flag in the directory");
+}
+
+/// Waits until `srv` no longer sees `full` on another node.
+async fn sees_not(srv: &TestServer, full: &str) {
+    let full = jid(full);
+    for _ in 0..600 {
+        let remote = srv.server().core.remote_sessions(&full.bare());
+        if !remote.iter().any(|r| r.jid == full) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{full} still in the directory");
+}
+
+/// Sends an IQ and reads up to its answer, which must be a result.
+async fn iq_ok(c: &mut RawClient, id: &str, iq: &str) {
+    c.send(iq).await;
+    let answer = read_until_contains(c, "iq", &format!("id=\"{id}\"")).await;
+    assert!(answer.contains("type=\"result\""), "{answer}");
+}
+
+async fn enable_carbons(c: &mut RawClient) {
+    iq_ok(
+        c,
+        "carbons",
+        "<iq type='set' id='carbons'><enable xmlns='urn:xmpp:carbons:2'/></iq>",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -550,6 +598,66 @@ async fn a_room_spans_two_nodes_with_one_copy_each() {
     .await;
     let gone = read_until_contains(&mut alice, "presence", "lounge@conference.localhost/Bo").await;
     assert!(gone.contains("type=\"unavailable\""), "{gone}");
+async fn carbons_reach_resources_on_the_other_node_both_ways() {
+    let (_nats, n1, n2) = cluster(&["alice", "bob", "carol"]).await;
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    let mut carol = online_seen(&n2, &n1, "carol", "c2").await;
+    let mut b1 = online_seen(&n1, &n2, "bob", "b1").await;
+    let mut b2 = online_seen(&n2, &n1, "bob", "b2").await;
+    enable_carbons(&mut b1).await;
+    enable_carbons(&mut b2).await;
+    sees_flag(&n1, "bob@localhost/b2", |r| r.carbons).await;
+    sees_flag(&n2, "bob@localhost/b1", |r| r.carbons).await;
+    // Received on node 1 for b1: b2 on node 2 gets the <received/> copy.
+    alice
+        .send(&chat("bob@localhost/b1", "r1", "to b1 from n1"))
+        .await;
+    read_until_contains(&mut b1, "message", "to b1 from n1").await;
+    let copy = read_until_contains(&mut b2, "message", "to b1 from n1").await;
+    assert!(
+        copy.contains("<received xmlns=\"urn:xmpp:carbons:2\"")
+            && copy.contains("from=\"bob@localhost\"")
+            && copy.contains("to=\"bob@localhost/b2\""),
+        "{copy}"
+    );
+    // And the other way: carol on node 2 writes to b2, b1 on node 1 gets the copy.
+    carol
+        .send(&chat("bob@localhost/b2", "r2", "to b2 from n2"))
+        .await;
+    read_until_contains(&mut b2, "message", "to b2 from n2").await;
+    let copy = read_until_contains(&mut b1, "message", "to b2 from n2").await;
+    assert!(
+        copy.contains("<received xmlns=\"urn:xmpp:carbons:2\""),
+        "{copy}"
+    );
+    // Sent by b1 on node 1: b2 on node 2 gets the <sent/> copy, and back.
+    b1.send(&chat("alice@localhost", "s1", "sent by b1")).await;
+    read_until_contains(&mut alice, "message", "sent by b1").await;
+    let copy = read_until_contains(&mut b2, "message", "sent by b1").await;
+    assert!(
+        copy.contains("<sent xmlns=\"urn:xmpp:carbons:2\""),
+        "{copy}"
+    );
+    b2.send(&chat("carol@localhost", "s2", "sent by b2")).await;
+    read_until_contains(&mut carol, "message", "sent by b2").await;
+    let copy = read_until_contains(&mut b1, "message", "sent by b2").await;
+    assert!(
+        copy.contains("<sent xmlns=\"urn:xmpp:carbons:2\""),
+        "{copy}"
+    );
+    // Disabled on node 2: the next message to b1 gives b2 no copy.
+    iq_ok(
+        &mut b2,
+        "off",
+        "<iq type='set' id='off'><disable xmlns='urn:xmpp:carbons:2'/></iq>",
+    )
+    .await;
+    sees_flag(&n1, "bob@localhost/b2", |r| !r.carbons).await;
+    alice
+        .send(&chat("bob@localhost/b1", "r3", "no copy now"))
+        .await;
+    read_until_contains(&mut b1, "message", "no copy now").await;
+    common::nothing_pending(&mut b2).await;
 }
 
 #[tokio::test]
@@ -641,6 +749,70 @@ async fn a_stopped_holders_persistent_room_is_taken_over_from_storage() {
     let listed = v["result"]["rooms"].to_string();
     assert!(!listed.contains("temp@"), "{v}");
     assert!(listed.contains("\"node\":\"n2\""), "{v}");
+async fn roster_and_blocking_pushes_reach_the_other_node() {
+    let (_nats, n1, n2) = cluster(&["alice", "bob", "carol"]).await;
+    let mut b1 = online_seen(&n1, &n2, "bob", "b1").await;
+    let mut b2 = online_seen(&n2, &n1, "bob", "b2").await;
+    for c in [&mut b1, &mut b2] {
+        iq_ok(
+            c,
+            "roster",
+            "<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>",
+        )
+        .await;
+    }
+    sees_flag(&n2, "bob@localhost/b1", |r| r.roster).await;
+    // A roster change by b2 on node 2 is pushed to b1 on node 1.
+    b2.send(
+        "<iq type='set' id='add'><query xmlns='jabber:iq:roster'><item jid='carol@localhost' name='Carol'/></query></iq>",
+    )
+    .await;
+    let push = read_until_contains(&mut b1, "iq", "carol@localhost").await;
+    assert!(
+        push.contains("type=\"set\"") && push.contains("name=\"Carol\""),
+        "{push}"
+    );
+    assert!(
+        push.contains("from=\"bob@localhost\"") || !push.contains("from="),
+        "{push}"
+    );
+    // A change made by the server on node 2 (as REST makes it) reaches node 1 too.
+    n2.server()
+        .core
+        .add_mutual(&jid("bob@localhost"), &jid("alice@localhost"))
+        .await
+        .unwrap();
+    let push = read_until_contains(&mut b1, "iq", "alice@localhost").await;
+    assert!(push.contains("subscription=\"both\""), "{push}");
+    // A block by b2 on node 2 is pushed to b1 on node 1 (XEP-0191 §3.3).
+    iq_ok(
+        &mut b2,
+        "blk",
+        "<iq type='set' id='blk'><block xmlns='urn:xmpp:blocking'><item jid='spam@localhost'/></block></iq>",
+    )
+    .await;
+    let push = read_until_contains(&mut b1, "iq", "spam@localhost").await;
+    assert!(
+        push.contains("<block xmlns=\"urn:xmpp:blocking\"") && push.contains("type=\"set\""),
+        "{push}"
+    );
+    // Blocking alice (on node 1) from node 2: she sees both of bob's resources go offline.
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    iq_ok(
+        &mut b2,
+        "blk2",
+        "<iq type='set' id='blk2'><block xmlns='urn:xmpp:blocking'><item jid='alice@localhost'/></block></iq>",
+    )
+    .await;
+    let mut gone = Vec::new();
+    while gone.len() < 2 {
+        let p = read_until_contains(&mut alice, "presence", "type=\"unavailable\"").await;
+        for from in ["bob@localhost/b1", "bob@localhost/b2"] {
+            if p.contains(&format!("from=\"{from}\"")) && !gone.contains(&from) {
+                gone.push(from);
+            }
+        }
+    }
 }
 
 #[tokio::test]
@@ -821,4 +993,192 @@ async fn a_node_whose_room_moved_drops_its_copy_and_its_occupants_join_the_holde
     let again = join_room(&mut alice, "moving", "Al").await;
     assert!(again.contains("affiliation=\"owner\""), "{again}");
     assert_eq!(holder(&n2, "moving"), RoomHolder::Here);
+async fn one_survivor_announces_a_dead_nodes_sessions_unavailable() {
+    let (nats, n1, n2) = cluster(&["alice", "bob"]).await;
+    let n3 = third_node(&nats, &n1, "n3").await;
+    n1.server()
+        .core
+        .add_mutual(&jid("alice@localhost"), &jid("bob@localhost"))
+        .await
+        .unwrap();
+    // alice on node 3 (the announcement comes from node 1, the lowest survivor), and bob's
+    // other resource on node 2.
+    let mut alice = online(&n3, "alice", "a3").await;
+    let mut b2 = online(&n2, "bob", "b2").await;
+    for srv in [&n1, &n3] {
+        sees(srv, "bob@localhost/b2", true).await;
+    }
+    // A node killed with kill -9 held an available session of bob.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await.unwrap());
+    let nodes = js.get_key_value("oxpecker_nodes").await.unwrap();
+    let sessions = js.get_key_value("oxpecker_sessions").await.unwrap();
+    let key = oxpecker::cluster::directory::key(&jid("bob@localhost"), "ghost");
+    nodes.put("ghost", "up".into()).await.unwrap();
+    sessions
+        .put(&key, r#"[{"r":"g","p":0,"a":true,"s":true}]"#.into())
+        .await
+        .unwrap();
+    for srv in [&n1, &n2, &n3] {
+        sees(srv, "bob@localhost/g", true).await;
+    }
+    // Within the TTL: its contact and bob's other resource hear it go.
+    let p = read_until_contains(&mut alice, "presence", "from=\"bob@localhost/g\"").await;
+    assert!(p.contains("type=\"unavailable\""), "{p}");
+    let p = read_until_contains(&mut b2, "presence", "from=\"bob@localhost/g\"").await;
+    assert!(p.contains("type=\"unavailable\""), "{p}");
+    for srv in [&n1, &n2, &n3] {
+        sees_not(srv, "bob@localhost/g").await;
+    }
+    let mut removed = false;
+    for _ in 0..300 {
+        if sessions.get(&key).await.unwrap().is_none() {
+            removed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(removed, "the gone node's key is still in the bucket");
+    // Every survivor has swept a few times since: still nobody else announced it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for c in [&mut alice, &mut b2] {
+        c.send("<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+            .await;
+        let rest = c.read_until("id=\"sync\"").await;
+        assert!(!rest.contains("bob@localhost/g"), "announced twice: {rest}");
+    }
+    // The account's messages now go to its live resource only.
+    alice
+        .send(&chat("bob@localhost", "m1", "after the crash"))
+        .await;
+    read_until_contains(&mut b2, "message", "after the crash").await;
+}
+
+const SM: &str = "urn:xmpp:sm:3";
+
+/// Logs in over STARTTLS + PLAIN on `srv` and opens the stream again, not bound yet.
+async fn authenticated(srv: &TestServer, user: &str) -> RawClient {
+    let mut c = RawClient::connect(srv.c2s()).await;
+    c.starttls(&srv.cert_pem()).await;
+    assert!(c.auth_plain(user, PASSWORD).await.contains("<success"));
+    let features = c.open().await;
+    assert!(features.contains(SM), "{features}");
+    c
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn resuming_on_another_node_fails_at_once_and_loses_nothing() {
+    let (_nats, n1, n2) = cluster(&["alice", "bob"]).await;
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    // bob on node 2, resumable.
+    let mut bob = authenticated(&n2, "bob").await;
+    bob.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>phone</resource></bind></iq>")
+        .await;
+    bob.read_stanza("iq").await;
+    bob.send(&format!("<enable xmlns='{SM}' resume='true'/>"))
+        .await;
+    let enabled = bob.read_stanza("enabled").await;
+    let start = enabled.find("id=\"").unwrap() + 4;
+    let id = enabled[start..start + enabled[start..].find('"').unwrap()].to_string();
+    bob.send("<presence/>").await;
+    read_until_contains(&mut bob, "presence", "bob@localhost/phone").await;
+    sees(&n1, "bob@localhost/phone", true).await;
+    // His connection dies; the session hibernates on node 2 and takes a message, unacked.
+    drop(bob);
+    let phone = jid("bob@localhost/phone");
+    for _ in 0..400 {
+        if n2
+            .server()
+            .core
+            .sessions
+            .get(&phone)
+            .is_some_and(|s| s.is_hibernating())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        n2.server()
+            .core
+            .sessions
+            .get(&phone)
+            .is_some_and(|s| s.is_hibernating())
+    );
+    alice
+        .send(&chat("bob@localhost", "m1", "while you were away"))
+        .await;
+    common::nothing_pending(&mut alice).await;
+    // He reconnects to node 1 and asks to resume: refused at once, not a hang or stream error.
+    let mut bob = authenticated(&n1, "bob").await;
+    bob.send(&format!("<resume xmlns='{SM}' previd='{id}' h='1'/>"))
+        .await;
+    let failed = bob.read_stanza("failed").await;
+    assert!(failed.contains("item-not-found"), "{failed}");
+    // Node 2 ends the hibernating session; what it held is routed again.
+    for _ in 0..400 {
+        if n2.server().core.sessions.get(&phone).is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        n2.server().core.sessions.get(&phone).is_none(),
+        "still there"
+    );
+    // A fresh bind on node 1 gets the message sent meanwhile.
+    bob.send("<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>laptop</resource></bind></iq>")
+        .await;
+    assert!(bob.read_stanza("iq").await.contains("<jid>"));
+    bob.send("<presence/>").await;
+    read_until_contains(&mut bob, "message", "while you were away").await;
+    // An id no node knows (its node died with it) fails the same way.
+    let mut again = authenticated(&n1, "bob").await;
+    again
+        .send(&format!("<resume xmlns='{SM}' previd='{id}' h='1'/>"))
+        .await;
+    let failed = again.read_stanza("failed").await;
+    assert!(failed.contains("item-not-found"), "{failed}");
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn subscriptions_are_delivered_to_the_other_node() {
+    let (_nats, n1, n2) = cluster(&["alice", "bob"]).await;
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    let mut bob = online_seen(&n2, &n1, "bob", "b2").await;
+    // alice on node 1 asks; node 1 handles bob's side and hands the request to bob on node 2.
+    alice
+        .send("<presence type='subscribe' to='bob@localhost'/>")
+        .await;
+    let p = read_until_contains(&mut bob, "presence", "type=\"subscribe\"").await;
+    assert!(p.contains("from=\"alice@localhost\""), "{p}");
+    // bob approves on node 2: alice on node 1 gets the approval, then his presence.
+    bob.send("<presence type='subscribed' to='alice@localhost'/>")
+        .await;
+    let p = read_until_contains(&mut alice, "presence", "type=\"subscribed\"").await;
+    assert!(p.contains("from=\"bob@localhost\""), "{p}");
+    read_until_contains(&mut alice, "presence", "from=\"bob@localhost/b2\"").await;
+    // bob cancels: alice's session on node 1 sees him go unavailable.
+    bob.send("<presence type='unsubscribed' to='alice@localhost'/>")
+        .await;
+    let p = read_until_contains(&mut alice, "presence", "type=\"unavailable\"").await;
+    assert!(p.contains("from=\"bob@localhost/b2\""), "{p}");
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn deleting_an_account_closes_its_sessions_on_every_node() {
+    let (_nats, n1, n2) = cluster(&["bob"]).await;
+    let mut bob = online_seen(&n2, &n1, "bob", "b2").await;
+    assert!(
+        n1.server()
+            .core
+            .delete_account(&jid("bob@localhost"))
+            .await
+            .unwrap()
+    );
+    let end = bob.read_to_close().await;
+    assert!(end.contains("the account was deleted"), "{end}");
+    sees_gone(&n1, "bob@localhost").await;
 }

@@ -602,7 +602,13 @@ impl Negotiation {
             .sessions
             .take_over(jid, id, h, RESUME_WAIT)
             .await
-            .map_err(|e| e.condition())
+            .map_err(|e| {
+                if e == crate::core::stream_management::ResumeError::ItemNotFound {
+                    // Perhaps held by another cluster node: it ends it, nothing is lost.
+                    self.core.resume_missed(jid, id);
+                }
+                e.condition()
+            })
     }
 
     /// Fires `authentication-success` or `authentication-failure` for a finished SASL exchange.

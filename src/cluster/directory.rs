@@ -34,6 +34,16 @@ pub struct Entry {
     /// Whether its connection is encrypted.
     #[serde(rename = "s")]
     pub secure: bool,
+    /// Whether it enabled XEP-0280 carbons (absent in entries written before this flag: off).
+    #[serde(rename = "c", default, skip_serializing_if = "is_false")]
+    pub carbons: bool,
+    /// Whether it fetched its roster, so roster pushes reach it (absent before this flag: off).
+    #[serde(rename = "q", default, skip_serializing_if = "is_false")]
+    pub roster: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Entry {
@@ -44,6 +54,8 @@ impl Entry {
             priority: s.priority(),
             available: s.is_available(),
             secure: s.secure,
+            carbons: s.carbons(),
+            roster: s.roster_requested(),
         }
     }
 }
@@ -65,7 +77,8 @@ pub fn parse_key(key: &str) -> Option<(Jid, &str)> {
 pub struct Directory {
     me: String,
     ttl: Duration,
-    started: Instant,
+    /// When the current view started (this node connected, or connected again).
+    started: Mutex<Instant>,
     /// Whether this node is connected to the cluster now; while not, the cache is kept as it
     /// was (nothing can be learnt) and liveness is not judged.
     online: AtomicBool,
@@ -80,7 +93,7 @@ impl Directory {
         Directory {
             me: me.to_string(),
             ttl,
-            started: Instant::now(),
+            started: Mutex::new(Instant::now()),
             online: AtomicBool::new(false),
             by_bare: DashMap::new(),
             seen: Mutex::new(HashMap::new()),
@@ -91,10 +104,12 @@ impl Directory {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts a fresh view (connected again: the watch replays the whole bucket).
+    /// Starts a fresh view (connected again: the watch replays the whole bucket). A node not
+    /// heard from again counts as gone only once a TTL has passed since.
     pub fn reset(&self) {
         self.by_bare.clear();
         self.seen().clear();
+        *self.started.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
     /// Marks this node connected or not.
@@ -168,6 +183,8 @@ impl Directory {
             priority: e.priority,
             available: e.available,
             secure: e.secure,
+            carbons: e.carbons,
+            roster: e.roster,
         })
     }
 
@@ -200,23 +217,35 @@ impl Directory {
     }
 
     /// Forgets the nodes that stopped heartbeating (or never did, once a TTL has passed since
-    /// this node started) and returns the bucket keys of their sessions, for removal.
+    /// the view started) and returns the bucket keys of their sessions, for removal.
     pub fn sweep(&self) -> Vec<String> {
+        self.sweep_departed().keys
+    }
+
+    /// [`Directory::sweep`], also returning the sessions the gone nodes served (what the
+    /// survivors announce as gone, [`crate::cluster::departed`]).
+    pub fn sweep_departed(&self) -> Swept {
+        let mut swept = Swept::default();
         if !self.is_online() {
-            return Vec::new();
+            return swept;
         }
         let seen = self.seen();
-        let settled = self.started.elapsed() >= self.ttl;
+        let settled = self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+            >= self.ttl;
         let gone = |n: &Arc<str>| match seen.get(n) {
             Some(Some(t)) => t.elapsed() >= self.ttl,
             Some(None) => true,
             None => settled,
         };
-        let mut keys = Vec::new();
         self.by_bare.retain(|bare, list| {
-            list.retain(|(n, _)| {
+            list.retain(|(n, e)| {
                 if gone(n) {
-                    keys.push(key(bare, n));
+                    swept.keys.push(key(bare, n));
+                    swept.sessions.extend(Self::remote(bare, n, e));
                     false
                 } else {
                     true
@@ -224,10 +253,27 @@ impl Directory {
             });
             !list.is_empty()
         });
-        keys.sort();
-        keys.dedup();
-        keys
+        swept.keys.sort();
+        swept.keys.dedup();
+        swept
     }
+
+    /// Whether this node speaks for the cluster about gone nodes (removes their keys and
+    /// announces their sessions gone): it is the live node with the lowest name, so exactly
+    /// one survivor does it.
+    pub fn speaks_for_the_gone(&self) -> bool {
+        let seen = self.seen();
+        !seen.keys().any(|n| **n < *self.me && self.alive(&seen, n))
+    }
+}
+
+/// What a sweep found on the nodes that are gone.
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// The bucket keys of their sessions, sorted.
+    pub keys: Vec<String>,
+    /// Their sessions, as last published.
+    pub sessions: Vec<RemoteSession>,
 }
 
 #[cfg(test)]
@@ -245,6 +291,8 @@ mod tests {
             priority: p,
             available: true,
             secure: true,
+            carbons: false,
+            roster: false,
         }
     }
 
@@ -299,5 +347,62 @@ mod tests {
         d.update(bob.clone(), "b", Some(vec![entry("pc", 5)]));
         d.update(bob.clone(), "b", None);
         assert!(d.sessions_of(&bob).is_empty());
+    }
+
+    #[test]
+    fn entries_without_the_newer_flags_still_read() {
+        let old: Vec<Entry> =
+            serde_json::from_str(r#"[{"r":"g","p":0,"a":true,"s":true}]"#).unwrap();
+        assert_eq!(old, vec![entry("g", 0)]);
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"[{"r":"g","p":0,"a":true,"s":true}]"#,
+            "flags that are off are not written"
+        );
+        let mut on = entry("g", 0);
+        on.carbons = true;
+        on.roster = true;
+        let text = serde_json::to_string(&on).unwrap();
+        assert!(
+            text.contains(r#""c":true"#) && text.contains(r#""q":true"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Entry>(&text).unwrap(), on);
+    }
+
+    #[test]
+    fn the_lowest_live_node_speaks_for_the_gone() {
+        let ttl = Duration::from_millis(50);
+        let b = Directory::new("b", ttl);
+        b.set_online(true);
+        b.heard("b");
+        b.heard("c");
+        assert!(b.speaks_for_the_gone(), "nobody lower is alive");
+        b.heard("a");
+        assert!(!b.speaks_for_the_gone(), "a is lower and alive");
+        let bob = j("bob@h");
+        b.update(bob.clone(), "a", Some(vec![entry("phone", 0)]));
+        b.left("a");
+        assert!(b.speaks_for_the_gone(), "a said goodbye");
+        let swept = b.sweep_departed();
+        assert_eq!(swept.keys, vec![key(&bob, "a")]);
+        let gone: Vec<String> = swept.sessions.iter().map(|s| s.jid.to_string()).collect();
+        assert_eq!(gone, ["bob@h/phone"]);
+        assert!(b.sweep_departed().sessions.is_empty(), "announced once");
+    }
+
+    #[test]
+    fn a_fresh_view_waits_a_ttl_before_judging_unheard_nodes() {
+        // Long enough that the first sweep surely comes within it, even on a loaded machine.
+        let ttl = Duration::from_secs(1);
+        let d = Directory::new("me", ttl);
+        d.set_online(true);
+        std::thread::sleep(ttl);
+        d.reset();
+        // The watch replayed a session before the node's heartbeat: not gone yet.
+        d.update(j("bob@h"), "b", Some(vec![entry("phone", 0)]));
+        assert!(d.sweep_departed().keys.is_empty());
+        std::thread::sleep(ttl);
+        assert_eq!(d.sweep_departed().keys, vec![key(&j("bob@h"), "b")]);
     }
 }

@@ -8,10 +8,12 @@
 //! delivery only.
 //!
 //! Faults: a node that stops heartbeating is gone after `node_ttl_secs` (its sessions leave
-//! every view and their keys are removed by the survivors); a node that loses NATS keeps
+//! every view, and one survivor removes their keys and sends their contacts the unavailable
+//! presence they would have sent: [`departed`]); a node that loses NATS keeps
 //! serving its own sessions, bounces stanzas for other nodes with `remote-server-timeout`,
 //! reconnects by itself and then republishes its sessions.
 
+pub mod departed;
 pub mod directory;
 pub mod rooms;
 pub mod wire;
@@ -234,6 +236,9 @@ impl Node {
                         }
                     }
                 }
+                Ok(Frame::EndResumable(bare, previd)) => {
+                    core.end_resumable(&bare, &previd);
+                }
                 Err(e) => tracing::warn!(error = %e, "cluster: dropping a message"),
             }
         }
@@ -337,9 +342,16 @@ impl Node {
                     nodes.put(&self.name, "up".into()).await.map_err(nats)?;
                 }
                 _ = sweep.tick() => {
-                    for key in self.directory.sweep() {
-                        tracing::info!(%key, "cluster: removing a gone node's sessions");
-                        sessions.delete(&key).await.map_err(nats)?;
+                    let swept = self.directory.sweep_departed();
+                    // One survivor removes the keys and announces the sessions gone.
+                    if !swept.keys.is_empty() && self.directory.speaks_for_the_gone() {
+                        if let Some(core) = self.core.upgrade() {
+                            core.tasks.spawn(departed::announce(core.clone(), swept.sessions));
+                        }
+                        for key in swept.keys {
+                            tracing::info!(%key, "cluster: removing a gone node's sessions");
+                            sessions.delete(&key).await.map_err(nats)?;
+                        }
                     }
                 }
                 _ = self.dirty_wake.notified() => self.publish_dirty(&sessions).await?,
@@ -535,6 +547,11 @@ impl Cluster for Node {
 
     fn rooms(&self, service: &str) -> Vec<(Jid, Arc<str>)> {
         self.leased_rooms(service)
+    fn end_resumable(&self, node: &str, bare: &Jid, previd: &str) -> bool {
+        self.queue(
+            node,
+            Frame::EndResumable(bare.clone(), previd.to_string()).encode(),
+        )
     }
 }
 

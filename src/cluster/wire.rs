@@ -20,6 +20,9 @@ pub enum Frame {
     /// sending node and its sessions of the sender's account (what its directory key says,
     /// which may not have arrived yet), so that the answers find the sender.
     Room(String, Vec<Entry>, Element),
+    /// End the local resumable session of this account with this XEP-0198 id: the client tried
+    /// to resume it on another node (its unacknowledged stanzas are routed again).
+    EndResumable(Jid, String),
 }
 
 /// Why a frame could not be read (the sender is another node: logged and dropped).
@@ -75,6 +78,12 @@ impl Frame {
                 out.push_str(condition_name(*condition));
                 out.push('\n');
                 out.push_str(text);
+            }
+            Frame::EndResumable(bare, previd) => {
+                out.push('H');
+                out.push_str(bare.as_str());
+                out.push('\n');
+                out.push_str(previd);
             }
         }
         out.into_bytes()
@@ -135,6 +144,12 @@ impl Frame {
                     parts.next().unwrap_or_default().to_string(),
                 ))
             }
+            'H' => {
+                let (bare, previd) = body
+                    .split_once('\n')
+                    .ok_or(WireError::Malformed("no resumption id"))?;
+                Ok(Frame::EndResumable(jid(bare)?, previd.to_string()))
+            }
             _ => Err(WireError::Malformed("unknown tag")),
         }
     }
@@ -168,6 +183,7 @@ mod tests {
             Frame::Kick(j("b@h/phone")),
             Frame::Presence(j("b@h"), j("a@h/x")),
             Frame::Close(j("b@h"), StreamErrorCondition::Reset, "bye\nnow".into()),
+            Frame::EndResumable(j("b@h"), "0f3a".into()),
         ] {
             assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
         }
@@ -179,6 +195,7 @@ mod tests {
             b"Rn\n[]\n<unclosed",
             b"Rn\nnot json\n<a/>",
             b"\xff",
+            b"Hb@h",
         ] {
             assert!(Frame::decode(bad).is_err(), "{bad:?}");
         }

@@ -24,6 +24,10 @@ pub struct RemoteSession {
     pub available: bool,
     /// Whether its connection is encrypted.
     pub secure: bool,
+    /// Whether it enabled XEP-0280 message carbons.
+    pub carbons: bool,
+    /// Whether it fetched its roster (so it gets roster pushes).
+    pub roster: bool,
 }
 
 /// An answer another node sends back later.
@@ -90,6 +94,12 @@ pub trait Cluster: Send + Sync {
     /// The rooms of MUC service `service` held by any live node, with that node.
     fn rooms(&self, _service: &str) -> Vec<(Jid, Arc<str>)> {
         Vec::new()
+    }
+    /// Asks `node` to end its resumable session `previd` of `bare`: the client tried to resume
+    /// it here (XEP-0198 resumption is refused across nodes); false when `node` is unreachable.
+    fn end_resumable(&self, node: &str, bare: &Jid, previd: &str) -> bool {
+        let _ = (node, bare, previd);
+        false
     }
 }
 

@@ -22,7 +22,10 @@
 //!   storage when the account exists and a module hooks `message/offline`, else bounce;
 //! - presence to a bare JID goes to every available resource, to a full JID only if it is online;
 //! - an eligible message (see [`carbon_eligible`]) is copied to every resource that enabled
-//!   carbons and does not get the message itself — whatever the policy chose.
+//!   carbons and does not get the message itself — whatever the policy chose — on every node
+//!   (the directory lists which remote sessions enabled carbons);
+//! - a carbon copy (a message carrying `<received/>` or `<sent/>`) to a full JID goes to that
+//!   session only: when it is gone the copy is dropped, never stored or sent to another resource.
 //!
 //! XEP-0352 holds are not a choice of recipient: an inactive session still receives, and its
 //! queue ([`SessionHandle::send`]) holds presence back until the client is active again.
@@ -63,6 +66,8 @@ pub struct Delivery {
     pub remote: Vec<RemoteSession>,
     /// The sessions that get a XEP-0280 `<received/>` copy instead.
     pub carbons: Vec<Arc<SessionHandle>>,
+    /// The sessions on other cluster nodes that get a `<received/>` copy instead.
+    pub remote_carbons: Vec<RemoteSession>,
     /// What happens to the stanza.
     pub fate: Fate,
 }
@@ -90,8 +95,7 @@ pub fn carbon_eligible(msg: &Element) -> bool {
     }
     if msg.get_child("private", ns::CARBONS).is_some()
         || msg.get_child("no-copy", ns::HINTS).is_some()
-        || msg.get_child("received", ns::CARBONS).is_some()
-        || msg.get_child("sent", ns::CARBONS).is_some()
+        || is_carbon_copy(msg)
         || msg.get_child("result", ns::MAM).is_some()
     {
         return false;
@@ -243,6 +247,7 @@ impl Core {
             recipients: Vec::new(),
             remote: Vec::new(),
             carbons: Vec::new(),
+            remote_carbons: Vec::new(),
             fate,
         };
         let Some(kind) = Kind::of(stanza) else {
@@ -252,16 +257,36 @@ impl Core {
             return nobody(Fate::Bounce(C::RemoteServerNotFound));
         }
         let account = to.bare();
-        let resources = if to.node().is_some() {
+        let mut resources = if to.node().is_some() {
             self.sessions.resources(&account)
         } else {
             Vec::new()
         };
         let policy = self.config.load().bare_message_delivery(to.domain());
         let ty = stanza::stanza_type(stanza, "");
-        let remote_sessions = match scope {
+        let mut remote_sessions = match scope {
             Scope::Cluster if to.node().is_some() => self.remote_sessions(&account),
             _ => Vec::new(),
+        };
+        if kind == Kind::Message && to.resource().is_some() && is_carbon_copy(stanza) {
+            resources.retain(|s| s.jid == *to);
+            remote_sessions.retain(|r| r.jid == *to);
+            if resources.is_empty() && remote_sessions.is_empty() {
+                return nobody(Fate::Dropped);
+            }
+        }
+        let copied = kind == Kind::Message
+            && from.bare() != account
+            && (resources.iter().any(|s| s.carbons()) || remote_sessions.iter().any(|r| r.carbons))
+            && carbon_eligible(stanza);
+        let mut remote_carbons: Vec<RemoteSession> = if copied {
+            remote_sessions
+                .iter()
+                .filter(|r| r.carbons)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
         };
         let (recipients, remote, fate) = if remote_sessions.is_empty() {
             let (r, fate) = decide(&resources, to, kind, ty, policy);
@@ -283,11 +308,7 @@ impl Core {
             }
             (local, remote, fate)
         };
-        let carbons = if kind == Kind::Message
-            && from.bare() != account
-            && resources.iter().any(|s| s.carbons())
-            && carbon_eligible(stanza)
-        {
+        let carbons = if copied {
             resources
                 .iter()
                 .filter(|s| s.carbons() && !recipients.iter().any(|r| r.id == s.id))
@@ -296,10 +317,12 @@ impl Core {
         } else {
             Vec::new()
         };
+        remote_carbons.retain(|c| !remote.iter().any(|r| r.jid == c.jid));
         Delivery {
             recipients,
             remote,
             carbons,
+            remote_carbons,
             fate,
         }
     }
@@ -336,23 +359,46 @@ impl Core {
     }
 
     /// The sessions that get a XEP-0280 `<sent/>` copy of `stanza`, sent by `origin` to `to`:
-    /// the sender's other resources that enabled carbons, for an eligible message to someone else.
+    /// the sender's other resources that enabled carbons, on this node and on the others, for
+    /// an eligible message to someone else.
     pub fn sent_carbon_targets(
         &self,
         origin: &SessionHandle,
         to: &Jid,
         stanza: &Element,
-    ) -> Vec<Arc<SessionHandle>> {
+    ) -> CarbonTargets {
         let user = origin.jid.bare();
         if to.bare() == user || !carbon_eligible(stanza) {
-            return Vec::new();
+            return CarbonTargets::default();
         }
-        self.sessions
-            .resources(&user)
-            .into_iter()
-            .filter(|s| s.carbons() && s.id != origin.id)
-            .collect()
+        CarbonTargets {
+            local: self
+                .sessions
+                .resources(&user)
+                .into_iter()
+                .filter(|s| s.carbons() && s.id != origin.id)
+                .collect(),
+            remote: self
+                .remote_sessions(&user)
+                .into_iter()
+                .filter(|r| r.carbons)
+                .collect(),
+        }
     }
+}
+
+/// The sessions that get a carbon copy, here and on other cluster nodes.
+#[derive(Clone, Default)]
+pub struct CarbonTargets {
+    /// Sessions on this node.
+    pub local: Vec<Arc<SessionHandle>>,
+    /// Sessions on other nodes (the copy is forwarded to each, addressed to its full JID).
+    pub remote: Vec<RemoteSession>,
+}
+
+/// Whether `msg` is a XEP-0280 copy the server made (`<received/>` or `<sent/>`).
+pub fn is_carbon_copy(msg: &Element) -> bool {
+    msg.get_child("received", ns::CARBONS).is_some() || msg.get_child("sent", ns::CARBONS).is_some()
 }
 
 #[cfg(test)]
@@ -524,12 +570,118 @@ mod tests {
         assert_eq!(d.fate, Fate::Bounce(C::ServiceUnavailable));
         // The sender's other carbons-enabled resources get a <sent/> copy.
         let sent = core.sent_carbon_targets(&top.handle, &j("alice@h"), &chat);
-        assert_eq!(names(&sent), vec!["low"]);
+        assert_eq!(names(&sent.local), vec!["low"]);
         assert!(
             core.sent_carbon_targets(&top.handle, &j("bob@h/low"), &chat)
+                .local
                 .is_empty(),
             "messages to oneself are not copied"
         );
+    }
+
+    /// A cluster whose other node serves the given sessions and records what it was handed.
+    struct OtherNode(Vec<RemoteSession>);
+
+    impl super::super::cluster::Cluster for OtherNode {
+        fn node(&self) -> &str {
+            "me"
+        }
+        fn is_connected(&self) -> bool {
+            true
+        }
+        fn sessions_of(&self, bare: &Jid) -> Vec<RemoteSession> {
+            self.0
+                .iter()
+                .filter(|r| r.jid.bare() == *bare)
+                .cloned()
+                .collect()
+        }
+        fn sessions(&self, _: Option<&str>) -> Vec<RemoteSession> {
+            self.0.clone()
+        }
+        fn forward(&self, _: &[&str], _: &Element) -> bool {
+            true
+        }
+        fn changed(&self, _: &Jid) {}
+        fn presence(&self, _: &str, _: &Jid, _: &Jid) -> bool {
+            true
+        }
+        fn kick(&self, _: &str, _: &Jid) -> bool {
+            true
+        }
+        fn close(
+            &self,
+            _: &str,
+            _: &Jid,
+            _: crate::xmpp::error::StreamErrorCondition,
+            _: &str,
+        ) -> super::super::cluster::Pending<Option<Vec<String>>> {
+            Box::pin(async { None })
+        }
+    }
+
+    #[tokio::test]
+    async fn carbons_and_their_copies_span_nodes() {
+        let mut config = crate::config::Config::default();
+        config.hosts[0].name = "h".into();
+        let core = Core::new(
+            config,
+            crate::storage::Store::memory(),
+            crate::modules::BUILTIN,
+        )
+        .unwrap();
+        let remote = |res: &str, carbons: bool| RemoteSession {
+            node: Arc::from("other"),
+            jid: j(&format!("bob@h/{res}")),
+            priority: 0,
+            available: true,
+            secure: true,
+            carbons,
+            roster: false,
+        };
+        let other: Arc<dyn super::super::cluster::Cluster> =
+            Arc::new(OtherNode(vec![remote("far", true), remote("plain", false)]));
+        assert!(core.cluster.set(other).is_ok());
+        let here = core
+            .sessions
+            .bind(
+                &j("bob@h"),
+                "here",
+                ResourceConflict::Refuse,
+                8,
+                crate::core::sessions::Connection::new("peer", true),
+            )
+            .unwrap();
+        here.handle.set_presence(true, 0, None);
+        let chat = Element::new("message", ns::CLIENT)
+            .attr("type", "chat")
+            .child(Element::new("body", ns::CLIENT).text("hi"));
+        let remote_names =
+            |r: &[RemoteSession]| -> Vec<String> { r.iter().map(|s| s.jid.to_string()).collect() };
+        // To the local resource: the carbon-enabled one on the other node gets a copy.
+        let d = core
+            .delivery(&j("alice@h/x"), &j("bob@h/here"), &chat)
+            .await;
+        assert_eq!(names(&d.recipients), vec!["here"]);
+        assert!(d.remote.is_empty());
+        assert_eq!(remote_names(&d.remote_carbons), ["bob@h/far"]);
+        // To the remote one itself: no copy for it.
+        let d = core.delivery(&j("alice@h/x"), &j("bob@h/far"), &chat).await;
+        assert_eq!(remote_names(&d.remote), ["bob@h/far"]);
+        assert!(d.remote_carbons.is_empty() && d.carbons.is_empty());
+        // Sent by the local resource: the remote carbon-enabled one gets a <sent/> copy.
+        let sent = core.sent_carbon_targets(&here.handle, &j("alice@h"), &chat);
+        assert_eq!(remote_names(&sent.remote), ["bob@h/far"]);
+        assert!(sent.local.is_empty());
+        // A copy goes to its own session only: gone, it is dropped, never stored or spread.
+        let copy = Element::new("message", ns::CLIENT)
+            .attr("type", "chat")
+            .child(Element::new("received", ns::CARBONS).child(chat.clone()));
+        let d = core.delivery(&j("bob@h"), &j("bob@h/gone"), &copy).await;
+        assert_eq!(d.fate, Fate::Dropped);
+        assert!(d.recipients.is_empty() && d.remote.is_empty());
+        let d = core.delivery(&j("bob@h"), &j("bob@h/far"), &copy).await;
+        assert_eq!(remote_names(&d.remote), ["bob@h/far"]);
     }
 
     #[test]

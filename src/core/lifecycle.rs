@@ -108,12 +108,14 @@ impl Core {
         if !self.accounts.delete(jid).await? {
             return Ok(false);
         }
-        for s in self.sessions.resources(jid) {
-            s.close(StreamError::with_text(
+        // Its sessions on every cluster node (none open is not an error here).
+        let _ = self
+            .close_sessions_everywhere(
+                jid.as_str(),
                 StreamErrorCondition::NotAuthorized,
                 "the account was deleted",
-            ));
-        }
+            )
+            .await;
         if let Err(e) = self.roster.delete_user(jid).await {
             tracing::warn!(%jid, error = %e, "could not delete the roster of a deleted account");
         }

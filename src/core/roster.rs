@@ -321,22 +321,102 @@ impl Core {
         Ok(format!("{personal}-{groups}"))
     }
 
-    /// Sends a roster push of `item` (or its removal) to every session of `user` that fetched its roster.
+    /// Sends a roster push of `item` (or its removal) to every session of `user` that fetched
+    /// its roster, on this node and (forwarded to its full JID) on the others.
     pub fn roster_push(&self, user: &Jid, item: Element, version: Option<&str>) {
-        for s in self.sessions.resources(user) {
-            if !s.roster_requested() {
-                continue;
-            }
-            let mut query = Element::new("query", ns::ROSTER).child(item.clone());
-            if let Some(v) = version {
-                query.set_attr("ver", Some(v.to_string()));
-            }
-            let push = Element::new("iq", ns::CLIENT)
+        let mut query = Element::new("query", ns::ROSTER).child(item);
+        if let Some(v) = version {
+            query.set_attr("ver", Some(v.to_string()));
+        }
+        let push = |to: &Jid| {
+            Element::new("iq", ns::CLIENT)
                 .attr("type", "set")
                 .attr("id", format!("push{}", rand_id()))
-                .attr("to", s.jid.to_string())
-                .child(query);
-            s.send(push);
+                .attr("to", to.to_string())
+                .child(query.clone())
+        };
+        for s in self.sessions.resources(user) {
+            if s.roster_requested() {
+                s.send(push(&s.jid));
+            }
+        }
+        self.push_to_other_nodes(user, |r| r.roster, push);
+    }
+
+    /// Forwards `push(full JID)` to each session of `user` on another node that `wanted`; the
+    /// push comes from the account's bare JID (RFC 6121 §2.1.6), and the session's node
+    /// delivers it to that session only, as its delivery decision says.
+    pub fn push_to_other_nodes(
+        &self,
+        user: &Jid,
+        wanted: impl Fn(&super::cluster::RemoteSession) -> bool,
+        push: impl Fn(&Jid) -> Element,
+    ) {
+        for r in self.remote_sessions(user).iter().filter(|r| wanted(r)) {
+            let mut iq = push(&r.jid);
+            iq.set_attr("from", Some(user.bare().to_string()));
+            self.forward(&iq, std::slice::from_ref(r));
+        }
+    }
+
+    /// Sends unavailable presence from each available resource of `user`, on any node, straight
+    /// to the sessions `local` (here) and `remote` (on other nodes), bypassing the router's
+    /// policy: what a cancelled subscription (RFC 6121 §3.2.2) or a block (XEP-0191 §3.3) owes
+    /// the contact's sessions.
+    pub fn send_unavailable_to(
+        &self,
+        user: &Jid,
+        local: &[Arc<super::sessions::SessionHandle>],
+        remote: &[super::cluster::RemoteSession],
+    ) {
+        if local.is_empty() && remote.is_empty() {
+            return;
+        }
+        let mut mine: Vec<Jid> = self
+            .sessions
+            .resources(user)
+            .into_iter()
+            .filter(|s| s.is_available())
+            .map(|s| s.jid.clone())
+            .collect();
+        mine.extend(
+            self.remote_sessions(user)
+                .into_iter()
+                .filter(|r| r.available)
+                .map(|r| r.jid),
+        );
+        let unavailable = |from: &Jid, to: &Jid| {
+            Element::new("presence", ns::CLIENT)
+                .attr("type", "unavailable")
+                .attr("from", from.to_string())
+                .attr("to", to.to_string())
+        };
+        for from in &mine {
+            for t in local {
+                t.send(unavailable(from, &t.jid));
+            }
+            for r in remote {
+                self.forward(&unavailable(from, &r.jid), std::slice::from_ref(r));
+            }
+        }
+    }
+
+    /// Delivers `stanza` (addressed to `user`'s bare JID) to `user`'s available resources on
+    /// every node, bypassing the router: inbound subscription stanzas (RFC 6121 §3).
+    pub fn deliver_to_available(&self, user: &Jid, stanza: &Element) {
+        for s in self.sessions.resources(user) {
+            if s.is_available() {
+                s.send(stanza.clone());
+            }
+        }
+        let remote: Vec<_> = self
+            .remote_sessions(user)
+            .into_iter()
+            .filter(|r| r.available)
+            .collect();
+        if !remote.is_empty() {
+            // Once per node, which hands it to its own available resources.
+            self.forward(stanza, &remote);
         }
     }
 

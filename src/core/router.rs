@@ -308,8 +308,9 @@ impl Core {
         }
     }
 
-    /// Forwards `stanza` once to each node serving one of `remote`; whether any node took it.
-    fn forward(&self, stanza: &Element, remote: &[super::cluster::RemoteSession]) -> bool {
+    /// Forwards `stanza` (its `from` and `to` set) once to each node serving one of `remote`,
+    /// sessions the delivery decision chose; whether any node took it.
+    pub fn forward(&self, stanza: &Element, remote: &[super::cluster::RemoteSession]) -> bool {
         let Some(cluster) = self.cluster() else {
             return false;
         };

@@ -1,13 +1,21 @@
 //! XEP-0198 stream management state of a session as the `smacks` module and the transports use
 //! it: the narrow interface behind the `<enable/>`, `<r/>` and `<a/>` tag hooks, and taking a
 //! hibernated session over for a `<resume/>`, woken when the old connection lets go.
+//!
+//! In a cluster a session resumes only on the node that holds it. A `<resume/>` arriving at
+//! another node (the old node died, or a load balancer sent the client elsewhere) is refused at
+//! once with `item-not-found`, and the nodes serving the account are asked to end their session
+//! with that id ([`Core::resume_missed`]): ending it routes its unacknowledged and queued
+//! stanzas again, to the client's fresh session or to offline storage, so nothing is lost.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::Core;
 use super::sessions::{AckTooHigh, Hibernated, SessionHandle, Sessions};
 use crate::xmpp::Jid;
+use crate::xmpp::error::{StreamError, StreamErrorCondition};
 
 /// Why a resumption was refused (the XEP-0198 `<failed/>` condition).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +115,43 @@ impl Sessions {
     }
 }
 
+impl Core {
+    /// A `<resume/>` of `previd` by `bare` found no session here: asks the other nodes serving
+    /// the account to end their session with that id (the resumption itself stays refused).
+    pub fn resume_missed(&self, bare: &Jid, previd: &str) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let mut nodes: Vec<_> = self
+            .remote_sessions(bare)
+            .into_iter()
+            .map(|r| r.node)
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        for node in nodes {
+            cluster.end_resumable(&node, bare, previd);
+        }
+    }
+
+    /// Ends this node's resumable session `previd` of `bare`, hibernating or still attached,
+    /// because its client resumed on another node; its unacknowledged stanzas are routed again.
+    /// Whether there was one.
+    pub fn end_resumable(&self, bare: &Jid, previd: &str) -> bool {
+        match self.sessions.resumable(previd) {
+            Some(handle) if handle.jid.bare() == *bare => {
+                tracing::info!(jid = %handle.jid, "session resumed on another node: ending it here");
+                handle.close(StreamError::with_text(
+                    StreamErrorCondition::Conflict,
+                    "the client reconnected to another node",
+                ));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +239,33 @@ mod tests {
         assert!(h.sm_acknowledge(0).is_ok());
         assert!(!h.sm().ack_pending);
         assert!(h.sm_acknowledge(1).is_err(), "nothing was sent");
+    }
+
+    #[tokio::test]
+    async fn a_resumption_elsewhere_ends_only_the_named_session_of_its_account() {
+        let mut config = crate::config::Config::default();
+        config.hosts[0].name = "localhost".into();
+        let core = Core::new(
+            config,
+            crate::storage::Store::memory(),
+            crate::modules::BUILTIN,
+        )
+        .expect("core");
+        let bound = bind(&core.sessions, "a@localhost");
+        bound
+            .handle
+            .sm_enable(Some(("id1".into(), Duration::from_secs(60))));
+        core.sessions
+            .register_resumable("id1", bound.handle.clone());
+        let a = Jid::parse("a@localhost").expect("jid");
+        let b = Jid::parse("b@localhost").expect("jid");
+        assert!(!core.end_resumable(&b, "id1"), "not b's session");
+        assert!(!core.end_resumable(&a, "id2"), "no such id");
+        assert!(bound.handle.close_reason().is_none());
+        assert!(core.end_resumable(&a, "id1"));
+        let reason = bound.handle.close_reason().expect("closed");
+        assert_eq!(reason.condition, StreamErrorCondition::Conflict);
+        // Without a cluster there is nobody else to ask.
+        core.resume_missed(&a, "id1");
     }
 }

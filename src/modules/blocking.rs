@@ -335,53 +335,47 @@ fn push_id() -> String {
     format!("block-push-{n:016x}")
 }
 
-/// Sends a blocklist push (`block` or `unblock` with `items`) to every resource of `user`.
+/// Sends a blocklist push (`block` or `unblock` with `items`) to every resource of `user`, on
+/// every node.
 fn push(core: &Core, user: &Jid, name: &str, items: &[Jid]) {
     let mut payload = Element::new(name, ns::BLOCKING);
     for j in items {
         payload.push(Element::new("item", ns::BLOCKING).attr("jid", j.to_string()));
     }
-    for s in core.sessions.resources(user) {
-        let iq = Element::new("iq", ns::CLIENT)
+    let push = |to: &Jid| {
+        Element::new("iq", ns::CLIENT)
             .attr("type", "set")
             .attr("id", push_id())
-            .attr("to", s.jid.to_string())
-            .child(payload.clone());
-        s.send(iq);
+            .attr("to", to.to_string())
+            .child(payload.clone())
+    };
+    for s in core.sessions.resources(user) {
+        s.send(push(&s.jid));
     }
+    core.push_to_other_nodes(user, |_| true, push);
 }
 
-/// XEP-0191 §3.3: the blocked contacts' local sessions see the user's available resources go offline.
+/// XEP-0191 §3.3: the blocked contacts' sessions, on every node, see the user's available
+/// resources (on every node) go offline.
 fn send_unavailable(core: &Core, user: &Jid, blocked: &[Jid]) {
-    let mine: Vec<Jid> = core
-        .sessions
-        .resources(user)
-        .into_iter()
-        .filter(|s| s.is_available())
-        .map(|s| s.jid.clone())
-        .collect();
-    if mine.is_empty() {
-        return;
-    }
     for item in blocked {
         if core.host(item.domain()).is_none() {
             continue;
         }
-        let targets = if item.node().is_some() {
-            core.sessions.resources(&item.bare())
+        let (mut local, mut remote) = if item.node().is_some() {
+            (
+                core.sessions.resources(&item.bare()),
+                core.remote_sessions(&item.bare()),
+            )
         } else {
-            core.sessions.all(Some(item.domain()))
+            (
+                core.sessions.all(Some(item.domain())),
+                core.all_remote_sessions(Some(item.domain())),
+            )
         };
-        for t in targets.iter().filter(|t| item_matches(item, &t.jid)) {
-            for from in &mine {
-                t.send(
-                    Element::new("presence", ns::CLIENT)
-                        .attr("type", "unavailable")
-                        .attr("from", from.to_string())
-                        .attr("to", t.jid.to_string()),
-                );
-            }
-        }
+        local.retain(|t| item_matches(item, &t.jid));
+        remote.retain(|r| item_matches(item, &r.jid));
+        core.send_unavailable_to(user, &local, &remote);
     }
 }
 

@@ -5,9 +5,12 @@
 //! Who gets a copy, and which messages are eligible (§6), is part of the one delivery decision
 //! ([`crate::core::delivery`]): a resource that enabled carbons and does not get the message
 //! itself gets a copy, also when `bare_message_delivery = "highest"` left it out. This module
-//! turns carbons on and off and wraps the copies, which bypass routing (they go straight to the
-//! sessions' queues).
+//! turns carbons on and off (republishing the session in a cluster's directory, so other nodes
+//! know) and wraps the copies, which bypass routing: they go straight to local sessions' queues,
+//! and to a session on another node forwarded to its full JID, which that node delivers to that
+//! session only.
 
+use crate::core::cluster::RemoteSession;
 use crate::core::events::{Flow, StanzaEvent, handler};
 use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::core::priority;
@@ -37,7 +40,10 @@ impl Module for Carbons {
                         ev.reply_error(C::Forbidden.into()).await;
                         return Flow::Handled;
                     }
-                    session.set_carbons(on);
+                    if session.carbons() != on {
+                        session.set_carbons(on);
+                        ev.core.sessions_changed(&session.jid);
+                    }
                     ev.reply(stanza::iq_result(&ev.stanza, None)).await;
                     Flow::Handled
                 }),
@@ -83,16 +89,29 @@ pub fn wrap(kind: &str, user: &Jid, to: &Jid, msg: &Element) -> Element {
 
 /// `<received/>` copies of a message for a local user, to the resources the delivery decision names.
 fn received(ev: &StanzaEvent) {
-    let carbons = ev
-        .core
-        .delivery_targets(&ev.from, &ev.to, &ev.stanza)
-        .carbons;
-    if carbons.is_empty() {
+    let d = ev.core.delivery_targets(&ev.from, &ev.to, &ev.stanza);
+    if d.carbons.is_empty() && d.remote_carbons.is_empty() {
         return;
     }
     let user = ev.to.bare();
-    for s in carbons {
-        s.send(wrap("received", &user, &s.jid, &ev.stanza));
+    copy(ev, "received", &user, d.carbons, &d.remote_carbons);
+}
+
+/// Sends the `kind` copies of the event's message to `local` and `remote` sessions of `user`.
+fn copy(
+    ev: &StanzaEvent,
+    kind: &str,
+    user: &Jid,
+    local: Vec<std::sync::Arc<crate::core::sessions::SessionHandle>>,
+    remote: &[RemoteSession],
+) {
+    for s in local {
+        s.send(wrap(kind, user, &s.jid, &ev.stanza));
+    }
+    for r in remote {
+        let copy = wrap(kind, user, &r.jid, &ev.stanza);
+        // Best effort, as for a local queue that is full: the original is not held back.
+        ev.core.forward(&copy, std::slice::from_ref(r));
     }
 }
 
@@ -102,9 +121,8 @@ fn sent(ev: &StanzaEvent) {
         return;
     };
     let user = ev.from.bare();
-    for s in ev.core.sent_carbon_targets(origin, &ev.to, &ev.stanza) {
-        s.send(wrap("sent", &user, &s.jid, &ev.stanza));
-    }
+    let targets = ev.core.sent_carbon_targets(origin, &ev.to, &ev.stanza);
+    copy(ev, "sent", &user, targets.local, &targets.remote);
 }
 
 #[cfg(test)]

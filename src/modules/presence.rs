@@ -123,19 +123,11 @@ async fn after_outbound(core: &Arc<Core>, user: &Jid, contact: &Jid, ty: &str) {
 }
 
 fn send_unavailable(core: &Arc<Core>, user: &Jid, contact: &Jid) {
-    for s in core.sessions.resources(user) {
-        if !s.is_available() {
-            continue;
-        }
-        for t in core.sessions.resources(contact) {
-            t.send(
-                Element::new("presence", ns::CLIENT)
-                    .attr("type", "unavailable")
-                    .attr("from", s.jid.to_string())
-                    .attr("to", t.jid.to_string()),
-            );
-        }
-    }
+    core.send_unavailable_to(
+        user,
+        &core.sessions.resources(contact),
+        &core.remote_sessions(contact),
+    );
 }
 
 /// Updates the sender's roster for an outbound subscription stanza; returns whether to route it.
@@ -277,13 +269,9 @@ async fn save(core: &Arc<Core>, user: &Jid, contact: &Jid, item: &RosterItem) {
     let _ = core.push_current(user, contact).await;
 }
 
-/// Delivers a stanza to every available resource of `user`.
+/// Delivers a stanza to every available resource of `user`, on every node.
 fn deliver(core: &Arc<Core>, user: &Jid, stanza: &Element) {
-    for s in core.sessions.resources(user) {
-        if s.is_available() {
-            s.send(stanza.clone());
-        }
-    }
+    core.deliver_to_available(user, stanza);
 }
 
 /// Broadcasts a client's presence to its subscribers, its own resources and (on unavailable) directed recipients.

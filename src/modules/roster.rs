@@ -72,8 +72,12 @@ async fn get(ev: StanzaEvent) {
     if ev.to != ev.from.bare() {
         return fail(&ev, C::Forbidden, Some("only your own roster")).await;
     }
-    if let Some(s) = ev.origin.session() {
+    if let Some(s) = ev.origin.session()
+        && !s.roster_requested()
+    {
         s.set_roster_requested();
+        // Other cluster nodes learn it from the directory, and forward pushes here.
+        core.sessions_changed(&s.jid);
     }
     let (items, ver) = match (
         core.roster_items(&ev.to).await,

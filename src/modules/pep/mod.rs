@@ -622,6 +622,13 @@ impl Service {
                     .await;
             }
         }
+        // The owner's resources on other cluster nodes, forwarded there by the delivery decision.
+        for r in core.remote_sessions(owner) {
+            if r.available {
+                core.route(Origin::Server, event_message(owner, &r.jid, inner.clone()))
+                    .await;
+            }
+        }
         let roster = core.roster_items(owner).await.unwrap_or_default();
         for item in roster.iter().filter(|i| i.subscription.has_from()) {
             let Ok(contact) = Jid::parse(&item.jid) else {
