@@ -309,7 +309,7 @@ impl Core {
     }
 
     /// Forwards `stanza` once to each node serving one of `remote`; whether any node took it.
-    fn forward(&self, stanza: &Element, remote: &[super::cluster::RemoteSession]) -> bool {
+    pub fn forward(&self, stanza: &Element, remote: &[super::cluster::RemoteSession]) -> bool {
         let Some(cluster) = self.cluster() else {
             return false;
         };

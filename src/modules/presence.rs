@@ -277,12 +277,20 @@ async fn save(core: &Arc<Core>, user: &Jid, contact: &Jid, item: &RosterItem) {
     let _ = core.push_current(user, contact).await;
 }
 
-/// Delivers a stanza to every available resource of `user`.
+/// Delivers a subscription stanza (`to` the bare `user`) to every available resource of
+/// `user`, as the delivery decision has it for presence: here, and forwarded once to each other
+/// cluster node with one (which delivers it to its own sessions only).
 fn deliver(core: &Arc<Core>, user: &Jid, stanza: &Element) {
-    for s in core.sessions.resources(user) {
-        if s.is_available() {
-            s.send(stanza.clone());
-        }
+    let from = stanza
+        .get_attr("from")
+        .and_then(|f| Jid::parse(f).ok())
+        .unwrap_or_else(|| user.clone());
+    let d = core.delivery_targets(&from, user, stanza);
+    for s in d.recipients {
+        s.send(stanza.clone());
+    }
+    if !d.remote.is_empty() {
+        core.forward(stanza, &d.remote);
     }
 }
 
