@@ -171,9 +171,9 @@ async def run(args, report):
             reason = str(e) or type(e).__name__
             report(name, False, reason)
 
-    alice = client("alice", "n1", n1)
-    bob = client("bob", "n2", n2, sm=True)
-    carol = client("carol", "n3", n3)
+    alice = client("alice", "laptop", n1)
+    bob = client("bob", "phone", n2, sm=True)
+    carol = client("carol", "tablet", n3)
     nonce = uuid.uuid4().hex[:8]
 
     LOGIN = "logins: alice on n1, bob on n2 (stream management enabled), carol on n3"
@@ -255,7 +255,7 @@ async def run(args, report):
 
     async def rest_views():
         status, users = await rest.get("/users")
-        if status != 200 or listed(users, "carol") != ["n3"]:
+        if status != 200 or listed(users, "carol") != [carol.boundjid.resource]:
             raise RuntimeError(f"/users: {status} {users}")
         status, user = await rest.get("/user/carol")
         sessions = (user or {}).get("user", {}).get("sessions", []) if status == 200 else []

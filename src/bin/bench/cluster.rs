@@ -90,7 +90,11 @@ pub async fn run(args: Arc<Args>) -> Result<()> {
         let cpu = l
             .cpu_ms
             .map_or(String::new(), |v| format!(", server CPU {v:.2} ms/login"));
-        println!("logins:  node {} ({addr}): {per} in {:.1}/s{cpu}", k + 1, l.rate);
+        println!(
+            "logins:  node {} ({addr}): {per} in {:.1}/s{cpu}",
+            k + 1,
+            l.rate
+        );
         logins.push(l);
         sessions.push(s);
     }
@@ -112,8 +116,26 @@ pub async fn run(args: Arc<Args>) -> Result<()> {
     tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
     let warm = writers.len() as u64;
     measure(&args, &tally, &mut writers, &next, warm, &measured, epoch).await?;
-    let mut same_node = measure(&args, &tally, &mut writers, &same, args.messages, &measured, epoch).await?;
-    let mut cross_node = measure(&args, &tally, &mut writers, &next, args.messages, &measured, epoch).await?;
+    let mut same_node = measure(
+        &args,
+        &tally,
+        &mut writers,
+        &same,
+        args.messages,
+        &measured,
+        epoch,
+    )
+    .await?;
+    let mut cross_node = measure(
+        &args,
+        &tally,
+        &mut writers,
+        &next,
+        args.messages,
+        &measured,
+        epoch,
+    )
+    .await?;
     let nats_same = same_node.cpu_us.pop().flatten();
     let nats_cross = cross_node.cpu_us.pop().flatten();
 
@@ -173,7 +195,11 @@ pub async fn run(args: Arc<Args>) -> Result<()> {
     json.insert("errors".into(), errors.into());
     json.insert(
         "logins_per_sec".into(),
-        logins.iter().map(|l| round(l.rate, 1)).collect::<Vec<_>>().into(),
+        logins
+            .iter()
+            .map(|l| round(l.rate, 1))
+            .collect::<Vec<_>>()
+            .into(),
     );
     json.insert(
         "server_ms_per_login".into(),
@@ -212,7 +238,10 @@ async fn login_node(
         tasks.spawn(async move {
             let _permit = permit;
             let r = tokio::time::timeout(Duration::from_secs(60), login(&args, &tls, i)).await;
-            (i, r.unwrap_or_else(|_| Err(anyhow!("login timed out after 60 s"))))
+            (
+                i,
+                r.unwrap_or_else(|_| Err(anyhow!("login timed out after 60 s"))),
+            )
         });
     }
     let mut sessions: Vec<Option<Session>> = range.clone().map(|_| None).collect();

@@ -287,8 +287,7 @@ pub(super) async fn measure(
         .map_err(|_| anyhow!("latencies poisoned"))?
         .clone();
     lat.sort();
-    let per_msg = |(a, b): (&Option<super::ProcSample>, &Option<super::ProcSample>)| match (a, b)
-    {
+    let per_msg = |(a, b): (&Option<super::ProcSample>, &Option<super::ProcSample>)| match (a, b) {
         (Some(a), Some(b)) if received > 0 => {
             Some(1e6 * (b.cpu_secs - a.cpu_secs) / received as f64)
         }
