@@ -176,14 +176,14 @@ pub async fn run(args: Arc<Args>) -> Result<()> {
             }),
         );
     }
-    if let (Some(same), Some(cross)) = (total_cpu(&same_node), total_cpu(&cross_node)) {
-        if same > 0.0 {
-            println!(
-                "ratio:   cross-node / same-node server CPU per message = {:.2}",
-                cross / same
-            );
-            json.insert("cpu_ratio".into(), round(cross / same, 2).into());
-        }
+    if let (Some(same), Some(cross)) = (total_cpu(&same_node), total_cpu(&cross_node))
+        && same > 0.0
+    {
+        println!(
+            "ratio:   cross-node / same-node server CPU per message = {:.2}",
+            cross / same
+        );
+        json.insert("cpu_ratio".into(), round(cross / same, 2).into());
     }
     if errors > 0 {
         println!("         {errors} error stanzas received");
