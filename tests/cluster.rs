@@ -1181,4 +1181,23 @@ async fn deleting_an_account_closes_its_sessions_on_every_node() {
     let end = bob.read_to_close().await;
     assert!(end.contains("the account was deleted"), "{end}");
     sees_gone(&n1, "bob@localhost").await;
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn a_subscription_request_and_its_answer_reach_the_other_node_at_once() {
+    let (_nats, n1, n2) = cluster(&["alice", "bob"]).await;
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    let mut bob = online_seen(&n2, &n1, "bob", "b2").await;
+    // alice (node 1) asks bob (node 2): his available resource gets the request now, not at
+    // his next login (RFC 6121 §3.1.3).
+    alice
+        .send("<presence to='bob@localhost' type='subscribe'/>")
+        .await;
+    let req = read_until_contains(&mut bob, "presence", "type=\"subscribe\"").await;
+    assert!(req.contains("from=\"alice@localhost\""), "{req}");
+    // bob's answer reaches alice on node 1, then his presence does.
+    bob.send("<presence to='alice@localhost' type='subscribed'/>")
+        .await;
+    let ok = read_until_contains(&mut alice, "presence", "type=\"subscribed\"").await;
+    assert!(ok.contains("from=\"bob@localhost\""), "{ok}");
+    read_until_contains(&mut alice, "presence", "from=\"bob@localhost/b2\"").await;
 }

@@ -48,6 +48,8 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+#[path = "bench/cluster.rs"]
+mod cluster;
 #[path = "bench/fast.rs"]
 mod fast;
 #[path = "bench/mam.rs"]
@@ -139,6 +141,9 @@ struct Args {
     /// The `s2s` scenario (with `--s2s-addr`, run instead of the phases above; see [`s2s`]).
     #[command(flatten)]
     s2s: s2s::S2sArgs,
+    /// The `cluster` scenario (with `--cluster-addrs`, run instead of the phases above; see [`cluster`]).
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
 }
 
 /// The TLS stream of one client.
@@ -219,6 +224,9 @@ async fn main() -> Result<()> {
     }
     if args.s2s.s2s_addr.is_some() {
         return s2s::run(Arc::new(args)).await;
+    }
+    if !args.cluster.cluster_addrs.is_empty() {
+        return cluster::run(Arc::new(args)).await;
     }
     run(args).await
 }

@@ -547,6 +547,8 @@ impl Cluster for Node {
 
     fn rooms(&self, service: &str) -> Vec<(Jid, Arc<str>)> {
         self.leased_rooms(service)
+    }
+
     fn end_resumable(&self, node: &str, bare: &Jid, previd: &str) -> bool {
         self.queue(
             node,

@@ -45,13 +45,13 @@ pub struct S2sArgs {
 
 /// What the readers share with the rounds.
 #[derive(Default)]
-struct Tally {
+pub(super) struct Tally {
     /// Bench messages received in this round.
     received: AtomicU64,
     /// Messages to receive in this round.
     target: AtomicU64,
     /// Error stanzas received.
-    errors: AtomicU64,
+    pub(super) errors: AtomicU64,
     /// Notified when `received` reaches `target`.
     done: Notify,
     /// Send-to-receive latencies of this round.
@@ -59,16 +59,20 @@ struct Tally {
 }
 
 /// A receiving session: its JID and the count of bench messages it received.
-type Receiver = (String, watch::Receiver<u64>);
+pub(super) type Receiver = (String, watch::Receiver<u64>);
 
 /// One round's figures.
-struct Round {
-    received: u64,
-    secs: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    /// Server CPU per message (µs), first and second server.
-    cpu_us: [Option<f64>; 2],
+pub(super) struct Round {
+    /// Messages delivered.
+    pub(super) received: u64,
+    /// Wall time of the round.
+    pub(super) secs: f64,
+    /// Send-to-receive latency, median.
+    pub(super) p50_ms: f64,
+    /// Send-to-receive latency, 99th percentile.
+    pub(super) p99_ms: f64,
+    /// Server CPU per message (µs), per server in the order of the pids given to [`measure`].
+    pub(super) cpu_us: Vec<Option<f64>>,
 }
 
 /// Runs the scenario.
@@ -124,6 +128,7 @@ pub async fn run(args: Arc<Args>) -> Result<()> {
     let c2s_to = start_readers(receivers_a, &tally, epoch);
     let s2s_to = start_readers(b, &tally, epoch);
     let pids = [args.server_pid, args.s2s.s2s_pid].map(|p| p.filter(|_| args.cpu));
+    let pids = &pids[..];
 
     // A few messages over s2s first, so that the s2s stream is established before measuring.
     measure(
@@ -159,6 +164,7 @@ pub async fn run(args: Arc<Args>) -> Result<()> {
     let errors = tally.errors.load(Ordering::SeqCst);
     let mut json = serde_json::Map::new();
     for (name, r) in [("c2s", &c2s), ("s2s", &s2s)] {
+        let on = |i: usize| r.cpu_us.get(i).copied().flatten();
         let rate = r.received as f64 / r.secs;
         let cpu = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1} µs"));
         println!(
@@ -168,8 +174,8 @@ pub async fn run(args: Arc<Args>) -> Result<()> {
             r.secs,
             r.p50_ms,
             r.p99_ms,
-            cpu(r.cpu_us[0]),
-            cpu(r.cpu_us[1]),
+            cpu(on(0)),
+            cpu(on(1)),
         );
         json.insert(
             name.to_string(),
@@ -179,8 +185,8 @@ pub async fn run(args: Arc<Args>) -> Result<()> {
                 "msgs_per_sec": super::round(rate, 0),
                 "p50_ms": super::round(r.p50_ms, 2),
                 "p99_ms": super::round(r.p99_ms, 2),
-                "server_a_us_per_msg": r.cpu_us[0].map(|v| super::round(v, 1)),
-                "server_b_us_per_msg": r.cpu_us[1].map(|v| super::round(v, 1)),
+                "server_a_us_per_msg": on(0).map(|v| super::round(v, 1)),
+                "server_b_us_per_msg": on(1).map(|v| super::round(v, 1)),
             }),
         );
     }
@@ -197,7 +203,7 @@ pub async fn run(args: Arc<Args>) -> Result<()> {
 
 /// Spawns a reader per session; returns the write halves and, per session, its JID and the
 /// watch of messages it received.
-fn start_readers(
+pub(super) fn start_readers(
     sessions: Vec<Session>,
     tally: &Arc<Tally>,
     epoch: Instant,
@@ -213,14 +219,15 @@ fn start_readers(
     (writers, targets)
 }
 
-/// Sender `i` sends `total / senders` messages to `to[i]`; waits until all arrived.
-async fn measure(
+/// Sender `i` sends `total / senders` messages to `to[i]`; waits until all arrived. With
+/// `pids`, each server's CPU time per delivered message is measured.
+pub(super) async fn measure(
     args: &Args,
     tally: &Arc<Tally>,
     writers: &mut Vec<WriteHalf<Tls>>,
     to: &[Receiver],
     total: u64,
-    pids: [Option<u32>; 2],
+    pids: &[Option<u32>],
     epoch: Instant,
 ) -> Result<Round> {
     let tck = super::clock_ticks();
@@ -232,7 +239,7 @@ async fn measure(
         l.clear();
     }
     let cpu = |p: Option<u32>| p.and_then(|p| proc_sample(&p.to_string(), tck).ok());
-    let before = pids.map(cpu);
+    let before: Vec<_> = pids.iter().map(|&p| cpu(p)).collect();
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for (w, (jid, acked)) in writers.drain(..).zip(to) {
@@ -255,7 +262,7 @@ async fn measure(
         .await
         .is_ok();
     let secs = started.elapsed().as_secs_f64();
-    let after = pids.map(cpu);
+    let after: Vec<_> = pids.iter().map(|&p| cpu(p)).collect();
     if !in_time {
         tasks.abort_all();
     }
@@ -280,7 +287,7 @@ async fn measure(
         .map_err(|_| anyhow!("latencies poisoned"))?
         .clone();
     lat.sort();
-    let per_msg = |i: usize| match (before[i], after[i]) {
+    let per_msg = |(a, b): (&Option<super::ProcSample>, &Option<super::ProcSample>)| match (a, b) {
         (Some(a), Some(b)) if received > 0 => {
             Some(1e6 * (b.cpu_secs - a.cpu_secs) / received as f64)
         }
@@ -291,7 +298,7 @@ async fn measure(
         secs,
         p50_ms: ms(percentile(&lat, 0.50)),
         p99_ms: ms(percentile(&lat, 0.99)),
-        cpu_us: [per_msg(0), per_msg(1)],
+        cpu_us: before.iter().zip(&after).map(per_msg).collect(),
     })
 }
 
