@@ -358,3 +358,265 @@ async fn a_node_that_stops_heartbeating_is_gone_within_the_ttl() {
     let mut bob = online(&n2, "bob", "b2").await;
     read_until_contains(&mut bob, "message", "after the crash").await;
 }
+
+// s2s and admin operations in a cluster: two nodes for `a.example` and a separate server for
+// `b.example`, federating over loopback with dialback; and admin operations applied on every
+// node (or the one named).
+
+const A_DOMAIN: &str = "a.example";
+const B_DOMAIN: &str = "b.example";
+const A_ADMIN: (&str, &str) = ("admin@a.example", "admin-pw");
+
+/// Node `name` of the cluster at `nats` on the shared `store`, serving `hosts`.
+async fn node_serving(nats: &Nats, store: &Store, name: &str, hosts: &[&str]) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.hosts = hosts
+        .iter()
+        .map(|h| oxpecker::config::HostConfig {
+            name: h.to_string(),
+            ..Default::default()
+        })
+        .collect();
+    config.admins = vec![ADMIN.0.into(), A_ADMIN.0.into()];
+    config.cluster.nats_url = Some(nats.url.clone());
+    config.cluster.node_name = Some(name.into());
+    config.cluster.node_ttl_secs = 2;
+    config.validate().unwrap();
+    let server = Server::start_with_store(config.clone(), store.clone())
+        .await
+        .unwrap();
+    TestServer {
+        server: Some(server),
+        dir,
+        config,
+    }
+}
+
+/// Points `srv`'s `[s2s.hosts]` entry for `domain` at `to`'s s2s listener (a live swap).
+fn point_s2s(srv: &TestServer, domain: &str, to: &TestServer) {
+    let core = &srv.server().core;
+    let mut cfg = (**core.config.load()).clone();
+    cfg.s2s.hosts.insert(domain.into(), to.server().s2s_addrs[0]);
+    core.config.store(std::sync::Arc::new(cfg));
+}
+
+/// Nodes n1 and n2 for `a.example` (alice, carol and the admin), and `b.example` (bob) on its
+/// own. Both nodes find b.example at its listener; b.example finds a.example at node 2 only,
+/// so it verifies node 1's dialback keys with node 2.
+async fn federated_cluster() -> (Nats, TestServer, TestServer, TestServer) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "oxpecker=warn".into()))
+        .with_test_writer()
+        .try_init();
+    let nats = Nats::start().await;
+    let store = Store::memory();
+    let n1 = node_serving(&nats, &store, "n1", &[A_DOMAIN]).await;
+    let n2 = node_serving(&nats, &store, "n2", &[A_DOMAIN]).await;
+    let b = TestServer::start_with(|c| {
+        c.hosts = vec![oxpecker::config::HostConfig {
+            name: B_DOMAIN.into(),
+            ..Default::default()
+        }];
+    })
+    .await;
+    point_s2s(&n1, B_DOMAIN, &b);
+    point_s2s(&n2, B_DOMAIN, &b);
+    point_s2s(&b, A_DOMAIN, &n2);
+    n1.add_user(A_ADMIN.0, A_ADMIN.1).await;
+    for u in ["alice", "carol"] {
+        n1.add_user(&format!("{u}@{A_DOMAIN}"), PASSWORD).await;
+    }
+    b.add_user(&format!("bob@{B_DOMAIN}"), PASSWORD).await;
+    (nats, n1, n2, b)
+}
+
+/// `user@domain/resource` logged in on `srv` (STARTTLS, PLAIN, bind) and available.
+async fn online_at(srv: &TestServer, domain: &str, user: &str, resource: &str) -> RawClient {
+    let header = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
+    );
+    let mut c = RawClient::connect(srv.c2s()).await;
+    c.send(&header).await;
+    c.read_until("</stream:features>").await;
+    c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await;
+    c.read_until("<proceed").await;
+    c.read_until("/>").await;
+    let io = std::mem::replace(&mut c.io, Box::new(tokio::io::duplex(1).0));
+    let name = rustls_pki_types::ServerName::try_from(domain.to_string()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(common::client_tls(&srv.cert_pem()))
+        .connect(name, io)
+        .await
+        .unwrap();
+    c.io = Box::new(tls);
+    c.send(&header).await;
+    c.read_until("</stream:features>").await;
+    let r = c.auth_plain(user, PASSWORD).await;
+    assert!(r.contains("<success"), "{r}");
+    c.send(&header).await;
+    c.read_until("</stream:features>").await;
+    c.send(&format!(
+        "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+    ))
+    .await;
+    c.read_until("</iq>").await;
+    c.jid = format!("{user}@{domain}/{resource}");
+    c.send("<presence/>").await;
+    let me = c.jid.clone();
+    read_until_contains(&mut c, "presence", &me).await;
+    c
+}
+
+/// An admin REST call on `srv` as `admin`: the status and the JSON body.
+async fn rest_as(
+    srv: &TestServer,
+    admin: (&str, &str),
+    method: reqwest::Method,
+    path: &str,
+) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .request(method, format!("http://{}/admin_rest{path}", srv.http()))
+        .basic_auth(admin.0, Some(admin.1))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+/// The remote domains of `srv`'s outgoing s2s streams from `GET /s2s`.
+async fn outgoing_streams(srv: &TestServer) -> Vec<String> {
+    let (status, body) = rest_as(srv, A_ADMIN, reqwest::Method::GET, "/s2s").await;
+    assert_eq!(status, 200, "{body}");
+    body["result"]["s2s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["direction"] == "outgoing")
+        .map(|s| format!("{}>{}", s["local"].as_str().unwrap(), s["remote"].as_str().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn the_cluster_sends_to_a_remote_domain_on_one_stream_and_takes_it_over() {
+    let (_nats, n1, n2, b) = federated_cluster().await;
+    let mut alice = online_at(&n1, A_DOMAIN, "alice", "pc").await;
+    let mut carol = online_at(&n2, A_DOMAIN, "carol", "phone").await;
+    let mut bob = online_at(&b, B_DOMAIN, "bob", "desk").await;
+    sees(&n1, "carol@a.example/phone", true).await;
+    sees(&n2, "alice@a.example/pc", true).await;
+    // Node 1 needs the stream first and takes the lease; node 2 forwards to it.
+    alice.send(&chat("bob@b.example", "m1", "from alice")).await;
+    let got = read_until_contains(&mut bob, "message", "from alice").await;
+    assert!(got.contains("from=\"alice@a.example/pc\""), "{got}");
+    carol.send(&chat("bob@b.example", "m2", "from carol")).await;
+    let got = read_until_contains(&mut bob, "message", "from carol").await;
+    assert!(got.contains("from=\"carol@a.example/phone\""), "{got}");
+    assert_eq!(outgoing_streams(&n1).await, ["a.example>b.example"]);
+    assert!(outgoing_streams(&n2).await.is_empty());
+    let incoming = b.server().core.federation.get().unwrap().streams();
+    let from_a: Vec<_> = incoming
+        .iter()
+        .filter(|s| s.direction == "incoming" && s.remote == A_DOMAIN)
+        .collect();
+    assert_eq!(from_a.len(), 1, "{incoming:?}");
+    // Node 1's dialback key was verified by node 2 (where b.example finds a.example).
+    assert_eq!(from_a[0].auth, "dialback", "{incoming:?}");
+    // b.example answers over its own stream, which lands on node 2: each reply reaches its
+    // user on their own node.
+    bob.send(&chat("alice@a.example/pc", "r1", "to alice")).await;
+    bob.send(&chat("carol@a.example/phone", "r2", "to carol")).await;
+    let got = read_until_contains(&mut alice, "message", "to alice").await;
+    assert!(got.contains("from=\"bob@b.example/desk\""), "{got}");
+    read_until_contains(&mut carol, "message", "to carol").await;
+    // The holder stops: node 2 takes the pair over on the next stanza and opens its own stream.
+    drop(alice);
+    let dir = n1.stop().await;
+    drop(dir);
+    sees_gone(&n2, "alice@a.example").await;
+    carol.send(&chat("bob@b.example", "m3", "still here")).await;
+    read_until_contains(&mut bob, "message", "still here").await;
+    assert_eq!(outgoing_streams(&n2).await, ["a.example>b.example"]);
+    bob.send(&chat("carol@a.example/phone", "r3", "welcome back"))
+        .await;
+    read_until_contains(&mut carol, "message", "welcome back").await;
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn admin_operations_apply_on_every_node_unless_one_is_named() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let nats = Nats::start().await;
+    let store = Store::memory();
+    let hosts = ["localhost", "extra.example"];
+    let n1 = node_serving(&nats, &store, "n1", &hosts).await;
+    let n2 = node_serving(&nats, &store, "n2", &hosts).await;
+    n1.add_user(ADMIN.0, ADMIN.1).await;
+    // Both nodes know each other (a session seen across is proof of a live directory).
+    let _alice = {
+        n1.add_user("alice@localhost", PASSWORD).await;
+        online_seen(&n1, &n2, "alice", "a1").await
+    };
+    for _ in 0..400 {
+        if n1.server().core.cluster().unwrap().peers() == ["n2"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let loaded = |srv: &TestServer| srv.server().core.host("localhost").unwrap().is_loaded("ping");
+    assert!(loaded(&n1) && loaded(&n2));
+    // REST, cluster-wide by default: unloaded on both nodes, node 2's outcome in `nodes`.
+    let (status, body) = rest_as(&n1, ADMIN, reqwest::Method::DELETE, "/module/ping").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["nodes"][0]["node"], "n2", "{body}");
+    assert_eq!(body["nodes"][0]["status"], "ok", "{body}");
+    assert!(!loaded(&n1) && !loaded(&n2));
+    let (_, modules) = rest_as(&n2, ADMIN, reqwest::Method::GET, "/modules").await;
+    assert!(!modules.to_string().contains("\"ping\""), "{modules}");
+    // Scoped to node 1: node 2 is not asked.
+    let (status, body) = rest_as(&n1, ADMIN, reqwest::Method::PUT, "/module/ping?node=n1").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("nodes").is_none(), "{body}");
+    assert!(loaded(&n1) && !loaded(&n2));
+    // Scoped to node 2 from node 1: only node 2 runs it.
+    let (status, body) = rest_as(&n1, ADMIN, reqwest::Method::PUT, "/module/ping?node=n2").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["nodes"][0]["status"], "ok", "{body}");
+    assert!(loaded(&n2));
+    // The shell, cluster-wide: one line per node.
+    let core1 = n1.server().core.clone();
+    let run = |group: &'static str, cmd: &'static str, args: &[&str]| {
+        let core = core1.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        async move { oxpecker::control::console::run(&core, group, cmd, args).await }
+    };
+    let out = run("module", "unload", &["ping"]).await.unwrap();
+    let text = out.text.unwrap_or_default();
+    assert!(text.contains("n1: unloaded ping on"), "{text}");
+    assert!(text.contains("n2: unloaded ping on"), "{text}");
+    assert!(!loaded(&n1) && !loaded(&n2));
+    // An error on another node is reported as such.
+    let out = run("module", "unload", &["ping", "localhost", "n2"]).await.unwrap();
+    let text = out.text.unwrap_or_default();
+    assert!(text.contains("n2: error:"), "{text}");
+    // Hosts: deactivated on every node.
+    let active = |srv: &TestServer| srv.server().core.host("extra.example").is_some();
+    assert!(active(&n1) && active(&n2));
+    let (status, body) =
+        rest_as(&n1, ADMIN, reqwest::Method::DELETE, "/hosts/extra.example").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["nodes"][0]["status"], "ok", "{body}");
+    assert!(!active(&n1) && !active(&n2));
+    let out = run("host", "activate", &["extra.example"]).await.unwrap();
+    assert!(out.text.unwrap_or_default().contains("n2: extra.example activated"));
+    assert!(active(&n1) && active(&n2));
+    // A node that is gone is reported unreachable within the bounded wait.
+    let dir = n2.stop().await;
+    drop(dir);
+    let out = run("host", "deactivate", &["extra.example", "n2"]).await.unwrap();
+    assert!(out.text.unwrap_or_default().contains("n2: unreachable"));
+    assert!(active(&n1));
+}

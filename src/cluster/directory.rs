@@ -138,6 +138,24 @@ impl Directory {
             .is_some_and(|t| t.is_some_and(|t| t.elapsed() < self.ttl))
     }
 
+    /// Whether `node` counts as alive now (always, while this node is cut off).
+    pub fn is_alive(&self, node: &str) -> bool {
+        let seen = self.seen();
+        self.alive(&seen, node)
+    }
+
+    /// The other nodes alive now, by name, sorted.
+    pub fn peers(&self) -> Vec<String> {
+        let seen = self.seen();
+        let mut peers: Vec<String> = seen
+            .keys()
+            .filter(|n| ***n != *self.me && self.alive(&seen, n))
+            .map(|n| n.to_string())
+            .collect();
+        peers.sort();
+        peers
+    }
+
     /// Records what the bucket says `node` serves of `bare` (`None`: nothing any more).
     pub fn update(&self, bare: Jid, node: &str, entries: Option<Vec<Entry>>) {
         if node == self.me {

@@ -13,6 +13,8 @@
 //! reconnects by itself and then republishes its sessions.
 
 pub mod directory;
+pub mod ops;
+pub mod s2s;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -26,7 +28,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::Core;
-use crate::core::cluster::{Cluster, Pending, RemoteSession};
+use crate::core::admin_ops::AdminOp;
+use crate::core::cluster::{Cluster, Outgoing, Pending, RemoteSession};
 use crate::xmpp::error::{StreamError, StreamErrorCondition};
 use crate::xmpp::{Element, Jid};
 use directory::{Directory, Entry};
@@ -85,6 +88,8 @@ pub struct Node {
     /// What this node last wrote for each account (the directory value).
     published: Mutex<HashMap<Jid, Vec<u8>>>,
     core: Weak<Core>,
+    /// The s2s stream leases ([`s2s`]).
+    s2s: s2s::Leases,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -133,6 +138,7 @@ impl Node {
             state_wake,
             published: Mutex::new(HashMap::new()),
             core: Arc::downgrade(core),
+            s2s: s2s::Leases::default(),
         });
         let inbox = node
             .client
@@ -145,6 +151,7 @@ impl Node {
         core.tasks
             .spawn(node.clone().run_inbox(inbox, shutdown.clone()));
         core.tasks.spawn(node.clone().run_directory(shutdown));
+        s2s::start(&node, core);
         let as_cluster: Arc<dyn Cluster> = node.clone();
         let _ = core.cluster.set(as_cluster);
         // The URL may carry credentials: it is not logged.
@@ -224,6 +231,8 @@ impl Node {
                         }
                     }
                 }
+                Ok(Frame::Outgoing(stanza)) => self.send_forwarded(stanza),
+                Ok(Frame::Admin(op)) => self.answer_admin(core, op, msg.reply),
                 Err(e) => tracing::warn!(error = %e, "cluster: dropping a message"),
             }
         }
@@ -501,6 +510,22 @@ impl Cluster for Node {
                     .ok()?;
             serde_json::from_slice(&answer.payload).ok()
         })
+    }
+
+    fn outgoing(&self, from: Jid, to: Jid, stanza: Element) -> Option<Outgoing> {
+        self.route_outgoing((from, to, stanza))
+    }
+
+    fn outgoing_closed(&self, local: &str, remote: &str) {
+        self.release((local.to_string(), remote.to_string()));
+    }
+
+    fn admin(&self, node: &str, op: &AdminOp) -> Pending<Option<Result<serde_json::Value, String>>> {
+        self.ask_admin(node, op)
+    }
+
+    fn peers(&self) -> Vec<String> {
+        self.directory.peers()
     }
 }
 

@@ -1,6 +1,7 @@
 //! What nodes send each other on their subjects: one tag byte, then the body. A stanza is
 //! serialised once by the sender and parsed once by the receiving node.
 
+use crate::core::admin_ops::AdminOp;
 use crate::xmpp::error::StreamErrorCondition;
 use crate::xmpp::{Element, Jid, ns};
 
@@ -15,6 +16,11 @@ pub enum Frame {
     Kick(Jid),
     /// Close the local sessions of this JID with this condition and text; answer the full JIDs closed.
     Close(Jid, StreamErrorCondition, String),
+    /// Send this stanza (with its `from` and `to`) to its remote domain on this node's
+    /// outgoing s2s stream: this node holds the domain pair's lease.
+    Outgoing(Element),
+    /// Run this admin operation here, as the shell would; answer its result.
+    Admin(AdminOp),
 }
 
 /// Why a frame could not be read (the sender is another node: logged and dropped).
@@ -70,6 +76,11 @@ impl Frame {
                 out.push('\n');
                 out.push_str(text);
             }
+            Frame::Outgoing(stanza) => return Frame::outgoing(stanza),
+            Frame::Admin(op) => {
+                out.push('A');
+                out.push_str(&serde_json::to_string(op).unwrap_or_default());
+            }
         }
         out.into_bytes()
     }
@@ -77,6 +88,13 @@ impl Frame {
     /// The bytes of a [`Frame::Deliver`] of `stanza`, without copying the element first.
     pub fn deliver(stanza: &Element) -> Vec<u8> {
         let mut out = String::from("D");
+        out.push_str(&stanza.to_xml(ns::CLIENT));
+        out.into_bytes()
+    }
+
+    /// The bytes of a [`Frame::Outgoing`] of `stanza`, without copying the element first.
+    pub fn outgoing(stanza: &Element) -> Vec<u8> {
+        let mut out = String::from("S");
         out.push_str(&stanza.to_xml(ns::CLIENT));
         out.into_bytes()
     }
@@ -109,6 +127,12 @@ impl Frame {
                     parts.next().unwrap_or_default().to_string(),
                 ))
             }
+            'S' => crate::xmpp::parser::parse_element(body)
+                .map(Frame::Outgoing)
+                .map_err(|_| WireError::Malformed("bad stanza")),
+            'A' => serde_json::from_str(body)
+                .map(Frame::Admin)
+                .map_err(|_| WireError::Malformed("bad admin operation")),
             _ => Err(WireError::Malformed("unknown tag")),
         }
     }
@@ -128,14 +152,19 @@ mod tests {
             .child(Element::new("body", ns::CLIENT).text("<&> \n ok"));
         let j = |s: &str| Jid::parse(s).unwrap();
         for frame in [
-            Frame::Deliver(msg),
+            Frame::Deliver(msg.clone()),
+            Frame::Outgoing(msg),
+            Frame::Admin(AdminOp::ModuleUnload {
+                module: "ping".into(),
+                host: Some("h".into()),
+            }),
             Frame::Kick(j("b@h/phone")),
             Frame::Presence(j("b@h"), j("a@h/x")),
             Frame::Close(j("b@h"), StreamErrorCondition::Reset, "bye\nnow".into()),
         ] {
             assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
         }
-        for bad in [&b""[..], b"X", b"Kno@@", b"D<unclosed", b"\xff"] {
+        for bad in [&b""[..], b"X", b"Kno@@", b"D<unclosed", b"\xff", b"S<x", b"A{}"] {
             assert!(Frame::decode(bad).is_err(), "{bad:?}");
         }
     }
