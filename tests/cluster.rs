@@ -397,7 +397,9 @@ async fn node_serving(nats: &Nats, store: &Store, name: &str, hosts: &[&str]) ->
 fn point_s2s(srv: &TestServer, domain: &str, to: &TestServer) {
     let core = &srv.server().core;
     let mut cfg = (**core.config.load()).clone();
-    cfg.s2s.hosts.insert(domain.into(), to.server().s2s_addrs[0]);
+    cfg.s2s
+        .hosts
+        .insert(domain.into(), to.server().s2s_addrs[0]);
     core.config.store(std::sync::Arc::new(cfg));
 }
 
@@ -495,7 +497,13 @@ async fn outgoing_streams(srv: &TestServer) -> Vec<String> {
         .unwrap()
         .iter()
         .filter(|s| s["direction"] == "outgoing")
-        .map(|s| format!("{}>{}", s["local"].as_str().unwrap(), s["remote"].as_str().unwrap()))
+        .map(|s| {
+            format!(
+                "{}>{}",
+                s["local"].as_str().unwrap(),
+                s["remote"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -527,8 +535,10 @@ async fn the_cluster_sends_to_a_remote_domain_on_one_stream_and_takes_it_over() 
     assert_eq!(from_a[0].auth, "dialback", "{incoming:?}");
     // b.example answers over its own stream, which lands on node 2: each reply reaches its
     // user on their own node.
-    bob.send(&chat("alice@a.example/pc", "r1", "to alice")).await;
-    bob.send(&chat("carol@a.example/phone", "r2", "to carol")).await;
+    bob.send(&chat("alice@a.example/pc", "r1", "to alice"))
+        .await;
+    bob.send(&chat("carol@a.example/phone", "r2", "to carol"))
+        .await;
     let got = read_until_contains(&mut alice, "message", "to alice").await;
     assert!(got.contains("from=\"bob@b.example/desk\""), "{got}");
     read_until_contains(&mut carol, "message", "to carol").await;
@@ -566,7 +576,13 @@ async fn admin_operations_apply_on_every_node_unless_one_is_named() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let loaded = |srv: &TestServer| srv.server().core.host("localhost").unwrap().is_loaded("ping");
+    let loaded = |srv: &TestServer| {
+        srv.server()
+            .core
+            .host("localhost")
+            .unwrap()
+            .is_loaded("ping")
+    };
     assert!(loaded(&n1) && loaded(&n2));
     // REST, cluster-wide by default: unloaded on both nodes, node 2's outcome in `nodes`.
     let (status, body) = rest_as(&n1, ADMIN, reqwest::Method::DELETE, "/module/ping").await;
@@ -599,24 +615,31 @@ async fn admin_operations_apply_on_every_node_unless_one_is_named() {
     assert!(text.contains("n2: unloaded ping on"), "{text}");
     assert!(!loaded(&n1) && !loaded(&n2));
     // An error on another node is reported as such.
-    let out = run("module", "unload", &["ping", "localhost", "n2"]).await.unwrap();
+    let out = run("module", "unload", &["ping", "localhost", "n2"])
+        .await
+        .unwrap();
     let text = out.text.unwrap_or_default();
     assert!(text.contains("n2: error:"), "{text}");
     // Hosts: deactivated on every node.
     let active = |srv: &TestServer| srv.server().core.host("extra.example").is_some();
     assert!(active(&n1) && active(&n2));
-    let (status, body) =
-        rest_as(&n1, ADMIN, reqwest::Method::DELETE, "/hosts/extra.example").await;
+    let (status, body) = rest_as(&n1, ADMIN, reqwest::Method::DELETE, "/hosts/extra.example").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["nodes"][0]["status"], "ok", "{body}");
     assert!(!active(&n1) && !active(&n2));
     let out = run("host", "activate", &["extra.example"]).await.unwrap();
-    assert!(out.text.unwrap_or_default().contains("n2: extra.example activated"));
+    assert!(
+        out.text
+            .unwrap_or_default()
+            .contains("n2: extra.example activated")
+    );
     assert!(active(&n1) && active(&n2));
     // A node that is gone is reported unreachable within the bounded wait.
     let dir = n2.stop().await;
     drop(dir);
-    let out = run("host", "deactivate", &["extra.example", "n2"]).await.unwrap();
+    let out = run("host", "deactivate", &["extra.example", "n2"])
+        .await
+        .unwrap();
     assert!(out.text.unwrap_or_default().contains("n2: unreachable"));
     assert!(active(&n1));
 }

@@ -520,7 +520,11 @@ impl Cluster for Node {
         self.release((local.to_string(), remote.to_string()));
     }
 
-    fn admin(&self, node: &str, op: &AdminOp) -> Pending<Option<Result<serde_json::Value, String>>> {
+    fn admin(
+        &self,
+        node: &str,
+        op: &AdminOp,
+    ) -> Pending<Option<Result<serde_json::Value, String>>> {
         self.ask_admin(node, op)
     }
 

@@ -116,7 +116,8 @@ enum Route {
 /// Starts following the s2s bucket for `node`.
 pub(super) fn start(node: &Arc<Node>, core: &Core) {
     let _ = node.s2s.node.set(Arc::downgrade(node));
-    core.tasks.spawn(node.clone().run_s2s(core.shutdown.clone()));
+    core.tasks
+        .spawn(node.clone().run_s2s(core.shutdown.clone()));
 }
 
 impl Node {
@@ -180,7 +181,10 @@ impl Node {
     /// Creates `pair`'s lease for this node, or replaces a gone holder's, or learns the live
     /// holder's name.
     async fn take(&self, pair: &Pair) -> Result<Route, ClusterError> {
-        let bucket = self.s2s.bucket().ok_or_else(|| nats("not following the s2s bucket"))?;
+        let bucket = self
+            .s2s
+            .bucket()
+            .ok_or_else(|| nats("not following the s2s bucket"))?;
         let key = key(pair);
         let me: Arc<str> = Arc::from(self.name.as_str());
         for _ in 0..4 {
@@ -236,7 +240,10 @@ impl Node {
             return;
         };
         core.tasks.spawn(async move {
-            if let Err(e) = bucket.delete_expect_revision(key(&pair), Some(revision)).await {
+            if let Err(e) = bucket
+                .delete_expect_revision(key(&pair), Some(revision))
+                .await
+            {
                 tracing::debug!(error = %e, "cluster: s2s lease already moved on");
             }
         });
@@ -244,7 +251,11 @@ impl Node {
 
     /// Writes `out` on this node's own stream for its pair.
     fn send_here(&self, (from, to, stanza): Outgoing) {
-        if let Some(f) = self.core.upgrade().and_then(|c| c.federation.get().cloned()) {
+        if let Some(f) = self
+            .core
+            .upgrade()
+            .and_then(|c| c.federation.get().cloned())
+        {
             f.send(from, to, stanza);
         }
     }
@@ -340,11 +351,16 @@ impl Node {
                     .await
                     .map_err(nats)?
                     .ok_or_else(|| nats("no dialback secret"))?;
-                <[u8; 32]>::try_from(value.as_ref()).map_err(|_| nats("malformed dialback secret"))?
+                <[u8; 32]>::try_from(value.as_ref())
+                    .map_err(|_| nats("malformed dialback secret"))?
             }
             Err(e) => return Err(nats(e)),
         };
-        if let Some(f) = self.core.upgrade().and_then(|c| c.federation.get().cloned()) {
+        if let Some(f) = self
+            .core
+            .upgrade()
+            .and_then(|c| c.federation.get().cloned())
+        {
             f.share_dialback_secret(secret);
         }
         Ok(())
@@ -359,7 +375,9 @@ impl Node {
             .collect();
         let goodbye = async {
             for (pair, revision) in mine {
-                let _ = bucket.delete_expect_revision(key(&pair), Some(revision)).await;
+                let _ = bucket
+                    .delete_expect_revision(key(&pair), Some(revision))
+                    .await;
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
@@ -375,7 +393,11 @@ mod tests {
     fn lease_keys_name_the_pair() {
         let pair = ("a.example".to_string(), "b-x.example".to_string());
         let k = key(&pair);
-        assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)), "{k}");
+        assert!(
+            k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            "{k}"
+        );
         assert_eq!(parse_key(&k), Some(pair));
         assert_eq!(parse_key(SECRET_KEY), None);
         assert_eq!(parse_key("pair.!!.x"), None);

@@ -152,19 +152,32 @@ mod tests {
             .child(Element::new("body", ns::CLIENT).text("<&> \n ok"));
         let j = |s: &str| Jid::parse(s).unwrap();
         for frame in [
-            Frame::Deliver(msg.clone()),
-            Frame::Outgoing(msg),
-            Frame::Admin(AdminOp::ModuleUnload {
-                module: "ping".into(),
-                host: Some("h".into()),
-            }),
+            Frame::Deliver(msg),
             Frame::Kick(j("b@h/phone")),
             Frame::Presence(j("b@h"), j("a@h/x")),
             Frame::Close(j("b@h"), StreamErrorCondition::Reset, "bye\nnow".into()),
         ] {
             assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
         }
-        for bad in [&b""[..], b"X", b"Kno@@", b"D<unclosed", b"\xff", b"S<x", b"A{}"] {
+        for bad in [&b""[..], b"X", b"Kno@@", b"D<unclosed", b"\xff"] {
+            assert!(Frame::decode(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn s2s_and_admin_frames_read_back_as_written() {
+        let msg = Element::new("message", ns::CLIENT)
+            .attr("from", "a@h/x")
+            .attr("to", "b@remote.example")
+            .child(Element::new("body", ns::CLIENT).text("<&>"));
+        let op = AdminOp::ModuleUnload {
+            module: "ping".into(),
+            host: Some("h".into()),
+        };
+        for frame in [Frame::Outgoing(msg), Frame::Admin(op)] {
+            assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
+        }
+        for bad in [&b"S<x"[..], b"A{}", b"A{\"op\":\"shutdown\"}"] {
             assert!(Frame::decode(bad).is_err(), "{bad:?}");
         }
     }

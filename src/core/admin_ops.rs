@@ -182,7 +182,11 @@ mod tests {
             },
         ] {
             let text = serde_json::to_string(&op).unwrap();
-            assert_eq!(serde_json::from_str::<AdminOp>(&text).unwrap(), op, "{text}");
+            assert_eq!(
+                serde_json::from_str::<AdminOp>(&text).unwrap(),
+                op,
+                "{text}"
+            );
         }
         assert!(serde_json::from_str::<AdminOp>(r#"{"op":"shutdown"}"#).is_err());
     }

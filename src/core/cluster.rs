@@ -70,7 +70,11 @@ pub trait Cluster: Send + Sync {
     fn outgoing_closed(&self, _local: &str, _remote: &str) {}
     /// Asks `node` to run the admin operation `op` as its own shell would; its answer, or
     /// `None` when it did not answer in time.
-    fn admin(&self, _node: &str, _op: &AdminOp) -> Pending<Option<Result<serde_json::Value, String>>> {
+    fn admin(
+        &self,
+        _node: &str,
+        _op: &AdminOp,
+    ) -> Pending<Option<Result<serde_json::Value, String>>> {
         Box::pin(async { None })
     }
     /// The other nodes alive now, by name.

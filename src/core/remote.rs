@@ -50,7 +50,13 @@ impl Core {
     /// Sends `stanza` from local `from` to remote `to` out through federation: on this
     /// node's own stream, or, in a cluster, through the node holding the (from-domain,
     /// to-domain) pair's lease ([`super::cluster::Cluster::outgoing`]).
-    pub fn send_remote(&self, federation: &Arc<dyn Federation>, from: Jid, to: Jid, stanza: Element) {
+    pub fn send_remote(
+        &self,
+        federation: &Arc<dyn Federation>,
+        from: Jid,
+        to: Jid,
+        stanza: Element,
+    ) {
         let out = match self.cluster.get() {
             Some(c) => c.outgoing(from, to, stanza),
             None => Some((from, to, stanza)),

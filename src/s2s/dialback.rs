@@ -96,6 +96,11 @@ mod tests {
         assert!(!b.verify("b.example", "a.example", "id", &k));
         // Nodes sharing the bytes of a secret verify each other's keys.
         let (c, d) = (Secret::from_bytes([7; 32]), Secret::from_bytes([7; 32]));
-        assert!(d.verify("b.example", "a.example", "id", &c.key("b.example", "a.example", "id")));
+        assert!(d.verify(
+            "b.example",
+            "a.example",
+            "id",
+            &c.key("b.example", "a.example", "id")
+        ));
     }
 }

@@ -226,7 +226,10 @@ impl S2s {
 
     /// The dialback secret now in use.
     fn secret(&self) -> Arc<dialback::Secret> {
-        self.secret.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.secret
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn next_id(&self) -> u64 {

@@ -42,7 +42,11 @@ async fn everywhere(
         .iter()
         .map(|o| match o.status {
             "ok" => format!("{}: {}", o.node, render(&o.result)),
-            "error" => format!("{}: error: {}", o.node, o.result.as_str().unwrap_or_default()),
+            "error" => format!(
+                "{}: error: {}",
+                o.node,
+                o.result.as_str().unwrap_or_default()
+            ),
             _ => format!("{}: unreachable", o.node),
         })
         .collect();
@@ -66,7 +70,11 @@ pub(super) async fn module_cmd(
             everywhere(&core, &op, opt(&args, 2), |v| {
                 let list = |k: &str| -> Vec<String> {
                     v[k].as_array()
-                        .map(|a| a.iter().filter_map(|h| h.as_str().map(String::from)).collect())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|h| h.as_str().map(String::from))
+                                .collect()
+                        })
                         .unwrap_or_default()
                 };
                 let (done, failed) = (list("done"), list("failed"));
@@ -362,7 +370,10 @@ pub(super) async fn host_cmd(
             let op = AdminOp::HostActivate { host };
             everywhere(&core, &op, opt(&args, 1), |v| {
                 let loaded = v["loaded"].as_array().map_or(0, |a| a.len());
-                format!("{} activated ({loaded} modules loaded)", v["host"].as_str().unwrap_or_default())
+                format!(
+                    "{} activated ({loaded} modules loaded)",
+                    v["host"].as_str().unwrap_or_default()
+                )
             })
             .await
         }
@@ -370,7 +381,11 @@ pub(super) async fn host_cmd(
             let host = arg(&args, 0, "host")?;
             let op = AdminOp::HostDeactivate { host };
             everywhere(&core, &op, opt(&args, 1), |v| {
-                format!("{} deactivated ({} sessions closed)", v["host"].as_str().unwrap_or_default(), v["closed"])
+                format!(
+                    "{} deactivated ({} sessions closed)",
+                    v["host"].as_str().unwrap_or_default(),
+                    v["closed"]
+                )
             })
             .await
         }
