@@ -643,3 +643,41 @@ async fn admin_operations_apply_on_every_node_unless_one_is_named() {
     assert!(out.text.unwrap_or_default().contains("n2: unreachable"));
     assert!(active(&n1));
 }
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn a_lease_held_by_a_node_that_fell_silent_is_taken_over() {
+    let (nats, n1, _n2, b) = federated_cluster().await;
+    let mut alice = online_at(&n1, A_DOMAIN, "alice", "pc").await;
+    let mut bob = online_at(&b, B_DOMAIN, "bob", "desk").await;
+    // A node killed with kill -9 while holding the pair's lease: it heartbeated once, then
+    // fell silent.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await.unwrap());
+    let nodes = js.get_key_value("oxpecker_nodes").await.unwrap();
+    let leases = js.get_key_value("oxpecker_s2s").await.unwrap();
+    let key = oxpecker::cluster::s2s::key(&(A_DOMAIN.into(), B_DOMAIN.into()));
+    nodes.put("ghost", "up".into()).await.unwrap();
+    leases.put(&key, "ghost".into()).await.unwrap();
+    let peers = |srv: &TestServer| srv.server().core.cluster().unwrap().peers();
+    let mut heard = false;
+    for _ in 0..400 {
+        heard |= peers(&n1).contains(&"ghost".to_string());
+        if heard && !peers(&n1).contains(&"ghost".to_string()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(heard, "node 1 never heard the ghost");
+    assert!(
+        !peers(&n1).contains(&"ghost".to_string()),
+        "the ghost never fell silent"
+    );
+    // The next stanza for b.example replaces the gone node's lease and opens a stream here.
+    alice
+        .send(&chat("bob@b.example", "m1", "after the crash"))
+        .await;
+    read_until_contains(&mut bob, "message", "after the crash").await;
+    assert_eq!(outgoing_streams(&n1).await, ["a.example>b.example"]);
+    let holder = leases.get(&key).await.unwrap().unwrap();
+    assert_eq!(&holder[..], b"n1");
+}
