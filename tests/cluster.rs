@@ -634,6 +634,20 @@ async fn admin_operations_apply_on_every_node_unless_one_is_named() {
             .contains("n2: extra.example activated")
     );
     assert!(active(&n1) && active(&n2));
+    // Config reload: every node re-reads its configuration (here its unchanged built-in one).
+    let (status, body) = rest_as(&n1, ADMIN, reqwest::Method::PUT, "/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["report"]["warnings"].is_array(), "{body}");
+    assert_eq!(body["nodes"][0]["node"], "n2", "{body}");
+    assert_eq!(body["nodes"][0]["status"], "ok", "{body}");
+    assert!(body["nodes"][0]["result"]["warnings"].is_array(), "{body}");
+    let out = run("config", "reload", &["n2"]).await.unwrap();
+    assert!(
+        out.text
+            .unwrap_or_default()
+            .contains("n2: configuration reloaded"),
+        "scoped to node 2 from node 1"
+    );
     // A node that is gone is reported unreachable within the bounded wait.
     let dir = n2.stop().await;
     drop(dir);
