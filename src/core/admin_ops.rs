@@ -93,18 +93,22 @@ impl Core {
         }
     }
 
+    /// The hosts a module operation acts on: the one named, or every active host.
+    pub fn target_hosts(&self, host: Option<String>) -> Vec<String> {
+        match host {
+            Some(h) => vec![h],
+            None => self.hosts().iter().map(|h| h.name.clone()).collect(),
+        }
+    }
+
     /// Runs `op` on this node, as the shell's command does; its result as data.
     pub async fn admin_op_here(self: &Arc<Self>, op: &AdminOp) -> Result<Value, String> {
         match op {
             AdminOp::ModuleLoad { module, host }
             | AdminOp::ModuleUnload { module, host }
             | AdminOp::ModuleReload { module, host } => {
-                let hosts = match host {
-                    Some(h) => vec![h.clone()],
-                    None => self.hosts().iter().map(|h| h.name.clone()).collect(),
-                };
                 let (mut done, mut failed) = (Vec::new(), Vec::new());
-                for h in hosts {
+                for h in self.target_hosts(host.clone()) {
                     let r = match op {
                         AdminOp::ModuleLoad { .. } => self.load_module(&h, module),
                         AdminOp::ModuleUnload { .. } => self.unload_module(&h, module),

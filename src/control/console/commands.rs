@@ -15,7 +15,7 @@ use crate::xmpp::error::StreamErrorCondition;
 /// Runs `op` on this node (unless `node` names another) and on the other nodes `node` selects
 /// (none: every node), rendering a node's result with `render`. On a single node, or scoped to
 /// this one, the output is this node's alone, as it always was; otherwise one line per node,
-/// and `{"nodes": [outcome]}` as data.
+/// and `{"nodes": [outcome]}` as data (an error when no node succeeded).
 async fn everywhere(
     core: &Arc<Core>,
     op: &AdminOp,
@@ -50,6 +50,9 @@ async fn everywhere(
             _ => format!("{}: unreachable", o.node),
         })
         .collect();
+    if outcomes.iter().all(|o| o.status != "ok") {
+        return Err(lines.join("; "));
+    }
     Ok(Output::text(lines.join("\n"), json!({ "nodes": outcomes })))
 }
 

@@ -299,10 +299,7 @@ pub(crate) fn opt(args: &[String], i: usize) -> Option<String> {
 
 /// The hosts a module command acts on: the one named, or every active host.
 pub(crate) fn target_hosts(core: &Core, host: Option<String>) -> Vec<String> {
-    match host {
-        Some(h) => vec![h],
-        None => core.hosts().iter().map(|h| h.name.clone()).collect(),
-    }
+    core.target_hosts(host)
 }
 
 /// The host named, or the `*` host; an error naming it when it is not served.
