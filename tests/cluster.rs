@@ -685,7 +685,8 @@ async fn a_lease_held_by_a_node_that_fell_silent_is_taken_over() {
         !peers(&n1).contains(&"ghost".to_string()),
         "the ghost never fell silent"
     );
-    // The next stanza for b.example replaces the gone node's lease and opens a stream here.
+    // The survivors drop the gone node's lease (or the next stanza replaces it), and node 1
+    // opens a stream of its own.
     alice
         .send(&chat("bob@b.example", "m1", "after the crash"))
         .await;

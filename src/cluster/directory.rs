@@ -138,10 +138,17 @@ impl Directory {
             .is_some_and(|t| t.is_some_and(|t| t.elapsed() < self.ttl))
     }
 
-    /// Whether `node` counts as alive now (always, while this node is cut off).
-    pub fn is_alive(&self, node: &str) -> bool {
-        let seen = self.seen();
-        self.alive(&seen, node)
+    /// Whether `node` is known to be gone: it left, or fell silent for the TTL, or was never
+    /// heard though this node has listened for a TTL (never while this node is cut off).
+    pub fn is_gone(&self, node: &str) -> bool {
+        if !self.is_online() {
+            return false;
+        }
+        match self.seen().get(node) {
+            Some(Some(t)) => t.elapsed() >= self.ttl,
+            Some(None) => true,
+            None => self.started.elapsed() >= self.ttl,
+        }
     }
 
     /// The other nodes alive now, by name, sorted.
@@ -312,5 +319,22 @@ mod tests {
         d.update(bob.clone(), "b", Some(vec![entry("pc", 5)]));
         d.update(bob.clone(), "b", None);
         assert!(d.sessions_of(&bob).is_empty());
+    }
+
+    #[test]
+    fn a_node_is_gone_only_when_known_to_be() {
+        let d = Directory::new("me", Duration::from_secs(60));
+        assert!(!d.is_gone("b"), "cut off: nothing is judged");
+        d.set_online(true);
+        assert!(
+            !d.is_gone("b"),
+            "not heard yet, but this node only just started"
+        );
+        d.heard("b");
+        assert!(!d.is_gone("b"));
+        assert_eq!(d.peers(), ["b"]);
+        d.left("b");
+        assert!(d.is_gone("b"));
+        assert!(d.peers().is_empty());
     }
 }

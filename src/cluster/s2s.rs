@@ -7,9 +7,9 @@
 //! hold a pair's lease forwards the stanza, serialised once ([`Frame::Outgoing`]), to the
 //! holder, which writes it on its own stream; when that node cannot be reached the stanza
 //! bounces with `remote-server-timeout`. The holder drops the lease when its stream ends (or
-//! when it leaves the cluster); a holder that stops heartbeating (the session directory's
-//! liveness) is passed over, and the next node that needs the pair replaces its lease
-//! (compare-and-set on the lease's revision). Stanzas routed while a claim is in flight wait
+//! when it leaves the cluster); the lease of a holder that stops heartbeating (the session
+//! directory's liveness) is dropped by the survivors, or replaced by the next node that needs
+//! the pair, whichever comes first (compare-and-set on the lease's revision either way). Stanzas routed while a claim is in flight wait
 //! for it, in order. A node cut off from NATS sends on a stream of its own.
 //!
 //! The same bucket holds the cluster's dialback secret ([`SECRET_KEY`], made by the first node
@@ -140,7 +140,7 @@ impl Node {
         }
         match self.s2s.holder(&pair) {
             Some(h) if *h == *self.name => return Some(out),
-            Some(h) if self.directory.is_alive(&h) => {
+            Some(h) if !self.directory.is_gone(&h) => {
                 drop(claiming);
                 self.forward_outgoing(&h, out);
                 return None;
@@ -203,7 +203,7 @@ impl Node {
                 }
             };
             let holder = String::from_utf8_lossy(&entry.value).into_owned();
-            if holder != self.name && self.directory.is_alive(&holder) {
+            if holder != self.name && !self.directory.is_gone(&holder) {
                 let holder: Arc<str> = Arc::from(holder);
                 self.s2s.set(pair.clone(), holder.clone(), entry.revision);
                 return Ok(Route::Node(holder));
@@ -320,8 +320,10 @@ impl Node {
         lock(&self.s2s.held).clear();
         *lock(&self.s2s.bucket) = Some(bucket.clone());
         let mut check = tokio::time::interval(Duration::from_millis(500));
+        let mut sweep = tokio::time::interval((self.ttl / 4).max(Duration::from_millis(250)));
         loop {
             tokio::select! {
+                _ = sweep.tick() => self.sweep_leases(&bucket).await,
                 _ = shutdown.cancelled() => {
                     self.drop_leases(&bucket).await;
                     return Ok(());
@@ -364,6 +366,25 @@ impl Node {
             f.share_dialback_secret(secret);
         }
         Ok(())
+    }
+
+    /// Drops the leases of nodes that are gone (each survivor tries; the revision makes one
+    /// delete count).
+    async fn sweep_leases(&self, bucket: &kv::Store) {
+        let gone: Vec<(Pair, u64)> = lock(&self.s2s.held)
+            .iter()
+            .filter(|(_, (h, _))| **h != *self.name && self.directory.is_gone(h))
+            .map(|(p, (_, r))| (p.clone(), *r))
+            .collect();
+        for (pair, revision) in gone {
+            if bucket
+                .delete_expect_revision(key(&pair), Some(revision))
+                .await
+                .is_ok()
+            {
+                tracing::info!(local = %pair.0, remote = %pair.1, "cluster: dropped a gone node's s2s lease");
+            }
+        }
     }
 
     /// Leaving the cluster: the leases this node holds go at once.
