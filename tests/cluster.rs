@@ -376,24 +376,6 @@ fn holder(srv: &TestServer, room: &str) -> oxpecker::core::cluster::RoomHolder {
 async fn holder_is(srv: &TestServer, room: &str, want: oxpecker::core::cluster::RoomHolder) {
     for _ in 0..500 {
         if holder(srv, room) == want {
-// ---- pushes: carbons, roster and blocking pushes, a dead node's presence, SM across nodes ----
-
-/// A third node `name` joining `n1`'s cluster on the same store.
-async fn third_node(nats: &Nats, n1: &TestServer, name: &str) -> TestServer {
-    let store = n1.server().core.store.clone();
-    node(nats, &store, name).await
-}
-
-/// Waits until `srv` sees `full` on another node with `flag` set (read from the directory).
-async fn sees_flag(
-    srv: &TestServer,
-    full: &str,
-    flag: impl Fn(&oxpecker::core::cluster::RemoteSession) -> bool,
-) {
-    let full = jid(full);
-    for _ in 0..400 {
-        let remote = srv.server().core.remote_sessions(&full.bare());
-        if remote.iter().any(|r| r.jid == full && flag(r)) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -454,36 +436,6 @@ async fn rest_call(
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or_default())
-    panic!("{full} never showed the flag in the directory");
-}
-
-/// Waits until `srv` no longer sees `full` on another node.
-async fn sees_not(srv: &TestServer, full: &str) {
-    let full = jid(full);
-    for _ in 0..600 {
-        let remote = srv.server().core.remote_sessions(&full.bare());
-        if !remote.iter().any(|r| r.jid == full) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{full} still in the directory");
-}
-
-/// Sends an IQ and reads up to its answer, which must be a result.
-async fn iq_ok(c: &mut RawClient, id: &str, iq: &str) {
-    c.send(iq).await;
-    let answer = read_until_contains(c, "iq", &format!("id=\"{id}\"")).await;
-    assert!(answer.contains("type=\"result\""), "{answer}");
-}
-
-async fn enable_carbons(c: &mut RawClient) {
-    iq_ok(
-        c,
-        "carbons",
-        "<iq type='set' id='carbons'><enable xmlns='urn:xmpp:carbons:2'/></iq>",
-    )
-    .await;
 }
 
 #[tokio::test]
@@ -598,66 +550,6 @@ async fn a_room_spans_two_nodes_with_one_copy_each() {
     .await;
     let gone = read_until_contains(&mut alice, "presence", "lounge@conference.localhost/Bo").await;
     assert!(gone.contains("type=\"unavailable\""), "{gone}");
-async fn carbons_reach_resources_on_the_other_node_both_ways() {
-    let (_nats, n1, n2) = cluster(&["alice", "bob", "carol"]).await;
-    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
-    let mut carol = online_seen(&n2, &n1, "carol", "c2").await;
-    let mut b1 = online_seen(&n1, &n2, "bob", "b1").await;
-    let mut b2 = online_seen(&n2, &n1, "bob", "b2").await;
-    enable_carbons(&mut b1).await;
-    enable_carbons(&mut b2).await;
-    sees_flag(&n1, "bob@localhost/b2", |r| r.carbons).await;
-    sees_flag(&n2, "bob@localhost/b1", |r| r.carbons).await;
-    // Received on node 1 for b1: b2 on node 2 gets the <received/> copy.
-    alice
-        .send(&chat("bob@localhost/b1", "r1", "to b1 from n1"))
-        .await;
-    read_until_contains(&mut b1, "message", "to b1 from n1").await;
-    let copy = read_until_contains(&mut b2, "message", "to b1 from n1").await;
-    assert!(
-        copy.contains("<received xmlns=\"urn:xmpp:carbons:2\"")
-            && copy.contains("from=\"bob@localhost\"")
-            && copy.contains("to=\"bob@localhost/b2\""),
-        "{copy}"
-    );
-    // And the other way: carol on node 2 writes to b2, b1 on node 1 gets the copy.
-    carol
-        .send(&chat("bob@localhost/b2", "r2", "to b2 from n2"))
-        .await;
-    read_until_contains(&mut b2, "message", "to b2 from n2").await;
-    let copy = read_until_contains(&mut b1, "message", "to b2 from n2").await;
-    assert!(
-        copy.contains("<received xmlns=\"urn:xmpp:carbons:2\""),
-        "{copy}"
-    );
-    // Sent by b1 on node 1: b2 on node 2 gets the <sent/> copy, and back.
-    b1.send(&chat("alice@localhost", "s1", "sent by b1")).await;
-    read_until_contains(&mut alice, "message", "sent by b1").await;
-    let copy = read_until_contains(&mut b2, "message", "sent by b1").await;
-    assert!(
-        copy.contains("<sent xmlns=\"urn:xmpp:carbons:2\""),
-        "{copy}"
-    );
-    b2.send(&chat("carol@localhost", "s2", "sent by b2")).await;
-    read_until_contains(&mut carol, "message", "sent by b2").await;
-    let copy = read_until_contains(&mut b1, "message", "sent by b2").await;
-    assert!(
-        copy.contains("<sent xmlns=\"urn:xmpp:carbons:2\""),
-        "{copy}"
-    );
-    // Disabled on node 2: the next message to b1 gives b2 no copy.
-    iq_ok(
-        &mut b2,
-        "off",
-        "<iq type='set' id='off'><disable xmlns='urn:xmpp:carbons:2'/></iq>",
-    )
-    .await;
-    sees_flag(&n1, "bob@localhost/b2", |r| !r.carbons).await;
-    alice
-        .send(&chat("bob@localhost/b1", "r3", "no copy now"))
-        .await;
-    read_until_contains(&mut b1, "message", "no copy now").await;
-    common::nothing_pending(&mut b2).await;
 }
 
 #[tokio::test]
@@ -749,70 +641,6 @@ async fn a_stopped_holders_persistent_room_is_taken_over_from_storage() {
     let listed = v["result"]["rooms"].to_string();
     assert!(!listed.contains("temp@"), "{v}");
     assert!(listed.contains("\"node\":\"n2\""), "{v}");
-async fn roster_and_blocking_pushes_reach_the_other_node() {
-    let (_nats, n1, n2) = cluster(&["alice", "bob", "carol"]).await;
-    let mut b1 = online_seen(&n1, &n2, "bob", "b1").await;
-    let mut b2 = online_seen(&n2, &n1, "bob", "b2").await;
-    for c in [&mut b1, &mut b2] {
-        iq_ok(
-            c,
-            "roster",
-            "<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>",
-        )
-        .await;
-    }
-    sees_flag(&n2, "bob@localhost/b1", |r| r.roster).await;
-    // A roster change by b2 on node 2 is pushed to b1 on node 1.
-    b2.send(
-        "<iq type='set' id='add'><query xmlns='jabber:iq:roster'><item jid='carol@localhost' name='Carol'/></query></iq>",
-    )
-    .await;
-    let push = read_until_contains(&mut b1, "iq", "carol@localhost").await;
-    assert!(
-        push.contains("type=\"set\"") && push.contains("name=\"Carol\""),
-        "{push}"
-    );
-    assert!(
-        push.contains("from=\"bob@localhost\"") || !push.contains("from="),
-        "{push}"
-    );
-    // A change made by the server on node 2 (as REST makes it) reaches node 1 too.
-    n2.server()
-        .core
-        .add_mutual(&jid("bob@localhost"), &jid("alice@localhost"))
-        .await
-        .unwrap();
-    let push = read_until_contains(&mut b1, "iq", "alice@localhost").await;
-    assert!(push.contains("subscription=\"both\""), "{push}");
-    // A block by b2 on node 2 is pushed to b1 on node 1 (XEP-0191 §3.3).
-    iq_ok(
-        &mut b2,
-        "blk",
-        "<iq type='set' id='blk'><block xmlns='urn:xmpp:blocking'><item jid='spam@localhost'/></block></iq>",
-    )
-    .await;
-    let push = read_until_contains(&mut b1, "iq", "spam@localhost").await;
-    assert!(
-        push.contains("<block xmlns=\"urn:xmpp:blocking\"") && push.contains("type=\"set\""),
-        "{push}"
-    );
-    // Blocking alice (on node 1) from node 2: she sees both of bob's resources go offline.
-    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
-    iq_ok(
-        &mut b2,
-        "blk2",
-        "<iq type='set' id='blk2'><block xmlns='urn:xmpp:blocking'><item jid='alice@localhost'/></block></iq>",
-    )
-    .await;
-    let mut gone = Vec::new();
-    while gone.len() < 2 {
-        let p = read_until_contains(&mut alice, "presence", "type=\"unavailable\"").await;
-        for from in ["bob@localhost/b1", "bob@localhost/b2"] {
-            if p.contains(&format!("from=\"{from}\"")) && !gone.contains(&from) {
-                gone.push(from);
-            }
-        }
-    }
 }
 
 #[tokio::test]
@@ -909,6 +737,8 @@ async fn occupants_on_other_nodes_join_at_once_and_leave_when_their_session_ends
             priority: 0,
             available: true,
             secure: true,
+            carbons: false,
+            roster: false,
         }],
         oxpecker::xmpp::parser::parse_element(&format!(
             "<iq xmlns='jabber:client' type='get' id='d' from='bob@localhost/early' to='quick@{MUC}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
@@ -993,6 +823,196 @@ async fn a_node_whose_room_moved_drops_its_copy_and_its_occupants_join_the_holde
     let again = join_room(&mut alice, "moving", "Al").await;
     assert!(again.contains("affiliation=\"owner\""), "{again}");
     assert_eq!(holder(&n2, "moving"), RoomHolder::Here);
+}
+
+// ---- pushes: carbons, roster and blocking pushes, a dead node's presence, SM across nodes ----
+
+/// A third node `name` joining `n1`'s cluster on the same store.
+async fn third_node(nats: &Nats, n1: &TestServer, name: &str) -> TestServer {
+    let store = n1.server().core.store.clone();
+    node(nats, &store, name).await
+}
+
+/// Waits until `srv` sees `full` on another node with `flag` set (read from the directory).
+async fn sees_flag(
+    srv: &TestServer,
+    full: &str,
+    flag: impl Fn(&oxpecker::core::cluster::RemoteSession) -> bool,
+) {
+    let full = jid(full);
+    for _ in 0..400 {
+        let remote = srv.server().core.remote_sessions(&full.bare());
+        if remote.iter().any(|r| r.jid == full && flag(r)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{full} never showed the flag in the directory");
+}
+
+/// Waits until `srv` no longer sees `full` on another node.
+async fn sees_not(srv: &TestServer, full: &str) {
+    let full = jid(full);
+    for _ in 0..600 {
+        let remote = srv.server().core.remote_sessions(&full.bare());
+        if !remote.iter().any(|r| r.jid == full) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{full} still in the directory");
+}
+
+/// Sends an IQ and reads up to its answer, which must be a result.
+async fn iq_ok(c: &mut RawClient, id: &str, iq: &str) {
+    c.send(iq).await;
+    let answer = read_until_contains(c, "iq", &format!("id=\"{id}\"")).await;
+    assert!(answer.contains("type=\"result\""), "{answer}");
+}
+
+async fn enable_carbons(c: &mut RawClient) {
+    iq_ok(
+        c,
+        "carbons",
+        "<iq type='set' id='carbons'><enable xmlns='urn:xmpp:carbons:2'/></iq>",
+    )
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn carbons_reach_resources_on_the_other_node_both_ways() {
+    let (_nats, n1, n2) = cluster(&["alice", "bob", "carol"]).await;
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    let mut carol = online_seen(&n2, &n1, "carol", "c2").await;
+    let mut b1 = online_seen(&n1, &n2, "bob", "b1").await;
+    let mut b2 = online_seen(&n2, &n1, "bob", "b2").await;
+    enable_carbons(&mut b1).await;
+    enable_carbons(&mut b2).await;
+    sees_flag(&n1, "bob@localhost/b2", |r| r.carbons).await;
+    sees_flag(&n2, "bob@localhost/b1", |r| r.carbons).await;
+    // Received on node 1 for b1: b2 on node 2 gets the <received/> copy.
+    alice
+        .send(&chat("bob@localhost/b1", "r1", "to b1 from n1"))
+        .await;
+    read_until_contains(&mut b1, "message", "to b1 from n1").await;
+    let copy = read_until_contains(&mut b2, "message", "to b1 from n1").await;
+    assert!(
+        copy.contains("<received xmlns=\"urn:xmpp:carbons:2\"")
+            && copy.contains("from=\"bob@localhost\"")
+            && copy.contains("to=\"bob@localhost/b2\""),
+        "{copy}"
+    );
+    // And the other way: carol on node 2 writes to b2, b1 on node 1 gets the copy.
+    carol
+        .send(&chat("bob@localhost/b2", "r2", "to b2 from n2"))
+        .await;
+    read_until_contains(&mut b2, "message", "to b2 from n2").await;
+    let copy = read_until_contains(&mut b1, "message", "to b2 from n2").await;
+    assert!(
+        copy.contains("<received xmlns=\"urn:xmpp:carbons:2\""),
+        "{copy}"
+    );
+    // Sent by b1 on node 1: b2 on node 2 gets the <sent/> copy, and back.
+    b1.send(&chat("alice@localhost", "s1", "sent by b1")).await;
+    read_until_contains(&mut alice, "message", "sent by b1").await;
+    let copy = read_until_contains(&mut b2, "message", "sent by b1").await;
+    assert!(
+        copy.contains("<sent xmlns=\"urn:xmpp:carbons:2\""),
+        "{copy}"
+    );
+    b2.send(&chat("carol@localhost", "s2", "sent by b2")).await;
+    read_until_contains(&mut carol, "message", "sent by b2").await;
+    let copy = read_until_contains(&mut b1, "message", "sent by b2").await;
+    assert!(
+        copy.contains("<sent xmlns=\"urn:xmpp:carbons:2\""),
+        "{copy}"
+    );
+    // Disabled on node 2: the next message to b1 gives b2 no copy.
+    iq_ok(
+        &mut b2,
+        "off",
+        "<iq type='set' id='off'><disable xmlns='urn:xmpp:carbons:2'/></iq>",
+    )
+    .await;
+    sees_flag(&n1, "bob@localhost/b2", |r| !r.carbons).await;
+    alice
+        .send(&chat("bob@localhost/b1", "r3", "no copy now"))
+        .await;
+    read_until_contains(&mut b1, "message", "no copy now").await;
+    common::nothing_pending(&mut b2).await;
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn roster_and_blocking_pushes_reach_the_other_node() {
+    let (_nats, n1, n2) = cluster(&["alice", "bob", "carol"]).await;
+    let mut b1 = online_seen(&n1, &n2, "bob", "b1").await;
+    let mut b2 = online_seen(&n2, &n1, "bob", "b2").await;
+    for c in [&mut b1, &mut b2] {
+        iq_ok(
+            c,
+            "roster",
+            "<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>",
+        )
+        .await;
+    }
+    sees_flag(&n2, "bob@localhost/b1", |r| r.roster).await;
+    // A roster change by b2 on node 2 is pushed to b1 on node 1.
+    b2.send(
+        "<iq type='set' id='add'><query xmlns='jabber:iq:roster'><item jid='carol@localhost' name='Carol'/></query></iq>",
+    )
+    .await;
+    let push = read_until_contains(&mut b1, "iq", "carol@localhost").await;
+    assert!(
+        push.contains("type=\"set\"") && push.contains("name=\"Carol\""),
+        "{push}"
+    );
+    assert!(
+        push.contains("from=\"bob@localhost\"") || !push.contains("from="),
+        "{push}"
+    );
+    // A change made by the server on node 2 (as REST makes it) reaches node 1 too.
+    n2.server()
+        .core
+        .add_mutual(&jid("bob@localhost"), &jid("alice@localhost"))
+        .await
+        .unwrap();
+    let push = read_until_contains(&mut b1, "iq", "alice@localhost").await;
+    assert!(push.contains("subscription=\"both\""), "{push}");
+    // A block by b2 on node 2 is pushed to b1 on node 1 (XEP-0191 §3.3).
+    iq_ok(
+        &mut b2,
+        "blk",
+        "<iq type='set' id='blk'><block xmlns='urn:xmpp:blocking'><item jid='spam@localhost'/></block></iq>",
+    )
+    .await;
+    let push = read_until_contains(&mut b1, "iq", "spam@localhost").await;
+    assert!(
+        push.contains("<block xmlns=\"urn:xmpp:blocking\"") && push.contains("type=\"set\""),
+        "{push}"
+    );
+    // Blocking alice (on node 1) from node 2: she sees both of bob's resources go offline.
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    iq_ok(
+        &mut b2,
+        "blk2",
+        "<iq type='set' id='blk2'><block xmlns='urn:xmpp:blocking'><item jid='alice@localhost'/></block></iq>",
+    )
+    .await;
+    let mut gone = Vec::new();
+    while gone.len() < 2 {
+        let p = read_until_contains(&mut alice, "presence", "type=\"unavailable\"").await;
+        for from in ["bob@localhost/b1", "bob@localhost/b2"] {
+            if p.contains(&format!("from=\"{from}\"")) && !gone.contains(&from) {
+                gone.push(from);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
 async fn one_survivor_announces_a_dead_nodes_sessions_unavailable() {
     let (nats, n1, n2) = cluster(&["alice", "bob"]).await;
     let n3 = third_node(&nats, &n1, "n3").await;
@@ -1181,6 +1201,8 @@ async fn deleting_an_account_closes_its_sessions_on_every_node() {
     let end = bob.read_to_close().await;
     assert!(end.contains("the account was deleted"), "{end}");
     sees_gone(&n1, "bob@localhost").await;
+}
+
 #[tokio::test]
 #[ignore = "needs nats-server: scripts/cluster-test"]
 async fn a_subscription_request_and_its_answer_reach_the_other_node_at_once() {
@@ -1200,4 +1222,341 @@ async fn a_subscription_request_and_its_answer_reach_the_other_node_at_once() {
     let ok = read_until_contains(&mut alice, "presence", "type=\"subscribed\"").await;
     assert!(ok.contains("from=\"bob@localhost\""), "{ok}");
     read_until_contains(&mut alice, "presence", "from=\"bob@localhost/b2\"").await;
+}
+
+// s2s and admin operations in a cluster: two nodes for `a.example` and a separate server for
+// `b.example`, federating over loopback with dialback; and admin operations applied on every
+// node (or the one named).
+
+const A_DOMAIN: &str = "a.example";
+const B_DOMAIN: &str = "b.example";
+const A_ADMIN: (&str, &str) = ("admin@a.example", "admin-pw");
+
+/// Node `name` of the cluster at `nats` on the shared `store`, serving `hosts`.
+async fn node_serving(nats: &Nats, store: &Store, name: &str, hosts: &[&str]) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.hosts = hosts
+        .iter()
+        .map(|h| oxpecker::config::HostConfig {
+            name: h.to_string(),
+            ..Default::default()
+        })
+        .collect();
+    config.admins = vec![ADMIN.0.into(), A_ADMIN.0.into()];
+    config.cluster.nats_url = Some(nats.url.clone());
+    config.cluster.node_name = Some(name.into());
+    config.cluster.node_ttl_secs = 2;
+    config.validate().unwrap();
+    let server = Server::start_with_store(config.clone(), store.clone())
+        .await
+        .unwrap();
+    TestServer {
+        server: Some(server),
+        dir,
+        config,
+    }
+}
+
+/// Points `srv`'s `[s2s.hosts]` entry for `domain` at `to`'s s2s listener (a live swap).
+fn point_s2s(srv: &TestServer, domain: &str, to: &TestServer) {
+    let core = &srv.server().core;
+    let mut cfg = (**core.config.load()).clone();
+    cfg.s2s
+        .hosts
+        .insert(domain.into(), to.server().s2s_addrs[0]);
+    core.config.store(std::sync::Arc::new(cfg));
+}
+
+/// Nodes n1 and n2 for `a.example` (alice, carol and the admin), and `b.example` (bob) on its
+/// own. Both nodes find b.example at its listener; b.example finds a.example at node 2 only,
+/// so it verifies node 1's dialback keys with node 2.
+async fn federated_cluster() -> (Nats, TestServer, TestServer, TestServer) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "oxpecker=warn".into()))
+        .with_test_writer()
+        .try_init();
+    let nats = Nats::start().await;
+    let store = Store::memory();
+    let n1 = node_serving(&nats, &store, "n1", &[A_DOMAIN]).await;
+    let n2 = node_serving(&nats, &store, "n2", &[A_DOMAIN]).await;
+    let b = TestServer::start_with(|c| {
+        c.hosts = vec![oxpecker::config::HostConfig {
+            name: B_DOMAIN.into(),
+            ..Default::default()
+        }];
+    })
+    .await;
+    point_s2s(&n1, B_DOMAIN, &b);
+    point_s2s(&n2, B_DOMAIN, &b);
+    point_s2s(&b, A_DOMAIN, &n2);
+    n1.add_user(A_ADMIN.0, A_ADMIN.1).await;
+    for u in ["alice", "carol"] {
+        n1.add_user(&format!("{u}@{A_DOMAIN}"), PASSWORD).await;
+    }
+    b.add_user(&format!("bob@{B_DOMAIN}"), PASSWORD).await;
+    (nats, n1, n2, b)
+}
+
+/// `user@domain/resource` logged in on `srv` (STARTTLS, PLAIN, bind) and available.
+async fn online_at(srv: &TestServer, domain: &str, user: &str, resource: &str) -> RawClient {
+    let header = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
+    );
+    let mut c = RawClient::connect(srv.c2s()).await;
+    c.send(&header).await;
+    c.read_until("</stream:features>").await;
+    c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await;
+    c.read_until("<proceed").await;
+    c.read_until("/>").await;
+    let io = std::mem::replace(&mut c.io, Box::new(tokio::io::duplex(1).0));
+    let name = rustls_pki_types::ServerName::try_from(domain.to_string()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(common::client_tls(&srv.cert_pem()))
+        .connect(name, io)
+        .await
+        .unwrap();
+    c.io = Box::new(tls);
+    c.send(&header).await;
+    c.read_until("</stream:features>").await;
+    let r = c.auth_plain(user, PASSWORD).await;
+    assert!(r.contains("<success"), "{r}");
+    c.send(&header).await;
+    c.read_until("</stream:features>").await;
+    c.send(&format!(
+        "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+    ))
+    .await;
+    c.read_until("</iq>").await;
+    c.jid = format!("{user}@{domain}/{resource}");
+    c.send("<presence/>").await;
+    let me = c.jid.clone();
+    read_until_contains(&mut c, "presence", &me).await;
+    c
+}
+
+/// An admin REST call on `srv` as `admin`: the status and the JSON body.
+async fn rest_as(
+    srv: &TestServer,
+    admin: (&str, &str),
+    method: reqwest::Method,
+    path: &str,
+) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .request(method, format!("http://{}/admin_rest{path}", srv.http()))
+        .basic_auth(admin.0, Some(admin.1))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+/// The remote domains of `srv`'s outgoing s2s streams from `GET /s2s`.
+async fn outgoing_streams(srv: &TestServer) -> Vec<String> {
+    let (status, body) = rest_as(srv, A_ADMIN, reqwest::Method::GET, "/s2s").await;
+    assert_eq!(status, 200, "{body}");
+    body["result"]["s2s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["direction"] == "outgoing")
+        .map(|s| {
+            format!(
+                "{}>{}",
+                s["local"].as_str().unwrap(),
+                s["remote"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn the_cluster_sends_to_a_remote_domain_on_one_stream_and_takes_it_over() {
+    let (_nats, n1, n2, b) = federated_cluster().await;
+    let mut alice = online_at(&n1, A_DOMAIN, "alice", "pc").await;
+    let mut carol = online_at(&n2, A_DOMAIN, "carol", "phone").await;
+    let mut bob = online_at(&b, B_DOMAIN, "bob", "desk").await;
+    sees(&n1, "carol@a.example/phone", true).await;
+    sees(&n2, "alice@a.example/pc", true).await;
+    // Node 1 needs the stream first and takes the lease; node 2 forwards to it.
+    alice.send(&chat("bob@b.example", "m1", "from alice")).await;
+    let got = read_until_contains(&mut bob, "message", "from alice").await;
+    assert!(got.contains("from=\"alice@a.example/pc\""), "{got}");
+    carol.send(&chat("bob@b.example", "m2", "from carol")).await;
+    let got = read_until_contains(&mut bob, "message", "from carol").await;
+    assert!(got.contains("from=\"carol@a.example/phone\""), "{got}");
+    assert_eq!(outgoing_streams(&n1).await, ["a.example>b.example"]);
+    assert!(outgoing_streams(&n2).await.is_empty());
+    let incoming = b.server().core.federation.get().unwrap().streams();
+    let from_a: Vec<_> = incoming
+        .iter()
+        .filter(|s| s.direction == "incoming" && s.remote == A_DOMAIN)
+        .collect();
+    assert_eq!(from_a.len(), 1, "{incoming:?}");
+    // Node 1's dialback key was verified by node 2 (where b.example finds a.example).
+    assert_eq!(from_a[0].auth, "dialback", "{incoming:?}");
+    // b.example answers over its own stream, which lands on node 2: each reply reaches its
+    // user on their own node.
+    bob.send(&chat("alice@a.example/pc", "r1", "to alice"))
+        .await;
+    bob.send(&chat("carol@a.example/phone", "r2", "to carol"))
+        .await;
+    let got = read_until_contains(&mut alice, "message", "to alice").await;
+    assert!(got.contains("from=\"bob@b.example/desk\""), "{got}");
+    read_until_contains(&mut carol, "message", "to carol").await;
+    // The holder stops: node 2 takes the pair over on the next stanza and opens its own stream.
+    drop(alice);
+    let dir = n1.stop().await;
+    drop(dir);
+    sees_gone(&n2, "alice@a.example").await;
+    carol.send(&chat("bob@b.example", "m3", "still here")).await;
+    read_until_contains(&mut bob, "message", "still here").await;
+    assert_eq!(outgoing_streams(&n2).await, ["a.example>b.example"]);
+    bob.send(&chat("carol@a.example/phone", "r3", "welcome back"))
+        .await;
+    read_until_contains(&mut carol, "message", "welcome back").await;
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn admin_operations_apply_on_every_node_unless_one_is_named() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let nats = Nats::start().await;
+    let store = Store::memory();
+    let hosts = ["localhost", "extra.example"];
+    let n1 = node_serving(&nats, &store, "n1", &hosts).await;
+    let n2 = node_serving(&nats, &store, "n2", &hosts).await;
+    n1.add_user(ADMIN.0, ADMIN.1).await;
+    // Both nodes know each other (a session seen across is proof of a live directory).
+    let _alice = {
+        n1.add_user("alice@localhost", PASSWORD).await;
+        online_seen(&n1, &n2, "alice", "a1").await
+    };
+    for _ in 0..400 {
+        if n1.server().core.cluster().unwrap().peers() == ["n2"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let loaded = |srv: &TestServer| {
+        srv.server()
+            .core
+            .host("localhost")
+            .unwrap()
+            .is_loaded("ping")
+    };
+    assert!(loaded(&n1) && loaded(&n2));
+    // REST, cluster-wide by default: unloaded on both nodes, node 2's outcome in `nodes`.
+    let (status, body) = rest_as(&n1, ADMIN, reqwest::Method::DELETE, "/module/ping").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["nodes"][0]["node"], "n2", "{body}");
+    assert_eq!(body["nodes"][0]["status"], "ok", "{body}");
+    assert!(!loaded(&n1) && !loaded(&n2));
+    let (_, modules) = rest_as(&n2, ADMIN, reqwest::Method::GET, "/modules").await;
+    assert!(!modules.to_string().contains("\"ping\""), "{modules}");
+    // Scoped to node 1: node 2 is not asked.
+    let (status, body) = rest_as(&n1, ADMIN, reqwest::Method::PUT, "/module/ping?node=n1").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("nodes").is_none(), "{body}");
+    assert!(loaded(&n1) && !loaded(&n2));
+    // Scoped to node 2 from node 1: only node 2 runs it.
+    let (status, body) = rest_as(&n1, ADMIN, reqwest::Method::PUT, "/module/ping?node=n2").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["nodes"][0]["status"], "ok", "{body}");
+    assert!(loaded(&n2));
+    // The shell, cluster-wide: one line per node.
+    let core1 = n1.server().core.clone();
+    let run = |group: &'static str, cmd: &'static str, args: &[&str]| {
+        let core = core1.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        async move { oxpecker::control::console::run(&core, group, cmd, args).await }
+    };
+    let out = run("module", "unload", &["ping"]).await.unwrap();
+    let text = out.text.unwrap_or_default();
+    assert!(text.contains("n1: unloaded ping on"), "{text}");
+    assert!(text.contains("n2: unloaded ping on"), "{text}");
+    assert!(!loaded(&n1) && !loaded(&n2));
+    // An error on another node is reported as such (an error: no node succeeded).
+    let err = run("module", "unload", &["ping", "localhost", "n2"])
+        .await
+        .unwrap_err();
+    assert!(err.contains("n2: error:"), "{err}");
+    // Hosts: deactivated on every node.
+    let active = |srv: &TestServer| srv.server().core.host("extra.example").is_some();
+    assert!(active(&n1) && active(&n2));
+    let (status, body) = rest_as(&n1, ADMIN, reqwest::Method::DELETE, "/hosts/extra.example").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["nodes"][0]["status"], "ok", "{body}");
+    assert!(!active(&n1) && !active(&n2));
+    let out = run("host", "activate", &["extra.example"]).await.unwrap();
+    assert!(
+        out.text
+            .unwrap_or_default()
+            .contains("n2: extra.example activated")
+    );
+    assert!(active(&n1) && active(&n2));
+    // Config reload: every node re-reads its configuration (here its unchanged built-in one).
+    let (status, body) = rest_as(&n1, ADMIN, reqwest::Method::PUT, "/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["report"]["warnings"].is_array(), "{body}");
+    assert_eq!(body["nodes"][0]["node"], "n2", "{body}");
+    assert_eq!(body["nodes"][0]["status"], "ok", "{body}");
+    assert!(body["nodes"][0]["result"]["warnings"].is_array(), "{body}");
+    let out = run("config", "reload", &["n2"]).await.unwrap();
+    assert!(
+        out.text
+            .unwrap_or_default()
+            .contains("n2: configuration reloaded"),
+        "scoped to node 2 from node 1"
+    );
+    // A node that is gone is reported unreachable within the bounded wait.
+    let dir = n2.stop().await;
+    drop(dir);
+    let err = run("host", "deactivate", &["extra.example", "n2"])
+        .await
+        .unwrap_err();
+    assert!(err.contains("n2: unreachable"), "{err}");
+    assert!(active(&n1));
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn a_lease_held_by_a_node_that_fell_silent_is_taken_over() {
+    let (nats, n1, _n2, b) = federated_cluster().await;
+    let mut alice = online_at(&n1, A_DOMAIN, "alice", "pc").await;
+    let mut bob = online_at(&b, B_DOMAIN, "bob", "desk").await;
+    // A node killed with kill -9 while holding the pair's lease: it heartbeated once, then
+    // fell silent.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await.unwrap());
+    let nodes = js.get_key_value("oxpecker_nodes").await.unwrap();
+    let leases = js.get_key_value("oxpecker_s2s").await.unwrap();
+    let key = oxpecker::cluster::s2s::key(&(A_DOMAIN.into(), B_DOMAIN.into()));
+    nodes.put("ghost", "up".into()).await.unwrap();
+    leases.put(&key, "ghost".into()).await.unwrap();
+    let peers = |srv: &TestServer| srv.server().core.cluster().unwrap().peers();
+    let mut heard = false;
+    for _ in 0..400 {
+        heard |= peers(&n1).contains(&"ghost".to_string());
+        if heard && !peers(&n1).contains(&"ghost".to_string()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(heard, "node 1 never heard the ghost");
+    assert!(
+        !peers(&n1).contains(&"ghost".to_string()),
+        "the ghost never fell silent"
+    );
+    // The survivors drop the gone node's lease (or the next stanza replaces it), and node 1
+    // opens a stream of its own.
+    alice
+        .send(&chat("bob@b.example", "m1", "after the crash"))
+        .await;
+    read_until_contains(&mut bob, "message", "after the crash").await;
+    assert_eq!(outgoing_streams(&n1).await, ["a.example>b.example"]);
+    let holder = leases.get(&key).await.unwrap().unwrap();
+    assert_eq!(&holder[..], b"n1");
 }

@@ -158,6 +158,37 @@ impl Directory {
         self.alive(&self.seen(), node)
     }
 
+    /// Whether `node` is known to be gone: it left, or fell silent for the TTL, or was never
+    /// heard though this node has listened for a TTL (never while this node is cut off).
+    pub fn is_gone(&self, node: &str) -> bool {
+        if !self.is_online() {
+            return false;
+        }
+        match self.seen().get(node) {
+            Some(Some(t)) => t.elapsed() >= self.ttl,
+            Some(None) => true,
+            None => {
+                self.started
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .elapsed()
+                    >= self.ttl
+            }
+        }
+    }
+
+    /// The other nodes alive now, by name, sorted.
+    pub fn peers(&self) -> Vec<String> {
+        let seen = self.seen();
+        let mut peers: Vec<String> = seen
+            .keys()
+            .filter(|n| ***n != *self.me && self.alive(&seen, n))
+            .map(|n| n.to_string())
+            .collect();
+        peers.sort();
+        peers
+    }
+
     /// Records what the bucket says `node` serves of `bare` (`None`: nothing any more).
     pub fn update(&self, bare: Jid, node: &str, entries: Option<Vec<Entry>>) {
         if node == self.me {
@@ -404,5 +435,22 @@ mod tests {
         assert!(d.sweep_departed().keys.is_empty());
         std::thread::sleep(ttl);
         assert_eq!(d.sweep_departed().keys, vec![key(&j("bob@h"), "b")]);
+    }
+
+    #[test]
+    fn a_node_is_gone_only_when_known_to_be() {
+        let d = Directory::new("me", Duration::from_secs(60));
+        assert!(!d.is_gone("b"), "cut off: nothing is judged");
+        d.set_online(true);
+        assert!(
+            !d.is_gone("b"),
+            "not heard yet, but this node only just started"
+        );
+        d.heard("b");
+        assert!(!d.is_gone("b"));
+        assert_eq!(d.peers(), ["b"]);
+        d.left("b");
+        assert!(d.is_gone("b"));
+        assert!(d.peers().is_empty());
     }
 }

@@ -15,7 +15,9 @@
 
 pub mod departed;
 pub mod directory;
+pub mod ops;
 pub mod rooms;
+pub mod s2s;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -29,7 +31,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::Core;
-use crate::core::cluster::{Cluster, Pending, RemoteSession, RoomHolder};
+use crate::core::admin_ops::AdminOp;
+use crate::core::cluster::{Cluster, Outgoing, Pending, RemoteSession, RoomHolder};
 use crate::core::events::Origin;
 use crate::xmpp::error::{StreamError, StreamErrorCondition};
 use crate::xmpp::{Element, Jid};
@@ -91,6 +94,8 @@ pub struct Node {
     /// The MUC room leases ([`rooms`]).
     rooms: Arc<rooms::Leases>,
     core: Weak<Core>,
+    /// The s2s stream leases ([`s2s`]).
+    s2s: s2s::Leases,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -140,6 +145,7 @@ impl Node {
             published: Mutex::new(HashMap::new()),
             rooms: Arc::default(),
             core: Arc::downgrade(core),
+            s2s: s2s::Leases::default(),
         });
         let inbox = node
             .client
@@ -153,6 +159,7 @@ impl Node {
             .spawn(node.clone().run_inbox(inbox, shutdown.clone()));
         core.tasks.spawn(node.clone().run_rooms(shutdown.clone()));
         core.tasks.spawn(node.clone().run_directory(shutdown));
+        s2s::start(&node, core);
         let as_cluster: Arc<dyn Cluster> = node.clone();
         let _ = core.cluster.set(as_cluster);
         // The URL may carry credentials: it is not logged.
@@ -239,6 +246,8 @@ impl Node {
                 Ok(Frame::EndResumable(bare, previd)) => {
                     core.end_resumable(&bare, &previd);
                 }
+                Ok(Frame::Outgoing(stanza)) => self.send_forwarded(stanza),
+                Ok(Frame::Admin(op)) => self.answer_admin(core, op, msg.reply),
                 Err(e) => tracing::warn!(error = %e, "cluster: dropping a message"),
             }
         }
@@ -554,6 +563,26 @@ impl Cluster for Node {
             node,
             Frame::EndResumable(bare.clone(), previd.to_string()).encode(),
         )
+    }
+
+    fn outgoing(&self, from: Jid, to: Jid, stanza: Element) -> Option<Outgoing> {
+        self.route_outgoing((from, to, stanza))
+    }
+
+    fn outgoing_closed(&self, local: &str, remote: &str) {
+        self.release_pair((local.to_string(), remote.to_string()));
+    }
+
+    fn admin(
+        &self,
+        node: &str,
+        op: &AdminOp,
+    ) -> Pending<Option<Result<serde_json::Value, String>>> {
+        self.ask_admin(node, op)
+    }
+
+    fn peers(&self) -> Vec<String> {
+        self.directory.peers()
     }
 }
 

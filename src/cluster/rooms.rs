@@ -287,6 +287,8 @@ impl Node {
                     priority: e.priority,
                     available: e.available,
                     secure: e.secure,
+                    carbons: e.carbons,
+                    roster: e.roster,
                 });
             }
         }

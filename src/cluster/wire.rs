@@ -2,6 +2,7 @@
 //! serialised once by the sender and parsed once by the receiving node.
 
 use super::directory::Entry;
+use crate::core::admin_ops::AdminOp;
 use crate::xmpp::error::StreamErrorCondition;
 use crate::xmpp::{Element, Jid, ns};
 
@@ -23,6 +24,11 @@ pub enum Frame {
     /// End the local resumable session of this account with this XEP-0198 id: the client tried
     /// to resume it on another node (its unacknowledged stanzas are routed again).
     EndResumable(Jid, String),
+    /// Send this stanza (with its `from` and `to`) to its remote domain on this node's
+    /// outgoing s2s stream: this node holds the domain pair's lease.
+    Outgoing(Element),
+    /// Run this admin operation here, as the shell would; answer its result.
+    Admin(AdminOp),
 }
 
 /// Why a frame could not be read (the sender is another node: logged and dropped).
@@ -85,6 +91,11 @@ impl Frame {
                 out.push('\n');
                 out.push_str(previd);
             }
+            Frame::Outgoing(stanza) => return Frame::outgoing(stanza),
+            Frame::Admin(op) => {
+                out.push('A');
+                out.push_str(&serde_json::to_string(op).unwrap_or_default());
+            }
         }
         out.into_bytes()
     }
@@ -103,6 +114,13 @@ impl Frame {
         out.push('\n');
         out.push_str(&serde_json::to_string(sender).unwrap_or_else(|_| "[]".into()));
         out.push('\n');
+        out.push_str(&stanza.to_xml(ns::CLIENT));
+        out.into_bytes()
+    }
+
+    /// The bytes of a [`Frame::Outgoing`] of `stanza`, without copying the element first.
+    pub fn outgoing(stanza: &Element) -> Vec<u8> {
+        let mut out = String::from("S");
         out.push_str(&stanza.to_xml(ns::CLIENT));
         out.into_bytes()
     }
@@ -150,6 +168,12 @@ impl Frame {
                     .ok_or(WireError::Malformed("no resumption id"))?;
                 Ok(Frame::EndResumable(jid(bare)?, previd.to_string()))
             }
+            'S' => crate::xmpp::parser::parse_element(body)
+                .map(Frame::Outgoing)
+                .map_err(|_| WireError::Malformed("bad stanza")),
+            'A' => serde_json::from_str(body)
+                .map(Frame::Admin)
+                .map_err(|_| WireError::Malformed("bad admin operation")),
             _ => Err(WireError::Malformed("unknown tag")),
         }
     }
@@ -177,6 +201,8 @@ mod tests {
                     priority: 1,
                     available: true,
                     secure: false,
+                    carbons: false,
+                    roster: false,
                 }],
                 msg,
             ),
@@ -197,6 +223,24 @@ mod tests {
             b"\xff",
             b"Hb@h",
         ] {
+            assert!(Frame::decode(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn s2s_and_admin_frames_read_back_as_written() {
+        let msg = Element::new("message", ns::CLIENT)
+            .attr("from", "a@h/x")
+            .attr("to", "b@remote.example")
+            .child(Element::new("body", ns::CLIENT).text("<&>"));
+        let op = AdminOp::ModuleUnload {
+            module: "ping".into(),
+            host: Some("h".into()),
+        };
+        for frame in [Frame::Outgoing(msg), Frame::Admin(op)] {
+            assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
+        }
+        for bad in [&b"S<x"[..], b"A{}", b"A{\"op\":\"shutdown\"}"] {
             assert!(Frame::decode(bad).is_err(), "{bad:?}");
         }
     }

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::Core;
+use super::admin_ops::AdminOp;
 use crate::xmpp::error::StreamErrorCondition;
 use crate::xmpp::{Element, Jid};
 
@@ -101,7 +102,31 @@ pub trait Cluster: Send + Sync {
         let _ = (node, bare, previd);
         false
     }
+    /// Takes a stanza for a remote domain when another node holds (or this node is taking)
+    /// the lease of its (from-domain, to-domain) pair's outgoing stream; gives it back when
+    /// this node sends it on its own stream.
+    fn outgoing(&self, from: Jid, to: Jid, stanza: Element) -> Option<Outgoing> {
+        Some((from, to, stanza))
+    }
+    /// This node's outgoing stream for (`local`, `remote`) ended: its lease goes.
+    fn outgoing_closed(&self, _local: &str, _remote: &str) {}
+    /// Asks `node` to run the admin operation `op` as its own shell would; its answer, or
+    /// `None` when it did not answer in time.
+    fn admin(
+        &self,
+        _node: &str,
+        _op: &AdminOp,
+    ) -> Pending<Option<Result<serde_json::Value, String>>> {
+        Box::pin(async { None })
+    }
+    /// The other nodes alive now, by name.
+    fn peers(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
+
+/// A stanza for a remote domain: its sender, its recipient and itself.
+pub type Outgoing = (Jid, Jid, Element);
 
 impl Core {
     /// The installed cluster, if this server is a node of one.

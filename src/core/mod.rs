@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod admin_ops;
 pub mod admission;
 pub mod allowlist;
 pub mod budget;

@@ -2,6 +2,9 @@
 //! [`Federation`] the server installed (the s2s manager), and the admin faces list and close
 //! its streams through it. `core` knows only this trait, never the s2s code behind it.
 
+use std::sync::Arc;
+
+use super::Core;
 use crate::xmpp::{Element, Jid};
 
 /// One server-to-server stream, as the admin surfaces show it.
@@ -38,4 +41,28 @@ pub trait Federation: Send + Sync {
     fn streams(&self) -> Vec<StreamInfo>;
     /// Closes every stream between `local` and `remote`; how many were closed.
     fn close(&self, local: &str, remote: &str) -> usize;
+    /// Uses `secret` for Server Dialback keys from now on: the one every node of a cluster
+    /// shares, so a key made on one node verifies on any other.
+    fn share_dialback_secret(&self, _secret: [u8; 32]) {}
+}
+
+impl Core {
+    /// Sends `stanza` from local `from` to remote `to` out through federation: on this
+    /// node's own stream, or, in a cluster, through the node holding the (from-domain,
+    /// to-domain) pair's lease ([`super::cluster::Cluster::outgoing`]).
+    pub fn send_remote(
+        &self,
+        federation: &Arc<dyn Federation>,
+        from: Jid,
+        to: Jid,
+        stanza: Element,
+    ) {
+        let out = match self.cluster.get() {
+            Some(c) => c.outgoing(from, to, stanza),
+            None => Some((from, to, stanza)),
+        };
+        if let Some((from, to, stanza)) = out {
+            federation.send(from, to, stanza);
+        }
+    }
 }

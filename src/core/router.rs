@@ -152,7 +152,7 @@ impl Core {
             // Another domain: out through the s2s manager, which bounces what it cannot deliver.
             return match self.federation.get() {
                 Some(f) => {
-                    f.send(ev.from, ev.to, ev.stanza);
+                    self.send_remote(f, ev.from, ev.to, ev.stanza);
                     Routed::Taken
                 }
                 None => self.refuse(&ev.stanza, C::RemoteServerNotFound).await,

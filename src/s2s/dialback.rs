@@ -8,7 +8,8 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-/// The server's dialback secret; made once per start, never logged or stored.
+/// The server's dialback secret; made once per start (or shared by the nodes of a cluster
+/// through their NATS bucket), never logged or stored on disk.
 pub struct Secret([u8; 32]);
 
 impl Secret {
@@ -18,6 +19,11 @@ impl Secret {
         let mut s = [0u8; 32];
         rand::rng().fill_bytes(&mut s);
         Secret(s)
+    }
+
+    /// The secret made of `bytes` (the one a cluster's nodes share).
+    pub fn from_bytes(bytes: [u8; 32]) -> Secret {
+        Secret(bytes)
     }
 
     fn mac(&self, receiving: &str, originating: &str, stream_id: &str) -> Option<Hmac<Sha256>> {
@@ -88,5 +94,13 @@ mod tests {
         let (a, b) = (Secret::generate(), Secret::generate());
         let k = a.key("b.example", "a.example", "id");
         assert!(!b.verify("b.example", "a.example", "id", &k));
+        // Nodes sharing the bytes of a secret verify each other's keys.
+        let (c, d) = (Secret::from_bytes([7; 32]), Secret::from_bytes([7; 32]));
+        assert!(d.verify(
+            "b.example",
+            "a.example",
+            "id",
+            &c.key("b.example", "a.example", "id")
+        ));
     }
 }

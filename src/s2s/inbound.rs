@@ -521,7 +521,7 @@ impl Incoming {
                 .attr("type", "error")
                 .child(StanzaError::new(StanzaErrorCondition::ItemNotFound).to_element());
         } else {
-            let ok = self.s2s.secret.verify(from, to, id, &el.text_content());
+            let ok = self.s2s.secret().verify(from, to, id, &el.text_content());
             reply = reply.attr("type", if ok { "valid" } else { "invalid" });
         }
         stream::write(w, &stream::wire(&reply))

@@ -33,7 +33,8 @@ use crate::xmpp::{Element, Jid};
 pub struct S2s {
     core: Weak<Core>,
     me: Weak<S2s>,
-    secret: dialback::Secret,
+    /// The dialback secret; a cluster swaps in the one its nodes share.
+    secret: Mutex<Arc<dialback::Secret>>,
     tls_client: Arc<rustls::ClientConfig>,
     /// Where remote domains are found ([`resolve`]).
     dns: resolve::Dns,
@@ -185,7 +186,7 @@ impl S2s {
         Ok(Arc::new_cyclic(|me| S2s {
             core: Arc::downgrade(core),
             me: me.clone(),
-            secret: dialback::Secret::generate(),
+            secret: Mutex::new(Arc::new(dialback::Secret::generate())),
             tls_client,
             dns: resolve::Dns::default(),
             tls_server,
@@ -221,6 +222,14 @@ impl S2s {
             }
         }
         cached.1.clone()
+    }
+
+    /// The dialback secret now in use.
+    fn secret(&self) -> Arc<dialback::Secret> {
+        self.secret
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn next_id(&self) -> u64 {
@@ -292,6 +301,10 @@ impl S2s {
             && pool.get(key).is_some_and(|o| o.id == id)
         {
             pool.remove(key);
+            drop(pool);
+            if let Some(c) = self.core.upgrade().as_ref().and_then(|c| c.cluster()) {
+                c.outgoing_closed(&key.0, &key.1);
+            }
         }
     }
 
@@ -408,6 +421,11 @@ impl Federation for S2s {
             ))
         });
         out
+    }
+
+    fn share_dialback_secret(&self, secret: [u8; 32]) {
+        *self.secret.lock().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(dialback::Secret::from_bytes(secret));
     }
 
     fn close(&self, local: &str, remote: &str) -> usize {

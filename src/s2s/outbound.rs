@@ -383,7 +383,7 @@ async fn establish(
         }
         o = opened;
     }
-    let key = s2s.secret.key(remote, local, &o.id);
+    let key = s2s.secret().key(remote, local, &o.id);
     let result = Element::new("result", ns::DIALBACK)
         .attr("from", local)
         .attr("to", remote)
@@ -620,7 +620,7 @@ pub(super) async fn run(
                 remote: to,
                 reply,
             })) => {
-                let key = s2s.secret.key(&to, &other, &stream_id);
+                let key = s2s.secret().key(&to, &other, &stream_id);
                 let request = Element::new("result", ns::DIALBACK)
                     .attr("from", other.as_str())
                     .attr("to", to.as_str())

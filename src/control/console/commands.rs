@@ -9,7 +9,52 @@ use serde_json::{Value, json};
 use super::{Output, arg, host_of, opt, target_hosts};
 use crate::core::Core;
 use crate::core::admin;
+use crate::core::admin_ops::{AdminOp, NodeOutcome};
 use crate::xmpp::error::StreamErrorCondition;
+
+/// Runs `op` on this node (unless `node` names another) and on the other nodes `node` selects
+/// (none: every node), rendering a node's result with `render`. On a single node, or scoped to
+/// this one, the output is this node's alone, as it always was; otherwise one line per node,
+/// and `{"nodes": [outcome]}` as data (an error when no node succeeded).
+async fn everywhere(
+    core: &Arc<Core>,
+    op: &AdminOp,
+    node: Option<String>,
+    render: impl Fn(&Value) -> String,
+) -> Result<Output, String> {
+    let node = node.as_deref();
+    let here = match core.runs_here(node) {
+        true => Some(core.admin_op_here(op).await),
+        false => None,
+    };
+    let others = core.admin_op_elsewhere(op, node).await;
+    if others.is_empty() {
+        let v = here.unwrap_or_else(|| Err(format!("no node {}", node.unwrap_or_default())))?;
+        return Ok(Output::text(render(&v), v));
+    }
+    let me = core.node_name().unwrap_or_default();
+    let outcomes: Vec<NodeOutcome> = here
+        .map(|h| NodeOutcome::of(me, Some(h)))
+        .into_iter()
+        .chain(others)
+        .collect();
+    let lines: Vec<String> = outcomes
+        .iter()
+        .map(|o| match o.status {
+            "ok" => format!("{}: {}", o.node, render(&o.result)),
+            "error" => format!(
+                "{}: error: {}",
+                o.node,
+                o.result.as_str().unwrap_or_default()
+            ),
+            _ => format!("{}: unreachable", o.node),
+        })
+        .collect();
+    if outcomes.iter().all(|o| o.status != "ok") {
+        return Err(lines.join("; "));
+    }
+    Ok(Output::text(lines.join("\n"), json!({ "nodes": outcomes })))
+}
 
 pub(super) async fn module_cmd(
     core: Arc<Core>,
@@ -19,28 +64,31 @@ pub(super) async fn module_cmd(
     match name.as_str() {
         "load" | "unload" | "reload" => {
             let module = arg(&args, 0, "name")?;
-            let mut done = Vec::new();
-            let mut failed = Vec::new();
-            for host in target_hosts(&core, opt(&args, 1)) {
-                let r = match name.as_str() {
-                    "load" => core.load_module(&host, &module),
-                    "unload" => core.unload_module(&host, &module),
-                    _ => core.reload_module(&host, &module),
+            let host = opt(&args, 1);
+            let op = match name.as_str() {
+                "load" => AdminOp::ModuleLoad { module, host },
+                "unload" => AdminOp::ModuleUnload { module, host },
+                _ => AdminOp::ModuleReload { module, host },
+            };
+            everywhere(&core, &op, opt(&args, 2), |v| {
+                let list = |k: &str| -> Vec<String> {
+                    v[k].as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|h| h.as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default()
                 };
-                match r {
-                    Ok(()) => done.push(host),
-                    Err(e) => failed.push(format!("{host}: {e}")),
+                let (done, failed) = (list("done"), list("failed"));
+                let module = v["module"].as_str().unwrap_or_default();
+                let mut text = format!("{name}ed {module} on {}", done.join(", "));
+                if !failed.is_empty() {
+                    text.push_str(&format!(" (failed: {})", failed.join("; ")));
                 }
-            }
-            let data = json!({ "module": module, "done": done, "failed": failed });
-            if done.is_empty() {
-                return Err(failed.join("; "));
-            }
-            let mut text = format!("{name}ed {module} on {}", done.join(", "));
-            if !failed.is_empty() {
-                text.push_str(&format!(" (failed: {})", failed.join("; ")));
-            }
-            Ok(Output::text(text, data))
+                text
+            })
+            .await
         }
         "list" => {
             let mut rows = Vec::new();
@@ -264,22 +312,17 @@ pub(super) async fn config_cmd(
 ) -> Result<Output, String> {
     match name.as_str() {
         "reload" => {
-            let c = core.clone();
-            let report = tokio::task::spawn_blocking(move || c.reload_config())
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-            let data = serde_json::to_value(&report).unwrap_or(Value::Null);
-            Ok(Output::text(
+            everywhere(&core, &AdminOp::ConfigReload, opt(&args, 0), |v| {
+                let n = |k: &str| v[k].as_array().map_or(0, |a| a.len());
                 format!(
                     "configuration reloaded: {} loaded, {} unloaded, {} reloaded, {} failed",
-                    report.loaded.len(),
-                    report.unloaded.len(),
-                    report.reloaded.len(),
-                    report.failed.len()
-                ),
-                data,
-            ))
+                    n("loaded"),
+                    n("unloaded"),
+                    n("reloaded"),
+                    n("failed")
+                )
+            })
+            .await
         }
         "get" => {
             let (host, key) = match args.len() {
@@ -327,19 +370,27 @@ pub(super) async fn host_cmd(
         }
         "activate" => {
             let host = arg(&args, 0, "host")?;
-            let loaded = core.activate_host(&host).map_err(|e| e.to_string())?;
-            Ok(Output::text(
-                format!("{host} activated ({} modules loaded)", loaded.len()),
-                json!({ "host": host, "loaded": loaded }),
-            ))
+            let op = AdminOp::HostActivate { host };
+            everywhere(&core, &op, opt(&args, 1), |v| {
+                let loaded = v["loaded"].as_array().map_or(0, |a| a.len());
+                format!(
+                    "{} activated ({loaded} modules loaded)",
+                    v["host"].as_str().unwrap_or_default()
+                )
+            })
+            .await
         }
         "deactivate" => {
             let host = arg(&args, 0, "host")?;
-            let closed = core.deactivate_host(&host).map_err(|e| e.to_string())?;
-            Ok(Output::text(
-                format!("{host} deactivated ({closed} sessions closed)"),
-                json!({ "host": host, "closed": closed }),
-            ))
+            let op = AdminOp::HostDeactivate { host };
+            everywhere(&core, &op, opt(&args, 1), |v| {
+                format!(
+                    "{} deactivated ({} sessions closed)",
+                    v["host"].as_str().unwrap_or_default(),
+                    v["closed"]
+                )
+            })
+            .await
         }
         _ => Err(format!("unknown command host:{name}")),
     }

@@ -100,18 +100,18 @@ pub const GROUPS: &[Group] = &[
         commands: &[
             cmd(
                 "load",
-                "name, host?",
-                "load a module (no host: on every host)",
+                "name, host?, node?",
+                "load a module (no host: on every host; no node: on every node of a cluster)",
             ),
             cmd(
                 "unload",
-                "name, host?",
-                "unload a module (no host: from every host)",
+                "name, host?, node?",
+                "unload a module (no host: from every host; no node: on every node of a cluster)",
             ),
             cmd(
                 "reload",
-                "name, host?",
-                "reload a module keeping its data (no host: every host)",
+                "name, host?, node?",
+                "reload a module keeping its data (no host: every host; no node: every node)",
             ),
             cmd(
                 "list",
@@ -187,7 +187,11 @@ pub const GROUPS: &[Group] = &[
         name: "config",
         help: "the configuration",
         commands: &[
-            cmd("reload", "", "re-read the configuration file and apply it"),
+            cmd(
+                "reload",
+                "node?",
+                "re-read the configuration file and apply it (no node: on every node of a cluster)",
+            ),
             cmd(
                 "get",
                 "host?, key",
@@ -203,10 +207,14 @@ pub const GROUPS: &[Group] = &[
             cmd("list", "", "configured hosts and whether each is active"),
             cmd(
                 "activate",
-                "host",
-                "start serving a host of the (reloaded) config",
+                "host, node?",
+                "start serving a host of the (reloaded) config (no node: on every node)",
             ),
-            cmd("deactivate", "host", "stop serving a host (its data stays)"),
+            cmd(
+                "deactivate",
+                "host, node?",
+                "stop serving a host, its data kept (no node: on every node)",
+            ),
         ],
         run: |c, n, a| Box::pin(host_cmd(c, n, a)),
     },
@@ -291,10 +299,7 @@ pub(crate) fn opt(args: &[String], i: usize) -> Option<String> {
 
 /// The hosts a module command acts on: the one named, or every active host.
 pub(crate) fn target_hosts(core: &Core, host: Option<String>) -> Vec<String> {
-    match host {
-        Some(h) => vec![h],
-        None => core.hosts().iter().map(|h| h.name.clone()).collect(),
-    }
+    core.target_hosts(host)
 }
 
 /// The host named, or the `*` host; an error naming it when it is not served.

@@ -23,6 +23,7 @@ pub mod hosts;
 pub mod messages;
 pub mod modules;
 pub mod muc;
+pub mod nodes;
 pub mod openapi;
 pub mod params;
 pub mod reload;
