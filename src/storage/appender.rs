@@ -387,8 +387,7 @@ mod tests {
         let prefix = b"h\0s\0u\0".to_vec();
         let mut ids = Vec::new();
         for i in 0..50 {
-            let req =
-                AppendReq::unanswered(prefix.clone(), i, "x".into(), &i).unwrap();
+            let req = AppendReq::unanswered(prefix.clone(), i, "x".into(), &i).unwrap();
             ids.push(appender.send_reserved(&w, req).unwrap());
         }
         appender.barrier(&w).await.unwrap();

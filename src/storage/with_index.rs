@@ -177,7 +177,14 @@ mod tests {
         assert_eq!(with_prefix(prefix, "a\0b"), None);
         assert_eq!(with_key(prefix, "a\0b", 1), None);
         let key = with_key(prefix, "w@h", 7).unwrap();
-        assert_eq!(key, [&with_prefix(prefix, "w@h").unwrap()[..], &7u64.to_be_bytes()].concat());
+        assert_eq!(
+            key,
+            [
+                &with_prefix(prefix, "w@h").unwrap()[..],
+                &7u64.to_be_bytes()
+            ]
+            .concat()
+        );
         assert_eq!(key.capacity(), key.len());
     }
 
