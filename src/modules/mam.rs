@@ -240,7 +240,7 @@ async fn outbound(mut ev: StanzaEvent, default: Policy) -> StanzaEvent {
 }
 
 /// An archived message as stored: the JSON object `{xml, dir, with}` that queries read back,
-/// serialised straight from borrowed parts (no `Value` tree, no copies of the stanza's text).
+/// serialised straight from borrowed parts (no `Value` tree: no map, no owned `dir` or `with`).
 #[derive(Serialize)]
 struct Stored<'a> {
     /// The stanza as sent.
