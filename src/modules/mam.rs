@@ -239,6 +239,18 @@ async fn outbound(mut ev: StanzaEvent, default: Policy) -> StanzaEvent {
     ev
 }
 
+/// An archived message as stored: the JSON object `{xml, dir, with}` that queries read back,
+/// serialised straight from borrowed parts (no `Value` tree: no map, no owned `dir` or `with`).
+#[derive(Serialize)]
+struct Stored<'a> {
+    /// The stanza as sent.
+    xml: &'a str,
+    /// `in` (received) or `out` (sent).
+    dir: &'a str,
+    /// The partner's full JID.
+    with: &'a str,
+}
+
 /// Appends `msg` to `user`'s archive if their preferences allow; returns the archive id.
 async fn archive(
     core: &Arc<Core>,
@@ -263,7 +275,12 @@ async fn archive(
         return None;
     }
     let node = user.node()?;
-    let value = json!({ "xml": msg.to_xml(ns::CLIENT), "dir": dir, "with": partner.as_str() });
+    let xml = msg.to_xml(ns::CLIENT);
+    let value = Stored {
+        xml: &xml,
+        dir,
+        with: partner.as_str(),
+    };
     match core
         .store
         .archive(user.domain(), STORE)

@@ -21,7 +21,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
+use serde::Serialize;
 
 use super::item::{encode_item, item_id_with};
 use super::totals::Totals;
@@ -65,6 +65,9 @@ impl Progress {
 
 /// Most appends written in one batch.
 const MAX_BATCH: usize = 4096;
+/// The first capacity of a payload's JSON buffer (an archived chat message's JSON is about
+/// this long, so it seldom grows and is never copied).
+const JSON_START: usize = 1024;
 
 /// One queued append.
 pub(super) struct AppendReq {
@@ -95,12 +98,12 @@ pub(super) enum Job {
 
 impl AppendReq {
     /// Builds a request; serialises `value` here, on the caller's thread.
-    pub(super) fn new(
+    pub(super) fn new<V: Serialize + ?Sized>(
         user_prefix: Vec<u8>,
         id: Option<String>,
         when: i64,
         with: String,
-        value: &Value,
+        value: &V,
     ) -> Result<(AppendReq, tokio::sync::oneshot::Receiver<Result<String>>)> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let mut req = AppendReq::unanswered(user_prefix, when, with, value)?;
@@ -109,14 +112,16 @@ impl AppendReq {
         Ok((req, rx))
     }
 
-    /// Builds a request with a generated id that nobody waits for (no reply channel).
-    pub(super) fn unanswered(
+    /// Builds a request with a generated id that nobody waits for (no reply channel). `value`
+    /// is serialised straight to its JSON bytes (a borrowed struct needs no `Value` tree).
+    pub(super) fn unanswered<V: Serialize + ?Sized>(
         user_prefix: Vec<u8>,
         when: i64,
         with: String,
-        value: &Value,
+        value: &V,
     ) -> Result<AppendReq> {
-        let value_json = serde_json::to_vec(value)
+        let mut value_json = Vec::with_capacity(JSON_START);
+        serde_json::to_writer(&mut value_json, value)
             .map_err(|e| StorageError::Io(format!("cannot serialize value: {e}")))?;
         Ok(AppendReq {
             user_prefix,
@@ -382,8 +387,7 @@ mod tests {
         let prefix = b"h\0s\0u\0".to_vec();
         let mut ids = Vec::new();
         for i in 0..50 {
-            let req =
-                AppendReq::unanswered(prefix.clone(), i, "x".into(), &Value::from(i)).unwrap();
+            let req = AppendReq::unanswered(prefix.clone(), i, "x".into(), &i).unwrap();
             ids.push(appender.send_reserved(&w, req).unwrap());
         }
         appender.barrier(&w).await.unwrap();

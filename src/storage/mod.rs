@@ -972,7 +972,7 @@ impl ArchiveStore {
         id: Option<String>,
         when: i64,
         with: &str,
-        value: &Value,
+        value: &(impl Serialize + ?Sized),
     ) -> Result<String> {
         let prefix = self.user_prefix(user)?;
         let (req, rx) = appender::AppendReq::new(prefix, id, when, with.to_owned(), value)?;
@@ -1008,14 +1008,15 @@ impl ArchiveStore {
     /// is flushed within [`LAZY_FLUSH_INTERVAL`] (or with the next durable write). With a
     /// generated id it does not even wait for the write: the id is reserved and the append
     /// queued, and every later query of this store sees it. For high-volume, re-creatable data
-    /// such as a message archive.
+    /// such as a message archive. `value` is anything that serialises to the JSON a query
+    /// later reads back as a [`Value`] (a `Value`, or a struct borrowing its fields).
     pub async fn append_lazy(
         &self,
         user: &str,
         id: Option<String>,
         when: i64,
         with: &str,
-        value: Value,
+        value: impl Serialize + Send + Sync,
     ) -> Result<String> {
         if id.is_some() {
             return self.append_written(user, id, when, with, &value).await;

@@ -29,7 +29,16 @@ pub(super) fn with_prefix(user_prefix: &[u8], with: &str) -> Option<Vec<u8>> {
 
 /// Index key of item `seq` with partner `with` (None if `with` holds a NUL).
 pub(super) fn with_key(user_prefix: &[u8], with: &str, seq: u64) -> Option<Vec<u8>> {
-    let mut key = with_prefix(user_prefix, with)?;
+    if with.contains('\0') {
+        return None;
+    }
+    // Built once at its final size: one allocation per index entry.
+    let len = user_prefix.len() + with.len() + 10;
+    let mut key = Vec::with_capacity(len);
+    key.extend_from_slice(user_prefix);
+    key.push(WITH_TAG);
+    key.extend_from_slice(with.as_bytes());
+    key.push(0);
     key.extend_from_slice(&seq.to_be_bytes());
     Some(key)
 }
@@ -166,6 +175,17 @@ mod tests {
         assert_eq!(split_item_key(b"h\0s\0u\0i\0\0"), None);
         assert_eq!(split_item_key(b"h\0s"), None);
         assert_eq!(with_prefix(prefix, "a\0b"), None);
+        assert_eq!(with_key(prefix, "a\0b", 1), None);
+        let key = with_key(prefix, "w@h", 7).unwrap();
+        assert_eq!(
+            key,
+            [
+                &with_prefix(prefix, "w@h").unwrap()[..],
+                &7u64.to_be_bytes()
+            ]
+            .concat()
+        );
+        assert_eq!(key.capacity(), key.len());
     }
 
     /// An archive written without index entries (an older data dir) is indexed when the store

@@ -222,20 +222,27 @@ impl Element {
 }
 
 /// Escapes `s` for XML character data (`attr = false`) or a double-quoted attribute value.
+/// Runs of bytes that need no escaping are copied whole (every escaped character is ASCII, so a
+/// run always ends on a character boundary).
 pub fn escape_into(out: &mut String, s: &str, attr: bool) {
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' if attr => out.push_str("&quot;"),
-            '\'' if attr => out.push_str("&apos;"),
-            '\n' if attr => out.push_str("&#xA;"),
-            '\r' => out.push_str("&#xD;"),
-            '\t' if attr => out.push_str("&#x9;"),
-            _ => out.push(c),
-        }
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let entity = match b {
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'&' => "&amp;",
+            b'"' if attr => "&quot;",
+            b'\'' if attr => "&apos;",
+            b'\n' if attr => "&#xA;",
+            b'\r' => "&#xD;",
+            b'\t' if attr => "&#x9;",
+            _ => continue,
+        };
+        out.push_str(s.get(start..i).unwrap_or_default());
+        out.push_str(entity);
+        start = i.saturating_add(1);
     }
+    out.push_str(s.get(start..).unwrap_or_default());
 }
 
 /// Escapes `s` into a new string (see [`escape_into`]).
@@ -249,6 +256,22 @@ pub fn escape(s: &str, attr: bool) -> String {
 mod tests {
     use super::*;
     use crate::xmpp::ns;
+
+    #[test]
+    fn escapes_runs_and_multibyte_text() {
+        let s = "a<b>&c\"d'e\nf\rg\th é😀<";
+        assert_eq!(
+            escape(s, true),
+            "a&lt;b&gt;&amp;c&quot;d&apos;e&#xA;f&#xD;g&#x9;h é😀&lt;"
+        );
+        assert_eq!(
+            escape(s, false),
+            "a&lt;b&gt;&amp;c\"d'e\nf&#xD;g\th é😀&lt;"
+        );
+        assert_eq!(escape("", true), "");
+        assert_eq!(escape("plain ünï", false), "plain ünï");
+        assert_eq!(escape("&", false), "&amp;");
+    }
 
     #[test]
     fn serialises_namespaces_only_when_they_change() {

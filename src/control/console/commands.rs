@@ -289,7 +289,7 @@ pub(super) async fn server_cmd(
             let heap = m
                 .heap_bytes
                 .map(|b| format!("{:.1} MiB", b as f64 / 1_048_576.0))
-                .unwrap_or_else(|| "unknown (the system allocator does not say)".into());
+                .unwrap_or_else(|| "unknown (the allocator does not say)".into());
             let rows = vec![
                 vec!["rss".into(), rss],
                 vec!["heap".into(), heap],

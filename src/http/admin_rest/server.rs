@@ -41,7 +41,7 @@ impl From<AdminError> for ApiError {
     }
 }
 
-/// `GET /server`: `{name, version, uptime_secs, memory: {rss_bytes, heap_bytes (null: unknown), sessions, queued_stanzas}, hosts_active}`.
+/// `GET /server`: `{name, version, uptime_secs, memory: {rss_bytes, heap_bytes (jemalloc's count; null: unknown), sessions, queued_stanzas}, hosts_active}`.
 pub async fn info(State(core): State<Arc<Core>>) -> Result<Response, ApiError> {
     Ok(ok(json!(core.server_info())))
 }
