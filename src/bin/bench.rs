@@ -170,6 +170,8 @@ struct Shared {
     errors: AtomicU64,
     /// Own MUC presences (status 110) received by all clients.
     joined: AtomicU64,
+    /// Other occupants' MUC presences received by all clients (the `muc` scenario's joins).
+    occupant_presences: AtomicU64,
     /// Streams that ended (closed, failed) while the bench still used them.
     dropped: AtomicU64,
     /// Target for `received`; `done` is notified when it is reached.
@@ -547,9 +549,10 @@ async fn run(args: Args) -> Result<()> {
         };
         let f = muc::run(&mut writers_back[..k], &shared, plan).await?;
         println!(
-            "muc:     {} occupants joined one room; the last join took {:.1} ms{}",
+            "muc:     {} occupants joined one room; the last join took {:.1} ms (everyone told after {:.1} ms){}",
             f.occupants,
             f.last_join_ms,
+            f.last_join_everyone_ms,
             f.server_ms_per_join
                 .map(|v| format!(", server CPU {v:.2} ms/join over the last joins"))
                 .unwrap_or_default()
@@ -562,13 +565,21 @@ async fn run(args: Args) -> Result<()> {
                 .map(|v| format!(", server CPU {v:.2} µs/copy"))
                 .unwrap_or_default()
         );
+        if let (Some(j), Some(c)) = (f.join_cost, f.copy_cost) {
+            let joins = f.occupants.min(100) as u64;
+            println!("         joins: {}", j.describe(joins, "join"));
+            println!("         copies: {}", c.describe(f.copies, "copy"));
+        }
         muc_json = serde_json::json!({
             "occupants": f.occupants,
             "last_join_ms": round(f.last_join_ms, 2),
+            "last_join_everyone_ms": round(f.last_join_everyone_ms, 2),
             "server_cpu_ms_per_join": f.server_ms_per_join.map(|v| round(v, 3)),
             "copies": f.copies,
             "copies_per_sec": round(f.copies_per_sec, 0),
             "server_cpu_us_per_copy": f.server_us_per_copy.map(|v| round(v, 3)),
+            "writes_per_join": f.join_cost.map(|c| round(c.writes as f64 / f.occupants.clamp(1, 100) as f64, 2)),
+            "writes_per_copy": f.copy_cost.map(|c| round(c.writes as f64 / f.copies.max(1) as f64, 3)),
         });
     }
 
@@ -711,6 +722,8 @@ async fn reader(mut parser: TlsParser, count: watch::Sender<u64>, shared: Arc<Sh
                     shared.errors.fetch_add(1, Ordering::SeqCst);
                 } else if el.name() == "presence" && is_own_muc_presence(&el) {
                     shared.joined.fetch_add(1, Ordering::SeqCst);
+                } else if el.name() == "presence" && muc::is_occupant_presence(&el) {
+                    shared.occupant_presences.fetch_add(1, Ordering::SeqCst);
                 } else if el.name() == "message" && el.get_child("body", ns::CLIENT).is_some() {
                     if let Some(sent) = el.get_attr("id").and_then(routed_sent_us) {
                         let now =

@@ -742,15 +742,15 @@ impl Sessions {
 
     /// Removes a session (idempotent); whether it was bound until now.
     pub fn unbind(&self, handle: &SessionHandle) -> bool {
-        let bare = handle.jid.bare();
         let mut removed = false;
-        self.by_bare.remove_if_mut(&bare, |_, list| {
-            if let Some(pos) = list.iter().position(|s| s.id == handle.id) {
-                list.remove(pos);
-                removed = true;
-            }
-            list.is_empty()
-        });
+        self.by_bare
+            .remove_if_mut(handle.jid.bare_str(), |_, list| {
+                if let Some(pos) = list.iter().position(|s| s.id == handle.id) {
+                    list.remove(pos);
+                    removed = true;
+                }
+                list.is_empty()
+            });
         if removed {
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
@@ -797,7 +797,7 @@ impl Sessions {
 
     /// The session bound to exactly this full JID.
     pub fn get(&self, full: &Jid) -> Option<Arc<SessionHandle>> {
-        let list = self.by_bare.get(&full.bare())?;
+        let list = self.by_bare.get(full.bare_str())?;
         list.iter().find(|s| s.jid == *full).cloned()
     }
 

@@ -214,7 +214,11 @@ pub fn normalize_resource(resource: &str) -> Result<String, JidError> {
 }
 
 /// A normalised XMPP address: `[node@]domain[/resource]`, cheap to clone and hash.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Equality, ordering and hashing are those of the canonical string (its parts follow from
+/// it), so a map keyed by `Jid` can be searched with a borrowed `&str` such as
+/// [`Jid::bare_str`], with no `Jid` built for the lookup.
+#[derive(Clone)]
 pub struct Jid {
     /// Canonical string form.
     full: Arc<str>,
@@ -309,6 +313,14 @@ impl Jid {
         &self.full
     }
 
+    /// The canonical string of the bare JID (`node@domain`), borrowed: no allocation.
+    pub fn bare_str(&self) -> &str {
+        match self.res_start {
+            0 => &self.full,
+            r => self.full.get(..r as usize - 1).unwrap_or_default(),
+        }
+    }
+
     /// Returns this JID without its resource (a cheap clone if already bare).
     pub fn bare(&self) -> Jid {
         match self.res_start {
@@ -335,6 +347,41 @@ impl Jid {
     pub fn with_resource(&self, res: &str) -> Result<Jid, JidError> {
         let res = normalize_resource(res)?;
         Ok(Jid::from_normalized(self.node(), self.domain(), Some(&res)))
+    }
+}
+
+// The canonical string determines the parts (a node holds no `@` or `/`, a domain no `/`),
+// so comparing and hashing it alone agrees with comparing every field, and with `str`'s own
+// `Eq`, `Ord` and `Hash`, as `Borrow<str>` requires.
+impl PartialEq for Jid {
+    fn eq(&self, other: &Jid) -> bool {
+        self.full == other.full
+    }
+}
+
+impl Eq for Jid {}
+
+impl PartialOrd for Jid {
+    fn partial_cmp(&self, other: &Jid) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Jid {
+    fn cmp(&self, other: &Jid) -> std::cmp::Ordering {
+        self.full.cmp(&other.full)
+    }
+}
+
+impl std::hash::Hash for Jid {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for Jid {
+    fn borrow(&self) -> &str {
+        self.as_str()
     }
 }
 
@@ -579,6 +626,26 @@ mod tests {
         assert_eq!(domain.node(), None);
         assert_eq!(format!("{full:?}"), "Jid(\"juliet@example.com/balcony\")");
         assert_eq!("a@b".parse::<Jid>(), Ok(j("a@b")));
+    }
+
+    #[test]
+    fn the_bare_string_is_borrowed_and_finds_the_bare_key_of_a_map() {
+        let full = j("Juliet@example.com/balcony@x/y");
+        assert_eq!(full.bare_str(), "juliet@example.com");
+        assert_eq!(j("example.com/r").bare_str(), "example.com");
+        assert_eq!(j("a@b").bare_str(), "a@b");
+        let mut map = std::collections::HashMap::new();
+        map.insert(full.bare(), 1);
+        map.insert(j("example.com"), 2);
+        assert_eq!(map.get(full.bare_str()), Some(&1));
+        assert_eq!(map.get(j("example.com/balcony").bare_str()), Some(&2));
+        assert_eq!(map.get("romeo@example.com"), None);
+        // Equality and order are the canonical string's.
+        assert_eq!(
+            full.bare().cmp(&j("juliet@example.com")),
+            std::cmp::Ordering::Equal
+        );
+        assert!(j("a@b") < j("a@b/r") && j("a@b/r") < j("b@a"));
     }
 
     #[test]
