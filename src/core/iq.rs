@@ -172,17 +172,19 @@ impl Core {
         }
     }
 
-    /// Hands `answer` (an IQ result or error to a server-owned JID that no waiter here
-    /// tracks) to the live node its id names, where [`Core::send_iq`] waits for it; false
-    /// without a cluster, or when the id names this node, no live node or none at all.
-    pub fn forward_iq_answer(&self, answer: &Element) -> bool {
+    /// Hands `answer` (an IQ result or error to `to`, a domain or bare JID, that no waiter
+    /// here tracks) to the live node its id names, where [`Core::send_iq`] waits for it; false
+    /// without a cluster, when `to` is not served here, or when the id names this node, no
+    /// live node or none at all.
+    pub fn forward_iq_answer(&self, to: &Jid, answer: &Element) -> bool {
         let Some(cluster) = self.cluster() else {
             return false;
         };
         let Some(node) = answer.get_attr("id").and_then(node_of) else {
             return false;
         };
-        node != cluster.node()
+        self.host(to.domain()).is_some()
+            && node != cluster.node()
             && cluster.peers().iter().any(|p| p == node)
             && cluster.answer_iq(node, answer)
     }
@@ -190,7 +192,102 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::core::cluster::{Cluster, Pending as Later, RemoteSession};
+    use crate::xmpp::ns;
+
+    /// Node `n1` of a cluster whose only live peer is `n2`; records the answers it hands on.
+    #[derive(Default)]
+    struct NodeOne(Mutex<Vec<(String, String)>>);
+
+    impl Cluster for NodeOne {
+        fn node(&self) -> &str {
+            "n1"
+        }
+        fn is_connected(&self) -> bool {
+            true
+        }
+        fn sessions_of(&self, _: &Jid) -> Vec<RemoteSession> {
+            Vec::new()
+        }
+        fn sessions(&self, _: Option<&str>) -> Vec<RemoteSession> {
+            Vec::new()
+        }
+        fn forward(&self, _: &[&str], _: &Element) -> bool {
+            true
+        }
+        fn changed(&self, _: &Jid) {}
+        fn presence(&self, _: &str, _: &Jid, _: &Jid) -> bool {
+            true
+        }
+        fn kick(&self, _: &str, _: &Jid) -> bool {
+            true
+        }
+        fn close(
+            &self,
+            _: &str,
+            _: &Jid,
+            _: crate::xmpp::error::StreamErrorCondition,
+            _: &str,
+        ) -> Later<Option<Vec<String>>> {
+            Box::pin(async { None })
+        }
+        fn peers(&self) -> Vec<String> {
+            vec!["n2".into()]
+        }
+        fn answer_iq(&self, node: &str, answer: &Element) -> bool {
+            let id = answer.get_attr("id").unwrap_or_default().to_string();
+            self.0.lock().unwrap().push((node.to_string(), id));
+            true
+        }
+    }
+
+    #[test]
+    fn answers_go_to_the_live_node_their_id_names() {
+        let mut config = crate::config::Config::default();
+        config.hosts[0].name = "h".into();
+        let core = Core::new(
+            config,
+            crate::storage::Store::memory(),
+            crate::modules::BUILTIN,
+        )
+        .unwrap();
+        let result = |id: &str| {
+            Element::new("iq", ns::CLIENT)
+                .attr("type", "result")
+                .attr("id", id)
+                .attr("from", "b@h/x")
+        };
+        let h = Jid::parse("h").unwrap();
+        // No cluster: nothing is forwarded.
+        assert!(!core.forward_iq_answer(&h, &result("n2~caps-1")));
+        let one = Arc::new(NodeOne::default());
+        let as_cluster: Arc<dyn Cluster> = one.clone();
+        assert!(core.cluster.set(as_cluster).is_ok());
+        assert!(core.forward_iq_answer(&h, &result("n2~caps-1")));
+        assert!(core.forward_iq_answer(&Jid::parse("a@h").unwrap(), &result("n2~p")));
+        // Its own name, a node not alive, a plain id, a domain not served here: kept.
+        for (to, id) in [
+            ("h", "n1~c"),
+            ("h", "n3~c"),
+            ("h", "caps-1"),
+            ("other", "n2~c"),
+        ] {
+            assert!(
+                !core.forward_iq_answer(&Jid::parse(to).unwrap(), &result(id)),
+                "{id}"
+            );
+        }
+        let handed = one.0.lock().unwrap().clone();
+        assert_eq!(
+            handed,
+            [
+                ("n2".into(), "n2~caps-1".into()),
+                ("n2".into(), "n2~p".into())
+            ]
+        );
+    }
 
     #[test]
     fn cluster_ids_name_their_node() {

@@ -112,8 +112,7 @@ impl Core {
         if kind == Kind::Iq
             && to.resource().is_none()
             && matches!(stanza::stanza_type(&stanza, ""), "result" | "error")
-            && (self.iq.resolve(&stanza)
-                || (self.host(to.domain()).is_some() && self.forward_iq_answer(&stanza)))
+            && (self.iq.resolve(&stanza) || self.forward_iq_answer(&to, &stanza))
         {
             return Routed::Taken;
         }
