@@ -1560,3 +1560,111 @@ async fn a_lease_held_by_a_node_that_fell_silent_is_taken_over() {
     let holder = leases.get(&key).await.unwrap().unwrap();
     assert_eq!(&holder[..], b"n1");
 }
+
+// PEP across nodes: a contact's resource on another node gets the owner's notifications, its
+// caps resolved with a disco#info query whose answer crosses back to the querying node.
+
+const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const GEOLOC: &str = "http://jabber.org/protocol/geoloc";
+const PEP_CAPS_NODE: &str = "https://oxpecker.test/client";
+
+/// The XEP-0115 §5 ver (SHA-1) of a client with identity client/pc/"Test" and `features`.
+fn pep_caps_ver(features: &[&str]) -> String {
+    use base64::Engine;
+    use sha1::{Digest, Sha1};
+    let mut f: Vec<&str> = features.to_vec();
+    f.sort();
+    let mut s = String::from("client/pc//Test<");
+    for x in f {
+        s.push_str(x);
+        s.push('<');
+    }
+    base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
+}
+
+/// The value of attribute `name` in the first tag of `xml` that has it.
+fn attr_value(xml: &str, name: &str) -> Option<String> {
+    let key = format!(" {name}=\"");
+    let start = xml.find(&key)? + key.len();
+    let end = xml[start..].find('"')? + start;
+    Some(xml[start..end].to_string())
+}
+
+/// Reads the next server disco#info query on `c`, answers it with `features`, returns its id.
+async fn answer_caps_query(c: &mut RawClient, features: &[&str]) -> String {
+    let q = read_until_contains(c, "iq", DISCO_INFO).await;
+    assert!(q.contains("type=\"get\""), "{q}");
+    let id = attr_value(&q, "id").unwrap();
+    let node = attr_value(&q, "node").unwrap();
+    let mut body = String::from("<identity category='client' type='pc' name='Test'/>");
+    for f in features {
+        body.push_str(&format!("<feature var='{f}'/>"));
+    }
+    c.send(&format!(
+        "<iq type='result' id='{id}' to='localhost'><query xmlns='{DISCO_INFO}' node='{node}'>{body}</query></iq>"
+    ))
+    .await;
+    id
+}
+
+fn geoloc_publish(id: &str, item: &str, locality: &str) -> String {
+    format!(
+        "<iq type='set' id='{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{GEOLOC}'><item id='{item}'><geoloc xmlns='{GEOLOC}'><locality>{locality}</locality></geoloc></item></publish></pubsub></iq>"
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/cluster-test"]
+async fn pep_notifications_reach_a_contact_on_the_other_node() {
+    let (_nats, n1, n2) = cluster(&["alice", "bob"]).await;
+    n1.server()
+        .core
+        .add_mutual(&jid("alice@localhost"), &jid("bob@localhost"))
+        .await
+        .unwrap();
+    let mut alice = online_seen(&n1, &n2, "alice", "a1").await;
+    let features = [
+        DISCO_INFO,
+        "http://jabber.org/protocol/caps",
+        "http://jabber.org/protocol/geoloc+notify",
+    ];
+    let mut bob = common::login(&n2, "bob", "b2").await;
+    bob.send(&format!(
+        "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='{PEP_CAPS_NODE}' ver='{}'/></presence>",
+        pep_caps_ver(&features)
+    ))
+    .await;
+    // Two caps queries: node 2's for its own session, and node 1's, which saw bob's presence
+    // forwarded to alice; each id names its node, and node 1's answer goes back to node 1.
+    let mut ids = vec![
+        answer_caps_query(&mut bob, &features).await,
+        answer_caps_query(&mut bob, &features).await,
+    ];
+    ids.sort();
+    assert!(
+        ids[0].starts_with("n1~") && ids[1].starts_with("n2~"),
+        "{ids:?}"
+    );
+    sees(&n1, "bob@localhost/b2", true).await;
+    alice.send(&geoloc_publish("p1", "g1", "Lisbon")).await;
+    let r = read_until_contains(&mut alice, "iq", "id=\"p1\"").await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    let m = read_until_contains(&mut bob, "message", "pubsub#event").await;
+    assert!(
+        m.contains("from=\"alice@localhost\"")
+            && m.contains("to=\"bob@localhost/b2\"")
+            && m.contains(&format!("<items node=\"{GEOLOC}\">"))
+            && m.contains("<locality>Lisbon</locality>"),
+        "{m}"
+    );
+    // Node 1 answered its caps query with the answer node 2 forwarded: nothing left waiting.
+    assert_eq!(n1.server().core.iq.in_flight(), 0);
+    // bob goes unavailable (his session stays bound, so the directory still lists it): node 1
+    // forgets his presence, and the next publish sends him nothing.
+    bob.send("<presence type='unavailable'/>").await;
+    read_until_contains(&mut alice, "presence", "type=\"unavailable\"").await;
+    alice.send(&geoloc_publish("p2", "g2", "Porto")).await;
+    let r = read_until_contains(&mut alice, "iq", "id=\"p2\"").await;
+    assert!(r.contains("type=\"result\""), "{r}");
+    common::nothing_pending(&mut bob).await;
+}

@@ -5,7 +5,8 @@
 //! routing reads without a round trip. The core sees all of it through
 //! [`crate::core::cluster::Cluster`], which [`Node`] implements; stanzas for a session on
 //! another node are serialised once ([`wire`]) and delivered there by that node's local
-//! delivery only.
+//! delivery only. An answer to an IQ another node sent (its id names that node:
+//! [`crate::core::iq::cluster_id`]) is handed back to it ([`wire::Frame::IqAnswer`]).
 //!
 //! Faults: a node that stops heartbeating is gone after `node_ttl_secs` (its sessions leave
 //! every view, and one survivor removes their keys and sends their contacts the unavailable
@@ -248,6 +249,11 @@ impl Node {
                 }
                 Ok(Frame::Outgoing(stanza)) => self.send_forwarded(stanza),
                 Ok(Frame::Admin(op)) => self.answer_admin(core, op, msg.reply),
+                Ok(Frame::IqAnswer(answer)) => {
+                    if !core.iq.resolve(&answer) {
+                        tracing::debug!("cluster: an iq answer no waiter here tracks");
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "cluster: dropping a message"),
             }
         }
@@ -583,6 +589,10 @@ impl Cluster for Node {
 
     fn peers(&self) -> Vec<String> {
         self.directory.peers()
+    }
+
+    fn answer_iq(&self, node: &str, answer: &Element) -> bool {
+        self.queue(node, Frame::iq_answer(answer))
     }
 }
 

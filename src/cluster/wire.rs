@@ -29,6 +29,9 @@ pub enum Frame {
     Outgoing(Element),
     /// Run this admin operation here, as the shell would; answer its result.
     Admin(AdminOp),
+    /// The answer to an IQ this node sent, which reached the sending node's router instead:
+    /// resolve the waiter here.
+    IqAnswer(Element),
 }
 
 /// Why a frame could not be read (the sender is another node: logged and dropped).
@@ -92,6 +95,7 @@ impl Frame {
                 out.push_str(previd);
             }
             Frame::Outgoing(stanza) => return Frame::outgoing(stanza),
+            Frame::IqAnswer(stanza) => return Frame::iq_answer(stanza),
             Frame::Admin(op) => {
                 out.push('A');
                 out.push_str(&serde_json::to_string(op).unwrap_or_default());
@@ -121,6 +125,13 @@ impl Frame {
     /// The bytes of a [`Frame::Outgoing`] of `stanza`, without copying the element first.
     pub fn outgoing(stanza: &Element) -> Vec<u8> {
         let mut out = String::from("S");
+        out.push_str(&stanza.to_xml(ns::CLIENT));
+        out.into_bytes()
+    }
+
+    /// The bytes of a [`Frame::IqAnswer`] of `stanza`, without copying the element first.
+    pub fn iq_answer(stanza: &Element) -> Vec<u8> {
+        let mut out = String::from("Q");
         out.push_str(&stanza.to_xml(ns::CLIENT));
         out.into_bytes()
     }
@@ -170,6 +181,9 @@ impl Frame {
             }
             'S' => crate::xmpp::parser::parse_element(body)
                 .map(Frame::Outgoing)
+                .map_err(|_| WireError::Malformed("bad stanza")),
+            'Q' => crate::xmpp::parser::parse_element(body)
+                .map(Frame::IqAnswer)
                 .map_err(|_| WireError::Malformed("bad stanza")),
             'A' => serde_json::from_str(body)
                 .map(Frame::Admin)
@@ -237,10 +251,19 @@ mod tests {
             module: "ping".into(),
             host: Some("h".into()),
         };
-        for frame in [Frame::Outgoing(msg), Frame::Admin(op)] {
+        let answer = Element::new("iq", ns::CLIENT)
+            .attr("type", "result")
+            .attr("id", "n1~caps-1")
+            .attr("from", "b@h/x")
+            .attr("to", "h");
+        for frame in [
+            Frame::Outgoing(msg),
+            Frame::Admin(op),
+            Frame::IqAnswer(answer),
+        ] {
             assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
         }
-        for bad in [&b"S<x"[..], b"A{}", b"A{\"op\":\"shutdown\"}"] {
+        for bad in [&b"S<x"[..], b"A{}", b"A{\"op\":\"shutdown\"}", b"Q<iq"] {
             assert!(Frame::decode(bad).is_err(), "{bad:?}");
         }
     }

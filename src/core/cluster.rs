@@ -123,6 +123,11 @@ pub trait Cluster: Send + Sync {
     fn peers(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Hands `node` the answer to an IQ it sent ([`Core::send_iq`]) that reached this node
+    /// instead; false when it could not be queued now.
+    fn answer_iq(&self, _node: &str, _answer: &Element) -> bool {
+        false
+    }
 }
 
 /// A stanza for a remote domain: its sender, its recipient and itself.

@@ -1,5 +1,10 @@
 //! Tracking of IQs the server sends (Prosody's `module:send_iq`): each resolves with the
 //! response, an error reply, a timeout, or eviction when more than 256 are in flight.
+//!
+//! In a cluster the answer may reach another node (the recipient's session lives there): ids
+//! then carry the sending node's name ([`cluster_id`]), and a node that gets an answer it does
+//! not track, addressed to a server-owned JID, hands it to the node its id names
+//! ([`Core::forward_iq_answer`]), where it resolves the waiter.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -37,6 +42,21 @@ pub enum IqError {
     /// The server is shutting down.
     #[error("server shutting down")]
     Shutdown,
+}
+
+/// Separates the node's name from the caller's id; node names never contain it.
+const NODE_SEPARATOR: char = '~';
+
+/// The id `id` carries on the wire when node `node` of a cluster sends it.
+pub fn cluster_id(node: &str, id: &str) -> String {
+    format!("{node}{NODE_SEPARATOR}{id}")
+}
+
+/// The node named by an id built by [`cluster_id`], if it is one.
+pub fn node_of(id: &str) -> Option<&str> {
+    id.split_once(NODE_SEPARATOR)
+        .map(|(node, _)| node)
+        .filter(|node| !node.is_empty())
 }
 
 struct Pending {
@@ -114,7 +134,8 @@ impl IqTracker {
 }
 
 impl Core {
-    /// Sends an IQ get/set from the server and waits for the matching response.
+    /// Sends an IQ get/set from the server and waits for the matching response. In a cluster
+    /// the id sent (and the response's) is [`cluster_id`] of this node's name and the given id.
     pub async fn send_iq(
         self: &Arc<Self>,
         iq: Element,
@@ -130,7 +151,15 @@ impl Core {
         if !(ty == "get" || ty == "set") || iq.get_attr("from").is_none() {
             return Err(IqError::Invalid);
         }
-        let id = id.to_string();
+        let id = match self.cluster() {
+            Some(c) => cluster_id(c.node(), id),
+            None => id.to_string(),
+        };
+        let mut iq = iq;
+        if self.cluster().is_some() {
+            // The answer may reach another node, which finds this one by the id.
+            iq.set_attr("id", Some(id.clone()));
+        }
         let rx = self.iq.register(&id, to)?;
         self.route(Origin::Server, iq).await;
         match tokio::time::timeout(timeout.unwrap_or(DEFAULT_TIMEOUT), rx).await {
@@ -140,6 +169,135 @@ impl Core {
                 self.iq.forget(&id);
                 Err(IqError::Timeout)
             }
+        }
+    }
+
+    /// Hands `answer` (an IQ result or error to `to`, a domain or bare JID, that no waiter
+    /// here tracks) to the live node its id names, where [`Core::send_iq`] waits for it; false
+    /// without a cluster, when `to` is not served here, or when the id names this node, no
+    /// live node or none at all.
+    pub fn forward_iq_answer(&self, to: &Jid, answer: &Element) -> bool {
+        let Some(cluster) = self.cluster() else {
+            return false;
+        };
+        let Some(node) = answer.get_attr("id").and_then(node_of) else {
+            return false;
+        };
+        self.host(to.domain()).is_some()
+            && node != cluster.node()
+            && cluster.peers().iter().any(|p| p == node)
+            && cluster.answer_iq(node, answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::core::cluster::{Cluster, Pending as Later, RemoteSession};
+    use crate::xmpp::ns;
+
+    /// Node `n1` of a cluster whose only live peer is `n2`; records the answers it hands on.
+    #[derive(Default)]
+    struct NodeOne(Mutex<Vec<(String, String)>>);
+
+    impl Cluster for NodeOne {
+        fn node(&self) -> &str {
+            "n1"
+        }
+        fn is_connected(&self) -> bool {
+            true
+        }
+        fn sessions_of(&self, _: &Jid) -> Vec<RemoteSession> {
+            Vec::new()
+        }
+        fn sessions(&self, _: Option<&str>) -> Vec<RemoteSession> {
+            Vec::new()
+        }
+        fn forward(&self, _: &[&str], _: &Element) -> bool {
+            true
+        }
+        fn changed(&self, _: &Jid) {}
+        fn presence(&self, _: &str, _: &Jid, _: &Jid) -> bool {
+            true
+        }
+        fn kick(&self, _: &str, _: &Jid) -> bool {
+            true
+        }
+        fn close(
+            &self,
+            _: &str,
+            _: &Jid,
+            _: crate::xmpp::error::StreamErrorCondition,
+            _: &str,
+        ) -> Later<Option<Vec<String>>> {
+            Box::pin(async { None })
+        }
+        fn peers(&self) -> Vec<String> {
+            vec!["n2".into()]
+        }
+        fn answer_iq(&self, node: &str, answer: &Element) -> bool {
+            let id = answer.get_attr("id").unwrap_or_default().to_string();
+            self.0.lock().unwrap().push((node.to_string(), id));
+            true
+        }
+    }
+
+    #[test]
+    fn answers_go_to_the_live_node_their_id_names() {
+        let mut config = crate::config::Config::default();
+        config.hosts[0].name = "h".into();
+        let core = Core::new(
+            config,
+            crate::storage::Store::memory(),
+            crate::modules::BUILTIN,
+        )
+        .unwrap();
+        let result = |id: &str| {
+            Element::new("iq", ns::CLIENT)
+                .attr("type", "result")
+                .attr("id", id)
+                .attr("from", "b@h/x")
+        };
+        let h = Jid::parse("h").unwrap();
+        // No cluster: nothing is forwarded.
+        assert!(!core.forward_iq_answer(&h, &result("n2~caps-1")));
+        let one = Arc::new(NodeOne::default());
+        let as_cluster: Arc<dyn Cluster> = one.clone();
+        assert!(core.cluster.set(as_cluster).is_ok());
+        assert!(core.forward_iq_answer(&h, &result("n2~caps-1")));
+        assert!(core.forward_iq_answer(&Jid::parse("a@h").unwrap(), &result("n2~p")));
+        // Its own name, a node not alive, a plain id, a domain not served here: kept.
+        for (to, id) in [
+            ("h", "n1~c"),
+            ("h", "n3~c"),
+            ("h", "caps-1"),
+            ("other", "n2~c"),
+        ] {
+            assert!(
+                !core.forward_iq_answer(&Jid::parse(to).unwrap(), &result(id)),
+                "{id}"
+            );
+        }
+        let handed = one.0.lock().unwrap().clone();
+        assert_eq!(
+            handed,
+            [
+                ("n2".into(), "n2~caps-1".into()),
+                ("n2".into(), "n2~p".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn cluster_ids_name_their_node() {
+        let id = cluster_id("n1", "caps-00ff");
+        assert_eq!(id, "n1~caps-00ff");
+        assert_eq!(node_of(&id), Some("n1"));
+        // The caller's id may itself hold the separator: the node is what comes first.
+        assert_eq!(node_of(&cluster_id("n-2_b", "a~b")), Some("n-2_b"));
+        for plain in ["caps-00ff", "", "~x", "push1"] {
+            assert_eq!(node_of(plain), None, "{plain}");
         }
     }
 }

@@ -29,7 +29,10 @@
 //!
 //! `presence/initial` is a stanza event (hook it with `ModuleHandle::hook`), fired by
 //! `Core::initial_presence` after a session's first available presence was broadcast, with the
-//! session as the origin and the presence as the stanza. Stream-level elements have their own
+//! session as the origin and the presence as the stanza. `presence/forwarded` is one too, fired
+//! on the recipient's host by `Core::deliver_forwarded` with a presence another cluster node
+//! forwarded here, before this node's sessions get it (PEP keeps it for its sender's caps);
+//! its handlers observe: the presence is delivered whatever they return. Stream-level elements have their own
 //! events, see [`super::module_api::tags`].
 
 use std::sync::Arc;

@@ -51,6 +51,10 @@ pub enum Routed {
     Refused(StanzaError),
 }
 
+/// Fired on the recipient's host, for modules to observe, with a presence another cluster
+/// node forwarded here before it is delivered (its sender's session lives on that node).
+pub const PRESENCE_FORWARDED: &str = "presence/forwarded";
+
 /// The event fired for a stanza: `iq-get/host/urn:xmpp:ping:ping`, `iq-result/full`, `message/bare`, …
 pub fn event_name(kind: Kind, dest: Dest, stanza: &Element) -> String {
     match kind {
@@ -103,11 +107,12 @@ impl Core {
                 Err(_) => return self.refuse(&stanza, C::JidMalformed).await,
             },
         };
-        // Answers to IQs the server sent (send_iq) resolve their waiter and stop here.
+        // Answers to IQs the server sent (send_iq) resolve their waiter, here or on the node
+        // that sent them, and stop here.
         if kind == Kind::Iq
             && to.resource().is_none()
             && matches!(stanza::stanza_type(&stanza, ""), "result" | "error")
-            && self.iq.resolve(&stanza)
+            && (self.iq.resolve(&stanza) || self.forward_iq_answer(&to, &stanza))
         {
             return Routed::Taken;
         }
@@ -256,6 +261,20 @@ impl Core {
             tracing::debug!("dropping a forwarded stanza without a valid from and to");
             return;
         };
+        if stanza.name() == "presence"
+            && let Some(host) = self.host(to.domain())
+            && host.events.has_handlers(PRESENCE_FORWARDED)
+        {
+            let ev = StanzaEvent {
+                core: self.clone(),
+                origin: Origin::Server,
+                stanza: stanza.clone(),
+                from: from.clone(),
+                to: to.clone(),
+                refusal: Refusal::default(),
+            };
+            let _ = host.events.fire(PRESENCE_FORWARDED, ev).await;
+        }
         let d = self.delivery_in(Scope::Local, &from, &to, &stanza).await;
         let ev = StanzaEvent {
             core: self.clone(),

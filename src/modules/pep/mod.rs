@@ -37,6 +37,7 @@ use crate::core::events::{Flow, Origin, StanzaEvent, handler};
 use crate::core::module_api::ModuleHandle;
 use crate::core::modules::{LoadError, Module, ModuleContext};
 use crate::core::priority;
+use crate::core::router::PRESENCE_FORWARDED;
 use crate::core::sessions::SessionHandle;
 use crate::storage::StorageError;
 use crate::xmpp::error::{StanzaError, StanzaErrorCondition as C};
@@ -637,15 +638,26 @@ impl Service {
             if contact == *owner || !contact_allowed(rec, &contact) {
                 continue;
             }
-            // Local contacts' resources are sessions here; remote ones are known by the
-            // presence their server sent the owner.
+            // Local contacts' resources are sessions here, or on another cluster node (known
+            // by the presence that node forwarded, while the directory lists the session);
+            // remote ones are known by the presence their server sent the owner.
             let resources: Vec<(Jid, Option<Element>)> = if core.host(contact.domain()).is_some() {
-                core.sessions
+                let mut here: Vec<(Jid, Option<Element>)> = core
+                    .sessions
                     .resources(&contact)
                     .into_iter()
                     .filter(|s| s.is_available())
                     .map(|s| (s.jid.clone(), s.last_presence()))
-                    .collect()
+                    .collect();
+                if core.cluster().is_some() {
+                    let there = core.remote_sessions(&contact);
+                    here.extend(
+                        self.remote_resources(owner, &contact)
+                            .into_iter()
+                            .filter(|(j, _)| there.iter().any(|r| r.jid == *j)),
+                    );
+                }
+                here
             } else {
                 self.remote_resources(owner, &contact)
             };
@@ -692,9 +704,11 @@ impl Service {
             .unwrap_or_default()
     }
 
-    /// Presence from a remote contact's resource `from` to local `owner`: available is kept
+    /// Presence from a remote contact's resource `from` (of another server, or of this
+    /// domain on another cluster node) to local `owner`: available is kept
     /// (and new caps resolved, then the owner's last items it wants sent, as for a local
-    /// contact coming online); unavailable is forgotten.
+    /// contact coming online; a contact on another node gets those from its own node, which
+    /// sees its presence as a local session's); unavailable is forgotten.
     fn on_remote_presence(&self, core: &Arc<Core>, owner: &Jid, from: &Jid, presence: &Element) {
         match presence.get_attr("type") {
             None => {
@@ -727,7 +741,9 @@ impl Service {
                     let Some(notify) = cache.resolve(&core, &host, &from, &caps).await else {
                         return;
                     };
-                    if let Some(svc) = service(&core, owner.domain()) {
+                    if core.host(from.domain()).is_none()
+                        && let Some(svc) = service(&core, owner.domain())
+                    {
                         svc.send_last_items(&core, &owner, &from, &notify, false)
                             .await;
                     }
@@ -905,6 +921,19 @@ impl Service {
             _ => {}
         }
     }
+}
+
+/// Whether presence from `from` to `owner` counts for PEP: an unavailable one (or any other
+/// type) always, to forget it; an available one only from a contact that may see the
+/// owner's PEP (subscription from).
+async fn counts(core: &Core, owner: &Jid, from: &Jid, presence: &Element) -> bool {
+    presence.get_attr("type").is_some()
+        || core
+            .roster_item(owner, &from.bare())
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|i| i.subscription.has_from())
 }
 
 /// Drops the oldest items beyond the node's limit; returns the item deletions.
@@ -1381,21 +1410,40 @@ impl Module for Pep {
                         svc.on_subscribed(&ev.core, &ev.from.bare(), &ev.to);
                     }
                     // A remote contact's resource tells the owner its presence (and caps); kept
-                    // only from contacts that may see the owner's PEP (subscription from).
-                    if ev.core.host(ev.from.domain()).is_none()
+                    // only from contacts that may see the owner's PEP (subscription from). In a
+                    // cluster, a survivor's unavailable presence for a gone node's session
+                    // arrives here too, from this domain but from no session of this node.
+                    let elsewhere = ev.core.host(ev.from.domain()).is_none()
+                        || (ev.core.cluster().is_some()
+                            && ev.stanza.get_attr("type") == Some("unavailable")
+                            && ev.core.sessions.get(&ev.from).is_none());
+                    if elsewhere
                         && ev.from.resource().is_some()
                         && ev.to.is_bare()
                         && ev.core.host(ev.to.domain()).is_some()
-                        && (ev.stanza.get_attr("type").is_some()
-                            || ev
-                                .core
-                                .roster_item(&ev.to, &ev.from.bare())
-                                .await
-                                .ok()
-                                .flatten()
-                                .is_some_and(|i| i.subscription.has_from()))
+                        && counts(&ev.core, &ev.to, &ev.from, &ev.stanza).await
                     {
                         svc.on_remote_presence(&ev.core, &ev.to, &ev.from, &ev.stanza);
+                    }
+                    Flow::Continue(ev)
+                }
+            }),
+        );
+        // A contact's resource on another cluster node: its presence (broadcast to the owner,
+        // or answering the owner's probe) was forwarded here, where the owner has a session.
+        let forwarded_svc = svc.clone();
+        ctx.hook(
+            PRESENCE_FORWARDED,
+            priority::HANDLER,
+            handler(move |ev| {
+                let svc = forwarded_svc.clone();
+                async move {
+                    let owner = ev.to.bare();
+                    if ev.from.resource().is_some()
+                        && ev.from.bare() != owner
+                        && counts(&ev.core, &owner, &ev.from, &ev.stanza).await
+                    {
+                        svc.on_remote_presence(&ev.core, &owner, &ev.from, &ev.stanza);
                     }
                     Flow::Continue(ev)
                 }
