@@ -224,7 +224,12 @@ impl Node {
                     self.learn_sender(&node, sender, &stanza);
                     core.route(Origin::Server, stanza).await
                 }
-                Ok(Frame::Presence(user, to)) => core.send_local_presence(&user, &to).await,
+                Ok(Frame::Presence(user, to, asker)) => {
+                    if let Some((node, sessions)) = asker {
+                        self.learn_sessions(&node, sessions, &to);
+                    }
+                    core.send_local_presence(&user, &to).await
+                }
                 Ok(Frame::Kick(full)) => {
                     if let Some(s) = core.sessions.get(&full) {
                         s.close(StreamError::with_text(
@@ -515,7 +520,11 @@ impl Cluster for Node {
     }
 
     fn presence(&self, node: &str, user: &Jid, to: &Jid) -> bool {
-        self.queue(node, Frame::Presence(user.clone(), to.clone()).encode())
+        let asker = Some((self.name.clone(), self.entries_of(to)));
+        self.queue(
+            node,
+            Frame::Presence(user.clone(), to.clone(), asker).encode(),
+        )
     }
 
     fn kick(&self, node: &str, full: &Jid) -> bool {

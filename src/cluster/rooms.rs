@@ -235,9 +235,14 @@ impl Node {
 
     /// This node's sessions of the account sending `stanza` (none for another domain's user).
     pub(super) fn sender_entries(&self, stanza: &Element) -> Vec<Entry> {
-        let Some(from) = stanza.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
-            return Vec::new();
-        };
+        match stanza.get_attr("from").and_then(|f| Jid::parse(f).ok()) {
+            Some(from) => self.entries_of(&from),
+            None => Vec::new(),
+        }
+    }
+
+    /// This node's sessions of `jid`'s account, as its directory key lists them.
+    pub(super) fn entries_of(&self, from: &Jid) -> Vec<Entry> {
         let Some(core) = self.core.upgrade() else {
             return Vec::new();
         };
@@ -252,12 +257,17 @@ impl Node {
     /// the answers reach the sender even before its directory key arrives by watch (the two
     /// travel different ways); kept for one TTL, never over what the directory says.
     pub(super) fn learn_sender(&self, node: &str, sender: Vec<Entry>, stanza: &Element) {
+        if let Some(from) = stanza.get_attr("from").and_then(|f| Jid::parse(f).ok()) {
+            self.learn_sessions(node, sender, &from);
+        }
+    }
+
+    /// Takes in what `node` says of its sessions of `from`'s account (a room stanza's sender, a
+    /// probe's asker), kept for one TTL, never over what the directory says.
+    pub(super) fn learn_sessions(&self, node: &str, sender: Vec<Entry>, from: &Jid) {
         if sender.is_empty() || node == self.name {
             return;
         }
-        let Some(from) = stanza.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
-            return;
-        };
         let node: Arc<str> = Arc::from(node);
         let now = Instant::now();
         let mut hints = self.rooms.senders.entry(from.bare()).or_default();
@@ -266,7 +276,7 @@ impl Node {
     }
 
     /// Adds to `found` (the directory's sessions of `bare`) the sessions a recent room stanza
-    /// announced, of nodes the directory does not list for the account yet.
+    /// or probe announced, of nodes the directory does not list for the account yet.
     pub(super) fn with_senders(&self, bare: &Jid, found: &mut Vec<RemoteSession>) {
         let Some(hints) = self.rooms.senders.get(bare) else {
             return;

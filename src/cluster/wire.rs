@@ -11,8 +11,10 @@ use crate::xmpp::{Element, Jid, ns};
 pub enum Frame {
     /// Deliver this stanza (with its `from` and `to`) to local sessions only.
     Deliver(Element),
-    /// Send the current presence of the local sessions of this account to this JID.
-    Presence(Jid, Jid),
+    /// Send the current presence of the local sessions of this account to this JID; with the
+    /// asking node and its sessions of that JID's account (what its directory key says, which
+    /// may not have arrived yet: a probe follows a login at once), so that the answer finds them.
+    Presence(Jid, Jid, Option<(String, Vec<Entry>)>),
     /// Close the local session bound to this full JID: it was bound again on another node.
     Kick(Jid),
     /// Close the local sessions of this JID with this condition and text; answer the full JIDs closed.
@@ -70,11 +72,17 @@ impl Frame {
         match self {
             Frame::Deliver(stanza) => return Frame::deliver(stanza),
             Frame::Room(node, sender, stanza) => return Frame::room(node, sender, stanza),
-            Frame::Presence(user, to) => {
+            Frame::Presence(user, to, asker) => {
                 out.push('P');
                 out.push_str(user.as_str());
                 out.push('\n');
                 out.push_str(to.as_str());
+                if let Some((node, sessions)) = asker {
+                    out.push('\n');
+                    out.push_str(node);
+                    out.push('\n');
+                    out.push_str(&serde_json::to_string(sessions).unwrap_or_else(|_| "[]".into()));
+                }
             }
             Frame::Kick(jid) => {
                 out.push('K');
@@ -158,10 +166,19 @@ impl Frame {
             }
             'K' => Ok(Frame::Kick(jid(body)?)),
             'P' => {
-                let (user, to) = body
-                    .split_once('\n')
-                    .ok_or(WireError::Malformed("no recipient"))?;
-                Ok(Frame::Presence(jid(user)?, jid(to)?))
+                let mut parts = body.splitn(4, '\n');
+                let user = jid(parts.next().unwrap_or_default())?;
+                let to = jid(parts.next().ok_or(WireError::Malformed("no recipient"))?)?;
+                let asker = match (parts.next(), parts.next()) {
+                    (Some(node), Some(sessions)) => Some((
+                        node.to_string(),
+                        serde_json::from_str(sessions)
+                            .map_err(|_| WireError::Malformed("bad sessions"))?,
+                    )),
+                    (None, _) => None,
+                    (Some(_), None) => return Err(WireError::Malformed("no sessions")),
+                };
+                Ok(Frame::Presence(user, to, asker))
             }
             'C' => {
                 let mut parts = body.splitn(3, '\n');
@@ -221,7 +238,22 @@ mod tests {
                 msg,
             ),
             Frame::Kick(j("b@h/phone")),
-            Frame::Presence(j("b@h"), j("a@h/x")),
+            Frame::Presence(j("b@h"), j("a@h/x"), None),
+            Frame::Presence(
+                j("b@h"),
+                j("a@h/x"),
+                Some((
+                    "n1".into(),
+                    vec![Entry {
+                        resource: "x".into(),
+                        priority: 0,
+                        available: false,
+                        secure: true,
+                        carbons: false,
+                        roster: false,
+                    }],
+                )),
+            ),
             Frame::Close(j("b@h"), StreamErrorCondition::Reset, "bye\nnow".into()),
             Frame::EndResumable(j("b@h"), "0f3a".into()),
         ] {
@@ -236,6 +268,8 @@ mod tests {
             b"Rn\nnot json\n<a/>",
             b"\xff",
             b"Hb@h",
+            b"Pb@h\na@h/x\nn1",
+            b"Pb@h\na@h/x\nn1\nnot json",
         ] {
             assert!(Frame::decode(bad).is_err(), "{bad:?}");
         }
