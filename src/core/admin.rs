@@ -293,14 +293,7 @@ impl Core {
             return local;
         };
         let j = Jid::parse(jid).map_err(|e| AdminError::InvalidJid(format!("{jid}: {e}")))?;
-        let mut nodes: Vec<_> = self
-            .remote_sessions(&j.bare())
-            .into_iter()
-            .filter(|r| j.resource().is_none() || r.jid == j)
-            .map(|r| r.node)
-            .collect();
-        nodes.sort();
-        nodes.dedup();
+        let nodes = self.nodes_serving(&j.bare(), |r| j.resource().is_none() || r.jid == j);
         let mut closed = match local {
             Ok(list) => list,
             Err(AdminError::NoSession(_)) => Vec::new(),

@@ -178,6 +178,23 @@ impl Core {
         users
     }
 
+    /// The other nodes serving sessions of `bare` that pass `keep`, each once, sorted.
+    pub fn nodes_serving(
+        &self,
+        bare: &Jid,
+        keep: impl Fn(&RemoteSession) -> bool,
+    ) -> Vec<Arc<str>> {
+        let mut nodes: Vec<Arc<str>> = self
+            .remote_sessions(bare)
+            .into_iter()
+            .filter(|r| keep(r))
+            .map(|r| r.node)
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    }
+
     /// Whether `bare` has a session on any node.
     pub fn is_online_anywhere(&self, bare: &Jid) -> bool {
         self.sessions.is_online(bare) || !self.remote_sessions(bare).is_empty()

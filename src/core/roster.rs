@@ -444,15 +444,7 @@ impl Core {
         self.send_local_presence(from_user, to).await;
         // Sessions on other cluster nodes: their node knows their presence and sends it.
         if let Some(cluster) = self.cluster() {
-            let mut nodes: Vec<_> = self
-                .remote_sessions(&from_user.bare())
-                .into_iter()
-                .filter(|r| r.available)
-                .map(|r| r.node)
-                .collect();
-            nodes.sort();
-            nodes.dedup();
-            for node in nodes {
+            for node in self.nodes_serving(&from_user.bare(), |r| r.available) {
                 cluster.presence(&node, &from_user.bare(), to);
             }
         }

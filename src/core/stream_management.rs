@@ -122,14 +122,7 @@ impl Core {
         let Some(cluster) = self.cluster() else {
             return;
         };
-        let mut nodes: Vec<_> = self
-            .remote_sessions(bare)
-            .into_iter()
-            .map(|r| r.node)
-            .collect();
-        nodes.sort();
-        nodes.dedup();
-        for node in nodes {
+        for node in self.nodes_serving(bare, |_| true) {
             cluster.end_resumable(&node, bare, previd);
         }
     }

@@ -349,14 +349,7 @@ async fn initial(ev: &StanzaEvent) {
         }
     }
     if let Some(cluster) = core.cluster() {
-        let mut nodes: Vec<_> = core
-            .remote_sessions(&user)
-            .into_iter()
-            .map(|r| r.node)
-            .collect();
-        nodes.sort();
-        nodes.dedup();
-        for node in nodes {
+        for node in core.nodes_serving(&user, |_| true) {
             cluster.presence(&node, &user, &session.jid);
         }
     }
